@@ -1,0 +1,196 @@
+"""The step loop every fixed-step sampler shares.
+
+A sampler describes one step, ``step_fn(i, x, noises) -> x_next``, and how many Gaussian
+draws each step adds; this module runs the steps
+
+* as one ``tf.while_loop`` inside a ``tf.function`` (optionally XLA-compiled) when
+  called eagerly — the fast path;
+* inline, when the sampler is itself traced inside a caller's ``tf.function``;
+* as a Python loop of eager steps when ``noise_fn`` is given (tests inject noise) or
+  ``compiled=False`` (debugging).
+
+Noise is stateless and derived from the seed and the step, so the compiled and the
+eager paths give the same numbers for the same seed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import numpy as np
+import tensorflow as tf
+
+from kdiff import _random
+
+
+class NonFiniteSampleError(FloatingPointError):
+    """Raised when NaN or Inf appears in the samples mid-sampling.
+
+    Attributes:
+        sampler: the sampler's name.
+        step: 0-based index of the first step whose output was not finite.
+        num_steps: the number of steps the sampler was running.
+    """
+
+    def __init__(self, sampler, step, num_steps, label=None):
+        self.sampler, self.step, self.num_steps = sampler, int(step), int(num_steps)
+        where = f"step {self.step} of {self.num_steps}"
+        if label is not None:
+            where += f" ({label})"
+        super().__init__(
+            f"{sampler}: the samples became NaN or Inf at {where}. Check the model's "
+            "outputs at that noise level (a diverged network, or a step size too large)."
+        )
+
+
+def resolve_jit_compile(jit_compile):
+    """``"auto"`` compiles with XLA only where a GPU or TPU is visible.
+
+    On CPU oneDNN's kernels beat XLA's (measured: see the README), so eager-graph
+    ``tf.function`` is the CPU default.
+    """
+    if jit_compile == "auto":
+        return bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
+    return bool(jit_compile)
+
+
+class _DropRetracingWarning(logging.Filter):
+    def filter(self, record):
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_retracing_warning():
+    """Each sampler call builds its own loop graph on purpose (its coefficients are
+    constants of that graph), so TF's "frequent retracing" advice does not apply."""
+    logger = tf.get_logger()
+    quiet = _DropRetracingWarning()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
+
+
+def _step_noise(seed, i, k, num_draws, like):
+    return tf.random.stateless_normal(
+        tf.shape(like), seed=_random.fold_in(seed, i * num_draws + k), dtype=like.dtype
+    )
+
+
+def run_steps(
+    step_fn,
+    x,
+    noise_counts,
+    *,
+    name,
+    seed=None,
+    noise_fn=None,
+    return_trajectory=False,
+    compiled=True,
+    jit_compile="auto",
+    step_labels=None,
+):
+    """Runs ``len(noise_counts)`` steps of a sampler.
+
+    Args:
+        step_fn: ``step_fn(i, x, noises) -> x_next``; ``i`` is a scalar int32 tensor and
+            ``noises`` a list of ``max(1, max(noise_counts))`` tensors shaped like x, of
+            which the first ``noise_counts[i]`` are standard normal and the rest zero.
+        x: the starting tensor, batch first.
+        noise_counts: int array, how many Gaussian draws step i adds.
+        name: the sampler's name, for error messages.
+        seed: int, shape-[2] int tensor, or None (random).
+        noise_fn: optional ``noise_fn(shape) -> noise``; called once per draw, in step
+            order, only for draws that are used. Forces the eager Python loop.
+        return_trajectory: also return the list [x_start, x_after_step_0, …].
+        compiled: run the step loop as one graph (True) or as eager Python (False).
+        jit_compile: True, False or "auto" (XLA where a GPU/TPU is visible).
+        step_labels: optional per-step descriptions used in error messages.
+
+    Returns:
+        The final x, or ``(x, trajectory)`` with ``return_trajectory``.
+
+    Raises:
+        NonFiniteSampleError: when a step produces NaN or Inf (eager callers only;
+            inside a caller's graph the check is the caller's).
+    """
+    noise_counts = np.asarray(noise_counts, dtype=np.int32)
+    num_steps = int(noise_counts.size)
+    num_draws = int(noise_counts.max()) if num_steps else 0
+    seed = _random.seed_pair(seed)
+
+    def label(i):
+        return None if step_labels is None else step_labels[i]
+
+    if noise_fn is not None or (not compiled and tf.executing_eagerly()):
+        return _python_loop(
+            step_fn, x, noise_counts, num_draws, seed, noise_fn, return_trajectory, name, label
+        )
+
+    counts = tf.constant(noise_counts)
+
+    def graph_loop(x, seed):
+        def body(i, x, finite, trajectory):
+            noises = [
+                _step_noise(seed, i, k, num_draws, x) * tf.cast(k < counts[i], x.dtype)
+                for k in range(num_draws)
+            ] or [tf.zeros_like(x)]
+            x_next = tf.ensure_shape(step_fn(i, x, noises), x.shape)
+            finite = tf.reduce_all(tf.math.is_finite(x_next))
+            if return_trajectory:
+                trajectory = trajectory.write(i + 1, x_next)
+            return i + 1, x_next, finite, trajectory
+
+        trajectory = tf.TensorArray(x.dtype, size=num_steps + 1 if return_trajectory else 0)
+        if return_trajectory:
+            trajectory = trajectory.write(0, x)
+        i, x, finite, trajectory = tf.while_loop(
+            lambda i, x, finite, trajectory: tf.logical_and(i < num_steps, finite),
+            body,
+            (tf.constant(0), x, tf.constant(True), trajectory),
+        )
+        stacked = trajectory.stack() if return_trajectory else tf.zeros([0])
+        return x, i, finite, stacked
+
+    if tf.executing_eagerly():
+        compiled_loop = tf.function(graph_loop, jit_compile=resolve_jit_compile(jit_compile))
+        with _quiet_retracing_warning():
+            x, i, finite, stacked = compiled_loop(x, seed)
+        if not bool(finite):
+            step = int(i) - 1
+            raise NonFiniteSampleError(name, step, num_steps, label(step))
+    else:
+        x, i, finite, stacked = graph_loop(x, seed)
+    if return_trajectory:
+        return x, tf.unstack(stacked, num=num_steps + 1)
+    return x
+
+
+def _python_loop(step_fn, x, noise_counts, num_draws, seed, noise_fn, return_trajectory, name, label):
+    trajectory = [x]
+    shape = tuple(x.shape)
+    for i, count in enumerate(noise_counts):
+        noises = []
+        for k in range(num_draws):
+            if k >= count:
+                noises.append(tf.zeros_like(x))
+            elif noise_fn is None:
+                noises.append(_step_noise(seed, tf.constant(i), k, num_draws, x))
+            else:
+                z = tf.cast(noise_fn(shape), x.dtype)
+                if tuple(z.shape) != shape:
+                    raise ValueError(
+                        f"Expected `noise_fn` to return noise of shape {list(shape)}. "
+                        f"Received: shape={list(z.shape)}"
+                    )
+                noises.append(z)
+        x = step_fn(tf.constant(i, tf.int32), x, noises or [tf.zeros_like(x)])
+        if not bool(tf.reduce_all(tf.math.is_finite(x))):
+            raise NonFiniteSampleError(name, i, len(noise_counts), label(i))
+        if return_trajectory:
+            trajectory.append(x)
+    if return_trajectory:
+        return x, trajectory
+    return x

@@ -1,0 +1,262 @@
+"""Discrete noise schedules and the forward process of DDPM / DDIM, and NCSN's σ ladder.
+
+A schedule is written once here and handed to every loss and sampler (no sampler
+keeps its own copy of the β's). Timesteps are 0-based integers t ∈ {0, …, T−1}, as in
+diffusers: ``alphas_cumprod[t]`` is ᾱ after t+1 noising steps.
+
+Equation numbers refer to the survey in ``shared/seed`` (DDPM: eqs. 5–10, cosine
+schedule: eq. 18).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import tensorflow as tf
+
+from kdiff import _checks
+
+__all__ = ["Schedule", "linear", "cosine", "geometric_sigmas", "spaced_timesteps"]
+
+
+def _per_example(values, t, x):
+    """Gathers ``values[t]`` and reshapes it to broadcast against ``x``.
+
+    Args:
+        values: float64 numpy array of length T.
+        t: int tensor of shape [batch].
+        x: tensor of shape [batch, ...].
+
+    Returns:
+        A tensor of shape [batch, 1, …, 1] in ``x``'s dtype.
+    """
+    x = tf.convert_to_tensor(x)
+    out = tf.gather(tf.constant(values, dtype=x.dtype), tf.cast(t, tf.int32))
+    return tf.reshape(out, [-1] + [1] * (len(x.shape) - 1))
+
+
+class Schedule:
+    """A discrete variance schedule β_0 … β_{T−1} and the Gaussian process it defines.
+
+    Args:
+        betas: 1-D array of T values in (0, 1].
+
+    Attributes:
+        T: number of diffusion steps.
+        betas, alphas, alphas_cumprod, alphas_cumprod_prev: float64 arrays of length T
+            (``alphas_cumprod_prev[0] = 1``).
+        posterior_variance: β̃_t of eq. 10 (0 at t = 0).
+        posterior_log_variance_clipped: log β̃_t with the t = 0 entry replaced by
+            log β̃_1, as in the DDPM and Improved DDPM reference code.
+        posterior_mean_coef1, posterior_mean_coef2: the x_0 and x_t coefficients of
+            μ̃_t in eq. 9.
+    """
+
+    def __init__(self, betas):
+        betas = np.asarray(betas, dtype=np.float64)
+        if betas.ndim != 1 or betas.size < 1:
+            raise ValueError(
+                f"Expected `betas` to be a non-empty 1-D array. Received: shape={betas.shape}"
+            )
+        if not np.all(np.isfinite(betas)) or np.any(betas <= 0) or np.any(betas > 1):
+            raise ValueError(
+                "Expected every beta in (0, 1]. Received: "
+                f"min={betas.min()!r}, max={betas.max()!r}"
+            )
+        self.betas = betas
+        self.T = int(betas.size)
+        self.alphas = 1.0 - betas
+        self.alphas_cumprod = np.cumprod(self.alphas)
+        self.alphas_cumprod_prev = np.append(1.0, self.alphas_cumprod[:-1])
+        self.posterior_variance = (
+            betas * (1.0 - self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
+        )
+        floor = self.posterior_variance[1] if self.T > 1 else betas[0]
+        self.posterior_log_variance_clipped = np.log(
+            np.append(floor, self.posterior_variance[1:])
+        )
+        self.posterior_mean_coef1 = (
+            betas * np.sqrt(self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
+        )
+        self.posterior_mean_coef2 = (
+            (1.0 - self.alphas_cumprod_prev) * np.sqrt(self.alphas) / (1.0 - self.alphas_cumprod)
+        )
+
+    def __repr__(self):
+        return (
+            f"Schedule(T={self.T}, beta_0={self.betas[0]:.3g}, "
+            f"beta_T-1={self.betas[-1]:.3g}, alpha_bar_T-1={self.alphas_cumprod[-1]:.3g})"
+        )
+
+    def check_timesteps(self, t, name="t"):
+        """Raises ValueError when a concrete ``t`` holds values outside [0, T)."""
+        if tf.executing_eagerly() or isinstance(t, (int, np.ndarray, list)):
+            values = np.asarray(t)
+            if values.size and (values.min() < 0 or values.max() >= self.T):
+                raise ValueError(
+                    f"Expected `{name}` in [0, {self.T - 1}]. "
+                    f"Received: min={values.min()}, max={values.max()}"
+                )
+
+    def q_sample(self, x0, t, noise):
+        """Draws x_t ~ q(x_t | x_0) by eq. 6: √ᾱ_t x_0 + √(1−ᾱ_t) ε.
+
+        Args:
+            x0: clean data, shape [batch, ...].
+            t: int tensor of shape [batch], values in [0, T).
+            noise: standard normal noise shaped like ``x0``.
+
+        Returns:
+            x_t, shaped like ``x0``.
+        """
+        x0 = _checks.float_tensor(x0, "x0")
+        noise = tf.cast(noise, x0.dtype)
+        _checks.same_shape(noise, x0, "noise", "x0")
+        self.check_timesteps(t)
+        return (
+            _per_example(np.sqrt(self.alphas_cumprod), t, x0) * x0
+            + _per_example(np.sqrt(1.0 - self.alphas_cumprod), t, x0) * noise
+        )
+
+    def q_mean_variance(self, x0, t):
+        """Returns the mean, variance and log-variance of q(x_t | x_0) (eq. 5)."""
+        x0 = _checks.float_tensor(x0, "x0")
+        mean = _per_example(np.sqrt(self.alphas_cumprod), t, x0) * x0
+        variance = _per_example(1.0 - self.alphas_cumprod, t, x0)
+        log_variance = _per_example(np.log(1.0 - self.alphas_cumprod), t, x0)
+        return mean, variance, log_variance
+
+    def q_posterior(self, x0, x_t, t):
+        """The forward-process posterior q(x_{t−1} | x_t, x_0) of eqs. 8–10.
+
+        Args:
+            x0: clean data, shape [batch, ...].
+            x_t: noisy data at step t, same shape.
+            t: int tensor of shape [batch].
+
+        Returns:
+            ``(mean, variance, log_variance_clipped)``; the variance terms have shape
+            [batch, 1, …, 1].
+        """
+        x0 = _checks.float_tensor(x0, "x0")
+        x_t = tf.cast(x_t, x0.dtype)
+        _checks.same_shape(x_t, x0, "x_t", "x0")
+        self.check_timesteps(t)
+        mean = (
+            _per_example(self.posterior_mean_coef1, t, x0) * x0
+            + _per_example(self.posterior_mean_coef2, t, x0) * x_t
+        )
+        return (
+            mean,
+            _per_example(self.posterior_variance, t, x0),
+            _per_example(self.posterior_log_variance_clipped, t, x0),
+        )
+
+    def predict_x0(self, x_t, t, eps):
+        """Inverts eq. 6: x̂_0 = (x_t − √(1−ᾱ_t) ε) / √ᾱ_t (eq. 29)."""
+        return (
+            _per_example(np.sqrt(1.0 / self.alphas_cumprod), t, x_t) * x_t
+            - _per_example(np.sqrt(1.0 / self.alphas_cumprod - 1.0), t, x_t) * eps
+        )
+
+    def respace(self, timesteps):
+        """A schedule over a subset of timesteps with the same ᾱ's (Improved DDPM §4).
+
+        Args:
+            timesteps: increasing integers in [0, T).
+
+        Returns:
+            A new ``Schedule`` with β'_i = 1 − ᾱ_{t_i} / ᾱ_{t_{i−1}}.
+        """
+        timesteps = np.asarray(timesteps)
+        if timesteps.ndim != 1 or np.any(np.diff(timesteps) <= 0):
+            raise ValueError(
+                f"Expected strictly increasing 1-D `timesteps`. Received: {timesteps!r}"
+            )
+        self.check_timesteps(timesteps, "timesteps")
+        abar = self.alphas_cumprod[timesteps]
+        return Schedule(1.0 - abar / np.append(1.0, abar[:-1]))
+
+
+def linear(T=1000, beta_start=1e-4, beta_end=0.02):
+    """Ho et al.'s linear schedule: β evenly spaced from ``beta_start`` to ``beta_end``.
+
+    Args:
+        T: number of steps.
+        beta_start: β_0.
+        beta_end: β_{T−1}.
+
+    Returns:
+        A ``Schedule``.
+    """
+    T = _checks.positive_int(T, "T")
+    for name, value in (("beta_start", beta_start), ("beta_end", beta_end)):
+        if not 0 < value <= 1:
+            raise ValueError(f"Expected `{name}` in (0, 1]. Received: {name}={value!r}")
+    return Schedule(np.linspace(beta_start, beta_end, T, dtype=np.float64))
+
+
+def cosine(T=1000, s=0.008, max_beta=0.999):
+    """Improved DDPM's cosine schedule (eq. 18): ᾱ_t = f(t)/f(0), f(t) = cos²((t/T+s)/(1+s)·π/2).
+
+    Following the reference code, β_t = 1 − ᾱ_{t+1}/ᾱ_t (with our 0-based t, ᾱ of
+    timestep t is f(t+1)/f(0)) and is clipped to ``max_beta`` to avoid the singularity
+    at the end.
+
+    Args:
+        T: number of steps.
+        s: small offset that keeps β_0 from being too small.
+        max_beta: upper clip of β.
+
+    Returns:
+        A ``Schedule``.
+    """
+    T = _checks.positive_int(T, "T")
+    if s < 0:
+        raise ValueError(f"Expected `s` >= 0. Received: s={s!r}")
+    if not 0 < max_beta <= 1:
+        raise ValueError(f"Expected `max_beta` in (0, 1]. Received: max_beta={max_beta!r}")
+
+    def f(step):
+        return math.cos((step / T + s) / (1 + s) * math.pi / 2) ** 2
+
+    betas = [min(1.0 - f(i + 1) / f(i), max_beta) for i in range(T)]
+    return Schedule(np.array(betas, dtype=np.float64))
+
+
+def spaced_timesteps(T, steps):
+    """Evenly spaced timesteps for a respaced sampler, as Improved DDPM's ``space_timesteps``.
+
+    Args:
+        T: the original number of steps.
+        steps: how many to keep, 1 ≤ steps ≤ T.
+
+    Returns:
+        An increasing int array of ``steps`` values from 0 to T−1 (both ends kept).
+    """
+    steps = _checks.int_in_range(steps, "steps", 1, T)
+    if steps == 1:
+        return np.array([T - 1])
+    stride = (T - 1) / (steps - 1)
+    return np.array([round(i * stride) for i in range(steps)], dtype=np.int64)
+
+
+def geometric_sigmas(sigma_max=1.0, sigma_min=0.01, num=10):
+    """NCSN's noise levels: a geometric sequence from ``sigma_max`` down to ``sigma_min``.
+
+    Args:
+        sigma_max: σ_1, the largest level.
+        sigma_min: σ_L, the smallest level.
+        num: L, the number of levels.
+
+    Returns:
+        A descending float64 array of length ``num``.
+    """
+    num = _checks.positive_int(num, "num")
+    if not 0 < sigma_min <= sigma_max:
+        raise ValueError(
+            "Expected 0 < sigma_min <= sigma_max. "
+            f"Received: sigma_min={sigma_min!r}, sigma_max={sigma_max!r}"
+        )
+    return np.exp(np.linspace(np.log(sigma_max), np.log(sigma_min), num))

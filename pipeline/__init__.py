@@ -1,0 +1,1 @@
+"""The kdiff pipeline: ingest → train → sample → evaluate / retrieve → report, on Apache Beam."""

@@ -1,0 +1,34 @@
+"""kdiff: a Keras 3 / TensorFlow library and a Beam pipeline for diffusion models."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="kdiff",
+    version="0.1.0",
+    description=(
+        "Diffusion models (DDPM, DDIM, NCSN, score-based SDEs) for Keras 3 / TensorFlow, "
+        "with an Apache Beam pipeline that trains, samples and evaluates them."
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["kdiff", "kdiff.*", "pipeline", "pipeline.*"]),
+    install_requires=[
+        "keras>=3.8,<4",
+        "tensorflow>=2.18",
+        "numpy>=1.26",
+        "scipy>=1.11",
+        "scikit-learn>=1.4",
+        "apache-beam>=2.60",
+        "tensorflow-datasets>=4.9",
+        # tensorflow-datasets 4.9.10 needs it to prepare datasets (tensorflow/datasets#11212)
+        "importlib_resources>=6",
+        "Pillow>=10",
+        "matplotlib>=3.8",
+    ],
+    extras_require={"test": ["pytest>=8"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)

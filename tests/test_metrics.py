@@ -1,0 +1,323 @@
+"""Tests for kdiff.metrics: FID, KID and nearest-neighbour memorization."""
+
+import numpy as np
+import pytest
+
+from kdiff.metrics import (
+    feature_statistics,
+    fid_from_features,
+    frechet_distance,
+    kernel_inception_distance,
+    memorization_ratio,
+    nearest_neighbors,
+)
+
+
+def _random_spd(rng, d, scale=1.0):
+    a = rng.normal(size=(d, d))
+    return scale * (a @ a.T / d + 0.1 * np.eye(d))
+
+
+def _psd_sqrt(s):
+    w, v = np.linalg.eigh(s)
+    return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+
+
+def _frechet_by_eigh(mu1, s1, mu2, s2):
+    """Independent reference: Tr((Σ1 Σ2)^½) = Σ √eig(Σ1^½ Σ2 Σ1^½), via symmetric eigh only."""
+    h = _psd_sqrt(s1)
+    eig = np.linalg.eigvalsh(h @ s2 @ h)
+    diff = mu1 - mu2
+    return diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * np.sqrt(np.clip(eig, 0, None)).sum()
+
+
+# --- frechet_distance ---------------------------------------------------------------------
+
+
+def test_frechet_diagonal_matches_closed_form():
+    mu1 = np.array([0.0, 1.0, -2.0, 0.5])
+    mu2 = np.array([1.0, -1.0, 0.0, 0.5])
+    v1 = np.array([1.0, 4.0, 0.25, 2.0])
+    v2 = np.array([9.0, 1.0, 0.25, 0.5])
+    expected = np.sum((mu1 - mu2) ** 2) + np.sum(v1 + v2 - 2.0 * np.sqrt(v1 * v2))
+    got = frechet_distance(mu1, np.diag(v1), mu2, np.diag(v2))
+    assert isinstance(got, float)
+    np.testing.assert_allclose(got, expected, rtol=1e-10)
+
+
+def test_frechet_commuting_non_diagonal_matches_closed_form():
+    rng = np.random.default_rng(0)
+    q, _ = np.linalg.qr(rng.normal(size=(6, 6)))
+    a = rng.uniform(0.1, 3.0, size=6)
+    b = rng.uniform(0.1, 3.0, size=6)
+    s1, s2 = (q * a) @ q.T, (q * b) @ q.T
+    mu1, mu2 = rng.normal(size=6), rng.normal(size=6)
+    expected = np.sum((mu1 - mu2) ** 2) + np.sum(a + b - 2.0 * np.sqrt(a * b))
+    np.testing.assert_allclose(frechet_distance(mu1, s1, mu2, s2), expected, rtol=1e-9)
+
+
+def test_frechet_general_matches_eigh_reference():
+    rng = np.random.default_rng(1)
+    d = 10
+    s1, s2 = _random_spd(rng, d), _random_spd(rng, d, scale=2.0)
+    mu1, mu2 = rng.normal(size=d), rng.normal(size=d)
+    expected = _frechet_by_eigh(mu1, s1, mu2, s2)
+    assert expected > 0
+    np.testing.assert_allclose(frechet_distance(mu1, s1, mu2, s2), expected, rtol=1e-8)
+
+
+def test_frechet_zero_for_identical_and_symmetric():
+    rng = np.random.default_rng(2)
+    d = 8
+    s1, s2 = _random_spd(rng, d), _random_spd(rng, d)
+    mu1, mu2 = rng.normal(size=d), rng.normal(size=d)
+    assert frechet_distance(mu1, s1, mu1, s1) == pytest.approx(0.0, abs=1e-9)
+    forward = frechet_distance(mu1, s1, mu2, s2)
+    backward = frechet_distance(mu2, s2, mu1, s1)
+    assert forward > 0.1
+    np.testing.assert_allclose(forward, backward, rtol=1e-9)
+
+
+def test_frechet_accepts_lists_and_float32():
+    mu = np.zeros(3, np.float32)
+    sigma = np.eye(3, dtype=np.float32)
+    assert frechet_distance(mu, sigma, [1.0, 0.0, 0.0], np.eye(3).tolist()) == pytest.approx(1.0)
+
+
+def test_frechet_finite_for_singular_covariances():
+    # Fewer samples than dimensions: both covariances are rank-deficient.
+    rng = np.random.default_rng(3)
+    d = 32
+    mu1, s1 = feature_statistics(rng.normal(size=(6, d)))
+    mu2, s2 = feature_statistics(rng.normal(size=(9, d)) + 0.5)
+    assert np.linalg.matrix_rank(s1) < d and np.linalg.matrix_rank(s2) < d
+    got = frechet_distance(mu1, s1, mu2, s2)
+    assert np.isfinite(got)
+    np.testing.assert_allclose(got, _frechet_by_eigh(mu1, s1, mu2, s2), rtol=1e-3)
+    # Fully degenerate case: sqrtm(0) is fine, distance is the mean term only.
+    zeros = np.zeros((d, d))
+    assert frechet_distance(mu1, zeros, mu2, zeros) == pytest.approx(np.sum((mu1 - mu2) ** 2))
+
+
+def test_frechet_retries_with_eps_offset_when_sqrtm_not_finite(monkeypatch):
+    import kdiff.metrics as metrics
+
+    calls = []
+    real_sqrtm = metrics._sqrtm
+
+    def flaky_sqrtm(matrix):
+        calls.append(matrix)
+        if len(calls) == 1:
+            return np.full_like(matrix, np.nan)
+        return real_sqrtm(matrix)
+
+    monkeypatch.setattr(metrics, "_sqrtm", flaky_sqrtm)
+    rng = np.random.default_rng(12)
+    s1, s2 = _random_spd(rng, 3), _random_spd(rng, 3)
+    mu1, mu2 = rng.normal(size=3), rng.normal(size=3)
+    eps = 0.25
+    got = frechet_distance(mu1, s1, mu2, s2, eps=eps)
+    assert len(calls) == 2
+    np.testing.assert_allclose(calls[1], (s1 + eps * np.eye(3)) @ (s2 + eps * np.eye(3)))
+    # The offset enters only the square-root term, as in the reference FID code.
+    offset = np.eye(3) * eps
+    h = _psd_sqrt(s1 + offset)
+    tr_sqrt = np.sqrt(np.linalg.eigvalsh(h @ (s2 + offset) @ h)).sum()
+    expected = np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * tr_sqrt
+    np.testing.assert_allclose(got, expected, rtol=1e-9)
+
+
+def test_frechet_rejects_large_imaginary_part():
+    # sqrtm(I @ -I) = i·I: not a covariance product, must not be silently made real.
+    with pytest.raises(ValueError, match="imag"):
+        frechet_distance(np.zeros(2), np.eye(2), np.zeros(2), -np.eye(2))
+
+
+@pytest.mark.parametrize(
+    "args, name",
+    [
+        ((np.zeros((2, 1)), np.eye(2), np.zeros(2), np.eye(2)), "mu1"),
+        ((0.0, np.eye(1), np.zeros(1), np.eye(1)), "mu1"),
+        ((np.zeros(2), np.eye(2), np.zeros(3), np.eye(2)), "mu2"),
+        ((np.zeros(2), np.eye(3), np.zeros(2), np.eye(2)), "sigma1"),
+        ((np.zeros(2), np.eye(2), np.zeros(2), np.ones(2)), "sigma2"),
+        ((np.zeros(2), np.eye(2), np.zeros(2), np.ones((2, 3))), "sigma2"),
+        ((np.array([0.0, np.nan]), np.eye(2), np.zeros(2), np.eye(2)), "mu1"),
+        ((np.zeros(2), np.eye(2), np.zeros(2), np.full((2, 2), np.inf)), "sigma2"),
+        ((np.zeros(2), np.array([["a", "b"], ["c", "d"]]), np.zeros(2), np.eye(2)), "sigma1"),
+    ],
+)
+def test_frechet_bad_inputs(args, name):
+    with pytest.raises(ValueError, match=rf"Expected `{name}`.*Received"):
+        frechet_distance(*args)
+
+
+def test_frechet_bad_eps():
+    with pytest.raises(ValueError, match="eps"):
+        frechet_distance(np.zeros(1), np.eye(1), np.zeros(1), np.eye(1), eps=-1.0)
+
+
+# --- feature_statistics / fid_from_features -----------------------------------------------
+
+
+def test_feature_statistics_matches_numpy():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(50, 5)).astype(np.float32)
+    mu, sigma = feature_statistics(x)
+    assert mu.dtype == np.float64 and sigma.dtype == np.float64
+    assert mu.shape == (5,) and sigma.shape == (5, 5)
+    np.testing.assert_allclose(mu, x.astype(np.float64).mean(0), rtol=1e-12)
+    np.testing.assert_allclose(sigma, np.cov(x.astype(np.float64), rowvar=False), rtol=1e-12)
+    # One feature column still gives a 1 × 1 covariance.
+    _, sigma1 = feature_statistics(x[:, :1])
+    assert sigma1.shape == (1, 1)
+
+
+@pytest.mark.parametrize(
+    "features",
+    [np.zeros((1, 3)), np.zeros(5), np.zeros((2, 3, 4)), np.array([[0.0, 1.0], [np.nan, 2.0]])],
+)
+def test_feature_statistics_bad_inputs(features):
+    with pytest.raises(ValueError, match="Expected `features`"):
+        feature_statistics(features)
+
+
+def test_fid_from_features_approaches_analytic_value():
+    rng = np.random.default_rng(5)
+    d, n = 4, 40_000
+    s1, s2 = _random_spd(rng, d), _random_spd(rng, d, scale=1.5)
+    mu1, mu2 = np.zeros(d), np.full(d, 0.5)
+    expected = _frechet_by_eigh(mu1, s1, mu2, s2)
+    a = rng.multivariate_normal(mu1, s1, size=n)
+    b = rng.multivariate_normal(mu2, s2, size=n)
+    got = fid_from_features(a, b)
+    assert abs(got - expected) < 0.02 * expected + 0.01, (got, expected)
+    # Two samples of the same distribution: close to 0 (only the O(d/n) estimation bias).
+    assert fid_from_features(a, rng.multivariate_normal(mu1, s1, size=n)) < 0.01
+
+
+def test_fid_from_features_bad_inputs():
+    with pytest.raises(ValueError, match="feats_b"):
+        fid_from_features(np.zeros((5, 3)), np.zeros((5, 4)))
+    with pytest.raises(ValueError, match="feats_a"):
+        fid_from_features(np.zeros((1, 3)), np.zeros((5, 3)))
+
+
+# --- kernel_inception_distance ------------------------------------------------------------
+
+
+def _direct_unbiased_mmd2(x, y):
+    """Unbiased MMD² written out with explicit i ≠ j loops."""
+    d = x.shape[1]
+
+    def k(u, v):
+        return (u @ v / d + 1.0) ** 3
+
+    m, n = len(x), len(y)
+    kxx = sum(k(x[i], x[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    kyy = sum(k(y[i], y[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+    kxy = sum(k(x[i], y[j]) for i in range(m) for j in range(n)) / (m * n)
+    return kxx + kyy - 2.0 * kxy
+
+
+def test_kid_single_full_subset_equals_direct_mmd2():
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(12, 3))
+    y = rng.normal(size=(12, 3)) + 0.7
+    mean, std = kernel_inception_distance(x, y, num_subsets=1, subset_size=100, seed=3)
+    np.testing.assert_allclose(mean, _direct_unbiased_mmd2(x, y), rtol=1e-10)
+    assert std == 0.0
+
+
+def test_kid_same_distribution_near_zero_and_shift_positive():
+    rng = np.random.default_rng(7)
+    d = 16
+    a = rng.normal(size=(1000, d))
+    b = rng.normal(size=(1000, d))
+    mean, std = kernel_inception_distance(a, b, num_subsets=30, subset_size=300, seed=0)
+    assert std > 0
+    assert abs(mean) < 2 * std
+    shifted_mean, shifted_std = kernel_inception_distance(
+        a, b + 0.5, num_subsets=30, subset_size=300, seed=0
+    )
+    assert shifted_mean > 10 * shifted_std
+    assert shifted_mean > 20 * abs(mean)
+
+
+def test_kid_is_seeded_and_clips_subset_size():
+    rng = np.random.default_rng(8)
+    a, b = rng.normal(size=(40, 4)), rng.normal(size=(25, 4)) + 0.3
+    first = kernel_inception_distance(a, b, num_subsets=5, subset_size=1000, seed=11)
+    assert first == kernel_inception_distance(a, b, num_subsets=5, subset_size=1000, seed=11)
+    assert np.all(np.isfinite(first))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(feats_a=np.zeros((1, 3)), feats_b=np.zeros((5, 3))), "feats_a"),
+        (dict(feats_a=np.zeros((5, 3)), feats_b=np.zeros((5, 2))), "feats_b"),
+        (dict(feats_a=np.zeros((5, 3)), feats_b=np.zeros((5, 3)), num_subsets=0), "num_subsets"),
+        (dict(feats_a=np.zeros((5, 3)), feats_b=np.zeros((5, 3)), subset_size=1), "subset_size"),
+        (dict(feats_a=np.zeros((5, 3)), feats_b=np.zeros((5, 3)), seed=1.5), "seed"),
+    ],
+)
+def test_kid_bad_inputs(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        kernel_inception_distance(**kwargs)
+
+
+# --- nearest_neighbors / memorization_ratio -----------------------------------------------
+
+
+def test_nearest_neighbors_matches_brute_force():
+    rng = np.random.default_rng(9)
+    query, ref = rng.normal(size=(30, 6)), rng.normal(size=(80, 6))
+    distances, indices = nearest_neighbors(query, ref, k=4)
+    assert distances.shape == indices.shape == (30, 4)
+    full = np.sqrt(((query[:, None, :] - ref[None, :, :]) ** 2).sum(-1))
+    expected_idx = np.argsort(full, axis=1)[:, :4]
+    np.testing.assert_array_equal(indices, expected_idx)
+    np.testing.assert_allclose(distances, np.take_along_axis(full, expected_idx, 1), rtol=1e-10)
+
+
+def test_nearest_neighbors_bad_inputs():
+    ref = np.zeros((3, 2))
+    with pytest.raises(ValueError, match=r"Expected `k` in \[1, 3\]. Received: k=4"):
+        nearest_neighbors(np.zeros((2, 2)), ref, k=4)
+    with pytest.raises(ValueError, match="`k`"):
+        nearest_neighbors(np.zeros((2, 2)), ref, k=0)
+    with pytest.raises(ValueError, match="query_feats"):
+        nearest_neighbors(np.zeros((2, 5)), ref, k=1)
+    with pytest.raises(ValueError, match="reference_feats"):
+        nearest_neighbors(np.zeros((2, 2)), np.zeros(2), k=1)
+
+
+def test_memorization_ratio_copies_and_independent_draws():
+    rng = np.random.default_rng(10)
+    train = rng.normal(size=(1000, 8))
+    copies = train[rng.choice(1000, 200, replace=False)]
+    assert memorization_ratio(copies, train) == 1.0
+    # Copies perturbed by noise much smaller than typical neighbour gaps still count.
+    assert memorization_ratio(copies + 1e-3 * rng.normal(size=copies.shape), train) == 1.0
+    fresh = memorization_ratio(rng.normal(size=(1000, 8)), train)
+    assert 0.4 < fresh < 0.6
+    # Queries far from the data are never memorized.
+    assert memorization_ratio(rng.normal(size=(50, 8)) + 100.0, train) == 0.0
+
+
+def test_memorization_ratio_excludes_self_matches_with_duplicates():
+    # Duplicated training points: the neighbour "other than itself" is the twin, at 0,
+    # which must not crash and must not be taken as the point matching itself.
+    rng = np.random.default_rng(11)
+    base = rng.normal(size=(50, 3))
+    train = np.concatenate([base, base[:10]])
+    ratio = memorization_ratio(base[:5], train)
+    assert 0.0 <= ratio <= 1.0
+
+
+def test_memorization_ratio_bad_inputs():
+    with pytest.raises(ValueError, match="train_feats"):
+        memorization_ratio(np.zeros((3, 2)), np.zeros((1, 2)))
+    with pytest.raises(ValueError, match="query_feats"):
+        memorization_ratio(np.zeros((3, 4)), np.zeros((5, 2)))
