@@ -143,9 +143,15 @@ def _clip(x0, clip_x0):
     return x0 if clip_x0 is None else tf.clip_by_value(x0, -clip_x0, clip_x0)
 
 
-def _loop_options(kwargs):
+def _loop_options(seed, noise_fn, return_trajectory, compiled, jit_compile):
     """The keyword options every fixed-step sampler passes through to ``_loop.run_steps``."""
-    return {k: kwargs[k] for k in ("seed", "noise_fn", "return_trajectory", "compiled", "jit_compile")}
+    return dict(
+        seed=seed,
+        noise_fn=noise_fn,
+        return_trajectory=return_trajectory,
+        compiled=compiled,
+        jit_compile=jit_compile,
+    )
 
 
 # ------------------------------------------------------------------------------ DDPM
@@ -227,7 +233,7 @@ def ddpm(
         noise_counts,
         name="ddpm",
         step_labels=[f"t={t}" for t in model_t],
-        **_loop_options(locals()),
+        **_loop_options(seed, noise_fn, return_trajectory, compiled, jit_compile),
     )
 
 
@@ -315,7 +321,7 @@ def ddim(
         noise_counts,
         name="ddim",
         step_labels=[f"t={t}" for t in model_t],
-        **_loop_options(locals()),
+        **_loop_options(seed, noise_fn, return_trajectory, compiled, jit_compile),
     )
 
 
@@ -368,7 +374,7 @@ def ddim_invert(
         np.zeros(len(ascending), dtype=np.int32),
         name="ddim_invert",
         step_labels=[f"t={t}" for t in ascending],
-        **_loop_options(locals()),
+        **_loop_options(seed, noise_fn, return_trajectory, compiled, jit_compile),
     )
 
 
@@ -420,7 +426,7 @@ def langevin(
     levels = np.full(n_steps, float(noise_level))
     drift = np.full(n_steps, step_size / 2)
     noise = np.full(n_steps, np.sqrt(step_size))
-    return _langevin_steps(score_fn, x, levels, drift, noise, "langevin", _loop_options(locals()))
+    return _langevin_steps(score_fn, x, levels, drift, noise, "langevin", _loop_options(seed, noise_fn, return_trajectory, compiled, jit_compile))
 
 
 def annealed_langevin(
@@ -468,7 +474,7 @@ def annealed_langevin(
         drift = np.append(drift, sigmas[-1] ** 2)
         noise = np.append(noise, 0.0)
     return _langevin_steps(
-        score_fn, x, levels, drift, noise, "annealed_langevin", _loop_options(locals())
+        score_fn, x, levels, drift, noise, "annealed_langevin", _loop_options(seed, noise_fn, return_trajectory, compiled, jit_compile)
     )
 
 
@@ -568,7 +574,7 @@ def predictor_corrector(
         noise_counts,
         name=f"predictor_corrector({predictor}, {corrector})",
         step_labels=[f"t={t:.4g}" for t in times],
-        **_loop_options(locals()),
+        **_loop_options(seed, noise_fn, return_trajectory, compiled, jit_compile),
     )
 
 
@@ -602,7 +608,7 @@ def euler_maruyama(
     """
     return predictor_corrector(
         score_fn, x_T, sde, steps, predictor="euler_maruyama", corrector=None,
-        eps=eps, denoise=denoise, **_loop_options(locals()),
+        eps=eps, denoise=denoise, **_loop_options(seed, noise_fn, return_trajectory, compiled, jit_compile),
     )
 
 
@@ -670,7 +676,7 @@ def probability_flow(
             np.zeros(len(times), dtype=np.int32),
             name=f"probability_flow({method})",
             step_labels=[f"t={t:.4g}" for t in times],
-            **_loop_options(locals()),
+            **_loop_options(seed, noise_fn, return_trajectory, compiled, jit_compile),
         )
     return _solve_ivp(velocity, x, sde.T, _checks.positive(eps, "eps"), method, rtol, atol,
                       11 if steps is None else _checks.int_in_range(steps, "steps", 2, None),

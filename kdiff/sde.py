@@ -193,12 +193,17 @@ class VPSDE(SDE):
         return -n / 2.0 * math.log(2 * math.pi) - _sum_except_batch(z**2) / 2.0
 
     def discretize(self, x, t, dt=None):
-        """DDPM's ancestral step with β_i = β(t)·dt: f = (√(1−β_i) − 1) x, G = √β_i.
+        """DDPM's ancestral step: f = (√(1−β_i) − 1) x, G = √β_i.
 
-        With dt = 1/N these are score_sde's ``discrete_betas``.
+        β_i = 1 − exp(−∫_{t−dt}^{t} β(s) ds) is the exact VP transition over the step, so
+        it stays in (0, 1) for any step size; with dt = 1/N it agrees with score_sde's
+        ``discrete_betas`` β(t)/N to first order.
         """
         dt = 1.0 / self.N if dt is None else dt
-        beta = self._beta(tf.cast(t, x.dtype)) * dt
+        t = tf.cast(t, x.dtype)
+        start = tf.maximum(t - dt, 0.0)
+        integral = self.beta_0 * (t - start) + 0.5 * (self.beta_1 - self.beta_0) * (t**2 - start**2)
+        beta = -tf.math.expm1(-integral)
         f = _batch_view(tf.sqrt(1.0 - beta), x) * x - x
         return f, tf.sqrt(beta)
 
