@@ -292,8 +292,8 @@ class VESDE(SDE):
     def discretize(self, x, t, dt=None):
         """SMLD's step between adjacent noise levels: f = 0, G = √(σ(t)² − σ(t−dt)²).
 
-        With dt = 1/N these are the gaps between score_sde's ``discrete_sigmas``; the
-        level below t = 0 is σ = 0.
+        With dt = 1/(N−1) these are the gaps between score_sde's ``discrete_sigmas`` (at
+        its default dt = 1/N, within 0.1 %); the level below t = 0 is σ = 0.
         """
         dt = 1.0 / self.N if dt is None else dt
         t = tf.cast(t, x.dtype)

@@ -123,7 +123,9 @@ def test_q_posterior_matches_eqs_9_10(make):
     _, _, variance_1 = _posterior_by_hand(schedule.betas, 1)
     for row, step in enumerate(t):
         c0, ct, v = _posterior_by_hand(schedule.betas, int(step))
-        np.testing.assert_allclose(mean.numpy()[row], c0 * x0[row] + ct * xt[row], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            mean.numpy()[row], c0 * x0[row] + ct * xt[row], rtol=1e-5, atol=1e-6
+        )
         np.testing.assert_allclose(var.numpy()[row, 0], v, rtol=1e-5, atol=1e-12)
         # log_variance_clipped: log β̃_t, with t = 0 (where β̃_0 = 0) using the t = 1 value
         expected_log = math.log(variance_1) if step == 0 else math.log(v)
@@ -174,12 +176,15 @@ def test_q_posterior_agrees_with_simulated_regression():
     x0_batch = np.full((n, 1), x0, np.float32)
     x_prev = schedule.q_sample(x0_batch, _as_batch(t - 1, n), rng.standard_normal((n, 1))).numpy()
     x_prev = x_prev[:, 0].astype(np.float64)
-    xt = math.sqrt(1 - schedule.betas[t]) * x_prev + math.sqrt(schedule.betas[t]) * rng.standard_normal(n)
+    beta = schedule.betas[t]
+    xt = math.sqrt(1 - beta) * x_prev + math.sqrt(beta) * rng.standard_normal(n)
 
     slope, intercept = np.polyfit(xt, x_prev, 1)
     resid_var = np.var(x_prev - (slope * xt + intercept))
     # the model's posterior mean is linear in x_t: read off its slope and intercept
-    mean, var, _ = schedule.q_posterior(np.full((2, 1), x0), np.array([[0.0], [1.0]]), _as_batch(t, 2))
+    mean, var, _ = schedule.q_posterior(
+        np.full((2, 1), x0), np.array([[0.0], [1.0]]), _as_batch(t, 2)
+    )
     model_intercept = mean.numpy()[0, 0]
     model_slope = mean.numpy()[1, 0] - model_intercept
     assert slope == pytest.approx(model_slope, rel=0.01)

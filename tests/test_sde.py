@@ -79,7 +79,8 @@ def test_marginal_prob_matches_euler_maruyama(name, x0):
     mean, std = _marginal(sde, np.array(stops), x0=x0)
     for i, t in enumerate(stops):
         # mean within 5 standard errors, std within 3 % (its standard error is ≈ 0.5 %)
-        assert abs(samples[i].mean() - mean[i]) < 5 * std[i] / math.sqrt(n), (t, samples[i].mean(), mean[i])
+        error = abs(samples[i].mean() - mean[i])
+        assert error < 5 * std[i] / math.sqrt(n), (t, samples[i].mean(), mean[i])
         assert samples[i].std() == pytest.approx(std[i], rel=0.03), (t, samples[i].std(), std[i])
 
 
@@ -88,7 +89,10 @@ def test_marginal_prob_matches_euler_maruyama(name, x0):
 
 @pytest.mark.parametrize("name", list(SDES))
 def test_marginal_solves_the_moment_odes(name):
-    """m' = −½β m and (std²)' = −β std² + g² (VE: the kernel variance is σ(t)², and σ(t)² − σ_min² solves it)."""
+    """m' = −½β m and (std²)' = −β std² + g².
+
+    For VE the kernel variance is σ(t)²; σ(t)² − σ_min² solves the ODE from 0, same derivative.
+    """
     sde = SDES[name]()
     t, h = T_GRID[(T_GRID > 0.005) & (T_GRID < 1)], 1e-6
     m_plus, s_plus = _marginal(sde, t + h)
@@ -131,17 +135,46 @@ def test_vpsde_marginal_equals_ddpm_chain():
     assert errors[10_000] < 0.005
 
 
-def test_vpsde_discretize_is_ddpm_step():
+def test_vpsde_discretize_is_the_exact_ddpm_transition():
+    """G² = β_i with 1 − β_i = (m(t)/m(t−dt))²: the exact VP transition over one step."""
     sde = sde_lib.VPSDE(N=1000)
-    i = np.array([0, 1, 500, 999])
-    t = tf.constant(i / 999, tf.float32)
-    x = tf.constant(np.random.default_rng(0).standard_normal((4, 3)), tf.float32)
-    f, G = sde.discretize(x, t)
-    beta = sde.discrete_betas[i]
-    np.testing.assert_allclose(G.numpy() ** 2, beta, rtol=1e-5)
-    np.testing.assert_allclose(f.numpy(), (np.sqrt(1 - beta)[:, None] - 1) * x.numpy(), rtol=1e-4, atol=1e-7)
-    np.testing.assert_allclose(sde.langevin_alpha(t).numpy(), 1.0 - beta, rtol=1e-6)
-    np.testing.assert_array_equal(sde.timestep_index(t).numpy(), i)
+    dt = 1.0 / sde.N
+    t = np.array([dt, 2 * dt, 0.3, 0.5, 0.999, 1.0])
+    x = tf.constant(np.random.default_rng(0).standard_normal((len(t), 3)), tf.float64)
+    f, G = sde.discretize(x, tf.constant(t, tf.float64))
+    m_t, _ = _marginal(sde, t)
+    m_prev, _ = _marginal(sde, t - dt)
+    one_minus_beta = (m_t / m_prev) ** 2
+    np.testing.assert_allclose(1.0 - G.numpy() ** 2, one_minus_beta, rtol=1e-12)
+    np.testing.assert_allclose(
+        f.numpy(), (np.sqrt(one_minus_beta)[:, None] - 1) * x.numpy(), rtol=1e-10
+    )
+
+    # chaining the N steps of t_k = k/N is DDPM's chain and lands exactly on the marginal
+    grid = np.arange(1, sde.N + 1) / sde.N
+    _, G = sde.discretize(tf.ones([sde.N, 1], tf.float64), tf.constant(grid, tf.float64))
+    m_1, _ = _marginal(sde, np.array([1.0]))
+    assert np.prod(1.0 - G.numpy() ** 2) == pytest.approx(m_1[0] ** 2, rel=1e-9)
+
+    # to first order these are score_sde's discrete_betas β(i/(N−1))/N (|Δ| = O(dt²))
+    i = np.arange(1, sde.N)
+    t_i = tf.constant(i / (sde.N - 1), tf.float64)
+    _, G = sde.discretize(tf.ones([len(i), 1], tf.float64), t_i)
+    np.testing.assert_allclose(G.numpy() ** 2, sde.discrete_betas[i], atol=3e-4)
+
+    # a large step stays a valid DDPM step, β in (0, 1)
+    _, G = sde.discretize(tf.ones([1, 1], tf.float64), tf.constant([1.0], tf.float64), dt=0.5)
+    assert 0.0 < G.numpy()[0] ** 2 < 1.0
+    m_half, _ = _marginal(sde, np.array([0.5]))
+    assert 1.0 - G.numpy()[0] ** 2 == pytest.approx((m_1[0] / m_half[0]) ** 2, rel=1e-10)
+
+    # score_sde's Langevin α_i = 1 − discrete_betas[i], and the index map of t
+    j = np.array([0, 1, 500, 999])
+    tj = tf.constant(j / 999, tf.float32)
+    np.testing.assert_allclose(
+        sde.langevin_alpha(tj).numpy(), 1.0 - sde.discrete_betas[j], rtol=1e-6
+    )
+    np.testing.assert_array_equal(sde.timestep_index(tj).numpy(), j)
 
 
 # ----------------------------------------------------------------------------- sub-VP
@@ -178,7 +211,8 @@ def test_vesde_marginal_and_discretization():
     f, G = sde.discretize(x, tf.constant(t, tf.float64))
     np.testing.assert_array_equal(f.numpy(), 0.0)
     sigma = lambda s: 0.01 * (50.0 / 0.01) ** s  # noqa: E731
-    expected = np.where(t - dt < 0, sigma(t) ** 2, sigma(t) ** 2 - sigma(np.maximum(t - dt, 0)) ** 2)
+    below = np.where(t - dt < 0, 0.0, sigma(np.maximum(t - dt, 0)))
+    expected = sigma(t) ** 2 - below**2
     np.testing.assert_allclose(G.numpy() ** 2, expected, rtol=1e-8)
     # at t = 0 the level below is σ = 0
     _, G0 = sde.discretize(tf.ones([1, 1]), tf.constant([0.0]))
