@@ -119,3 +119,83 @@ def descending_sigmas(sigmas, name="sigmas"):
             f"Received: {sigmas!r}"
         )
     return sigmas
+
+
+def schedule(value):
+    """Returns ``value`` unless it is not a ``kdiff.schedules.Schedule``."""
+    from kdiff.schedules import Schedule  # kdiff.schedules imports this module
+
+    if not isinstance(value, Schedule):
+        raise ValueError(
+            "Expected `schedule` to be a kdiff.schedules.Schedule (e.g. "
+            f"kdiff.schedules.linear()). Received: schedule={value!r}"
+        )
+    return value
+
+
+def sde(value):
+    """Returns ``value`` unless it is not a ``kdiff.sde.SDE``."""
+    from kdiff.sde import SDE  # kdiff.sde imports this module
+
+    if not isinstance(value, SDE):
+        raise ValueError(
+            "Expected `sde` to be a kdiff.sde.SDE (VPSDE, SubVPSDE or VESDE). "
+            f"Received: sde={value!r}"
+        )
+    return value
+
+
+def model_output(out, like, name):
+    """Returns a model's output in ``like``'s dtype, or raises unless it is shaped like it.
+
+    Args:
+        out: what the model returned.
+        like: the tensor the output must match.
+        name: the model argument's name, for the message.
+
+    Returns:
+        A tensor.
+    """
+    if isinstance(out, (list, tuple)):
+        raise ValueError(
+            f"Expected `{name}` to return one tensor shaped like its input {like.shape.as_list()}. "
+            f"Received: a sequence of {len(out)} tensors (a learned variance needs "
+            "variance='learned' or the hybrid loss)"
+        )
+    out = tf.cast(tf.convert_to_tensor(out), like.dtype)
+    if not out.shape.is_compatible_with(like.shape):
+        raise ValueError(
+            f"Expected `{name}` to return a tensor shaped like its input {like.shape.as_list()}. "
+            f"Received: shape={out.shape.as_list()}"
+        )
+    return out
+
+
+def split_eps_v(out, like, name):
+    """Splits a learned-variance output into (ε, v): ``[eps, v]`` or one 2×C-channel tensor.
+
+    Args:
+        out: what the model returned.
+        like: the model's input; ε and v must be shaped like it.
+        name: the model argument's name, for the message.
+
+    Returns:
+        ``(eps, v)`` in ``like``'s dtype.
+    """
+    if isinstance(out, (list, tuple)):
+        if len(out) != 2:
+            raise ValueError(
+                f"Expected `{name}` to return [eps, v] or one tensor with 2×channels. "
+                f"Received: a {type(out).__name__} of length {len(out)}"
+            )
+        eps, v = out
+    else:
+        out = tf.convert_to_tensor(out)
+        channels, out_channels = like.shape[-1], out.shape[-1]
+        if channels is not None and out_channels is not None and out_channels != 2 * channels:
+            raise ValueError(
+                f"Expected `{name}` to return [eps, v] or one tensor with 2×{channels}="
+                f"{2 * channels} channels. Received: shape={out.shape.as_list()}"
+            )
+        eps, v = tf.split(out, 2, axis=-1)
+    return model_output(eps, like, f"{name} (eps)"), model_output(v, like, f"{name} (v)")

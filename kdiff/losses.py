@@ -30,9 +30,8 @@ import numbers
 import numpy as np
 import tensorflow as tf
 
-from kdiff import _checks, _random
-from kdiff.schedules import Schedule, _per_example
-from kdiff.sde import SDE
+from kdiff import _checks, _ops, _random
+from kdiff.schedules import _per_example
 
 __all__ = [
     "simple",
@@ -48,21 +47,6 @@ _LOG2 = math.log(2.0)
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _mean_flat(x):
-    """Mean over every axis but the first (Ho et al.'s ``mean_flat``)."""
-    return tf.reduce_mean(tf.reshape(x, [tf.shape(x)[0], -1]), axis=1)
-
-
-def _sum_flat(x):
-    """Sum over every axis but the first."""
-    return tf.reduce_sum(tf.reshape(x, [tf.shape(x)[0], -1]), axis=1)
-
-
-def _batch_view(values, x):
-    """Reshapes a [batch] tensor to [batch, 1, …, 1] so that it broadcasts against ``x``."""
-    return tf.reshape(tf.cast(values, x.dtype), [-1] + [1] * (len(x.shape) - 1))
 
 
 def _batch_size(x):
@@ -152,50 +136,6 @@ def _noise(noise, x0, seed):
 def _check_callable(fn, name):
     if not callable(fn):
         raise ValueError(f"Expected `{name}` to be callable. Received: {name}={fn!r}")
-
-
-def _check_schedule(schedule):
-    if not isinstance(schedule, Schedule):
-        raise ValueError(
-            "Expected `schedule` to be a kdiff.schedules.Schedule (e.g. "
-            f"kdiff.schedules.linear()). Received: schedule={schedule!r}"
-        )
-
-
-def _check_sde(sde):
-    if not isinstance(sde, SDE):
-        raise ValueError(
-            "Expected `sde` to be a kdiff.sde.SDE (VPSDE, SubVPSDE or VESDE). "
-            f"Received: sde={sde!r}"
-        )
-
-
-def _model_output(out, x0, name):
-    """Casts a model's output to ``x0``'s dtype and checks its shape."""
-    out = tf.cast(out, x0.dtype)
-    _checks.same_shape(out, x0, f"{name} output", "x0")
-    return out
-
-
-def _split_eps_v(out, x0):
-    """Splits ``model_fn``'s output into (eps, v), both shaped like ``x0``."""
-    if isinstance(out, (list, tuple)):
-        if len(out) != 2:
-            raise ValueError(
-                "Expected `model_fn` to return [eps, v] or one tensor with 2×channels. "
-                f"Received: a {type(out).__name__} of length {len(out)}"
-            )
-        eps, v = out
-    else:
-        out = tf.convert_to_tensor(out)
-        channels, out_channels = x0.shape[-1], out.shape[-1]
-        if channels is not None and out_channels is not None and out_channels != 2 * channels:
-            raise ValueError(
-                f"Expected `model_fn` to return [eps, v] or one tensor with 2×{channels}="
-                f"{2 * channels} channels. Received: output shape={out.shape.as_list()}"
-            )
-        eps, v = tf.split(out, 2, axis=-1)
-    return _model_output(eps, x0, "model_fn eps"), _model_output(v, x0, "model_fn v")
 
 
 # ----------------------------------------------------------------- public helpers
@@ -303,11 +243,11 @@ def simple(eps_fn, x0, schedule, *, t=None, noise=None, seed=None):
     """
     _check_callable(eps_fn, "eps_fn")
     x0 = _checks.float_tensor(x0, "x0")
-    _check_schedule(schedule)
+    _checks.schedule(schedule)
     t, noise = _timesteps_and_noise(x0, schedule, t, noise, seed)
     x_t = schedule.q_sample(x0, t, noise)
-    eps = _model_output(eps_fn(x_t, t), x0, "eps_fn")
-    return tf.reduce_mean(_mean_flat(tf.square(noise - eps)))
+    eps = _checks.model_output(eps_fn(x_t, t), x0, "eps_fn")
+    return tf.reduce_mean(_ops.mean_flat(tf.square(noise - eps)))
 
 
 def hybrid(model_fn, x0, schedule, *, lambda_vlb=0.001, t=None, noise=None, seed=None):
@@ -337,12 +277,12 @@ def hybrid(model_fn, x0, schedule, *, lambda_vlb=0.001, t=None, noise=None, seed
     """
     _check_callable(model_fn, "model_fn")
     x0 = _checks.float_tensor(x0, "x0")
-    _check_schedule(schedule)
+    _checks.schedule(schedule)
     lambda_vlb = _checks.non_negative(lambda_vlb, "lambda_vlb")
     t, noise = _timesteps_and_noise(x0, schedule, t, noise, seed)
     x_t = schedule.q_sample(x0, t, noise)
-    eps, v = _split_eps_v(model_fn(x_t, t), x0)
-    mse = _mean_flat(tf.square(noise - eps))
+    eps, v = _checks.split_eps_v(model_fn(x_t, t), x0, "model_fn")
+    mse = _ops.mean_flat(tf.square(noise - eps))
 
     # μ_θ from the frozen ε̂ (eqs. 9 and 29); the VLB term only trains the variance.
     x0_pred = schedule.predict_x0(x_t, t, tf.stop_gradient(eps))
@@ -353,8 +293,8 @@ def hybrid(model_fn, x0, schedule, *, lambda_vlb=0.001, t=None, noise=None, seed
     model_log_variance = frac * max_log + (1.0 - frac) * min_log
 
     true_mean, _, true_log_variance = schedule.q_posterior(x0, x_t, t)
-    kl = _mean_flat(normal_kl(true_mean, true_log_variance, model_mean, model_log_variance))
-    decoder_nll = -_mean_flat(
+    kl = _ops.mean_flat(normal_kl(true_mean, true_log_variance, model_mean, model_log_variance))
+    decoder_nll = -_ops.mean_flat(
         discretized_gaussian_log_likelihood(x0, model_mean, 0.5 * model_log_variance)
     )
     vlb = tf.where(tf.equal(t, 0), decoder_nll, kl) / _LOG2
@@ -394,10 +334,10 @@ def dsm(score_fn, x0, sigmas, *, labels=None, noise=None, seed=None):
         labels = _int_vector(labels, x0, "labels", sigmas.size)
     z = _noise(noise, x0, noise_seed)
     sigma = tf.gather(tf.constant(sigmas, dtype=x0.dtype), labels)
-    sigma_view = _batch_view(sigma, x0)
+    sigma_view = _ops.batch_view(sigma, x0)
     perturbed = x0 + sigma_view * z
-    score = _model_output(score_fn(perturbed, sigma), x0, "score_fn")
-    return tf.reduce_mean(0.5 * _sum_flat(tf.square(sigma_view * score + z)))
+    score = _checks.model_output(score_fn(perturbed, sigma), x0, "score_fn")
+    return tf.reduce_mean(0.5 * _ops.sum_flat(tf.square(sigma_view * score + z)))
 
 
 def sliced_score_matching(
@@ -445,7 +385,7 @@ def sliced_score_matching(
         else:
             labels = _int_vector(labels, x0, "labels", sigmas.size)
         sigma = tf.gather(tf.constant(sigmas, dtype=x0.dtype), labels)
-        x = x0 + _batch_view(sigma, x0) * _random.normal(tf.shape(x0), noise_seed, x0.dtype)
+        x = x0 + _ops.batch_view(sigma, x0) * _random.normal(tf.shape(x0), noise_seed, x0.dtype)
         weight = tf.square(sigma)
 
     if n_projections > 1:
@@ -454,10 +394,10 @@ def sliced_score_matching(
     v = _random.normal(tf.shape(x), projection_seed, dtype=x0.dtype)
     with tf.GradientTape() as tape:
         tape.watch(x)
-        score = _model_output(score_fn(x, sigma), x, "score_fn")
+        score = _checks.model_output(score_fn(x, sigma), x, "score_fn")
         projected = tf.reduce_sum(score * v)
     grad_v = tape.gradient(projected, x, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-    per_copy = 0.5 * _sum_flat(tf.square(score)) + _sum_flat(v * grad_v)
+    per_copy = 0.5 * _ops.sum_flat(tf.square(score)) + _ops.sum_flat(v * grad_v)
     per_example = tf.reduce_mean(tf.reshape(per_copy, [n_projections, batch]), axis=0)
     return tf.reduce_mean(per_example * weight)
 
@@ -491,7 +431,7 @@ def sde_dsm(score_fn, x0, sde, *, eps=1e-5, likelihood_weighting=False, t=None, 
     """
     _check_callable(score_fn, "score_fn")
     x0 = _checks.float_tensor(x0, "x0")
-    _check_sde(sde)
+    _checks.sde(sde)
     if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 < eps < sde.T:
         raise ValueError(f"Expected `eps` in (0, {sde.T}). Received: eps={eps!r}")
     t_seed, noise_seed = _seeds(seed, 2)
@@ -501,14 +441,14 @@ def sde_dsm(score_fn, x0, sde, *, eps=1e-5, likelihood_weighting=False, t=None, 
         t = _float_vector(t, x0, "t")
     z = _noise(noise, x0, noise_seed)
     mean, std = sde.marginal_prob(x0, t)
-    std_view = _batch_view(std, x0)
+    std_view = _ops.batch_view(std, x0)
     perturbed = mean + std_view * z
-    score = _model_output(score_fn(perturbed, t), x0, "score_fn")
+    score = _checks.model_output(score_fn(perturbed, t), x0, "score_fn")
     if not likelihood_weighting:
-        losses = 0.5 * _sum_flat(tf.square(score * std_view + z))
+        losses = 0.5 * _ops.sum_flat(tf.square(score * std_view + z))
     else:
         _, diffusion = sde.sde(tf.zeros_like(x0), t)
-        losses = 0.5 * _sum_flat(tf.square(score + z / std_view)) * tf.square(
+        losses = 0.5 * _ops.sum_flat(tf.square(score + z / std_view)) * tf.square(
             tf.cast(diffusion, x0.dtype)
         )
     return tf.reduce_mean(losses)

@@ -27,9 +27,8 @@ import numpy as np
 import scipy.integrate
 import tensorflow as tf
 
-from kdiff import _checks, _loop
-from kdiff.schedules import Schedule, spaced_timesteps
-from kdiff.sde import SDE
+from kdiff import _checks, _loop, _ops
+from kdiff.schedules import spaced_timesteps
 
 __all__ = [
     "ddpm",
@@ -59,24 +58,6 @@ def _start(x, name):
     return _checks.float_tensor(x, name)
 
 
-def _check_schedule(schedule):
-    if not isinstance(schedule, Schedule):
-        raise ValueError(
-            "Expected `schedule` to be a kdiff.schedules.Schedule (e.g. "
-            f"kdiff.schedules.linear()). Received: schedule={schedule!r}"
-        )
-    return schedule
-
-
-def _check_sde(sde):
-    if not isinstance(sde, SDE):
-        raise ValueError(
-            "Expected `sde` to be a kdiff.sde.SDE (VPSDE, SubVPSDE or VESDE). "
-            f"Received: sde={sde!r}"
-        )
-    return sde
-
-
 def _check_clip(clip_x0):
     if clip_x0 is None:
         return None
@@ -92,51 +73,9 @@ def _batch_fill(value, x, dtype=None):
     return tf.fill([tf.shape(x)[0]], tf.cast(value, dtype or x.dtype))
 
 
-def _batch_view(values, x):
-    return tf.reshape(tf.cast(values, x.dtype), [-1] + [1] * (len(x.shape) - 1))
-
-
 def _call_model(model_fn, x, level, name):
     """Calls the model and checks that its output is shaped like x."""
-    return _checked_output(model_fn(x, level), x, name)
-
-
-def _checked_output(out, x, name):
-    """Returns the model output ``out`` in x's dtype, or raises unless it is shaped like x."""
-    if isinstance(out, (list, tuple)):
-        raise ValueError(
-            f"Expected `{name}` to return one tensor shaped like x {x.shape.as_list()}. "
-            f"Received: a sequence of {len(out)} tensors (use variance='learned' for [eps, v])"
-        )
-    out = tf.convert_to_tensor(out)
-    if not out.shape.is_compatible_with(x.shape):
-        raise ValueError(
-            f"Expected `{name}` to return a tensor shaped like x {x.shape.as_list()}. "
-            f"Received: shape={out.shape.as_list()}"
-        )
-    return tf.cast(out, x.dtype)
-
-
-def _split_learned(out, x):
-    """Returns (eps, v) from a learned-variance output: [eps, v] or 2×C channels."""
-    if isinstance(out, (list, tuple)):
-        if len(out) != 2:
-            raise ValueError(
-                "Expected `eps_fn` with variance='learned' to return [eps, v]. "
-                f"Received: a sequence of {len(out)} tensors"
-            )
-        eps, v = (tf.cast(o, x.dtype) for o in out)
-    else:
-        out = tf.convert_to_tensor(out)
-        channels = x.shape[-1]
-        if out.shape[-1] != 2 * channels:
-            raise ValueError(
-                "Expected `eps_fn` with variance='learned' to return [eps, v] or a tensor "
-                f"with {2 * channels} channels. Received: shape={out.shape.as_list()}"
-            )
-        eps, v = tf.split(tf.cast(out, x.dtype), 2, axis=-1)
-    _checks.same_shape(eps, x, "eps", "x")
-    return eps, v
+    return _checks.model_output(model_fn(x, level), x, name)
 
 
 def _clip(x0, clip_x0):
@@ -191,7 +130,7 @@ def ddpm(
         x_0, or ``(x_0, trajectory)``.
     """
     x = _start(x_T, "x_T")
-    schedule = _check_schedule(schedule)
+    schedule = _checks.schedule(schedule)
     _checks.one_of(variance, "variance", _DDPM_VARIANCES)
     clip_x0 = _check_clip(clip_x0)
     if steps is None or steps == schedule.T:
@@ -217,11 +156,11 @@ def ddpm(
         t = _batch_fill(_at(model_t, i, tf.int32), x, tf.int32)
         out = eps_fn(x, t)
         if variance == "learned":
-            eps, v = _split_learned(out, x)
+            eps, v = _checks.split_eps_v(out, x, "eps_fn")
             frac = (v + 1.0) / 2.0
             log_var = frac * _at(max_log, i, x.dtype) + (1.0 - frac) * _at(min_log, i, x.dtype)
         else:
-            eps = _checked_output(out, x, "eps_fn")
+            eps = _checks.model_output(out, x, "eps_fn")
             log_var = _at(fixed_log, i, x.dtype)
         x0 = _clip(_at(recip, i, x.dtype) * x - _at(recipm1, i, x.dtype) * eps, clip_x0)
         mean = _at(coef1, i, x.dtype) * x0 + _at(coef2, i, x.dtype) * x
@@ -290,7 +229,7 @@ def ddim(
         x_0, or ``(x_0, trajectory)``.
     """
     x = _start(x_T, "x_T")
-    schedule = _check_schedule(schedule)
+    schedule = _checks.schedule(schedule)
     eta = _checks.non_negative(eta, "eta")
     clip_x0 = _check_clip(clip_x0)
     ascending = ddim_timesteps(schedule.T, steps)
@@ -355,7 +294,7 @@ def ddim_invert(
         x_T, or ``(x_T, trajectory)``.
     """
     x = _start(x_0, "x_0")
-    schedule = _check_schedule(schedule)
+    schedule = _checks.schedule(schedule)
     ascending = ddim_timesteps(schedule.T, steps)
     abar = schedule.alphas_cumprod[ascending]
     abar_from = np.append(1.0, abar[:-1])
@@ -534,7 +473,7 @@ def predictor_corrector(
         x at t = eps, or ``(x, trajectory)``.
     """
     x = _start(x_T, "x_T")
-    sde = _check_sde(sde)
+    sde = _checks.sde(sde)
     _checks.one_of(predictor, "predictor", _PREDICTORS)
     _checks.one_of(corrector, "corrector", _CORRECTORS)
     n_corrector = _checks.int_in_range(n_corrector, "n_corrector", 0, None) if corrector else 0
@@ -553,14 +492,14 @@ def predictor_corrector(
         noise_norm = tf.reduce_mean(tf.norm(tf.reshape(z, [tf.shape(x)[0], -1]), axis=1))
         alpha = tf.cast(sde.langevin_alpha(t), x.dtype)
         step_size = 2.0 * alpha * tf.math.square(snr * tf.math.divide_no_nan(noise_norm, grad_norm))
-        return x + _batch_view(step_size, x) * grad + _batch_view(tf.sqrt(2.0 * step_size), x) * z
+        return x + _ops.batch_view(step_size, x) * grad + _ops.batch_view(tf.sqrt(2.0 * step_size), x) * z
 
     def predict(x, t, z):
         if predictor == "euler_maruyama":
             drift, diffusion = reverse.sde(x, t)
-            return x - drift * h + _batch_view(diffusion * np.sqrt(h), x) * z
+            return x - drift * h + _ops.batch_view(diffusion * np.sqrt(h), x) * z
         f, G = reverse.discretize(x, t, h)
-        return x - f + _batch_view(G, x) * z
+        return x - f + _ops.batch_view(G, x) * z
 
     def step(i, x, noises):
         t = _batch_fill(_at(times, i, x.dtype), x)
@@ -648,7 +587,7 @@ def probability_flow(
         x at t = eps, or ``(x, trajectory)``.
     """
     x = _start(x_T, "x_T")
-    sde = _check_sde(sde)
+    sde = _checks.sde(sde)
     flow = sde.reverse(score_fn, probability_flow=True)
 
     def velocity(x, t):

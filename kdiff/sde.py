@@ -15,18 +15,9 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from kdiff import _checks, _random
+from kdiff import _checks, _ops, _random
 
 __all__ = ["SDE", "VPSDE", "SubVPSDE", "VESDE", "ReverseSDE"]
-
-
-def _batch_view(values, x):
-    """Reshapes a [batch] tensor so that it broadcasts against ``x`` of shape [batch, ...]."""
-    return tf.reshape(tf.cast(values, x.dtype), [-1] + [1] * (len(x.shape) - 1))
-
-
-def _sum_except_batch(x):
-    return tf.reduce_sum(tf.reshape(x, [tf.shape(x)[0], -1]), axis=1)
 
 
 def _num_dims(x):
@@ -128,7 +119,7 @@ class ReverseSDE:
         drift, diffusion = self.forward.sde(x, t)
         score = self.score_fn(x, t)
         factor = 0.5 if self.probability_flow else 1.0
-        drift = drift - _batch_view(diffusion**2, x) * score * factor
+        drift = drift - _ops.batch_view(diffusion**2, x) * score * factor
         if self.probability_flow:
             diffusion = tf.zeros_like(diffusion)
         return drift, diffusion
@@ -138,7 +129,7 @@ class ReverseSDE:
         f, G = self.forward.discretize(x, t, dt)
         score = self.score_fn(x, t)
         factor = 0.5 if self.probability_flow else 1.0
-        rev_f = f - _batch_view(G**2, x) * score * factor
+        rev_f = f - _ops.batch_view(G**2, x) * score * factor
         rev_G = tf.zeros_like(G) if self.probability_flow else G
         return rev_f, rev_G
 
@@ -176,12 +167,12 @@ class VPSDE(SDE):
     def sde(self, x, t):
         t = tf.cast(t, x.dtype)
         beta_t = self._beta(t)
-        return -0.5 * _batch_view(beta_t, x) * x, tf.sqrt(beta_t)
+        return -0.5 * _ops.batch_view(beta_t, x) * x, tf.sqrt(beta_t)
 
     def marginal_prob(self, x0, t):
         t = tf.cast(t, x0.dtype)
         log_mean_coeff = self._log_mean_coeff(t)
-        mean = _batch_view(tf.exp(log_mean_coeff), x0) * x0
+        mean = _ops.batch_view(tf.exp(log_mean_coeff), x0) * x0
         std = tf.sqrt(1.0 - tf.exp(2.0 * log_mean_coeff))
         return mean, std
 
@@ -190,7 +181,7 @@ class VPSDE(SDE):
 
     def prior_logp(self, z):
         n = _num_dims(z)
-        return -n / 2.0 * math.log(2 * math.pi) - _sum_except_batch(z**2) / 2.0
+        return -n / 2.0 * math.log(2 * math.pi) - _ops.sum_flat(z**2) / 2.0
 
     def discretize(self, x, t, dt=None):
         """DDPM's ancestral step: f = (√(1−β_i) − 1) x, G = √β_i.
@@ -204,7 +195,7 @@ class VPSDE(SDE):
         start = tf.maximum(t - dt, 0.0)
         integral = self.beta_0 * (t - start) + 0.5 * (self.beta_1 - self.beta_0) * (t**2 - start**2)
         beta = -tf.math.expm1(-integral)
-        f = _batch_view(tf.sqrt(1.0 - beta), x) * x - x
+        f = _ops.batch_view(tf.sqrt(1.0 - beta), x) * x - x
         return f, tf.sqrt(beta)
 
     def langevin_alpha(self, t):
@@ -228,12 +219,12 @@ class SubVPSDE(VPSDE):
         t = tf.cast(t, x.dtype)
         beta_t = self._beta(t)
         discount = 1.0 - tf.exp(-2.0 * self.beta_0 * t - (self.beta_1 - self.beta_0) * t**2)
-        return -0.5 * _batch_view(beta_t, x) * x, tf.sqrt(beta_t * discount)
+        return -0.5 * _ops.batch_view(beta_t, x) * x, tf.sqrt(beta_t * discount)
 
     def marginal_prob(self, x0, t):
         t = tf.cast(t, x0.dtype)
         log_mean_coeff = self._log_mean_coeff(t)
-        mean = _batch_view(tf.exp(log_mean_coeff), x0) * x0
+        mean = _ops.batch_view(tf.exp(log_mean_coeff), x0) * x0
         std = 1.0 - tf.exp(2.0 * log_mean_coeff)
         return mean, std
 
@@ -286,7 +277,7 @@ class VESDE(SDE):
         n = _num_dims(z)
         return (
             -n / 2.0 * math.log(2 * math.pi * self.sigma_max**2)
-            - _sum_except_batch(z**2) / (2 * self.sigma_max**2)
+            - _ops.sum_flat(z**2) / (2 * self.sigma_max**2)
         )
 
     def discretize(self, x, t, dt=None):

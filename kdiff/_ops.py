@@ -1,0 +1,20 @@
+"""Small tensor helpers shared by schedules, SDEs, losses and samplers."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+
+def batch_view(values, x):
+    """Reshapes a [batch] tensor to [batch, 1, …, 1] so that it broadcasts against ``x``."""
+    return tf.reshape(tf.cast(values, x.dtype), [-1] + [1] * (len(x.shape) - 1))
+
+
+def mean_flat(x):
+    """Mean over every axis but the first (Ho et al.'s ``mean_flat``)."""
+    return tf.reduce_mean(tf.reshape(x, [tf.shape(x)[0], -1]), axis=1)
+
+
+def sum_flat(x):
+    """Sum over every axis but the first."""
+    return tf.reduce_sum(tf.reshape(x, [tf.shape(x)[0], -1]), axis=1)
