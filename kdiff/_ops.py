@@ -18,3 +18,19 @@ def mean_flat(x):
 def sum_flat(x):
     """Sum over every axis but the first."""
     return tf.reduce_sum(tf.reshape(x, [tf.shape(x)[0], -1]), axis=1)
+
+
+def gather_per_example(values, t, x):
+    """Gathers ``values[t]`` and reshapes it to broadcast against ``x``.
+
+    Args:
+        values: float64 numpy array of length T.
+        t: int tensor of shape [batch].
+        x: tensor of shape [batch, ...].
+
+    Returns:
+        A tensor of shape [batch, 1, …, 1] in ``x``'s dtype.
+    """
+    x = tf.convert_to_tensor(x)
+    out = tf.gather(tf.constant(values, dtype=x.dtype), tf.cast(t, tf.int32))
+    return tf.reshape(out, [-1] + [1] * (len(x.shape) - 1))

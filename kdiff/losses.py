@@ -31,7 +31,6 @@ import numpy as np
 import tensorflow as tf
 
 from kdiff import _checks, _ops, _random
-from kdiff.schedules import _per_example
 
 __all__ = [
     "simple",
@@ -287,8 +286,8 @@ def hybrid(model_fn, x0, schedule, *, lambda_vlb=0.001, t=None, noise=None, seed
     # μ_θ from the frozen ε̂ (eqs. 9 and 29); the VLB term only trains the variance.
     x0_pred = schedule.predict_x0(x_t, t, tf.stop_gradient(eps))
     model_mean, _, _ = schedule.q_posterior(x0_pred, x_t, t)
-    min_log = _per_example(schedule.posterior_log_variance_clipped, t, x0)
-    max_log = _per_example(np.log(schedule.betas), t, x0)
+    min_log = _ops.gather_per_example(schedule.posterior_log_variance_clipped, t, x0)
+    max_log = _ops.gather_per_example(np.log(schedule.betas), t, x0)
     frac = (v + 1.0) / 2.0
     model_log_variance = frac * max_log + (1.0 - frac) * min_log
 

@@ -15,25 +15,9 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from kdiff import _checks
+from kdiff import _checks, _ops
 
 __all__ = ["Schedule", "linear", "cosine", "geometric_sigmas", "spaced_timesteps"]
-
-
-def _per_example(values, t, x):
-    """Gathers ``values[t]`` and reshapes it to broadcast against ``x``.
-
-    Args:
-        values: float64 numpy array of length T.
-        t: int tensor of shape [batch].
-        x: tensor of shape [batch, ...].
-
-    Returns:
-        A tensor of shape [batch, 1, …, 1] in ``x``'s dtype.
-    """
-    x = tf.convert_to_tensor(x)
-    out = tf.gather(tf.constant(values, dtype=x.dtype), tf.cast(t, tf.int32))
-    return tf.reshape(out, [-1] + [1] * (len(x.shape) - 1))
 
 
 class Schedule:
@@ -115,16 +99,16 @@ class Schedule:
         _checks.same_shape(noise, x0, "noise", "x0")
         self.check_timesteps(t)
         return (
-            _per_example(np.sqrt(self.alphas_cumprod), t, x0) * x0
-            + _per_example(np.sqrt(1.0 - self.alphas_cumprod), t, x0) * noise
+            _ops.gather_per_example(np.sqrt(self.alphas_cumprod), t, x0) * x0
+            + _ops.gather_per_example(np.sqrt(1.0 - self.alphas_cumprod), t, x0) * noise
         )
 
     def q_mean_variance(self, x0, t):
         """Returns the mean, variance and log-variance of q(x_t | x_0) (eq. 5)."""
         x0 = _checks.float_tensor(x0, "x0")
-        mean = _per_example(np.sqrt(self.alphas_cumprod), t, x0) * x0
-        variance = _per_example(1.0 - self.alphas_cumprod, t, x0)
-        log_variance = _per_example(np.log(1.0 - self.alphas_cumprod), t, x0)
+        mean = _ops.gather_per_example(np.sqrt(self.alphas_cumprod), t, x0) * x0
+        variance = _ops.gather_per_example(1.0 - self.alphas_cumprod, t, x0)
+        log_variance = _ops.gather_per_example(np.log(1.0 - self.alphas_cumprod), t, x0)
         return mean, variance, log_variance
 
     def q_posterior(self, x0, x_t, t):
@@ -144,20 +128,20 @@ class Schedule:
         _checks.same_shape(x_t, x0, "x_t", "x0")
         self.check_timesteps(t)
         mean = (
-            _per_example(self.posterior_mean_coef1, t, x0) * x0
-            + _per_example(self.posterior_mean_coef2, t, x0) * x_t
+            _ops.gather_per_example(self.posterior_mean_coef1, t, x0) * x0
+            + _ops.gather_per_example(self.posterior_mean_coef2, t, x0) * x_t
         )
         return (
             mean,
-            _per_example(self.posterior_variance, t, x0),
-            _per_example(self.posterior_log_variance_clipped, t, x0),
+            _ops.gather_per_example(self.posterior_variance, t, x0),
+            _ops.gather_per_example(self.posterior_log_variance_clipped, t, x0),
         )
 
     def predict_x0(self, x_t, t, eps):
         """Inverts eq. 6: x̂_0 = (x_t − √(1−ᾱ_t) ε) / √ᾱ_t (eq. 29)."""
         return (
-            _per_example(np.sqrt(1.0 / self.alphas_cumprod), t, x_t) * x_t
-            - _per_example(np.sqrt(1.0 / self.alphas_cumprod - 1.0), t, x_t) * eps
+            _ops.gather_per_example(np.sqrt(1.0 / self.alphas_cumprod), t, x_t) * x_t
+            - _ops.gather_per_example(np.sqrt(1.0 / self.alphas_cumprod - 1.0), t, x_t) * eps
         )
 
     def respace(self, timesteps):
