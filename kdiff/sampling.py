@@ -56,7 +56,7 @@ def _process_for(sampler, schedule, sde, sigmas):
     return given[kind]
 
 
-def _sampler_options(sampler, steps, eta, process, sampler_kwargs):
+def _sampler_options(sampler, steps, eta, sampler_kwargs):
     options = dict(sampler_kwargs)
     if eta != 0.0 and sampler != "ddim":
         raise ValueError(
@@ -150,7 +150,7 @@ def sample(
     image_shape = tuple(int(d) for d in image_shape)
     function, kind = SAMPLERS[sampler]
     process = _process_for(sampler, schedule, sde, sigmas)
-    options = _sampler_options(sampler, steps, eta, process, sampler_kwargs)
+    options = _sampler_options(sampler, steps, eta, sampler_kwargs)
     base = _random.seed_pair(seed)
 
     def run(x, step_seed, compiled=True):
@@ -175,8 +175,8 @@ def sample(
         out = graph(x, step_seed)
         final = out[0] if return_trajectory else out
         if not bool(tf.reduce_all(tf.math.is_finite(final))):
-            run(x, step_seed)  # the eager-called sampler raises with the failing step
-            raise samplers.NonFiniteSampleError(sampler, 0, 1, "batch %d" % index)
+            run(x, step_seed)  # called eagerly, the sampler raises naming the failing step
+            raise FloatingPointError(f"{sampler}: batch {index} of the samples is NaN or Inf.")
         images.append(to_uint8(final, data_range))
         if return_trajectory:
             trajectories.append(np.stack([to_uint8(s, data_range) for s in out[1]]))

@@ -8,6 +8,7 @@ they are, this command checks its flags the way the pipeline will (Beam's
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 
@@ -27,6 +28,7 @@ def parse_args(argv=None):
 
 def run(argv=None, save_main_session=True):
     """Runs the pipeline (not built yet: prints what exists and returns 0)."""
+    logging.getLogger().setLevel(logging.ERROR)  # Beam's optional-GCP import warnings
     from apache_beam.options.pipeline_options import PipelineOptions
 
     known, beam_args = parse_args(argv)
