@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from kdiff import _checks, _ops
 
-__all__ = ["Schedule", "linear", "cosine", "geometric_sigmas", "spaced_timesteps"]
+__all__ = ["Schedule", "linear", "cosine", "from_config", "geometric_sigmas", "spaced_timesteps"]
 
 
 class Schedule:
@@ -25,6 +25,8 @@ class Schedule:
 
     Args:
         betas: 1-D array of T values in (0, 1].
+        config: the constructor call that made it (``{"name": "linear", ...}``); set by
+            ``linear`` / ``cosine`` so that ``get_config`` stays short.
 
     Attributes:
         T: number of diffusion steps.
@@ -37,7 +39,8 @@ class Schedule:
             μ̃_t in eq. 9.
     """
 
-    def __init__(self, betas):
+    def __init__(self, betas, config=None):
+        self._config = dict(config) if config is not None else None
         betas = np.asarray(betas, dtype=np.float64)
         if betas.ndim != 1 or betas.size < 1:
             raise ValueError(
@@ -72,6 +75,12 @@ class Schedule:
             f"Schedule(T={self.T}, beta_0={self.betas[0]:.3g}, "
             f"beta_T-1={self.betas[-1]:.3g}, alpha_bar_T-1={self.alphas_cumprod[-1]:.3g})"
         )
+
+    def get_config(self):
+        """A JSON-serializable description; ``schedules.from_config`` rebuilds the schedule."""
+        if self._config is not None:
+            return dict(self._config)
+        return {"name": "custom", "betas": self.betas.tolist()}
 
     def check_timesteps(self, t, name="t"):
         """Raises ValueError when a concrete ``t`` holds values outside [0, T)."""
@@ -178,7 +187,8 @@ def linear(T=1000, beta_start=1e-4, beta_end=0.02):
     for name, value in (("beta_start", beta_start), ("beta_end", beta_end)):
         if not 0 < value <= 1:
             raise ValueError(f"Expected `{name}` in (0, 1]. Received: {name}={value!r}")
-    return Schedule(np.linspace(beta_start, beta_end, T, dtype=np.float64))
+    config = {"name": "linear", "T": T, "beta_start": float(beta_start), "beta_end": float(beta_end)}
+    return Schedule(np.linspace(beta_start, beta_end, T, dtype=np.float64), config)
 
 
 def cosine(T=1000, s=0.008, max_beta=0.999):
@@ -206,7 +216,8 @@ def cosine(T=1000, s=0.008, max_beta=0.999):
         return math.cos((step / T + s) / (1 + s) * math.pi / 2) ** 2
 
     betas = [min(1.0 - f(i + 1) / f(i), max_beta) for i in range(T)]
-    return Schedule(np.array(betas, dtype=np.float64))
+    config = {"name": "cosine", "T": T, "s": float(s), "max_beta": float(max_beta)}
+    return Schedule(np.array(betas, dtype=np.float64), config)
 
 
 def spaced_timesteps(T, steps):
@@ -244,3 +255,22 @@ def geometric_sigmas(sigma_max=1.0, sigma_min=0.01, num=10):
             f"Received: sigma_min={sigma_min!r}, sigma_max={sigma_max!r}"
         )
     return np.exp(np.linspace(np.log(sigma_max), np.log(sigma_min), num))
+
+
+def from_config(config):
+    """Rebuilds a schedule from ``Schedule.get_config()``.
+
+    Args:
+        config: a dict with "name" ("linear", "cosine" or "custom") and its arguments.
+
+    Returns:
+        A ``Schedule``.
+    """
+    config = dict(config)
+    name = config.pop("name", None)
+    builders = {"linear": linear, "cosine": cosine, "custom": lambda betas: Schedule(betas)}
+    if name not in builders:
+        raise ValueError(
+            f"Expected a schedule config with name in {list(builders)}. Received: name={name!r}"
+        )
+    return builders[name](**config)

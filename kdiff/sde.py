@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from kdiff import _checks, _ops, _random
 
-__all__ = ["SDE", "VPSDE", "SubVPSDE", "VESDE", "ReverseSDE"]
+__all__ = ["SDE", "VPSDE", "SubVPSDE", "VESDE", "ReverseSDE", "from_config"]
 
 
 def _num_dims(x):
@@ -35,6 +35,14 @@ class SDE(abc.ABC):
 
     def __init__(self, N):
         self.N = _checks.positive_int(N, "N")
+
+    def get_config(self):
+        """A JSON-serializable description; ``kdiff.sde.from_config`` rebuilds the SDE."""
+        return {"name": type(self).__name__, "N": self.N, **self._parameters()}
+
+    @abc.abstractmethod
+    def _parameters(self):
+        """The constructor's arguments other than N."""
 
     @abc.abstractmethod
     def sde(self, x, t):
@@ -158,6 +166,9 @@ class VPSDE(SDE):
     def __repr__(self):
         return f"VPSDE(beta_min={self.beta_0}, beta_max={self.beta_1}, N={self.N})"
 
+    def _parameters(self):
+        return {"beta_min": self.beta_0, "beta_max": self.beta_1}
+
     def _beta(self, t):
         return self.beta_0 + t * (self.beta_1 - self.beta_0)
 
@@ -257,6 +268,9 @@ class VESDE(SDE):
     def __repr__(self):
         return f"VESDE(sigma_min={self.sigma_min}, sigma_max={self.sigma_max}, N={self.N})"
 
+    def _parameters(self):
+        return {"sigma_min": self.sigma_min, "sigma_max": self.sigma_max}
+
     def sigma(self, t):
         """σ(t) = σ_min (σ_max/σ_min)^t."""
         return self.sigma_min * (self.sigma_max / self.sigma_min) ** t
@@ -291,3 +305,20 @@ class VESDE(SDE):
         sigma = self.sigma(t)
         previous = tf.where(t - dt < 0, tf.zeros_like(sigma), self.sigma(tf.maximum(t - dt, 0.0)))
         return tf.zeros_like(x), tf.sqrt(sigma**2 - previous**2)
+
+
+def from_config(config):
+    """Rebuilds an SDE from ``SDE.get_config()``.
+
+    Args:
+        config: a dict with "name" ("VPSDE", "SubVPSDE" or "VESDE") and its arguments.
+
+    Returns:
+        An ``SDE``.
+    """
+    config = dict(config)
+    name = config.pop("name", None)
+    classes = {cls.__name__: cls for cls in (VPSDE, SubVPSDE, VESDE)}
+    if name not in classes:
+        raise ValueError(f"Expected an SDE config with name in {list(classes)}. Received: name={name!r}")
+    return classes[name](**config)

@@ -378,3 +378,17 @@ def test_q_posterior_bad_input():
         schedule.q_posterior(x0, x0, tf.constant([0, 10]))
     with pytest.raises(ValueError, match="`x_t`"):
         schedule.q_posterior(x0, np.zeros((2, 2), np.float32), tf.constant([0, 1]))
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [schedules.linear(), schedules.cosine(T=50, s=0.01), schedules.Schedule([0.1, 0.2, 0.3])],
+    ids=["linear", "cosine", "custom"],
+)
+def test_config_round_trip(schedule):
+    import json
+
+    config = json.loads(json.dumps(schedule.get_config()))
+    np.testing.assert_array_equal(schedules.from_config(config).betas, schedule.betas)
+    with pytest.raises(ValueError, match="name"):
+        schedules.from_config({"name": "quadratic"})

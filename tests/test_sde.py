@@ -349,3 +349,15 @@ def test_bad_sde_arguments(call, match):
 def test_prior_sampling_bad_seed():
     with pytest.raises(ValueError, match="seed"):
         sde_lib.VPSDE().prior_sampling((2, 2), seed=-1)
+
+
+@pytest.mark.parametrize(
+    "sde", [sde_lib.VPSDE(beta_max=10.0), sde_lib.SubVPSDE(N=100), sde_lib.VESDE(sigma_max=5.0)], ids=repr
+)
+def test_config_round_trip(sde):
+    import json
+
+    rebuilt = sde_lib.from_config(json.loads(json.dumps(sde.get_config())))
+    assert type(rebuilt) is type(sde) and rebuilt.get_config() == sde.get_config()
+    with pytest.raises(ValueError, match="name"):
+        sde_lib.from_config({"name": "OU"})
