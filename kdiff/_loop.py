@@ -61,7 +61,7 @@ class _DropRetracingWarning(logging.Filter):
 
 
 @contextlib.contextmanager
-def _quiet_retracing_warning():
+def quiet_retracing_warning():
     """Each sampler call builds its own loop graph on purpose (its coefficients are
     constants of that graph), so TF's "frequent retracing" advice does not apply."""
     logger = tf.get_logger()
@@ -156,7 +156,7 @@ def run_steps(
 
     if tf.executing_eagerly():
         compiled_loop = tf.function(graph_loop, jit_compile=resolve_jit_compile(jit_compile))
-        with _quiet_retracing_warning():
+        with quiet_retracing_warning():
             x, i, finite, stacked = compiled_loop(x, seed)
         if not bool(finite):
             step = int(i) - 1

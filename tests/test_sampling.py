@@ -98,7 +98,7 @@ def test_sample_bad_input(gaussian, kwargs, match):
     with pytest.raises(ValueError, match="num_samples"):
         kdiff.sample(gaussian.eps_fn(schedules.linear()), 0, schedule=schedules.linear(), image_shape=SHAPE)
     with pytest.raises(ValueError, match="model"):
-        kdiff.sample("not a model", 2, schedule=schedules.linear(), image_shape=SHAPE)
+        kdiff.sample(object(), 2, schedule=schedules.linear(), image_shape=SHAPE)
 
 
 def test_slerp_endpoints_norm_and_angle():
