@@ -1,0 +1,125 @@
+"""Distribution strategies by name, mixed precision, and a training loop for multi-worker runs.
+
+* ``get_strategy("default" | "mirrored" | "multi_worker" | "tpu")``;
+* ``set_precision("float32" | "mixed_float16" | "mixed_bfloat16")``;
+* ``fit(model, dataset, epochs=…, strategy=…)``: ``strategy.run`` over the model's own
+  ``train_step``. Keras 3's ``Model.fit`` works with the default and Mirrored
+  strategies, but under ``MultiWorkerMirroredStrategy`` it fails in its metric reduction
+  (keras-team/keras#20585, tensorflow/tensorflow#72388; on this machine's TF 2.21 /
+  Keras 3.15: "Invalid reduction dimension 0 for input with 0 dimensions"), so
+  multi-worker training runs this loop instead — the same train step, the same
+  gradients, Keras callbacks included.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from kdiff import _checks
+
+__all__ = ["STRATEGIES", "get_strategy", "set_precision", "fit"]
+
+STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+
+
+def get_strategy(name="default", *, devices=None, tpu=None):
+    """Returns a ``tf.distribute.Strategy`` by name.
+
+    Args:
+        name: "default" (one device), "mirrored" (all local GPUs, or ``devices``),
+            "multi_worker" (``MultiWorkerMirroredStrategy``; the cluster comes from the
+            ``TF_CONFIG`` environment variable) or "tpu" (``TPUStrategy``).
+        devices: device names for "mirrored" (e.g. ["/cpu:0", "/cpu:1"]).
+        tpu: the TPU address or name for "tpu" ("" / None: the local TPU or Colab's).
+
+    Returns:
+        The strategy. Build and compile models inside ``strategy.scope()``.
+    """
+    _checks.one_of(name, "strategy", STRATEGIES)
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy(devices)
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or "")
+    tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def set_precision(policy="float32"):
+    """Sets Keras' global dtype policy (mixed precision computes in 16 bits, keeps float32
+    weights). Call it before building models. ``mixed_float16`` needs loss scaling, which
+    Keras' ``compile`` adds (a ``LossScaleOptimizer``) and the diffusion models' train
+    step applies through ``optimizer.scale_loss``.
+
+    Args:
+        policy: "float32", "mixed_float16" or "mixed_bfloat16".
+
+    Returns:
+        The policy name.
+    """
+    _checks.one_of(policy, "precision", PRECISIONS)
+    keras.mixed_precision.set_global_policy(policy)
+    return policy
+
+
+def fit(model, dataset, *, epochs=1, strategy=None, steps_per_epoch=None, callbacks=None, verbose=1):
+    """Trains ``model`` with ``strategy.run(model.train_step)`` — the loop for multi-worker runs.
+
+    Args:
+        model: a compiled ``kdiff.DDPM`` / ``NCSN`` / ``ScoreSDE`` built in ``strategy.scope()``.
+        dataset: a ``tf.data.Dataset`` of global batches (images, or (images, labels)).
+        epochs: passes over the dataset.
+        strategy: the strategy the model was built under (default: the current one).
+        steps_per_epoch: stop each epoch after this many steps (None: the whole dataset).
+        callbacks: Keras callbacks (``on_epoch_*`` / ``on_train_batch_end`` are called).
+        verbose: print one line per epoch (chief worker only).
+
+    Returns:
+        A ``keras.callbacks.History``.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    epochs = _checks.positive_int(epochs, "epochs")
+    if getattr(model, "optimizer", None) is None:
+        raise ValueError("Expected a compiled model (call model.compile(optimizer=...) first).")
+    with strategy.scope():
+        model.optimizer.build(model.network.trainable_variables)
+    distributed = strategy.experimental_distribute_dataset(dataset)
+
+    @tf.function
+    def train_step(batch):
+        strategy.run(model.train_step, args=(batch,))
+
+    history = keras.callbacks.History()
+    callback_list = keras.callbacks.CallbackList(
+        list(callbacks or []) + [history], model=model, epochs=epochs, steps=steps_per_epoch
+    )
+    chief = _is_chief(strategy)
+    callback_list.on_train_begin()
+    for epoch in range(epochs):
+        model.loss_tracker.reset_state()
+        callback_list.on_epoch_begin(epoch)
+        for step, batch in enumerate(distributed):
+            if steps_per_epoch is not None and step >= steps_per_epoch:
+                break
+            train_step(batch)
+            callback_list.on_train_batch_end(step, {"loss": float(model.loss_tracker.result())})
+        logs = {"loss": float(model.loss_tracker.result())}
+        callback_list.on_epoch_end(epoch, logs)
+        if verbose and chief:
+            print(f"Epoch {epoch + 1}/{epochs} - loss: {logs['loss']:.4f}", flush=True)
+        if model.stop_training:
+            break
+    callback_list.on_train_end()
+    return history
+
+
+def _is_chief(strategy):
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return True
+    return resolver.task_type in (None, "chief") or (resolver.task_type == "worker" and resolver.task_id == 0)
