@@ -7,13 +7,19 @@ samplers (``kdiff.samplers``), likelihoods (``kdiff.likelihood``) and metrics
 ``kdiff.slerp``.
 """
 
-from kdiff import likelihood, losses, metrics, samplers, schedules, sde
+from kdiff import distribute, likelihood, losses, metrics, optim, samplers, schedules, sde
+from kdiff.diffusion import DDPM, NCSN, ScoreSDE
 from kdiff.interpolation import slerp
 from kdiff.sampling import sample
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DDPM",
+    "NCSN",
+    "ScoreSDE",
+    "distribute",
+    "optim",
     "likelihood",
     "losses",
     "metrics",

@@ -232,8 +232,9 @@ class DiffusionModel(keras.Model):
             scaled = self.optimizer.scale_loss(loss / tf.cast(_num_replicas(), loss.dtype))
         weights = self.network.trainable_weights
         gradients = tape.gradient(scaled, weights)
+        decay = self._ema_decay_now()  # n = the updates before this one
         self.optimizer.apply(gradients, weights)
-        self._update_ema()
+        self._update_ema(decay)
         self.loss_tracker.update_state(loss, sample_weight=tf.shape(x)[0])
         return {"loss": self.loss_tracker.result()}
 
@@ -252,8 +253,7 @@ class DiffusionModel(keras.Model):
         n = tf.cast(self.optimizer.iterations, tf.float32)
         return tf.minimum(self.ema_decay, (1.0 + n) / (10.0 + n))
 
-    def _update_ema(self):
-        decay = self._ema_decay_now()
+    def _update_ema(self, decay):
         pairs = list(zip(self.ema_network.weights, self.network.weights))
 
         def update(average, value):

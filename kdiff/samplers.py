@@ -120,7 +120,8 @@ def ddpm(
             tensor of 2×C channels, v ∈ [−1, 1]).
         x_T: start noise, [batch, ...].
         schedule: the ``Schedule`` the model was trained with.
-        variance: "beta" (σ² = β_t), "beta_tilde" (σ² = β̃_t) or "learned" (eq. 20).
+        variance: "beta" (σ² = β_t), "beta_tilde" (σ² = β̃_t) or "learned" (eq. 20,
+            with v clipped to [−1, 1]).
         steps: None for all T steps, or fewer: the schedule is respaced over evenly
             spaced timesteps as in Improved DDPM (``eps_fn`` still sees original t).
         clip_x0: clip the predicted x_0 to [−clip_x0, clip_x0]; None clips nothing.
@@ -157,7 +158,9 @@ def ddpm(
         out = eps_fn(x, t)
         if variance == "learned":
             eps, v = _checks.split_eps_v(out, x, "eps_fn")
-            frac = (v + 1.0) / 2.0
+            # v interpolates log β̃ … log β (eq. 20); outside [−1, 1] it would extrapolate
+            # the variance (an untrained network can overflow it), so it is clipped.
+            frac = (tf.clip_by_value(v, -1.0, 1.0) + 1.0) / 2.0
             log_var = frac * _at(max_log, i, x.dtype) + (1.0 - frac) * _at(min_log, i, x.dtype)
         else:
             eps = _checks.model_output(out, x, "eps_fn")
