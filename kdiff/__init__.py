@@ -7,7 +7,7 @@ samplers (``kdiff.samplers``), likelihoods (``kdiff.likelihood``) and metrics
 ``kdiff.slerp``.
 """
 
-from kdiff import distribute, likelihood, losses, metrics, optim, samplers, schedules, sde
+from kdiff import digits, distribute, likelihood, losses, metrics, optim, samplers, schedules, sde
 from kdiff.diffusion import DDPM, NCSN, ScoreSDE
 from kdiff.interpolation import slerp
 from kdiff.sampling import sample
@@ -18,6 +18,7 @@ __all__ = [
     "DDPM",
     "NCSN",
     "ScoreSDE",
+    "digits",
     "distribute",
     "optim",
     "likelihood",
