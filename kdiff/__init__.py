@@ -7,7 +7,7 @@ samplers (``kdiff.samplers``), likelihoods (``kdiff.likelihood``) and metrics
 ``kdiff.slerp``.
 """
 
-from kdiff import digits, distribute, likelihood, losses, metrics, optim, samplers, schedules, sde
+from kdiff import digits, distribute, export, images, likelihood, losses, metrics, optim, samplers, schedules, sde
 from kdiff.diffusion import DDPM, NCSN, ScoreSDE
 from kdiff.interpolation import slerp
 from kdiff.sampling import sample
@@ -20,6 +20,8 @@ __all__ = [
     "ScoreSDE",
     "digits",
     "distribute",
+    "export",
+    "images",
     "optim",
     "likelihood",
     "losses",

@@ -324,6 +324,22 @@ class DiffusionModel(keras.Model):
 
         return sample(self, num_samples, sampler=sampler, steps=steps, seed=seed, **kwargs)
 
+    def export(self, path, **kwargs):
+        """Writes a TF Serving SavedModel with ``denoise`` and ``generate`` signatures and a
+        ``config.json`` (see ``kdiff.export.export``); replaces Keras' ``Model.export``.
+
+        Args:
+            path: the directory to write.
+            **kwargs: ``kdiff.export.export`` options (``sampler``, ``default_steps``,
+                ``overwrite``, …).
+
+        Returns:
+            The absolute path written.
+        """
+        from kdiff.export import export
+
+        return export(self, path, **kwargs)
+
     # ------------------------------------------------------------------ config
 
     def get_config(self):

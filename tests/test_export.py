@@ -167,7 +167,7 @@ def test_default_steps_and_the_raw_weights(tmp_path):
     model = DDPM(TinyNet(), schedule=schedules.linear(T=100))
     for variable in model.network.weights:
         variable.assign(variable * 1.5)
-    path = export_lib.export(model, tmp_path / "raw", ema=False, default_steps=4)
+    path = model.export(tmp_path / "raw", ema=False, default_steps=4)  # the Keras-model method
     loaded = export_lib.load(path)
     assert loaded.config["generate"]["default_steps"] == 4 and loaded.config["ema"] is False
     x, t = tf.zeros((2,) + SHAPE), tf.constant([3, 4])
