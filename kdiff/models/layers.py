@@ -502,8 +502,28 @@ def _heads_for(channels, num_heads, head_channels):
     return num_heads
 
 
+class _Resample(keras.layers.Layer):
+    """What ``Downsample`` and ``Upsample`` share: an optional 3×3 convolution."""
+
+    def __init__(self, with_conv=True, out_channels=None, **kwargs):
+        super().__init__(**kwargs)
+        self.with_conv = bool(with_conv)
+        self.out_channels = None if out_channels is None else _checks.positive_int(
+            out_channels, "out_channels")
+        if not self.with_conv and self.out_channels is not None:
+            raise ValueError(
+                "Expected `out_channels` None without a convolution. "
+                f"Received: with_conv=False, out_channels={out_channels}"
+            )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(with_conv=self.with_conv, out_channels=self.out_channels)
+        return config
+
+
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class Downsample(keras.layers.Layer):
+class Downsample(_Resample):
     """Halves height and width: a 3×3 convolution with stride 2, or 2×2 average pooling.
 
     Args:
@@ -517,17 +537,6 @@ class Downsample(keras.layers.Layer):
     Returns:
         ``[batch, height / 2, width / 2, out_channels]``.
     """
-
-    def __init__(self, with_conv=True, out_channels=None, **kwargs):
-        super().__init__(**kwargs)
-        self.with_conv = bool(with_conv)
-        self.out_channels = None if out_channels is None else _checks.positive_int(
-            out_channels, "out_channels")
-        if not self.with_conv and self.out_channels is not None:
-            raise ValueError(
-                "Expected `out_channels` None without a convolution. "
-                f"Received: with_conv=False, out_channels={out_channels}"
-            )
 
     def build(self, input_shape):
         _check_channels(input_shape, None, "inputs", self.name)
@@ -544,14 +553,10 @@ class Downsample(keras.layers.Layer):
         shape = _resampled(tuple(input_shape), False, True)
         return shape[:-1] + (self.out_channels or input_shape[-1],)
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(with_conv=self.with_conv, out_channels=self.out_channels)
-        return config
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class Upsample(keras.layers.Layer):
+class Upsample(_Resample):
     """Doubles height and width: nearest-neighbour upsampling, then a 3×3 convolution.
 
     Args:
@@ -565,17 +570,6 @@ class Upsample(keras.layers.Layer):
     Returns:
         ``[batch, 2·height, 2·width, out_channels]``.
     """
-
-    def __init__(self, with_conv=True, out_channels=None, **kwargs):
-        super().__init__(**kwargs)
-        self.with_conv = bool(with_conv)
-        self.out_channels = None if out_channels is None else _checks.positive_int(
-            out_channels, "out_channels")
-        if not self.with_conv and self.out_channels is not None:
-            raise ValueError(
-                "Expected `out_channels` None without a convolution. "
-                f"Received: with_conv=False, out_channels={out_channels}"
-            )
 
     def build(self, input_shape):
         _check_channels(input_shape, None, "inputs", self.name)
@@ -592,10 +586,6 @@ class Upsample(keras.layers.Layer):
         shape = _resampled(tuple(input_shape), True, False)
         return shape[:-1] + (self.out_channels or input_shape[-1],)
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(with_conv=self.with_conv, out_channels=self.out_channels)
-        return config
 
 
 # --------------------------------------------------------------------------- NCSN blocks
