@@ -7,7 +7,7 @@ samplers (``kdiff.samplers``), likelihoods (``kdiff.likelihood``) and metrics
 ``kdiff.slerp``.
 """
 
-from kdiff import digits, distribute, export, images, likelihood, losses, metrics, optim, samplers, schedules, sde
+from kdiff import digits, distribute, export, images, likelihood, losses, metrics, models, optim, samplers, schedules, sde
 from kdiff.diffusion import DDPM, NCSN, ScoreSDE
 from kdiff.interpolation import slerp
 from kdiff.sampling import sample
@@ -26,6 +26,7 @@ __all__ = [
     "likelihood",
     "losses",
     "metrics",
+    "models",
     "samplers",
     "schedules",
     "sde",
