@@ -1,0 +1,1 @@
+"""The pipeline's stages, each a small spec plus an executor (TFX's component / executor split)."""

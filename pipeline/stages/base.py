@@ -1,0 +1,116 @@
+"""What every stage shares: its spec, artifact directories written atomically, fingerprints.
+
+A stage is a ``StageSpec`` — typed inputs and outputs, named parameters — plus an executor
+with ``Do(inputs, outputs, params)``, the shape of a TFX component and executor, without
+TFX's channel machinery. ``inputs`` and ``outputs`` map artifact names to directories;
+``params`` is a plain dict. Tests call ``Do`` directly; ``pipeline.run`` orchestrates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+
+# Artifact types: what a directory of each kind holds.
+EXAMPLES = "Examples"  # data-*.tfrecord shards (image bytes + label) and stats.json
+MODEL = "Model"  # export/ (SavedModel + config.json), checkpoint, history.json, logs/
+SAMPLES = "Samples"  # <sampler>/samples.npz, grid.png, trajectory.png; timings.json
+METRICS = "Metrics"  # metrics.json (FID, KID, classifier statistics), features.npz
+RETRIEVAL = "Retrieval"  # retrieval.json, panels/*.png
+REPORT = "Report"  # report.md, report.html, metrics.json, pictures
+
+DONE_FILE = "_DONE.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class StageSpec:
+    """A stage's interface.
+
+    Attributes:
+        name: the stage name, also its output directory under the run's output_dir.
+        inputs: artifact name → artifact type read by the stage.
+        outputs: artifact name → artifact type written by the stage.
+        parameters: names of the config fields the stage reads (its fingerprint).
+    """
+
+    name: str
+    inputs: dict
+    outputs: dict
+    parameters: tuple
+
+
+class StageError(RuntimeError):
+    """A stage failed on bad input: the message says which source or file, and what to do."""
+
+
+def fingerprint(spec, params, input_fingerprints):
+    """A hash of a stage's parameters and its inputs' fingerprints (TFX-style caching).
+
+    Args:
+        spec: the ``StageSpec``.
+        params: the stage's parameter values (JSON-serializable).
+        input_fingerprints: fingerprints of the artifacts it reads.
+
+    Returns:
+        A hex string.
+    """
+    payload = json.dumps(
+        {"stage": spec.name, "params": params, "inputs": input_fingerprints}, sort_keys=True, default=str
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def read_done(directory):
+    """The ``_DONE.json`` record of a completed stage output, or None."""
+    path = os.path.join(directory, DONE_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+@contextlib.contextmanager
+def atomic_directory(final_path):
+    """Yields a temporary directory next to ``final_path``, renamed into place on success.
+
+    A killed or failed stage leaves only the temporary directory (``.<name>.tmp-*``),
+    never a half-written artifact at ``final_path`` that a rerun would trust.
+
+    Args:
+        final_path: where the finished artifact goes (replaced if it exists).
+
+    Yields:
+        The temporary directory path.
+    """
+    final_path = os.path.abspath(final_path)
+    parent = os.path.dirname(final_path)
+    os.makedirs(parent, exist_ok=True)
+    temporary = tempfile.mkdtemp(prefix=f".{os.path.basename(final_path)}.tmp-", dir=parent)
+    try:
+        yield temporary
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    if os.path.exists(final_path):
+        shutil.rmtree(final_path)
+    os.replace(temporary, final_path)
+
+
+def write_json(path, value):
+    """Writes JSON with a trailing newline (to a temporary name, then renamed)."""
+    temporary = f"{path}.tmp"
+    with open(temporary, "w", encoding="utf-8") as f:
+        json.dump(value, f, indent=2, sort_keys=True, default=str)
+        f.write("\n")
+    os.replace(temporary, path)
+
+
+def read_json(path):
+    """Reads a JSON file."""
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
