@@ -1,0 +1,182 @@
+"""Retrieve stage: the seed's similarity retrieval (5.5), made quantitative.
+
+For every generated sample, the ``knn`` nearest training images by Euclidean distance in
+the feature space the evaluate stage used (its ``features.npz``); a memorization
+statistic — the share of samples whose nearest training image is closer than the median
+train–train nearest-neighbour distance (``kdiff.metrics.memorization_ratio``) — and
+panels like the seed's Figures 20–23: each row is a generated sample, then its nearest
+training images.
+
+Writes ``retrieval.json`` ({sampler: {"memorization_ratio", "mean_nn_distance",
+"train_train_median_nn", "knn", "num_samples", "panel"}}) and ``panels/<sampler>.png``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from pipeline import features as features_lib
+from pipeline.stages.base import EXAMPLES, METRICS, RETRIEVAL, SAMPLES, StageError, StageSpec, atomic_directory, write_json
+
+SPEC = StageSpec(
+    name="retrieve",
+    inputs={"examples": EXAMPLES, "samples": SAMPLES, "metrics": METRICS},
+    outputs={"retrieval": RETRIEVAL},
+    parameters=("knn",),
+)
+
+PANEL_ROWS = 8  # samples shown per panel (the first ones, in sample order)
+PANEL_TILE = 64  # small images are scaled up (nearest neighbour) to about this many pixels
+PANEL_PADDING = 2  # pixels between tiles (after scaling)
+PANEL_GAP = 6  # extra pixels between the sample column and its neighbours
+PANEL_BACKGROUND = (255, 255, 255)
+PANEL_SEPARATOR = (220, 40, 40)  # a red bar after the generated sample
+
+
+def _log(message):
+    print(f"[retrieve] {message}", flush=True)
+
+
+def train_train_median_nn(train_features):
+    """Median over training points of the distance to the nearest *other* training point.
+
+    The threshold of ``kdiff.metrics.memorization_ratio`` (duplicates count as other points).
+    """
+    from kdiff import metrics
+
+    distances, indices = metrics.nearest_neighbors(train_features, train_features, k=2)
+    not_self = indices[:, 0] != np.arange(len(train_features))
+    return float(np.median(np.where(not_self, distances[:, 0], distances[:, 1])))
+
+
+def panel_scale(height, width):
+    """The integer factor that brings a tile to about ``PANEL_TILE`` pixels (at least 1)."""
+    return max(1, PANEL_TILE // max(height, width))
+
+
+def panel_layout(num_rows, k, height, width, scale):
+    """Top-left pixel corners of every tile: ``tops[row]``, ``lefts[column]`` (column 0 = sample)."""
+    h, w = height * scale, width * scale
+    tops = [PANEL_PADDING + r * (h + PANEL_PADDING) for r in range(num_rows)]
+    lefts = [PANEL_PADDING]
+    lefts += [PANEL_PADDING + PANEL_GAP + c * (w + PANEL_PADDING) for c in range(1, k + 1)]
+    size = (tops[-1] + h + PANEL_PADDING, lefts[-1] + w + PANEL_PADDING)
+    return tops, lefts, size
+
+
+def make_panel(samples, neighbors, scale):
+    """The retrieval panel as a uint8 RGB array.
+
+    Args:
+        samples: uint8 ``[R, H, W, C]`` generated samples (one per row).
+        neighbors: uint8 ``[R, k, H, W, C]`` their nearest training images, nearest first.
+        scale: integer upscaling factor (nearest neighbour).
+
+    Returns:
+        uint8 ``[height, width, 3]``: each row = the sample, a red bar, its k neighbours.
+    """
+    rows, k, height, width, channels = neighbors.shape
+    tops, lefts, size = panel_layout(rows, k, height, width, scale)
+    panel = np.empty(size + (3,), np.uint8)
+    panel[:] = PANEL_BACKGROUND
+
+    def tile(image):
+        image = image[..., :3]
+        if image.shape[-1] == 1:
+            image = np.repeat(image, 3, axis=-1)
+        return np.repeat(np.repeat(image, scale, axis=0), scale, axis=1)
+
+    h, w = height * scale, width * scale
+    for r in range(rows):
+        panel[tops[r] : tops[r] + h, lefts[0] : lefts[0] + w] = tile(samples[r])
+        bar = lefts[0] + w + (lefts[1] - lefts[0] - w) // 2 - 1
+        panel[tops[r] : tops[r] + h, bar : bar + 2] = PANEL_SEPARATOR
+        for c in range(k):
+            panel[tops[r] : tops[r] + h, lefts[c + 1] : lefts[c + 1] + w] = tile(neighbors[r, c])
+    return panel
+
+
+class Executor:
+    """Nearest training images of every sampler's samples, memorization, panels."""
+
+    def Do(self, inputs, outputs, params):
+        from PIL import Image
+
+        from kdiff import metrics
+
+        knn = int(params.get("knn", 5))
+        if knn < 1:
+            raise StageError(f"retrieve: --knn must be >= 1. Received: knn={knn}")
+        features_path = os.path.join(inputs["metrics"], "features.npz")
+        if not os.path.exists(features_path):
+            raise StageError(f"retrieve: no features.npz in the Metrics at {inputs['metrics']}; rerun the evaluate stage.")
+        with np.load(features_path) as data:
+            stored = {name: data[name] for name in data.files}
+        if "train" not in stored:
+            raise StageError(f"retrieve: {features_path} has no 'train' features; rerun the evaluate stage (--force).")
+        train_features = stored["train"]
+        try:
+            train, _ = features_lib.load_examples(inputs["examples"], "train")
+        except (OSError, ValueError) as error:
+            raise StageError(
+                f"retrieve: cannot read the training images at {inputs['examples']} ({error}); rerun ingest."
+            ) from None
+        if len(train) != len(train_features):
+            raise StageError(
+                f"retrieve: {features_path} has {len(train_features)} training feature rows but the Examples at "
+                f"{inputs['examples']} hold {len(train)} training images: the metrics come from another "
+                "ingest. Rerun the evaluate stage (--force)."
+            )
+        names = sorted(key[len("samples/") :] for key in stored if key.startswith("samples/"))
+        if not names:
+            raise StageError(f"retrieve: {features_path} has no 'samples/<name>' features; rerun the evaluate stage.")
+
+        k = min(knn, len(train))
+        threshold = train_train_median_nn(train_features)
+        _log(f"{len(train)} training images; train–train median nearest-neighbour distance {threshold:.4g}")
+        result = {}
+        with atomic_directory(outputs["retrieval"]) as out:
+            os.makedirs(os.path.join(out, "panels"))
+            for name in names:
+                sample_features = stored[f"samples/{name}"]
+                path = os.path.join(inputs["samples"], name, "samples.npz")
+                try:
+                    with np.load(path) as data:
+                        images = data["images"]
+                except (OSError, KeyError, ValueError) as error:
+                    raise StageError(f"retrieve: cannot read {path} ({error}); rerun the sample stage.") from None
+                if len(images) != len(sample_features) or images.shape[1:] != train.shape[1:]:
+                    raise StageError(
+                        f"retrieve: {path} holds {len(images)} images of {list(images.shape[1:])} but the metrics "
+                        f"have {len(sample_features)} feature rows for {name} (training images: "
+                        f"{list(train.shape[1:])}); rerun the evaluate stage (--force)."
+                    )
+                distances, indices = metrics.nearest_neighbors(sample_features, train_features, k=k)
+                ratio = metrics.memorization_ratio(sample_features, train_features)
+                rows = min(PANEL_ROWS, len(images))
+                scale = panel_scale(*train.shape[1:3])
+                panel = make_panel(images[:rows], train[indices[:rows]], scale)
+                panel_path = os.path.join("panels", f"{name}.png")
+                Image.fromarray(panel).save(os.path.join(out, panel_path))
+                result[name] = {
+                    "memorization_ratio": ratio,
+                    "mean_nn_distance": float(np.mean(distances[:, 0])),
+                    "train_train_median_nn": threshold,
+                    "knn": k,
+                    "num_samples": int(len(images)),
+                    "panel": {
+                        "path": panel_path,
+                        "sample_indices": list(range(rows)),
+                        "neighbor_indices": indices[:rows].tolist(),
+                        "neighbor_distances": distances[:rows].tolist(),
+                        "scale": scale,
+                    },
+                }
+                _log(
+                    f"{name}: memorization ratio {ratio:.3f}, mean nearest-neighbour distance "
+                    f"{result[name]['mean_nn_distance']:.4g} (train–train median {threshold:.4g})"
+                )
+            write_json(os.path.join(out, "retrieval.json"), result)
+        _log(f"wrote {outputs['retrieval']}/retrieval.json and panels/")
