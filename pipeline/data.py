@@ -1,0 +1,627 @@
+"""Data sources, image preprocessing and the Examples artifact's readers.
+
+Three sources, named by one string (``RunConfig.dataset``):
+
+- ``"digits"``: scikit-learn's 1,797 handwritten 8×8 digits (labels 0–9), pixel values
+  0..16 mapped to uint8 0..255. Ships inside scikit-learn: no network.
+- ``"tfds:NAME[/CONFIG]"``: a TensorFlow Datasets dataset, its ``train`` split (or its
+  first split when it has none). tensorflow-datasets downloads and prepares it once, on
+  the machine that runs ingest (tensorflow-datasets 4.9.10 needs ``importlib_resources``
+  for that, declared in setup.py). Labels come from the dataset's supervised keys
+  (``as_supervised``) or a ``label`` class feature; without either they are −1.
+- ``"folder:PATH"``: a folder, searched recursively, of .png / .jpg / .jpeg / .bmp /
+  .webp images (names starting with "." are ignored). When every image sits in a
+  subfolder and there are at least two distinct subfolder names, the label is the index
+  of the image's immediate folder name among the sorted names (Keras'
+  ``image_dataset_from_directory`` convention); otherwise every label is −1.
+
+A source is planned in the driver (``plan_source``: list the files, prepare the TFDS
+data, find the labels) into small picklable records, and read in Beam workers by a
+reader opened once per worker (``open_reader``): one record per image for digits and
+folders, one record for a whole TFDS split (read as a stream, never all in memory).
+
+``preprocess`` converts any mode to L or RGB (alpha composited over white), center-crops
+to a square and resizes with Pillow's antialiased bicubic filter. Examples are
+``tf.train.Example`` records with ``image`` (PNG bytes of uint8 H×W×C), ``label`` (int64,
+−1 when unlabeled) and ``key`` (the record's stable source id, e.g. ``digits/000017`` or
+a path relative to the folder). ``load_examples`` and ``make_dataset`` read them back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import io
+import os
+
+import numpy as np
+
+from pipeline.stages.base import StageError, read_json
+
+SOURCE_FORMS = ("digits", "tfds:NAME[/CONFIG]", "folder:PATH")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+STATS_FILE = "stats.json"
+EVAL_FRACTION = 0.1
+
+
+# ---------------------------------------------------------------------------- sources
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """A parsed dataset spec.
+
+    Attributes:
+        spec: the string as given.
+        kind: "digits", "tfds" or "folder".
+        name: the TFDS name (with "/CONFIG") or the folder's absolute path; "" for digits.
+    """
+
+    spec: str
+    kind: str
+    name: str = ""
+
+
+def parse_source(spec):
+    """Parses ``"digits"``, ``"tfds:NAME[/CONFIG]"`` or ``"folder:PATH"``.
+
+    Args:
+        spec: the dataset string.
+
+    Returns:
+        A ``Source``.
+
+    Raises:
+        StageError: for anything else, naming the spec and the accepted forms.
+    """
+    forms = ", ".join(repr(form) for form in SOURCE_FORMS)
+    if not isinstance(spec, str):
+        raise StageError(f"Unknown dataset {spec!r}: expected one of {forms}.")
+    text = spec.strip()
+    if text == "digits":
+        return Source(spec=spec, kind="digits")
+    if text.startswith("tfds:"):
+        name = text[len("tfds:") :].strip().strip("/")
+        if not name:
+            raise StageError(f"Dataset {spec!r} names no TFDS dataset: expected 'tfds:NAME[/CONFIG]', e.g. 'tfds:cifar10'.")
+        return Source(spec=spec, kind="tfds", name=name)
+    if text.startswith("folder:"):
+        path = text[len("folder:") :].strip()
+        if not path:
+            raise StageError(f"Dataset {spec!r} names no folder: expected 'folder:PATH', a folder of images.")
+        return Source(spec=spec, kind="folder", name=os.path.abspath(os.path.expanduser(path)))
+    raise StageError(f"Unknown dataset {spec!r}: expected one of {forms} (e.g. 'digits', 'tfds:mnist', 'folder:/data/faces').")
+
+
+@dataclasses.dataclass
+class SourcePlan:
+    """What the driver learned about a source, and the records the workers read.
+
+    Attributes:
+        source: the ``Source``.
+        records: picklable records, in a deterministic order (digits: ``(key, index,
+            label)``; folder: ``(key, path, label)``; tfds: one ``(split, limit)``).
+        num_classes: the source's number of classes, None when unlabeled.
+        class_names: the class names (folder and tfds) or None.
+        default_channels: the channels used when ``channels`` is None (digits 1; tfds:
+            1 when its image feature is single-channel, else 3; folder: 3).
+        options: reader options (picklable; tfds: name, split, feature keys). TFDS data
+            live in tensorflow-datasets' data dir (``TFDS_DATA_DIR`` or
+            ~/tensorflow_datasets), which the workers share with the driver.
+    """
+
+    source: Source
+    records: list
+    num_classes: int | None
+    class_names: list | None
+    default_channels: int
+    options: dict = dataclasses.field(default_factory=dict)
+
+
+def check_limit(limit):
+    """``limit``: None (all) or an integer ≥ 1; ValueError otherwise."""
+    if limit is None:
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit <= 0:
+        raise ValueError(f"Expected `limit` to be None or an integer >= 1. Received: limit={limit!r}")
+    return int(limit)
+
+
+def plan_source(source, limit=None):
+    """Enumerates a source in the driver (no image is decoded here).
+
+    ``limit`` keeps the first ``limit`` records in the source's own deterministic order:
+    digits by index, folder files by sorted relative path, TFDS by its split's order.
+
+    Args:
+        source: a ``Source`` or a dataset string.
+        limit: None or an integer ≥ 1.
+
+    Returns:
+        A ``SourcePlan``.
+
+    Raises:
+        StageError: a missing or empty folder, an unknown or unpreparable TFDS dataset.
+        ValueError: ``limit`` ≤ 0.
+    """
+    if isinstance(source, str):
+        source = parse_source(source)
+    limit = check_limit(limit)
+    if source.kind == "digits":
+        return _plan_digits(source, limit)
+    if source.kind == "folder":
+        return _plan_folder(source, limit)
+    if source.kind == "tfds":
+        return _plan_tfds(source, limit)
+    raise StageError(f"Unknown source kind {source.kind!r} for dataset {source.spec!r}.")
+
+
+def _digits():
+    from sklearn.datasets import load_digits
+
+    return load_digits()
+
+
+def digits_uint8(images):
+    """scikit-learn digits pixel values 0..16 → uint8 0..255 (rounded)."""
+    return np.round(np.asarray(images, np.float64) * (255.0 / 16.0)).astype(np.uint8)
+
+
+def _plan_digits(source, limit):
+    labels = _digits().target
+    count = len(labels) if limit is None else min(limit, len(labels))
+    records = [(f"digits/{i:06d}", i, int(labels[i])) for i in range(count)]
+    return SourcePlan(source, records, num_classes=10, class_names=[str(i) for i in range(10)], default_channels=1)
+
+
+def list_images(root):
+    """Image files under ``root`` (recursively, following links once), as sorted relative POSIX paths."""
+    found = []
+    seen = set()
+    for directory, subdirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(directory)
+        if real in seen:  # a link cycle
+            subdirs[:] = []
+            continue
+        seen.add(real)
+        subdirs[:] = [d for d in subdirs if not d.startswith(".")]
+        for name in files:
+            if name.startswith(".") or not name.lower().endswith(IMAGE_EXTENSIONS):
+                continue
+            relative = os.path.relpath(os.path.join(directory, name), root)
+            found.append(relative.replace(os.sep, "/"))
+    return sorted(found)
+
+
+def _plan_folder(source, limit):
+    root = source.name
+    if not os.path.exists(root):
+        raise StageError(
+            f"Dataset {source.spec!r}: folder {root} does not exist. Pass --dataset=folder:PATH with an existing folder of images."
+        )
+    if not os.path.isdir(root):
+        raise StageError(f"Dataset {source.spec!r}: {root} is not a folder. Pass --dataset=folder:PATH with a folder of images.")
+    files = list_images(root)
+    if not files:
+        raise StageError(
+            f"Dataset {source.spec!r}: no images found in {root}; expected {', '.join(IMAGE_EXTENSIONS)} files "
+            "(searched recursively; put them in class subfolders for labels)."
+        )
+    # Labels come from the whole folder, so a limit does not change the class indices.
+    parents = [posix_dirname(f) for f in files]
+    class_names = sorted({os.path.basename(p) for p in parents})
+    labelled = all(parents) and len(class_names) >= 2
+    if limit is not None:
+        files, parents = files[:limit], parents[:limit]
+    if labelled:
+        index = {name: i for i, name in enumerate(class_names)}
+        records = [(f, os.path.join(root, f), index[os.path.basename(p)]) for f, p in zip(files, parents)]
+        return SourcePlan(source, records, num_classes=len(class_names), class_names=class_names, default_channels=3)
+    records = [(f, os.path.join(root, f), -1) for f in files]
+    return SourcePlan(source, records, num_classes=None, class_names=None, default_channels=3)
+
+
+def posix_dirname(path):
+    return path.rsplit("/", 1)[0] if "/" in path else ""
+
+
+def _tfds_error(source, error, what):
+    detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    if len(detail) > 300:
+        detail = detail[:300] + "…"
+    return StageError(
+        f"Dataset {source.spec!r}: {what}: {type(error).__name__}: {detail}. TFDS datasets download on first use "
+        "(network access needed once; set TFDS_DATA_DIR for a prepared copy); see tfds.list_builders() for names."
+    )
+
+
+def _plan_tfds(source, limit):
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as error:  # pragma: no cover - a dependency
+        raise StageError(f"Dataset {source.spec!r} needs tensorflow-datasets: pip install tensorflow-datasets importlib_resources") from error
+    try:
+        builder = tfds.builder(source.name)
+    except Exception as error:  # DatasetNotFoundError, config errors
+        raise _tfds_error(source, error, "unknown TFDS dataset or config") from error
+    try:
+        builder.download_and_prepare()
+    except Exception as error:
+        raise _tfds_error(source, error, "could not download and prepare it") from error
+    info = builder.info
+    features = dict(info.features.items())
+    image_features = [k for k, f in features.items() if isinstance(f, tfds.features.Image)]
+    if not image_features:
+        raise StageError(f"Dataset {source.spec!r} has no image feature (features: {sorted(features.keys())}); ingest needs images.")
+    supervised = tuple(info.supervised_keys or ())
+    as_supervised = (
+        len(supervised) == 2
+        and all(isinstance(k, str) for k in supervised)
+        and isinstance(features[supervised[0]], tfds.features.Image)
+        and isinstance(features.get(supervised[1]), tfds.features.ClassLabel)
+    )
+    if as_supervised:
+        image_key, label_key = supervised
+    else:
+        image_key = "image" if "image" in image_features else image_features[0]
+        label_key = "label" if isinstance(features.get("label"), tfds.features.ClassLabel) else None
+    num_classes = class_names = None
+    if label_key is not None:
+        num_classes = int(features[label_key].num_classes)
+        class_names = list(features[label_key].names)
+    splits = list(info.splits.keys()) if info.splits else []
+    split = "train" if ("train" in splits or not splits) else splits[0]
+    shape = features[image_key].shape
+    default_channels = 1 if (shape and shape[-1] == 1) else 3
+    options = {
+        "name": source.name,
+        "split": split,
+        "as_supervised": as_supervised,
+        "image_key": image_key,
+        "label_key": label_key,
+    }
+    return SourcePlan(source, [(split, limit)], num_classes, class_names, default_channels, options)
+
+
+# ---------------------------------------------------------------------------- readers
+
+
+def open_reader(source, options=None):
+    """A reader for a source's records, opened once per Beam worker (``DoFn.setup``).
+
+    Args:
+        source: the ``Source``.
+        options: ``SourcePlan.options``.
+
+    Returns:
+        A callable: record → iterator of ``(key, image, label)``, ``image`` a PIL image
+        or a uint8 array.
+    """
+    if source.kind == "digits":
+        return DigitsReader()
+    if source.kind == "folder":
+        return FolderReader()
+    if source.kind == "tfds":
+        return TfdsReader(source, options or {})
+    raise StageError(f"Unknown source kind {source.kind!r} for dataset {source.spec!r}.")
+
+
+class DigitsReader:
+    """Reads digits by index (the 1,797 images load once, from scikit-learn)."""
+
+    def __init__(self):
+        self.images = digits_uint8(_digits().images)
+
+    def __call__(self, record):
+        key, index, label = record
+        yield key, self.images[index], label
+
+
+class FolderReader:
+    """Reads image files; any unreadable file fails the run, naming it (data is never skipped)."""
+
+    def __call__(self, record):
+        key, path, label = record
+        yield key, read_image_file(path), label
+
+
+def read_image_file(path):
+    """Opens an image file fully (EXIF orientation applied).
+
+    Raises:
+        StageError: the file is missing, truncated, corrupt or not an image.
+    """
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            image.load()
+            return image
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise StageError(
+            f"Cannot read image {path}: {type(error).__name__}: {error}. Fix or remove the file and run again "
+            "(ingest never skips data silently)."
+        ) from None
+
+
+class TfdsReader:
+    """Streams one TFDS split (up to ``limit`` examples) with tf.data, one example at a time."""
+
+    def __init__(self, source, options):
+        self.source = source
+        self.options = dict(options)
+
+    def __call__(self, record):
+        import tensorflow_datasets as tfds
+
+        split, limit = record
+        opts = self.options
+        read_split = split if limit is None else f"{split}[:{limit}]"
+        kwargs = {"split": read_split, "download": False, "as_supervised": opts.get("as_supervised", False)}
+        try:
+            dataset = tfds.load(opts.get("name", self.source.name), **kwargs)
+        except Exception as error:
+            raise _tfds_error(self.source, error, f"could not read split {read_split!r}") from error
+        if limit is not None:
+            dataset = dataset.take(limit)
+        for index, example in enumerate(tfds.as_numpy(dataset)):
+            if opts.get("as_supervised"):
+                image, label = example
+            else:
+                image = example[opts["image_key"]]
+                label = example[opts["label_key"]] if opts.get("label_key") else -1
+            yield f"{split}/{index:09d}", np.asarray(image), int(label)
+
+
+# ---------------------------------------------------------------------------- preprocessing
+
+
+def _array_to_pil(array):
+    from PIL import Image
+
+    array = np.asarray(array)
+    if array.dtype != np.uint8:
+        raise ValueError(f"Expected a uint8 image. Received dtype={array.dtype}")
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim == 2:
+        return Image.fromarray(array, "L")
+    if array.ndim == 3 and array.shape[-1] in (2, 3, 4):
+        mode = {2: "LA", 3: "RGB", 4: "RGBA"}[array.shape[-1]]
+        return Image.fromarray(np.ascontiguousarray(array), mode)
+    raise ValueError(f"Expected an image of shape [H, W] or [H, W, C] with C in 1..4. Received shape={array.shape}")
+
+
+def _to_l_or_rgb(image):
+    """Any PIL mode → "L" or "RGB": palettes expanded, alpha composited over white, 16-bit scaled."""
+    from PIL import Image
+
+    mode = image.mode
+    if mode in ("L", "RGB"):
+        return image
+    if mode == "1":
+        return image.convert("L")
+    if mode.startswith("I") or mode == "F":  # 16/32-bit integer or float grayscale
+        values = np.asarray(image, dtype=np.float64)
+        if mode.startswith("I;16") or (mode == "I" and values.max(initial=0) > 255):
+            values = values / 257.0  # 0..65535 → 0..255
+        elif mode == "F" and values.max(initial=0) <= 1.0:
+            values = values * 255.0
+        return Image.fromarray(np.clip(np.round(values), 0, 255).astype(np.uint8), "L")
+    if mode in ("P", "PA"):
+        has_alpha = mode == "PA" or "transparency" in image.info
+        image = image.convert("RGBA" if has_alpha else "RGB")
+        if not has_alpha:
+            return image
+        mode = "RGBA"
+    if mode in ("LA", "La", "RGBa", "RGBA"):
+        image = image.convert("RGBA")
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, image).convert("RGB")
+    return image.convert("RGB")  # CMYK, YCbCr, LAB, HSV
+
+
+def preprocess(image, image_size, channels):
+    """One image → uint8 [image_size, image_size, channels].
+
+    Mode conversion: palette images are expanded; transparency (RGBA, LA, palettes with
+    transparency) is composited over a white background; 16-bit grayscale is scaled to
+    8 bits; CMYK / YCbCr convert to RGB; RGB → grayscale uses ITU-R 601 luma (Pillow's
+    "L"), grayscale → RGB repeats the channel. Then the central square (side = the
+    shorter side) is cropped and resized to ``image_size`` with Pillow's bicubic filter,
+    which is antialiased when shrinking; an image already of that size is unchanged.
+
+    Args:
+        image: a PIL image (any mode) or a uint8 array [H, W], [H, W, 1], [H, W, 3] or
+            [H, W, 4].
+        image_size: the output height and width.
+        channels: 1 (grayscale) or 3 (RGB).
+
+    Returns:
+        A uint8 array [image_size, image_size, channels].
+    """
+    from PIL import Image
+
+    if channels not in (1, 3):
+        raise ValueError(f"Expected `channels` in (1, 3). Received: channels={channels!r}")
+    if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size < 1:
+        raise ValueError(f"Expected `image_size` to be an integer >= 1. Received: image_size={image_size!r}")
+    if not isinstance(image, Image.Image):
+        image = _array_to_pil(image)
+    image = _to_l_or_rgb(image)
+    image = image.convert("L" if channels == 1 else "RGB")
+    width, height = image.size
+    side = min(width, height)
+    if side < 1:
+        raise ValueError(f"Expected a non-empty image. Received size={image.size}")
+    if (width, height) != (side, side):
+        left, top = (width - side) // 2, (height - side) // 2
+        image = image.crop((left, top, left + side, top + side))
+    if side != image_size:
+        image = image.resize((int(image_size), int(image_size)), Image.Resampling.BICUBIC)
+    array = np.asarray(image, dtype=np.uint8)
+    if array.ndim == 2:
+        array = array[..., None]
+    return np.ascontiguousarray(array)
+
+
+# ---------------------------------------------------------------------------- examples
+
+
+def encode_png(image):
+    """uint8 [H, W, C] (C = 1 or 3) → PNG bytes."""
+    from PIL import Image
+
+    image = np.asarray(image, np.uint8)
+    pil = Image.fromarray(image[..., 0], "L") if image.shape[-1] == 1 else Image.fromarray(image, "RGB")
+    buffer = io.BytesIO()
+    pil.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def encode_example(key, image, label):
+    """A serialized ``tf.train.Example``: ``image`` (PNG bytes), ``label`` (int64), ``key`` (bytes)."""
+    import tensorflow as tf
+
+    feature = {
+        "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[encode_png(image)])),
+        "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)])),
+        "key": tf.train.Feature(bytes_list=tf.train.BytesList(value=[str(key).encode("utf-8")])),
+    }
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def decode_example(serialized):
+    """The inverse of ``encode_example`` in plain Python: ``(key, uint8 image [H, W, C], label)``."""
+    import tensorflow as tf
+    from PIL import Image
+
+    example = tf.train.Example.FromString(serialized)
+    features = example.features.feature
+    with Image.open(io.BytesIO(features["image"].bytes_list.value[0])) as pil:
+        image = np.asarray(pil.convert("L") if pil.mode in ("L", "1", "P") else pil.convert("RGB"), np.uint8)
+    if image.ndim == 2:
+        image = image[..., None]
+    key = features["key"].bytes_list.value[0].decode("utf-8") if "key" in features else ""
+    return key, image, int(features["label"].int64_list.value[0])
+
+
+def example_files(examples_dir, split="train"):
+    """The sorted ``<split>-*.tfrecord`` shards of an Examples directory."""
+    if split not in ("train", "eval"):
+        raise ValueError(f"Expected `split` in ('train', 'eval'). Received: split={split!r}")
+    if not os.path.isdir(examples_dir):
+        raise StageError(f"Examples directory {examples_dir} does not exist; run the ingest stage first.")
+    files = sorted(glob.glob(os.path.join(glob.escape(examples_dir), f"{split}-*.tfrecord")))
+    if not files:
+        raise StageError(f"No {split}-*.tfrecord shards in {examples_dir}; run the ingest stage (again).")
+    return files
+
+
+def _read_stats(examples_dir):
+    path = os.path.join(examples_dir, STATS_FILE)
+    return read_json(path) if os.path.exists(path) else None
+
+
+def _parse_fn(channels, image_size):
+    import tensorflow as tf
+
+    spec = {
+        "image": tf.io.FixedLenFeature([], tf.string),
+        "label": tf.io.FixedLenFeature([], tf.int64, default_value=-1),
+        "key": tf.io.FixedLenFeature([], tf.string, default_value=""),
+    }
+
+    def parse(serialized):
+        example = tf.io.parse_single_example(serialized, spec)
+        image = tf.io.decode_png(example["image"], channels=channels or 0, dtype=tf.uint8)
+        if channels and image_size:
+            image = tf.ensure_shape(image, [image_size, image_size, channels])
+        return image, example["label"], example["key"]
+
+    return parse
+
+
+def load_examples(examples_dir, split="train", return_keys=False):
+    """All examples of a split, in memory, sorted by their source key (deterministic order).
+
+    Args:
+        examples_dir: an Examples artifact directory (ingest's output).
+        split: "train" or "eval".
+        return_keys: also return the source keys (str [N]).
+
+    Returns:
+        ``(images, labels)``: uint8 [N, H, W, C] and int64 [N] (and keys).
+    """
+    import tensorflow as tf
+
+    files = example_files(examples_dir, split)
+    stats = _read_stats(examples_dir) or {}
+    channels, image_size = stats.get("channels"), stats.get("image_size")
+    dataset = tf.data.TFRecordDataset(files).map(_parse_fn(channels, image_size), num_parallel_calls=tf.data.AUTOTUNE)
+    images, labels, keys = [], [], []
+    try:
+        for image, label, key in dataset.batch(1024).as_numpy_iterator():
+            images.append(image)
+            labels.append(label)
+            keys.extend(k.decode("utf-8") for k in key)
+    except tf.errors.OpError as error:  # a truncated shard, a bad PNG, a size that is not stats.json's
+        raise StageError(
+            f"Cannot read the {split} examples in {examples_dir}: {type(error).__name__}: {error.message.splitlines()[0]}. "
+            "Rerun the ingest stage (--force)."
+        ) from None
+    if not keys:
+        raise StageError(f"The {split} shards in {examples_dir} hold no examples; run the ingest stage (again).")
+    images = np.concatenate(images)
+    labels = np.concatenate(labels).astype(np.int64)
+    order = np.argsort(np.asarray(keys, dtype=object), kind="stable")
+    images, labels = images[order], labels[order]
+    if return_keys:
+        return images, labels, [keys[i] for i in order]
+    return images, labels
+
+
+def make_dataset(examples_dir, data_range, batch_size, split="train", shuffle_seed=None, with_labels=False, drop_remainder=False):
+    """A ``tf.data.Dataset`` of float32 image batches scaled to ``data_range``.
+
+    Args:
+        examples_dir: an Examples artifact directory.
+        data_range: ``(low, high)``: uint8 0 → low, 255 → high.
+        batch_size: the batch size.
+        split: "train" or "eval".
+        shuffle_seed: None: the files' order; an int: shuffled (the whole split when it
+            holds up to 100,000 examples, else a 100,000 buffer), reshuffled each epoch,
+            deterministically for a given seed.
+        with_labels: yield ``(images, labels)`` (int64) instead of images.
+        drop_remainder: drop a last partial batch.
+
+    Returns:
+        The dataset (with a known cardinality when stats.json gives the split's size).
+    """
+    import tensorflow as tf
+
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"Expected `batch_size` to be an integer >= 1. Received: batch_size={batch_size!r}")
+    low, high = (float(v) for v in data_range)
+    files = example_files(examples_dir, split)
+    stats = _read_stats(examples_dir) or {}
+    channels, image_size = stats.get("channels"), stats.get("image_size")
+    count = stats.get(f"num_{split}")
+    parse = _parse_fn(channels, image_size)
+    scale = (high - low) / 255.0
+
+    def convert(serialized):
+        image, label, _ = parse(serialized)
+        image = tf.cast(image, tf.float32) * scale + low
+        return (image, label) if with_labels else image
+
+    dataset = tf.data.TFRecordDataset(files)
+    if count:
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(int(count)))
+    if shuffle_seed is not None:
+        buffer = int(count) if count and count <= 100_000 else 100_000
+        dataset = dataset.shuffle(buffer, seed=int(shuffle_seed), reshuffle_each_iteration=True)
+    dataset = dataset.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.batch(int(batch_size), drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,349 @@
+"""Ingest: a source of images → sharded TFRecords of tf.train.Example plus stats.json, on Beam.
+
+The Beam pipeline (every transform labelled):
+
+    Enumerate          the source's records, planned in the driver (``data.plan_source``:
+                       digits indices, sorted folder paths or one TFDS split), the first
+                       ``limit`` of them in that deterministic order
+    ReadAndPreprocess  a DoFn that opens its reader once in ``setup()`` and yields
+                       (key, uint8 [S, S, C], label): mode conversion, center crop, resize
+    EvalKeys           a CombineFn choosing the held-out keys: the 10% (at least 1) with
+                       the smallest sha256(seed/key) — deterministic, independent of the
+                       runner and of the image bytes
+    Split / Partition  tags each example train or eval (the eval keys as a side input)
+    EncodeTrain/Eval   tf.train.Example bytes (image PNG, label, key)
+    WriteTrain/Eval    beam.io.WriteToTFRecord: ``num_shards`` train shards, 1 eval shard
+    Stats, WriteStats  a CombineFn (counts, label counts, pixel mean / std of the train
+                       images in [0, 1]) → stats.json
+
+Everything is written inside ``atomic_directory(outputs["examples"])``: a failed or killed
+run (a corrupt image fails it, naming the file) leaves nothing at the output path.
+``channels`` None means the source's own: digits 1; TFDS 1 when its image feature has
+one channel, else 3; folders 3 (pass ``channels=1`` for a grayscale folder).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import math
+import os
+import re
+import shutil
+import time
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipeline import data
+from pipeline.stages.base import (
+    EXAMPLES,
+    StageError,
+    StageSpec,
+    atomic_directory,
+    read_json,
+    write_json,
+)
+
+SPEC = StageSpec(
+    name="ingest",
+    inputs={},
+    outputs={"examples": EXAMPLES},
+    parameters=("dataset", "limit", "image_size", "channels", "num_shards", "seed"),
+)
+
+PROGRESS_EVERY = 2000  # images per worker between progress lines
+
+
+def split_hash(seed, key):
+    """A stable 64-bit hash of a record key under a seed (the deterministic shuffle)."""
+    return int.from_bytes(hashlib.sha256(f"{int(seed)}/{key}".encode()).digest()[:8], "big")
+
+
+def num_eval(count, fraction=data.EVAL_FRACTION):
+    """Held-out examples for ``count`` examples: round(fraction × count), at least 1 (0 when count < 2)."""
+    if count < 2:
+        return 0
+    return min(count - 1, max(1, round(fraction * count)))
+
+
+class ReadAndPreprocessFn(beam.DoFn):
+    """record → (key, uint8 [image_size, image_size, channels], label).
+
+    The source's reader (scikit-learn's digits, a TFDS split) is opened once per worker in
+    ``setup()``; only the small ``Source`` and its options are pickled with the DoFn.
+    """
+
+    def __init__(self, source, options, image_size, channels):
+        self.source = source
+        self.options = dict(options or {})
+        self.image_size = int(image_size)
+        self.channels = int(channels)
+        self.images = beam.metrics.Metrics.counter("ingest", "images")
+
+    def setup(self):
+        self._reader = data.open_reader(self.source, self.options)
+        self._count = 0
+
+    def process(self, record):
+        for key, image, label in self._reader(record):
+            try:
+                array = data.preprocess(image, self.image_size, self.channels)
+            except (ValueError, OSError) as error:
+                where = os.path.join(self.source.name, key) if self.source.kind == "folder" else key
+                raise StageError(
+                    f"Cannot preprocess image {where} of dataset {self.source.spec!r}: {type(error).__name__}: {error}. "
+                    "Fix or remove it and run again."
+                ) from None
+            self._count += 1
+            self.images.inc()
+            if self._count % PROGRESS_EVERY == 0:
+                print(f"ingest: preprocessed {self._count} images (this worker)", flush=True)
+            yield key, array, int(label)
+
+
+class EvalKeysFn(beam.CombineFn):
+    """All keys → the frozenset of held-out keys (smallest ``split_hash``; ``num_eval`` of them)."""
+
+    def __init__(self, seed, fraction=data.EVAL_FRACTION):
+        self.seed = int(seed)
+        self.fraction = float(fraction)
+
+    def create_accumulator(self):
+        return []
+
+    def add_input(self, accumulator, key):
+        accumulator.append((split_hash(self.seed, key), key))
+        return accumulator
+
+    def merge_accumulators(self, accumulators):
+        merged = []
+        for accumulator in accumulators:
+            merged.extend(accumulator)
+        return merged
+
+    def extract_output(self, accumulator):
+        chosen = sorted(accumulator)[: num_eval(len(accumulator), self.fraction)]
+        return frozenset(key for _, key in chosen)
+
+
+def tag_split(example, eval_keys):
+    """(key, image, label) → (split, key, image, label)."""
+    key, image, label = example
+    return ("eval" if key in eval_keys else "train", key, image, label)
+
+
+def split_index(tagged, num_partitions):
+    return 0 if tagged[0] == "train" else 1
+
+
+def encode_tagged(tagged):
+    _, key, image, label = tagged
+    return data.encode_example(key, image, label)
+
+
+class StatsFn(beam.CombineFn):
+    """(split, key, image, label) → counts per split, label counts, train pixel mean / std in [0, 1]."""
+
+    def create_accumulator(self):
+        return {"train": 0, "eval": 0, "labels": {}, "sum": 0, "sumsq": 0, "pixels": 0}
+
+    def add_input(self, accumulator, tagged):
+        split, _, image, label = tagged
+        accumulator[split] += 1
+        accumulator["labels"][int(label)] = accumulator["labels"].get(int(label), 0) + 1
+        if split == "train":
+            values = np.asarray(image, np.int64)
+            accumulator["sum"] += int(values.sum())
+            accumulator["sumsq"] += int((values * values).sum())
+            accumulator["pixels"] += int(values.size)
+        return accumulator
+
+    def merge_accumulators(self, accumulators):
+        merged = self.create_accumulator()
+        for accumulator in accumulators:
+            for name in ("train", "eval", "sum", "sumsq", "pixels"):
+                merged[name] += accumulator[name]
+            for label, count in accumulator["labels"].items():
+                merged["labels"][label] = merged["labels"].get(label, 0) + count
+        return merged
+
+    def extract_output(self, accumulator):
+        pixels = accumulator["pixels"]
+        mean = accumulator["sum"] / pixels if pixels else 0.0
+        variance = max(accumulator["sumsq"] / pixels - mean * mean, 0.0) if pixels else 0.0
+        return {
+            "num_train": accumulator["train"],
+            "num_eval": accumulator["eval"],
+            "label_counts": {str(k): v for k, v in sorted(accumulator["labels"].items())},
+            "pixel_mean": mean / 255.0,
+            "pixel_std": math.sqrt(variance) / 255.0,
+        }
+
+
+def write_stats(stats, path, extra):
+    """Writes stats.json: the combined statistics plus what the driver knows about the source."""
+    stats = dict(stats)
+    stats.update(extra)
+    if extra.get("num_classes") is None:
+        stats["label_counts"] = {}
+    write_json(path, stats)
+    return path
+
+
+def build(pipeline, plan, directory, *, image_size, channels, num_shards, seed):
+    """Adds the ingest transforms to ``pipeline``, writing into ``directory``.
+
+    Args:
+        pipeline: a ``beam.Pipeline``.
+        plan: a ``data.SourcePlan``.
+        directory: the (temporary) Examples directory.
+        image_size, channels, num_shards, seed: as in ``RunConfig``.
+    """
+    examples = (
+        pipeline
+        | "Enumerate" >> beam.Create(plan.records)
+        | "ReadAndPreprocess" >> beam.ParDo(ReadAndPreprocessFn(plan.source, plan.options, image_size, channels))
+    )
+    eval_keys = (
+        examples
+        | "Keys" >> beam.Map(lambda example: example[0])
+        | "EvalKeys" >> beam.CombineGlobally(EvalKeysFn(seed))
+    )
+    tagged = examples | "Split" >> beam.Map(tag_split, eval_keys=beam.pvalue.AsSingleton(eval_keys))
+    train, held_out = tagged | "Partition" >> beam.Partition(split_index, 2)
+    _ = (
+        train
+        | "EncodeTrain" >> beam.Map(encode_tagged)
+        | "WriteTrain"
+        >> beam.io.WriteToTFRecord(os.path.join(directory, "train"), file_name_suffix=".tfrecord", num_shards=num_shards)
+    )
+    _ = (
+        held_out
+        | "EncodeEval" >> beam.Map(encode_tagged)
+        | "WriteEval" >> beam.io.WriteToTFRecord(os.path.join(directory, "eval"), file_name_suffix=".tfrecord", num_shards=1)
+    )
+    extra = {
+        "source": plan.source.spec,
+        "image_size": int(image_size),
+        "channels": int(channels),
+        "num_classes": plan.num_classes,
+        "class_names": plan.class_names,
+        "num_shards": int(num_shards),
+        "seed": int(seed),
+    }
+    _ = (
+        tagged
+        | "Stats" >> beam.CombineGlobally(StatsFn())
+        | "WriteStats" >> beam.Map(write_stats, os.path.join(directory, data.STATS_FILE), extra)
+    )
+
+
+_STAGE_ERROR = re.compile(r"StageError: (.+?)(?: \[while running '[^']*'\])*$", re.MULTILINE)
+
+
+def stage_error_from(error):
+    """A StageError raised in a worker, recovered from whatever the runner re-raised (or None)."""
+    if isinstance(error, StageError):
+        message = str(error)
+    else:
+        match = None
+        for match in _STAGE_ERROR.finditer(str(error)):
+            pass  # the last (innermost) one
+        if match is None:
+            return None
+        message = match.group(1)
+    message = re.sub(r"(?: \[while running '[^']*'\])+", "", message).strip()
+    return StageError(message)
+
+
+class _DropStageErrors(logging.Filter):
+    """Drops Beam's ERROR log of a worker's StageError: the stage re-raises it with a clear message."""
+
+    def filter(self, record):
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, StageError):
+            return False
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 (a malformed record: keep it)
+            return True
+        return "pipeline.stages.base.StageError" not in message
+
+
+_BEAM_ERROR_LOGGERS = ("apache_beam.runners.common", "apache_beam.runners.portability.local_job_service")
+
+
+@contextlib.contextmanager
+def quiet_stage_errors():
+    """While running a pipeline, Beam does not log the StageErrors the stage re-raises."""
+    drop = _DropStageErrors()
+    loggers = [logging.getLogger(name) for name in _BEAM_ERROR_LOGGERS]
+    for logger in loggers:
+        logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(drop)
+
+
+def _check_int(name, value, minimum=1):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"Expected `{name}` to be an integer >= {minimum}. Received: {name}={value!r}")
+    return int(value)
+
+
+class Executor:
+    """Runs the ingest Beam pipeline into ``outputs["examples"]``."""
+
+    def Do(self, inputs, outputs, params):
+        del inputs  # ingest reads a source, not an artifact
+        dataset = params.get("dataset", "digits")
+        limit = data.check_limit(params.get("limit"))
+        image_size = _check_int("image_size", params.get("image_size", 16))
+        num_shards = _check_int("num_shards", params.get("num_shards", 1))
+        seed = _check_int("seed", params.get("seed", 0), minimum=0)
+        channels = params.get("channels")
+        if channels not in (None, 1, 3) or isinstance(channels, bool):
+            raise ValueError(f"Expected `channels` in (None, 1, 3). Received: channels={channels!r}")
+        beam_args = list(params.get("beam_args") or [])
+
+        start = time.perf_counter()
+        source = data.parse_source(dataset)
+        print(f"ingest: enumerating {dataset}" + (f" (first {limit})" if limit else ""), flush=True)
+        plan = data.plan_source(source, limit)
+        channels = channels or plan.default_channels
+        what = f"{len(plan.records)} files" if source.kind == "folder" else (
+            f"{len(plan.records)} images" if source.kind == "digits" else f"split {plan.options.get('split')!r}"
+        )
+        print(f"ingest: reading {what} → {image_size}×{image_size}×{channels} with Beam", flush=True)
+
+        with atomic_directory(outputs["examples"]) as directory:
+            logging.getLogger("apache_beam.io.tfrecordio").setLevel(logging.ERROR)  # "no snappy" note
+            try:
+                with quiet_stage_errors(), beam.Pipeline(options=PipelineOptions(beam_args)) as pipeline:
+                    build(pipeline, plan, directory, image_size=image_size, channels=channels, num_shards=num_shards, seed=seed)
+            except Exception as error:
+                stage_error = stage_error_from(error)
+                if stage_error is not None:
+                    raise stage_error from None
+                raise
+            for name in os.listdir(directory):  # Beam's temporary write folders, if any are left
+                if name.startswith("beam-temp-"):
+                    shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
+            stats = read_json(os.path.join(directory, data.STATS_FILE))
+            if stats["num_train"] < 1 or stats["num_eval"] < 1:
+                total = stats["num_train"] + stats["num_eval"]
+                raise StageError(
+                    f"Dataset {dataset!r} gave {total} image(s); ingest needs at least 2 (training and held-out). "
+                    "Use a larger source or limit."
+                )
+        total = stats["num_train"] + stats["num_eval"]
+        print(
+            f"ingest: read {total} images from {dataset} → {stats['num_train']} train / {stats['num_eval']} eval "
+            f"in {num_shards} shards ({time.perf_counter() - start:.1f} s)",
+            flush=True,
+        )
