@@ -34,18 +34,18 @@ except ImportError:  # pragma: no cover - apache-beam is a pipeline dependency
     beam = None
 
 __all__ = [
-    "load_examples",
     "ClassifierFeatures",
-    "InceptionV3Features",
-    "resolve_inception_weights",
-    "InceptionGraphFeatures",
-    "read_inception_graph",
-    "train_classifier",
-    "load_extractor",
-    "describe",
-    "FeatureExtractorDoFn",
     "ExtractFeatures",
+    "FeatureExtractorDoFn",
+    "InceptionGraphFeatures",
+    "InceptionV3Features",
     "MeanCovarianceFn",
+    "describe",
+    "load_examples",
+    "load_extractor",
+    "read_inception_graph",
+    "resolve_inception_weights",
+    "train_classifier",
 ]
 
 INCEPTION_SIZE = 299
@@ -58,7 +58,9 @@ def _check_images(images):
     if images.ndim == 3:
         images = images[..., None]
     if images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
-        raise ValueError(f"Expected images of shape [N, H, W, C] with C in (1, 3, 4). Received: shape={images.shape}")
+        raise ValueError(
+            f"Expected images of shape [N, H, W, C] with C in (1, 3, 4). Received: shape={images.shape}"
+        )
     if images.dtype != np.uint8:
         raise ValueError(f"Expected uint8 images (pixels 0..255). Received: dtype={images.dtype}")
     return images
@@ -167,7 +169,10 @@ class ClassifierFeatures:
             features.append(np.asarray(f))
             probabilities.append(np.asarray(p))
         if not features:
-            return {"features": np.zeros((0, self.dim), np.float32), "probabilities": np.zeros((0, self.num_classes), np.float32)}
+            return {
+                "features": np.zeros((0, self.dim), np.float32),
+                "probabilities": np.zeros((0, self.num_classes), np.float32),
+            }
         return {
             "features": np.concatenate(features).astype(np.float32),
             "probabilities": np.concatenate(probabilities).astype(np.float32),
@@ -183,7 +188,10 @@ def _classifier_network(input_shape, num_classes, feature_dim):
     if height > 32:  # large images: classify a 32×32 view (cheap, still ≫ chance on real data)
         stack.append(layers.Resizing(32, 32, interpolation="bilinear"))
         height = 32
-    stack += [layers.Conv2D(32, 3, padding="same", activation="relu"), layers.Conv2D(32, 3, padding="same", activation="relu")]
+    stack += [
+        layers.Conv2D(32, 3, padding="same", activation="relu"),
+        layers.Conv2D(32, 3, padding="same", activation="relu"),
+    ]
     if height >= 8:
         stack.append(layers.MaxPooling2D())
         height //= 2
@@ -201,14 +209,23 @@ def _classifier_network(input_shape, num_classes, feature_dim):
 
 
 def train_classifier(
-    images, labels, path, *, num_classes=None, feature_dim=64, epochs=None, batch_size=64, seed=0,
-    max_images=20000, verbose=True,
+    images,
+    labels,
+    path,
+    *,
+    num_classes=None,
+    feature_dim=64,
+    epochs=None,
+    batch_size=64,
+    seed=0,
+    max_images=20000,
+    verbose=True,
 ):
     """Trains the feature classifier on labelled uint8 images and saves it to ``path``.
 
-    A small CNN (two 3×3 conv blocks, a ``feature_dim``-unit ReLU layer named "penultimate",
-    softmax) trained with Adam and light augmentation-free dropout. On the digits (1,617
-    images of 16×16) it reaches ≈ 98% held-out accuracy in a few seconds on 2 CPUs.
+    A small CNN (3×3 convolutions with max pooling, a ``feature_dim``-unit ReLU layer named
+    "penultimate", dropout, softmax) trained with Adam. On the digits (1,617 training
+    images, 8×8 or 16×16) it reaches ≥ 98% held-out accuracy in about 5–10 s on 2 CPUs.
 
     Args:
         images: uint8 ``[N, H, W, C]``.
@@ -230,9 +247,13 @@ def train_classifier(
     images = _check_images(images)
     labels = np.asarray(labels).astype(np.int64).reshape(-1)
     if len(labels) != len(images):
-        raise ValueError(f"Expected one label per image. Received: {len(images)} images, {len(labels)} labels")
+        raise ValueError(
+            f"Expected one label per image. Received: {len(images)} images, {len(labels)} labels"
+        )
     if len(images) < 2:
-        raise ValueError(f"Expected at least 2 labelled images to train the classifier. Received: {len(images)}")
+        raise ValueError(
+            f"Expected at least 2 labelled images to train the classifier. Received: {len(images)}"
+        )
     if np.any(labels < 0):
         raise ValueError("Expected labels >= 0 (labels of -1 mark an unlabelled dataset).")
     num_classes = int(num_classes or labels.max() + 1)
@@ -263,7 +284,9 @@ def train_classifier(
                     flush=True,
                 )
 
-    model.fit(x, labels, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=0, callbacks=[_Progress()])
+    model.fit(
+        x, labels, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=0, callbacks=[_Progress()]
+    )
     model.save(path)
     return path
 
@@ -305,7 +328,9 @@ class InceptionV3Features:
 
         @tf.function(reduce_retracing=True)
         def forward(batch):
-            x = tf.image.resize(tf.cast(batch, tf.float32), (INCEPTION_SIZE, INCEPTION_SIZE), method="bilinear")
+            x = tf.image.resize(
+                tf.cast(batch, tf.float32), (INCEPTION_SIZE, INCEPTION_SIZE), method="bilinear"
+            )
             return model(preprocess(x), training=False)
 
         self._forward = forward
@@ -342,14 +367,17 @@ def resolve_inception_weights(weights):
     if weights != "imagenet":
         if not os.path.exists(str(weights)):
             raise FileNotFoundError(f"Expected a weights file at {weights}. Received: no such file")
-        return str(weights)
+        return os.path.abspath(str(weights))
     import keras
 
     try:
         return keras.utils.get_file(
-            os.path.basename(IMAGENET_NOTOP_URL), IMAGENET_NOTOP_URL, cache_subdir="models", file_hash=IMAGENET_NOTOP_HASH
+            os.path.basename(IMAGENET_NOTOP_URL),
+            IMAGENET_NOTOP_URL,
+            cache_subdir="models",
+            file_hash=IMAGENET_NOTOP_HASH,
         )
-    except Exception as error:  # URLError, HTTPError, ValueError (hash), ...
+    except Exception as error:  # noqa: BLE001 - Keras re-raises URLError, HTTPError, ... as Exception
         raise OSError(f"could not download Keras' ImageNet InceptionV3 weights ({error})") from None
 
 
@@ -366,6 +394,7 @@ def read_inception_graph(path):
         FileNotFoundError / ValueError: no such file, not a GraphDef, or no ``pool_3``.
     """
     import tensorflow as tf
+    from google.protobuf.message import DecodeError
 
     if not path or not os.path.exists(str(path)):
         raise FileNotFoundError(f"Expected the Inception graph file at {path}. Received: no such file")
@@ -373,8 +402,10 @@ def read_inception_graph(path):
     with tf.io.gfile.GFile(path, "rb") as f:
         try:
             graph_def.ParseFromString(f.read())
-        except Exception as error:  # protobuf's DecodeError
-            raise ValueError(f"Expected a serialized GraphDef in {path}. Received: unreadable ({error})") from None
+        except DecodeError as error:
+            raise ValueError(
+                f"Expected a serialized GraphDef in {path}. Received: unreadable ({error})"
+            ) from None
     names = {node.name for node in graph_def.node}
     if "pool_3" not in names:
         raise ValueError(f"Expected a node 'pool_3' in the Inception graph {path}. Received: no such node")
@@ -382,7 +413,9 @@ def read_inception_graph(path):
         return graph_def, "ExpandDims:0"
     if "Mul" in names:
         return graph_def, "Mul:0"
-    raise ValueError(f"Expected an input node 'ExpandDims' or 'Mul' in the Inception graph {path}. Received: neither")
+    raise ValueError(
+        f"Expected an input node 'ExpandDims' or 'Mul' in the Inception graph {path}. Received: neither"
+    )
 
 
 class InceptionGraphFeatures:
@@ -409,6 +442,7 @@ class InceptionGraphFeatures:
 
         self.path = path
         self.batch_size = int(batch_size)
+        self._one_at_a_time = False
         graph_def, input_name = read_inception_graph(path)
         self.input_name = input_name
 
@@ -419,13 +453,33 @@ class InceptionGraphFeatures:
         wrapped = tf.compat.v1.wrap_function(_import, [])
         graph = wrapped.graph
         self._forward = wrapped.prune(
-            graph.as_graph_element("kdiff_images:0"), graph.as_graph_element(f"FID_Inception_Net/{self.OUTPUT}")
+            graph.as_graph_element("kdiff_images:0"),
+            graph.as_graph_element(f"FID_Inception_Net/{self.OUTPUT}"),
         )
         self.dim = int(np.prod(graph.as_graph_element(f"FID_Inception_Net/{self.OUTPUT}").shape[1:]))
 
     @property
     def description(self):
         return describe({"kind": self.kind, "path": self.path}, self.dim)
+
+    def _run(self, batch):
+        """pool_3 of a batch; per image when the graph turns out to fix its batch at 1.
+
+        The graph stores batch 1 (TTUR rewrites the static shapes to allow more); a graph
+        with an op that really needs batch 1 fails on a larger batch, and is then fed one
+        image at a time from there on.
+        """
+        import tensorflow as tf
+
+        n = int(batch.shape[0])
+        if not self._one_at_a_time or n == 1:
+            try:
+                return np.asarray(self._forward(batch)).reshape(n, -1)
+            except tf.errors.InvalidArgumentError:
+                if n == 1:
+                    raise
+                self._one_at_a_time = True
+        return np.concatenate([np.asarray(self._forward(batch[i : i + 1])).reshape(1, -1) for i in range(n)])
 
     def __call__(self, images):
         import tensorflow as tf
@@ -437,7 +491,7 @@ class InceptionGraphFeatures:
             if self.input_name == "Mul:0":  # TF-GAN's convention: 299×299 in [−1, 1]
                 batch = tf.image.resize(batch, (INCEPTION_SIZE, INCEPTION_SIZE), method="bilinear")
                 batch = (batch - 128.0) / 128.0
-            out.append(np.asarray(self._forward(tf.constant(batch, tf.float32))).reshape(b - a, -1))
+            out.append(self._run(tf.constant(batch, tf.float32)))
         features = np.concatenate(out) if out else np.zeros((0, self.dim))
         return {"features": features.astype(np.float32)}
 
@@ -483,7 +537,9 @@ def describe(spec, dim):
         )
     if kind == "inception_v3":
         weights = spec.get("source") or spec.get("weights", "imagenet")
-        source = "ImageNet weights" if weights == "imagenet" else f"weights file {os.path.basename(str(weights))}"
+        source = (
+            "ImageNet weights" if weights == "imagenet" else f"weights file {os.path.basename(str(weights))}"
+        )
         return (
             f"Keras InceptionV3 ({source}) average pool, {dim}-d, images resized to 299×299 (bilinear) — "
             "FIDs comparable between kdiff runs only, not with published FIDs (those use the 2015 Inception graph)"
@@ -542,9 +598,12 @@ class MeanCovarianceFn(beam.CombineFn if beam else object):
         return result
 
     def extract_output(self, accumulator):
+        """``(mean, covariance)``; the covariance is all NaN for a single vector (none for zero)."""
         n, mean, m2 = accumulator
+        if n == 0:
+            return None, None
         if n < 2:
-            raise ValueError(f"Expected at least 2 feature vectors for a covariance. Received: {n}")
+            return mean, np.full_like(m2, np.nan)
         return mean, m2 / (n - 1)
 
 

@@ -32,10 +32,14 @@ def write_examples(directory, splits, num_classes, source="test", shards=2):
             with tf.io.TFRecordWriter(path) as writer:
                 for image, label in zip(images[shard::shards], labels[shard::shards]):
                     feature = {
-                        "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[tf.io.encode_png(image).numpy()])),
+                        "image": tf.train.Feature(
+                            bytes_list=tf.train.BytesList(value=[tf.io.encode_png(image).numpy()])
+                        ),
                         "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)])),
                     }
-                    writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+                    writer.write(
+                        tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+                    )
     train_images, train_labels = splits["train"]
     stats = {
         "source": source,
@@ -44,7 +48,9 @@ def write_examples(directory, splits, num_classes, source="test", shards=2):
         "image_size": int(train_images.shape[1]),
         "channels": int(train_images.shape[-1]),
         "num_classes": num_classes,
-        "label_counts": None if num_classes is None else np.bincount(train_labels, minlength=num_classes).tolist(),
+        "label_counts": None
+        if num_classes is None
+        else np.bincount(train_labels, minlength=num_classes).tolist(),
         "pixel_mean": float(train_images.mean() / 255),
         "pixel_std": float(train_images.std() / 255),
     }
@@ -82,7 +88,9 @@ def digits_run(tmp_path_factory):
     train, train_labels = images[:n_train], labels[:n_train]
     heldout, heldout_labels = images[n_train:], labels[n_train:]
     copied = np.arange(0, 400, 10)  # 40 training digits, copied exactly
-    examples = write_examples(str(root / "examples"), {"train": (train, train_labels), "eval": (heldout, heldout_labels)}, 10)
+    examples = write_examples(
+        str(root / "examples"), {"train": (train, train_labels), "eval": (heldout, heldout_labels)}, 10
+    )
     # The stages see the images in the order the Examples reader returns them.
     train, train_labels = features_lib.load_examples(examples, "train")
     heldout, heldout_labels = features_lib.load_examples(examples, "eval")
@@ -91,8 +99,14 @@ def digits_run(tmp_path_factory):
     evaluate.Executor().Do(
         {"examples": examples, "samples": samples},
         {"metrics": metrics_dir},
-        {"fid_features": "classifier", "inception_weights": "imagenet", "inception_graph": None, "seed": 0,
-         "beam_args": BEAM_ARGS, "data_range": [-1.0, 1.0]},
+        {
+            "fid_features": "classifier",
+            "inception_weights": "imagenet",
+            "inception_graph": None,
+            "seed": 0,
+            "beam_args": BEAM_ARGS,
+            "data_range": [-1.0, 1.0],
+        },
     )
     retrieve.Executor().Do(
         {"examples": examples, "samples": samples, "metrics": metrics_dir},
@@ -104,12 +118,19 @@ def digits_run(tmp_path_factory):
     with open(os.path.join(retrieval_dir, "retrieval.json")) as f:
         retrieval = json.load(f)
     return {
-        "root": root, "train": train, "heldout": heldout, "heldout_labels": heldout_labels, "copied": copied,
-        "metrics": metrics, "retrieval": retrieval, "metrics_dir": metrics_dir, "retrieval_dir": retrieval_dir,
+        "root": root,
+        "train": train,
+        "heldout": heldout,
+        "heldout_labels": heldout_labels,
+        "copied": copied,
+        "metrics": metrics,
+        "retrieval": retrieval,
+        "metrics_dir": metrics_dir,
+        "retrieval_dir": retrieval_dir,
     }
 
 
-def standin_inception_graph(path, dim=8, seed=1):
+def standin_inception_graph(path, dim=8, seed=1, fixed_batch=False):
     """A tiny GraphDef with the 2015 graph's tensor names: ExpandDims [1,H,W,3] → … → pool_3 [1,1,1,dim].
 
     Like the real graph, it takes one decoded image, expands it to a batch of 1, resizes
@@ -122,6 +143,8 @@ def standin_inception_graph(path, dim=8, seed=1):
         image = tf.compat.v1.placeholder(tf.float32, [None, None, 3], name="Cast")
         batch = tf.expand_dims(image, 0, name="ExpandDims")
         resized = tf.raw_ops.ResizeBilinear(images=batch, size=[16, 16], name="ResizeBilinear")
+        if fixed_batch:  # an op that really needs batch 1 (the real graph's Python shapes assume it)
+            resized = tf.reshape(resized, [1, 16, 16, 3])
         x = tf.multiply(tf.subtract(resized, 128.0, name="Sub"), 1.0 / 128.0, name="Mul")
         y = tf.nn.relu(tf.nn.conv2d(x, tf.constant(weights), 1, "SAME"))
         tf.nn.avg_pool2d(y, 16, 1, "VALID", name="pool_3")
@@ -132,7 +155,9 @@ def standin_inception_graph(path, dim=8, seed=1):
 
 def standin_reference(images, weights):
     x = tf.raw_ops.ResizeBilinear(images=np.repeat(images, 3, -1).astype(np.float32), size=[16, 16])
-    return tf.reduce_mean(tf.nn.relu(tf.nn.conv2d((x - 128.0) / 128.0, weights, 1, "SAME")), axis=[1, 2]).numpy()
+    return tf.reduce_mean(
+        tf.nn.relu(tf.nn.conv2d((x - 128.0) / 128.0, weights, 1, "SAME")), axis=[1, 2]
+    ).numpy()
 
 
 # --------------------------------------------------------------------------- evaluate on digits
@@ -147,7 +172,9 @@ def test_classifier_reaches_high_heldout_accuracy(digits_run):
     # The saved classifier reloads by path and agrees with the recorded accuracy.
     extractor = features_lib.ClassifierFeatures(os.path.join(digits_run["metrics_dir"], "classifier.keras"))
     predicted = extractor(digits_run["heldout"])["probabilities"].argmax(axis=1)
-    assert np.mean(predicted == digits_run["heldout_labels"]) == pytest.approx(metrics["classifier_accuracy_heldout"])
+    assert np.mean(predicted == digits_run["heldout_labels"]) == pytest.approx(
+        metrics["classifier_accuracy_heldout"]
+    )
 
 
 def test_real_samples_beat_the_gaussian_baseline(digits_run):
@@ -227,21 +254,50 @@ def test_retrieval_finds_copied_training_images(digits_run):
 def test_unlabelled_data_with_classifier_features_is_a_stage_error(tmp_path):
     images = np.random.default_rng(0).integers(0, 256, (12, 8, 8, 1)).astype(np.uint8)
     unlabelled = -np.ones(12, np.int64)
-    examples = write_examples(str(tmp_path / "examples"), {"train": (images[:10], unlabelled[:10]), "eval": (images[10:], unlabelled[10:])}, None)
+    examples = write_examples(
+        str(tmp_path / "examples"),
+        {"train": (images[:10], unlabelled[:10]), "eval": (images[10:], unlabelled[10:])},
+        None,
+    )
     samples = write_samples(str(tmp_path / "samples"), {"s": images[:4]})
     with pytest.raises(StageError, match="no labels.*--fid_features=inception"):
         evaluate.Executor().Do(
-            {"examples": examples, "samples": samples}, {"metrics": str(tmp_path / "metrics")},
-            {"fid_features": "classifier", "inception_weights": "imagenet", "inception_graph": None, "seed": 0,
-             "beam_args": BEAM_ARGS},
+            {"examples": examples, "samples": samples},
+            {"metrics": str(tmp_path / "metrics")},
+            {
+                "fid_features": "classifier",
+                "inception_weights": "imagenet",
+                "inception_graph": None,
+                "seed": 0,
+                "beam_args": BEAM_ARGS,
+            },
         )
     assert not os.path.exists(tmp_path / "metrics")
     with pytest.raises(StageError, match="--inception_graph"):
         evaluate.Executor().Do(
-            {"examples": examples, "samples": samples}, {"metrics": str(tmp_path / "metrics")},
-            {"fid_features": "inception_graph", "inception_weights": "imagenet", "inception_graph": str(tmp_path / "missing.pb"),
-             "seed": 0, "beam_args": BEAM_ARGS},
+            {"examples": examples, "samples": samples},
+            {"metrics": str(tmp_path / "metrics")},
+            {
+                "fid_features": "inception_graph",
+                "inception_weights": "imagenet",
+                "inception_graph": str(tmp_path / "missing.pb"),
+                "seed": 0,
+                "beam_args": BEAM_ARGS,
+            },
         )
+    with pytest.raises(StageError, match="--inception_weights=.*missing.h5 does not exist"):
+        evaluate.Executor().Do(
+            {"examples": examples, "samples": samples},
+            {"metrics": str(tmp_path / "metrics")},
+            {
+                "fid_features": "inception",
+                "inception_weights": str(tmp_path / "missing.h5"),
+                "inception_graph": None,
+                "seed": 0,
+                "beam_args": BEAM_ARGS,
+            },
+        )
+    assert not os.path.exists(tmp_path / "metrics")
 
 
 def test_unlabelled_data_with_the_inception_graph(tmp_path):
@@ -249,19 +305,29 @@ def test_unlabelled_data_with_the_inception_graph(tmp_path):
     images, _ = digits_uint8()
     unlabelled = -np.ones(len(images), np.int64)
     examples = write_examples(
-        str(tmp_path / "examples"), {"train": (images[:300], unlabelled[:300]), "eval": (images[300:330], unlabelled[300:330])}, None
+        str(tmp_path / "examples"),
+        {"train": (images[:300], unlabelled[:300]), "eval": (images[300:330], unlabelled[300:330])},
+        None,
     )
     samples = write_samples(str(tmp_path / "samples"), {"real": images[400:450]})
     graph = str(tmp_path / "classify_image_graph_def.pb")
     standin_inception_graph(graph)
     evaluate.Executor().Do(
-        {"examples": examples, "samples": samples}, {"metrics": str(tmp_path / "metrics")},
-        {"fid_features": "inception_graph", "inception_weights": "imagenet", "inception_graph": graph, "seed": 0,
-         "beam_args": BEAM_ARGS},
+        {"examples": examples, "samples": samples},
+        {"metrics": str(tmp_path / "metrics")},
+        {
+            "fid_features": "inception_graph",
+            "inception_weights": "imagenet",
+            "inception_graph": graph,
+            "seed": 0,
+            "beam_args": BEAM_ARGS,
+        },
     )
     with open(tmp_path / "metrics" / "metrics.json") as f:
         metrics = json.load(f)
-    assert "2015-12-05 Inception graph" in metrics["feature_space"] and "pool_3, 8-d" in metrics["feature_space"]
+    assert (
+        "2015-12-05 Inception graph" in metrics["feature_space"] and "pool_3, 8-d" in metrics["feature_space"]
+    )
     assert metrics["feature_dim"] == 8 and metrics["classifier_accuracy_heldout"] is None
     assert "classifier_confidence" not in metrics["samplers"]["real"]
     assert metrics["samplers"]["real"]["fid"] < metrics["baseline_gaussian"]["fid"]
@@ -273,10 +339,17 @@ def test_inception_graph_extractor_loads_a_standin_graph(tmp_path):
     weights = standin_inception_graph(path)
     extractor = features_lib.load_extractor({"kind": "inception_graph", "path": path, "batch_size": 2})
     assert extractor.input_name == "ExpandDims:0" and extractor.dim == 8
-    images = np.random.default_rng(0).integers(0, 256, (3, 10, 12, 1)).astype(np.uint8)  # gray, any size, batch > 1
+    images = (
+        np.random.default_rng(0).integers(0, 256, (3, 10, 12, 1)).astype(np.uint8)
+    )  # gray, any size, batch > 1
     features = extractor(images)["features"]
     assert features.shape == (3, 8) and features.dtype == np.float32
     np.testing.assert_allclose(features, standin_reference(images, weights), rtol=1e-4, atol=1e-5)
+    # A graph that only runs on batches of 1 is fed one image at a time.
+    fixed = str(tmp_path / "fixed_batch.pb")
+    standin_inception_graph(fixed, fixed_batch=True)
+    one_at_a_time = features_lib.InceptionGraphFeatures(fixed)(images)["features"]
+    np.testing.assert_allclose(one_at_a_time, standin_reference(images, weights), rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="pool_3"):
         tf.io.write_file(str(tmp_path / "empty.pb"), tf.compat.v1.GraphDef().SerializeToString())
         features_lib.InceptionGraphFeatures(str(tmp_path / "empty.pb"))
@@ -286,7 +359,9 @@ def test_keras_inception_v3_loads_local_weights(tmp_path):
     import keras
 
     # InceptionV3 needs ≥ 75×75 inputs; the conv weights do not depend on the input size.
-    network = keras.applications.InceptionV3(weights=None, include_top=False, pooling="avg", input_shape=(75, 75, 3))
+    network = keras.applications.InceptionV3(
+        weights=None, include_top=False, pooling="avg", input_shape=(75, 75, 3)
+    )
     path = str(tmp_path / "inception_v3_notop.weights.h5")
     network.save_weights(path)
     spec = {"kind": "inception_v3", "weights": features_lib.resolve_inception_weights(path)}
@@ -300,7 +375,9 @@ def test_keras_inception_v3_loads_local_weights(tmp_path):
     np.testing.assert_allclose(features, np.asarray(reference), rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(extractor.model.get_weights()[0], network.get_weights()[0])
     assert "weights file inception_v3_notop.weights.h5" in features_lib.describe(spec, 2048)
-    assert "not with published FIDs" in features_lib.describe({"kind": "inception_v3", "weights": "imagenet"}, 2048)
+    assert "not with published FIDs" in features_lib.describe(
+        {"kind": "inception_v3", "weights": "imagenet"}, 2048
+    )
     with pytest.raises(FileNotFoundError):
         features_lib.resolve_inception_weights(str(tmp_path / "missing.h5"))
 
@@ -321,18 +398,20 @@ def test_feature_dofn_and_mean_covariance_under_test_pipeline(digits_run):
     mu, sigma = kmetrics.feature_statistics(expected["features"])
 
     def check_features(elements):
-        (key, outputs), = elements
+        ((key, outputs),) = elements
         assert key == "heldout"
         np.testing.assert_allclose(outputs["features"], expected["features"], rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(outputs["probabilities"], expected["probabilities"], rtol=1e-5, atol=1e-6)
 
     def check_statistics(elements):
-        (key, (mean, covariance)), = elements
+        ((_key, (mean, covariance)),) = elements
         np.testing.assert_allclose(mean, mu, rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(covariance, sigma, rtol=1e-4, atol=1e-5)
 
     with TestPipeline(argv=BEAM_ARGS) as p:
-        batches = p | "Batches" >> beam.Create(features_lib.batch_images({"heldout": images}, 16))  # 16+16+16+2
+        batches = p | "Batches" >> beam.Create(
+            features_lib.batch_images({"heldout": images}, 16)
+        )  # 16+16+16+2
         outputs = batches | "Features" >> features_lib.ExtractFeatures(spec)
         merged = (
             outputs

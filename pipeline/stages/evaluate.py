@@ -27,7 +27,16 @@ import shutil
 import numpy as np
 
 from pipeline import features as features_lib
-from pipeline.stages.base import EXAMPLES, METRICS, SAMPLES, StageError, StageSpec, atomic_directory, read_json, write_json
+from pipeline.stages.base import (
+    EXAMPLES,
+    METRICS,
+    SAMPLES,
+    StageError,
+    StageSpec,
+    atomic_directory,
+    read_json,
+    write_json,
+)
 
 SPEC = StageSpec(
     name="evaluate",
@@ -47,6 +56,10 @@ FULL_COVARIANCE_MAX_DIM = 4096  # the Gaussian baseline fits a full pixel covari
 
 def _log(message):
     print(f"[evaluate] {message}", flush=True)
+
+
+def _fmt(value):
+    return "–" if value is None else f"{value:.4g}"
 
 
 # --------------------------------------------------------------------------- inputs
@@ -75,7 +88,9 @@ def load_samples(samples_dir, image_shape):
     if not os.path.isdir(samples_dir):
         raise StageError(f"evaluate: no Samples directory at {samples_dir}; run the sample stage first.")
     names = sorted(
-        name for name in os.listdir(samples_dir) if os.path.isfile(os.path.join(samples_dir, name, "samples.npz"))
+        name
+        for name in os.listdir(samples_dir)
+        if os.path.isfile(os.path.join(samples_dir, name, "samples.npz"))
     )
     if not names:
         raise StageError(
@@ -97,6 +112,8 @@ def load_samples(samples_dir, image_shape):
                 f"[N, {', '.join(map(str, image_shape))}] like the training images. The samples come from "
                 "another run: rerun the sample stage (--force)."
             )
+        if len(images) == 0:
+            raise StageError(f"evaluate: {path} holds no images; rerun the sample stage (--force).")
         samples[name] = images
     return samples
 
@@ -254,7 +271,9 @@ class Executor:
         examples_dir = inputs["examples"]
         stats_path = os.path.join(examples_dir, "stats.json")
         if not os.path.exists(stats_path):
-            raise StageError(f"evaluate: no stats.json in the Examples at {examples_dir}; rerun the ingest stage.")
+            raise StageError(
+                f"evaluate: no stats.json in the Examples at {examples_dir}; rerun the ingest stage."
+            )
         stats = read_json(stats_path)
         source = stats.get("source", examples_dir)
         train, train_labels = load_split(examples_dir, "train")
@@ -269,22 +288,35 @@ class Executor:
         labelled = num_classes is not None and len(train_labels) and np.all(train_labels >= 0)
         if fid_features == "classifier" and not labelled:
             raise StageError(
-                f"evaluate: the dataset {source} has no labels (num_classes is null in {stats_path}), so "
+                f"evaluate: the dataset {source} has no labels (num_classes is null in {stats_path}, or "
+                "labels of -1), so "
                 "--fid_features=classifier cannot train its feature classifier. Use "
                 "--fid_features=inception with --inception_weights=imagenet (downloads once) or "
                 "--inception_weights=PATH (a local InceptionV3 no-top weights file), or "
                 "--fid_features=inception_graph with --inception_graph=PATH/classify_image_graph_def.pb."
             )
 
+        # Check the Inception weights / graph before spending time on the classifier.
+        fid_spec = None if fid_features == "classifier" else self._inception_spec(fid_features, params)
         with atomic_directory(outputs["metrics"]) as out:
             classifier_spec, accuracy = None, None
             if labelled:
                 num_classes = int(num_classes)
                 path = os.path.join(out, "classifier.keras")
-                _log(f"training the feature classifier on {len(train)} labelled images ({num_classes} classes)")
-                features_lib.train_classifier(train, train_labels, path, num_classes=num_classes, seed=seed)
+                _log(
+                    f"training the feature classifier on {len(train)} labelled images ({num_classes} classes)"
+                )
+                try:
+                    features_lib.train_classifier(
+                        train, train_labels, path, num_classes=num_classes, seed=seed
+                    )
+                except ValueError as error:
+                    raise StageError(
+                        f"evaluate: cannot train the feature classifier on the labels of {examples_dir} "
+                        f"({error}); check num_classes in {stats_path} and rerun the ingest stage (--force)."
+                    ) from None
                 classifier_spec = {"kind": "classifier", "path": path}
-            fid_spec = self._fid_spec(fid_features, params, classifier_spec)
+            fid_spec = fid_spec or classifier_spec
 
             count = max(len(images) for images in samples.values())
             baseline, covariance_kind = gaussian_baseline(train, count, seed=seed)
@@ -313,8 +345,10 @@ class Executor:
 
             def row(name):
                 entry = results[name]
-                values = _distances(train_features, train_stats, entry["features"], (entry["mean"], entry["covariance"]), seed)
-                values["num_samples"] = int(len(entry["features"]))
+                values = _distances(
+                    train_features, train_stats, entry["features"], (entry["mean"], entry["covariance"]), seed
+                )
+                values["num_samples"] = len(entry["features"])
                 if classifier_spec is not None:
                     values.update(classifier_statistics(entry["probabilities"], num_classes))
                 return values
@@ -323,8 +357,8 @@ class Executor:
                 "feature_space": features_lib.describe(fid_spec, dim),
                 "fid_features": fid_features,
                 "feature_dim": dim,
-                "num_real": int(len(train)),
-                "num_heldout": int(len(heldout)),
+                "num_real": len(train),
+                "num_heldout": len(heldout),
                 "source": source,
                 "warnings": [],
                 "samplers": {},
@@ -333,10 +367,8 @@ class Executor:
                 metrics["samplers"][name] = row(f"samples/{name}")
                 values = metrics["samplers"][name]
                 _log(
-                    f"{name}: FID {values['fid']:.4g}, KID {values['kid_mean']:.4g} ± {values['kid_std']:.2g}"
+                    f"{name}: FID {_fmt(values['fid'])}, KID {_fmt(values['kid_mean'])} ± {_fmt(values['kid_std'])}"
                     + (f", confidence {values['classifier_confidence']:.3f}" if classifier_spec else "")
-                    if values["fid"] is not None
-                    else f"{name}: fewer than 2 samples, no FID"
                 )
             real = row("eval")
             real["num_images"] = real.pop("num_samples")
@@ -347,10 +379,14 @@ class Executor:
             if classifier_spec is not None:
                 probabilities = results["eval"]["probabilities"]
                 valid = heldout_labels >= 0
-                accuracy = float(np.mean(probabilities[valid].argmax(axis=1) == heldout_labels[valid])) if valid.any() else None
+                accuracy = (
+                    float(np.mean(probabilities[valid].argmax(axis=1) == heldout_labels[valid]))
+                    if valid.any()
+                    else None
+                )
             metrics["classifier_accuracy_heldout"] = accuracy
             _log(
-                f"held-out real: FID {real['fid']}, Gaussian baseline: FID {base['fid']}"
+                f"held-out real: FID {_fmt(real['fid'])}, Gaussian baseline: FID {_fmt(base['fid'])}"
                 + (f", classifier held-out accuracy {accuracy:.4f}" if accuracy is not None else "")
             )
             metrics["warnings"] = self._warnings(metrics, samples, len(train))
@@ -361,9 +397,8 @@ class Executor:
         _log(f"wrote {outputs['metrics']}/metrics.json and features.npz")
 
     @staticmethod
-    def _fid_spec(fid_features, params, classifier_spec):
-        if fid_features == "classifier":
-            return classifier_spec
+    def _inception_spec(fid_features, params):
+        """The extractor spec of "inception" / "inception_graph", or StageError saying what is missing."""
         if fid_features == "inception":
             weights = params.get("inception_weights") or "imagenet"
             try:
@@ -396,7 +431,9 @@ class Executor:
     @staticmethod
     def _warnings(metrics, samples, num_real):
         warnings = []
-        few = {name: len(images) for name, images in samples.items() if len(images) < MIN_RELIABLE_FID_SAMPLES}
+        few = {
+            name: len(images) for name, images in samples.items() if len(images) < MIN_RELIABLE_FID_SAMPLES
+        }
         if few:
             listed = ", ".join(f"{name} ({n})" for name, n in few.items())
             warnings.append(
@@ -404,6 +441,11 @@ class Executor:
                 f"(seed 5.3): {listed}. Compare FIDs only at equal sample counts; KID is unbiased and "
                 "better suited to small sample counts."
             )
+        unmeasured = [name for name, images in samples.items() if len(images) < 2]
+        if metrics["real_heldout"]["num_images"] < 2:
+            unmeasured.append("the held-out real images")
+        if unmeasured:
+            warnings.append(f"No FID or KID for {', '.join(unmeasured)}: they need at least 2 images.")
         if num_real < MIN_RELIABLE_FID_SAMPLES:
             warnings.append(
                 f"The real reference set has {num_real} images (fewer than {MIN_RELIABLE_FID_SAMPLES:,}): its "

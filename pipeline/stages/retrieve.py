@@ -18,7 +18,16 @@ import os
 import numpy as np
 
 from pipeline import features as features_lib
-from pipeline.stages.base import EXAMPLES, METRICS, RETRIEVAL, SAMPLES, StageError, StageSpec, atomic_directory, write_json
+from pipeline.stages.base import (
+    EXAMPLES,
+    METRICS,
+    RETRIEVAL,
+    SAMPLES,
+    StageError,
+    StageSpec,
+    atomic_directory,
+    write_json,
+)
 
 SPEC = StageSpec(
     name="retrieve",
@@ -77,7 +86,7 @@ def make_panel(samples, neighbors, scale):
     Returns:
         uint8 ``[height, width, 3]``: each row = the sample, a red bar, its k neighbours.
     """
-    rows, k, height, width, channels = neighbors.shape
+    rows, k, height, width, _channels = neighbors.shape
     tops, lefts, size = panel_layout(rows, k, height, width, scale)
     panel = np.empty(size + (3,), np.uint8)
     panel[:] = PANEL_BACKGROUND
@@ -111,11 +120,15 @@ class Executor:
             raise StageError(f"retrieve: --knn must be >= 1. Received: knn={knn}")
         features_path = os.path.join(inputs["metrics"], "features.npz")
         if not os.path.exists(features_path):
-            raise StageError(f"retrieve: no features.npz in the Metrics at {inputs['metrics']}; rerun the evaluate stage.")
+            raise StageError(
+                f"retrieve: no features.npz in the Metrics at {inputs['metrics']}; rerun the evaluate stage."
+            )
         with np.load(features_path) as data:
             stored = {name: data[name] for name in data.files}
         if "train" not in stored:
-            raise StageError(f"retrieve: {features_path} has no 'train' features; rerun the evaluate stage (--force).")
+            raise StageError(
+                f"retrieve: {features_path} has no 'train' features; rerun the evaluate stage (--force)."
+            )
         train_features = stored["train"]
         try:
             train, _ = features_lib.load_examples(inputs["examples"], "train")
@@ -131,7 +144,9 @@ class Executor:
             )
         names = sorted(key[len("samples/") :] for key in stored if key.startswith("samples/"))
         if not names:
-            raise StageError(f"retrieve: {features_path} has no 'samples/<name>' features; rerun the evaluate stage.")
+            raise StageError(
+                f"retrieve: {features_path} has no 'samples/<name>' features; rerun the evaluate stage."
+            )
 
         k = min(knn, len(train))
         threshold = train_train_median_nn(train_features)
@@ -146,7 +161,9 @@ class Executor:
                     with np.load(path) as data:
                         images = data["images"]
                 except (OSError, KeyError, ValueError) as error:
-                    raise StageError(f"retrieve: cannot read {path} ({error}); rerun the sample stage.") from None
+                    raise StageError(
+                        f"retrieve: cannot read {path} ({error}); rerun the sample stage."
+                    ) from None
                 if len(images) != len(sample_features) or images.shape[1:] != train.shape[1:]:
                     raise StageError(
                         f"retrieve: {path} holds {len(images)} images of {list(images.shape[1:])} but the metrics "
@@ -165,7 +182,7 @@ class Executor:
                     "mean_nn_distance": float(np.mean(distances[:, 0])),
                     "train_train_median_nn": threshold,
                     "knn": k,
-                    "num_samples": int(len(images)),
+                    "num_samples": len(images),
                     "panel": {
                         "path": panel_path,
                         "sample_indices": list(range(rows)),
