@@ -41,7 +41,6 @@ __all__ = [
     "InceptionV3Features",
     "MeanCovarianceFn",
     "describe",
-    "load_examples",
     "load_extractor",
     "read_inception_graph",
     "resolve_inception_weights",
@@ -83,41 +82,6 @@ def _to_channels(images, channels):
 def _chunks(n, size):
     for start in range(0, n, size):
         yield start, min(start + size, n)
-
-
-# --------------------------------------------------------------------------- examples
-
-
-def load_examples(examples_dir, split="train"):
-    """uint8 images ``[N, H, W, C]`` and int64 labels ``[N]`` of an Examples artifact split.
-
-    Uses ``pipeline.data.load_examples`` when that module exists; otherwise reads the
-    ``<split>-*.tfrecord`` shards of the shared layout (``image``: PNG bytes, ``label``:
-    int64) itself.
-
-    Raises:
-        FileNotFoundError: when the split has no shards.
-    """
-    try:
-        from pipeline.data import load_examples as shared_loader
-    except ImportError:
-        shared_loader = None
-    if shared_loader is not None:
-        return shared_loader(examples_dir, split)
-    import glob
-
-    import tensorflow as tf
-
-    paths = sorted(glob.glob(os.path.join(examples_dir, f"{split}-*.tfrecord")))
-    if not paths:
-        raise FileNotFoundError(f"Expected {split}-*.tfrecord shards in {examples_dir}. Received: none")
-    images, labels = [], []
-    for record in tf.data.TFRecordDataset(paths):
-        example = tf.train.Example.FromString(record.numpy())
-        feature = example.features.feature
-        images.append(tf.io.decode_png(feature["image"].bytes_list.value[0]).numpy())
-        labels.append(feature["label"].int64_list.value[0] if feature["label"].int64_list.value else -1)
-    return np.stack(images).astype(np.uint8), np.asarray(labels, np.int64)
 
 
 # --------------------------------------------------------------------------- classifier

@@ -14,6 +14,7 @@ import pytest
 import tensorflow as tf
 
 from pipeline import features as features_lib
+from pipeline.data import load_examples
 from pipeline.stages import evaluate, retrieve
 from pipeline.stages.base import StageError
 
@@ -92,8 +93,8 @@ def digits_run(tmp_path_factory):
         str(root / "examples"), {"train": (train, train_labels), "eval": (heldout, heldout_labels)}, 10
     )
     # The stages see the images in the order the Examples reader returns them.
-    train, train_labels = features_lib.load_examples(examples, "train")
-    heldout, heldout_labels = features_lib.load_examples(examples, "eval")
+    train, train_labels = load_examples(examples, "train")
+    heldout, heldout_labels = load_examples(examples, "eval")
     samples = write_samples(str(root / "samples"), {"heldout": heldout, "copies": train[copied]})
     metrics_dir, retrieval_dir = str(root / "metrics"), str(root / "retrieval")
     evaluate.Executor().Do(

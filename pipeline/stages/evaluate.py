@@ -27,6 +27,7 @@ import shutil
 import numpy as np
 
 from pipeline import features as features_lib
+from pipeline.data import load_examples
 from pipeline.stages.base import (
     EXAMPLES,
     METRICS,
@@ -68,7 +69,7 @@ def _fmt(value):
 def load_split(examples_dir, split):
     """uint8 images and int64 labels of one split, or StageError naming the directory."""
     try:
-        images, labels = features_lib.load_examples(examples_dir, split)
+        images, labels = load_examples(examples_dir, split)
     except (OSError, ValueError) as error:
         raise StageError(
             f"evaluate: cannot read the {split} split of the Examples at {examples_dir} ({error}); "

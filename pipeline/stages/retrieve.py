@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from pipeline import features as features_lib
+from pipeline.data import load_examples
 from pipeline.stages.base import (
     EXAMPLES,
     METRICS,
@@ -131,7 +131,7 @@ class Executor:
             )
         train_features = stored["train"]
         try:
-            train, _ = features_lib.load_examples(inputs["examples"], "train")
+            train, _ = load_examples(inputs["examples"], "train")
         except (OSError, ValueError) as error:
             raise StageError(
                 f"retrieve: cannot read the training images at {inputs['examples']} ({error}); rerun ingest."
