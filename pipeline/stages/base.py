@@ -96,6 +96,7 @@ def atomic_directory(final_path):
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
+    os.chmod(temporary, 0o755)  # mkdtemp makes it private; an artifact is for everyone to read
     if os.path.exists(final_path):
         shutil.rmtree(final_path)
     os.replace(temporary, final_path)
