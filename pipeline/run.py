@@ -172,10 +172,19 @@ def _headline(output_dir):
             f"time {seconds if seconds is None else round(seconds, 1)} s  "
             f"classifier confidence {conf if conf is None else round(conf, 3)}"
         )
-    base = summary.get("baseline_gaussian", {}).get("fid")
+    def rounded(value):
+        return None if value is None else round(value, 3)
+
+    base = summary.get("baseline_gaussian", {})
     real = summary.get("real_heldout", {})
-    print(f"  {'held-out real':>20s}: FID {real.get('fid')}  confidence {real.get('classifier_confidence')}")
-    print(f"  {'Gaussian baseline':>20s}: FID {base}")
+    print(
+        f"  {'held-out real':>20s}: FID {rounded(real.get('fid'))}  "
+        f"classifier confidence {rounded(real.get('classifier_confidence'))}"
+    )
+    print(
+        f"  {'Gaussian baseline':>20s}: FID {rounded(base.get('fid'))}  "
+        f"classifier confidence {rounded(base.get('classifier_confidence'))}"
+    )
 
 
 def run(argv=None, save_main_session=True):

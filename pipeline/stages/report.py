@@ -57,7 +57,7 @@ def build_summary(stats, history, timings, metrics, retrieval, params):
     for name, timing in timings.items():
         row = dict(timing)
         row.update(metrics.get("samplers", {}).get(name, {}))
-        row.update({f"retrieval_{k}": v for k, v in retrieval.get(name, {}).items()})
+        row.update({f"retrieval_{k}": v for k, v in retrieval.get(name, {}).items() if not isinstance(v, (dict, list))})
         samplers[name] = row
     return {
         "run": {**params, "num_train": stats.get("num_train"), "num_eval": stats.get("num_eval")},
@@ -111,6 +111,8 @@ def _markdown(summary, pictures):
         f"{_fmt(base.get('classifier_confidence'))} | {_fmt(base.get('num_classes_present'))} | – |",
         "",
         f"Classifier accuracy on held-out real images: {_fmt(summary.get('classifier_accuracy_heldout'))}. "
+        "The held-out row's FID uses only the held-out split (a small set inflates FID), so "
+        "compare samplers with each other and with the baseline. "
         "Memorization: the share of samples whose nearest training image is closer than the "
         "typical train–train nearest-neighbour distance.",
         "",
