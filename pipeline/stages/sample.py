@@ -1,0 +1,411 @@
+"""Sample stage: Model → Samples, fanned out with Beam over samplers × seed shards.
+
+For each sampler of the config (``samplers``: name → ``kdiff.sample`` arguments) the
+``num_samples`` images are split into ``sample_shards`` work items, plus one small
+trajectory item; a Beam pipeline
+
+    Create work items → SampleShards (DoFn: loads the export once in setup(), samples,
+    writes each shard's .npz) → GroupByKey(sampler) → AssembleSampler (concatenates the
+    shards in order, writes samples.npz, grid.png, trajectory.png and the timing)
+
+writes, atomically, under ``outputs["samples"]``:
+
+* ``<name>/samples.npz`` — ``images``: uint8 [num_samples, H, W, C];
+* ``<name>/grid.png`` — the first (up to) 100 samples, scaled up when small;
+* ``<name>/trajectory.png`` — a few samples' states from noise to image (rows: samples,
+  columns: ~10 evenly spaced states), as in the seed's Figures 15, 16 and 19;
+* ``timings.json`` — per sampler: ``seconds`` (sampling time summed over shards),
+  ``num_samples``, ``images_per_second``, ``sampler``, ``steps``, ``shards``.
+
+Every shard's seed is derived from (``seed``, sampler name, shard index), so the same
+config gives the same images, whatever the runner or the order in which shards run.
+The workers read and write the local file system: with a distributed runner the output
+directory must be shared by the workers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import re
+import shutil
+import time
+
+import apache_beam as beam
+import numpy as np
+
+from pipeline.stages.base import MODEL, SAMPLES, StageError, StageSpec, atomic_directory, read_json, write_json
+
+SPEC = StageSpec(
+    name="sample",
+    inputs={"model": MODEL},
+    outputs={"samples": SAMPLES},
+    parameters=("samplers", "num_samples", "sample_shards", "sample_batch_size", "seed"),
+)
+
+WORK_DIR = "_work"
+TRAJECTORY_SAMPLES = 8
+TRAJECTORY_FRAMES = 10
+GRID_MAX = 100
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+# kdiff.sample arguments that a sampler config may not set (the stage sets them).
+_RESERVED = ("num_samples", "seed", "batch_size", "return_trajectory", "progress", "model")
+
+
+def _log(message):
+    print(f"sample: {message}", flush=True)
+
+
+def derive_seed(seed, name, index):
+    """A seed for one work item: a stable hash of (seed, sampler name, index), < 2**62."""
+    digest = hashlib.sha256(f"{int(seed)}/{name}/{index}".encode()).hexdigest()
+    return int(digest[:15], 16)
+
+
+def shard_counts(num_samples, shards):
+    """``num_samples`` split into ``shards`` near-equal counts (empty shards dropped)."""
+    base, extra = divmod(int(num_samples), int(shards))
+    return [c for c in (base + (1 if i < extra else 0) for i in range(int(shards))) if c > 0]
+
+
+def work_items(samplers, num_samples, shards, seed, trajectory_samples=TRAJECTORY_SAMPLES):
+    """The Beam work items: one per (sampler, shard), plus one trajectory item per sampler.
+
+    Args:
+        samplers: name → ``kdiff.sample`` arguments.
+        num_samples: images per sampler.
+        shards: work items per sampler.
+        seed: the run's seed.
+        trajectory_samples: samples in each trajectory picture.
+
+    Returns:
+        A list of dicts (picklable, JSON-serializable).
+    """
+    items = []
+    for name, kwargs in samplers.items():
+        counts = shard_counts(num_samples, shards)
+        for shard, count in enumerate(counts):
+            items.append({
+                "kind": "shard", "name": name, "shard": shard, "num_shards": len(counts),
+                "count": count, "seed": derive_seed(seed, name, shard), "kwargs": dict(kwargs),
+            })
+        items.append({
+            "kind": "trajectory", "name": name, "shard": -1, "num_shards": len(counts),
+            "count": min(trajectory_samples, int(num_samples)),
+            "seed": derive_seed(seed, name, "trajectory"), "kwargs": dict(kwargs),
+        })
+    return items
+
+
+def _grid_scale(height):
+    return max(1, 64 // max(int(height), 1))
+
+
+def _is_nonfinite_error(error):
+    text = f"{type(error).__name__}: {error}"
+    return isinstance(error, FloatingPointError) or "NaN" in text or "NonFinite" in text
+
+
+# ----------------------------------------------------------------------------- Beam
+
+
+class SamplerFailed(RuntimeError):
+    """Names the work item whose sampling failed (the cause is the sampler's own error)."""
+
+
+class SampleShards(beam.DoFn):
+    """Samples one work item with the exported model, loaded once per worker in ``setup``.
+
+    Writes ``<work_dir>/<name>/shard-<i>.npz`` (or ``trajectory.npz``) and yields
+    ``(name, record)`` with the file, the count and the sampling time.
+
+    Args:
+        export_path: the kdiff SavedModel directory (a path: the model is never pickled).
+        work_dir: where the shard files go.
+        batch_size: images per sampling batch.
+    """
+
+    def __init__(self, export_path, work_dir, batch_size):
+        super().__init__()
+        self.export_path = export_path
+        self.work_dir = work_dir
+        self.batch_size = int(batch_size)
+        self.model = None
+
+    def setup(self):
+        import kdiff
+
+        self.model = kdiff.export.load(self.export_path)
+
+    def process(self, item):
+        try:
+            yield from self._process(item)
+        except Exception as error:
+            where = "trajectory" if item["kind"] == "trajectory" else f"shard {item['shard'] + 1}/{item['num_shards']}"
+            raise SamplerFailed(f"sampler {item['name']!r} ({where})") from error
+
+    def _process(self, item):
+        import kdiff
+
+        name, kwargs = item["name"], dict(item["kwargs"])
+        directory = os.path.join(self.work_dir, name)
+        os.makedirs(directory, exist_ok=True)
+        if item["kind"] == "trajectory":
+            start = time.perf_counter()
+            images, trajectory = kdiff.sample(
+                self.model, item["count"], seed=item["seed"], batch_size=item["count"],
+                return_trajectory=True, **kwargs,
+            )
+            seconds = time.perf_counter() - start
+            path = os.path.join(directory, "trajectory.npz")
+            _save_npz(path, images=images, trajectory=trajectory)
+            _log(f"{name}: trajectory of {item['count']} samples ({trajectory.shape[0]} states) in {seconds:.1f} s")
+            yield name, {"kind": "trajectory", "path": path, "count": int(item["count"]), "seconds": seconds}
+            return
+        count, batch_size = int(item["count"]), self.batch_size
+        num_batches = math.ceil(count / batch_size)
+        batches, seconds = [], 0.0
+        for index in range(num_batches):
+            n = min(batch_size, count - index * batch_size)
+            start = time.perf_counter()
+            batches.append(kdiff.sample(
+                self.model, n, seed=derive_seed(item["seed"], name, index), batch_size=n, **kwargs,
+            ))
+            elapsed = time.perf_counter() - start
+            seconds += elapsed
+            _log(
+                f"{name}: shard {item['shard'] + 1}/{item['num_shards']}, batch {index + 1}/{num_batches}: "
+                f"{n} images in {elapsed:.1f} s"
+            )
+        path = os.path.join(directory, f"shard-{item['shard']:05d}.npz")
+        _save_npz(path, images=np.concatenate(batches))
+        yield name, {"kind": "shard", "shard": int(item["shard"]), "path": path, "count": count, "seconds": seconds}
+
+
+class AssembleSampler(beam.DoFn):
+    """Concatenates one sampler's shards in order and writes its files and timing.
+
+    Args:
+        out_dir: the Samples directory being written (the atomic temporary directory).
+        samplers: name → ``kdiff.sample`` arguments (for the timing record).
+        num_samples: the images expected per sampler.
+    """
+
+    def __init__(self, out_dir, samplers, num_samples):
+        super().__init__()
+        self.out_dir = out_dir
+        self.samplers = samplers
+        self.num_samples = int(num_samples)
+
+    def process(self, element):
+        import kdiff
+
+        name, records = element
+        records = list(records)
+        shards = sorted((r for r in records if r["kind"] == "shard"), key=lambda r: r["shard"])
+        trajectories = [r for r in records if r["kind"] == "trajectory"]
+        images = np.concatenate([_load_npz(r["path"])["images"] for r in shards])
+        if len(images) != self.num_samples:
+            raise RuntimeError(f"{name}: expected {self.num_samples} samples, assembled {len(images)}")
+        directory = os.path.join(self.out_dir, name)
+        os.makedirs(directory, exist_ok=True)
+        _save_npz(os.path.join(directory, "samples.npz"), images=images)
+        scale = _grid_scale(images.shape[1])
+        kdiff.images.save_grid(images[:GRID_MAX], os.path.join(directory, "grid.png"), scale=scale)
+        if trajectories:
+            trajectory = _load_npz(trajectories[0]["path"])["trajectory"]
+            kdiff.images.save_trajectory(
+                trajectory, os.path.join(directory, "trajectory.png"), num_frames=TRAJECTORY_FRAMES, scale=scale
+            )
+        seconds = float(sum(r["seconds"] for r in shards))
+        kwargs = self.samplers.get(name, {})
+        timing = {
+            "seconds": round(seconds, 4),
+            "num_samples": int(len(images)),
+            "images_per_second": round(len(images) / seconds, 4) if seconds > 0 else None,
+            "sampler": kwargs.get("sampler"),
+            "steps": kwargs.get("steps"),
+            "shards": len(shards),
+            "trajectory_seconds": round(float(sum(r["seconds"] for r in trajectories)), 4),
+        }
+        write_json(os.path.join(os.path.dirname(shards[0]["path"]), "timing.json"), timing)
+        _log(
+            f"{name}: {len(images)} samples in {seconds:.1f} s "
+            f"({timing['images_per_second'] or 0:.2f} images/s)"
+        )
+        yield name
+
+
+def _save_npz(path, **arrays):
+    """Writes an .npz atomically (temporary name, then rename)."""
+    temporary = f"{path}.tmp.npz"
+    np.savez_compressed(temporary, **arrays)
+    os.replace(temporary, path)
+
+
+def _load_npz(path):
+    with np.load(path) as data:
+        return {key: data[key] for key in data.files}
+
+
+def build_pipeline(root, items, export_path, work_dir, out_dir, samplers, num_samples, batch_size):
+    """Adds the sampling transforms to a Beam pipeline ``root``; returns the sampler names written."""
+    return (
+        root
+        | "CreateWorkItems" >> beam.Create(items, reshuffle=False)
+        | "SampleShards" >> beam.ParDo(SampleShards(export_path, work_dir, batch_size))
+        | "GroupBySampler" >> beam.GroupByKey()
+        | "AssembleSampler" >> beam.ParDo(AssembleSampler(out_dir, samplers, num_samples))
+    )
+
+
+# ----------------------------------------------------------------------------- executor
+
+# Which process each sampler needs, and which family provides it (kdiff.sampling.SAMPLERS).
+_FAMILY_PROCESS = {"ddpm": "schedule", "ncsn": "sigmas", "sde": "sde"}
+
+
+def _sampler_options(sampler):
+    """The arguments a sampler config may hold: kdiff.sample's own plus the sampler function's."""
+    import inspect
+
+    from kdiff.sampling import SAMPLERS
+
+    function = SAMPLERS[sampler][0]
+    own = list(inspect.signature(function).parameters)[2:]  # after (model_fn, start)
+    excluded = {"schedule", "sigmas", "sde", "seed", "noise_fn", "return_trajectory", "compiled", "n_steps_each"}
+    return {"sampler", "steps", "eta", "class_labels", "jit_compile"} | (set(own) - excluded)
+
+
+def check_samplers(samplers, family):
+    """Checks the sampler configs before any work starts; StageError naming the bad one."""
+    from kdiff.sampling import SAMPLERS
+
+    if not isinstance(samplers, dict) or not samplers:
+        raise StageError(f"sample: expected `samplers` as a non-empty dict name → kdiff.sample arguments. Received: {samplers!r}")
+    for name, kwargs in samplers.items():
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise StageError(
+                f"sample: sampler name {name!r} is not usable as a directory name; use letters, digits, '_', '-' or '.'."
+            )
+        if not isinstance(kwargs, dict):
+            raise StageError(f"sample: the arguments of sampler {name!r} must be a dict. Received: {kwargs!r}")
+        sampler = kwargs.get("sampler")
+        if sampler not in SAMPLERS:
+            raise StageError(
+                f"sample: sampler {name!r} names sampler={sampler!r}; expected one of {sorted(SAMPLERS)}."
+            )
+        if SAMPLERS[sampler][1] != _FAMILY_PROCESS.get(family):
+            usable = sorted(s for s, (_, kind) in SAMPLERS.items() if kind == _FAMILY_PROCESS.get(family))
+            raise StageError(
+                f"sample: sampler {name!r} ({sampler}) does not apply to a {family} model; use one of {usable}."
+            )
+        unknown = sorted(set(kwargs) - _sampler_options(sampler) - set(_RESERVED))
+        if unknown:
+            raise StageError(
+                f"sample: sampler {name!r} ({sampler}) has unknown option(s) {unknown}; its options are "
+                f"{sorted(_sampler_options(sampler))}."
+            )
+        reserved = [key for key in _RESERVED if key in kwargs]
+        if reserved:
+            raise StageError(
+                f"sample: sampler {name!r} sets {reserved}, which the stage sets itself "
+                "(use --num_samples, --seed, --sample_batch_size)."
+            )
+
+
+def _positive(params, name, default):
+    value = params.get(name, default)
+    if value is None:
+        value = default
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise StageError(f"sample: expected `{name}` to be an integer >= 1. Received: {name}={value!r}")
+    return value
+
+
+def _root_cause(error):
+    """The innermost exception, its last message line (Beam wraps a DoFn's error), and the
+    failing work item when the chain names it."""
+    seen, where = set(), ""
+    while id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, SamplerFailed) and not where:
+            where = re.sub(r"\s*\[while running [^\]]*\]", "", str(error)).strip() + ": "
+        inner = error.__cause__ or error.__context__
+        if inner is None:
+            break
+        error = inner
+    text = re.sub(r"\s*\[while running [^\]]*\]", "", str(error).strip())
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return error, where + (lines[-1] if lines else type(error).__name__)
+
+
+class Executor:
+    """Runs the sample stage: ``Do(inputs, outputs, params)``."""
+
+    def Do(self, inputs, outputs, params):  # noqa: N802 - TFX's executor method name
+        from kdiff import export as export_lib
+
+        from apache_beam.options.pipeline_options import PipelineOptions
+
+        export_path = os.path.abspath(os.path.join(inputs["model"], "export"))
+        try:
+            config = export_lib.read_config(export_path)
+        except ValueError as error:
+            raise StageError(
+                f"sample: no usable kdiff export at {export_path} ({error}); run the train stage first "
+                "(or rerun it with --force)."
+            ) from error
+        samplers = params.get("samplers")
+        check_samplers(samplers, config["family"])
+        num_samples = _positive(params, "num_samples", 500)
+        shards = _positive(params, "sample_shards", 1)
+        batch_size = _positive(params, "sample_batch_size", 250)
+        seed = int(params.get("seed") or 0)
+        items = work_items(samplers, num_samples, shards, seed)
+        beam_args = list(params.get("beam_args") or ["--runner=DirectRunner"])
+        _log(
+            f"{len(samplers)} sampler(s) × {num_samples} images in {len(shard_counts(num_samples, shards))} "
+            f"shard(s) each, batches of {batch_size}, from {export_path}"
+        )
+        with atomic_directory(outputs["samples"]) as out:
+            work_dir = os.path.join(out, WORK_DIR)
+            os.makedirs(work_dir)
+            # Beam logs a failing DoFn's traceback at ERROR before raising; the StageError
+            # below says what failed, so that log is held back while the pipeline runs.
+            beam_logger = logging.getLogger("apache_beam.runners.common")
+            level = beam_logger.level
+            beam_logger.setLevel(logging.CRITICAL)
+            try:
+                with beam.Pipeline(options=PipelineOptions(beam_args)) as root:
+                    build_pipeline(root, items, export_path, work_dir, out, samplers, num_samples, batch_size)
+            except Exception as error:  # noqa: BLE001 - report the DoFn's error, not Beam's wrapper
+                cause, detail = _root_cause(error)
+                if _is_nonfinite_error(cause) or "NaN" in str(error):
+                    raise StageError(
+                        f"sample: sampling produced NaN or Inf ({detail}). The model may be undertrained or "
+                        "diverged (check the train stage's loss), or a sampler's step size is too large."
+                    ) from error
+                raise StageError(f"sample: sampling failed: {type(cause).__name__}: {detail}") from error
+            finally:
+                beam_logger.setLevel(level)
+            timings = {}
+            for name in samplers:
+                path = os.path.join(work_dir, name, "timing.json")
+                if not os.path.exists(path):
+                    raise StageError(f"sample: sampler {name!r} wrote no samples; see the messages above.")
+                timings[name] = read_json(path)
+            shutil.rmtree(work_dir)
+            write_json(os.path.join(out, "timings.json"), timings)
+        _log(f"wrote {outputs['samples']}: " + ", ".join(
+            f"{name} {t['seconds']:.1f} s" for name, t in timings.items()
+        ))
+
+
+__all__ = [
+    "SPEC", "Executor", "SampleShards", "AssembleSampler", "build_pipeline", "work_items",
+    "derive_seed", "shard_counts", "check_samplers",
+]

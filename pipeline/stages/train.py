@@ -1,0 +1,601 @@
+"""Train stage: Examples → Model (a trained kdiff model, exported for serving and sampling).
+
+Builds the family and network the config names (``pipeline.builders``) inside the chosen
+``tf.distribute`` strategy and precision, trains on the Examples' train split with the
+eval split as validation, and writes, atomically, under ``outputs["model"]``:
+
+* ``export/`` — the kdiff SavedModel (``model.export``): ``denoise`` / ``generate``
+  signatures, what the sample stage and TF Serving load;
+* ``model.keras`` — the final Keras model (EMA weights included);
+* ``history.json`` — ``loss`` / ``val_loss`` per epoch, ``steps``, ``seconds``,
+  ``steps_per_second``;
+* ``logs/`` — TensorBoard summaries (``train/`` and ``validation/``: ``epoch_loss``,
+  ``epoch_learning_rate``, ``epoch_steps_per_second``).
+
+Crash-resume. Every ``checkpoint_every_steps`` steps (and at every epoch end) the model's
+weights — network, EMA copy and optimizer state, the step counter included — are
+written to ``<stage dir>/checkpoints/`` (beside the atomic output, so they survive a
+crash), to a temporary name renamed into place, then ``state.json`` records the step,
+the epoch, the batches done in it and the history so far. A run killed at any moment
+(``kill -9``) and started again restores that state and continues: each epoch's data
+order comes from the seed and the epoch (the resumed epoch skips the batches it had
+done) and the training noise from the seed and the optimizer's step, so the resumed
+run takes the very steps an uninterrupted run takes, losing at most one checkpoint
+interval of work. Keras' ``BackupAndRestore`` is not used: with ``save_freq=<steps>``
+it restores the epoch but replays it from its first batch, and writes its weights file
+in place (a kill during the write leaves it corrupt). The checkpoints are deleted when
+the stage completes; they belong to one model (family, network, process, seed, batch
+size, precision, data): a checkpoint written for another is discarded with a message.
+Learning rate, warm-up, epochs and strategy may change between a crash and the rerun.
+
+A NaN (or infinite) loss stops training at once with a ``StageError`` naming the step,
+keeping the last good checkpoint, from which a rerun with a lower learning rate resumes.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+
+from pipeline.stages.base import EXAMPLES, MODEL, StageError, StageSpec, atomic_directory, read_json, write_json
+
+SPEC = StageSpec(
+    name="train",
+    inputs={"examples": EXAMPLES},
+    outputs={"model": MODEL},
+    parameters=(
+        "family",
+        "network",
+        "base_channels",
+        "schedule",
+        "T",
+        "loss",
+        "sigma_max",
+        "sigma_min",
+        "num_sigmas",
+        "sde",
+        "sde_N",
+        "epochs",
+        "batch_size",
+        "learning_rate",
+        "warmup_steps",
+        "ema_decay",
+        "strategy",
+        "precision",
+        "checkpoint_every_steps",
+        "seed",
+    ),
+)
+
+# The parameters a checkpoint depends on: a checkpoint written under other values of these
+# belongs to another model and is not restored (learning rate, warm-up, epochs, strategy
+# and the checkpoint interval may change between a crash and the rerun).
+CHECKPOINT_KEY_PARAMETERS = (
+    "family",
+    "network",
+    "base_channels",
+    "schedule",
+    "T",
+    "loss",
+    "sigma_max",
+    "sigma_min",
+    "num_sigmas",
+    "sde",
+    "sde_N",
+    "batch_size",
+    "ema_decay",
+    "precision",
+    "seed",
+    "data_range",
+)
+
+STATE_FILE = "state.json"
+WEIGHTS_PATTERN = "ckpt-*.weights.h5"
+
+
+def _log(message):
+    print(f"train: {message}", flush=True)
+
+
+def checkpoint_dir_for(model_dir):
+    """Where the train stage keeps its checkpoints: ``<parent of the Model dir>/checkpoints``."""
+    return os.path.join(os.path.dirname(os.path.abspath(model_dir)), "checkpoints")
+
+
+def shuffle_seed(seed, epoch):
+    """The data-order seed of an epoch (same seed and epoch, same order)."""
+    return int(seed) * 1_000_003 + int(epoch)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+class Checkpoints:
+    """Training state in a directory: ``ckpt-<step>.weights.h5`` plus ``state.json``.
+
+    Each save writes the weights to a temporary name, renames it into place, then
+    replaces ``state.json`` (also atomically) and removes older weight files: at every
+    moment ``state.json`` names a complete weights file.
+
+    Args:
+        directory: the checkpoint directory.
+        key: what the checkpoints belong to (a hash of the model-defining parameters).
+        writable: False on the non-chief workers of a multi-worker run, which restore
+            the chief's checkpoints but neither write nor delete them.
+    """
+
+    def __init__(self, directory, key, writable=True):
+        self.directory = directory
+        self.key = key
+        self.writable = writable
+
+    @property
+    def state_path(self):
+        return os.path.join(self.directory, STATE_FILE)
+
+    def read(self):
+        """The saved state, or None (no checkpoint, or one of another model: removed)."""
+        if not os.path.exists(self.state_path):
+            return None
+        try:
+            state = read_json(self.state_path)
+        except (OSError, ValueError) as error:
+            _log(f"the checkpoint state {self.state_path} is unreadable ({error}); starting afresh")
+            self.clear()
+            return None
+        weights = os.path.join(self.directory, str(state.get("weights", "")))
+        if state.get("key") != self.key:
+            _log(
+                f"the checkpoints in {self.directory} were written for another model or data "
+                "(family, network, process, seed, batch size, precision or examples differ); "
+                "discarding them and starting afresh"
+            )
+            self.clear()
+            return None
+        if not os.path.isfile(weights):
+            _log(f"the checkpoint state names {weights}, which is missing; starting afresh")
+            self.clear()
+            return None
+        return state
+
+    def restore(self, model, state):
+        """Loads the weights of ``state`` (network, EMA network and optimizer) into ``model``."""
+        if not model.optimizer.built:
+            model.optimizer.build(model.network.trainable_variables)
+        path = os.path.join(self.directory, state["weights"])
+        try:
+            model.load_weights(path)
+        except Exception as error:  # noqa: BLE001 - any loading failure means the same to the user
+            raise StageError(
+                f"train: cannot restore the checkpoint {path} ({type(error).__name__}: {error}). "
+                f"Delete {self.directory} to train from scratch."
+            ) from error
+
+    def save(self, model, state):
+        """Writes the weights and ``state`` (a dict; ``weights`` and ``key`` are added)."""
+        if not self.writable:
+            return
+        os.makedirs(self.directory, exist_ok=True)
+        step = int(state["step"])
+        name = f"ckpt-{step:09d}.weights.h5"
+        temporary = os.path.join(self.directory, f".tmp-{os.getpid()}-{name}")
+        model.save_weights(temporary, overwrite=True)
+        os.replace(temporary, os.path.join(self.directory, name))
+        write_json(self.state_path, dict(state, weights=name, key=self.key))
+        for old in glob.glob(os.path.join(self.directory, WEIGHTS_PATTERN)):
+            if os.path.basename(old) != name:
+                os.remove(old)
+        for stale in glob.glob(os.path.join(self.directory, ".tmp-*")):
+            if os.path.basename(stale) != os.path.basename(temporary):
+                try:
+                    os.remove(stale)
+                except OSError:
+                    pass
+
+    def clear(self):
+        if not self.writable:
+            return
+        for path in glob.glob(os.path.join(self.directory, WEIGHTS_PATTERN)) + glob.glob(
+            os.path.join(self.directory, ".tmp-*")
+        ):
+            os.remove(path)
+        for path in (self.state_path,):
+            if os.path.exists(path):
+                os.remove(path)
+
+
+# ----------------------------------------------------------------------------- callbacks
+
+
+def _keras():
+    import keras
+
+    return keras
+
+
+class TrainingState:
+    """What the callbacks share: the epoch, batches done in it, the history, the time."""
+
+    def __init__(self, epochs, restored=None):
+        restored = restored or {}
+        self.epochs = epochs
+        self.epoch = int(restored.get("epoch", 0))
+        self.batch = int(restored.get("batch", 0))  # batches done in the current epoch
+        self.history = {
+            "loss": list(restored.get("history", {}).get("loss", [])),
+            "val_loss": list(restored.get("history", {}).get("val_loss", [])),
+        }
+        self.seconds = float(restored.get("seconds", 0.0))
+        # The running loss of the current epoch before a restart (combined at its end).
+        self.partial_loss = restored.get("partial_loss")
+        self.partial_batches = int(restored.get("partial_batches", 0))
+        self.nan_step = None
+        self.last_checkpoint_step = restored.get("step")
+        self.epoch_start = None  # perf_counter() at the start of the running epoch
+
+    def as_dict(self, step, running_loss=None, running_batches=0):
+        return {
+            "step": int(step),
+            "epoch": self.epoch,
+            "batch": self.batch,
+            "history": self.history,
+            "seconds": self.seconds + (time.perf_counter() - self.epoch_start if self.epoch_start else 0.0),
+            "partial_loss": running_loss,
+            "partial_batches": running_batches,
+        }
+
+
+def make_callbacks(state, checkpoints, every_steps, summary_dir, chief=True):
+    """The stage's callbacks, in order: NaN guard, checkpoints, progress and summaries."""
+    keras = _keras()
+
+    class NaNGuard(keras.callbacks.Callback):
+        """Stops training at the first non-finite loss; the stage then raises StageError."""
+
+        def on_train_batch_end(self, batch, logs=None):
+            loss = (logs or {}).get("loss")
+            if loss is not None and not math.isfinite(float(loss)):
+                state.nan_step = _step(self.model)
+                self.model.stop_training = True
+
+    class StepCheckpoint(keras.callbacks.Callback):
+        """Saves the training state every ``every_steps`` steps and at every epoch end."""
+
+        def on_train_batch_end(self, batch, logs=None):
+            state.batch += 1
+            loss = (logs or {}).get("loss")
+            self._running = None if loss is None else float(loss)
+            if state.nan_step is not None:
+                return
+            step = _step(self.model)
+            if every_steps and step % every_steps == 0:
+                self.save(step, running_loss=self._combined(self._running), running_batches=state.batch)
+
+        def _combined(self, running):
+            """The epoch's mean loss so far, including the batches before a restart."""
+            done_now = state.batch - state.partial_batches
+            if running is None or state.partial_loss is None or state.partial_batches == 0:
+                return running
+            total = state.partial_loss * state.partial_batches + running * done_now
+            return total / max(state.batch, 1)
+
+        def epoch_loss(self, loss):
+            return self._combined(loss)
+
+        def save(self, step, running_loss=None, running_batches=0):
+            if not chief:
+                return
+            weights_finite = all(
+                bool(_np().all(_np().isfinite(w))) for w in self.model.network.get_weights()
+            )
+            if not weights_finite:
+                return
+            checkpoints.save(self.model, state.as_dict(step, running_loss, running_batches))
+            state.last_checkpoint_step = step
+
+    class Progress(keras.callbacks.Callback):
+        """One line per epoch (loss, val_loss, steps/s) and TensorBoard epoch summaries."""
+
+        def __init__(self, checkpointer):
+            super().__init__()
+            self.checkpointer = checkpointer
+            self.writers = {}
+
+        def _writer(self, name):
+            import tensorflow as tf
+
+            if name not in self.writers:
+                self.writers[name] = tf.summary.create_file_writer(os.path.join(summary_dir, name))
+            return self.writers[name]
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._start = state.epoch_start = time.perf_counter()
+            self._start_step = _step(self.model)
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            seconds = time.perf_counter() - self._start
+            step = _step(self.model)
+            steps = step - self._start_step
+            state.seconds += seconds
+            state.epoch_start = None
+            if state.nan_step is not None:
+                return
+            loss = logs.get("loss")
+            loss = None if loss is None else self.checkpointer.epoch_loss(float(loss))
+            val_loss = logs.get("val_loss")
+            val_loss = None if val_loss is None else float(val_loss)
+            state.history["loss"].append(loss)
+            state.history["val_loss"].append(val_loss)
+            rate = steps / seconds if seconds > 0 else 0.0
+            learning_rate = float(_keras().ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            parts = [f"epoch {state.epoch + 1}/{state.epochs}", f"loss {_fmt(loss)}"]
+            if val_loss is not None:
+                parts.append(f"val_loss {_fmt(val_loss)}")
+            parts += [f"{rate:.1f} steps/s", f"step {step}", f"{seconds:.1f} s"]
+            _log(" - ".join(parts))
+            if chief:
+                with self._writer("train").as_default():
+                    if loss is not None:
+                        write_scalar("epoch_loss", loss, step=state.epoch)
+                    write_scalar("epoch_learning_rate", learning_rate, step=state.epoch)
+                    write_scalar("epoch_steps_per_second", rate, step=state.epoch)
+                if val_loss is not None:
+                    with self._writer("validation").as_default():
+                        write_scalar("epoch_loss", val_loss, step=state.epoch)
+            state.epoch += 1
+            state.batch = 0
+            state.partial_loss, state.partial_batches = None, 0
+            self.checkpointer.save(step)
+
+        def close(self):
+            for writer in self.writers.values():
+                writer.flush()
+                writer.close()
+            self.writers = {}
+
+    checkpointer = StepCheckpoint()
+    progress = Progress(checkpointer)
+    return [NaNGuard(), checkpointer, progress]
+
+
+def _step(model):
+    """The optimizer's step count as an int (also for a MirroredVariable)."""
+    return int(_keras().ops.convert_to_numpy(model.optimizer.iterations))
+
+
+def write_scalar(name, value, step):
+    """A TensorBoard scalar summary (``tf.summary.scalar``'s record, written with TF core's
+    ``tf.summary.write``, so that it works without the tensorboard package installed)."""
+    import tensorflow as tf
+    from tensorflow.core.framework import summary_pb2
+
+    metadata = summary_pb2.SummaryMetadata()
+    metadata.plugin_data.plugin_name = "scalars"
+    return tf.summary.write(name, tf.constant(float(value), tf.float32), step=int(step), metadata=metadata)
+
+
+def _np():
+    import numpy as np
+
+    return np
+
+
+def _fmt(value):
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+# ----------------------------------------------------------------------------- executor
+
+
+def _image_shape(examples_dir):
+    stats_path = os.path.join(examples_dir, "stats.json")
+    if not os.path.isfile(stats_path):
+        raise StageError(
+            f"train: no stats.json in the Examples directory {examples_dir}; run the ingest stage first "
+            "(or rerun it with --force if its output is incomplete)."
+        )
+    try:
+        stats = read_json(stats_path)
+        size, channels = int(stats["image_size"]), int(stats["channels"])
+        num_train = int(stats.get("num_train", 1))
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise StageError(
+            f"train: {stats_path} is unreadable or lacks image_size / channels ({error}); rerun ingest with --force."
+        ) from error
+    if num_train < 1:
+        raise StageError(f"train: the Examples in {examples_dir} hold no training images; check --dataset / --limit.")
+    return (size, size, channels), stats
+
+
+def _checkpoint_key(params, stats):
+    values = {name: params.get(name) for name in CHECKPOINT_KEY_PARAMETERS}
+    values["examples"] = {k: stats.get(k) for k in ("source", "num_train", "num_eval", "image_size", "channels")}
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _is_chief(strategy):
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return True
+    return resolver.task_type in (None, "chief") or (resolver.task_type == "worker" and resolver.task_id == 0)
+
+
+def _data_range(params):
+    value = params.get("data_range")
+    if value is None:
+        return (0.0, 1.0) if params.get("family") == "ncsn" else (-1.0, 1.0)
+    return tuple(float(v) for v in value)
+
+
+class Executor:
+    """Runs the train stage: ``Do(inputs, outputs, params)``."""
+
+    def Do(self, inputs, outputs, params):  # noqa: N802 - TFX's executor method name
+        import keras
+
+        import kdiff
+
+        examples_dir = inputs["examples"]
+        model_dir = outputs["model"]
+        image_shape, stats = _image_shape(examples_dir)
+        params = dict(params)
+        params["data_range"] = list(_data_range(params))
+        epochs = int(params.get("epochs") or 1)
+        batch_size = int(params.get("batch_size") or 64)
+        seed = int(params.get("seed") or 0)
+        every = int(params.get("checkpoint_every_steps") or 0)
+        strategy_name = params.get("strategy") or "default"
+        precision = params.get("precision") or "float32"
+        checkpoint_dir = checkpoint_dir_for(model_dir)
+
+        previous_policy = keras.mixed_precision.global_policy().name
+        try:
+            try:
+                kdiff.distribute.set_precision(precision)
+                strategy = kdiff.distribute.get_strategy(strategy_name)
+            except ValueError as error:
+                raise StageError(f"train: {error}") from error
+            chief = _is_chief(strategy)
+            with strategy.scope():
+                try:
+                    model = _build(params, image_shape)
+                except ValueError as error:
+                    raise StageError(f"train: cannot build the model: {error}") from error
+            _log(
+                f"{type(model).__name__} with network {params.get('network')} "
+                f"({model.network.count_params():,} parameters) on {image_shape[0]}x{image_shape[1]}x"
+                f"{image_shape[2]} images, {stats.get('num_train')} training examples, strategy "
+                f"{strategy_name} ({strategy.num_replicas_in_sync} replica(s)), precision {precision}"
+            )
+            checkpoints = Checkpoints(checkpoint_dir, _checkpoint_key(params, stats), writable=chief)
+            restored = checkpoints.read()
+            if restored is not None:
+                with strategy.scope():
+                    checkpoints.restore(model, restored)
+                _log(
+                    f"resuming from the checkpoint at step {restored['step']} (epoch {restored['epoch'] + 1}, "
+                    f"batch {restored['batch']}) in {checkpoint_dir}"
+                )
+            state = TrainingState(epochs, restored)
+            summary_dir = os.path.join(checkpoint_dir, "logs")
+            callbacks = make_callbacks(state, checkpoints, every, summary_dir, chief=chief)
+            try:
+                self._train(model, strategy, strategy_name, examples_dir, params, state, callbacks, batch_size, seed)
+            finally:
+                for callback in callbacks:
+                    if hasattr(callback, "close"):
+                        callback.close()
+            if state.nan_step is not None:
+                raise StageError(_nan_message(state, checkpoint_dir, params))
+            if not chief:
+                return
+            steps = _step(model)
+            history = {
+                "loss": state.history["loss"],
+                "val_loss": state.history["val_loss"],
+                "steps": steps,
+                "seconds": round(state.seconds, 3),
+                "steps_per_second": round(steps / state.seconds, 3) if state.seconds > 0 else None,
+                "epochs": state.epoch,
+                "num_parameters": int(model.network.count_params()),
+            }
+            with atomic_directory(model_dir) as out:
+                _log("exporting the SavedModel")
+                _float32_twin(model, params, image_shape, precision).export(os.path.join(out, "export"))
+                model.save(os.path.join(out, "model.keras"))
+                write_json(os.path.join(out, "history.json"), history)
+                if os.path.isdir(summary_dir):
+                    shutil.copytree(summary_dir, os.path.join(out, "logs"))
+                else:
+                    os.makedirs(os.path.join(out, "logs"))
+            shutil.rmtree(checkpoint_dir, ignore_errors=True)  # the run is complete
+            _log(f"wrote {model_dir} ({steps} steps in {state.seconds:.1f} s)")
+        finally:
+            keras.mixed_precision.set_global_policy(previous_policy)
+
+    def _train(self, model, strategy, strategy_name, examples_dir, params, state, callbacks, batch_size, seed):
+        import kdiff
+        from pipeline import data as data_lib
+
+        data_range = tuple(params["data_range"])
+        validation = None
+        if strategy_name != "multi_worker":
+            try:
+                validation = data_lib.make_dataset(
+                    examples_dir, data_range, batch_size, split="eval", shuffle_seed=None, with_labels=False
+                )
+            except Exception as error:  # noqa: BLE001 - validation is optional
+                _log(f"no validation data ({error}); training without val_loss")
+        if state.epoch >= state.epochs:
+            _log(f"the checkpoint already holds all {state.epochs} epochs; exporting it")
+        while state.epoch < state.epochs:
+            epoch = state.epoch
+            dataset = data_lib.make_dataset(
+                examples_dir, data_range, batch_size, split="train",
+                shuffle_seed=shuffle_seed(seed, epoch), with_labels=False,
+            )
+            if state.batch:
+                dataset = dataset.skip(state.batch)  # the batches this epoch had done before the restart
+            if strategy_name == "multi_worker":
+                kdiff.distribute.fit(model, dataset, epochs=1, strategy=strategy, callbacks=callbacks, verbose=0)
+            else:
+                model.fit(
+                    dataset, validation_data=validation, initial_epoch=epoch, epochs=epoch + 1,
+                    callbacks=callbacks, shuffle=False, verbose=0,
+                )
+            if state.nan_step is not None:
+                return
+            if state.epoch == epoch:  # an empty epoch (no batches): avoid looping forever
+                raise StageError(
+                    f"train: epoch {epoch + 1} saw no batches; the Examples in {examples_dir} may be empty."
+                )
+
+
+def _float32_twin(model, params, image_shape, precision):
+    """The model to export: itself in float32; under mixed precision, a float32 copy.
+
+    Mixed precision keeps float32 weights and computes in 16 bits; the export (and so the
+    sample stage) computes in float32, from the same weights — sampling loops of hundreds
+    of steps are where 16-bit round-off accumulates.
+    """
+    if precision == "float32":
+        return model
+    import keras
+
+    policy = keras.mixed_precision.global_policy().name
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        twin = _build(params, image_shape)
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+    twin.network.set_weights(model.network.get_weights())
+    twin.ema_network.set_weights(model.ema_network.get_weights())
+    return twin
+
+
+def _build(params, image_shape):
+    from pipeline import builders
+
+    return builders.build_model(params, image_shape)
+
+
+def _nan_message(state, checkpoint_dir, params):
+    if state.last_checkpoint_step is not None:
+        kept = f"the last good checkpoint (step {state.last_checkpoint_step}) is kept at {checkpoint_dir}"
+    else:
+        kept = f"no checkpoint was written before it (checkpoints go to {checkpoint_dir})"
+    advice = f"lower --learning_rate (now {params.get('learning_rate')})"
+    if not params.get("warmup_steps"):
+        advice += " or add a warm-up (--warmup_steps)"
+    if params.get("precision") == "mixed_float16":
+        advice += ", or use --precision=float32 or mixed_bfloat16"
+    return (
+        f"train: the loss became NaN at step {state.nan_step}; {kept}; {advice}, then rerun: "
+        "training resumes from the last good checkpoint."
+    )

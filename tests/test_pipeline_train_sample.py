@@ -1,0 +1,441 @@
+"""The train and sample stages (and pipeline.builders) on tiny data the tests write.
+
+The stages run on a two-convolution network (``tests/tiny_network.TinyNet``, patched in
+for ``pipeline.builders.build_network``): the stage machinery — data, strategy, fit,
+checkpoints, resume, NaN guard, export, Beam fan-out — is what is tested here, in
+seconds; the real network presets are checked by construction.
+"""
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import apache_beam as beam
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras
+
+import kdiff
+from pipeline import builders, config
+from pipeline.stages import sample, train
+from pipeline.stages.base import StageError
+from tiny_network import TinyNet
+
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+REPO_DIR = os.path.dirname(TESTS_DIR)
+IMAGE_SIZE, CHANNELS = 8, 1
+NUM_TRAIN, NUM_EVAL, BATCH = 48, 8, 8  # 6 steps per epoch
+QUIET = "2"
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _png(image):
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image[..., 0], "L").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_examples(directory, num_train=NUM_TRAIN, num_eval=NUM_EVAL, size=IMAGE_SIZE):
+    """A tiny Examples artifact: blurry blobs as PNG-encoded tf.train.Examples, plus stats.json."""
+    os.makedirs(directory, exist_ok=True)
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:size, :size]
+    for split, count in (("train", num_train), ("eval", num_eval)):
+        with tf.io.TFRecordWriter(os.path.join(directory, f"{split}-00000-of-00001.tfrecord")) as writer:
+            for i in range(count):
+                cy, cx = rng.uniform(2, size - 2, 2)
+                image = (255 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 4.0)).astype(np.uint8)[..., None]
+                feature = {
+                    "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[_png(image)])),
+                    "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[i % 2])),
+                }
+                writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+    stats = {
+        "source": "test-blobs", "num_train": num_train, "num_eval": num_eval, "image_size": size,
+        "channels": CHANNELS, "num_classes": 2, "label_counts": [num_train // 2, num_train // 2],
+        "pixel_mean": 0.2, "pixel_std": 0.3,
+    }
+    with open(os.path.join(directory, "stats.json"), "w") as f:
+        json.dump(stats, f)
+    return directory
+
+
+def tiny_network(params, image_shape, loss=None):
+    """Stands in for builders.build_network: a few hundred weights, traced in a second."""
+    out = 2 * image_shape[2] if loss == "hybrid" else None
+    return TinyNet(image_shape[0], image_shape[2], out_channels=out)
+
+
+def train_params(family="ddpm", **overrides):
+    values = {"epochs": 2, "batch_size": BATCH, "checkpoint_every_steps": 2, "learning_rate": 1e-3}
+    values.update(overrides)
+    cfg = config.preset("tiny", family=family, **values)
+    params = cfg.section(train.SPEC.parameters)
+    params.update(beam_args=["--runner=DirectRunner"], data_range=list(cfg.data_range))
+    return params
+
+
+def sample_params(family="ddpm", **overrides):
+    cfg = config.preset("tiny", family=family, **overrides)
+    params = cfg.section(sample.SPEC.parameters)
+    params.update(beam_args=["--runner=DirectRunner"], data_range=list(cfg.data_range))
+    return params
+
+
+def run_train(run_dir, examples, params):
+    outputs = {"model": os.path.join(run_dir, "train", "model")}
+    train.Executor().Do({"examples": examples}, outputs, params)
+    return outputs["model"]
+
+
+def run_sample(model_dir, out_dir, params):
+    outputs = {"samples": os.path.join(out_dir, "samples")}
+    sample.Executor().Do({"model": model_dir}, outputs, params)
+    return outputs["samples"]
+
+
+def leftovers(directory):
+    return [name for name in os.listdir(directory) if ".tmp-" in name]
+
+
+def assert_png(path):
+    from PIL import Image
+
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n", path
+    with Image.open(path) as image:
+        image.verify()
+
+
+@pytest.fixture(scope="module")
+def examples(tmp_path_factory):
+    return write_examples(str(tmp_path_factory.mktemp("ingest") / "examples"))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, examples):
+    """One uninterrupted ddpm training run (2 epochs, 12 steps): its run directory."""
+    run_dir = str(tmp_path_factory.mktemp("run"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(builders, "build_network", tiny_network)
+        run_train(run_dir, examples, train_params())
+    return run_dir
+
+
+@pytest.fixture
+def tiny(monkeypatch):
+    monkeypatch.setattr(builders, "build_network", tiny_network)
+
+
+# ----------------------------------------------------------------------------- builders
+
+
+def _config(family, **overrides):
+    cfg = config.preset("tiny", family=family, **overrides)
+    return dict(cfg.to_dict(), data_range=list(cfg.data_range))
+
+
+@pytest.mark.parametrize(
+    "family, network, extra, cls",
+    [
+        ("ddpm", "unet_small", {}, kdiff.DDPM),
+        ("ncsn", "ncsn_small", {}, kdiff.NCSN),
+        ("sde", "unet_small", {"sde": "ve"}, kdiff.ScoreSDE),
+    ],
+)
+def test_build_model_families(family, network, extra, cls):
+    params = _config(family, network=network, warmup_steps=10, **extra)
+    model = builders.build_model(params, (IMAGE_SIZE, IMAGE_SIZE, CHANNELS))
+    assert type(model) is cls
+    assert model.image_shape == (IMAGE_SIZE, IMAGE_SIZE, CHANNELS)
+    assert model.data_range == tuple(params["data_range"]) and model.seed == 0
+    assert model.ema_decay == pytest.approx(params["ema_decay"])
+    schedule = model.optimizer._learning_rate
+    assert isinstance(schedule, kdiff.optim.WarmupLinearDecay)
+    assert schedule.peak == pytest.approx(1e-3) and schedule.warmup_from == pytest.approx(1e-4)
+    assert schedule.warmup_steps == 10
+    if family == "ddpm":
+        assert model.process.T == 100 and model.loss_name == "simple"
+        assert model.network.base_channels == 32
+    elif family == "ncsn":
+        assert len(model.process) == 5 and model.process[0] == pytest.approx(1.0)
+        assert model.network.num_classes == 5 and model.network.ngf == 32
+    else:  # VE: σ_max at least the data's diameter bound 2·√64 = 16
+        assert isinstance(model.process, kdiff.sde.VESDE) and model.process.N == 100
+        assert model.process.sigma_max == pytest.approx(16.0)
+
+
+def test_build_network_presets():
+    shape = (IMAGE_SIZE, IMAGE_SIZE, CHANNELS)
+    improved = builders.build_network(_config("ddpm", network="unet_improved"), shape,
+                                      loss=builders.resolve_loss("ddpm", "unet_improved", None))
+    assert improved.learned_variance and improved.compute_output_shape((1,) + shape)[-1] == 2
+    assert builders.resolve_loss("ddpm", "unet_improved", None) == "hybrid"
+    cifar = builders.build_network(_config("ddpm", network="unet_ddpm_cifar10"), shape, loss="simple")
+    assert cifar.channel_mult == (1, 2, 2, 2) and cifar.attention_resolutions == (4,)
+    hybrid_small = builders.build_network(_config("ddpm", loss="hybrid"), shape, loss="hybrid")
+    assert hybrid_small.learned_variance
+    assert isinstance(builders.build_process(_config("ddpm", schedule="cosine")), kdiff.schedules.Schedule)
+    assert isinstance(builders.build_process(_config("sde", sde="subvp")), kdiff.sde.SubVPSDE)
+
+
+@pytest.mark.parametrize(
+    "family, overrides, message",
+    [
+        ("ddpm", {"network": "ncsn_small"}, "family='ddpm'"),
+        ("ncsn", {"network": "unet_small"}, "NCSN preset"),
+        ("sde", {"network": "unet_improved"}, "learned variance"),
+        ("ddpm", {"network": "unet_huge"}, "Expected `network` in"),
+        ("ddpm", {"network": "unet_improved", "loss": "simple"}, "loss='hybrid'"),
+        ("ddpm", {"loss": "dsm"}, "Expected `loss`"),
+        ("ncsn", {"loss": "simple"}, "Expected `loss`"),
+        ("sde", {"loss": "hybrid"}, "no `loss`"),
+        ("ddpm", {"schedule": "sigmoid"}, "Expected `schedule`"),
+        ("sde", {"sde": "vx"}, "Expected `sde`"),
+        ("ddpm", {"base_channels": 48}, "divisible by 32"),
+        ("ncsn", {"sigma_min": 2.0}, "sigma_min"),
+    ],
+)
+def test_build_model_errors(family, overrides, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        builders.build_model(_config(family, **overrides), (IMAGE_SIZE, IMAGE_SIZE, CHANNELS))
+
+
+# ----------------------------------------------------------------------------- train
+
+
+def test_train_writes_model(trained):
+    model_dir = os.path.join(trained, "train", "model")
+    export_config = kdiff.export.read_config(os.path.join(model_dir, "export"))
+    assert export_config["family"] == "ddpm" and export_config["image_shape"] == [8, 8, 1]
+    history = json.load(open(os.path.join(model_dir, "history.json")))
+    assert len(history["loss"]) == len(history["val_loss"]) == 2
+    assert all(np.isfinite(history["loss"])) and all(np.isfinite(history["val_loss"]))
+    assert history["steps"] == 2 * NUM_TRAIN // BATCH
+    assert history["seconds"] > 0 and history["steps_per_second"] > 0
+    model = keras.saving.load_model(os.path.join(model_dir, "model.keras"))
+    assert isinstance(model, kdiff.DDPM) and int(model.optimizer.iterations) == history["steps"]
+    for split in ("train", "validation"):
+        events = os.listdir(os.path.join(model_dir, "logs", split))
+        assert events and events[0].startswith("events.out.tfevents")
+    tags = set()
+    for event_file in os.listdir(os.path.join(model_dir, "logs", "train")):
+        for event in tf.compat.v1.train.summary_iterator(os.path.join(model_dir, "logs", "train", event_file)):
+            tags.update(value.tag for value in event.summary.value)
+    assert {"epoch_loss", "epoch_learning_rate", "epoch_steps_per_second"} <= tags
+    # complete: the checkpoints are gone, no temporary directory is left
+    assert not os.path.exists(os.path.join(trained, "train", "checkpoints"))
+    assert leftovers(os.path.join(trained, "train")) == []
+
+
+@pytest.mark.parametrize("family", ["ncsn", "sde"])
+def test_other_families_train_and_sample(tmp_path, examples, tiny, family):
+    model_dir = run_train(str(tmp_path), examples, train_params(family, epochs=1))
+    assert kdiff.export.read_config(os.path.join(model_dir, "export"))["family"] == family
+    history = json.load(open(os.path.join(model_dir, "history.json")))
+    assert history["steps"] == NUM_TRAIN // BATCH and np.isfinite(history["loss"][0])
+    samples_dir = run_sample(model_dir, str(tmp_path / "sample"), sample_params(family, num_samples=4))
+    timings = json.load(open(os.path.join(samples_dir, "timings.json")))
+    assert set(timings) == set(config.TINY_SAMPLERS[family])
+    for name in timings:
+        images = np.load(os.path.join(samples_dir, name, "samples.npz"))["images"]
+        assert images.shape == (4, 8, 8, 1) and images.dtype == np.uint8
+
+
+def test_checkpoints_of_another_model_are_discarded(tmp_path):
+    directory = str(tmp_path / "checkpoints")
+    os.makedirs(directory)
+    open(os.path.join(directory, "ckpt-000000004.weights.h5"), "wb").close()
+    with open(os.path.join(directory, "state.json"), "w") as f:
+        json.dump({"key": "old", "step": 4, "epoch": 0, "batch": 4, "weights": "ckpt-000000004.weights.h5"}, f)
+    assert train.Checkpoints(directory, "old").read()["step"] == 4
+    assert train.Checkpoints(directory, "new").read() is None
+    assert os.listdir(directory) == []
+
+
+KILL_SCRIPT = textwrap.dedent(
+    """
+    import json, os, signal, sys
+    sys.path[:0] = [{tests!r}, {repo!r}]
+    import keras
+    from pipeline import builders
+    from pipeline.stages import train
+    import test_pipeline_train_sample as t
+
+    builders.build_network = t.tiny_network
+    make_callbacks = train.make_callbacks
+
+    class Kill(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if int(self.model.optimizer.iterations) >= {kill_at}:
+                os.kill(os.getpid(), signal.SIGKILL)  # as kill -9: no cleanup at all
+
+    train.make_callbacks = lambda *a, **k: make_callbacks(*a, **k) + [Kill()]
+    t.run_train({run_dir!r}, {examples!r}, json.loads({params!r}))
+    """
+)
+
+
+def test_resume_after_kill(tmp_path, examples, trained, tiny, capsys):
+    """kill -9 after step 9 (checkpoints every 2 steps, epoch 2 batch 3): the rerun restores
+    step 8 and ends exactly where the uninterrupted run ended."""
+    run_dir = str(tmp_path / "run")
+    params = train_params()
+    script = tmp_path / "killed_run.py"
+    script.write_text(KILL_SCRIPT.format(
+        tests=TESTS_DIR, repo=REPO_DIR, kill_at=9, run_dir=run_dir, examples=examples, params=json.dumps(params),
+    ))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=QUIET, PYTHONPATH=REPO_DIR)
+    killed = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert "epoch 1/2" in killed.stdout
+    state = json.load(open(os.path.join(run_dir, "train", "checkpoints", "state.json")))
+    assert (state["step"], state["epoch"], state["batch"]) == (8, 1, 2)
+    assert not os.path.exists(os.path.join(run_dir, "train", "model"))
+
+    run_train(run_dir, examples, params)  # started again
+    assert "resuming from the checkpoint at step 8 (epoch 2, batch 2)" in capsys.readouterr().out
+    resumed = json.load(open(os.path.join(run_dir, "train", "model", "history.json")))
+    reference = json.load(open(os.path.join(trained, "train", "model", "history.json")))
+    assert resumed["steps"] == reference["steps"] == 12
+    np.testing.assert_allclose(resumed["loss"], reference["loss"], rtol=1e-5)
+    np.testing.assert_allclose(resumed["val_loss"], reference["val_loss"], rtol=1e-5)
+    a = keras.saving.load_model(os.path.join(run_dir, "train", "model", "model.keras"))
+    b = keras.saving.load_model(os.path.join(trained, "train", "model", "model.keras"))
+    for x, y in zip(a.ema_network.get_weights() + a.network.get_weights(),
+                    b.ema_network.get_weights() + b.network.get_weights()):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+    assert not os.path.exists(os.path.join(run_dir, "train", "checkpoints"))
+
+
+def test_nan_loss_stops_and_keeps_the_checkpoint(tmp_path, examples, tiny, monkeypatch):
+    run_dir = str(tmp_path)
+    loss = kdiff.DDPM._loss
+
+    def diverging(self, network_fn, x, seed):  # NaN from the 6th step on
+        value = loss(self, network_fn, x, seed)
+        return tf.where(self.optimizer.iterations >= 5, tf.constant(float("nan")), value)
+
+    monkeypatch.setattr(kdiff.DDPM, "_loss", diverging)
+    checkpoints = os.path.join(run_dir, "train", "checkpoints")
+    with pytest.raises(StageError) as error:
+        run_train(run_dir, examples, train_params())
+    message = str(error.value)
+    assert "the loss became NaN at step 6" in message
+    assert f"last good checkpoint (step 4) is kept at {checkpoints}" in message
+    assert "lower --learning_rate" in message
+    assert json.load(open(os.path.join(checkpoints, "state.json")))["step"] == 4
+    assert not os.path.exists(os.path.join(run_dir, "train", "model"))
+    assert leftovers(os.path.join(run_dir, "train")) == []
+
+    monkeypatch.setattr(kdiff.DDPM, "_loss", loss)  # as the message says: lower the rate, rerun
+    run_train(run_dir, examples, train_params(learning_rate=5e-4))
+    history = json.load(open(os.path.join(run_dir, "train", "model", "history.json")))
+    assert history["steps"] == 12 and all(np.isfinite(history["loss"]))
+
+
+def test_train_bad_examples(tmp_path, tiny):
+    with pytest.raises(StageError, match="no stats.json"):
+        run_train(str(tmp_path), str(tmp_path / "missing"), train_params())
+
+
+# ----------------------------------------------------------------------------- sample
+
+
+def test_sample_writes_samples(tmp_path, trained):
+    model_dir = os.path.join(trained, "train", "model")
+    params = sample_params(num_samples=7, sample_shards=3, sample_batch_size=2)  # shards of 3, 2, 2
+    samples_dir = run_sample(model_dir, str(tmp_path / "a"), params)
+    timings = json.load(open(os.path.join(samples_dir, "timings.json")))
+    assert set(timings) == {"ddim_10", "ddpm_20"}
+    for name, kwargs in config.TINY_SAMPLERS["ddpm"].items():
+        images = np.load(os.path.join(samples_dir, name, "samples.npz"))["images"]
+        assert images.shape == (7, 8, 8, 1) and images.dtype == np.uint8
+        assert images.std() > 0
+        for picture in ("grid.png", "trajectory.png"):
+            assert_png(os.path.join(samples_dir, name, picture))
+        timing = timings[name]
+        assert timing["num_samples"] == 7 and timing["shards"] == 3
+        assert timing["sampler"] == kwargs["sampler"] and timing["steps"] == kwargs["steps"]
+        assert timing["seconds"] > 0 and timing["images_per_second"] > 0
+    from PIL import Image
+
+    with Image.open(os.path.join(samples_dir, "ddim_10", "trajectory.png")) as picture:
+        # 7 rows (one per sample, at most 8) of 10 columns of 8×8 images, padding 2, scaled ×8
+        assert picture.size == ((10 * 10 + 2) * 8, (7 * 10 + 2) * 8)
+    assert sorted(os.listdir(samples_dir)) == ["ddim_10", "ddpm_20", "timings.json"]
+    assert leftovers(os.path.dirname(samples_dir)) == []
+
+
+def test_sample_is_reproducible(tmp_path, trained):
+    model_dir = os.path.join(trained, "train", "model")
+    samplers = {"ddim_10": config.TINY_SAMPLERS["ddpm"]["ddim_10"]}
+
+    def images(out, seed):
+        params = sample_params(num_samples=6, sample_shards=2, samplers=samplers, seed=seed)
+        return np.load(os.path.join(run_sample(model_dir, str(out), params), "ddim_10", "samples.npz"))["images"]
+
+    first, again, other = images(tmp_path / "a", 0), images(tmp_path / "b", 0), images(tmp_path / "c", 1)
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+
+
+def test_sample_pipeline_in_test_pipeline(tmp_path, trained):
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from apache_beam.testing.util import assert_that, equal_to
+
+    export = os.path.join(trained, "train", "model", "export")
+    samplers = {"ddim_10": config.TINY_SAMPLERS["ddpm"]["ddim_10"]}
+    items = sample.work_items(samplers, num_samples=5, shards=2, seed=0, trajectory_samples=2)
+    assert [(i["kind"], i["count"]) for i in items] == [("shard", 3), ("shard", 2), ("trajectory", 2)]
+    work, out = str(tmp_path / "work"), str(tmp_path / "out")
+    with TestPipeline() as root:
+        shards = (
+            root
+            | "Create" >> beam.Create(items[:2])
+            | "Sample" >> beam.ParDo(sample.SampleShards(export, work, 2))
+        )
+        assert_that(
+            shards | "Counts" >> beam.Map(lambda kv: (kv[0], kv[1]["shard"], kv[1]["count"])),
+            equal_to([("ddim_10", 0, 3), ("ddim_10", 1, 2)]),
+        )
+    assert np.load(os.path.join(work, "ddim_10", "shard-00000.npz"))["images"].shape == (3, 8, 8, 1)
+    with TestPipeline() as root:
+        names = sample.build_pipeline(root, items, export, work, out, samplers, 5, 2)
+        assert_that(names, equal_to(["ddim_10"]))
+    assembled = np.load(os.path.join(out, "ddim_10", "samples.npz"))["images"]
+    first = np.load(os.path.join(work, "ddim_10", "shard-00000.npz"))["images"]
+    assert assembled.shape == (5, 8, 8, 1)
+    np.testing.assert_array_equal(assembled[:3], first)  # shards in order
+    assert os.path.exists(os.path.join(out, "ddim_10", "trajectory.png"))
+
+
+def test_sample_bad_input(tmp_path, trained):
+    model_dir = os.path.join(trained, "train", "model")
+    with pytest.raises(StageError, match="no usable kdiff export"):
+        run_sample(str(tmp_path / "nothing"), str(tmp_path / "x"), sample_params())
+    bad = {"langevin": {"sampler": "annealed_langevin", "steps": 3}}
+    with pytest.raises(StageError, match="does not apply to a ddpm model"):
+        run_sample(model_dir, str(tmp_path / "y"), sample_params(samplers=bad))
+    with pytest.raises(StageError, match="not usable as a directory name"):
+        run_sample(model_dir, str(tmp_path / "z"), sample_params(samplers={"../up": {"sampler": "ddim"}}))
+    with pytest.raises(StageError, match="expected one of"):
+        run_sample(model_dir, str(tmp_path / "w"), sample_params(samplers={"x": {"sampler": "euler"}}))
+    with pytest.raises(StageError, match=r"unknown option\(s\) \['bogus'\]"):
+        run_sample(model_dir, str(tmp_path / "v"), sample_params(samplers={"x": {"sampler": "ddim", "bogus": 1}}))
+    # an error inside the Beam DoFn: named by sampler and shard, without Beam's wrapping
+    weird = {"weird": {"sampler": "ddpm", "steps": 5, "variance": "weird"}}
+    with pytest.raises(StageError, match=r"sampling failed: ValueError: sampler 'weird' \(shard 1/2\): Expected `variance`"):
+        run_sample(model_dir, str(tmp_path / "u"), sample_params(samplers=weird))
+    assert os.listdir(tmp_path / "u") == []  # nothing half-written
+    assert not os.path.exists(tmp_path / "y" / "samples")
