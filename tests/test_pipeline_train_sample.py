@@ -318,6 +318,33 @@ def test_resume_after_kill(tmp_path, examples, trained, tiny, capsys):
     assert not os.path.exists(os.path.join(run_dir, "train", "checkpoints"))
 
 
+class Crash(Exception):
+    pass
+
+
+def test_resume_at_an_epoch_boundary(tmp_path, examples, trained, tiny, monkeypatch):
+    """The checkpoint due at step 6, the first epoch's last batch, is written at the epoch's
+    end (pointing at epoch 2, batch 0); a crash at step 7 resumes from it."""
+    make_callbacks = train.make_callbacks
+
+    class CrashAt7(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if train._step(self.model) >= 7:
+                raise Crash()
+
+    monkeypatch.setattr(train, "make_callbacks", lambda *a, **k: make_callbacks(*a, **k) + [CrashAt7()])
+    with pytest.raises(Crash):
+        run_train(str(tmp_path), examples, train_params())
+    state = json.load(open(os.path.join(tmp_path, "train", "checkpoints", "state.json")))
+    assert (state["step"], state["epoch"], state["batch"], len(state["history"]["loss"])) == (6, 1, 0, 1)
+    monkeypatch.setattr(train, "make_callbacks", make_callbacks)
+    run_train(str(tmp_path), examples, train_params())
+    resumed = json.load(open(os.path.join(tmp_path, "train", "model", "history.json")))
+    reference = json.load(open(os.path.join(trained, "train", "model", "history.json")))
+    assert resumed["steps"] == 12
+    np.testing.assert_allclose(resumed["val_loss"], reference["val_loss"], rtol=1e-5)
+
+
 def test_nan_loss_stops_and_keeps_the_checkpoint(tmp_path, examples, tiny, monkeypatch):
     run_dir = str(tmp_path)
     loss = kdiff.DDPM._loss

@@ -12,7 +12,7 @@ eval split as validation, and writes, atomically, under ``outputs["model"]``:
 * ``logs/`` — TensorBoard summaries (``train/`` and ``validation/``: ``epoch_loss``,
   ``epoch_learning_rate``, ``epoch_steps_per_second``).
 
-Crash-resume. Every ``checkpoint_every_steps`` steps (and at every epoch end) the model's
+Crash-resume. Every ``checkpoint_every_steps`` steps (and at the end of training) the model's
 weights — network, EMA copy and optimizer state, the step counter included — are
 written to ``<stage dir>/checkpoints/`` (beside the atomic output, so they survive a
 crash), to a temporary name renamed into place, then ``state.json`` records the step,
@@ -250,8 +250,14 @@ class TrainingState:
         }
 
 
-def make_callbacks(state, checkpoints, every_steps, summary_dir, chief=True):
-    """The stage's callbacks, in order: NaN guard, checkpoints, progress and summaries."""
+def make_callbacks(state, checkpoints, every_steps, summary_dir, chief=True, batches_per_epoch=None):
+    """The stage's callbacks, in order: NaN guard, checkpoints, progress and summaries.
+
+    A checkpoint falls due every ``every_steps`` steps; one due on an epoch's last batch
+    is written at the epoch's end instead (with the epoch's history, pointing at the next
+    epoch), as is the last epoch's. With ``batches_per_epoch`` unknown, every epoch end
+    is saved.
+    """
     keras = _keras()
 
     class NaNGuard(keras.callbacks.Callback):
@@ -264,7 +270,9 @@ def make_callbacks(state, checkpoints, every_steps, summary_dir, chief=True):
                 self.model.stop_training = True
 
     class StepCheckpoint(keras.callbacks.Callback):
-        """Saves the training state every ``every_steps`` steps and at every epoch end."""
+        """Saves the training state every ``every_steps`` steps (see ``make_callbacks``)."""
+
+        pending = False
 
         def on_train_batch_end(self, batch, logs=None):
             state.batch += 1
@@ -274,7 +282,10 @@ def make_callbacks(state, checkpoints, every_steps, summary_dir, chief=True):
                 return
             step = _step(self.model)
             if every_steps and step % every_steps == 0:
-                self.save(step, running_loss=self._combined(self._running), running_batches=state.batch)
+                if batches_per_epoch is not None and state.batch >= batches_per_epoch:
+                    self.pending = True  # the epoch's last batch: saved at its end
+                else:
+                    self.save(step, running_loss=self._combined(self._running), running_batches=state.batch)
 
         def _combined(self, running):
             """The epoch's mean loss so far, including the batches before a restart."""
@@ -351,7 +362,9 @@ def make_callbacks(state, checkpoints, every_steps, summary_dir, chief=True):
             state.epoch += 1
             state.batch = 0
             state.partial_loss, state.partial_batches = None, 0
-            self.checkpointer.save(step)
+            if self.checkpointer.pending or batches_per_epoch is None or state.epoch >= state.epochs:
+                self.checkpointer.save(step)
+            self.checkpointer.pending = False
 
         def close(self):
             for writer in self.writers.values():
@@ -484,7 +497,11 @@ class Executor:
                 )
             state = TrainingState(epochs, restored)
             summary_dir = os.path.join(checkpoint_dir, "logs")
-            callbacks = make_callbacks(state, checkpoints, every, summary_dir, chief=chief)
+            num_train = stats.get("num_train")
+            batches_per_epoch = math.ceil(int(num_train) / batch_size) if num_train else None
+            callbacks = make_callbacks(
+                state, checkpoints, every, summary_dir, chief=chief, batches_per_epoch=batches_per_epoch
+            )
             try:
                 self._train(model, strategy, strategy_name, examples_dir, params, state, callbacks, batch_size, seed)
             finally:
