@@ -122,9 +122,8 @@ def build_network(params, image_shape, *, loss=None):
         raise ValueError(f"Expected square images for the {network} network. Received: image_shape={image_shape!r}")
     size = height
     base = params.get("base_channels")
-    if base is not None:
-        if isinstance(base, bool) or not isinstance(base, int) or base < 1:
-            raise ValueError(f"Expected `base_channels` to be an integer >= 1 or None. Received: {base!r}")
+    if base is not None and (isinstance(base, bool) or not isinstance(base, int) or base < 1):
+        raise ValueError(f"Expected `base_channels` to be an integer >= 1 or None. Received: {base!r}")
 
     if network in NCSN_PRESETS:
         levels = int(_get(params, "num_sigmas", 10))
@@ -258,12 +257,12 @@ def build_model(params, image_shape):
     process = build_process(params, image_shape, data_range)  # its errors come before the slow build
     keras.utils.set_random_seed(seed)
     network = build_network(params, image_shape, loss=loss)
-    common = dict(
-        image_shape=tuple(int(d) for d in image_shape),
-        ema_decay=float(_get(params, "ema_decay", 0.999)),
-        seed=seed,
-        data_range=data_range,
-    )
+    common = {
+        "image_shape": tuple(int(d) for d in image_shape),
+        "ema_decay": float(_get(params, "ema_decay", 0.999)),
+        "seed": seed,
+        "data_range": data_range,
+    }
     if family == "ddpm":
         model = kdiff.DDPM(network, process, loss=loss, **common)
     elif family == "ncsn":

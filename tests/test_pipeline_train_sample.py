@@ -15,17 +15,16 @@ import sys
 import textwrap
 
 import apache_beam as beam
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
-import keras
+from tiny_network import TinyNet
 
 import kdiff
 from pipeline import builders, config
 from pipeline.stages import sample, train
-from pipeline.stages.base import StageError
-from tiny_network import TinyNet
+from pipeline.stages.base import StageError, read_json
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_DIR = os.path.dirname(TESTS_DIR)
@@ -218,7 +217,7 @@ def test_train_writes_model(trained):
     model_dir = os.path.join(trained, "train", "model")
     export_config = kdiff.export.read_config(os.path.join(model_dir, "export"))
     assert export_config["family"] == "ddpm" and export_config["image_shape"] == [8, 8, 1]
-    history = json.load(open(os.path.join(model_dir, "history.json")))
+    history = read_json(os.path.join(model_dir, "history.json"))
     assert len(history["loss"]) == len(history["val_loss"]) == 2
     assert all(np.isfinite(history["loss"])) and all(np.isfinite(history["val_loss"]))
     assert history["steps"] == 2 * NUM_TRAIN // BATCH
@@ -242,10 +241,10 @@ def test_train_writes_model(trained):
 def test_other_families_train_and_sample(tmp_path, examples, tiny, family):
     model_dir = run_train(str(tmp_path), examples, train_params(family, epochs=1))
     assert kdiff.export.read_config(os.path.join(model_dir, "export"))["family"] == family
-    history = json.load(open(os.path.join(model_dir, "history.json")))
+    history = read_json(os.path.join(model_dir, "history.json"))
     assert history["steps"] == NUM_TRAIN // BATCH and np.isfinite(history["loss"][0])
     samples_dir = run_sample(model_dir, str(tmp_path / "sample"), sample_params(family, num_samples=4))
-    timings = json.load(open(os.path.join(samples_dir, "timings.json")))
+    timings = read_json(os.path.join(samples_dir, "timings.json"))
     assert set(timings) == set(config.TINY_SAMPLERS[family])
     for name in timings:
         images = np.load(os.path.join(samples_dir, name, "samples.npz"))["images"]
@@ -296,17 +295,17 @@ def test_resume_after_kill(tmp_path, examples, trained, tiny, capsys):
         tests=TESTS_DIR, repo=REPO_DIR, kill_at=9, run_dir=run_dir, examples=examples, params=json.dumps(params),
     ))
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=QUIET, PYTHONPATH=REPO_DIR)
-    killed = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
+    killed = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120, check=False)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     assert "epoch 1/2" in killed.stdout
-    state = json.load(open(os.path.join(run_dir, "train", "checkpoints", "state.json")))
+    state = read_json(os.path.join(run_dir, "train", "checkpoints", "state.json"))
     assert (state["step"], state["epoch"], state["batch"]) == (8, 1, 2)
     assert not os.path.exists(os.path.join(run_dir, "train", "model"))
 
     run_train(run_dir, examples, params)  # started again
     assert "resuming from the checkpoint at step 8 (epoch 2, batch 2)" in capsys.readouterr().out
-    resumed = json.load(open(os.path.join(run_dir, "train", "model", "history.json")))
-    reference = json.load(open(os.path.join(trained, "train", "model", "history.json")))
+    resumed = read_json(os.path.join(run_dir, "train", "model", "history.json"))
+    reference = read_json(os.path.join(trained, "train", "model", "history.json"))
     assert resumed["steps"] == reference["steps"] == 12
     np.testing.assert_allclose(resumed["loss"], reference["loss"], rtol=1e-5)
     np.testing.assert_allclose(resumed["val_loss"], reference["val_loss"], rtol=1e-5)
@@ -335,12 +334,12 @@ def test_resume_at_an_epoch_boundary(tmp_path, examples, trained, tiny, monkeypa
     monkeypatch.setattr(train, "make_callbacks", lambda *a, **k: make_callbacks(*a, **k) + [CrashAt7()])
     with pytest.raises(Crash):
         run_train(str(tmp_path), examples, train_params())
-    state = json.load(open(os.path.join(tmp_path, "train", "checkpoints", "state.json")))
+    state = read_json(os.path.join(tmp_path, "train", "checkpoints", "state.json"))
     assert (state["step"], state["epoch"], state["batch"], len(state["history"]["loss"])) == (6, 1, 0, 1)
     monkeypatch.setattr(train, "make_callbacks", make_callbacks)
     run_train(str(tmp_path), examples, train_params())
-    resumed = json.load(open(os.path.join(tmp_path, "train", "model", "history.json")))
-    reference = json.load(open(os.path.join(trained, "train", "model", "history.json")))
+    resumed = read_json(os.path.join(tmp_path, "train", "model", "history.json"))
+    reference = read_json(os.path.join(trained, "train", "model", "history.json"))
     assert resumed["steps"] == 12
     np.testing.assert_allclose(resumed["val_loss"], reference["val_loss"], rtol=1e-5)
 
@@ -361,13 +360,13 @@ def test_nan_loss_stops_and_keeps_the_checkpoint(tmp_path, examples, tiny, monke
     assert "the loss became NaN at step 6" in message
     assert f"last good checkpoint (step 4) is kept at {checkpoints}" in message
     assert "lower --learning_rate" in message
-    assert json.load(open(os.path.join(checkpoints, "state.json")))["step"] == 4
+    assert read_json(os.path.join(checkpoints, "state.json"))["step"] == 4
     assert not os.path.exists(os.path.join(run_dir, "train", "model"))
     assert leftovers(os.path.join(run_dir, "train")) == []
 
     monkeypatch.setattr(kdiff.DDPM, "_loss", loss)  # as the message says: lower the rate, rerun
     run_train(run_dir, examples, train_params(learning_rate=5e-4))
-    history = json.load(open(os.path.join(run_dir, "train", "model", "history.json")))
+    history = read_json(os.path.join(run_dir, "train", "model", "history.json"))
     assert history["steps"] == 12 and all(np.isfinite(history["loss"]))
 
 
@@ -383,7 +382,7 @@ def test_sample_writes_samples(tmp_path, trained):
     model_dir = os.path.join(trained, "train", "model")
     params = sample_params(num_samples=7, sample_shards=3, sample_batch_size=2)  # shards of 3, 2, 2
     samples_dir = run_sample(model_dir, str(tmp_path / "a"), params)
-    timings = json.load(open(os.path.join(samples_dir, "timings.json")))
+    timings = read_json(os.path.join(samples_dir, "timings.json"))
     assert set(timings) == {"ddim_10", "ddpm_20"}
     for name, kwargs in config.TINY_SAMPLERS["ddpm"].items():
         images = np.load(os.path.join(samples_dir, name, "samples.npz"))["images"]

@@ -36,7 +36,15 @@ import time
 import apache_beam as beam
 import numpy as np
 
-from pipeline.stages.base import MODEL, SAMPLES, StageError, StageSpec, atomic_directory, read_json, write_json
+from pipeline.stages.base import (
+    MODEL,
+    SAMPLES,
+    StageError,
+    StageSpec,
+    atomic_directory,
+    read_json,
+    write_json,
+)
 
 SPEC = StageSpec(
     name="sample",
@@ -224,7 +232,7 @@ class AssembleSampler(beam.DoFn):
         kwargs = self.samplers.get(name, {})
         timing = {
             "seconds": round(seconds, 4),
-            "num_samples": int(len(images)),
+            "num_samples": len(images),
             "images_per_second": round(len(images) / seconds, 4) if seconds > 0 else None,
             "sampler": kwargs.get("sampler"),
             "steps": kwargs.get("steps"),
@@ -346,10 +354,10 @@ def _root_cause(error):
 class Executor:
     """Runs the sample stage: ``Do(inputs, outputs, params)``."""
 
-    def Do(self, inputs, outputs, params):  # noqa: N802 - TFX's executor method name
-        from kdiff import export as export_lib
-
+    def Do(self, inputs, outputs, params):
         from apache_beam.options.pipeline_options import PipelineOptions
+
+        from kdiff import export as export_lib
 
         export_path = os.path.abspath(os.path.join(inputs["model"], "export"))
         try:
@@ -382,7 +390,7 @@ class Executor:
             try:
                 with beam.Pipeline(options=PipelineOptions(beam_args)) as root:
                     build_pipeline(root, items, export_path, work_dir, out, samplers, num_samples, batch_size)
-            except Exception as error:  # noqa: BLE001 - report the DoFn's error, not Beam's wrapper
+            except Exception as error:  # report the DoFn's own error, not Beam's wrapper
                 cause, detail = _root_cause(error)
                 if _is_nonfinite_error(cause) or "NaN" in str(error):
                     raise StageError(
@@ -406,6 +414,13 @@ class Executor:
 
 
 __all__ = [
-    "SPEC", "Executor", "SampleShards", "AssembleSampler", "build_pipeline", "work_items",
-    "derive_seed", "shard_counts", "check_samplers",
+    "SPEC",
+    "AssembleSampler",
+    "Executor",
+    "SampleShards",
+    "build_pipeline",
+    "check_samplers",
+    "derive_seed",
+    "shard_counts",
+    "work_items",
 ]

@@ -42,7 +42,15 @@ import os
 import shutil
 import time
 
-from pipeline.stages.base import EXAMPLES, MODEL, StageError, StageSpec, atomic_directory, read_json, write_json
+from pipeline.stages.base import (
+    EXAMPLES,
+    MODEL,
+    StageError,
+    StageSpec,
+    atomic_directory,
+    read_json,
+    write_json,
+)
 
 SPEC = StageSpec(
     name="train",
@@ -170,7 +178,7 @@ class Checkpoints:
         path = os.path.join(self.directory, state["weights"])
         try:
             model.load_weights(path)
-        except Exception as error:  # noqa: BLE001 - any loading failure means the same to the user
+        except Exception as error:
             raise StageError(
                 f"train: cannot restore the checkpoint {path} ({type(error).__name__}: {error}). "
                 f"Delete {self.directory} to train from scratch."
@@ -449,7 +457,7 @@ def _data_range(params):
 class Executor:
     """Runs the train stage: ``Do(inputs, outputs, params)``."""
 
-    def Do(self, inputs, outputs, params):  # noqa: N802 - TFX's executor method name
+    def Do(self, inputs, outputs, params):
         import keras
 
         import kdiff
