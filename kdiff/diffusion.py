@@ -287,7 +287,11 @@ class DiffusionModel(keras.Model):
             ``fn(x, level)``.
         """
         network = self.ema_network if ema else self.network
-        return self._model_fn(lambda x, level: self._call_network(network, x, level, y), sampler)
+
+        def network_fn(x, level):  # float32 out, also under a mixed-precision policy
+            return tf.cast(self._call_network(network, x, level, y), x.dtype)
+
+        return self._model_fn(network_fn, sampler)
 
     def sampling_spec(self):
         """What ``kdiff.sample`` needs: see ``kdiff.sampling.SamplingSpec``."""

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import glob
 import importlib
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 
@@ -141,6 +143,9 @@ def run_stages(config, output_dir, beam_args, *, force=False, stages=STAGE_ORDER
         for artifact, path in inputs.items():
             if not os.path.isdir(path):
                 raise StageError(f"{name}: its input {artifact} is missing at {path}; run the stages before it.")
+        for path in outputs.values():  # what a killed earlier attempt left behind
+            for leftover in glob.glob(os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp-*")):
+                shutil.rmtree(leftover, ignore_errors=True)
         print(f"[{name}] running", flush=True)
         start = time.perf_counter()
         done_path = os.path.join(stage_dir, DONE_FILE)
