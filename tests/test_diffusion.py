@@ -144,7 +144,7 @@ def test_class_conditional_training_and_generation():
         model.fit(_digits(16), batch_size=16, epochs=1, verbose=0)
 
 
-def test_mixed_bfloat16_training_is_finite():
+def test_mixed_bfloat16_training_is_finite(tmp_path):
     try:
         kdiff.distribute.set_precision("mixed_bfloat16")
         model = _build("ddpm_simple")
@@ -152,6 +152,10 @@ def test_mixed_bfloat16_training_is_finite():
         history = model.fit(_digits(32), batch_size=16, epochs=2, verbose=0)
         assert np.isfinite(history.history["loss"]).all()
         assert model.network.weights[0].dtype == "float32"
+        eps = model.model_fn()(tf.zeros((2, 8, 8, 1)), tf.constant([1, 2]))
+        assert eps.dtype == tf.float32  # samplers and the export work in float32
+        loaded = kdiff.export.load(model.export(tmp_path / "bf16"))
+        assert loaded.generate(2, steps=3).shape == (2, 8, 8, 1)
     finally:
         kdiff.distribute.set_precision("float32")
 
