@@ -83,24 +83,9 @@ SPEC = StageSpec(
 # The parameters a checkpoint depends on: a checkpoint written under other values of these
 # belongs to another model and is not restored (learning rate, warm-up, epochs, strategy
 # and the checkpoint interval may change between a crash and the rerun).
-CHECKPOINT_KEY_PARAMETERS = (
-    "family",
-    "network",
-    "base_channels",
-    "schedule",
-    "T",
-    "loss",
-    "sigma_max",
-    "sigma_min",
-    "num_sigmas",
-    "sde",
-    "sde_N",
-    "batch_size",
-    "ema_decay",
-    "precision",
-    "seed",
-    "data_range",
-)
+CHECKPOINT_KEY_PARAMETERS = tuple(
+    name for name in SPEC.parameters if name not in ('epochs', 'learning_rate', 'warmup_steps', 'strategy', 'checkpoint_every_steps')
+) + ("data_range",)
 
 STATE_FILE = "state.json"
 WEIGHTS_PATTERN = "ckpt-*.weights.h5"
