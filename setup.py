@@ -20,6 +20,8 @@ setup(
         "scipy>=1.11",
         "scikit-learn>=1.4",
         "apache-beam>=2.60",
+        # Beam's TFRecord sink needs a CRC32C implementation (what apache-beam[tfrecord] adds)
+        "google-crc32c>=1.5",
         "tensorflow-datasets>=4.9",
         # tensorflow-datasets 4.9.10 needs it to prepare datasets (tensorflow/datasets#11212)
         "importlib_resources>=6",
