@@ -153,6 +153,15 @@ def _as_labels(labels):
 # --------------------------------------------------------------------------- embeddings
 
 
+def _sin_cos(args):
+    """[sin(args), cos(args)] along the last axis: both embeddings' features."""
+    return ops.concatenate([ops.sin(args), ops.cos(args)], axis=-1)
+
+
+def _embedding_shape(input_shape, dim):
+    return (input_shape[0] if len(input_shape) else 1, dim)
+
+
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class SinusoidalEmbedding(keras.layers.Layer):
     """Sinusoidal timestep embedding of DDPM (``nn.get_timestep_embedding``).
@@ -187,14 +196,13 @@ class SinusoidalEmbedding(keras.layers.Layer):
         freqs = ops.exp(
             ops.arange(half, dtype="float32") * (-math.log(self.max_period) / (half - 1))
         )
-        args = t[:, None] * freqs[None, :]
-        emb = ops.concatenate([ops.sin(args), ops.cos(args)], axis=-1)
+        emb = _sin_cos(t[:, None] * freqs[None, :])
         if self.dim % 2:
             emb = ops.pad(emb, [[0, 0], [0, 1]])
         return ops.cast(emb, self.compute_dtype)
 
     def compute_output_shape(self, t_shape):
-        return (t_shape[0] if len(t_shape) else 1, self.dim)
+        return _embedding_shape(t_shape, self.dim)
 
     def get_config(self):
         config = super().get_config()
@@ -243,12 +251,11 @@ class GaussianFourierFeatures(keras.layers.Layer):
     def call(self, values):
         v = ops.reshape(ops.cast(ops.convert_to_tensor(values), "float32"), (-1,))
         w = ops.cast(self.frequencies, "float32")
-        args = v[:, None] * w[None, :] * (2.0 * math.pi)
-        emb = ops.concatenate([ops.sin(args), ops.cos(args)], axis=-1)
+        emb = _sin_cos(v[:, None] * w[None, :] * (2.0 * math.pi))
         return ops.cast(emb, self.compute_dtype)
 
     def compute_output_shape(self, values_shape):
-        return (values_shape[0] if len(values_shape) else 1, self.dim)
+        return _embedding_shape(values_shape, self.dim)
 
     def get_config(self):
         config = super().get_config()
