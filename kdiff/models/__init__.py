@@ -4,36 +4,9 @@ A network maps ``(x, noise level[, class])`` to an output shaped like ``x``; sch
 losses and samplers live elsewhere (``kdiff.diffusion`` wraps a network into a model).
 """
 
-from kdiff.models.layers import (
-    AttentionBlock,
-    CondCRPBlock,
-    ConditionalInstanceNorm2dPlus,
-    ConditionalResidualBlock,
-    CondMSFBlock,
-    CondRCUBlock,
-    CondRefineBlock,
-    Downsample,
-    GaussianFourierFeatures,
-    ResBlock,
-    SinusoidalEmbedding,
-    Upsample,
-)
+from kdiff.models import layers
+from kdiff.models.layers import *  # noqa: F403 — the layers' own __all__
 from kdiff.models.ncsn import NCSN
 from kdiff.models.unet import UNet
 
-__all__ = [
-    "UNet",
-    "NCSN",
-    "SinusoidalEmbedding",
-    "GaussianFourierFeatures",
-    "ResBlock",
-    "AttentionBlock",
-    "Downsample",
-    "Upsample",
-    "ConditionalInstanceNorm2dPlus",
-    "ConditionalResidualBlock",
-    "CondRCUBlock",
-    "CondCRPBlock",
-    "CondMSFBlock",
-    "CondRefineBlock",
-]
+__all__ = ["UNet", "NCSN", *layers.__all__]
