@@ -3,14 +3,15 @@
 All functions take plain arrays of features (one row per sample, e.g. Inception pool
 features) and compute in float64 with numpy / scipy / scikit-learn.
 
-* :func:`frechet_distance` is eq. 39 of the seed, the Fréchet (2-Wasserstein) distance
-  between two Gaussians, ``d² = ||μ1 − μ2||² + Tr(Σ1 + Σ2 − 2 (Σ1 Σ2)^{1/2})``, computed
-  with the same safeguards as the reference FID code (TTUR / pytorch-fid).
+* :func:`frechet_distance` is the Fréchet (2-Wasserstein) distance between two
+  Gaussians, ``d² = ||μ1 − μ2||² + Tr(Σ1 + Σ2 − 2 (Σ1 Σ2)^{1/2})`` — the FID of Heusel et
+  al. (2017), eq. 39 of Cerizza et al. (2023) — computed with the same safeguards as the
+  reference FID code (TTUR / pytorch-fid).
 * :func:`kernel_inception_distance` is KID (Bińkowski et al., 2018): the unbiased MMD²
   estimate with the kernel ``k(x, y) = (xᵀy / d + 1)³``, averaged over random subsets as
   in TF-GAN / torch-fidelity.
-* :func:`nearest_neighbors` and :func:`memorization_ratio` look for generated samples
-  that sit unusually close to training samples.
+* :func:`nearest_neighbors`, :func:`median_nn_distance` and :func:`memorization_ratio`
+  look for generated samples that sit unusually close to training samples.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ __all__ = [
     "fid_from_features",
     "kernel_inception_distance",
     "nearest_neighbors",
+    "median_nn_distance",
     "memorization_ratio",
 ]
 
@@ -104,11 +106,11 @@ def _sqrtm(matrix):
 def frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6):
     """Fréchet distance between the Gaussians N(mu1, sigma1) and N(mu2, sigma2).
 
-    Computes eq. 39 of the seed, ``||μ1 − μ2||² + Tr(Σ1 + Σ2 − 2 (Σ1 Σ2)^{1/2})``, in
-    float64. As in the reference FID code (TTUR / pytorch-fid), the square root is taken
-    with ``scipy.linalg.sqrtm``; when it is not finite (e.g. for singular covariances),
-    ``eps · I`` is added to both covariances and the root is taken again; a small
-    imaginary part left by rounding is dropped.
+    Computes ``||μ1 − μ2||² + Tr(Σ1 + Σ2 − 2 (Σ1 Σ2)^{1/2})`` (the FID of Heusel et al.,
+    2017; eq. 39 of Cerizza et al., 2023) in float64. As in the reference FID code (TTUR /
+    pytorch-fid), the square root is taken with ``scipy.linalg.sqrtm``; when it is not
+    finite (e.g. for singular covariances), ``eps · I`` is added to both covariances and
+    the root is taken again; a small imaginary part left by rounding is dropped.
 
     Args:
         mu1: mean of the first Gaussian, a 1-D array of length ``d``.
@@ -273,17 +275,43 @@ def nearest_neighbors(query_feats, reference_feats, k=5):
     return distances.astype(np.float64), indices
 
 
-def memorization_ratio(query_feats, train_feats):
+def median_nn_distance(features):
+    """Median, over rows, of the distance from a row to its nearest *other* row.
+
+    The typical spacing of a set of feature vectors: :func:`memorization_ratio` counts
+    a generated sample as memorized when it sits closer to a training point than this.
+    A row's match with itself is excluded; exact duplicates count as other rows at
+    distance 0.
+
+    Args:
+        features: ``[n, dim]`` features with ``n ≥ 2``, e.g. of the training set.
+
+    Returns:
+        The median nearest-other-row Euclidean distance, a Python float ≥ 0.
+    """
+    features = _features(features, "features", min_rows=2)
+    distances, indices = nearest_neighbors(features, features, k=2)
+    # Use the first neighbour that is not the row itself (with duplicates, the row itself
+    # need not come first).
+    not_self = indices[:, 0] != np.arange(features.shape[0])
+    return float(np.median(np.where(not_self, distances[:, 0], distances[:, 1])))
+
+
+def memorization_ratio(query_feats, train_feats, threshold=None):
     """Share of queries that sit closer to the training set than training points do.
 
     A query counts as memorized when its nearest training neighbour is strictly closer
-    than the median, over training points, of the distance from a training point to its
-    nearest *other* training point (self-matches excluded; exact duplicates in the
-    training set count as other points at distance 0).
+    than ``threshold``: by default :func:`median_nn_distance` of the training set, the
+    median, over training points, of the distance from a training point to its nearest
+    *other* training point (self-matches excluded; exact duplicates in the training set
+    count as other points at distance 0).
 
     Args:
         query_feats: ``[n_query, dim]`` features, e.g. of generated samples.
         train_feats: ``[n_train, dim]`` features of the training set (``n_train ≥ 2``).
+        threshold: the distance below which a query counts as memorized, a finite
+            number ≥ 0, or None for ``median_nn_distance(train_feats)`` (pass it when
+            scoring several query sets against one training set).
 
     Returns:
         The share in ``[0, 1]`` as a Python float. Copies of training points give 1.0
@@ -293,14 +321,7 @@ def memorization_ratio(query_feats, train_feats):
     query_feats = _features(query_feats, "query_feats")
     train_feats = _features(train_feats, "train_feats", min_rows=2)
     _same_dim(train_feats, query_feats, "train_feats", "query_feats")
-
-    dist_tt, idx_tt = nearest_neighbors(train_feats, train_feats, k=2)
-    # Use the first neighbour that is not the row itself (with duplicates, the row itself
-    # need not come first).
-    rows = np.arange(train_feats.shape[0])
-    not_self = idx_tt[:, 0] != rows
-    train_nn = np.where(not_self, dist_tt[:, 0], dist_tt[:, 1])
-    threshold = np.median(train_nn)
+    threshold = median_nn_distance(train_feats) if threshold is None else non_negative(threshold, "threshold")
 
     dist_q, _ = nearest_neighbors(query_feats, train_feats, k=1)
     return float(np.mean(dist_q[:, 0] < threshold))

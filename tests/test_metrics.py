@@ -8,6 +8,7 @@ from kdiff.metrics import (
     fid_from_features,
     frechet_distance,
     kernel_inception_distance,
+    median_nn_distance,
     memorization_ratio,
     nearest_neighbors,
 )
@@ -321,3 +322,33 @@ def test_memorization_ratio_bad_inputs():
         memorization_ratio(np.zeros((3, 2)), np.zeros((1, 2)))
     with pytest.raises(ValueError, match="query_feats"):
         memorization_ratio(np.zeros((3, 4)), np.zeros((5, 2)))
+
+
+# --- median_nn_distance: the memorization threshold ----------------------------------------
+
+
+def test_median_nn_distance_hand_computed():
+    # Points 0, 1, 3, 7 on a line: nearest other point at 1, 1, 2, 4 → median 1.5.
+    points = np.array([[0.0], [1.0], [3.0], [7.0]])
+    assert median_nn_distance(points) == pytest.approx(1.5)
+    # In 2-D: (0,0), (3,4), (3,0): nearest others at 3, 4, 3 → median 3.
+    assert median_nn_distance([[0.0, 0.0], [3.0, 4.0], [3.0, 0.0]]) == pytest.approx(3.0)
+    # An exact duplicate is another point at distance 0 (not the point itself): 0, 0, 5 → 0.
+    assert median_nn_distance([[0.0], [0.0], [5.0]]) == 0.0
+
+
+def test_memorization_ratio_uses_the_median_threshold():
+    train = np.array([[0.0], [1.0], [3.0], [7.0]])  # threshold 1.5
+    queries = np.array([[0.2], [2.0], [5.0], [7.1]])  # nearest training points at 0.2, 1, 2, 0.1
+    assert memorization_ratio(queries, train) == pytest.approx(3 / 4)
+    # A given threshold replaces the median: strictly closer than 1.0 → 0.2 and 0.1 only.
+    assert memorization_ratio(queries, train, threshold=1.0) == pytest.approx(2 / 4)
+    with pytest.raises(ValueError, match=r"Expected `threshold` >= 0. Received: threshold=-1"):
+        memorization_ratio(queries, train, threshold=-1)
+
+
+def test_median_nn_distance_bad_inputs():
+    with pytest.raises(ValueError, match=r"Expected `features` to have at least 2 rows"):
+        median_nn_distance(np.zeros((1, 3)))
+    with pytest.raises(ValueError, match="features"):
+        median_nn_distance(np.zeros(4))

@@ -1,11 +1,14 @@
-"""Retrieve stage: the seed's similarity retrieval (5.5), made quantitative.
+"""Retrieve stage: similarity retrieval, made quantitative.
 
-For every generated sample, the ``knn`` nearest training images by Euclidean distance in
-the feature space the evaluate stage used (its ``features.npz``); a memorization
-statistic — the share of samples whose nearest training image is closer than the median
-train–train nearest-neighbour distance (``kdiff.metrics.memorization_ratio``) — and
-panels like the seed's Figures 20–23: each row is a generated sample, then its nearest
-training images.
+The survey of Cerizza, Savazzi and Barbera ("Diffusion Models", Università di
+Milano-Bicocca, 2023; section 5.5, Figures 20–23) shows each generated image next to its
+five most similar training images, to check that a model does not just reproduce its
+training set. This stage does the same for every generated sample: the ``knn`` nearest
+training images by Euclidean distance in the feature space the evaluate stage used (its
+``features.npz``); a memorization statistic — the share of samples whose nearest training
+image is closer than the median train–train nearest-neighbour distance
+(``kdiff.metrics.memorization_ratio`` with ``kdiff.metrics.median_nn_distance``) — and
+panels: each row is a generated sample, then its nearest training images.
 
 Writes ``retrieval.json`` ({sampler: {"memorization_ratio", "mean_nn_distance",
 "train_train_median_nn", "knn", "num_samples", "panel"}}) and ``panels/<sampler>.png``.
@@ -46,18 +49,6 @@ PANEL_SEPARATOR = (220, 40, 40)  # a red bar after the generated sample
 
 def _log(message):
     print(f"[retrieve] {message}", flush=True)
-
-
-def train_train_median_nn(train_features):
-    """Median over training points of the distance to the nearest *other* training point.
-
-    The threshold of ``kdiff.metrics.memorization_ratio`` (duplicates count as other points).
-    """
-    from kdiff import metrics
-
-    distances, indices = metrics.nearest_neighbors(train_features, train_features, k=2)
-    not_self = indices[:, 0] != np.arange(len(train_features))
-    return float(np.median(np.where(not_self, distances[:, 0], distances[:, 1])))
 
 
 def panel_scale(height, width):
@@ -149,7 +140,7 @@ class Executor:
             )
 
         k = min(knn, len(train))
-        threshold = train_train_median_nn(train_features)
+        threshold = metrics.median_nn_distance(train_features)
         _log(f"{len(train)} training images; train–train median nearest-neighbour distance {threshold:.4g}")
         result = {}
         with atomic_directory(outputs["retrieval"]) as out:
@@ -171,7 +162,7 @@ class Executor:
                         f"{list(train.shape[1:])}); rerun the evaluate stage (--force)."
                     )
                 distances, indices = metrics.nearest_neighbors(sample_features, train_features, k=k)
-                ratio = metrics.memorization_ratio(sample_features, train_features)
+                ratio = metrics.memorization_ratio(sample_features, train_features, threshold=threshold)
                 rows = min(PANEL_ROWS, len(images))
                 scale = panel_scale(*train.shape[1:3])
                 panel = make_panel(images[:rows], train[indices[:rows]], scale)
