@@ -121,30 +121,6 @@ def descending_sigmas(sigmas, name="sigmas"):
     return sigmas
 
 
-def schedule(value):
-    """Returns ``value`` unless it is not a ``kdiff.schedules.Schedule``."""
-    from kdiff.schedules import Schedule  # kdiff.schedules imports this module
-
-    if not isinstance(value, Schedule):
-        raise ValueError(
-            "Expected `schedule` to be a kdiff.schedules.Schedule (e.g. "
-            f"kdiff.schedules.linear()). Received: schedule={value!r}"
-        )
-    return value
-
-
-def sde(value):
-    """Returns ``value`` unless it is not a ``kdiff.sde.SDE``."""
-    from kdiff.sde import SDE  # kdiff.sde imports this module
-
-    if not isinstance(value, SDE):
-        raise ValueError(
-            "Expected `sde` to be a kdiff.sde.SDE (VPSDE, SubVPSDE or VESDE). "
-            f"Received: sde={value!r}"
-        )
-    return value
-
-
 def model_output(out, like, name):
     """Returns a model's output in ``like``'s dtype, or raises unless it is shaped like it.
 

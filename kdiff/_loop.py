@@ -85,6 +85,7 @@ def run_steps(
     noise_counts,
     *,
     name,
+    num_draws=None,
     seed=None,
     noise_fn=None,
     return_trajectory=False,
@@ -99,15 +100,20 @@ def run_steps(
             ``noises`` a list of ``max(1, max(noise_counts))`` tensors shaped like x, of
             which the first ``noise_counts[i]`` are standard normal and the rest zero.
         x: the starting tensor, batch first.
-        noise_counts: int array, how many Gaussian draws step i adds.
+        noise_counts: int array, how many Gaussian draws step i adds: a numpy array, or
+            an int tensor whose length is only known when the graph runs (a number of
+            steps given as a tensor).
         name: the sampler's name, for error messages.
+        num_draws: the most draws any step adds (static; default: read from a numpy
+            ``noise_counts``).
         seed: int, shape-[2] int tensor, or None (random).
         noise_fn: optional ``noise_fn(shape) -> noise``; called once per draw, in step
             order, only for draws that are used. Forces the eager Python loop.
-        return_trajectory: also return the list [x_start, x_after_step_0, …].
+        return_trajectory: also return the list [x_start, x_after_step_0, …] (one
+            stacked tensor when the number of steps is a graph tensor).
         compiled: run the step loop as one graph (True) or as eager Python (False).
         jit_compile: True, False or "auto" (XLA where a GPU/TPU is visible).
-        step_labels: optional per-step descriptions used in error messages.
+        step_labels: optional per-step descriptions used in error messages (a list).
 
     Returns:
         The final x, or ``(x, trajectory)`` with ``return_trajectory``.
@@ -116,20 +122,29 @@ def run_steps(
         NonFiniteSampleError: when a step produces NaN or Inf (eager callers only;
             inside a caller's graph the check is the caller's).
     """
-    noise_counts = np.asarray(noise_counts, dtype=np.int32)
-    num_steps = int(noise_counts.size)
-    num_draws = int(noise_counts.max()) if num_steps else 0
+    static = not tf.is_tensor(noise_counts) or tf.executing_eagerly()
+    if static:
+        noise_counts = np.asarray(noise_counts, dtype=np.int32)
+        num_steps = int(noise_counts.size)
+        if num_draws is None:
+            num_draws = int(noise_counts.max()) if num_steps else 0
+        counts = tf.constant(noise_counts)
+    else:
+        if num_draws is None:
+            raise ValueError(f"{name}: `num_draws` is needed when the number of steps is a graph tensor")
+        counts = tf.cast(noise_counts, tf.int32)
+        num_steps = tf.shape(counts)[0]
     seed = _random.seed_pair(seed)
 
     def label(i):
         return None if step_labels is None else step_labels[i]
 
     if noise_fn is not None or (not compiled and tf.executing_eagerly()):
+        if not static:
+            raise ValueError(f"{name}: `noise_fn` and compiled=False need a Python int number of steps")
         return _python_loop(
             step_fn, x, noise_counts, num_draws, seed, noise_fn, return_trajectory, name, label
         )
-
-    counts = tf.constant(noise_counts)
 
     def graph_loop(x, seed):
         def body(i, x, finite, trajectory):
@@ -143,7 +158,7 @@ def run_steps(
                 trajectory = trajectory.write(i + 1, x_next)
             return i + 1, x_next, finite, trajectory
 
-        trajectory = tf.TensorArray(x.dtype, size=num_steps + 1 if return_trajectory else 0)
+        trajectory = tf.TensorArray(x.dtype, size=num_steps + 1 if return_trajectory else 0, element_shape=x.shape)
         if return_trajectory:
             trajectory = trajectory.write(0, x)
         i, x, finite, trajectory = tf.while_loop(
@@ -164,7 +179,7 @@ def run_steps(
     else:
         x, i, finite, stacked = graph_loop(x, seed)
     if return_trajectory:
-        return x, tf.unstack(stacked, num=num_steps + 1)
+        return x, (tf.unstack(stacked, num=num_steps + 1) if static else stacked)
     return x
 
 

@@ -31,6 +31,8 @@ import numpy as np
 import tensorflow as tf
 
 from kdiff import _checks, _ops, _random
+from kdiff.schedules import Schedule
+from kdiff.sde import SDE
 
 __all__ = [
     "simple",
@@ -242,7 +244,7 @@ def simple(eps_fn, x0, schedule, *, t=None, noise=None, seed=None):
     """
     _check_callable(eps_fn, "eps_fn")
     x0 = _checks.float_tensor(x0, "x0")
-    _checks.schedule(schedule)
+    Schedule.check(schedule)
     t, noise = _timesteps_and_noise(x0, schedule, t, noise, seed)
     x_t = schedule.q_sample(x0, t, noise)
     eps = _checks.model_output(eps_fn(x_t, t), x0, "eps_fn")
@@ -276,7 +278,7 @@ def hybrid(model_fn, x0, schedule, *, lambda_vlb=0.001, t=None, noise=None, seed
     """
     _check_callable(model_fn, "model_fn")
     x0 = _checks.float_tensor(x0, "x0")
-    _checks.schedule(schedule)
+    Schedule.check(schedule)
     lambda_vlb = _checks.non_negative(lambda_vlb, "lambda_vlb")
     t, noise = _timesteps_and_noise(x0, schedule, t, noise, seed)
     x_t = schedule.q_sample(x0, t, noise)
@@ -430,7 +432,7 @@ def sde_dsm(score_fn, x0, sde, *, eps=1e-5, likelihood_weighting=False, t=None, 
     """
     _check_callable(score_fn, "score_fn")
     x0 = _checks.float_tensor(x0, "x0")
-    _checks.sde(sde)
+    SDE.check(sde)
     if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 < eps < sde.T:
         raise ValueError(f"Expected `eps` in (0, {sde.T}). Received: eps={eps!r}")
     t_seed, noise_seed = _seeds(seed, 2)

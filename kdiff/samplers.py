@@ -27,8 +27,9 @@ import numpy as np
 import scipy.integrate
 import tensorflow as tf
 
-from kdiff import _checks, _loop, _ops
-from kdiff.schedules import spaced_timesteps
+from kdiff import _checks, _loop, _ops, _steps
+from kdiff.schedules import Schedule, Sigmas, spaced_timesteps
+from kdiff.sde import SDE
 
 __all__ = [
     "ddpm",
@@ -41,6 +42,7 @@ __all__ = [
     "predictor_corrector",
     "probability_flow",
     "NonFiniteSampleError",
+    "ODE_FIXED_METHODS",
 ]
 
 NonFiniteSampleError = _loop.NonFiniteSampleError
@@ -48,7 +50,7 @@ NonFiniteSampleError = _loop.NonFiniteSampleError
 _DDPM_VARIANCES = ("beta", "beta_tilde", "learned")
 _PREDICTORS = ("euler_maruyama", "reverse_diffusion")
 _CORRECTORS = ("langevin", None)
-_ODE_FIXED_METHODS = ("euler", "heun", "rk4")
+ODE_FIXED_METHODS = ("euler", "heun", "rk4")  # probability_flow's fixed-step (in-graph) methods
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -59,14 +61,41 @@ def _start(x, name):
 
 
 def _check_clip(clip_x0):
+    """``clip_x0`` as (low, high): a number c clips to [−c, c], a pair to [low, high]."""
     if clip_x0 is None:
         return None
-    return _checks.positive(clip_x0, "clip_x0")
+    if isinstance(clip_x0, (tuple, list, np.ndarray)):
+        if len(clip_x0) != 2 or not float(clip_x0[0]) < float(clip_x0[1]):
+            raise ValueError(
+                f"Expected `clip_x0` to be a number > 0 or a pair (low, high) with low < high. "
+                f"Received: clip_x0={clip_x0!r}"
+            )
+        return float(clip_x0[0]), float(clip_x0[1])
+    bound = _checks.positive(clip_x0, "clip_x0")
+    return -bound, bound
 
 
 def _at(values, i, dtype):
-    """``values[i]`` as a scalar tensor of ``dtype`` (``values`` a numpy array)."""
-    return tf.gather(tf.constant(values, dtype=dtype), i)
+    """``values[i]`` as a scalar tensor of ``dtype`` (``values`` a numpy array or a tensor)."""
+    if isinstance(values, np.ndarray):
+        return tf.gather(tf.constant(values, dtype=dtype), i)
+    return tf.cast(tf.gather(values, i), dtype)
+
+
+def _labels(prefix, values, fmt="{}"):
+    """Per-step descriptions for error messages (None when the values are graph tensors)."""
+    if not isinstance(values, np.ndarray):
+        return None
+    return [prefix + fmt.format(v) for v in values]
+
+
+def _reverse(values):
+    return tf.reverse(values, [0])
+
+
+def _scalar(value, x):
+    """A Python / numpy float or a scalar tensor, as a scalar tensor of x's dtype."""
+    return tf.cast(value, x.dtype)
 
 
 def _batch_fill(value, x, dtype=None):
@@ -79,7 +108,7 @@ def _call_model(model_fn, x, level, name):
 
 
 def _clip(x0, clip_x0):
-    return x0 if clip_x0 is None else tf.clip_by_value(x0, -clip_x0, clip_x0)
+    return x0 if clip_x0 is None else tf.clip_by_value(x0, clip_x0[0], clip_x0[1])
 
 
 def _loop_options(seed, noise_fn, return_trajectory, compiled, jit_compile):
@@ -131,52 +160,78 @@ def ddpm(
         x_0, or ``(x_0, trajectory)``.
     """
     x = _start(x_T, "x_T")
-    schedule = _checks.schedule(schedule)
+    schedule = Schedule.check(schedule)
     _checks.one_of(variance, "variance", _DDPM_VARIANCES)
     clip_x0 = _check_clip(clip_x0)
-    if steps is None or steps == schedule.T:
-        timesteps, sub = np.arange(schedule.T), schedule
-    else:
-        timesteps = spaced_timesteps(schedule.T, _checks.int_in_range(steps, "steps", 1, schedule.T))
-        sub = schedule.respace(timesteps)
-    order = slice(None, None, -1)  # step i handles sub-index n−1−i
-    model_t = timesteps[order].astype(np.int32)
-    recip = np.sqrt(1.0 / sub.alphas_cumprod)[order]
-    recipm1 = np.sqrt(1.0 / sub.alphas_cumprod - 1.0)[order]
-    coef1, coef2 = sub.posterior_mean_coef1[order], sub.posterior_mean_coef2[order]
-    min_log = sub.posterior_log_variance_clipped[order]
-    if sub.T > 1:
-        max_log = np.log(np.append(sub.posterior_variance[1], sub.betas[1:]))[order]
-    else:
-        max_log = np.log(sub.betas)[order]
-    fixed_log = {"beta": max_log, "beta_tilde": min_log, "learned": None}[variance]
-    noise_counts = np.ones(sub.T, dtype=np.int32)
-    noise_counts[-1] = 0  # x_0 = μ̃ at the last step
+    full = steps is None or (not _steps.is_tensor(steps) and steps == schedule.T)
+    steps = schedule.T if full else _steps.check(steps, "steps", 1, schedule.T)
+    plan = _steps.plan(lambda: _ddpm_plan(schedule, None if full else steps), steps)
+    fixed_log = {"beta": plan["max_log"], "beta_tilde": plan["min_log"], "learned": None}[variance]
 
     def step(i, x, noises):
-        t = _batch_fill(_at(model_t, i, tf.int32), x, tf.int32)
+        t = _batch_fill(_at(plan["model_t"], i, tf.int32), x, tf.int32)
         out = eps_fn(x, t)
         if variance == "learned":
             eps, v = _checks.split_eps_v(out, x, "eps_fn")
             # v interpolates log β̃ … log β (eq. 20); outside [−1, 1] it would extrapolate
             # the variance (an untrained network can overflow it), so it is clipped.
             frac = (tf.clip_by_value(v, -1.0, 1.0) + 1.0) / 2.0
-            log_var = frac * _at(max_log, i, x.dtype) + (1.0 - frac) * _at(min_log, i, x.dtype)
+            log_var = frac * _at(plan["max_log"], i, x.dtype) + (1.0 - frac) * _at(plan["min_log"], i, x.dtype)
         else:
             eps = _checks.model_output(out, x, "eps_fn")
             log_var = _at(fixed_log, i, x.dtype)
-        x0 = _clip(_at(recip, i, x.dtype) * x - _at(recipm1, i, x.dtype) * eps, clip_x0)
-        mean = _at(coef1, i, x.dtype) * x0 + _at(coef2, i, x.dtype) * x
+        x0 = _clip(_at(plan["recip"], i, x.dtype) * x - _at(plan["recipm1"], i, x.dtype) * eps, clip_x0)
+        mean = _at(plan["coef1"], i, x.dtype) * x0 + _at(plan["coef2"], i, x.dtype) * x
         return mean + tf.exp(0.5 * log_var) * noises[0]
 
     return _loop.run_steps(
         step,
         x,
-        noise_counts,
+        plan["noise_counts"],
+        num_draws=1,
         name="ddpm",
-        step_labels=[f"t={t}" for t in model_t],
+        step_labels=_labels("t=", plan["model_t"]),
         **_loop_options(seed, noise_fn, return_trajectory, compiled, jit_compile),
     )
+
+
+def _ddpm_plan(schedule, steps):
+    """DDPM's per-step tables in step order (step i handles timestep ``model_t[i]``).
+
+    Args:
+        schedule: the ``Schedule``.
+        steps: None for all T timesteps, or how many evenly spaced ones (an int or a tensor).
+
+    Returns:
+        A dict of tensors: ``model_t``, ``recip`` (1/√ᾱ), ``recipm1`` (√(1/ᾱ − 1)),
+        ``coef1`` / ``coef2`` (the posterior mean's x̂_0 / x_t coefficients, eq. 9),
+        ``min_log`` (log β̃, clipped at t = 0) and ``max_log`` (log β), ``noise_counts``.
+    """
+    if steps is None:
+        timesteps = tf.range(schedule.T, dtype=tf.int64)
+        betas = tf.constant(schedule.betas, tf.float64)
+        abar = tf.constant(schedule.alphas_cumprod, tf.float64)
+    else:  # respaced (Improved DDPM §4): β'_i = 1 − ᾱ_{t_i} / ᾱ_{t_{i−1}}
+        timesteps = spaced_timesteps(schedule.T, steps)
+        picked = tf.gather(tf.constant(schedule.alphas_cumprod, tf.float64), timesteps)
+        betas = 1.0 - picked / tf.concat([[1.0], picked[:-1]], 0)
+        abar = tf.math.cumprod(1.0 - betas)
+    alphas = 1.0 - betas
+    abar_prev = tf.concat([[1.0], abar[:-1]], 0)
+    n = tf.shape(betas)[0]
+    posterior_variance = betas * (1.0 - abar_prev) / (1.0 - abar)
+    # log β̃ at t = 0 is log 0: the reference code uses β̃_1 there (β_0 when T = 1).
+    floor = tf.where(n > 1, posterior_variance[tf.minimum(1, n - 1)], betas[0])
+    return {
+        "model_t": _reverse(tf.cast(timesteps, tf.int32)),
+        "recip": _reverse(tf.sqrt(1.0 / abar)),
+        "recipm1": _reverse(tf.sqrt(1.0 / abar - 1.0)),
+        "coef1": _reverse(betas * tf.sqrt(abar_prev) / (1.0 - abar)),
+        "coef2": _reverse((1.0 - abar_prev) * tf.sqrt(alphas) / (1.0 - abar)),
+        "min_log": _reverse(tf.math.log(tf.concat([[floor], posterior_variance[1:]], 0))),
+        "max_log": _reverse(tf.math.log(tf.concat([[floor], betas[1:]], 0))),
+        "noise_counts": tf.concat([tf.ones([n - 1], tf.int32), [0]], 0),  # x_0 = μ̃ at the last step
+    }
 
 
 # ------------------------------------------------------------------------------ DDIM
@@ -187,13 +242,19 @@ def ddim_timesteps(T, steps):
 
     Args:
         T: the schedule's number of steps.
-        steps: the number of sampling steps, 1 ≤ steps ≤ T.
+        steps: the number of sampling steps, 1 ≤ steps ≤ T (an int, or an int tensor
+            inside a graph).
 
     Returns:
-        An int array of length ``steps``.
+        An int64 array of length ``steps`` (a tensor for a tensor ``steps``).
     """
-    steps = _checks.int_in_range(steps, "steps", 1, T)
-    return np.arange(steps, dtype=np.int64) * (T // steps)
+    steps = _steps.check(steps, "steps", 1, T)
+
+    def build():
+        n = tf.cast(steps, tf.int64)
+        return tf.range(n) * (T // n)
+
+    return _steps.plan(build, steps)
 
 
 def ddim(
@@ -232,39 +293,53 @@ def ddim(
         x_0, or ``(x_0, trajectory)``.
     """
     x = _start(x_T, "x_T")
-    schedule = _checks.schedule(schedule)
+    schedule = Schedule.check(schedule)
     eta = _checks.non_negative(eta, "eta")
     clip_x0 = _check_clip(clip_x0)
-    ascending = ddim_timesteps(schedule.T, steps)
-    abar_all = schedule.alphas_cumprod[ascending]
-    abar_prev_all = np.append(1.0, abar_all[:-1])
-    model_t, abar, abar_prev = (a[::-1] for a in (ascending.astype(np.int32), abar_all, abar_prev_all))
-    sigma = eta * np.sqrt((1 - abar_prev) / (1 - abar)) * np.sqrt(1 - abar / abar_prev)
-    direction = np.sqrt(np.maximum(1 - abar_prev - sigma**2, 0.0))
-    noise_counts = (sigma > 0).astype(np.int32)
+    steps = _steps.check(steps, "steps", 1, schedule.T)
+    plan = _steps.plan(lambda: _ddim_plan(schedule, steps, eta), steps)
 
     def step(i, x, noises):
-        t = _batch_fill(_at(model_t, i, tf.int32), x, tf.int32)
+        t = _batch_fill(_at(plan["model_t"], i, tf.int32), x, tf.int32)
         eps = _call_model(eps_fn, x, t, "eps_fn")
-        a, a_prev = _at(abar, i, x.dtype), _at(abar_prev, i, x.dtype)
+        a, a_prev = _at(plan["abar"], i, x.dtype), _at(plan["abar_prev"], i, x.dtype)
         x0 = (x - tf.sqrt(1.0 - a) * eps) / tf.sqrt(a)
         if clip_x0 is not None:
             x0 = _clip(x0, clip_x0)
             eps = (x - tf.sqrt(a) * x0) / tf.sqrt(1.0 - a)
         return (
             tf.sqrt(a_prev) * x0
-            + _at(direction, i, x.dtype) * eps
-            + _at(sigma, i, x.dtype) * noises[0]
+            + _at(plan["direction"], i, x.dtype) * eps
+            + _at(plan["sigma"], i, x.dtype) * noises[0]
         )
 
     return _loop.run_steps(
         step,
         x,
-        noise_counts,
+        plan["noise_counts"],
+        num_draws=1 if eta > 0 else 0,
         name="ddim",
-        step_labels=[f"t={t}" for t in model_t],
+        step_labels=_labels("t=", plan["model_t"]),
         **_loop_options(seed, noise_fn, return_trajectory, compiled, jit_compile),
     )
+
+
+def _ddim_plan(schedule, steps, eta):
+    """DDIM's per-step tables in step order: ``model_t``, ``abar``, ``abar_prev``,
+    ``sigma`` (eq. 31's σ for η), ``direction`` (√(1 − ᾱ_prev − σ²)), ``noise_counts``."""
+    ascending = ddim_timesteps(schedule.T, steps)
+    abar = tf.gather(tf.constant(schedule.alphas_cumprod, tf.float64), ascending)
+    abar_prev = tf.concat([[1.0], abar[:-1]], 0)
+    sigma = eta * tf.sqrt((1 - abar_prev) / (1 - abar)) * tf.sqrt(1 - abar / abar_prev)
+    plan = {
+        "model_t": tf.cast(ascending, tf.int32),
+        "abar": abar,
+        "abar_prev": abar_prev,
+        "sigma": sigma,
+        "direction": tf.sqrt(tf.maximum(1 - abar_prev - sigma**2, 0.0)),
+        "noise_counts": tf.cast(sigma > 0, tf.int32),
+    }
+    return {key: _reverse(value) for key, value in plan.items()}
 
 
 def ddim_invert(
@@ -297,7 +372,8 @@ def ddim_invert(
         x_T, or ``(x_T, trajectory)``.
     """
     x = _start(x_0, "x_0")
-    schedule = _checks.schedule(schedule)
+    schedule = Schedule.check(schedule)
+    steps = _checks.int_in_range(steps, "steps", 1, schedule.T)
     ascending = ddim_timesteps(schedule.T, steps)
     abar = schedule.alphas_cumprod[ascending]
     abar_from = np.append(1.0, abar[:-1])
@@ -324,16 +400,20 @@ def ddim_invert(
 
 
 def _langevin_steps(score_fn, x, levels, drift, noise, name, options):
-    """x ← x + drift_k · s(x, σ_k) + noise_k · z for each k: the one Langevin update."""
-    noise_counts = (np.asarray(noise) > 0).astype(np.int32)
+    """x ← x + drift_k · s(x, σ_k) + noise_k · z for each k: the one Langevin update.
+
+    ``levels``, ``drift`` and ``noise`` are per-step tables (numpy arrays, or tensors
+    when the number of steps is a tensor).
+    """
+    noise_counts = _steps.plan(lambda: tf.cast(tf.convert_to_tensor(noise) > 0, tf.int32), levels)
 
     def step(i, x, noises):
         level = _batch_fill(_at(levels, i, x.dtype), x)
         score = _call_model(score_fn, x, level, "score_fn")
         return x + _at(drift, i, x.dtype) * score + _at(noise, i, x.dtype) * noises[0]
 
-    labels = [f"level={s:.4g}" for s in levels]
-    return _loop.run_steps(step, x, noise_counts, name=name, step_labels=labels, **options)
+    labels = _labels("level=", levels, "{:.4g}")
+    return _loop.run_steps(step, x, noise_counts, num_draws=1, name=name, step_labels=labels, **options)
 
 
 def langevin(
@@ -404,17 +484,22 @@ def annealed_langevin(
         The final x, or ``(x, trajectory)``.
     """
     x = _start(x0, "x0")
-    sigmas = _checks.descending_sigmas(sigmas)
-    n_steps_each = _checks.positive_int(n_steps_each, "n_steps_each")
+    sigmas = Sigmas(sigmas).sigmas
+    n_steps_each = _steps.check(n_steps_each, "n_steps_each", 1)
     step_lr = _checks.positive(step_lr, "step_lr")
-    alphas = step_lr * sigmas**2 / sigmas[-1] ** 2
-    levels = np.repeat(sigmas, n_steps_each)
-    drift = np.repeat(alphas / 2, n_steps_each)
-    noise = np.repeat(np.sqrt(alphas), n_steps_each)
-    if denoise:
-        levels = np.append(levels, sigmas[-1])
-        drift = np.append(drift, sigmas[-1] ** 2)
-        noise = np.append(noise, 0.0)
+
+    def build():
+        alphas = tf.constant(step_lr * sigmas**2 / sigmas[-1] ** 2, tf.float64)
+        tables = [
+            tf.repeat(tf.constant(sigmas, tf.float64), n_steps_each),
+            tf.repeat(alphas / 2, n_steps_each),
+            tf.repeat(tf.sqrt(alphas), n_steps_each),
+        ]
+        if denoise:  # the Tweedie step x + σ_L² s(x, σ_L), without noise
+            tables = [tf.concat([t, [v]], 0) for t, v in zip(tables, (sigmas[-1], sigmas[-1] ** 2, 0.0))]
+        return tables
+
+    levels, drift, noise = _steps.plan(build, n_steps_each)
     return _langevin_steps(
         score_fn, x, levels, drift, noise, "annealed_langevin", _loop_options(seed, noise_fn, return_trajectory, compiled, jit_compile)
     )
@@ -424,13 +509,22 @@ def annealed_langevin(
 
 
 def _sde_times(sde, steps, eps):
-    """Start times t_i = T − i·h, i = 0 … steps−1, with h = (T − eps)/steps."""
-    steps = _checks.positive_int(steps, "steps")
+    """Start times t_i = T − i·h, i = 0 … steps−1, with h = (T − eps)/steps.
+
+    Returns:
+        ``(times, h)``: numpy float64 for an int ``steps``, float64 tensors for a tensor.
+    """
+    steps = _steps.check(steps, "steps", 1)
     eps = _checks.positive(eps, "eps")
     if eps >= sde.T:
         raise ValueError(f"Expected 0 < eps < {sde.T}. Received: eps={eps!r}")
-    h = (sde.T - eps) / steps
-    return sde.T - h * np.arange(steps), h
+
+    def build():
+        n = tf.cast(steps, tf.float64)
+        h = (sde.T - eps) / n
+        return sde.T - h * tf.range(n, dtype=tf.float64), h
+
+    return _steps.plan(build, steps)
 
 
 def predictor_corrector(
@@ -476,15 +570,19 @@ def predictor_corrector(
         x at t = eps, or ``(x, trajectory)``.
     """
     x = _start(x_T, "x_T")
-    sde = _checks.sde(sde)
+    sde = SDE.check(sde)
     _checks.one_of(predictor, "predictor", _PREDICTORS)
     _checks.one_of(corrector, "corrector", _CORRECTORS)
     n_corrector = _checks.int_in_range(n_corrector, "n_corrector", 0, None) if corrector else 0
     snr = _checks.positive(snr, "snr")
     times, h = _sde_times(sde, steps, eps)
-    noise_counts = np.full(len(times), n_corrector + 1, dtype=np.int32)
-    if denoise:
-        noise_counts[-1] = n_corrector
+
+    def counts():
+        n = tf.shape(times)[0]
+        last = n_corrector if denoise else n_corrector + 1  # denoise: no noise on the last predictor step
+        return tf.concat([tf.fill([n - 1], n_corrector + 1), [last]], 0)
+
+    noise_counts = _steps.plan(counts, steps)
     reverse = sde.reverse(score_fn)
 
     def correct(x, t, z):
@@ -500,8 +598,9 @@ def predictor_corrector(
     def predict(x, t, z):
         if predictor == "euler_maruyama":
             drift, diffusion = reverse.sde(x, t)
-            return x - drift * h + _ops.batch_view(diffusion * np.sqrt(h), x) * z
-        f, G = reverse.discretize(x, t, h)
+            sqrt_h = _scalar(tf.sqrt(tf.cast(h, tf.float64)), x)
+            return x - drift * _scalar(h, x) + _ops.batch_view(diffusion * sqrt_h, x) * z
+        f, G = reverse.discretize(x, t, float(h) if isinstance(h, (float, np.floating)) else _scalar(h, x))
         return x - f + _ops.batch_view(G, x) * z
 
     def step(i, x, noises):
@@ -514,8 +613,9 @@ def predictor_corrector(
         step,
         x,
         noise_counts,
+        num_draws=n_corrector + 1,
         name=f"predictor_corrector({predictor}, {corrector})",
-        step_labels=[f"t={t:.4g}" for t in times],
+        step_labels=_labels("t=", times, "{:.4g}"),
         **_loop_options(seed, noise_fn, return_trajectory, compiled, jit_compile),
     )
 
@@ -590,34 +690,35 @@ def probability_flow(
         x at t = eps, or ``(x, trajectory)``.
     """
     x = _start(x_T, "x_T")
-    sde = _checks.sde(sde)
+    sde = SDE.check(sde)
     flow = sde.reverse(score_fn, probability_flow=True)
 
     def velocity(x, t):
         return flow.sde(x, _batch_fill(t, x))[0]
 
-    if method in _ODE_FIXED_METHODS:
+    if method in ODE_FIXED_METHODS:
         times, h = _sde_times(sde, 100 if steps is None else steps, eps)
 
         def step(i, x, noises):
-            t = _at(times, i, x.dtype)
+            t, dt = _at(times, i, x.dtype), _scalar(h, x)
             k1 = velocity(x, t)
             if method == "euler":
-                return x - h * k1
+                return x - dt * k1
             if method == "heun":
-                k2 = velocity(x - h * k1, t - h)
-                return x - h / 2 * (k1 + k2)
-            k2 = velocity(x - h / 2 * k1, t - h / 2)
-            k3 = velocity(x - h / 2 * k2, t - h / 2)
-            k4 = velocity(x - h * k3, t - h)
-            return x - h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+                k2 = velocity(x - dt * k1, t - dt)
+                return x - dt / 2 * (k1 + k2)
+            k2 = velocity(x - dt / 2 * k1, t - dt / 2)
+            k3 = velocity(x - dt / 2 * k2, t - dt / 2)
+            k4 = velocity(x - dt * k3, t - dt)
+            return x - dt / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
 
         return _loop.run_steps(
             step,
             x,
-            np.zeros(len(times), dtype=np.int32),
+            _steps.plan(lambda: tf.zeros(tf.shape(times), tf.int32), steps),
+            num_draws=0,
             name=f"probability_flow({method})",
-            step_labels=[f"t={t:.4g}" for t in times],
+            step_labels=_labels("t=", times, "{:.4g}"),
             **_loop_options(seed, noise_fn, return_trajectory, compiled, jit_compile),
         )
     return _solve_ivp(velocity, x, sde.T, _checks.positive(eps, "eps"), method, rtol, atol,
@@ -644,7 +745,7 @@ def _solve_ivp(velocity, x, t_start, t_end, method, rtol, atol, points, return_t
         if "method" in str(error).lower():
             raise ValueError(
                 "Expected `method` to be a scipy.integrate.solve_ivp method or one of "
-                f"{list(_ODE_FIXED_METHODS)}. Received: method={method!r}"
+                f"{list(ODE_FIXED_METHODS)}. Received: method={method!r}"
             ) from error
         raise
     if not solution.success or not np.all(np.isfinite(solution.y[:, -1])):

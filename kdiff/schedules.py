@@ -4,8 +4,8 @@ A schedule is written once here and handed to every loss and sampler (no sampler
 keeps its own copy of the β's). Timesteps are 0-based integers t ∈ {0, …, T−1}, as in
 diffusers: ``alphas_cumprod[t]`` is ᾱ after t+1 noising steps.
 
-Equation numbers refer to the survey in ``shared/seed`` (DDPM: eqs. 5–10, cosine
-schedule: eq. 18).
+Equation numbers refer to the survey of Cerizza, Savazzi and Barbera, "Diffusion Models"
+(Università di Milano-Bicocca, 2023) (DDPM: eqs. 5–10, cosine schedule: eq. 18).
 """
 
 from __future__ import annotations
@@ -15,12 +15,22 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from kdiff import _checks, _ops
+from kdiff import _checks, _ops, _random, _steps
+from kdiff.process import Process
 
-__all__ = ["Schedule", "linear", "cosine", "from_config", "geometric_sigmas", "spaced_timesteps"]
+__all__ = [
+    "Schedule",
+    "Sigmas",
+    "linear",
+    "cosine",
+    "from_config",
+    "geometric_sigmas",
+    "sigmas_from_config",
+    "spaced_timesteps",
+]
 
 
-class Schedule:
+class Schedule(Process):
     """A discrete variance schedule β_0 … β_{T−1} and the Gaussian process it defines.
 
     Args:
@@ -38,6 +48,12 @@ class Schedule:
         posterior_mean_coef1, posterior_mean_coef2: the x_0 and x_t coefficients of
             μ̃_t in eq. 9.
     """
+
+    kind = "schedule"
+    family = "ddpm"
+    level_dtype = tf.int32
+    level_description = "integer timestep t in [0, T)"
+    default_sampler = "ddim"
 
     def __init__(self, betas, config=None):
         self._config = dict(config) if config is not None else None
@@ -75,6 +91,24 @@ class Schedule:
             f"Schedule(T={self.T}, beta_0={self.betas[0]:.3g}, "
             f"beta_T-1={self.betas[-1]:.3g}, alpha_bar_T-1={self.alphas_cumprod[-1]:.3g})"
         )
+
+    @property
+    def num_steps(self):
+        """T."""
+        return self.T
+
+    @property
+    def max_steps(self):
+        """T: a sampler visits each timestep at most once."""
+        return self.T
+
+    def level_checks(self, level):
+        """Graph assertions that ``level`` holds timesteps in [0, T)."""
+        message = f"Expected `level` (timesteps t) in [0, {self.T - 1}]. Received:"
+        return [
+            tf.debugging.assert_greater_equal(level, 0, message=f"{message} a negative t"),
+            tf.debugging.assert_less(level, self.T, message=f"{message} t >= {self.T}"),
+        ]
 
     def get_config(self):
         """A JSON-serializable description; ``schedules.from_config`` rebuilds the schedule."""
@@ -225,16 +259,21 @@ def spaced_timesteps(T, steps):
 
     Args:
         T: the original number of steps.
-        steps: how many to keep, 1 ≤ steps ≤ T.
+        steps: how many to keep, 1 ≤ steps ≤ T (an int, or an int tensor inside a graph).
 
     Returns:
-        An increasing int array of ``steps`` values from 0 to T−1 (both ends kept).
+        An increasing int64 array of ``steps`` values from 0 to T−1 (both ends kept): a
+        numpy array for an int ``steps``, a tensor for a tensor.
     """
-    steps = _checks.int_in_range(steps, "steps", 1, T)
-    if steps == 1:
-        return np.array([T - 1])
-    stride = (T - 1) / (steps - 1)
-    return np.array([round(i * stride) for i in range(steps)], dtype=np.int64)
+    steps = _steps.check(steps, "steps", 1, T)
+
+    def build():
+        n = tf.cast(steps, tf.int64)
+        stride = tf.cast(T - 1, tf.float64) / tf.cast(tf.maximum(n - 1, 1), tf.float64)
+        spaced = tf.cast(tf.round(tf.cast(tf.range(n), tf.float64) * stride), tf.int64)
+        return tf.where(tf.equal(n, 1), tf.fill([n], tf.constant(T - 1, tf.int64)), spaced)
+
+    return _steps.plan(build, steps)
 
 
 def geometric_sigmas(sigma_max=1.0, sigma_min=0.01, num=10):
@@ -255,6 +294,92 @@ def geometric_sigmas(sigma_max=1.0, sigma_min=0.01, num=10):
             f"Received: sigma_min={sigma_min!r}, sigma_max={sigma_max!r}"
         )
     return np.exp(np.linspace(np.log(sigma_max), np.log(sigma_min), num))
+
+
+class Sigmas(Process):
+    """NCSN's noise levels σ_1 > … > σ_L as a process (Song & Ermon 2019).
+
+    Behaves as the float64 array of its levels (``np.asarray``, ``len``, indexing,
+    iteration), so code written for a bare array keeps working.
+
+    Args:
+        sigmas: descending positive noise levels.
+        config: the constructor call that made it (``{"name": "geometric", ...}``).
+
+    Attributes:
+        sigmas: the float64 array of levels.
+    """
+
+    kind = "sigmas"
+    family = "ncsn"
+    level_description = "noise level sigma > 0 (the nearest of the model's sigmas is used)"
+    default_data_range = (0.0, 1.0)
+    default_sampler = "annealed_langevin"
+
+    def __init__(self, sigmas, config=None):
+        if isinstance(sigmas, Sigmas):
+            config = sigmas._config if config is None else config
+        self.sigmas = _checks.descending_sigmas(sigmas)
+        self.sigmas.setflags(write=False)
+        self._config = dict(config) if config is not None else None
+
+    def __repr__(self):
+        return f"Sigmas(L={len(self)}, sigma_max={self.sigmas[0]:.4g}, sigma_min={self.sigmas[-1]:.4g})"
+
+    def __array__(self, dtype=None, copy=None):
+        return self.sigmas if dtype is None else self.sigmas.astype(dtype)
+
+    def __len__(self):
+        return len(self.sigmas)
+
+    def __getitem__(self, index):
+        return self.sigmas[index]
+
+    def __iter__(self):
+        return iter(self.sigmas)
+
+    @property
+    def num_steps(self):
+        """L, the number of levels."""
+        return len(self.sigmas)
+
+    def get_config(self):
+        """A JSON-serializable description; ``sigmas_from_config`` rebuilds it."""
+        if self._config is not None:
+            return dict(self._config)
+        return {"name": "custom", "sigmas": self.sigmas.tolist()}
+
+    def prior_sample(self, shape, seed, data_range=None):
+        """NCSN's start: uniform noise over the data range."""
+        low, high = self.default_data_range if data_range is None else data_range
+        return tf.random.stateless_uniform(shape, _random.seed_pair(seed), low, high)
+
+    def level_checks(self, level):
+        """Graph assertions that ``level`` holds finite σ's > 0."""
+        return [
+            tf.debugging.assert_all_finite(level, message="Expected finite noise levels `level` (sigma)"),
+            tf.debugging.assert_positive(level, message="Expected noise levels `level` (sigma) > 0"),
+        ]
+
+
+def sigmas_from_config(config):
+    """Rebuilds a ``Sigmas`` from its config, or from a bare list of levels (older exports).
+
+    Args:
+        config: ``Sigmas.get_config()``, or a list of descending σ's.
+
+    Returns:
+        A ``Sigmas``.
+    """
+    if not isinstance(config, dict):
+        return Sigmas(config)
+    config = dict(config)
+    name = config.pop("name", None)
+    if name == "geometric":
+        return Sigmas(geometric_sigmas(**config), {"name": name, **config})
+    if name == "custom":
+        return Sigmas(config["sigmas"])
+    raise ValueError(f"Expected a sigmas config with name in ['geometric', 'custom']. Received: name={name!r}")
 
 
 def from_config(config):

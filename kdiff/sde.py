@@ -1,4 +1,4 @@
-"""Stochastic differential equations of score-based models (Song et al. 2021; seed eqs. 34–36).
+"""Stochastic differential equations of score-based models (Song et al. 2021; the survey's eqs. 34–36).
 
 Each SDE owns its math — drift and diffusion (eq. 34), the perturbation kernel
 p_0t(x(t) | x(0)), the prior and its log-density, a discretization, and the reverse-time
@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from kdiff import _checks, _ops, _random
+from kdiff.process import Process
 
 __all__ = ["SDE", "VPSDE", "SubVPSDE", "VESDE", "ReverseSDE", "from_config"]
 
@@ -24,7 +25,7 @@ def _num_dims(x):
     return tf.cast(tf.reduce_prod(tf.shape(x)[1:]), x.dtype)
 
 
-class SDE(abc.ABC):
+class SDE(Process):
     """Base class of a forward SDE dx = f(x, t) dt + g(t) dw on t ∈ [0, T].
 
     Args:
@@ -32,9 +33,36 @@ class SDE(abc.ABC):
     """
 
     T = 1.0
+    kind = "sde"
+    family = "sde"
+    level_description = "continuous time t in (0, 1]"
+    default_sampler = "predictor_corrector"
 
     def __init__(self, N):
         self.N = _checks.positive_int(N, "N")
+
+    @property
+    def num_steps(self):
+        """N."""
+        return self.N
+
+    @property
+    def max_steps(self):
+        """N, the discretization the SDE was trained with."""
+        return self.N
+
+    def prior_sample(self, shape, seed, data_range=None):
+        """A draw from the prior p_T (``prior_sampling``)."""
+        return self.prior_sampling(shape, seed=seed)
+
+    def level_checks(self, level):
+        """Graph assertions that ``level`` holds times in (0, T]."""
+        message = f"Expected times `level` (t) in (0, {self.T}]. Received:"
+        return [
+            tf.debugging.assert_all_finite(level, message="Expected finite times `level` (t)"),
+            tf.debugging.assert_positive(level, message=f"{message} t <= 0"),
+            tf.debugging.assert_less_equal(level, tf.constant(self.T, tf.float32), message=f"{message} t > {self.T}"),
+        ]
 
     def get_config(self):
         """A JSON-serializable description; ``kdiff.sde.from_config`` rebuilds the SDE."""
@@ -74,13 +102,16 @@ class SDE(abc.ABC):
         Args:
             x: tensor [batch, ...].
             t: float tensor [batch].
-            dt: step length; ``1/N`` when None.
+            dt: step length (a float or a scalar tensor); ``1/N`` when None.
 
         Returns:
             ``(f, G)``: f shaped like x, G of shape [batch].
         """
         dt = 1.0 / self.N if dt is None else dt
         drift, diffusion = self.sde(x, t)
+        if tf.is_tensor(dt):  # a step length computed in the graph (a runtime number of steps)
+            dt = tf.cast(dt, x.dtype)
+            return drift * dt, diffusion * tf.sqrt(dt)
         return drift * dt, diffusion * math.sqrt(dt)
 
     def langevin_alpha(self, t):

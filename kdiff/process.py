@@ -1,0 +1,115 @@
+"""The interface every diffusion process shares: a discrete schedule, a σ ladder, an SDE.
+
+A *process* is what a sampler walks backwards and what a network is conditioned on. Code
+above the math (``kdiff.sample``, the diffusion models, the export, the CLI, the
+pipeline) asks the process instead of branching on a family name:
+
+============================  ==================  =================  ==================
+                              ``Schedule``        ``Sigmas``         ``SDE``
+============================  ==================  =================  ==================
+``kind`` (sampler argument)   "schedule"          "sigmas"           "sde"
+``family``                    "ddpm"              "ncsn"             "sde"
+network level                 int32 timestep t    float32 σ          float32 time t
+``default_data_range``        (−1, 1)             (0, 1)             (−1, 1)
+``prior_sample``              N(0, I)             U(data range)      the SDE's prior
+``default_sampler``           "ddim"              annealed_langevin  predictor_corrector
+``num_steps``                 T                   L (levels)         N
+============================  ==================  =================  ==================
+
+``kdiff.schedules.Schedule``, ``kdiff.schedules.Sigmas`` and ``kdiff.sde.SDE`` subclass
+``Process``; ``kdiff.processes.from_config`` rebuilds any of them from its config. This
+module imports nothing else of kdiff but the argument checks and the seeds.
+"""
+
+from __future__ import annotations
+
+import abc
+
+import tensorflow as tf
+
+from kdiff import _random
+
+__all__ = ["Process"]
+
+
+class Process(abc.ABC):
+    """What samplers, models and exports need to know about a diffusion process.
+
+    Class attributes:
+        kind: the keyword under which samplers take it ("schedule", "sigmas", "sde") and
+            the key of its config in an export's ``config.json``.
+        family: the diffusion family it belongs to ("ddpm", "ncsn", "sde").
+        level_dtype: the dtype of the network's level input.
+        level_description: what that level is, in words (for signatures and errors).
+        default_data_range: (low, high) of the data the family trains on by default.
+        default_sampler: the registry name of the family's usual sampler.
+    """
+
+    kind = None
+    family = None
+    level_dtype = tf.float32
+    level_description = None
+    default_data_range = (-1.0, 1.0)
+    default_sampler = None
+
+    @property
+    @abc.abstractmethod
+    def num_steps(self):
+        """The process's own number of steps (T, the number of σ's, or N)."""
+
+    @property
+    def max_steps(self):
+        """The most sampling steps the process allows (None: no limit)."""
+        return None
+
+    @abc.abstractmethod
+    def get_config(self):
+        """A JSON-serializable description; ``kdiff.processes.from_config`` rebuilds it."""
+
+    def prior_sample(self, shape, seed, data_range=None):
+        """Draws the start of the reverse process.
+
+        Args:
+            shape: the output shape, batch first (a list or an int tensor).
+            seed: an int or a shape-[2] int tensor (stateless draws).
+            data_range: (low, high) of the model's data (used where the prior depends on
+                it: NCSN's uniform start); default ``default_data_range``.
+
+        Returns:
+            A float32 tensor of ``shape``.
+        """
+        return tf.random.stateless_normal(shape, _random.seed_pair(seed))
+
+    def level_checks(self, level):
+        """Graph assertions that a network level input is valid for this process.
+
+        Args:
+            level: a [batch] tensor of ``level_dtype``.
+
+        Returns:
+            A list of assertion ops (empty when nothing needs checking).
+        """
+        return [
+            tf.debugging.assert_all_finite(level, message=f"Expected finite `level` ({self.level_description})"),
+        ]
+
+    @classmethod
+    def check(cls, value, name=None):
+        """Returns ``value`` unless it is not an instance of this process class.
+
+        Args:
+            value: the received object.
+            name: the argument's name (default: the class's ``kind``).
+
+        Returns:
+            ``value``.
+
+        Raises:
+            ValueError: naming the argument, the expected class and what was received.
+        """
+        if not isinstance(value, cls):
+            name = name or cls.kind or "process"
+            raise ValueError(
+                f"Expected `{name}` to be a {cls.__module__}.{cls.__name__}. Received: {name}={value!r}"
+            )
+        return value
