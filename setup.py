@@ -27,6 +27,8 @@ setup(
         "importlib_resources>=6",
         "Pillow>=10",
         "matplotlib>=3.8",
+        # renders the pipeline's report.md as report.html (with its tables extension)
+        "markdown>=3.4",
     ],
     extras_require={"test": ["pytest>=8"]},
     entry_points={"console_scripts": ["kdiff=kdiff.cli:main"]},

@@ -209,6 +209,16 @@ def test_features_npz_and_fid_of_identical_sets(digits_run):
     assert digits_run["metrics"]["samplers"]["heldout"]["fid"] == pytest.approx(expected, rel=1e-6)
 
 
+def test_kid_is_also_stored_times_1000(digits_run):
+    metrics = digits_run["metrics"]
+    for row in list(metrics["samplers"].values()) + [metrics["real_heldout"], metrics["baseline_gaussian"]]:
+        assert row["kid_x1000_mean"] == pytest.approx(1000 * row["kid_mean"], rel=1e-12)
+        assert row["kid_x1000_std"] == pytest.approx(1000 * row["kid_std"], rel=1e-12)
+    assert evaluate.kid_entries(None, None) == {
+        "kid_mean": None, "kid_std": None, "kid_x1000_mean": None, "kid_x1000_std": None,
+    }
+
+
 def test_few_samples_warning(digits_run):
     warnings = " ".join(digits_run["metrics"]["warnings"])
     assert "fewer than 2,048 samples" in warnings

@@ -3,8 +3,8 @@
 Reads the real training and held-out images (Examples) and each sampler's
 ``samples.npz`` (Samples); extracts features in a Beam pipeline — a ``DoFn`` that loads
 the feature network in ``setup()`` from a path — and combines them into mean and
-covariance with a ``CombineFn``; then computes per sampler FID (eq. 39 of the seed) and
-KID (unbiased) against the real training images, plus the same numbers for the held-out
+covariance with a ``CombineFn``; then computes per sampler FID (Heusel et al., 2017) and
+KID (Bińkowski et al., 2018; unbiased) against the real training images, plus the same numbers for the held-out
 real images (the floor) and for a baseline that draws images from a Gaussian fit to the
 real pixels (the ceiling a model must beat). When the dataset has labels, a small
 classifier trained on them gives per-sampler confidence and class shares.
@@ -14,6 +14,9 @@ The feature space (``fid_features``):
 * "classifier" (default): the penultimate layer of that classifier — needs labels.
 * "inception": Keras' InceptionV3 with ``inception_weights`` ("imagenet" or a file).
 * "inception_graph": the 2015 Inception graph at ``inception_graph`` (published FIDs).
+
+KID is stored raw (``kid_mean``, ``kid_std``: the MMD² estimate) and in the ×10³ units
+papers report it in (``kid_x1000_mean``, ``kid_x1000_std``).
 
 Writes ``metrics.json``, ``features.npz`` (keys "train", "eval", "samples/<name>",
 "baseline_gaussian") and, for labelled data, ``classifier.keras``.
@@ -47,10 +50,12 @@ SPEC = StageSpec(
 )
 
 FID_FEATURES = ("classifier", "inception", "inception_graph")
-# Below this many samples FID is biased upward and noisy (seed 5.3; Heusel et al. use ≥ 10k).
+# Below this many samples FID is biased upward and noisy: 2,048 is the Inception feature
+# dimension (Cerizza et al. 2023, section 5.3); Heusel et al. (2017) use ≥ 10,000.
 MIN_RELIABLE_FID_SAMPLES = 2048
 KID_SUBSET_SIZE = 1000
 KID_SUBSETS = 100
+KID_SCALE = 1000  # KID is conventionally reported ×10³ (the unit of the report and kid_x1000_*)
 BATCH_SIZE = 256  # images per Beam element
 FULL_COVARIANCE_MAX_DIM = 4096  # the Gaussian baseline fits a full pixel covariance up to this size
 
@@ -158,19 +163,41 @@ def classifier_statistics(probabilities, num_classes):
     }
 
 
+def kid_entries(kid_mean, kid_std):
+    """KID as metrics.json stores it: raw and in the conventional ×10³ units.
+
+    Args:
+        kid_mean: the mean MMD² estimate (``kdiff.metrics.kernel_inception_distance``), or None.
+        kid_std: its standard deviation over subsets, or None.
+
+    Returns:
+        ``{"kid_mean", "kid_std", "kid_x1000_mean", "kid_x1000_std"}`` (None stays None).
+    """
+
+    def scaled(value):
+        return None if value is None else value * KID_SCALE
+
+    return {
+        "kid_mean": kid_mean,
+        "kid_std": kid_std,
+        "kid_x1000_mean": scaled(kid_mean),
+        "kid_x1000_std": scaled(kid_std),
+    }
+
+
 def _distances(train_features, train_stats, features, stats, seed):
     """FID (from the combined statistics) and KID of ``features`` against the real train set."""
     from kdiff import metrics
 
     n = len(features)
     if n < 2:
-        return {"fid": None, "kid_mean": None, "kid_std": None}
+        return {"fid": None, **kid_entries(None, None)}
     fid = metrics.frechet_distance(train_stats[0], train_stats[1], stats[0], stats[1])
     subset = min(KID_SUBSET_SIZE, n, len(train_features))
     kid_mean, kid_std = metrics.kernel_inception_distance(
         train_features, features, num_subsets=KID_SUBSETS, subset_size=subset, seed=seed
     )
-    return {"fid": fid, "kid_mean": kid_mean, "kid_std": kid_std}
+    return {"fid": fid, **kid_entries(kid_mean, kid_std)}
 
 
 # --------------------------------------------------------------------------- Beam
@@ -368,7 +395,8 @@ class Executor:
                 metrics["samplers"][name] = row(f"samples/{name}")
                 values = metrics["samplers"][name]
                 _log(
-                    f"{name}: FID {_fmt(values['fid'])}, KID {_fmt(values['kid_mean'])} ± {_fmt(values['kid_std'])}"
+                    f"{name}: FID {_fmt(values['fid'])}, KID×10³ {_fmt(values['kid_x1000_mean'])} "
+                    f"± {_fmt(values['kid_x1000_std'])}"
                     + (f", confidence {values['classifier_confidence']:.3f}" if classifier_spec else "")
                 )
             real = row("eval")
@@ -439,7 +467,7 @@ class Executor:
             listed = ", ".join(f"{name} ({n})" for name, n in few.items())
             warnings.append(
                 f"FID from fewer than {MIN_RELIABLE_FID_SAMPLES:,} samples is biased upward and unreliable "
-                f"(seed 5.3): {listed}. Compare FIDs only at equal sample counts; KID is unbiased and "
+                f"(Heusel et al. 2017; Cerizza et al. 2023, section 5.3): {listed}. Compare FIDs only at equal sample counts; KID is unbiased and "
                 "better suited to small sample counts."
             )
         unmeasured = [name for name, images in samples.items() if len(images) < 2]

@@ -1,14 +1,26 @@
-"""Report stage: report.md, report.html and metrics.json — the seed's Table 2 at small scale."""
+"""Report stage: report.md, report.html and metrics.json, readable without any other notes.
+
+The report says what was trained and how it was scored, with the papers behind each
+method, and compares the samplers of the run the way the survey of Cerizza, Savazzi and
+Barbera ("Diffusion Models", Università di Milano-Bicocca, 2023; Table 2) compares DDPM
+and DDIM sampling — FID, sampling time — at a small scale, with KID, classifier
+statistics and a memorization ratio added. ``report.md`` is Markdown; ``report.html`` is
+the same text rendered by the ``markdown`` library (with its tables extension);
+``metrics.json`` holds every number of the tables (see :func:`build_summary`).
+"""
 
 from __future__ import annotations
 
-import html
+import math
 import os
+import re
 import shutil
+import types
 
 from pipeline.stages.base import (
     EXAMPLES, METRICS, MODEL, REPORT, RETRIEVAL, SAMPLES, StageSpec, atomic_directory, read_json, write_json,
 )
+from pipeline.stages.evaluate import kid_entries
 
 SPEC = StageSpec(
     name="report",
@@ -17,29 +29,151 @@ SPEC = StageSpec(
     parameters=("dataset", "family", "network", "image_size", "epochs", "batch_size", "seed"),
 )
 
+# The works the report cites, in the order of its References section: (short citation, entry).
+REFERENCES = (
+    (
+        "Cerizza et al., 2023",
+        'Raffaele Cerizza, Giacomo Savazzi, Thomas Barbera. "Diffusion Models". Università di '
+        "Milano-Bicocca, 2023 (in Italian). The survey whose four families, sampler comparison "
+        "(Table 2), FID protocol (section 5.3) and similarity retrieval (section 5.5) this pipeline follows.",
+    ),
+    (
+        "Ho et al., 2020",
+        'Jonathan Ho, Ajay Jain, Pieter Abbeel. "Denoising Diffusion Probabilistic Models". '
+        "NeurIPS 2020. arXiv:2006.11239.",
+    ),
+    (
+        "Nichol & Dhariwal, 2021",
+        'Alex Nichol, Prafulla Dhariwal. "Improved Denoising Diffusion Probabilistic Models". '
+        "ICML 2021. arXiv:2102.09672.",
+    ),
+    (
+        "Song, Meng & Ermon, 2021",
+        'Jiaming Song, Chenlin Meng, Stefano Ermon. "Denoising Diffusion Implicit Models". '
+        "ICLR 2021. arXiv:2010.02502.",
+    ),
+    (
+        "Song & Ermon, 2019",
+        'Yang Song, Stefano Ermon. "Generative Modeling by Estimating Gradients of the Data '
+        'Distribution". NeurIPS 2019. arXiv:1907.05600.',
+    ),
+    (
+        "Song et al., 2021",
+        "Yang Song, Jascha Sohl-Dickstein, Diederik P. Kingma, Abhishek Kumar, Stefano Ermon, Ben "
+        'Poole. "Score-Based Generative Modeling through Stochastic Differential Equations". '
+        "ICLR 2021. arXiv:2011.13456.",
+    ),
+    (
+        "Heusel et al., 2017",
+        "Martin Heusel, Hubert Ramsauer, Thomas Unterthiner, Bernhard Nessler, Sepp Hochreiter. "
+        '"GANs Trained by a Two Time-Scale Update Rule Converge to a Local Nash Equilibrium". '
+        "NeurIPS 2017. arXiv:1706.08500. (FID.)",
+    ),
+    (
+        "Bińkowski et al., 2018",
+        'Mikołaj Bińkowski, Danica J. Sutherland, Michael Arbel, Arthur Gretton. "Demystifying MMD '
+        'GANs". ICLR 2018. arXiv:1801.01401. (KID.)',
+    ),
+)
+
+# What each family is, for a reader who has not seen the code.
+FAMILIES = types.MappingProxyType({
+    "ddpm": (
+        "a denoising diffusion probabilistic model (DDPM; Ho et al., 2020; the cosine schedule and the "
+        "learned variance, where configured, are those of Nichol & Dhariwal, 2021): a network trained to "
+        "predict the noise "
+        "added to an image, sampled by reversing the noising chain step by step (the ddpm sampler) or "
+        "with the deterministic, fewer-step DDIM sampler (Song, Meng & Ermon, 2021)"
+    ),
+    "ncsn": (
+        "a noise-conditional score network (NCSN; Song & Ermon, 2019): a network trained by denoising "
+        "score matching at a ladder of noise levels σ, sampled with annealed Langevin dynamics"
+    ),
+    "sde": (
+        "a score-based model through stochastic differential equations (Song et al., 2021): a network "
+        "trained to estimate the score of the noised data at every time of a continuous SDE, sampled by "
+        "integrating the reverse-time SDE (predictor–corrector, Euler–Maruyama) or the probability-flow ODE"
+    ),
+})
+
+_STYLE = (
+    "body{font-family:sans-serif;max-width:64em;margin:2em auto;padding:0 1em;line-height:1.4}"
+    "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px}"
+    "img{image-rendering:pixelated;max-width:100%}code{background:#f4f4f4;padding:0 2px}"
+)
+
 
 def _fmt(value, digits=3):
-    if value is None:
+    """A number as the tables show it: ``digits`` significant digits, "–" for None / NaN."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "–"
     if isinstance(value, float):
-        return f"{value:.{digits}g}" if abs(value) < 1e4 else f"{value:.0f}"
-    return str(value)
+        return f"{value:.{digits}g}" if abs(value) < 1e4 else f"{value:,.0f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return _text(str(value))
+
+
+def _text(value):
+    """``value`` as literal Markdown text: its Markdown and HTML specials escaped."""
+    value = str(value).replace("\\", "\\\\").replace("<", "&lt;")
+    for char in "`*[]|#":
+        value = value.replace(char, "\\" + char)
+    # An underscore inside a word (ddim_10, pool_3) is never emphasis; only escape the others.
+    return re.sub(r"(?<!\w)_|_(?!\w)", r"\\_", value)
+
+
+def _code(value):
+    """``value`` as a Markdown code span (rendered as ``<code>``, never interpreted)."""
+    value = str(value)
+    return f"`` {value} ``" if "`" in value else f"`{value}`"
+
+
+def _pm(mean, std):
+    return "–" if mean is None else f"{_fmt(mean)} ± {_fmt(std)}"
 
 
 def _loss_curve(history, path):
+    """Writes the per-epoch training (and validation) loss as a PNG with a marker per epoch.
+
+    Args:
+        history: the train stage's ``history.json`` ("loss", optional "val_loss": one value
+            per epoch, None where not recorded).
+        path: the PNG to write.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     figure, axis = plt.subplots(figsize=(5, 3))
-    epochs = range(1, len(history.get("loss", [])) + 1)
-    axis.plot(epochs, history.get("loss", []), label="train loss")
-    if history.get("val_loss"):
-        axis.plot(epochs, history["val_loss"], label="validation loss")
+    drawn = False
+    for key, label in (("loss", "train loss"), ("val_loss", "validation loss")):
+        points = [
+            (epoch, float(value))
+            for epoch, value in enumerate(history.get(key) or [], start=1)
+            if value is not None and math.isfinite(float(value))
+        ]
+        if not points:
+            continue
+        epochs, values = zip(*points)
+        # A marker per epoch: a one-epoch run is one visible point, not an empty plot.
+        axis.plot(epochs, values, marker="o" if len(points) <= 60 else None, markersize=4, label=label)
+        if len(points) == 1:
+            axis.annotate(f"{values[0]:.4g}", (epochs[0], values[0]), textcoords="offset points", xytext=(6, 6))
+        drawn = True
+    if drawn:
+        axis.legend()
+    else:
+        axis.text(0.5, 0.5, "no loss recorded", ha="center", va="center", transform=axis.transAxes)
+    if len(history.get("loss") or []) <= 1:
+        axis.set_xlim(0.5, 1.5)
+        axis.set_xticks([1])
+    else:
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.set_xlabel("epoch")
     axis.set_ylabel("loss")
-    axis.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
@@ -48,17 +182,34 @@ def _loss_curve(history, path):
 def build_summary(stats, history, timings, metrics, retrieval, params):
     """The numbers of the run, as ``metrics.json`` stores them.
 
+    Args:
+        stats: the ingest stage's ``stats.json``.
+        history: the train stage's ``history.json``.
+        timings: the sample stage's ``timings.json`` (sampler name → timing).
+        metrics: the evaluate stage's ``metrics.json``.
+        retrieval: the retrieve stage's ``retrieval.json``.
+        params: the report's parameters (``SPEC.parameters``).
+
     Returns:
-        A dict with "run", "training", "samplers" (per sampler: FID, KID, time, classifier
-        statistics, memorization), "real_heldout", "baseline_gaussian", "feature_space",
-        "warnings".
+        A dict with "run", "training", "samplers" (per sampler: the timing — "seconds"
+        with tracing, "trace_seconds", "sampling_seconds" without it, "images_per_second",
+        "sampling_images_per_second" —, FID, KID raw ("kid_mean", "kid_std") and ×10³
+        ("kid_x1000_mean", "kid_x1000_std"), classifier statistics, memorization),
+        "real_heldout", "baseline_gaussian", "feature_space", "warnings".
     """
+
+    def with_kid(row):
+        row = dict(row)
+        if "kid_mean" in row:
+            row.update(kid_entries(row.get("kid_mean"), row.get("kid_std")))
+        return row
+
     samplers = {}
     for name, timing in timings.items():
         row = dict(timing)
         row.update(metrics.get("samplers", {}).get(name, {}))
         row.update({f"retrieval_{k}": v for k, v in retrieval.get(name, {}).items() if not isinstance(v, (dict, list))})
-        samplers[name] = row
+        samplers[name] = with_kid(row)
     return {
         "run": {**params, "num_train": stats.get("num_train"), "num_eval": stats.get("num_eval")},
         "training": {
@@ -69,8 +220,8 @@ def build_summary(stats, history, timings, metrics, retrieval, params):
             "final_val_loss": (history.get("val_loss") or [None])[-1],
         },
         "samplers": samplers,
-        "real_heldout": metrics.get("real_heldout", {}),
-        "baseline_gaussian": metrics.get("baseline_gaussian", {}),
+        "real_heldout": with_kid(metrics.get("real_heldout", {})),
+        "baseline_gaussian": with_kid(metrics.get("baseline_gaussian", {})),
         "classifier_accuracy_heldout": metrics.get("classifier_accuracy_heldout"),
         "feature_space": metrics.get("feature_space"),
         "num_real": metrics.get("num_real"),
@@ -78,47 +229,91 @@ def build_summary(stats, history, timings, metrics, retrieval, params):
     }
 
 
-def _markdown(summary, pictures):
+def _references():
+    lines = ["## References", ""]
+    lines += [f"- {_text(short)}: {_text(entry)}" for short, entry in REFERENCES]
+    return lines + [""]
+
+
+def render_markdown(summary, pictures):
+    """The report as Markdown.
+
+    Args:
+        summary: :func:`build_summary`'s dict.
+        pictures: ``(title, relative path)`` of each picture, in order.
+
+    Returns:
+        The Markdown text.
+    """
     run, training = summary["run"], summary["training"]
+    family = run.get("family")
+    about = FAMILIES.get(family, f"a {family} model")
     lines = [
-        f"# kdiff run: {run['family']} on {run['dataset']}",
+        f"# kdiff run: {_text(family)} on {_code(run.get('dataset'))}",
         "",
-        f"{run.get('num_train')} training / {run.get('num_eval')} held-out images at "
-        f"{run['image_size']}×{run['image_size']}; network `{run['network']}`; "
-        f"{run['epochs']} epochs, batch {run['batch_size']}, seed {run['seed']}.",
+        "This report was written by kdiff's pipeline (`python -m pipeline.run`). The run trained one "
+        "diffusion model, drew samples from it with each sampler below and scored them against the real "
+        "images: the comparison of DDPM and DDIM sampling in the survey of Cerizza, Savazzi and Barbera "
+        "(2023, Table 2), at a small scale.",
         "",
-        "## Samplers (the seed's Table 2 at small scale)",
+        f"The model is {about}.",
         "",
-        f"Feature space: {summary.get('feature_space')}. Real reference images: {summary.get('num_real')}.",
+        f"Data: {_fmt(run.get('num_train'))} training and {_fmt(run.get('num_eval'))} held-out images at "
+        f"{run.get('image_size')}×{run.get('image_size')}. Network {_code(run.get('network'))}; "
+        f"epochs: {run.get('epochs')}, batch size {run.get('batch_size')}, random seed {run.get('seed')}.",
         "",
-        "| sampler | steps | FID ↓ | KID ↓ | sampling time (s) | images/s | classifier confidence | classes present | memorization |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "## Samplers",
+        "",
+        f"Feature space: {_text(summary.get('feature_space'))}. Real reference images: "
+        f"{_fmt(summary.get('num_real'))}.",
+        "",
+        "| sampler | steps | FID ↓ | KID ×10³ ↓ | time with tracing (s) | graph tracing (s) "
+        "| sampling time without tracing (s) | images/s (without tracing) | classifier confidence "
+        "| classes present | memorization |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in summary["samplers"].items():
-        kid = row.get("kid_mean")
-        kid_text = f"{_fmt(kid)} ± {_fmt(row.get('kid_std'))}" if kid is not None else "–"
         lines.append(
-            f"| {name} | {_fmt(row.get('steps'))} | {_fmt(row.get('fid'))} | {kid_text} | "
-            f"{_fmt(row.get('seconds'))} | {_fmt(row.get('images_per_second'))} | "
-            f"{_fmt(row.get('classifier_confidence'))} | {_fmt(row.get('num_classes_present'))} | "
-            f"{_fmt(row.get('retrieval_memorization_ratio'))} |"
+            f"| {_code(name)} | {_fmt(row.get('steps'))} | {_fmt(row.get('fid'))} | "
+            f"{_pm(row.get('kid_x1000_mean'), row.get('kid_x1000_std'))} | {_fmt(row.get('seconds'))} | "
+            f"{_fmt(row.get('trace_seconds'))} | {_fmt(row.get('sampling_seconds'))} | "
+            f"{_fmt(row.get('sampling_images_per_second'))} | {_fmt(row.get('classifier_confidence'))} | "
+            f"{_fmt(row.get('num_classes_present'))} | {_fmt(row.get('retrieval_memorization_ratio'))} |"
         )
     real, base = summary["real_heldout"], summary["baseline_gaussian"]
     lines += [
-        f"| *held-out real images* | – | {_fmt(real.get('fid'))} | – | – | – | "
+        f"| held-out real images | – | {_fmt(real.get('fid'))} | – | – | – | – | – | "
         f"{_fmt(real.get('classifier_confidence'))} | {_fmt(real.get('num_classes_present'))} | – |",
-        f"| *Gaussian fit to the pixels (baseline)* | – | {_fmt(base.get('fid'))} | {_fmt(base.get('kid_mean'))} | – | – | "
+        f"| Gaussian fit to the pixels (baseline) | – | {_fmt(base.get('fid'))} | "
+        f"{_pm(base.get('kid_x1000_mean'), base.get('kid_x1000_std'))} | – | – | – | – | "
         f"{_fmt(base.get('classifier_confidence'))} | {_fmt(base.get('num_classes_present'))} | – |",
         "",
-        f"Classifier accuracy on held-out real images: {_fmt(summary.get('classifier_accuracy_heldout'))}. "
-        "The held-out row's FID uses only the held-out split (a small set inflates FID), so "
-        "compare samplers with each other and with the baseline. "
-        "Memorization: the share of samples whose nearest training image is closer than the "
-        "typical train–train nearest-neighbour distance.",
+        "How to read the table:",
+        "",
+        "- **FID** (Fréchet Inception Distance; Heusel et al., 2017) is the Fréchet distance between "
+        "Gaussians fitted to the features of the real training images and of the samples; lower is better. "
+        "The held-out row's FID uses only the held-out split (a small set inflates FID), so compare "
+        "samplers with each other and with the baseline.",
+        "- **KID** (Kernel Inception Distance; Bińkowski et al., 2018) is an unbiased estimate of the "
+        "squared maximum mean discrepancy with a cubic polynomial kernel on the same features, shown "
+        "×10³ as is conventional (mean ± standard deviation over random subsets); lower is better, and it "
+        "is better suited than FID to small sample counts.",
+        "- **Time**: the wall time of sampling all images, with and without the one-off graph tracing "
+        "of the sampling loop. The first batch of each sampler on a worker is the warm-up (it traces the "
+        "graph); the tracing time is what that batch took beyond the steady per-image rate of the later "
+        "batches, and images/s is that steady rate. A dash means no later batch was measured (one "
+        "batch per worker).",
+        f"- **Classifier confidence** and **classes present** come from a small classifier trained on the "
+        f"labels (held-out accuracy {_fmt(summary.get('classifier_accuracy_heldout'))}): the mean top "
+        "probability of the samples and how many classes are predicted at least once.",
+        "- **Memorization** is the share of samples whose nearest training image (same features) is "
+        "closer than the typical train–train nearest-neighbour distance (the median); about 0.5 for "
+        "fresh images, 1.0 for copies. The nearest training images are shown below, as in the survey's "
+        "similarity retrieval (Cerizza et al., 2023, section 5.5).",
         "",
     ]
     if summary["warnings"]:
-        lines += ["**Warnings**", ""] + [f"- {w}" for w in summary["warnings"]] + [""]
+        lines += ["**Warnings**", ""] + [f"- {_text(w)}" for w in summary["warnings"]] + [""]
     lines += [
         "## Training",
         "",
@@ -128,47 +323,40 @@ def _markdown(summary, pictures):
         "",
     ]
     for title, path in pictures:
-        lines += [f"### {title}", "", f"![{title}]({path})", ""]
+        lines += [f"### {_text(title)}", "", f"![{_text(title)}]({path})", ""]
+    lines += _references()
     return "\n".join(lines)
 
 
-def _html(markdown_text, pictures):
-    """A self-contained HTML page: the markdown table rendered, the pictures inline."""
-    body, table = [], []
+def render_html(markdown_text):
+    """A standalone HTML page of the Markdown report (the pictures by relative path).
 
-    def flush_table():
-        if table:
-            rows = [r for r in table if not set(r.replace("|", "").strip()) <= set("-")]
-            cells = [[html.escape(c.strip()) for c in r.strip("|").split("|")] for r in rows]
-            out = ["<table>", "<tr>" + "".join(f"<th>{c}</th>" for c in cells[0]) + "</tr>"]
-            out += ["<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in cells[1:]]
-            body.append("\n".join(out + ["</table>"]))
-            table.clear()
+    Args:
+        markdown_text: :func:`render_markdown`'s text.
 
-    for line in markdown_text.splitlines():
-        if line.startswith("|"):
-            table.append(line)
-            continue
-        flush_table()
-        if line.startswith("!["):
-            alt, src = line[2:].split("](")
-            body.append(f'<img alt="{html.escape(alt)}" src="{html.escape(src[:-1])}" style="image-rendering: pixelated">')
-        elif line.startswith("#"):
-            level = len(line) - len(line.lstrip("#"))
-            body.append(f"<h{level}>{html.escape(line.lstrip('#').strip())}</h{level}>")
-        elif line.startswith("- "):
-            body.append(f"<li>{html.escape(line[2:])}</li>")
-        elif line.strip():
-            body.append(f"<p>{html.escape(line).replace('**', '')}</p>")
-    flush_table()
-    style = "body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px}"
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>kdiff report</title><style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
+    Returns:
+        The HTML document as a string.
+    """
+    import markdown
+
+    body = markdown.markdown(markdown_text, extensions=["tables"], output_format="html")
+    return (
+        "<!doctype html>\n<html><head><meta charset='utf-8'><title>kdiff report</title>"
+        f"<style>{_STYLE}</style></head><body>\n{body}\n</body></html>\n"
+    )
 
 
 class Executor:
     """Writes the report from the other stages' artifacts."""
 
     def Do(self, inputs, outputs, params):
+        """Writes ``report.md``, ``report.html``, ``metrics.json`` and ``pictures/``.
+
+        Args:
+            inputs: the Examples, Model, Samples, Metrics and Retrieval directories.
+            outputs: ``{"report": directory}``.
+            params: the run's parameters (``SPEC.parameters`` are read).
+        """
         stats = read_json(os.path.join(inputs["examples"], "stats.json"))
         history = read_json(os.path.join(inputs["model"], "history.json"))
         timings = read_json(os.path.join(inputs["samples"], "timings.json"))
@@ -190,10 +378,10 @@ class Executor:
                 if os.path.exists(panel):
                     shutil.copy(panel, os.path.join(out, "pictures", f"{name}_retrieval.png"))
                     pictures.append((f"{name}: nearest training images", f"pictures/{name}_retrieval.png"))
-            text = _markdown(summary, pictures)
+            text = render_markdown(summary, pictures)
             with open(os.path.join(out, "report.md"), "w", encoding="utf-8") as f:
                 f.write(text + "\n")
             with open(os.path.join(out, "report.html"), "w", encoding="utf-8") as f:
-                f.write(_html(text, pictures))
+                f.write(render_html(text))
             write_json(os.path.join(out, "metrics.json"), summary)
         print(f"report: wrote {outputs['report']}/report.md and report.html", flush=True)

@@ -14,8 +14,12 @@ writes, atomically, under ``outputs["samples"]``:
 * ``<name>/grid.png`` — the first (up to) 100 samples, scaled up when small;
 * ``<name>/trajectory.png`` — a few samples' states from noise to image (rows: samples,
   columns: ~10 evenly spaced states), as in the seed's Figures 15, 16 and 19;
-* ``timings.json`` — per sampler: ``seconds`` (sampling time summed over shards),
-  ``num_samples``, ``images_per_second``, ``sampler``, ``steps``, ``shards``.
+* ``timings.json`` — per sampler (see :func:`sampling_timing`): ``seconds`` (sampling
+  wall time summed over shards, graph tracing included), ``trace_seconds`` (the one-off
+  tracing of the warm-up batch), ``sampling_seconds`` (without it), ``images_per_second``
+  (with tracing), ``sampling_images_per_second`` (without), ``warmup_seconds``,
+  ``warmup_images``, ``num_samples``, ``sampler``, ``steps``, ``shards``,
+  ``trajectory_seconds``.
 
 Every shard's seed is derived from (``seed``, sampler name, shard index), so the same
 config gives the same images, whatever the runner or the order in which shards run.
@@ -147,6 +151,7 @@ class SampleShards(beam.DoFn):
         import kdiff
 
         self.model = kdiff.export.load(self.export_path)
+        self.warmed_up = set()  # samplers whose first (tracing) batch this worker has run
 
     def process(self, item):
         try:
@@ -175,7 +180,7 @@ class SampleShards(beam.DoFn):
             return
         count, batch_size = int(item["count"]), self.batch_size
         num_batches = math.ceil(count / batch_size)
-        batches, seconds = [], 0.0
+        batches, times = [], []
         for index in range(num_batches):
             n = min(batch_size, count - index * batch_size)
             start = time.perf_counter()
@@ -183,14 +188,19 @@ class SampleShards(beam.DoFn):
                 self.model, n, seed=derive_seed(item["seed"], name, index), batch_size=n, **kwargs,
             ))
             elapsed = time.perf_counter() - start
-            seconds += elapsed
+            warmup = name not in self.warmed_up  # this worker's first batch of the sampler traces its graph
+            self.warmed_up.add(name)
+            times.append({"images": n, "seconds": elapsed, "warmup": warmup})
             _log(
                 f"{name}: shard {item['shard'] + 1}/{item['num_shards']}, batch {index + 1}/{num_batches}: "
-                f"{n} images in {elapsed:.1f} s"
+                f"{n} images in {elapsed:.1f} s" + (" (warm-up: includes graph tracing)" if warmup else "")
             )
         path = os.path.join(directory, f"shard-{item['shard']:05d}.npz")
         _save_npz(path, images=np.concatenate(batches))
-        yield name, {"kind": "shard", "shard": int(item["shard"]), "path": path, "count": count, "seconds": seconds}
+        yield name, {
+            "kind": "shard", "shard": int(item["shard"]), "path": path, "count": count,
+            "seconds": sum(t["seconds"] for t in times), "batches": times,
+        }
 
 
 class AssembleSampler(beam.DoFn):
@@ -228,23 +238,70 @@ class AssembleSampler(beam.DoFn):
             kdiff.images.save_trajectory(
                 trajectory, os.path.join(directory, "trajectory.png"), num_frames=TRAJECTORY_FRAMES, scale=scale
             )
-        seconds = float(sum(r["seconds"] for r in shards))
         kwargs = self.samplers.get(name, {})
-        timing = {
-            "seconds": round(seconds, 4),
+        timing = sampling_timing([batch for r in shards for batch in r["batches"]])
+        timing.update({
             "num_samples": len(images),
-            "images_per_second": round(len(images) / seconds, 4) if seconds > 0 else None,
             "sampler": kwargs.get("sampler"),
             "steps": kwargs.get("steps"),
             "shards": len(shards),
             "trajectory_seconds": round(float(sum(r["seconds"] for r in trajectories)), 4),
-        }
+        })
         write_json(os.path.join(os.path.dirname(shards[0]["path"]), "timing.json"), timing)
-        _log(
-            f"{name}: {len(images)} samples in {seconds:.1f} s "
-            f"({timing['images_per_second'] or 0:.2f} images/s)"
+        steady = (
+            f"; without the {timing['trace_seconds']:.1f} s of graph tracing {timing['sampling_seconds']:.1f} s, "
+            f"{timing['sampling_images_per_second']:.2f} images/s"
+            if timing["sampling_seconds"] is not None
+            else ""
         )
+        _log(f"{name}: {len(images)} samples in {timing['seconds']:.1f} s{steady}")
         yield name
+
+
+def sampling_timing(batches):
+    """One sampler's sampling time, with and without the one-off graph tracing.
+
+    The first batch a worker samples with a sampler is its warm-up: it traces the
+    sampling graph. Its tracing time is estimated as what it took beyond the steady
+    per-image rate of the other (non-warm-up) batches.
+
+    Args:
+        batches: one dict per batch, from every shard: ``images`` (count), ``seconds``
+            (wall time), ``warmup`` (True for a worker's first batch of the sampler).
+
+    Returns:
+        A dict: ``seconds`` (total wall time), ``warmup_seconds`` and ``warmup_images``
+        (of the warm-up batches), ``trace_seconds``, ``sampling_seconds`` (``seconds``
+        minus ``trace_seconds``), ``images_per_second`` (over ``seconds``) and
+        ``sampling_images_per_second`` (over ``sampling_seconds``), rounded to 4
+        decimals; the last three are None when no batch but warm-ups ran (e.g. one
+        batch per worker), as the steady rate is then unknown.
+    """
+    if not batches:
+        raise ValueError(f"Expected at least one timed batch. Received: batches={batches!r}")
+    total = float(sum(b["seconds"] for b in batches))
+    images = int(sum(b["images"] for b in batches))
+    warmups = [b for b in batches if b["warmup"]]
+    steady_images = sum(b["images"] for b in batches if not b["warmup"])
+    steady_seconds = float(sum(b["seconds"] for b in batches if not b["warmup"]))
+    trace = sampling = None
+    if steady_images > 0 and steady_seconds > 0:
+        per_image = steady_seconds / steady_images
+        trace = float(sum(max(0.0, b["seconds"] - b["images"] * per_image) for b in warmups))
+        sampling = total - trace
+
+    def rounded(value):
+        return None if value is None else round(value, 4)
+
+    return {
+        "seconds": round(total, 4),
+        "warmup_seconds": round(float(sum(b["seconds"] for b in warmups)), 4),
+        "warmup_images": int(sum(b["images"] for b in warmups)),
+        "trace_seconds": rounded(trace),
+        "sampling_seconds": rounded(sampling),
+        "images_per_second": round(images / total, 4) if total > 0 else None,
+        "sampling_images_per_second": rounded(images / sampling) if sampling else None,
+    }
 
 
 def _save_npz(path, **arrays):
@@ -421,6 +478,7 @@ __all__ = [
     "build_pipeline",
     "check_samplers",
     "derive_seed",
+    "sampling_timing",
     "shard_counts",
     "work_items",
 ]
