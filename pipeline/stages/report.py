@@ -297,7 +297,9 @@ def render_markdown(summary, pictures):
         "- **KID** (Kernel Inception Distance; Bińkowski et al., 2018) is an unbiased estimate of the "
         "squared maximum mean discrepancy with a cubic polynomial kernel on the same features, shown "
         "×10³ as is conventional (mean ± standard deviation over random subsets); lower is better, and it "
-        "is better suited than FID to small sample counts.",
+        "is better suited than FID to small sample counts. Its kernel is not scale-invariant: compare KIDs "
+        "within one feature space only (unnormalized classifier features give far larger values than "
+        "Inception's).",
         "- **Time**: the wall time of sampling all images, with and without the one-off graph tracing "
         "of the sampling loop. The first batch of each sampler on a worker is the warm-up (it traces the "
         "graph); the tracing time is what that batch took beyond the steady per-image rate of the later "
