@@ -143,9 +143,28 @@ class ClassifierFeatures:
         }
 
 
-def _classifier_network(input_shape, num_classes, feature_dim):
+def _classifier_network(input_shape, num_classes, feature_dim, seed):
+    """The feature classifier, its weights and dropout drawn from ``seed`` alone (no global RNG).
+
+    Args:
+        input_shape: (height, width, channels) of the images.
+        num_classes: softmax width.
+        feature_dim: width of the "penultimate" layer.
+        seed: an integer ≥ 0.
+
+    Returns:
+        An uncompiled ``keras.Sequential``.
+    """
     import keras
     from keras import layers
+
+    seeds = np.random.default_rng(seed)  # each initializer and dropout layer gets its own seed
+
+    def next_seed():
+        return int(seeds.integers(2**31))
+
+    def init():
+        return keras.initializers.GlorotUniform(seed=next_seed())
 
     height = input_shape[0]
     stack = [keras.Input(shape=input_shape)]
@@ -153,21 +172,21 @@ def _classifier_network(input_shape, num_classes, feature_dim):
         stack.append(layers.Resizing(32, 32, interpolation="bilinear"))
         height = 32
     stack += [
-        layers.Conv2D(32, 3, padding="same", activation="relu"),
-        layers.Conv2D(32, 3, padding="same", activation="relu"),
+        layers.Conv2D(32, 3, padding="same", activation="relu", kernel_initializer=init()),
+        layers.Conv2D(32, 3, padding="same", activation="relu", kernel_initializer=init()),
     ]
     if height >= 8:
         stack.append(layers.MaxPooling2D())
         height //= 2
-    stack += [layers.Conv2D(64, 3, padding="same", activation="relu")]
+    stack += [layers.Conv2D(64, 3, padding="same", activation="relu", kernel_initializer=init())]
     if height >= 8:
         stack.append(layers.MaxPooling2D())
     stack += [
         layers.Flatten(),
-        layers.Dropout(0.25),
-        layers.Dense(feature_dim, activation="relu", name="penultimate"),
-        layers.Dropout(0.25),
-        layers.Dense(num_classes, activation="softmax", name="probabilities"),
+        layers.Dropout(0.25, seed=next_seed()),
+        layers.Dense(feature_dim, activation="relu", name="penultimate", kernel_initializer=init()),
+        layers.Dropout(0.25, seed=next_seed()),
+        layers.Dense(num_classes, activation="softmax", name="probabilities", kernel_initializer=init()),
     ]
     return keras.Sequential(stack, name="feature_classifier")
 
@@ -207,6 +226,7 @@ def train_classifier(
         The saved path.
     """
     import keras
+    import tensorflow as tf
 
     images = _check_images(images)
     labels = np.asarray(labels).astype(np.int64).reshape(-1)
@@ -231,8 +251,7 @@ def train_classifier(
         images = images[..., :3]
     if epochs is None:
         epochs = int(np.clip(round(20000 / len(images)), 3, 30))
-    keras.utils.set_random_seed(seed)
-    model = _classifier_network(images.shape[1:], num_classes, feature_dim)
+    model = _classifier_network(images.shape[1:], num_classes, feature_dim, seed)
     model.compile(
         optimizer=keras.optimizers.Adam(2e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
     )
@@ -248,9 +267,13 @@ def train_classifier(
                     flush=True,
                 )
 
-    model.fit(
-        x, labels, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=0, callbacks=[_Progress()]
+    # Shuffled by an op-level seed: deterministic without seeding TensorFlow's global RNG.
+    batches = (
+        tf.data.Dataset.from_tensor_slices((x, labels))
+        .shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+        .batch(batch_size)
     )
+    model.fit(batches, epochs=epochs, shuffle=False, verbose=0, callbacks=[_Progress()])
     model.save(path)
     return path
 
