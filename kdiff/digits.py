@@ -1,6 +1,8 @@
 """The bundled dataset — scikit-learn's 1,797 handwritten 8×8 digits — and the shipped model.
 
-``load`` returns the digits at their own 8×8 or upsampled to a size the U-Net suits;
+``load_uint8`` returns them as 8-bit images (scikit-learn's pixel values 0..16 mapped to
+0..255 by ``to_uint8``, the one scaling: the pipeline ingests these); ``load`` returns
+them as floats in a data range, at their own 8×8 or upsampled to a size the U-Net suits;
 ``python -m kdiff.digits`` trains a small DDPM on them and exports it (this is how
 ``saved_models/ddpm_digits`` is made). No network access is needed: the data ship inside scikit-learn.
 """
@@ -14,11 +16,47 @@ import numpy as np
 
 from kdiff import _checks
 
-__all__ = ["load", "train", "main"]
+__all__ = ["PIXEL_MAX", "to_uint8", "load_uint8", "load", "train", "main"]
+
+PIXEL_MAX = 16  # scikit-learn's digits hold integer pixel values 0..16
+
+
+def to_uint8(values):
+    """scikit-learn digits pixel values 0..16 → uint8 0..255 (× 255/16, rounded).
+
+    Args:
+        values: an array of pixel values in [0, 16], any shape.
+
+    Returns:
+        A uint8 array of the same shape.
+    """
+    values = np.asarray(values, np.float64)
+    return np.round(np.clip(values, 0, PIXEL_MAX) * (255.0 / PIXEL_MAX)).astype(np.uint8)
+
+
+def load_uint8(return_labels=False):
+    """The 1,797 digits as uint8 images [N, 8, 8, 1] (``to_uint8`` of scikit-learn's).
+
+    Args:
+        return_labels: also return the int labels [N].
+
+    Returns:
+        The images (and labels).
+    """
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = to_uint8(digits.images)[..., None]
+    if return_labels:
+        return images, digits.target.astype("int32")
+    return images
 
 
 def load(image_size=16, data_range=(-1.0, 1.0), return_labels=False):
     """The 1,797 digits as float32 images [N, image_size, image_size, 1].
+
+    The pixels are ``load_uint8``'s (what the pipeline trains on), mapped from 0..255 to
+    ``data_range``.
 
     Args:
         image_size: output height and width (bilinear resize from 8×8).
@@ -29,18 +67,17 @@ def load(image_size=16, data_range=(-1.0, 1.0), return_labels=False):
         The images (and labels).
     """
     import tensorflow as tf
-    from sklearn.datasets import load_digits
 
     image_size = _checks.positive_int(image_size, "image_size")
-    digits = load_digits()
-    images = digits.images[..., None].astype("float32") / 16.0  # [0, 1]
+    pixels, labels = load_uint8(return_labels=True)
+    images = pixels.astype("float32") / 255.0  # [0, 1]
     if image_size != 8:
         images = tf.image.resize(images, (image_size, image_size), method="bilinear").numpy()
     low, high = data_range
-    images = np.clip(images, 0.0, 1.0) * (high - low) + low
+    images = (np.clip(images, 0.0, 1.0) * (high - low) + low).astype("float32")
     if return_labels:
-        return images.astype("float32"), digits.target.astype("int32")
-    return images.astype("float32")
+        return images, labels
+    return images
 
 
 def train(output, *, image_size=8, epochs=100, batch_size=64, learning_rate=1e-3, seed=0, T=1000, verbose=1):

@@ -1,7 +1,10 @@
 """Distribution strategies by name, mixed precision, and a training loop for multi-worker runs.
 
 * ``get_strategy("default" | "mirrored" | "multi_worker" | "tpu")``;
-* ``set_precision("float32" | "mixed_float16" | "mixed_bfloat16")``;
+* ``precision_policy("float32" | "mixed_float16" | "mixed_bfloat16")``: the Keras dtype
+  policy to build a network and its diffusion model with (``dtype=``), and
+  ``set_precision(...)``, which makes it Keras' global policy instead;
+* ``is_chief(strategy)``: whether this worker writes checkpoints, exports and logs;
 * ``fit(model, dataset, epochs=…, strategy=…)``: ``strategy.run`` over the model's own
   ``train_step``. Keras 3's ``Model.fit`` works with the default and Mirrored
   strategies, but under ``MultiWorkerMirroredStrategy`` it fails in its metric reduction
@@ -18,7 +21,7 @@ import tensorflow as tf
 
 from kdiff import _checks
 
-__all__ = ["STRATEGIES", "get_strategy", "set_precision", "fit"]
+__all__ = ["STRATEGIES", "PRECISIONS", "get_strategy", "precision_policy", "set_precision", "is_chief", "fit"]
 
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
@@ -50,11 +53,32 @@ def get_strategy(name="default", *, devices=None, tpu=None):
     return tf.distribute.TPUStrategy(resolver)
 
 
+def precision_policy(precision="float32"):
+    """The Keras dtype policy of a precision, to pass to layers and models as ``dtype=``.
+
+    Mixed precision computes in 16 bits and keeps float32 weights. The kdiff networks
+    hand their policy to every sublayer (their output heads stay float32); give the
+    diffusion model the same policy, so that ``compile`` wraps the optimizer in Keras'
+    ``LossScaleOptimizer`` for ``mixed_float16`` (the train step applies it through
+    ``optimizer.scale_loss``)::
+
+        policy = kdiff.distribute.precision_policy("mixed_bfloat16")
+        model = kdiff.DDPM(UNet.small(dtype=policy), schedule, dtype=policy)
+
+    Args:
+        precision: "float32", "mixed_float16" or "mixed_bfloat16".
+
+    Returns:
+        A ``keras.DTypePolicy``.
+    """
+    return keras.DTypePolicy(_checks.one_of(precision, "precision", PRECISIONS))
+
+
 def set_precision(policy="float32"):
-    """Sets Keras' global dtype policy (mixed precision computes in 16 bits, keeps float32
-    weights). Call it before building models. ``mixed_float16`` needs loss scaling, which
-    Keras' ``compile`` adds (a ``LossScaleOptimizer``) and the diffusion models' train
-    step applies through ``optimizer.scale_loss``.
+    """Sets Keras' global dtype policy instead (``precision_policy`` for one model).
+
+    Every layer made afterwards without a ``dtype`` takes this policy. Call it before
+    building models.
 
     Args:
         policy: "float32", "mixed_float16" or "mixed_bfloat16".
@@ -62,8 +86,7 @@ def set_precision(policy="float32"):
     Returns:
         The policy name.
     """
-    _checks.one_of(policy, "precision", PRECISIONS)
-    keras.mixed_precision.set_global_policy(policy)
+    keras.mixed_precision.set_global_policy(precision_policy(policy))
     return policy
 
 
@@ -98,7 +121,7 @@ def fit(model, dataset, *, epochs=1, strategy=None, steps_per_epoch=None, callba
     callback_list = keras.callbacks.CallbackList(
         list(callbacks or []) + [history], model=model, epochs=epochs, steps=steps_per_epoch
     )
-    chief = _is_chief(strategy)
+    chief = is_chief(strategy)
     callback_list.on_train_begin()
     for epoch in range(epochs):
         model.loss_tracker.reset_state()
@@ -118,7 +141,17 @@ def fit(model, dataset, *, epochs=1, strategy=None, steps_per_epoch=None, callba
     return history
 
 
-def _is_chief(strategy):
+def is_chief(strategy):
+    """Whether this process is the chief: the one that writes checkpoints, exports and logs.
+
+    Args:
+        strategy: a ``tf.distribute.Strategy``.
+
+    Returns:
+        True without a cluster (one process), for the "chief" task and for worker 0 (the
+        chief of a ``MultiWorkerMirroredStrategy`` cluster of workers only); False for
+        the other workers.
+    """
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None or not resolver.cluster_spec().as_dict():
         return True

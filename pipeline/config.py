@@ -3,15 +3,42 @@
 ``RunConfig()`` is the default run (a DDPM on scikit-learn's digits, sampled with DDIM
 and DDPM); ``preset("tiny", family=...)`` is the seconds-long run the tests use. The
 effective config is written next to every run's outputs (``<output_dir>/config.json``).
+
+This module is the one source of the pipeline's defaults and of their checks: every
+field's default, its one-line help and the stage that reads it are declared once, on the
+field; ``RunConfig`` validates every field when it is made (from a preset, a file or
+flags alike), and the stages and ``pipeline.builders`` fill what a params dict lacks
+with ``resolve`` — the same defaults, the same checks.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
+import typing
 from typing import Optional
 
 FAMILIES = ("ddpm", "ncsn", "sde")
+
+UNET_PRESETS = ("unet_small", "unet_ddpm_cifar10", "unet_improved")
+NCSN_PRESETS = ("ncsn_small", "ncsn_cifar10")
+NETWORKS = UNET_PRESETS + NCSN_PRESETS
+# family → the networks it accepts (first: its default), and the losses it trains with
+# (first: the default).
+FAMILY_NETWORKS = {"ddpm": UNET_PRESETS, "ncsn": NCSN_PRESETS, "sde": ("unet_small", "unet_ddpm_cifar10")}
+FAMILY_LOSSES = {"ddpm": ("simple", "hybrid"), "ncsn": ("dsm", "ssm"), "sde": ("sde_dsm",)}
+# (low, high) of the data each family trains on: NCSN's in [0, 1] (Song & Ermon 2019),
+# DDPM's and score SDEs' in [−1, 1].
+FAMILY_DATA_RANGES = {"ddpm": (-1.0, 1.0), "ncsn": (0.0, 1.0), "sde": (-1.0, 1.0)}
+SCHEDULES = ("linear", "cosine")
+SDES = ("vp", "subvp", "ve")
+LIMIT_ORDERS = ("stratified", "file_number")
+FID_FEATURES = ("classifier", "inception", "inception_graph")
+UNET_GROUPS = 32  # the U-Net's GroupNorm groups: every level's channels must be a multiple
+
+# The stage groups of the fields, in the order the flags are listed.
+STAGE_GROUPS = ("ingest", "train", "sample", "evaluate", "run")
 
 # The samplers each family runs by default: name → kdiff.sample arguments.
 DEFAULT_SAMPLERS = {
@@ -28,94 +55,87 @@ DEFAULT_SAMPLERS = {
     },
 }
 
-DEFAULT_NETWORKS = {"ddpm": "unet_small", "ncsn": "ncsn_small", "sde": "unet_small"}
+DEFAULT_NETWORKS = {family: networks[0] for family, networks in FAMILY_NETWORKS.items()}
+
+
+def _field(default, stage, help_text):
+    """A ``RunConfig`` field: its default, the stage group that reads it and a one-line help."""
+    return dataclasses.field(default=default, metadata={"stage": stage, "help": help_text})
 
 
 @dataclasses.dataclass
 class RunConfig:
     """Everything a run depends on. Field groups follow the stages that read them.
 
-    Attributes:
-        dataset: "digits", "tfds:NAME[/config]" or "folder:PATH".
-        limit: use at most this many source images (None: all).
-        image_size: images are center-cropped and resized to this square size (the
-            default 8 is the digits' own size: the default run then fits in minutes).
-        channels: 1 (grayscale) or 3 (RGB); None: the source's own (digits: 1).
-        num_shards: TFRecord shards written by ingest.
-        family: "ddpm", "ncsn" or "sde".
-        network: a network preset: "unet_small", "unet_ddpm_cifar10", "unet_improved",
-            "ncsn_small", "ncsn_cifar10".
-        base_channels: overrides the preset's base channels (None: the preset's).
-        schedule: "linear" or "cosine" (DDPM); T: its steps.
-        loss: the family's loss ("simple" / "hybrid", "dsm" / "ssm"; ignored for "sde").
-        sigma_max, sigma_min, num_sigmas: NCSN's noise levels.
-        sde: "vp", "subvp" or "ve"; sde_N: its discretization.
-        epochs, batch_size, learning_rate, warmup_steps, ema_decay: training.
-        strategy: "default", "mirrored", "multi_worker" or "tpu"; precision: "float32",
-            "mixed_float16" or "mixed_bfloat16".
-        checkpoint_every_steps: steps between checkpoints (a killed run loses at most this).
-        samplers: name → kdiff.sample arguments (None: the family's defaults).
-        num_samples: images per sampler; sample_shards: Beam work items per sampler.
-        sample_batch_size: images per sampling batch.
-        fid_features: "classifier" (a classifier trained on the dataset's labels),
-            "inception" (Keras' InceptionV3) or "inception_graph" (the classic 2015
-            frozen graph behind published FIDs).
-        inception_weights: "imagenet" (Keras downloads and caches) or a local file.
-        inception_graph: path of classify_image_graph_def.pb for "inception_graph".
-        knn: neighbours shown per sample in retrieval.
-        seed: the seed of everything random.
+    Each field's one-line description is its ``metadata["help"]`` (what
+    ``python -m pipeline.run --help`` lists, grouped by ``metadata["stage"]``). Fields
+    whose default is None take the family's or the source's own value: ``network`` (the
+    family's first preset, ``DEFAULT_NETWORKS``), ``samplers`` (``DEFAULT_SAMPLERS``),
+    ``loss`` (the family's first loss; "hybrid" for unet_improved), ``channels`` (the
+    source's), ``base_channels`` (the preset's), ``limit`` (every image).
+
+    Raises:
+        ValueError: on any field outside its accepted values, naming the field
+            ("Expected … Received: name=value").
     """
 
-    dataset: str = "digits"
-    limit: Optional[int] = None
-    image_size: int = 8
-    channels: Optional[int] = None
-    num_shards: int = 4
-    family: str = "ddpm"
-    network: Optional[str] = None
-    base_channels: Optional[int] = None
-    schedule: str = "linear"
-    T: int = 1000
-    loss: Optional[str] = None
-    sigma_max: float = 1.0
-    sigma_min: float = 0.01
-    num_sigmas: int = 10
-    sde: str = "vp"
-    sde_N: int = 1000
-    epochs: int = 60
-    batch_size: int = 64
-    learning_rate: float = 1e-3
-    warmup_steps: int = 200
-    ema_decay: float = 0.995
-    strategy: str = "default"
-    precision: str = "float32"
-    checkpoint_every_steps: int = 200
-    samplers: Optional[dict] = None
-    num_samples: int = 500
-    sample_shards: int = 2
-    sample_batch_size: int = 250
-    fid_features: str = "classifier"
-    inception_weights: str = "imagenet"
-    inception_graph: Optional[str] = None
-    knn: int = 5
-    seed: int = 0
+    dataset: str = _field("digits", "ingest", 'the source: "digits", "tfds:NAME[/CONFIG]" or "folder:PATH"')
+    limit: Optional[int] = _field(None, "ingest", "use at most this many source images (none: all of them)")
+    limit_order: str = _field(
+        "stratified", "ingest",
+        "which images --limit keeps: stratified (a seeded subset, every class in proportion) or "
+        "file_number (the first N by the number in the file name; digits / TFDS: their own order)",
+    )
+    image_size: int = _field(8, "ingest", "images are center-cropped and resized to this square size")
+    channels: Optional[int] = _field(None, "ingest", "1 (grayscale) or 3 (RGB); none: the source's own")
+    num_shards: int = _field(4, "ingest", "TFRecord shards of the training split")
+    family: str = _field("ddpm", "train", "the diffusion family: ddpm, ncsn or sde")
+    network: Optional[str] = _field(None, "train", f"the network preset, one of {', '.join(NETWORKS)}; none: the family's")
+    base_channels: Optional[int] = _field(None, "train", "overrides the preset's base channels (none: the preset's)")
+    schedule: str = _field("linear", "train", "DDPM's β schedule: linear or cosine")
+    T: int = _field(1000, "train", "DDPM's diffusion steps")
+    loss: Optional[str] = _field(None, "train", "simple / hybrid (ddpm), dsm / ssm (ncsn); none: the family's")
+    sigma_max: float = _field(1.0, "train", "NCSN's largest noise level (also a VE SDE's, at least the data's diameter)")
+    sigma_min: float = _field(0.01, "train", "NCSN's (and a VE SDE's) smallest noise level")
+    num_sigmas: int = _field(10, "train", "NCSN's number of noise levels")
+    sde: str = _field("vp", "train", "the SDE of family sde: vp, subvp or ve")
+    sde_N: int = _field(1000, "train", "the SDE's discretization steps")
+    epochs: int = _field(60, "train", "passes over the training split")
+    batch_size: int = _field(64, "train", "the global batch size")
+    learning_rate: float = _field(1e-3, "train", "Adam's peak learning rate")
+    warmup_steps: int = _field(200, "train", "linear warm-up steps from a tenth of the learning rate")
+    ema_decay: float = _field(0.995, "train", "decay of the EMA copy of the weights that is sampled from")
+    strategy: str = _field("default", "train", "tf.distribute strategy: default, mirrored, multi_worker or tpu")
+    precision: str = _field("float32", "train", "float32, mixed_float16 or mixed_bfloat16 (the network's dtype policy)")
+    checkpoint_every_steps: int = _field(200, "train", "steps between checkpoints (0: at epoch ends only)")
+    samplers: Optional[dict] = _field(
+        None, "sample", 'JSON: name → kdiff.sample arguments, e.g. \'{"ddim_20": {"sampler": "ddim", "steps": 20}}\'; '
+        "none: the family's",
+    )
+    num_samples: int = _field(500, "sample", "images drawn per sampler")
+    sample_shards: int = _field(2, "sample", "Beam work items per sampler")
+    sample_batch_size: int = _field(250, "sample", "images per sampling batch")
+    fid_features: str = _field(
+        "classifier", "evaluate", "FID feature space: classifier (trained on the labels), inception or inception_graph"
+    )
+    inception_weights: str = _field("imagenet", "evaluate", 'InceptionV3 weights: "imagenet" (downloaded once) or a file')
+    inception_graph: Optional[str] = _field(None, "evaluate", "path of classify_image_graph_def.pb for inception_graph")
+    knn: int = _field(5, "evaluate", "nearest training images shown per sample in retrieval")
+    seed: int = _field(0, "run", "the seed of everything random (subset, split, weights, noise, samples)")
 
     def __post_init__(self):
-        if self.family not in FAMILIES:
-            raise ValueError(f"Expected `family` in {list(FAMILIES)}. Received: family={self.family!r}")
+        for field in dataclasses.fields(self):
+            setattr(self, field.name, check_field(field.name, getattr(self, field.name)))
         if self.network is None:
             self.network = DEFAULT_NETWORKS[self.family]
         if self.samplers is None:
             self.samplers = json.loads(json.dumps(DEFAULT_SAMPLERS[self.family]))
-        for name in ("image_size", "num_shards", "epochs", "batch_size", "num_samples", "sample_shards", "knn"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"Expected `{name}` to be an integer >= 1. Received: {name}={value!r}")
+        check_model(self.to_dict())
 
     @property
     def data_range(self):
-        """NCSN's data lives in [0, 1] (seed 5.2.3); DDPM's and SDE models' in [−1, 1]."""
-        return (0.0, 1.0) if self.family == "ncsn" else (-1.0, 1.0)
+        """(low, high) of the data the family trains on (``FAMILY_DATA_RANGES``)."""
+        return family_data_range(self.family)
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -123,6 +143,306 @@ class RunConfig:
     def section(self, names):
         """The values of ``names``: a stage's parameters, for its fingerprint."""
         return {name: getattr(self, name) for name in names}
+
+
+FIELD_NAMES = tuple(field.name for field in dataclasses.fields(RunConfig))
+
+
+def family_data_range(family):
+    """(low, high) of the data a family trains on: (0, 1) for ncsn, (−1, 1) otherwise.
+
+    Args:
+        family: "ddpm", "ncsn" or "sde".
+
+    Returns:
+        A (low, high) tuple of floats.
+    """
+    return FAMILY_DATA_RANGES[_checks().one_of(family, "family", FAMILIES)]
+
+
+def field_types():
+    """Field name → its type (``int``, ``float``, ``str``, ``dict``) and whether None is allowed.
+
+    Returns:
+        A dict name → (type, optional).
+    """
+    hints = typing.get_type_hints(RunConfig)
+    types = {}
+    for name in FIELD_NAMES:
+        hint = hints[name]
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        optional = bool(typing.get_args(hint)) and len(args) < len(typing.get_args(hint))
+        types[name] = (args[0] if optional else hint, optional)
+    return types
+
+
+def field_default(name):
+    """The ``RunConfig`` default of field ``name`` (None where the family or source decides).
+
+    Args:
+        name: a field name.
+
+    Returns:
+        The default value.
+    """
+    fields = {field.name: field for field in dataclasses.fields(RunConfig)}
+    if name not in fields:
+        raise ValueError(f"Expected a RunConfig field name{_did_you_mean(name)}. Received: name={name!r}")
+    return fields[name].default
+
+
+def _checks():
+    # kdiff._checks imports TensorFlow: imported on first use, so that flag parsing and
+    # --help stay fast and quiet.
+    from kdiff import _checks
+
+    return _checks
+
+
+def _optional(check):
+    def run(value, name):
+        return None if value is None else check(value, name)
+
+    return run
+
+
+def _text(value, name):
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"Expected `{name}` to be a non-empty string. Received: {name}={value!r}")
+    return value
+
+
+def _choice(choices):
+    return lambda value, name: _checks().one_of(value, name, choices)
+
+
+def _int_at_least(low):
+    return lambda value, name: _checks().int_in_range(value, name, low, None)
+
+
+def _positive_int(value, name):
+    return _checks().positive_int(value, name)
+
+
+def _positive(value, name):
+    return _checks().positive(value, name)
+
+
+def _channels(value, name):
+    return _checks().one_of(value, name, (1, 3))
+
+
+def _fraction(value, name):
+    value = _checks().non_negative(value, name)
+    if value > 1:
+        raise ValueError(f"Expected `{name}` in [0, 1]. Received: {name}={value!r}")
+    return value
+
+
+def _strategy(value, name):
+    from kdiff import distribute
+
+    return _checks().one_of(value, name, distribute.STRATEGIES)
+
+
+def _precision(value, name):
+    from kdiff import distribute
+
+    return _checks().one_of(value, name, distribute.PRECISIONS)
+
+
+def _network(value, name):
+    if value not in NETWORKS:
+        raise ValueError(f"Expected `{name}` in {list(NETWORKS)}. Received: {name}={value!r}")
+    return value
+
+
+def _samplers(value, name):
+    # The sample stage checks each entry against the sampler registry; here, the shape.
+    if not isinstance(value, dict) or not value or not all(isinstance(v, dict) for v in value.values()):
+        raise ValueError(
+            f"Expected `{name}` to be a non-empty dict name → kdiff.sample arguments (a dict). Received: {name}={value!r}"
+        )
+    return value
+
+
+# Field → its check (value, name) → the value (normalized) or ValueError.
+_FIELD_CHECKS = {
+    "dataset": _text,
+    "limit": _optional(_positive_int),
+    "limit_order": _choice(LIMIT_ORDERS),
+    "image_size": _positive_int,
+    "channels": _optional(_channels),
+    "num_shards": _positive_int,
+    "family": _choice(FAMILIES),
+    "network": _optional(_network),
+    "base_channels": _optional(_positive_int),
+    "schedule": _choice(SCHEDULES),
+    "T": _positive_int,
+    "loss": _optional(_text),
+    "sigma_max": _positive,
+    "sigma_min": _positive,
+    "num_sigmas": _int_at_least(2),
+    "sde": _choice(SDES),
+    "sde_N": _positive_int,
+    "epochs": _positive_int,
+    "batch_size": _positive_int,
+    "learning_rate": _positive,
+    "warmup_steps": _int_at_least(0),
+    "ema_decay": _fraction,
+    "strategy": _strategy,
+    "precision": _precision,
+    "checkpoint_every_steps": _int_at_least(0),
+    "samplers": _optional(_samplers),
+    "num_samples": _positive_int,
+    "sample_shards": _positive_int,
+    "sample_batch_size": _positive_int,
+    "fid_features": _choice(FID_FEATURES),
+    "inception_weights": _text,
+    "inception_graph": _optional(_text),
+    "knn": _positive_int,
+    "seed": _int_at_least(0),
+}
+
+
+def check_field(name, value):
+    """Checks one field's value: the check ``RunConfig``, the stages and the builders share.
+
+    Args:
+        name: the field name.
+        value: its value.
+
+    Returns:
+        The value (ints as ``int``, numbers as ``float``).
+
+    Raises:
+        ValueError: "Expected … Received: name=value".
+    """
+    if name not in _FIELD_CHECKS:
+        raise ValueError(f"Expected a RunConfig field name{_did_you_mean(name)}. Received: name={name!r}")
+    return _FIELD_CHECKS[name](value, name)
+
+
+def resolve_loss(family, network, loss):
+    """The loss a family trains with: the config's, or the family's default.
+
+    Args:
+        family: "ddpm", "ncsn" or "sde".
+        network: the network preset.
+        loss: the config's ``loss`` (None: the default).
+
+    Returns:
+        The loss name ("sde_dsm" for the SDE family, whose loss is fixed).
+    """
+    if family == "sde":
+        if loss not in (None, "sde_dsm", "dsm"):
+            raise ValueError(
+                "Expected no `loss` for family='sde' (score-based SDE models train with the "
+                f"denoising score matching loss of their SDE). Received: loss={loss!r}"
+            )
+        return "sde_dsm"
+    if loss is None:
+        return "hybrid" if network == "unet_improved" else FAMILY_LOSSES[family][0]
+    if loss not in FAMILY_LOSSES[family]:
+        raise ValueError(
+            f"Expected `loss` in {list(FAMILY_LOSSES[family])} for family={family!r}. Received: loss={loss!r}"
+        )
+    if network == "unet_improved" and loss != "hybrid":
+        raise ValueError(
+            "Expected loss='hybrid' with network='unet_improved' (it learns the variance, which "
+            f"the hybrid loss trains). Received: loss={loss!r}; use network='unet_small' or "
+            "'unet_ddpm_cifar10' for the simple loss."
+        )
+    return loss
+
+
+def check_network(family, network):
+    """Raises ValueError unless ``network`` is a preset that ``family`` trains.
+
+    Args:
+        family: "ddpm", "ncsn" or "sde".
+        network: the network preset.
+    """
+    _network(network, "network")
+    if network not in FAMILY_NETWORKS[family]:
+        hint = {
+            "ddpm": "a U-Net preset (unet_small, unet_ddpm_cifar10, unet_improved)",
+            "ncsn": "an NCSN preset (ncsn_small, ncsn_cifar10)",
+            "sde": "unet_small or unet_ddpm_cifar10 (a learned variance belongs to DDPM)",
+        }[family]
+        raise ValueError(
+            f"Expected `network` for family={family!r} to be {hint}. Received: network={network!r}"
+        )
+
+
+def check_model(params):
+    """The checks across fields: network × family, loss, σ's, a U-Net's base channels.
+
+    Args:
+        params: a dict of ``RunConfig`` fields (missing ones take their defaults).
+
+    Raises:
+        ValueError: naming the field.
+    """
+    family = _checks().one_of(params.get("family") or field_default("family"), "family", FAMILIES)
+    network = params.get("network") or DEFAULT_NETWORKS[family]
+    check_network(family, network)
+    resolve_loss(family, network, params.get("loss"))
+    sigma_max = float(_value(params, "sigma_max"))
+    sigma_min = float(_value(params, "sigma_min"))
+    if not 0 < sigma_min < sigma_max:
+        raise ValueError(
+            "Expected 0 < `sigma_min` < `sigma_max`. "
+            f"Received: sigma_min={sigma_min!r}, sigma_max={sigma_max!r}"
+        )
+    check_base_channels(network, params.get("base_channels"))
+
+
+def check_base_channels(network, base_channels):
+    """Raises ValueError unless a U-Net's ``base_channels`` is a multiple of its GroupNorm groups.
+
+    Args:
+        network: the network preset.
+        base_channels: the config's ``base_channels`` (None: the preset's).
+    """
+    if base_channels is not None and network in UNET_PRESETS and base_channels % UNET_GROUPS:
+        raise ValueError(
+            f"Expected `base_channels` divisible by {UNET_GROUPS} for a U-Net (its GroupNorm groups). "
+            f"Received: base_channels={base_channels}"
+        )
+
+
+def _value(params, name):
+    value = params.get(name)
+    return field_default(name) if value is None else value
+
+
+def resolve(params, names):
+    """A stage's params with ``names`` filled in and checked: the stages' and builders' defaults.
+
+    A name that ``params`` lacks, or holds as None, takes its ``RunConfig`` default, and
+    ``network`` the family's preset; every value passes ``check_field``. Other keys
+    (``beam_args``, ``data_range``) are kept; a missing ``data_range`` is the family's.
+
+    Args:
+        params: a dict (a ``RunConfig.section`` plus the run's extras).
+        names: the field names the stage reads (its ``SPEC.parameters``).
+
+    Returns:
+        A new dict.
+
+    Raises:
+        ValueError: a value outside its field's accepted values.
+    """
+    resolved = dict(params)
+    for name in names:
+        if name in _FIELD_CHECKS:
+            resolved[name] = check_field(name, _value(params, name))
+    if "network" in names and resolved.get("network") is None:
+        resolved["network"] = DEFAULT_NETWORKS[_value(resolved, "family")]
+    if resolved.get("data_range") is None and ("family" in names or "family" in params):
+        resolved["data_range"] = list(family_data_range(_value(resolved, "family")))
+    return resolved
 
 
 PRESETS = {
@@ -148,6 +468,7 @@ PRESETS = {
     },
 }
 
+# The tiny preset's samplers (few steps), per family.
 TINY_SAMPLERS = {
     "ddpm": {"ddim_10": {"sampler": "ddim", "steps": 10}, "ddpm_20": {"sampler": "ddpm", "steps": 20}},
     "ncsn": {"annealed_langevin": {"sampler": "annealed_langevin", "steps": 3, "step_lr": 2e-5, "denoise": True}},
@@ -159,7 +480,7 @@ TINY_SAMPLERS = {
 
 
 def preset(name="default", **overrides):
-    """A config from a named preset plus overrides.
+    """A config from a named preset plus overrides, checked like any other config.
 
     Args:
         name: "default" or "tiny".
@@ -167,22 +488,56 @@ def preset(name="default", **overrides):
 
     Returns:
         A ``RunConfig``.
+
+    Raises:
+        ValueError: an unknown preset or field, or a field outside its accepted values.
     """
-    if name not in PRESETS:
-        raise ValueError(f"Expected `preset` in {list(PRESETS)}. Received: preset={name!r}")
+    _checks().one_of(name, "preset", tuple(PRESETS))
+    unknown = sorted(set(overrides) - set(FIELD_NAMES))
+    if unknown:
+        raise ValueError(
+            f"Expected RunConfig fields{_did_you_mean(unknown[0])}. Received unknown: {unknown}"
+        )
     values = dict(PRESETS[name])
-    if name == "tiny":
-        family = overrides.get("family", "ddpm")
-        values["samplers"] = json.loads(json.dumps(TINY_SAMPLERS[family]))
+    if name == "tiny" and overrides.get("samplers") is None:
+        family = overrides.get("family", field_default("family"))
+        if family in TINY_SAMPLERS:  # any other family fails in RunConfig, naming the field
+            values["samplers"] = json.loads(json.dumps(TINY_SAMPLERS[family]))
     values.update(overrides)
     return RunConfig(**values)
 
 
-def load(path):
-    """Reads a config JSON file (a subset of fields is fine: the rest are defaults)."""
+def read_file(path):
+    """The fields of a config JSON file (a subset is fine: the rest come from the preset).
+
+    Args:
+        path: a JSON file holding an object of ``RunConfig`` fields.
+
+    Returns:
+        A dict field → value.
+
+    Raises:
+        ValueError: the file is not a JSON object, or holds keys that are not fields
+            (named, with the closest field).
+        OSError: the file cannot be read.
+    """
     with open(path, encoding="utf-8") as f:
-        values = json.load(f)
-    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(RunConfig)})
+        try:
+            values = json.load(f)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"Expected a JSON object of RunConfig fields in {path}. Received: {error}") from None
+    if not isinstance(values, dict):
+        raise ValueError(
+            f"Expected a JSON object of RunConfig fields in {path}. Received: a {type(values).__name__}"
+        )
+    unknown = sorted(set(values) - set(FIELD_NAMES))
     if unknown:
-        raise ValueError(f"Expected RunConfig fields in {path}. Received unknown: {unknown}")
-    return RunConfig(**values)
+        raise ValueError(
+            f"Expected RunConfig fields in {path}{_did_you_mean(unknown[0])}. Received unknown: {unknown}"
+        )
+    return values
+
+
+def _did_you_mean(name):
+    close = difflib.get_close_matches(str(name), FIELD_NAMES, n=1)
+    return f" (did you mean {close[0]!r} for {name!r}?)" if close else ""

@@ -3,7 +3,8 @@
 Three sources, named by one string (``RunConfig.dataset``):
 
 - ``"digits"``: scikit-learn's 1,797 handwritten 8×8 digits (labels 0–9), pixel values
-  0..16 mapped to uint8 0..255. Ships inside scikit-learn: no network.
+  0..16 mapped to uint8 0..255 (``kdiff.digits.load_uint8``, the library's own loader).
+  Ships inside scikit-learn: no network.
 - ``"tfds:NAME[/CONFIG]"``: a TensorFlow Datasets dataset, its ``train`` split (or its
   first split when it has none). tensorflow-datasets downloads and prepares it once, on
   the machine that runs ingest (tensorflow-datasets 4.9.10 needs ``importlib_resources``
@@ -20,6 +21,18 @@ data, find the labels) into small picklable records, and read in Beam workers by
 reader opened once per worker (``open_reader``): one record per image for digits and
 folders, one record for a whole TFDS split (read as a stream, never all in memory).
 
+``limit`` keeps N of the source's images, chosen by ``limit_order`` (``select``):
+
+- ``"stratified"`` (the default): a seeded subset — with labels, each class keeps a
+  share proportional to its size (largest remainders; at least one image per class when
+  N ≥ the number of classes), the images of a class ranked by a hash of the seed and
+  their key; without labels, the N smallest hashes. Same seed, same subset; a file
+  added to the folder changes the subset only where it ranks.
+- ``"file_number"``: the first N in numeric order of the number in the file name
+  (``2.jpg`` before ``10.jpg``; the last number in the name; names without one follow,
+  by path) — "the first 3,000 CelebA-HQ images by file number"; digits by index, TFDS
+  by its split's order.
+
 ``preprocess`` converts any mode to L or RGB (alpha composited over white), center-crops
 to a square and resizes with Pillow's antialiased bicubic filter. Examples are
 ``tf.train.Example`` records with ``image`` (PNG bytes of uint8 H×W×C), ``label`` (int64,
@@ -31,11 +44,16 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import hashlib
 import io
 import os
+import re
 
 import numpy as np
 
+from kdiff import _checks
+from kdiff import digits as digits_lib
+from pipeline import config as config_lib
 from pipeline.stages.base import StageError, read_json
 
 SOURCE_FORMS = ("digits", "tfds:NAME[/CONFIG]", "folder:PATH")
@@ -100,7 +118,8 @@ class SourcePlan:
     Attributes:
         source: the ``Source``.
         records: picklable records, in a deterministic order (digits: ``(key, index,
-            label)``; folder: ``(key, path, label)``; tfds: one ``(split, limit)``).
+            label)``; folder: ``(key, path, label)``; tfds: one ``(split, limit,
+            indices)``, ``indices`` the sorted split indices of a stratified subset or None).
         num_classes: the source's number of classes, None when unlabeled.
         class_names: the class names (folder and tfds) or None.
         default_channels: the channels used when ``channels`` is None (digits 1; tfds:
@@ -119,58 +138,170 @@ class SourcePlan:
 
 
 def check_limit(limit):
-    """``limit``: None (all) or an integer ≥ 1; ValueError otherwise."""
+    """``limit``: None (all) or an integer ≥ 1; ValueError otherwise (``RunConfig``'s check)."""
+    return config_lib.check_field("limit", limit)
+
+
+def subset_hash(seed, key):
+    """A stable 64-bit hash of a record key under a seed: the rank of ``limit``'s subset.
+
+    Salted apart from ingest's held-out split (``ingest.split_hash``), so the subset and
+    the split are drawn independently.
+    """
+    return int.from_bytes(hashlib.sha256(f"limit/{int(seed)}/{key}".encode()).digest()[:8], "big")
+
+
+def file_number(path):
+    """The number in a file's name (its last run of digits), or None: ``img_0012.png`` → 12.
+
+    Args:
+        path: a file path (only its base name, without extension, is read).
+
+    Returns:
+        An int, or None when the name holds no digits.
+    """
+    stem = os.path.splitext(os.path.basename(str(path)))[0]
+    numbers = re.findall(r"\d+", stem)
+    return int(numbers[-1]) if numbers else None
+
+
+def file_number_order(keys):
+    """The indices of ``keys`` in numeric order of their file numbers (``2.jpg`` before ``10.jpg``).
+
+    Names without a number follow the numbered ones; ties and those go by key.
+
+    Args:
+        keys: file paths (or keys).
+
+    Returns:
+        A list of indices into ``keys``.
+    """
+    def rank(i):
+        number = file_number(keys[i])
+        return (number is None, number if number is not None else 0, str(keys[i]))
+
+    return sorted(range(len(keys)), key=rank)
+
+
+def class_quotas(counts, limit):
+    """How many of ``limit`` images each class keeps: shares proportional to ``counts``.
+
+    Largest-remainder apportionment (ties by class order); when ``limit`` is at least
+    the number of non-empty classes, every non-empty class keeps at least one.
+
+    Args:
+        counts: images per class (a sequence of ints ≥ 0).
+        limit: the images to keep in all (at most ``sum(counts)``).
+
+    Returns:
+        A list of ints, one per class, summing to ``min(limit, sum(counts))``.
+    """
+    counts = [int(c) for c in counts]
+    total = sum(counts)
+    limit = min(int(limit), total)
+    if total == 0:
+        return [0] * len(counts)
+    exact = [limit * c / total for c in counts]
+    quotas = [int(e) for e in exact]
+    by_remainder = sorted(range(len(counts)), key=lambda i: (-(exact[i] - quotas[i]), i))
+    for i in by_remainder[: limit - sum(quotas)]:
+        quotas[i] += 1
+    present = [i for i, c in enumerate(counts) if c > 0]
+    if limit >= len(present):
+        for i in present:
+            if quotas[i] == 0:  # take one from the class that keeps the most
+                donor = max(range(len(counts)), key=lambda j: (quotas[j], -j))
+                quotas[donor] -= 1
+                quotas[i] += 1
+    return quotas
+
+
+def select(keys, labels, limit, limit_order=config_lib.field_default("limit_order"), seed=config_lib.field_default("seed")):
+    """Which records ``limit`` keeps (see the module docstring).
+
+    Args:
+        keys: the records' keys (folder: relative paths), in the source's order.
+        labels: their int labels (−1: unlabeled), or None.
+        limit: None (all) or an integer ≥ 1.
+        limit_order: "stratified" or "file_number".
+        seed: the seed of the stratified subset.
+
+    Returns:
+        A list of indices into ``keys``: the source's order for "stratified", numeric
+        file order for "file_number"; every index when ``limit`` is None or ≥ the count.
+    """
+    limit = check_limit(limit)
+    limit_order = config_lib.check_field("limit_order", limit_order)
+    seed = config_lib.check_field("seed", seed)
+    if limit_order == "file_number":
+        order = file_number_order(keys)
+        return order if limit is None else order[:limit]
+    if limit is None or limit >= len(keys):
+        return list(range(len(keys)))
+    labels = [-1] * len(keys) if labels is None else [int(label) for label in labels]
+    classes = sorted(set(labels))
+    members = {c: [i for i, label in enumerate(labels) if label == c] for c in classes}
+    quotas = class_quotas([len(members[c]) for c in classes], limit)
+    chosen = []
+    for c, quota in zip(classes, quotas):
+        ranked = sorted(members[c], key=lambda i: (subset_hash(seed, keys[i]), i))
+        chosen.extend(ranked[:quota])
+    return sorted(chosen)
+
+
+def describe_limit(limit, limit_order, seed):
+    """A few words on what ``limit`` keeps, for the stage's log ("" without a limit)."""
     if limit is None:
-        return None
-    if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit <= 0:
-        raise ValueError(f"Expected `limit` to be None or an integer >= 1. Received: limit={limit!r}")
-    return int(limit)
+        return ""
+    if limit_order == "file_number":
+        return f" (the first {limit} by file number)"
+    return f" (a class-stratified subset of {limit}, seed {seed})"
 
 
-def plan_source(source, limit=None):
+def plan_source(source, limit=None, limit_order=config_lib.field_default("limit_order"),
+                seed=config_lib.field_default("seed")):
     """Enumerates a source in the driver (no image is decoded here).
 
-    ``limit`` keeps the first ``limit`` records in the source's own deterministic order:
-    digits by index, folder files by sorted relative path, TFDS by its split's order.
+    ``limit`` keeps ``limit`` records chosen by ``limit_order`` (``select``); the records
+    are listed in the source's own deterministic order: digits by index, folder files by
+    sorted relative path (by file number for "file_number"), TFDS by its split's order.
 
     Args:
         source: a ``Source`` or a dataset string.
         limit: None or an integer ≥ 1.
+        limit_order: "stratified" or "file_number".
+        seed: the seed of the stratified subset.
 
     Returns:
         A ``SourcePlan``.
 
     Raises:
         StageError: a missing or empty folder, an unknown or unpreparable TFDS dataset.
-        ValueError: ``limit`` ≤ 0.
+        ValueError: ``limit`` ≤ 0, an unknown ``limit_order``.
     """
     if isinstance(source, str):
         source = parse_source(source)
     limit = check_limit(limit)
+    limit_order = config_lib.check_field("limit_order", limit_order)
+    seed = config_lib.check_field("seed", seed)
     if source.kind == "digits":
-        return _plan_digits(source, limit)
+        return _plan_digits(source, limit, limit_order, seed)
     if source.kind == "folder":
-        return _plan_folder(source, limit)
+        return _plan_folder(source, limit, limit_order, seed)
     if source.kind == "tfds":
-        return _plan_tfds(source, limit)
+        return _plan_tfds(source, limit, limit_order, seed)
     raise StageError(f"Unknown source kind {source.kind!r} for dataset {source.spec!r}.")
 
 
-def _digits():
-    from sklearn.datasets import load_digits
-
-    return load_digits()
-
-
 def digits_uint8(images):
-    """scikit-learn digits pixel values 0..16 → uint8 0..255 (rounded)."""
-    return np.round(np.asarray(images, np.float64) * (255.0 / 16.0)).astype(np.uint8)
+    """scikit-learn digits pixel values 0..16 → uint8 0..255 (``kdiff.digits.to_uint8``)."""
+    return digits_lib.to_uint8(images)
 
 
-def _plan_digits(source, limit):
-    labels = _digits().target
-    count = len(labels) if limit is None else min(limit, len(labels))
-    records = [(f"digits/{i:06d}", i, int(labels[i])) for i in range(count)]
+def _plan_digits(source, limit, limit_order, seed):
+    _, labels = digits_lib.load_uint8(return_labels=True)
+    keys = [f"digits/{i:06d}" for i in range(len(labels))]  # file number: the index
+    records = [(keys[i], i, int(labels[i])) for i in select(keys, labels, limit, limit_order, seed)]
     return SourcePlan(source, records, num_classes=10, class_names=[str(i) for i in range(10)], default_channels=1)
 
 
@@ -193,7 +324,7 @@ def list_images(root):
     return sorted(found)
 
 
-def _plan_folder(source, limit):
+def _plan_folder(source, limit, limit_order, seed):
     root = source.name
     if not os.path.exists(root):
         raise StageError(
@@ -211,13 +342,12 @@ def _plan_folder(source, limit):
     parents = [posix_dirname(f) for f in files]
     class_names = sorted({os.path.basename(p) for p in parents})
     labelled = all(parents) and len(class_names) >= 2
-    if limit is not None:
-        files, parents = files[:limit], parents[:limit]
+    index = {name: i for i, name in enumerate(class_names)}
+    labels = [index[os.path.basename(p)] for p in parents] if labelled else [-1] * len(files)
+    chosen = select(files, labels, limit, limit_order, seed)
+    records = [(files[i], os.path.join(root, files[i]), labels[i]) for i in chosen]
     if labelled:
-        index = {name: i for i, name in enumerate(class_names)}
-        records = [(f, os.path.join(root, f), index[os.path.basename(p)]) for f, p in zip(files, parents)]
         return SourcePlan(source, records, num_classes=len(class_names), class_names=class_names, default_channels=3)
-    records = [(f, os.path.join(root, f), -1) for f in files]
     return SourcePlan(source, records, num_classes=None, class_names=None, default_channels=3)
 
 
@@ -235,7 +365,7 @@ def _tfds_error(source, error, what):
     )
 
 
-def _plan_tfds(source, limit):
+def _plan_tfds(source, limit, limit_order, seed):
     try:
         import tensorflow_datasets as tfds
     except ImportError as error:  # pragma: no cover - a dependency
@@ -280,7 +410,38 @@ def _plan_tfds(source, limit):
         "image_key": image_key,
         "label_key": label_key,
     }
-    return SourcePlan(source, [(split, limit)], num_classes, class_names, default_channels, options)
+    indices = None
+    if limit is not None and limit_order == "stratified":
+        labels = _tfds_labels(source, options)
+        indices = tuple(select([_tfds_key(split, i) for i in range(len(labels))], labels, limit, limit_order, seed))
+    return SourcePlan(source, [(split, limit, indices)], num_classes, class_names, default_channels, options)
+
+
+def _tfds_key(split, index):
+    return f"{split}/{index:09d}"
+
+
+def _tfds_load(source, options, split, skip_image_decoding=False):
+    import tensorflow_datasets as tfds
+
+    kwargs = {"split": split, "download": False}
+    if skip_image_decoding:
+        kwargs["decoders"] = {options["image_key"]: tfds.decode.SkipDecoding()}
+    else:
+        kwargs["as_supervised"] = options.get("as_supervised", False)
+    try:
+        return tfds.load(options.get("name", source.name), **kwargs)
+    except Exception as error:
+        raise _tfds_error(source, error, f"could not read split {split!r}") from error
+
+
+def _tfds_labels(source, options):
+    """Every label of the TFDS split, in its order (−1 without labels), images left undecoded."""
+    import tensorflow_datasets as tfds
+
+    label_key = options.get("label_key")
+    dataset = _tfds_load(source, options, options["split"], skip_image_decoding=True)
+    return [int(example[label_key]) if label_key else -1 for example in tfds.as_numpy(dataset)]
 
 
 # ---------------------------------------------------------------------------- readers
@@ -310,7 +471,7 @@ class DigitsReader:
     """Reads digits by index (the 1,797 images load once, from scikit-learn)."""
 
     def __init__(self):
-        self.images = digits_uint8(_digits().images)
+        self.images = digits_lib.load_uint8()
 
     def __call__(self, record):
         key, index, label = record
@@ -347,7 +508,8 @@ def read_image_file(path):
 
 
 class TfdsReader:
-    """Streams one TFDS split (up to ``limit`` examples) with tf.data, one example at a time."""
+    """Streams one TFDS split with tf.data, one example at a time: all of it, its first
+    ``limit`` examples, or the members of a stratified subset (read up to the last one)."""
 
     def __init__(self, source, options):
         self.source = source
@@ -356,23 +518,26 @@ class TfdsReader:
     def __call__(self, record):
         import tensorflow_datasets as tfds
 
-        split, limit = record
+        split, limit, indices = record
         opts = self.options
-        read_split = split if limit is None else f"{split}[:{limit}]"
-        kwargs = {"split": read_split, "download": False, "as_supervised": opts.get("as_supervised", False)}
-        try:
-            dataset = tfds.load(opts.get("name", self.source.name), **kwargs)
-        except Exception as error:
-            raise _tfds_error(self.source, error, f"could not read split {read_split!r}") from error
-        if limit is not None:
+        if indices is not None:  # a stratified subset: read up to its last index, keep its members
+            wanted = frozenset(indices)
+            read_split = f"{split}[:{max(indices) + 1}]" if indices else f"{split}[:0]"
+        else:  # everything, or the first `limit`
+            wanted = None
+            read_split = split if limit is None else f"{split}[:{limit}]"
+        dataset = _tfds_load(self.source, opts, read_split)
+        if limit is not None and wanted is None:
             dataset = dataset.take(limit)
         for index, example in enumerate(tfds.as_numpy(dataset)):
+            if wanted is not None and index not in wanted:
+                continue
             if opts.get("as_supervised"):
                 image, label = example
             else:
                 image = example[opts["image_key"]]
                 label = example[opts["label_key"]] if opts.get("label_key") else -1
-            yield f"{split}/{index:09d}", np.asarray(image), int(label)
+            yield _tfds_key(split, index), np.asarray(image), int(label)
 
 
 # ---------------------------------------------------------------------------- preprocessing
@@ -444,10 +609,8 @@ def preprocess(image, image_size, channels):
     """
     from PIL import Image
 
-    if channels not in (1, 3):
-        raise ValueError(f"Expected `channels` in (1, 3). Received: channels={channels!r}")
-    if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size < 1:
-        raise ValueError(f"Expected `image_size` to be an integer >= 1. Received: image_size={image_size!r}")
+    _checks.one_of(channels, "channels", (1, 3))
+    image_size = _checks.positive_int(image_size, "image_size")
     if not isinstance(image, Image.Image):
         image = _array_to_pil(image)
     image = _to_l_or_rgb(image)
@@ -602,8 +765,7 @@ def make_dataset(examples_dir, data_range, batch_size, split="train", shuffle_se
     """
     import tensorflow as tf
 
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"Expected `batch_size` to be an integer >= 1. Received: batch_size={batch_size!r}")
+    batch_size = _checks.positive_int(batch_size, "batch_size")
     low, high = (float(v) for v in data_range)
     files = example_files(examples_dir, split)
     stats = _read_stats(examples_dir) or {}

@@ -4,15 +4,19 @@ ingest → train → sample → evaluate → retrieve → report, each stage wri
 ``<output_dir>/<stage>/`` with a fingerprint of its parameters and inputs: a rerun skips
 completed stages whose fingerprint matches (TFX-style caching), ``--force`` reruns them.
 Our own flags (every ``RunConfig`` field, ``--config``, ``--preset``, ``--output_dir``,
-``--force``, ``--stages``) are split from Beam's pipeline flags (``--runner``,
-``--direct_num_workers``, ``--direct_running_mode``, Dataflow / Flink / Spark options),
-which are passed to the Beam stages untouched.
+``--force``, ``--stages``, ``--verbose``; ``--help`` lists them by stage) are split from
+Beam's pipeline flags (``--runner``, ``--direct_num_workers``, ``--direct_running_mode``,
+Dataflow / Flink / Spark options), which are passed to the Beam stages untouched. A flag
+that is neither fails, naming the closest known flag. TensorFlow's and Beam's logs are
+hidden unless ``--verbose``; the root logger is left alone.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import difflib
 import glob
 import importlib
 import json
@@ -20,6 +24,7 @@ import logging
 import os
 import shutil
 import sys
+import tempfile
 import time
 
 from pipeline import config as config_lib
@@ -38,48 +43,171 @@ ARTIFACT_PATHS = {
 }
 
 
-def _field_type(field):
-    hint = field.type if not isinstance(field.type, str) else field.type
-    text = str(hint)
-    if "dict" in text:
-        return json.loads
-    if "int" in text and "Optional" in text:
-        return lambda v: None if v.lower() == "none" else int(v)
-    if "int" in text:
-        return int
-    if "float" in text:
-        return float
-    return lambda v: None if v.lower() == "none" else v
+GROUP_TITLES = {
+    "ingest": "data / ingest",
+    "train": "model / train",
+    "sample": "sample",
+    "evaluate": "evaluate / retrieve",
+    "run": "run",
+}
+
+EPILOG = """\
+Apache Beam's own flags pass through to the Beam stages, e.g.
+  --runner=DirectRunner (the default here) | DataflowRunner | FlinkRunner | SparkRunner
+  --direct_num_workers=2 --direct_running_mode=multi_processing   (DirectRunner)
+  --project=… --region=… --temp_location=gs://…                   (DataflowRunner)
+A flag that is neither ours nor a Beam option is an error. Beam's full list: --help_beam
+(the options of apache_beam.options.pipeline_options' PipelineOptions classes).
+(Beam's --network, the Dataflow workers' GCE network, is shadowed by ours: the network preset.)
+Defaults shown are the default preset's; --preset=tiny changes some (pipeline/config.py PRESETS).
+Logs: TensorFlow's C++ and Python logs and Beam's warnings are hidden unless --verbose.
+"""
+
+
+def _converter(kind, optional):
+    """The argparse ``type`` of a field: text → int / float / str / dict (JSON), "none" → None."""
+    expected = {int: "an integer", float: "a number", str: "a string", dict: "a JSON object"}[kind]
+    expected += " or none" if optional else ""
+
+    def convert(text):
+        if optional and text.strip().lower() == "none":
+            return None
+        try:
+            return json.loads(text) if kind is dict else kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}. Received: {text!r}") from None
+
+    convert.__name__ = expected
+    return convert
+
+
+def _shown(value):
+    return "none" if value is None else json.dumps(value) if isinstance(value, dict) else str(value)
 
 
 def build_parser():
-    """The argument parser of our own flags (Beam's are left for PipelineOptions)."""
+    """The argument parser of our own flags (Beam's are left for PipelineOptions).
+
+    Every ``RunConfig`` field is a flag, listed with its default and one-line help in
+    the group of the stage that reads it. A flag that is not given is absent from the
+    parsed namespace (so an explicit ``--limit=none`` is told from no ``--limit``).
+
+    Returns:
+        An ``argparse.ArgumentParser``.
+    """
     parser = argparse.ArgumentParser(
         prog="python -m pipeline.run",
-        description="kdiff pipeline: ingest → train → sample → evaluate → retrieve → report on Apache Beam.",
+        usage="%(prog)s [--preset=NAME] [--config=FILE] [RunConfig flags] [run flags] [Beam flags]",
+        description="kdiff pipeline: ingest → train → sample → evaluate → retrieve → report on Apache Beam. "
+        "Every flag below is a RunConfig field (pipeline/config.py) unless listed under run.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,  # an abbreviation could swallow a Beam flag
     )
-    parser.add_argument("--output_dir", default="runs/default", help="where each stage writes (default runs/default)")
-    parser.add_argument("--preset", default="default", choices=sorted(config_lib.PRESETS), help="a named config")
-    parser.add_argument("--config", default=None, help="a JSON file of RunConfig fields (flags override it)")
-    parser.add_argument("--force", action="store_true", help="rerun stages even when their outputs are cached")
-    parser.add_argument(
+    groups = {stage: parser.add_argument_group(GROUP_TITLES[stage]) for stage in config_lib.STAGE_GROUPS}
+    run_group = groups["run"]
+    run_group.add_argument("--output_dir", default="runs/default", help="where each stage writes (default: runs/default)")
+    run_group.add_argument(
+        "--preset", default="default", choices=sorted(config_lib.PRESETS),
+        help="a named config the other flags override (default: default)",
+    )
+    run_group.add_argument(
+        "--config", default=None,
+        help="a JSON file of RunConfig fields, applied over the preset; flags override it (default: none)",
+    )
+    run_group.add_argument("--force", action="store_true", help="rerun stages even when their outputs are cached")
+    run_group.add_argument(
         "--stages", default=",".join(STAGE_ORDER),
-        help=f"comma-separated stages to run, in order, from {','.join(STAGE_ORDER)}",
+        help=f"comma-separated stages to run, in order (default: {','.join(STAGE_ORDER)})",
     )
+    run_group.add_argument(
+        "--verbose", action="store_true", help="show TensorFlow's C++ / Python logs and Beam's warnings"
+    )
+    run_group.add_argument("--help_beam", action=_BeamHelp, help="list Apache Beam's pipeline options and exit")
+    types = config_lib.field_types()
     for field in dataclasses.fields(config_lib.RunConfig):
-        parser.add_argument(f"--{field.name}", type=_field_type(field), default=None, help=argparse.SUPPRESS)
+        kind, optional = types[field.name]
+        text = f"{field.metadata['help']} (default: {_shown(field.default)})".replace("%", "%%")
+        groups[field.metadata["stage"]].add_argument(
+            f"--{field.name}", type=_converter(kind, optional), default=argparse.SUPPRESS,
+            metavar=field.name.upper(), help=text,
+        )
     return parser
 
 
+def _beam_parser():
+    """An argparse parser of every Beam pipeline option, built as PipelineOptions builds its own.
+
+    ``PipelineOptions.get_all_options`` parses with the options of its direct subclasses
+    (``_add_argparse_args``) and only logs what it cannot parse; this parser is what lets
+    an unknown flag fail instead. ``_BeamArgumentParser`` and ``_add_argparse_args`` are
+    Beam internals (Beam 2.77), the only way to list its options.
+    """
+    from apache_beam.options import pipeline_options
+
+    parser = pipeline_options._BeamArgumentParser(allow_abbrev=False, add_help=False)
+    for cls in pipeline_options.PipelineOptions.__subclasses__():
+        cls._add_argparse_args(parser)  # pylint: disable=protected-access
+    return parser
+
+
+class _BeamHelp(argparse.Action):
+    """``--help_beam``: prints Beam's pipeline options (``_beam_parser``) and exits."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        beam = _beam_parser()
+        beam.usage = f"{parser.prog} [our flags] [Beam flags]"
+        beam.print_help()
+        parser.exit()
+
+
+def _option_strings(parser):
+    return [option for action in parser._actions for option in action.option_strings if option.startswith("--")]
+
+
+def check_beam_args(parser, beam_args):
+    """Fails (``parser.error``, exit code 2) on an argument that is neither ours nor Beam's.
+
+    Args:
+        parser: our parser (``build_parser``), for the message and the suggestions.
+        beam_args: what our parser left: Beam's flags, or unknown ones.
+
+    Returns:
+        ``beam_args``, unchanged.
+    """
+    beam = _beam_parser()
+    _, unknown = beam.parse_known_args(list(beam_args))
+    if not unknown:
+        return beam_args
+    flags = [arg for arg in unknown if arg.startswith("-")]
+    if not flags:
+        parser.error(f"unrecognized argument(s) {unknown}: flags are --name=value (see --help)")
+    name = flags[0].split("=", 1)[0]
+    close = difflib.get_close_matches(name, _option_strings(parser) + _option_strings(beam), n=1)
+    hint = f"; did you mean {close[0]}?" if close else " (see --help)"
+    parser.error(f"unrecognized argument {name}: neither a kdiff pipeline flag nor an Apache Beam option{hint}")
+    return beam_args  # not reached: parser.error exits
+
+
 def make_config(known):
-    """The effective RunConfig: preset, then the --config file, then flags."""
-    values = {}
-    if known.config:
-        values.update(json.loads(open(known.config, encoding="utf-8").read()))
-    for field in dataclasses.fields(config_lib.RunConfig):
-        value = getattr(known, field.name)
-        if value is not None:
-            values[field.name] = value
+    """The effective RunConfig: the preset, then the --config file, then the flags given.
+
+    Args:
+        known: our parsed flags (``build_parser``): only the fields given are set.
+
+    Returns:
+        A ``RunConfig`` (every field checked by ``RunConfig`` itself).
+
+    Raises:
+        ValueError: a bad field value, or an unknown key in the --config file (named).
+        OSError: the --config file cannot be read.
+    """
+    values = config_lib.read_file(known.config) if known.config else {}
+    given = vars(known)
+    values.update({name: given[name] for name in config_lib.FIELD_NAMES if name in given})
     return config_lib.preset(known.preset, **values)
 
 
@@ -192,6 +320,71 @@ def _headline(output_dir):
     )
 
 
+# Python loggers that --verbose shows and a quiet run raises to ERROR (restored afterwards):
+# TensorFlow's, absl's, and Beam's ("no snappy" and the like).
+QUIET_LOGGERS = ("tensorflow", "absl", "apache_beam")
+# Modules that write to stderr while they are imported: TensorFlow's C++ start-up lines;
+# Beam's optional-GCP note, logged with logging.warning on the root logger.
+QUIET_IMPORTS = ("tensorflow", "apache_beam", "apache_beam.options.pipeline_options")
+
+
+def _import_quietly(module):
+    """Imports ``module`` with file descriptor 2 sent to a temporary file.
+
+    TensorFlow's C++ start-up lines ("All log messages before absl::InitializeLog() …",
+    the oneDNN and CUDA-probe notes) are written by absl before TF_CPP_MIN_LOG_LEVEL is
+    read, so the environment variable alone does not hide them. What was written is
+    replayed if the import fails.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            importlib.import_module(module)
+        except BaseException:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode("utf-8", "replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+@contextlib.contextmanager
+def quiet_logs(verbose=False):
+    """Hides TensorFlow's C++ and Python logs and Beam's warnings unless ``verbose``.
+
+    Sets ``TF_CPP_MIN_LOG_LEVEL=2`` (unless already set) before TensorFlow is imported —
+    Beam's worker processes inherit it — imports the ``QUIET_IMPORTS`` with what they
+    write to stderr hidden, and raises the ``QUIET_LOGGERS`` to ERROR. Everything is
+    restored on exit; the root logger is never touched.
+
+    Args:
+        verbose: leave every log as it is.
+    """
+    if verbose:
+        yield
+        return
+    previous_env = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    loggers = {name: logging.getLogger(name) for name in QUIET_LOGGERS}
+    levels = {name: logger.level for name, logger in loggers.items()}
+    try:
+        for module in QUIET_IMPORTS:
+            if module not in sys.modules:
+                _import_quietly(module)
+        for logger in loggers.values():
+            logger.setLevel(logging.ERROR)
+        yield
+    finally:
+        for name, logger in loggers.items():
+            logger.setLevel(levels[name])
+        if previous_env is None:
+            os.environ.pop("TF_CPP_MIN_LOG_LEVEL", None)
+
+
 def run(argv=None, save_main_session=True):
     """Parses flags, runs the stages, prints where the report is and the headline numbers.
 
@@ -200,28 +393,30 @@ def run(argv=None, save_main_session=True):
         save_main_session: passed to Beam's options (pickles the main session for workers).
 
     Returns:
-        The process exit code: 0 on success, 1 on a stage error.
+        The process exit code: 0 on success, 1 on a stage error. Bad flags exit with
+        code 2 (argparse's ``SystemExit``), naming the flag.
     """
-    logging.getLogger().setLevel(logging.ERROR)  # Beam's optional-GCP import warnings
     parser = build_parser()
     known, beam_args = parser.parse_known_args(argv)
     stages = tuple(s.strip() for s in known.stages.split(",") if s.strip())
     unknown = [s for s in stages if s not in STAGE_ORDER]
     if unknown:
         parser.error(f"argument --stages: unknown stage(s) {unknown}; expected names from {list(STAGE_ORDER)}")
-    try:
-        config = make_config(known)
-    except (ValueError, OSError) as error:
-        parser.error(str(error))
-    if not any(arg.startswith("--runner") for arg in beam_args):
-        beam_args = ["--runner=DirectRunner"] + list(beam_args)
-    if save_main_session:
-        beam_args = list(beam_args) + ["--save_main_session"]
-    try:
-        run_stages(config, known.output_dir, beam_args, force=known.force, stages=stages)
-    except StageError as error:
-        print(f"error: {error}", file=sys.stderr, flush=True)
-        return 1
+    with quiet_logs(known.verbose):
+        beam_args = check_beam_args(parser, beam_args)
+        try:
+            config = make_config(known)
+        except (ValueError, OSError) as error:
+            parser.error(str(error))
+        if not any(arg.startswith("--runner") for arg in beam_args):
+            beam_args = ["--runner=DirectRunner"] + list(beam_args)
+        if save_main_session:
+            beam_args = list(beam_args) + ["--save_main_session"]
+        try:
+            run_stages(config, known.output_dir, beam_args, force=known.force, stages=stages)
+        except StageError as error:
+            print(f"error: {error}", file=sys.stderr, flush=True)
+            return 1
     _headline(known.output_dir)
     return 0
 

@@ -50,7 +50,7 @@ def as_row(key, image, label):
 @pytest.fixture(scope="module")
 def digits_examples(tmp_path_factory):
     out = tmp_path_factory.mktemp("digits") / "ingest" / "examples"
-    return run_ingest(out, dataset="digits", limit=96, image_size=8)
+    return run_ingest(out, dataset="digits", limit=96, limit_order="file_number", image_size=8)
 
 
 def write_class_folder(root):
@@ -126,7 +126,7 @@ def test_folder_labels_from_class_subfolders_else_unlabeled(tmp_path):
     assert [(key, label) for key, _, label in plan.records] == [
         ("cat/a.png", 0), ("cat/b.jpg", 0), ("cat/c.png", 0), ("dog/d.bmp", 1), ("dog/e.png", 1), ("dog/sub/f.webp", 2)
     ]
-    assert data.plan_source(f"folder:{tmp_path / 'classes'}", limit=2).records == plan.records[:2]
+    assert data.plan_source(f"folder:{tmp_path / 'classes'}", limit=2, limit_order="file_number").records == plan.records[:2]
     flat = tmp_path / "flat"
     flat.mkdir()
     for name in ("x.png", "y.PNG"):
@@ -176,7 +176,7 @@ def test_read_image_file_corrupt_names_the_file(tmp_path):
 
 def test_read_and_preprocess_transform():
     images, labels = digits_sklearn()
-    plan = data.plan_source("digits", limit=5)
+    plan = data.plan_source("digits", limit=5, limit_order="file_number")
     expected = [
         as_row(f"digits/{i:06d}", data.preprocess(data.digits_uint8(images[i]), 16, 3), labels[i]) for i in range(5)
     ]

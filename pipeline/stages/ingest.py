@@ -3,8 +3,9 @@
 The Beam pipeline (every transform labelled):
 
     Enumerate          the source's records, planned in the driver (``data.plan_source``:
-                       digits indices, sorted folder paths or one TFDS split), the first
-                       ``limit`` of them in that deterministic order
+                       digits indices, sorted folder paths or one TFDS split); with a
+                       ``limit``, a seeded class-stratified subset or the first ``limit``
+                       by file number (``limit_order``, ``data.select``)
     ReadAndPreprocess  a DoFn that opens its reader once in ``setup()`` and yields
                        (key, uint8 [S, S, C], label): mode conversion, center crop, resize
     EvalKeys           a CombineFn choosing the held-out keys: the 10% (at least 1) with
@@ -18,7 +19,8 @@ The Beam pipeline (every transform labelled):
 
 Everything is written inside ``atomic_directory(outputs["examples"])``: a failed or killed
 run (a corrupt image fails it, naming the file) leaves nothing at the output path.
-``channels`` None means the source's own: digits 1; TFDS 1 when its image feature has
+Parameters the params lack take their ``RunConfig`` defaults, and every one passes its
+``RunConfig`` check (``pipeline.config.resolve``). ``channels`` None means the source's own: digits 1; TFDS 1 when its image feature has
 one channel, else 3; folders 3 (pass ``channels=1`` for a grayscale folder).
 """
 
@@ -29,7 +31,6 @@ import hashlib
 import logging
 import math
 import os
-import re
 import shutil
 import time
 
@@ -37,7 +38,9 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from pipeline import config as config_lib
 from pipeline import data
+from pipeline.errors import find_error
 from pipeline.stages.base import (
     EXAMPLES,
     StageError,
@@ -51,7 +54,7 @@ SPEC = StageSpec(
     name="ingest",
     inputs={},
     outputs={"examples": EXAMPLES},
-    parameters=("dataset", "limit", "image_size", "channels", "num_shards", "seed"),
+    parameters=("dataset", "limit", "limit_order", "image_size", "channels", "num_shards", "seed"),
 )
 
 PROGRESS_EVERY = 2000  # images per worker between progress lines
@@ -241,24 +244,6 @@ def build(pipeline, plan, directory, *, image_size, channels, num_shards, seed):
     )
 
 
-_STAGE_ERROR = re.compile(r"StageError: (.+?)(?: \[while running '[^']*'\])*$", re.MULTILINE)
-
-
-def stage_error_from(error):
-    """A StageError raised in a worker, recovered from whatever the runner re-raised (or None)."""
-    if isinstance(error, StageError):
-        message = str(error)
-    else:
-        match = None
-        for match in _STAGE_ERROR.finditer(str(error)):
-            pass  # the last (innermost) one
-        if match is None:
-            return None
-        message = match.group(1)
-    message = re.sub(r"(?: \[while running '[^']*'\])+", "", message).strip()
-    return StageError(message)
-
-
 class _DropStageErrors(logging.Filter):
     """Drops Beam's ERROR log of a worker's StageError: the stage re-raises it with a clear message."""
 
@@ -290,31 +275,21 @@ def quiet_stage_errors():
             logger.removeFilter(drop)
 
 
-def _check_int(name, value, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"Expected `{name}` to be an integer >= {minimum}. Received: {name}={value!r}")
-    return int(value)
-
-
 class Executor:
     """Runs the ingest Beam pipeline into ``outputs["examples"]``."""
 
     def Do(self, inputs, outputs, params):
         del inputs  # ingest reads a source, not an artifact
-        dataset = params.get("dataset", "digits")
-        limit = data.check_limit(params.get("limit"))
-        image_size = _check_int("image_size", params.get("image_size", 16))
-        num_shards = _check_int("num_shards", params.get("num_shards", 1))
-        seed = _check_int("seed", params.get("seed", 0), minimum=0)
-        channels = params.get("channels")
-        if channels not in (None, 1, 3) or isinstance(channels, bool):
-            raise ValueError(f"Expected `channels` in (None, 1, 3). Received: channels={channels!r}")
+        params = config_lib.resolve(params, SPEC.parameters)  # RunConfig's defaults and checks
+        dataset, limit, limit_order = params["dataset"], params["limit"], params["limit_order"]
+        image_size, num_shards, seed = params["image_size"], params["num_shards"], params["seed"]
+        channels = params["channels"]
         beam_args = list(params.get("beam_args") or [])
 
         start = time.perf_counter()
         source = data.parse_source(dataset)
-        print(f"ingest: enumerating {dataset}" + (f" (first {limit})" if limit else ""), flush=True)
-        plan = data.plan_source(source, limit)
+        print(f"ingest: enumerating {dataset}{data.describe_limit(limit, limit_order, seed)}", flush=True)
+        plan = data.plan_source(source, limit, limit_order, seed)
         channels = channels or plan.default_channels
         what = f"{len(plan.records)} files" if source.kind == "folder" else (
             f"{len(plan.records)} images" if source.kind == "digits" else f"split {plan.options.get('split')!r}"
@@ -322,12 +297,11 @@ class Executor:
         print(f"ingest: reading {what} → {image_size}×{image_size}×{channels} with Beam", flush=True)
 
         with atomic_directory(outputs["examples"]) as directory:
-            logging.getLogger("apache_beam.io.tfrecordio").setLevel(logging.ERROR)  # "no snappy" note
             try:
                 with quiet_stage_errors(), beam.Pipeline(options=PipelineOptions(beam_args)) as pipeline:
                     build(pipeline, plan, directory, image_size=image_size, channels=channels, num_shards=num_shards, seed=seed)
             except Exception as error:
-                stage_error = stage_error_from(error)
+                stage_error = find_error(error, StageError)  # a worker's StageError, unwrapped
                 if stage_error is not None:
                     raise stage_error from None
                 raise

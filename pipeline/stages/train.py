@@ -42,6 +42,7 @@ import os
 import shutil
 import time
 
+from pipeline import config as config_lib
 from pipeline.stages.base import (
     EXAMPLES,
     MODEL,
@@ -425,109 +426,85 @@ def _checkpoint_key(params, stats):
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _is_chief(strategy):
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not resolver.cluster_spec().as_dict():
-        return True
-    return resolver.task_type in (None, "chief") or (resolver.task_type == "worker" and resolver.task_id == 0)
-
-
-def _data_range(params):
-    value = params.get("data_range")
-    if value is None:
-        return (0.0, 1.0) if params.get("family") == "ncsn" else (-1.0, 1.0)
-    return tuple(float(v) for v in value)
-
-
 class Executor:
     """Runs the train stage: ``Do(inputs, outputs, params)``."""
 
     def Do(self, inputs, outputs, params):
-        import keras
-
         import kdiff
 
         examples_dir = inputs["examples"]
         model_dir = outputs["model"]
         image_shape, stats = _image_shape(examples_dir)
-        params = dict(params)
-        params["data_range"] = list(_data_range(params))
-        epochs = int(params.get("epochs") or 1)
-        batch_size = int(params.get("batch_size") or 64)
-        seed = int(params.get("seed") or 0)
-        every = int(params.get("checkpoint_every_steps") or 0)
-        strategy_name = params.get("strategy") or "default"
-        precision = params.get("precision") or "float32"
+        try:
+            params = config_lib.resolve(params, SPEC.parameters)  # RunConfig's defaults and checks
+            strategy = kdiff.distribute.get_strategy(params["strategy"])
+        except ValueError as error:
+            raise StageError(f"train: {error}") from error
+        params["data_range"] = [float(v) for v in params["data_range"]]
+        epochs, batch_size, seed = params["epochs"], params["batch_size"], params["seed"]
+        every = params["checkpoint_every_steps"]
+        strategy_name, precision = params["strategy"], params["precision"]
         checkpoint_dir = checkpoint_dir_for(model_dir)
 
-        previous_policy = keras.mixed_precision.global_policy().name
-        try:
+        chief = kdiff.distribute.is_chief(strategy)
+        with strategy.scope():
             try:
-                kdiff.distribute.set_precision(precision)
-                strategy = kdiff.distribute.get_strategy(strategy_name)
+                model = _build(params, image_shape)
             except ValueError as error:
-                raise StageError(f"train: {error}") from error
-            chief = _is_chief(strategy)
+                raise StageError(f"train: cannot build the model: {error}") from error
+        _log(
+            f"{type(model).__name__} with network {params.get('network')} "
+            f"({model.network.count_params():,} parameters) on {image_shape[0]}x{image_shape[1]}x"
+            f"{image_shape[2]} images, {stats.get('num_train')} training examples, strategy "
+            f"{strategy_name} ({strategy.num_replicas_in_sync} replica(s)), precision {precision}"
+        )
+        checkpoints = Checkpoints(checkpoint_dir, _checkpoint_key(params, stats), writable=chief)
+        restored = checkpoints.read()
+        if restored is not None:
             with strategy.scope():
-                try:
-                    model = _build(params, image_shape)
-                except ValueError as error:
-                    raise StageError(f"train: cannot build the model: {error}") from error
+                checkpoints.restore(model, restored)
             _log(
-                f"{type(model).__name__} with network {params.get('network')} "
-                f"({model.network.count_params():,} parameters) on {image_shape[0]}x{image_shape[1]}x"
-                f"{image_shape[2]} images, {stats.get('num_train')} training examples, strategy "
-                f"{strategy_name} ({strategy.num_replicas_in_sync} replica(s)), precision {precision}"
+                f"resuming from the checkpoint at step {restored['step']} (epoch {restored['epoch'] + 1}, "
+                f"batch {restored['batch']}) in {checkpoint_dir}"
             )
-            checkpoints = Checkpoints(checkpoint_dir, _checkpoint_key(params, stats), writable=chief)
-            restored = checkpoints.read()
-            if restored is not None:
-                with strategy.scope():
-                    checkpoints.restore(model, restored)
-                _log(
-                    f"resuming from the checkpoint at step {restored['step']} (epoch {restored['epoch'] + 1}, "
-                    f"batch {restored['batch']}) in {checkpoint_dir}"
-                )
-            state = TrainingState(epochs, restored)
-            summary_dir = os.path.join(checkpoint_dir, "logs")
-            num_train = stats.get("num_train")
-            batches_per_epoch = math.ceil(int(num_train) / batch_size) if num_train else None
-            callbacks = make_callbacks(
-                state, checkpoints, every, summary_dir, chief=chief, batches_per_epoch=batches_per_epoch
-            )
-            try:
-                self._train(model, strategy, strategy_name, examples_dir, params, state, callbacks, batch_size, seed)
-            finally:
-                for callback in callbacks:
-                    if hasattr(callback, "close"):
-                        callback.close()
-            if state.nan_step is not None:
-                raise StageError(_nan_message(state, checkpoint_dir, params))
-            if not chief:
-                return
-            steps = _step(model)
-            history = {
-                "loss": state.history["loss"],
-                "val_loss": state.history["val_loss"],
-                "steps": steps,
-                "seconds": round(state.seconds, 3),
-                "steps_per_second": round(steps / state.seconds, 3) if state.seconds > 0 else None,
-                "epochs": state.epoch,
-                "num_parameters": int(model.network.count_params()),
-            }
-            with atomic_directory(model_dir) as out:
-                _log("exporting the SavedModel")
-                _float32_twin(model, params, image_shape, precision).export(os.path.join(out, "export"))
-                model.save(os.path.join(out, "model.keras"))
-                write_json(os.path.join(out, "history.json"), history)
-                if os.path.isdir(summary_dir):
-                    shutil.copytree(summary_dir, os.path.join(out, "logs"))
-                else:
-                    os.makedirs(os.path.join(out, "logs"))
-            shutil.rmtree(checkpoint_dir, ignore_errors=True)  # the run is complete
-            _log(f"wrote {model_dir} ({steps} steps in {state.seconds:.1f} s)")
+        state = TrainingState(epochs, restored)
+        summary_dir = os.path.join(checkpoint_dir, "logs")
+        num_train = stats.get("num_train")
+        batches_per_epoch = math.ceil(int(num_train) / batch_size) if num_train else None
+        callbacks = make_callbacks(
+            state, checkpoints, every, summary_dir, chief=chief, batches_per_epoch=batches_per_epoch
+        )
+        try:
+            self._train(model, strategy, strategy_name, examples_dir, params, state, callbacks, batch_size, seed)
         finally:
-            keras.mixed_precision.set_global_policy(previous_policy)
+            for callback in callbacks:
+                if hasattr(callback, "close"):
+                    callback.close()
+        if state.nan_step is not None:
+            raise StageError(_nan_message(state, checkpoint_dir, params))
+        if not chief:
+            return
+        steps = _step(model)
+        history = {
+            "loss": state.history["loss"],
+            "val_loss": state.history["val_loss"],
+            "steps": steps,
+            "seconds": round(state.seconds, 3),
+            "steps_per_second": round(steps / state.seconds, 3) if state.seconds > 0 else None,
+            "epochs": state.epoch,
+            "num_parameters": int(model.network.count_params()),
+        }
+        with atomic_directory(model_dir) as out:
+            _log("exporting the SavedModel")
+            _float32_twin(model, params, image_shape, precision).export(os.path.join(out, "export"))
+            model.save(os.path.join(out, "model.keras"))
+            write_json(os.path.join(out, "history.json"), history)
+            if os.path.isdir(summary_dir):
+                shutil.copytree(summary_dir, os.path.join(out, "logs"))
+            else:
+                os.makedirs(os.path.join(out, "logs"))
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)  # the run is complete
+        _log(f"wrote {model_dir} ({steps} steps in {state.seconds:.1f} s)")
 
     def _train(self, model, strategy, strategy_name, examples_dir, params, state, callbacks, batch_size, seed):
         import kdiff
@@ -576,14 +553,7 @@ def _float32_twin(model, params, image_shape, precision):
     """
     if precision == "float32":
         return model
-    import keras
-
-    policy = keras.mixed_precision.global_policy().name
-    keras.mixed_precision.set_global_policy("float32")
-    try:
-        twin = _build(params, image_shape)
-    finally:
-        keras.mixed_precision.set_global_policy(policy)
+    twin = _build(dict(params, precision="float32"), image_shape)
     twin.network.set_weights(model.network.get_weights())
     twin.ema_network.set_weights(model.ema_network.get_weights())
     return twin

@@ -1,0 +1,94 @@
+"""Errors raised inside a Beam pipeline, as a user should read them.
+
+A DoFn's exception reaches the driver wrapped: the in-process runners re-raise it (or a
+wrapper whose ``__cause__`` chain leads to it) with `` [while running 'Label']`` appended
+once per enclosing transform; a runner with worker processes re-raises a new exception
+whose text holds the worker's traceback. ``beam_error_message`` and ``find_error`` undo
+both, for every stage that runs a pipeline.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["strip_beam_suffixes", "root_cause", "beam_error_message", "find_error"]
+
+_WHILE_RUNNING = re.compile(r"\s*\[while running '.*?'\]")
+
+
+def strip_beam_suffixes(text):
+    """``text`` without Beam's `` [while running '…']`` suffixes.
+
+    Args:
+        text: an exception's message.
+
+    Returns:
+        The stripped text.
+    """
+    return _WHILE_RUNNING.sub("", str(text)).strip()
+
+
+def root_cause(error):
+    """The innermost exception of ``error``'s chain (``__cause__``, else ``__context__``).
+
+    Args:
+        error: an exception.
+
+    Returns:
+        The innermost exception (``error`` itself when it has no cause).
+    """
+    seen = {id(error)}
+    while True:
+        inner = error.__cause__ or error.__context__
+        if inner is None or id(inner) in seen:
+            return error
+        seen.add(id(inner))
+        error = inner
+
+
+def beam_error_message(error):
+    """What a Beam pipeline's failure says: its innermost cause's message, unwrapped.
+
+    Args:
+        error: the exception ``Pipeline.run`` (or leaving ``with beam.Pipeline()``) raised.
+
+    Returns:
+        The innermost cause's message without Beam's `` [while running '…']`` suffixes;
+        of a multi-line message (a worker's traceback), its last line; the exception's
+        type name when it has no message.
+    """
+    cause = root_cause(error)
+    lines = [line.strip() for line in strip_beam_suffixes(cause).splitlines() if line.strip()]
+    return lines[-1] if lines else type(cause).__name__
+
+
+def find_error(error, error_type):
+    """The ``error_type`` exception a Beam pipeline's failure carries, or None.
+
+    Looks through ``error``'s chain for an instance of ``error_type``; failing that (a
+    worker process's error reaches the driver only as text), for the last line of the
+    chain's text that reads ``…error_type.__name__: message`` and rebuilds the exception
+    from that message.
+
+    Args:
+        error: the exception the pipeline raised.
+        error_type: the exception class to look for (constructed from a message).
+
+    Returns:
+        An ``error_type`` instance whose message has Beam's suffixes stripped, or None.
+    """
+    chain, seen = [], set()
+    current = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    for candidate in chain:
+        if isinstance(candidate, error_type):
+            return error_type(strip_beam_suffixes(candidate))
+    pattern = re.compile(rf"(?:^|[\s.:]){re.escape(error_type.__name__)}: (.+)$", re.MULTILINE)
+    for candidate in reversed(chain):  # innermost first
+        matches = pattern.findall(str(candidate))
+        if matches:
+            return error_type(strip_beam_suffixes(matches[-1]))
+    return None
