@@ -24,6 +24,7 @@ import keras
 from kdiff import _checks, _random, losses
 from kdiff import schedules as schedules_lib
 from kdiff import sde as sde_lib
+from kdiff.draw import SamplingSpec
 
 __all__ = ["DiffusionModel", "DDPM", "NCSN", "ScoreSDE"]
 
@@ -44,8 +45,9 @@ def _num_replicas():
 class DiffusionModel(keras.Model):
     """Base class: a network, its EMA copy, the train / test steps and ``generate``.
 
-    Subclasses define ``family``, ``default_sampler``, ``process`` (what the samplers
-    need) and ``_loss(network_fn, x, y, seed, local_batch)``.
+    Subclasses set ``process`` (a ``kdiff.process.Process``: the schedule, σ ladder or
+    SDE, which also gives the family, the default sampler and the default data range)
+    and define ``_loss(network_fn, x, seed)``.
 
     Args:
         network: a Keras layer or model called as ``network(x, level)`` (or
@@ -57,12 +59,10 @@ class DiffusionModel(keras.Model):
         ema_warmup: use min(decay, (1 + n)/(10 + n)) at step n, so the average is not
             dominated by the random initialization early on.
         seed: seed of the training noise (stateless: training is reproducible).
-        data_range: (low, high) of the data the model is trained on.
+        data_range: (low, high) of the data the model is trained on (default: the
+            process's, (−1, 1) or NCSN's (0, 1)).
         **kwargs: ``keras.Model`` arguments (``name``, ``dtype``).
     """
-
-    family = None
-    default_sampler = None
 
     def __init__(
         self,
@@ -73,7 +73,7 @@ class DiffusionModel(keras.Model):
         ema_decay=0.9999,
         ema_warmup=True,
         seed=0,
-        data_range=(-1.0, 1.0),
+        data_range=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -89,7 +89,7 @@ class DiffusionModel(keras.Model):
         self.ema_decay = float(ema_decay)
         self.ema_warmup = bool(ema_warmup)
         self.seed = _checks.int_in_range(seed, "seed", 0, None)
-        low, high = (float(v) for v in data_range)
+        low, high = (float(v) for v in (self.process.default_data_range if data_range is None else data_range))
         if not low < high:
             raise ValueError(f"Expected `data_range` (low, high) with low < high. Received: {data_range!r}")
         self.data_range = (low, high)
@@ -101,6 +101,16 @@ class DiffusionModel(keras.Model):
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self._build_networks()
         self.built = True
+
+    @property
+    def family(self):
+        """The diffusion family: "ddpm", "ncsn" or "sde" (the process's)."""
+        return self.process.family
+
+    @property
+    def default_sampler(self):
+        """The sampler ``generate`` uses when none is named (the process's)."""
+        return self.process.default_sampler
 
     # ------------------------------------------------------------------ construction
 
@@ -294,12 +304,10 @@ class DiffusionModel(keras.Model):
         return self._model_fn(network_fn, sampler)
 
     def sampling_spec(self):
-        """What ``kdiff.sample`` needs: see ``kdiff.sampling.SamplingSpec``."""
-        from kdiff.sampling import SamplingSpec
-
+        """What ``kdiff.sample`` needs: see ``kdiff.draw.SamplingSpec``."""
         return SamplingSpec(
             make_model_fn=lambda y=None, sampler=None: self.model_fn(ema=True, y=y, sampler=sampler),
-            process={self._process_kind: self.process},
+            process=self.process,
             image_shape=self.image_shape,
             data_range=self.data_range,
             default_sampler=self.default_sampler,
@@ -369,12 +377,12 @@ class DiffusionModel(keras.Model):
         """The description ``kdiff.export`` writes to ``config.json``."""
         return {
             "family": self.family,
-            self._process_kind: self._process_config(),
+            self.process.kind: self.process.get_config(),
             "image_shape": list(self.image_shape),
             "data_range": list(self.data_range),
             "num_classes": self.num_classes,
             "default_sampler": self.default_sampler,
-            "level": self._level_description,
+            "level": self.process.level_description if self._network_level is None else self._network_level,
         }
 
 
@@ -393,10 +401,7 @@ class DDPM(DiffusionModel):
         **kwargs: ``DiffusionModel`` arguments.
     """
 
-    family = "ddpm"
-    default_sampler = "ddim"
-    _process_kind = "schedule"
-    _level_description = "integer timestep t in [0, T)"
+    _network_level = None
 
     def __init__(self, network, schedule=None, loss="simple", *, lambda_vlb=0.001, **kwargs):
         if isinstance(schedule, dict):
@@ -444,9 +449,6 @@ class DDPM(DiffusionModel):
     def _sampler_defaults(self):
         return {"ddpm": {"variance": "learned"}} if self.loss_name == "hybrid" else {}
 
-    def _process_config(self):
-        return self.process.get_config()
-
     def get_config(self):
         config = super().get_config()
         config.update(schedule=self.process.get_config(), loss=self.loss_name, lambda_vlb=self.lambda_vlb)
@@ -469,10 +471,7 @@ class NCSN(DiffusionModel):
         **kwargs: ``DiffusionModel`` arguments (``data_range`` defaults to (0, 1)).
     """
 
-    family = "ncsn"
-    default_sampler = "annealed_langevin"
-    _process_kind = "sigmas"
-    _level_description = "noise level index i into sigmas"
+    _network_level = "noise level index i into sigmas"
 
     def __init__(self, network, sigmas=None, loss="dsm", *, scale_by_sigma=False, **kwargs):
         sigmas = schedules_lib.geometric_sigmas() if sigmas is None else sigmas
@@ -481,10 +480,9 @@ class NCSN(DiffusionModel):
                 "Expected descending noise levels `sigmas` for NCSN (a schedule belongs to DDPM, "
                 f"an SDE to ScoreSDE). Received: sigmas={sigmas!r}"
             )
-        self.process = _checks.descending_sigmas(sigmas)
+        self.process = schedules_lib.Sigmas(sigmas)
         self.loss_name = _checks.one_of(loss, "loss", ("dsm", "ssm"))
         self.scale_by_sigma = bool(scale_by_sigma)
-        kwargs.setdefault("data_range", (0.0, 1.0))
         levels = getattr(network, "num_classes", None)
         if levels is not None and levels != len(self.process) and kwargs.get("num_classes") is None:
             raise ValueError(
@@ -530,12 +528,9 @@ class NCSN(DiffusionModel):
     def _dummy_level(self):
         return tf.zeros([1], tf.int32)
 
-    def _process_config(self):
-        return [float(s) for s in self.process]
-
     def get_config(self):
         config = super().get_config()
-        config.update(sigmas=self._process_config(), loss=self.loss_name, scale_by_sigma=self.scale_by_sigma)
+        config.update(sigmas=[float(s) for s in self.process], loss=self.loss_name, scale_by_sigma=self.scale_by_sigma)
         return config
 
 
@@ -555,10 +550,7 @@ class ScoreSDE(DiffusionModel):
         **kwargs: ``DiffusionModel`` arguments.
     """
 
-    family = "sde"
-    default_sampler = "predictor_corrector"
-    _process_kind = "sde"
-    _level_description = "continuous time t in (0, 1], fed to the network as t*(N-1)"
+    _network_level = "continuous time t in (0, 1], fed to the network as t*(N-1)"
 
     def __init__(self, network, sde=None, *, eps=1e-5, likelihood_weighting=False, **kwargs):
         if isinstance(sde, dict):
@@ -602,9 +594,6 @@ class ScoreSDE(DiffusionModel):
 
     def _model_fn(self, network_fn, sampler=None):
         return self._score(network_fn)
-
-    def _process_config(self):
-        return self.process.get_config()
 
     def get_config(self):
         config = super().get_config()

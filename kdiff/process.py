@@ -12,6 +12,7 @@ pipeline) asks the process instead of branching on a family name:
 network level                 int32 timestep t    float32 σ          float32 time t
 ``default_data_range``        (−1, 1)             (0, 1)             (−1, 1)
 ``prior_sample``              N(0, I)             U(data range)      the SDE's prior
+``model_output``              "eps"               "score"            "score"
 ``default_sampler``           "ddim"              annealed_langevin  predictor_corrector
 ``num_steps``                 T                   L (levels)         N
 ============================  ==================  =================  ==================
@@ -43,6 +44,8 @@ class Process(abc.ABC):
         level_description: what that level is, in words (for signatures and errors).
         default_data_range: (low, high) of the data the family trains on by default.
         default_sampler: the registry name of the family's usual sampler.
+        model_output: what the family's network predicts ("eps" or "score"; the name of
+            an export's ``denoise`` output).
     """
 
     kind = None
@@ -51,6 +54,7 @@ class Process(abc.ABC):
     level_description = None
     default_data_range = (-1.0, 1.0)
     default_sampler = None
+    model_output = "score"
 
     @property
     @abc.abstractmethod

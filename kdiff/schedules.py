@@ -54,6 +54,7 @@ class Schedule(Process):
     level_dtype = tf.int32
     level_description = "integer timestep t in [0, T)"
     default_sampler = "ddim"
+    model_output = "eps"
 
     def __init__(self, betas, config=None):
         self._config = dict(config) if config is not None else None

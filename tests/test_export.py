@@ -202,7 +202,10 @@ def test_config_json(exported):
     assert config["format"] == export_lib.FORMAT_VERSION and config["kdiff_version"] == kdiff.__version__
     assert config["value_range"] == [-1.0, 1.0] == config["data_range"]
     assert config["num_classes"] == 3 and config["schedule"]["T"] == 100
-    assert config["generate"] == {"sampler": "ddim", "sampler_options": {"eta": 0.0}, "default_steps": 50, "max_steps": 100}
+    # generate clips the predicted x0 to the data range by default, as kdiff.sample does
+    assert config["generate"] == {
+        "sampler": "ddim", "sampler_options": {"eta": 0.0, "clip_x0": [-1.0, 1.0]}, "default_steps": 50, "max_steps": 100,
+    }
     signatures = config["signatures"]
     assert set(signatures["denoise"]["inputs"]) == {"x_t", "level", "y"}
     assert signatures["denoise"]["inputs"]["x_t"]["shape"] == [-1, 8, 8, 1]

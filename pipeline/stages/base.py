@@ -8,13 +8,12 @@ TFX's channel machinery. ``inputs`` and ``outputs`` map artifact names to direct
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
 import os
-import shutil
-import tempfile
+
+from kdiff._io import atomic_directory  # noqa: F401  (the stages write through it)
 
 # Artifact types: what a directory of each kind holds.
 EXAMPLES = "Examples"  # data-*.tfrecord shards (image bytes + label) and stats.json
@@ -72,34 +71,6 @@ def read_done(directory):
         return None
     with open(path, encoding="utf-8") as f:
         return json.load(f)
-
-
-@contextlib.contextmanager
-def atomic_directory(final_path):
-    """Yields a temporary directory next to ``final_path``, renamed into place on success.
-
-    A killed or failed stage leaves only the temporary directory (``.<name>.tmp-*``),
-    never a half-written artifact at ``final_path`` that a rerun would trust.
-
-    Args:
-        final_path: where the finished artifact goes (replaced if it exists).
-
-    Yields:
-        The temporary directory path.
-    """
-    final_path = os.path.abspath(final_path)
-    parent = os.path.dirname(final_path)
-    os.makedirs(parent, exist_ok=True)
-    temporary = tempfile.mkdtemp(prefix=f".{os.path.basename(final_path)}.tmp-", dir=parent)
-    try:
-        yield temporary
-    except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise
-    os.chmod(temporary, 0o755)  # mkdtemp makes it private; an artifact is for everyone to read
-    if os.path.exists(final_path):
-        shutil.rmtree(final_path)
-    os.replace(temporary, final_path)
 
 
 def write_json(path, value):

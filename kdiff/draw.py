@@ -1,0 +1,166 @@
+"""One batch of samples from a model: the code ``kdiff.sample`` and an export's ``generate`` share.
+
+A ``SamplingSpec`` says what a model is to a sampler (its network as a function, its
+process, image shape, data range, classes). ``sampler_options`` turns a user's options
+into a registered sampler's keyword arguments (one place for defaults), ``draw_batch``
+draws the start noise from the process and runs the sampler, and ``to_uint8`` maps the
+result to pixels. Every piece works eagerly and inside a ``tf.function`` (where the number
+of samples and of steps may be tensors), so the exported ``generate`` signature holds no
+sampling code of its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from kdiff import _random, registry
+from kdiff.process import Process
+
+__all__ = ["SamplingSpec", "draw_batch", "sampler_options", "to_uint8", "to_uint8_tensor"]
+
+
+@dataclasses.dataclass
+class SamplingSpec:
+    """Everything sampling needs to know about a model.
+
+    Attributes:
+        make_model_fn: ``make_model_fn(y=None, sampler=None) -> fn(x, level)``.
+        process: the model's ``kdiff.process.Process`` (a Schedule, Sigmas or SDE).
+        image_shape: (height, width, channels).
+        data_range: (low, high) of the data (default: the process's).
+        default_sampler: the sampler used when none is named (default: the process's).
+        sampler_defaults: per-sampler keyword defaults (e.g. a learned variance).
+        num_classes: classes of a class-conditional model, else None.
+    """
+
+    make_model_fn: Callable
+    process: Process
+    image_shape: tuple
+    data_range: Optional[tuple] = None
+    default_sampler: Optional[str] = None
+    sampler_defaults: dict = dataclasses.field(default_factory=dict)
+    num_classes: Optional[int] = None
+
+    def __post_init__(self):
+        Process.check(self.process, "process")
+        self.image_shape = tuple(int(d) for d in self.image_shape)
+        low, high = self.process.default_data_range if self.data_range is None else self.data_range
+        self.data_range = (float(low), float(high))
+        self.default_sampler = self.default_sampler or self.process.default_sampler
+
+    def entry(self, sampler=None):
+        """The registry entry of ``sampler`` (default: the model's), checked to fit the process.
+
+        Raises:
+            ValueError: naming the sampler and the ones that fit.
+        """
+        entry = registry.get(self.default_sampler if sampler is None else sampler)
+        if not entry.accepts(self.process):
+            kind = self.process.kind
+            raise ValueError(
+                f"Expected a sampler for a {kind} ({type(self.process).__name__}) process: one of "
+                f"{registry.names(kind)}. Received: sampler={entry.name!r}, which needs a "
+                f"{' or '.join(entry.processes)} (pass {entry.processes[0]}=... with a callable model)"
+            )
+        return entry
+
+
+def sampler_options(spec, entry, steps=None, options=None, name="sampler options"):
+    """The keyword arguments of ``entry``'s function for this model: one place for defaults.
+
+    In order of precedence: the given ``options``, the model's per-sampler defaults
+    (``spec.sampler_defaults``), for samplers that predict x₀ a clip to the model's data
+    range (user-facing sampling clips by default, as diffusers does; ``clip_x0=None``
+    turns it off), and the function's own defaults. ``steps`` defaults to the entry's.
+
+    Args:
+        spec: the model's ``SamplingSpec``.
+        entry: a ``kdiff.registry.Sampler``.
+        steps: the number of steps (None: the entry's default; an int tensor inside a graph).
+        options: the user's sampler options.
+        name: what the options are called, for the message.
+
+    Returns:
+        A dict of keyword arguments (steps included under the entry's ``steps_arg``).
+
+    Raises:
+        ValueError: on an unknown option, naming it and the accepted ones.
+    """
+    given = {**spec.sampler_defaults.get(entry.name, {}), **dict(options or {})}
+    if entry.clips_x0 and "clip_x0" not in given:
+        given["clip_x0"] = spec.data_range
+    merged = entry.check_options(given, name)
+    steps = entry.steps_for(spec.process, steps)
+    if steps is not None:
+        if entry.steps_arg is None:
+            raise ValueError(f"Expected no `steps` for sampler {entry.name!r}. Received: steps={steps!r}")
+        merged[entry.steps_arg] = steps
+    return merged
+
+
+def draw_batch(spec, entry, options, count, seed, labels=None, *, return_trajectory=False, compiled=True):
+    """Draws one batch: the process's start noise, then the sampler.
+
+    Seeds: the start noise uses ``fold_in(seed, 0)``, the sampler's steps ``fold_in(seed, 1)``.
+
+    Args:
+        spec: the model's ``SamplingSpec``.
+        entry: the sampler's registry entry.
+        options: ``sampler_options(spec, entry, ...)``.
+        count: the batch size (an int, or an int tensor inside a graph).
+        seed: the batch's shape-[2] seed.
+        labels: int32 class labels [count] for a class-conditional model.
+        return_trajectory: also return the intermediate states.
+        compiled: passed to the sampler.
+
+    Returns:
+        The float samples [count, H, W, C] (and the trajectory when asked).
+    """
+    shape = tf.concat([tf.reshape(tf.cast(count, tf.int32), [1]), tf.constant(spec.image_shape, tf.int32)], 0)
+    if not tf.is_tensor(count):
+        shape = [int(count), *spec.image_shape]
+    x = spec.process.prior_sample(shape, _random.fold_in(seed, 0), spec.data_range)
+    model_fn = spec.make_model_fn(y=labels, sampler=entry.name)
+    return entry.resolve()(
+        model_fn, x, spec.process, seed=_random.fold_in(seed, 1),
+        return_trajectory=return_trajectory, compiled=compiled, **options,
+    )
+
+
+def to_uint8_tensor(x, data_range=(-1.0, 1.0)):
+    """Maps samples in ``data_range`` to uint8 pixels in the graph: float64 math, round half to
+    even, clip.
+
+    Args:
+        x: a float tensor.
+        data_range: (low, high) of the model's data.
+
+    Returns:
+        A uint8 tensor shaped like ``x``.
+    """
+    low, high = (float(v) for v in data_range)
+    x = tf.cast(x, tf.float64)
+    return tf.cast(tf.clip_by_value(tf.round((x - low) / (high - low) * 255.0), 0.0, 255.0), tf.uint8)
+
+
+def to_uint8(x, data_range=(-1.0, 1.0)):
+    """Maps samples in ``data_range`` to uint8 pixels (clipped, rounded).
+
+    Args:
+        x: float array or tensor.
+        data_range: (low, high) of the model's data.
+
+    Returns:
+        A uint8 numpy array shaped like ``x``.
+
+    Raises:
+        FloatingPointError: on NaN or Inf values.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if not np.all(np.isfinite(x)):
+        raise FloatingPointError("Expected finite samples. Received: NaN or Inf values")
+    return to_uint8_tensor(x, data_range).numpy()
