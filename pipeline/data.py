@@ -754,9 +754,12 @@ def make_dataset(examples_dir, data_range, batch_size, split="train", shuffle_se
         data_range: ``(low, high)``: uint8 0 → low, 255 → high.
         batch_size: the batch size.
         split: "train" or "eval".
-        shuffle_seed: None: the files' order; an int: shuffled (the whole split when it
-            holds up to 100,000 examples, else a 100,000 buffer), reshuffled each epoch,
-            deterministically for a given seed.
+        shuffle_seed: None: the files' order; an int: a permutation of the whole split
+            drawn by NumPy from this seed alone — the same order in every process,
+            whatever TensorFlow's global seed (``Dataset.shuffle`` would mix its seed
+            with it). The split's serialized records are held in memory for it, as a
+            full shuffle buffer would hold them. One order per dataset: the train stage
+            makes one dataset per epoch, seeded by the epoch.
         with_labels: yield ``(images, labels)`` (int64) instead of images.
         drop_remainder: drop a last partial batch.
 
@@ -783,7 +786,10 @@ def make_dataset(examples_dir, data_range, batch_size, split="train", shuffle_se
     if count:
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(int(count)))
     if shuffle_seed is not None:
-        buffer = int(count) if count and count <= 100_000 else 100_000
-        dataset = dataset.shuffle(buffer, seed=int(shuffle_seed), reshuffle_each_iteration=True)
+        chunks = list(dataset.batch(4096))
+        if chunks:
+            records = tf.concat(chunks, axis=0)
+            order = np.random.default_rng(int(shuffle_seed)).permutation(int(records.shape[0]))
+            dataset = tf.data.Dataset.from_tensor_slices(tf.gather(records, order))
     dataset = dataset.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.batch(int(batch_size), drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)

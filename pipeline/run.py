@@ -28,7 +28,10 @@ import tempfile
 import time
 
 from pipeline import config as config_lib
-from pipeline.stages.base import DONE_FILE, StageError, fingerprint, read_done, write_json
+
+# pipeline.stages (and with it kdiff and TensorFlow) is imported inside the functions that
+# run stages, after quiet_logs: --help and flag errors never load TensorFlow, and its
+# start-up lines stay hidden.
 
 STAGE_ORDER = ("ingest", "train", "sample", "evaluate", "retrieve", "report")
 
@@ -233,6 +236,8 @@ def run_stages(config, output_dir, beam_args, *, force=False, stages=STAGE_ORDER
     Returns:
         A dict stage → {"cached": bool, "seconds": float, "fingerprint": str}.
     """
+    from pipeline.stages.base import DONE_FILE, StageError, fingerprint, read_done, write_json
+
     os.makedirs(output_dir, exist_ok=True)
     write_json(os.path.join(output_dir, "config.json"), config.to_dict())
     fingerprints, summary = {}, {}
@@ -412,6 +417,8 @@ def run(argv=None, save_main_session=True):
             beam_args = ["--runner=DirectRunner"] + list(beam_args)
         if save_main_session:
             beam_args = list(beam_args) + ["--save_main_session"]
+        from pipeline.stages.base import StageError
+
         try:
             run_stages(config, known.output_dir, beam_args, force=known.force, stages=stages)
         except StageError as error:

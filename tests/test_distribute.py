@@ -42,6 +42,7 @@ def _close(a, b, rtol):
     return all(np.allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=rtol) for x, y in zip(a, b))
 
 
+@pytest.mark.slow
 def test_mirrored_training_equals_single_device_training():
     single = _run("single")
     mirrored = _run("mirrored")
@@ -63,6 +64,7 @@ def _free_ports(n):
     return ports
 
 
+@pytest.mark.slow
 def test_two_process_multi_worker_training_completes_and_agrees():
     ports = ",".join(str(p) for p in _free_ports(2))
     workers = [
@@ -92,3 +94,44 @@ def test_two_process_multi_worker_training_completes_and_agrees():
 def test_unknown_strategy_name(name):
     with pytest.raises(ValueError, match="strategy"):
         kdiff.distribute.get_strategy(name)
+
+
+class _Resolver:
+    def __init__(self, task_type, task_id, cluster):
+        self.task_type, self.task_id, self._cluster = task_type, task_id, cluster
+
+    def cluster_spec(self):
+        import tensorflow as tf
+
+        return tf.train.ClusterSpec(self._cluster)
+
+
+class _Strategy:
+    def __init__(self, resolver):
+        self.cluster_resolver = resolver
+
+
+def test_is_chief():
+    import tensorflow as tf
+
+    assert kdiff.distribute.is_chief(tf.distribute.get_strategy())  # one process
+    workers = {"worker": ["localhost:1", "localhost:2"]}
+    assert kdiff.distribute.is_chief(_Strategy(_Resolver("worker", 0, workers)))
+    assert not kdiff.distribute.is_chief(_Strategy(_Resolver("worker", 1, workers)))
+    with_chief = dict(workers, chief=["localhost:3"])
+    assert kdiff.distribute.is_chief(_Strategy(_Resolver("chief", 0, with_chief)))
+    assert kdiff.distribute.is_chief(_Strategy(_Resolver(None, None, {})))
+
+
+def test_precision_policy_leaves_the_global_policy_alone():
+    import keras
+
+    before = keras.config.dtype_policy().name
+    policy = kdiff.distribute.precision_policy("mixed_bfloat16")
+    assert isinstance(policy, keras.DTypePolicy)
+    assert (policy.compute_dtype, policy.variable_dtype) == ("bfloat16", "float32")
+    assert keras.config.dtype_policy().name == before
+    dense = keras.layers.Dense(2, dtype=policy)
+    assert dense.compute_dtype == "bfloat16"
+    with pytest.raises(ValueError, match="precision"):
+        kdiff.distribute.precision_policy("float8")

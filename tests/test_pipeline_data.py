@@ -334,3 +334,125 @@ def test_load_examples_truncated_shard_names_the_directory(digits_examples, tmp_
     shard.write_bytes(shard.read_bytes()[:-10])
     with pytest.raises(StageError, match=f"Cannot read the eval examples in {copy}"):
         data.load_examples(str(copy), "eval")
+
+
+# ---------------------------------------------------------------------------- --limit
+
+
+def write_numbered_folder(root, classes):
+    """Tiny PNGs named by number in class subfolders: {class name: count}, numbered across classes."""
+    number = 0
+    for name, count in classes.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for _ in range(count):
+            Image.new("L", (2, 2), number % 256).save(root / name / f"{number}.png")
+            number += 1
+    return root
+
+
+def class_counts(plan):
+    labels = [label for _, _, label in plan.records]
+    return {plan.class_names[c]: labels.count(c) for c in sorted(set(labels))}
+
+
+def test_stratified_limit_covers_every_class_in_proportion_and_is_reproducible(tmp_path):
+    folder = write_numbered_folder(tmp_path / "faces", {"a": 60, "b": 30, "c": 10})
+    spec = f"folder:{folder}"
+    sorted_first = data.plan_source(spec, limit=12, limit_order="file_number")
+    assert class_counts(sorted_first) == {"a": 12}  # what "the first N" gives with class folders
+    plan = data.plan_source(spec, limit=12, seed=0)  # stratified: the default
+    assert class_counts(plan) == {"a": 7, "b": 4, "c": 1}
+    assert data.plan_source(spec, limit=12, seed=0).records == plan.records  # same seed, same subset
+    other = data.plan_source(spec, limit=12, seed=1)
+    assert class_counts(other) == class_counts(plan) and other.records != plan.records
+    assert len({key for key, _, _ in plan.records}) == 12
+    digits = data.plan_source("digits", limit=96)
+    assert sorted(class_counts(digits)) == [str(i) for i in range(10)] and len(digits.records) == 96
+    assert max(class_counts(digits).values()) - min(class_counts(digits).values()) <= 1
+
+
+def test_stratified_limit_without_labels_is_a_seeded_subset(tmp_path):
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for i in range(20):
+        Image.new("L", (2, 2), i).save(flat / f"{i}.png")
+    plan = data.plan_source(f"folder:{flat}", limit=5, seed=3)
+    keys = [key for key, _, _ in plan.records]
+    assert len(keys) == 5 and keys == sorted(keys) and plan.num_classes is None
+    assert keys != sorted((f"{i}.png" for i in range(20)))[:5]
+    assert data.plan_source(f"folder:{flat}", limit=5, seed=3).records == plan.records
+
+
+def test_class_quotas():
+    assert data.class_quotas([60, 30, 10], 12) == [7, 4, 1]
+    assert data.class_quotas([100, 1], 5) == [4, 1]  # every class, when the limit allows
+    assert data.class_quotas([5, 5], 3) == [2, 1]
+    assert data.class_quotas([3, 0, 2], 10) == [3, 0, 2]
+    assert sum(data.class_quotas([17, 5, 9, 1], 11)) == 11
+
+
+def test_file_number_order_is_numeric(tmp_path):
+    flat = tmp_path / "celeba"
+    flat.mkdir()
+    for name in ("10.jpg", "2.jpg", "1.jpg", "0.jpg", "img_003.png", "notes.png", "100.jpg"):
+        Image.new("RGB", (2, 2)).save(flat / name)
+    plan = data.plan_source(f"folder:{flat}", limit=4, limit_order="file_number")
+    assert [key for key, _, _ in plan.records] == ["0.jpg", "1.jpg", "2.jpg", "img_003.png"]
+    everything = data.plan_source(f"folder:{flat}", limit_order="file_number")
+    assert [key for key, _, _ in everything.records][-3:] == ["10.jpg", "100.jpg", "notes.png"]
+    assert data.file_number("faces/img_0012.png") == 12 and data.file_number("a.png") is None
+    assert data.plan_source("digits", limit=3, limit_order="file_number").records == data.plan_source(
+        "digits").records[:3]
+
+
+def test_limit_order_is_checked(tmp_path):
+    with pytest.raises(ValueError, match="limit_order"):
+        data.plan_source("digits", limit=3, limit_order="random")
+    with pytest.raises(ValueError, match="limit_order"):
+        run_ingest(tmp_path / "examples", limit_order="first")
+
+
+def test_ingest_tfds_stratified_limit_mocked(tmp_path):
+    import tensorflow_datasets as tfds
+
+    with tfds.testing.mock_data(num_examples=40):
+        plan = data.plan_source("tfds:mnist", limit=10, seed=0)
+        (_, limit, indices), = plan.records
+        assert limit == 10 and len(indices) == 10 and list(indices) == sorted(indices)
+        assert plan.records == data.plan_source("tfds:mnist", limit=10, seed=0).records
+        first = data.plan_source("tfds:mnist", limit=10, limit_order="file_number")
+        assert first.records == [("train", 10, None)]
+        out = run_ingest(tmp_path / "examples", dataset="tfds:mnist", limit=10, channels=None, num_shards=1)
+    stats = read_json(os.path.join(out, "stats.json"))
+    assert stats["num_train"] + stats["num_eval"] == 10
+    keys = data.load_examples(out, "train", return_keys=True)[2] + data.load_examples(out, "eval", return_keys=True)[2]
+    assert sorted(keys) == [f"train/{i:09d}" for i in indices]
+
+
+# ---------------------------------------------------------------------------- one loader, one order
+
+
+def test_digits_come_from_kdiff_digits_with_one_scaling():
+    import kdiff
+
+    images, labels = digits_sklearn()
+    np.testing.assert_array_equal(data.digits_uint8(images), kdiff.digits.to_uint8(images))
+    pixels, digit_labels = kdiff.digits.load_uint8(return_labels=True)
+    assert pixels.shape == (1797, 8, 8, 1) and pixels.dtype == np.uint8 and pixels.max() == 255
+    np.testing.assert_array_equal(pixels[..., 0], data.digits_uint8(images))
+    np.testing.assert_array_equal(digit_labels, labels)
+    floats = kdiff.digits.load(8, data_range=(-1.0, 1.0))
+    np.testing.assert_allclose(floats, pixels / 255.0 * 2.0 - 1.0, atol=1e-6)  # what the pipeline trains on
+
+
+def test_shuffle_order_does_not_depend_on_tensorflows_global_seed(digits_examples):
+    import tensorflow as tf
+
+    orders = []
+    for global_seed in (1, 2):
+        tf.random.set_seed(global_seed)
+        batches = data.make_dataset(digits_examples, (0, 1), 86, shuffle_seed=5)
+        orders.append(np.concatenate([b.numpy() for b in batches]))
+    np.testing.assert_array_equal(orders[0], orders[1])
+    other = np.concatenate([b.numpy() for b in data.make_dataset(digits_examples, (0, 1), 86, shuffle_seed=6)])
+    assert not np.array_equal(orders[0], other)

@@ -16,6 +16,7 @@ def _run(tmp_path, *args):
     return run_lib.run(["--preset=tiny", f"--output_dir={tmp_path}", "--runner=DirectRunner", *args])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["ddpm", "ncsn", "sde"])
 def test_tiny_pipeline_runs_end_to_end(tmp_path, family, capsys):
     assert _run(tmp_path, f"--family={family}") == 0
@@ -34,6 +35,7 @@ def test_tiny_pipeline_runs_end_to_end(tmp_path, family, capsys):
     assert "<table>" in html and "pictures/loss.png" in html
 
 
+@pytest.mark.slow
 def test_second_run_skips_completed_stages_and_force_reruns(tmp_path, capsys):
     assert _run(tmp_path) == 0
     capsys.readouterr()
@@ -50,6 +52,7 @@ def test_second_run_skips_completed_stages_and_force_reruns(tmp_path, capsys):
     assert "[ingest] running" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_bad_dataset_fails_clearly_and_keeps_completed_outputs(tmp_path, capsys):
     assert _run(tmp_path, "--stages=ingest") == 0
     examples = tmp_path / "ingest" / "examples"

@@ -1,0 +1,71 @@
+"""pipeline.builders with the real network presets: defaults from RunConfig, precision as
+a dtype policy, initial weights from the seed alone (no global RNG left changed)."""
+
+import random
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from pipeline import builders, config
+
+SHAPE = (8, 8, 1)
+
+
+def _params(family, **overrides):
+    cfg = config.preset("tiny", family=family, **overrides)
+    return dict(cfg.to_dict(), data_range=list(cfg.data_range))
+
+
+def _weights(model):
+    return model.network.get_weights() + model.ema_network.get_weights()
+
+
+@pytest.mark.parametrize("family", ["ddpm", "ncsn"])
+def test_initial_weights_come_from_the_seed_alone(family):
+    params = _params(family)
+    random.seed(1)
+    np.random.seed(1)
+    tf.random.set_seed(1)
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    first = builders.build_model(params, SHAPE)
+    assert random.getstate() == python_state  # no global RNG left reseeded
+    np.testing.assert_array_equal(np.random.get_state()[1], numpy_state[1])
+    random.seed(99)  # other global states: the same weights
+    tf.random.set_seed(7)
+    keras.random.normal((1,))  # advances Keras' global seed generator
+    second = builders.build_model(params, SHAPE)
+    for a, b in zip(_weights(first), _weights(second)):
+        np.testing.assert_array_equal(a, b)
+    other = builders.build_model(dict(params, seed=1), SHAPE)
+    assert any(not np.array_equal(a, b) for a, b in zip(_weights(first), _weights(other)))
+    # The same weights as a build after keras.utils.set_random_seed (the former recipe).
+    keras.utils.set_random_seed(0)
+    reference = builders.build_network(params, SHAPE, loss=config.resolve_loss(family, params["network"], None))
+    for a, b in zip(first.network.get_weights(), reference.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("precision, compute", [("mixed_bfloat16", "bfloat16"), ("mixed_float16", "float16")])
+def test_precision_is_the_models_dtype_policy(precision, compute):
+    before = keras.config.dtype_policy().name
+    model = builders.build_model(_params("ddpm", precision=precision), SHAPE)
+    assert keras.config.dtype_policy().name == before == "float32"  # no global toggle
+    assert model.network.compute_dtype == compute and model.ema_network.compute_dtype == compute
+    assert all(w.dtype == "float32" for w in model.network.weights)
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer) == (precision == "mixed_float16")
+    plain = builders.build_model(_params("ddpm"), SHAPE)
+    assert plain.network.compute_dtype == "float32"
+
+
+def test_builder_defaults_are_run_config_defaults():
+    defaults = config.RunConfig()
+    schedule = builders.make_optimizer({})._learning_rate
+    assert schedule.peak == pytest.approx(defaults.learning_rate)
+    assert schedule.warmup_steps == defaults.warmup_steps
+    model = builders.build_model({"family": "ncsn", "base_channels": 16, "num_sigmas": 3}, SHAPE)
+    assert model.ema_decay == pytest.approx(defaults.ema_decay)
+    assert model.data_range == config.family_data_range("ncsn") == (0.0, 1.0)
+    assert type(model.network).__name__ == "NCSN"  # the family's default network
+    assert len(builders.build_process({"family": "ddpm"}).betas) == defaults.T

@@ -1,0 +1,308 @@
+"""Flags, config and defaults a user can trust: pipeline.run's parser, pipeline.config's checks.
+
+Nothing here runs a stage: ``run_stages`` is replaced where ``run`` is called, so each test
+takes well under a second (the subprocess ones, a few).
+"""
+
+import dataclasses
+import json
+import logging
+import os
+import subprocess
+import sys
+
+import pytest
+
+from pipeline import config, errors
+from pipeline import run as run_lib
+from pipeline.stages.base import StageError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIELDS = [field.name for field in dataclasses.fields(config.RunConfig)]
+
+
+@pytest.fixture
+def captured_run(monkeypatch):
+    """``run_lib.run`` with the stages replaced: returns what ``run_stages`` was given."""
+    calls = []
+
+    def fake_run_stages(cfg, output_dir, beam_args, *, force=False, stages=run_lib.STAGE_ORDER):
+        calls.append({"config": cfg, "output_dir": output_dir, "beam_args": list(beam_args), "stages": stages})
+        return {}
+
+    monkeypatch.setattr(run_lib, "run_stages", fake_run_stages)
+    return calls
+
+
+def _exit_message(capsys, argv):
+    with pytest.raises(SystemExit) as info:
+        run_lib.run(argv)
+    return info.value.code, capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- --help
+
+
+def test_help_lists_every_field_with_its_default_in_its_stage_group():
+    text = run_lib.build_parser().format_help()
+    sections = {}  # group title → its text
+    titles = [run_lib.GROUP_TITLES[stage] for stage in config.STAGE_GROUPS]
+    ends = [f"\n{title}:\n" for title in titles[1:]] + ["\nApache Beam's own flags"]
+    for title, end in zip(titles, ends):
+        start = text.index(f"\n{title}:\n")
+        sections[title] = text[start : text.index(end, start)]
+    for field in dataclasses.fields(config.RunConfig):
+        section = sections[run_lib.GROUP_TITLES[field.metadata["stage"]]]
+        assert f"--{field.name} " in section, field.name
+        default = "none" if field.default is None else str(field.default)
+        assert f"(default: {default})" in " ".join(section.split()), field.name
+    assert "SUPPRESS" not in text and "==SUPPRESS==" not in text
+    for beam_flag in ("--runner", "--direct_num_workers", "apache_beam.options.pipeline_options", "--help_beam"):
+        assert beam_flag in text
+
+
+def test_field_groups_name_the_stage_that_reads_them():
+    import importlib
+
+    readers = {
+        "ingest": ("ingest",),
+        "train": ("train",),
+        "sample": ("sample",),
+        "evaluate": ("evaluate", "retrieve"),
+    }
+    for field in dataclasses.fields(config.RunConfig):
+        stage = field.metadata["stage"]
+        if stage == "run":
+            continue
+        specs = [importlib.import_module(f"pipeline.stages.{name}").SPEC for name in readers[stage]]
+        assert any(field.name in spec.parameters for spec in specs), (field.name, stage)
+
+
+def test_module_help_is_fast_and_quiet():
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.run", "--help"], capture_output=True, text=True, cwd=REPO, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    for name in FIELDS:
+        assert f"--{name} " in done.stdout, name
+    assert done.stderr == ""  # no TensorFlow start-up lines: --help never imports it
+
+
+# ----------------------------------------------------------------------------- unknown flags
+
+
+@pytest.mark.parametrize(
+    "argv, flag, closest",
+    [
+        (["--famly=ncsn"], "--famly", "--family"),
+        (["--learning_rat", "1e-3"], "--learning_rat", "--learning_rate"),
+        (["--direct_num_workerz=2"], "--direct_num_workerz", "--direct_num_workers"),
+        (["--fid_feature=inception"], "--fid_feature", "--fid_features"),
+    ],
+)
+def test_unknown_flag_fails_naming_it_and_the_closest_flag(tmp_path, capsys, captured_run, argv, flag, closest):
+    code, err = _exit_message(capsys, [f"--output_dir={tmp_path}", *argv])
+    assert code == 2
+    assert f"unrecognized argument {flag}:" in err and f"did you mean {closest}?" in err
+    assert captured_run == []  # nothing ran
+
+
+def test_stray_positional_argument_fails(tmp_path, capsys, captured_run):
+    code, err = _exit_message(capsys, [f"--output_dir={tmp_path}", "ncsn"])
+    assert code == 2 and "'ncsn'" in err and captured_run == []
+
+
+def test_beam_flags_pass_through(tmp_path, captured_run):
+    argv = [f"--output_dir={tmp_path}", "--preset=tiny", "--direct_num_workers=1",
+            "--direct_running_mode", "in_memory", "--family=ncsn"]
+    assert run_lib.run(argv) == 0
+    (call,) = captured_run
+    assert call["config"].family == "ncsn"
+    args = call["beam_args"]
+    assert args[0] == "--runner=DirectRunner" and args[-1] == "--save_main_session"
+    assert "--direct_num_workers=1" in args and args[args.index("--direct_running_mode") + 1] == "in_memory"
+
+
+def test_check_beam_args_accepts_beam_options_only():
+    parser = run_lib.build_parser()
+    good = ["--runner=DataflowRunner", "--project", "p", "--region=r", "--temp_location=gs://b/t"]
+    assert run_lib.check_beam_args(parser, good) == good
+    with pytest.raises(SystemExit):
+        run_lib.check_beam_args(parser, ["--runer=DirectRunner"])
+
+
+# ----------------------------------------------------------------------------- values
+
+
+@pytest.mark.parametrize("name", sorted(config.PRESETS))
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("family", "gan"),
+        ("network", "resnet"),
+        ("schedule", "sigmoid"),
+        ("sde", "vx"),
+        ("precision", "float8"),
+        ("strategy", "tpu_v9"),
+        ("limit_order", "random"),
+        ("fid_features", "clip"),
+        ("image_size", 0),
+        ("limit", 0),
+        ("channels", 2),
+        ("num_sigmas", 1),
+        ("ema_decay", 1.5),
+        ("learning_rate", -1.0),
+        ("seed", -1),
+        ("samplers", {"ddim": 50}),
+    ],
+)
+def test_every_preset_checks_every_field(name, field, value):
+    with pytest.raises(ValueError, match=f"`{field}`") as info:
+        config.preset(name, **{field: value})
+    assert "Received:" in str(info.value)
+
+
+def test_bad_family_names_the_field_and_its_choices(tmp_path, capsys, captured_run):
+    with pytest.raises(ValueError, match=r"Expected `family` to be one of \['ddpm', 'ncsn', 'sde'\]. Received: family='gan'"):
+        config.preset("tiny", family="gan")
+    code, err = _exit_message(capsys, [f"--output_dir={tmp_path}", "--preset=tiny", "--family=gan"])
+    assert code == 2 and "family='gan'" in err and "['ddpm', 'ncsn', 'sde']" in err
+    assert "KeyError" not in err and "Traceback" not in err
+
+
+def test_cross_field_checks_apply_to_every_preset():
+    for name in config.PRESETS:
+        with pytest.raises(ValueError, match="NCSN preset"):
+            config.preset(name, family="ncsn", network="unet_small")
+        with pytest.raises(ValueError, match="sigma_min"):
+            config.preset(name, sigma_min=2.0)
+        with pytest.raises(ValueError, match="unknown"):
+            config.preset(name, famly="ncsn")
+        for family in config.FAMILIES:
+            assert config.preset(name, family=family).network == config.DEFAULT_NETWORKS[family]
+
+
+def test_limit_none_means_every_image_and_bad_values_fail(tmp_path, capsys, captured_run):
+    assert config.preset("tiny").limit == 96
+    assert run_lib.run([f"--output_dir={tmp_path}", "--preset=tiny", "--limit=none"]) == 0
+    assert captured_run[-1]["config"].limit is None  # not silently the preset's 96
+    assert run_lib.run([f"--output_dir={tmp_path}", "--preset=tiny"]) == 0
+    assert captured_run[-1]["config"].limit == 96
+    code, err = _exit_message(capsys, [f"--output_dir={tmp_path}", "--limit=all"])
+    assert code == 2 and "--limit" in err and "integer or none" in err
+    code, err = _exit_message(capsys, [f"--output_dir={tmp_path}", "--image_size=none"])
+    assert code == 2 and "--image_size" in err
+
+
+def test_flags_override_the_config_file_which_overrides_the_preset(tmp_path, captured_run):
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps({"epochs": 3, "family": "sde", "limit": 50}))
+    assert run_lib.run([f"--output_dir={tmp_path}", "--preset=tiny", f"--config={path}", "--epochs=5"]) == 0
+    cfg = captured_run[-1]["config"]
+    assert (cfg.epochs, cfg.family, cfg.limit, cfg.num_samples) == (5, "sde", 50, 16)
+    assert cfg.samplers == config.TINY_SAMPLERS["sde"]
+
+
+def test_config_file_with_unknown_key_fails_naming_it(tmp_path, capsys, captured_run):
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps({"famly": "ncsn", "epochs": 2}))
+    with pytest.raises(ValueError, match=r"unknown: \['famly'\]") as info:
+        config.read_file(str(path))
+    assert "did you mean 'family'" in str(info.value)
+    code, err = _exit_message(capsys, [f"--output_dir={tmp_path}", f"--config={path}"])
+    assert code == 2 and "famly" in err and captured_run == []
+    path.write_text("[1, 2]")
+    with pytest.raises(ValueError, match="JSON object"):
+        config.read_file(str(path))
+
+
+def test_default_run_uses_run_config_defaults(captured_run, tmp_path):
+    assert run_lib.run([f"--output_dir={tmp_path}"]) == 0
+    assert captured_run[-1]["config"] == config.RunConfig()
+    default = config.RunConfig()
+    assert (default.learning_rate, default.ema_decay, default.image_size, default.num_shards) == (1e-3, 0.995, 8, 4)
+
+
+def test_resolve_fills_run_config_defaults_and_checks():
+    from pipeline.stages import ingest, train
+
+    resolved = config.resolve({}, ingest.SPEC.parameters)
+    assert {k: resolved[k] for k in ingest.SPEC.parameters} == config.RunConfig().section(ingest.SPEC.parameters)
+    resolved = config.resolve({"family": "ncsn"}, train.SPEC.parameters)
+    assert resolved["network"] == "ncsn_small" and resolved["data_range"] == [0.0, 1.0]
+    assert resolved["learning_rate"] == config.RunConfig().learning_rate
+    with pytest.raises(ValueError, match="image_size"):
+        config.resolve({"image_size": "8"}, ingest.SPEC.parameters)
+
+
+def test_data_range_is_derived_once():
+    for family, expected in (("ddpm", (-1.0, 1.0)), ("ncsn", (0.0, 1.0)), ("sde", (-1.0, 1.0))):
+        assert config.RunConfig(family=family).data_range == expected == config.family_data_range(family)
+
+
+# ----------------------------------------------------------------------------- logs
+
+
+def test_run_leaves_the_root_logger_and_log_levels_alone(tmp_path, captured_run, monkeypatch):
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    root = logging.getLogger()
+    before = (root.level, list(root.handlers))
+    levels = {name: logging.getLogger(name).level for name in run_lib.QUIET_LOGGERS}
+    seen = {}
+
+    def spy(cfg, output_dir, beam_args, **kwargs):
+        seen["tf"] = logging.getLogger("tensorflow").getEffectiveLevel()
+        seen["env"] = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
+        return {}
+
+    monkeypatch.setattr(run_lib, "run_stages", spy)
+    assert run_lib.run([f"--output_dir={tmp_path}", "--preset=tiny"]) == 0
+    assert seen == {"tf": logging.ERROR, "env": "2"}  # quiet while the stages run
+    assert (root.level, list(root.handlers)) == before
+    assert {name: logging.getLogger(name).level for name in run_lib.QUIET_LOGGERS} == levels
+    assert "TF_CPP_MIN_LOG_LEVEL" not in os.environ
+    assert run_lib.run([f"--output_dir={tmp_path}", "--preset=tiny", "--verbose"]) == 0
+    assert seen["tf"] == logging.getLogger("tensorflow").getEffectiveLevel() and seen["env"] is None
+
+
+def test_entry_point_is_quiet(tmp_path):
+    """A bad value after the flags parse: TensorFlow is imported (quietly), the error printed."""
+    env = dict(os.environ)
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    argv = [sys.executable, "-m", "pipeline.run", f"--output_dir={tmp_path}", "--epochs=0"]
+    quiet = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, timeout=300, env=env)
+    assert quiet.returncode == 2
+    assert quiet.stderr.strip().splitlines()[-1].endswith("Expected `epochs` >= 1. Received: epochs=0")
+    assert "absl::InitializeLog" not in quiet.stderr and "oneDNN" not in quiet.stderr
+    assert len(quiet.stderr.strip().splitlines()) == 2  # usage + error
+
+
+# ----------------------------------------------------------------------------- Beam errors
+
+
+def test_beam_error_message_unwraps_and_strips():
+    inner = ValueError("bad pixel [while running 'ReadAndPreprocess']")
+    try:
+        try:
+            raise inner
+        except ValueError as error:
+            raise RuntimeError("Pipeline failed [while running 'Outer']") from error
+    except RuntimeError as error:
+        assert errors.beam_error_message(error) == "bad pixel"
+        assert errors.root_cause(error) is inner
+    assert errors.beam_error_message(RuntimeError("")) == "RuntimeError"
+    text = "a [while running 'A/B'] [while running 'C']"
+    assert errors.strip_beam_suffixes(text) == "a"
+
+
+def test_find_error_in_the_chain_and_in_a_worker_traceback():
+    wrapped = RuntimeError("x")
+    wrapped.__cause__ = StageError("Cannot read image /d/a.png: OSError [while running 'ReadAndPreprocess']")
+    found = errors.find_error(wrapped, StageError)
+    assert isinstance(found, StageError) and str(found) == "Cannot read image /d/a.png: OSError"
+    remote = RuntimeError(
+        "Traceback (most recent call last):\n  File \"x.py\", line 1\n"
+        "pipeline.stages.base.StageError: Cannot read image /d/b.png: truncated [while running 'ReadAndPreprocess']\n"
+    )
+    assert str(errors.find_error(remote, StageError)) == "Cannot read image /d/b.png: truncated"
+    assert errors.find_error(RuntimeError("something else"), StageError) is None
