@@ -13,6 +13,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["kdiff", "kdiff.*", "pipeline", "pipeline.*"]),
+    py_modules=["kdiff_console"],  # the console scripts' quiet start, importable before kdiff
     install_requires=[
         "keras>=3.8,<4",
         "tensorflow>=2.18",
@@ -31,7 +32,7 @@ setup(
         "markdown>=3.4",
     ],
     extras_require={"test": ["pytest>=8"]},
-    entry_points={"console_scripts": ["kdiff=kdiff.cli:main"]},
+    entry_points={"console_scripts": ["kdiff=kdiff_console:kdiff_main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",

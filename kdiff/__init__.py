@@ -4,10 +4,28 @@ The four families of the survey — DDPM, DDIM, NCSN and score-based SDE models 
 schedules and SDEs (``kdiff.schedules``, ``kdiff.sde``), losses (``kdiff.losses``),
 samplers (``kdiff.samplers``), likelihoods (``kdiff.likelihood``) and metrics
 (``kdiff.metrics``), plus ``kdiff.sample`` (one call from a model to images) and
-``kdiff.slerp``.
+``kdiff.slerp``. Every sampler is an entry of ``kdiff.registry``; every process (a
+schedule, a σ ladder, an SDE) implements ``kdiff.process.Process``.
 """
 
-from kdiff import digits, distribute, export, images, likelihood, losses, metrics, models, optim, samplers, schedules, sde
+from kdiff import (
+    digits,
+    distribute,
+    draw,
+    export,
+    images,
+    likelihood,
+    losses,
+    metrics,
+    models,
+    optim,
+    process,
+    processes,
+    registry,
+    samplers,
+    schedules,
+    sde,
+)
 from kdiff.diffusion import DDPM, NCSN, ScoreSDE
 from kdiff.interpolation import slerp
 from kdiff.sampling import sample
@@ -20,6 +38,7 @@ __all__ = [
     "ScoreSDE",
     "digits",
     "distribute",
+    "draw",
     "export",
     "images",
     "optim",
@@ -27,6 +46,9 @@ __all__ = [
     "losses",
     "metrics",
     "models",
+    "process",
+    "processes",
+    "registry",
     "samplers",
     "schedules",
     "sde",

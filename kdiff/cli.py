@@ -6,9 +6,12 @@
 
 ``sample`` runs ``kdiff.sample`` on a directory written by ``kdiff.export.export`` and
 writes a PNG grid of the images (and, with ``--trajectory``, a picture of the denoising
-steps: one row per sample, ~10 evenly spaced states from noise to image). ``info``
-prints the export's ``config.json``. Usage errors exit with status 2 and a message naming
-the flag; nothing is written then.
+steps: one row per sample, ~10 evenly spaced states from noise to image). Its samplers
+are those of ``kdiff.registry`` that fit the model's process; ``--option KEY=VALUE`` sets
+any of the sampler's options, and DDPM / DDIM clip the predicted x₀ to the data range
+unless ``--no_clip``. ``info`` prints the export's ``config.json``. Usage errors exit
+with status 2 and a message naming the flag; nothing is written then. TensorFlow's
+start-up logs are hidden unless ``--verbose``.
 """
 
 from __future__ import annotations
@@ -21,35 +24,50 @@ import sys
 __all__ = ["main", "build_parser"]
 
 
-def _int_at_least(low):
+def _argument_type(convert, check, description):
+    """An argparse ``type``: ``check(convert(text))`` with kdiff's own validator, its
+    ValueError turned into argparse's usage error."""
+
     def parse(text):
         try:
-            value = int(text)
+            return check(convert(text))
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}")
-        return value
+            raise argparse.ArgumentTypeError(f"expected {description}, got {text!r}") from None
 
-    parse.__name__ = f"integer >= {low}"
+    parse.__name__ = description
     return parse
 
 
+def _int_at_least(low):
+    from kdiff import _checks
+
+    return _argument_type(int, lambda v: _checks.int_in_range(v, "value", low, None), f"an integer >= {low}")
+
+
 def _non_negative_float(text):
+    from kdiff import _checks
+
+    return _argument_type(float, lambda v: _checks.non_negative(v, "value"), "a finite number >= 0")(text)
+
+
+def _option(text):
+    """``KEY=VALUE`` → (key, value), the value read as JSON when it parses (0.2, true, null,
+    [0, 1]) and as a string otherwise."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     try:
-        value = float(text)
+        return key, json.loads(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
-    return value
+        return key, value
 
 
 def build_parser():
     """The argument parser of ``kdiff`` (subcommands ``sample`` and ``info``)."""
-    from kdiff.sampling import SAMPLERS
+    from kdiff import registry
 
     parser = argparse.ArgumentParser(prog="kdiff", description="Sample from exported kdiff diffusion models.")
+    parser.add_argument("--verbose", action="store_true", help="show TensorFlow's own log lines")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 
@@ -62,7 +80,7 @@ def build_parser():
     sample.add_argument("--out", required=True, metavar="PNG", help="the grid picture to write")
     sample.add_argument("--num", type=_int_at_least(1), default=16, help="how many images (default 16)")
     sample.add_argument(
-        "--sampler", choices=sorted(SAMPLERS), default=None, help="the sampler (default: the model's)"
+        "--sampler", choices=registry.names(), default=None, help="the sampler (default: the model's)"
     )
     sample.add_argument(
         "--steps",
@@ -73,6 +91,13 @@ def build_parser():
     sample.add_argument("--seed", type=_int_at_least(0), default=0, help="same seed, same images (default 0)")
     sample.add_argument("--batch_size", type=_int_at_least(1), default=None, help="images per batch (default 64)")
     sample.add_argument("--eta", type=_non_negative_float, default=0.0, help="DDIM's eta (ddim only; default 0)")
+    sample.add_argument(
+        "--option", type=_option, action="append", default=[], metavar="KEY=VALUE",
+        help="a sampler option, e.g. --option snr=0.2 --option denoise=false (repeatable; JSON values)",
+    )
+    sample.add_argument(
+        "--no_clip", action="store_true", help="do not clip DDPM's / DDIM's predicted x0 to the data range"
+    )
     sample.add_argument(
         "--class_label", type=_int_at_least(0), default=None, help="one class for every image (class-conditional models)"
     )
@@ -128,22 +153,32 @@ def _sample(args, parser):
     _check_out(parser, "--trajectory", args.trajectory)
     if args.trajectory is not None and os.path.abspath(args.trajectory) == os.path.abspath(args.out):
         parser.error("argument --trajectory: the same file as --out")
-    if args.eta != 0.0 and (args.sampler or config.get("default_sampler")) != "ddim":
-        parser.error(f"argument --eta: only with --sampler ddim (sampler: {args.sampler or config.get('default_sampler')})")
-    sampler = args.sampler or config.get("default_sampler")
-    from kdiff.sampling import SAMPLERS
+    from kdiff import processes, registry
 
-    fitting = sorted(name for name, (_, kind) in SAMPLERS.items() if config.get(kind) is not None)
+    process = processes.from_model_config(config, f"export config of {args.model!r}")
+    sampler = args.sampler or config.get("default_sampler") or process.default_sampler
+    fitting = registry.names(process.kind)
     if sampler not in fitting:
         parser.error(
             f"argument --sampler: {sampler!r} does not fit this {config.get('family')} model; choose one of {fitting}"
         )
-    if args.steps is not None and sampler in ("ddim", "ddpm") and config.get("family") == "ddpm":
-        from kdiff import schedules
-
-        T = schedules.from_config(config["schedule"]).T
-        if args.steps > T:
-            parser.error(f"argument --steps: expected at most the model's T={T} steps for {sampler}, got {args.steps}")
+    entry = registry.get(sampler)
+    options = dict(args.option)
+    if args.eta != 0.0:
+        if "eta" not in entry.options():
+            takers = [e.name for e in registry.entries(process.kind) if "eta" in e.options()]
+            parser.error(f"argument --eta: only with --sampler {' or '.join(takers) or '(none fits this model)'} (sampler: {sampler})")
+        options["eta"] = args.eta
+    if args.no_clip:
+        if not entry.clips_x0:
+            parser.error(f"argument --no_clip: sampler {sampler!r} does not clip x0")
+        options["clip_x0"] = None
+    if args.steps is not None and entry.steps_arg is None:
+        parser.error(f"argument --steps: sampler {sampler!r} takes no steps")
+    if args.steps is not None and entry.steps_arg == "steps" and process.max_steps is not None and args.steps > process.max_steps:
+        parser.error(
+            f"argument --steps: expected at most the model's {process.steps_name}={process.max_steps} steps for {sampler}, got {args.steps}"
+        )
     num_classes = config.get("num_classes")
     if args.class_label is not None:
         if num_classes is None:
@@ -158,14 +193,14 @@ def _sample(args, parser):
         result = kdiff.sample(
             args.model,
             args.num,
-            sampler=args.sampler,
+            sampler=sampler,
             steps=args.steps,
-            eta=args.eta,
             seed=args.seed,
             batch_size=args.batch_size,
             return_trajectory=args.trajectory is not None,
             class_labels=args.class_label,
             progress=True,
+            **options,
         )
     except ValueError as error:  # arguments that do not fit the model or sampler
         parser.error(_last_line(error))
@@ -183,6 +218,9 @@ def _sample(args, parser):
 
 def main(argv=None):
     """Runs ``kdiff`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status.
+
+    The console script starts in ``kdiff_console.kdiff_main``, which hides TensorFlow's
+    start-up logs (unless ``--verbose``) before this module imports kdiff.
 
     Usage errors raise ``SystemExit(2)`` through argparse, with the message on stderr.
     """

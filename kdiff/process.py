@@ -46,6 +46,7 @@ class Process(abc.ABC):
         default_sampler: the registry name of the family's usual sampler.
         model_output: what the family's network predicts ("eps" or "score"; the name of
             an export's ``denoise`` output).
+        steps_name: the symbol of ``num_steps`` ("T", "L", "N"), for messages.
     """
 
     kind = None
@@ -55,6 +56,7 @@ class Process(abc.ABC):
     default_data_range = (-1.0, 1.0)
     default_sampler = None
     model_output = "score"
+    steps_name = None
 
     @property
     @abc.abstractmethod

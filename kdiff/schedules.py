@@ -55,6 +55,7 @@ class Schedule(Process):
     level_description = "integer timestep t in [0, T)"
     default_sampler = "ddim"
     model_output = "eps"
+    steps_name = "T"
 
     def __init__(self, betas, config=None):
         self._config = dict(config) if config is not None else None
@@ -316,6 +317,7 @@ class Sigmas(Process):
     level_description = "noise level sigma > 0 (the nearest of the model's sigmas is used)"
     default_data_range = (0.0, 1.0)
     default_sampler = "annealed_langevin"
+    steps_name = "L"
 
     def __init__(self, sigmas, config=None):
         if isinstance(sigmas, Sigmas):

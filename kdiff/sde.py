@@ -37,6 +37,7 @@ class SDE(Process):
     family = "sde"
     level_description = "continuous time t in (0, 1]"
     default_sampler = "predictor_corrector"
+    steps_name = "N"
 
     def __init__(self, N):
         self.N = _checks.positive_int(N, "N")

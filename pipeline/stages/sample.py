@@ -116,11 +116,6 @@ def _grid_scale(height):
     return max(1, 64 // max(int(height), 1))
 
 
-def _is_nonfinite_error(error):
-    text = f"{type(error).__name__}: {error}"
-    return isinstance(error, FloatingPointError) or "NaN" in text or "NonFinite" in text
-
-
 # ----------------------------------------------------------------------------- Beam
 
 
@@ -329,25 +324,25 @@ def build_pipeline(root, items, export_path, work_dir, out_dir, samplers, num_sa
 
 # ----------------------------------------------------------------------------- executor
 
-# Which process each sampler needs, and which family provides it (kdiff.sampling.SAMPLERS).
-_FAMILY_PROCESS = {"ddpm": "schedule", "ncsn": "sigmas", "sde": "sde"}
+# kdiff.sample's own arguments that a sampler config may set, besides the sampler's options.
+_SAMPLE_ARGUMENTS = ("sampler", "steps", "eta", "class_labels", "jit_compile")
 
 
-def _sampler_options(sampler):
-    """The arguments a sampler config may hold: kdiff.sample's own plus the sampler function's."""
-    import inspect
+def sampler_arguments(sampler):
+    """The keys a sampler config may hold: kdiff.sample's own plus the registered sampler's options."""
+    from kdiff import registry
 
-    from kdiff.sampling import SAMPLERS
-
-    function = SAMPLERS[sampler][0]
-    own = list(inspect.signature(function).parameters)[2:]  # after (model_fn, start)
-    excluded = {"schedule", "sigmas", "sde", "seed", "noise_fn", "return_trajectory", "compiled", "n_steps_each"}
-    return {"sampler", "steps", "eta", "class_labels", "jit_compile"} | (set(own) - excluded)
+    return set(_SAMPLE_ARGUMENTS) | set(registry.get(sampler).options())
 
 
-def check_samplers(samplers, family):
-    """Checks the sampler configs before any work starts; StageError naming the bad one."""
-    from kdiff.sampling import SAMPLERS
+def check_samplers(samplers, process):
+    """Checks the sampler configs before any work starts; StageError naming the bad one.
+
+    Args:
+        samplers: name → ``kdiff.sample`` arguments.
+        process: the model's ``kdiff.process.Process`` (the samplers must walk it).
+    """
+    from kdiff import registry
 
     if not isinstance(samplers, dict) or not samplers:
         raise StageError(f"sample: expected `samplers` as a non-empty dict name → kdiff.sample arguments. Received: {samplers!r}")
@@ -359,20 +354,21 @@ def check_samplers(samplers, family):
         if not isinstance(kwargs, dict):
             raise StageError(f"sample: the arguments of sampler {name!r} must be a dict. Received: {kwargs!r}")
         sampler = kwargs.get("sampler")
-        if sampler not in SAMPLERS:
+        if sampler not in registry.names():
             raise StageError(
-                f"sample: sampler {name!r} names sampler={sampler!r}; expected one of {sorted(SAMPLERS)}."
+                f"sample: sampler {name!r} names sampler={sampler!r}; expected one of {sorted(registry.names())}."
             )
-        if SAMPLERS[sampler][1] != _FAMILY_PROCESS.get(family):
-            usable = sorted(s for s, (_, kind) in SAMPLERS.items() if kind == _FAMILY_PROCESS.get(family))
+        if not registry.get(sampler).accepts(process):
             raise StageError(
-                f"sample: sampler {name!r} ({sampler}) does not apply to a {family} model; use one of {usable}."
+                f"sample: sampler {name!r} ({sampler}) does not apply to a {process.family} model; "
+                f"use one of {sorted(registry.names(process.kind))}."
             )
-        unknown = sorted(set(kwargs) - _sampler_options(sampler) - set(_RESERVED))
+        accepted = sampler_arguments(sampler)
+        unknown = sorted(set(kwargs) - accepted - set(_RESERVED))
         if unknown:
             raise StageError(
                 f"sample: sampler {name!r} ({sampler}) has unknown option(s) {unknown}; its options are "
-                f"{sorted(_sampler_options(sampler))}."
+                f"{sorted(accepted)}."
             )
         reserved = [key for key in _RESERVED if key in kwargs]
         if reserved:
@@ -382,30 +378,17 @@ def check_samplers(samplers, family):
             )
 
 
-def _positive(params, name, default):
-    value = params.get(name, default)
-    if value is None:
-        value = default
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise StageError(f"sample: expected `{name}` to be an integer >= 1. Received: {name}={value!r}")
-    return value
+def _failure(error):
+    """What a failed sampling pipeline says: (is it NaN / Inf, the message, naming the work item)."""
+    from kdiff.samplers import NonFiniteSampleError
 
+    from pipeline import errors
 
-def _root_cause(error):
-    """The innermost exception, its last message line (Beam wraps a DoFn's error), and the
-    failing work item when the chain names it."""
-    seen, where = set(), ""
-    while id(error) not in seen:
-        seen.add(id(error))
-        if isinstance(error, SamplerFailed) and not where:
-            where = re.sub(r"\s*\[while running [^\]]*\]", "", str(error)).strip() + ": "
-        inner = error.__cause__ or error.__context__
-        if inner is None:
-            break
-        error = inner
-    text = re.sub(r"\s*\[while running [^\]]*\]", "", str(error).strip())
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return error, where + (lines[-1] if lines else type(error).__name__)
+    failed = errors.find_error(error, SamplerFailed)
+    where = f"{failed}: " if failed is not None else ""
+    nonfinite = errors.find_error(error, NonFiniteSampleError) or errors.find_error(error, FloatingPointError)
+    detail = str(nonfinite) if nonfinite is not None else errors.beam_error_message(error)
+    return nonfinite is not None, where + detail
 
 
 class Executor:
@@ -415,6 +398,10 @@ class Executor:
         from apache_beam.options.pipeline_options import PipelineOptions
 
         from kdiff import export as export_lib
+        from kdiff import processes
+
+        from pipeline import config as config_lib
+        from pipeline import errors as errors_lib
 
         export_path = os.path.abspath(os.path.join(inputs["model"], "export"))
         try:
@@ -424,12 +411,14 @@ class Executor:
                 f"sample: no usable kdiff export at {export_path} ({error}); run the train stage first "
                 "(or rerun it with --force)."
             ) from error
-        samplers = params.get("samplers")
-        check_samplers(samplers, config["family"])
-        num_samples = _positive(params, "num_samples", 500)
-        shards = _positive(params, "sample_shards", 1)
-        batch_size = _positive(params, "sample_batch_size", 250)
-        seed = int(params.get("seed") or 0)
+        try:
+            params = config_lib.resolve(params, SPEC.parameters)
+        except ValueError as error:
+            raise StageError(f"sample: {error}") from error
+        samplers = params["samplers"]
+        check_samplers(samplers, processes.from_model_config(config, f"export config at {export_path}"))
+        num_samples, shards = params["num_samples"], params["sample_shards"]
+        batch_size, seed = params["sample_batch_size"], params["seed"]
         items = work_items(samplers, num_samples, shards, seed)
         beam_args = list(params.get("beam_args") or ["--runner=DirectRunner"])
         _log(
@@ -448,12 +437,13 @@ class Executor:
                 with beam.Pipeline(options=PipelineOptions(beam_args)) as root:
                     build_pipeline(root, items, export_path, work_dir, out, samplers, num_samples, batch_size)
             except Exception as error:  # report the DoFn's own error, not Beam's wrapper
-                cause, detail = _root_cause(error)
-                if _is_nonfinite_error(cause) or "NaN" in str(error):
+                nonfinite, detail = _failure(error)
+                if nonfinite:
                     raise StageError(
                         f"sample: sampling produced NaN or Inf ({detail}). The model may be undertrained or "
                         "diverged (check the train stage's loss), or a sampler's step size is too large."
                     ) from error
+                cause = errors_lib.root_cause(error)
                 raise StageError(f"sample: sampling failed: {type(cause).__name__}: {detail}") from error
             finally:
                 beam_logger.setLevel(level)
