@@ -125,6 +125,7 @@ def test_missing_or_foreign_model_exits_2_naming_the_path(exports, tmp_path, cap
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_console_command_exit_status(tmp_path):
     """As a separate process (what the console script runs): status 2 and the path on stderr."""
     missing = tmp_path / "missing_model"

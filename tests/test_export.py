@@ -175,6 +175,7 @@ def test_default_steps_and_the_raw_weights(tmp_path):
     np.testing.assert_array_equal(loaded.generate(3, seed=0), loaded.generate(3, seed=0, steps=4))
 
 
+@pytest.mark.slow
 def test_a_real_unet_exports(tmp_path):
     """The library's U-Net (when kdiff.models has it): same ε, and `generate` runs."""
     models = pytest.importorskip("kdiff.models")
@@ -390,6 +391,7 @@ np.savez(out, images=images, eps=eps, via_sample=via_sample, plain=plain,
 """
 
 
+@pytest.mark.slow
 def test_plain_tensorflow_loads_the_export_in_another_process(exported, tmp_path):
     model, path, _ = exported["ddpm"]
     out = tmp_path / "out.npz"

@@ -350,6 +350,7 @@ def test_keras_save_and_load(tmp_path, case):
     np.testing.assert_allclose(loaded(*args).numpy(), expected, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_xla_compiled_forward_matches_eager():
     for make, args in _round_trip_cases()[::2]:
         net = make()

@@ -366,6 +366,7 @@ def test_inception_graph_extractor_loads_a_standin_graph(tmp_path):
         features_lib.InceptionGraphFeatures(str(tmp_path / "empty.pb"))
 
 
+@pytest.mark.slow
 def test_keras_inception_v3_loads_local_weights(tmp_path):
     import keras
 

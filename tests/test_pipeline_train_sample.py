@@ -237,6 +237,7 @@ def test_train_writes_model(trained):
     assert leftovers(os.path.join(trained, "train")) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["ncsn", "sde"])
 def test_other_families_train_and_sample(tmp_path, examples, tiny, family):
     model_dir = run_train(str(tmp_path), examples, train_params(family, epochs=1))
@@ -285,6 +286,7 @@ KILL_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_resume_after_kill(tmp_path, examples, trained, tiny, capsys):
     """kill -9 after step 9 (checkpoints every 2 steps, epoch 2 batch 3): the rerun restores
     step 8 and ends exactly where the uninterrupted run ended."""
@@ -344,6 +346,7 @@ def test_resume_at_an_epoch_boundary(tmp_path, examples, trained, tiny, monkeypa
     np.testing.assert_allclose(resumed["val_loss"], reference["val_loss"], rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_and_keeps_the_checkpoint(tmp_path, examples, tiny, monkeypatch):
     run_dir = str(tmp_path)
     loss = kdiff.DDPM._loss

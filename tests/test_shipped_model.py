@@ -3,6 +3,7 @@
 import os
 
 import numpy as np
+import pytest
 from sklearn.svm import SVC
 
 import kdiff
@@ -16,6 +17,7 @@ def _classifier():
     return SVC(probability=True, random_state=0).fit(flat[:1500], labels[:1500]), flat[1500:]
 
 
+@pytest.mark.slow
 def test_shipped_model_samples_recognizable_digits():
     config = kdiff.export.read_config(PATH)
     assert config["family"] == "ddpm" and config["image_shape"] == [8, 8, 1]
