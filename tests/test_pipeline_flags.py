@@ -257,7 +257,7 @@ def test_run_leaves_the_root_logger_and_log_levels_alone(tmp_path, captured_run,
 
     monkeypatch.setattr(run_lib, "run_stages", spy)
     assert run_lib.run([f"--output_dir={tmp_path}", "--preset=tiny"]) == 0
-    assert seen == {"tf": logging.ERROR, "env": "2"}  # quiet while the stages run
+    assert seen == {"tf": logging.ERROR, "env": "3"}  # quiet while the stages run
     assert (root.level, list(root.handlers)) == before
     assert {name: logging.getLogger(name).level for name in run_lib.QUIET_LOGGERS} == levels
     assert "TF_CPP_MIN_LOG_LEVEL" not in os.environ
