@@ -125,7 +125,8 @@ def draw_batch(spec, entry, options, count, seed, labels=None, *, return_traject
         shape = [int(count), *spec.image_shape]
     x = spec.process.prior_sample(shape, _random.fold_in(seed, 0), spec.data_range)
     model_fn = spec.make_model_fn(y=labels, sampler=entry.name)
-    return entry.resolve()(
+    function = tf.autograph.experimental.do_not_convert(entry.resolve)()  # an import, not graph code
+    return function(
         model_fn, x, spec.process, seed=_random.fold_in(seed, 1),
         return_trajectory=return_trajectory, compiled=compiled, **options,
     )
