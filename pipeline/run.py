@@ -102,7 +102,7 @@ def build_parser():
         prog="python -m pipeline.run",
         usage="%(prog)s [--preset=NAME] [--config=FILE] [RunConfig flags] [run flags] [Beam flags]",
         description="kdiff pipeline: ingest → train → sample → evaluate → retrieve → report on Apache Beam. "
-        "Every flag below is a RunConfig field (pipeline/config.py) unless listed under run.",
+        "The flags of the stage groups, and --seed, are the fields of RunConfig (pipeline/config.py).",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,  # an abbreviation could swallow a Beam flag
