@@ -21,7 +21,7 @@ import tensorflow as tf
 
 import keras
 
-from kdiff import _checks, _random, losses
+from kdiff import _checks, _random, losses, registry
 from kdiff import schedules as schedules_lib
 from kdiff import sde as sde_lib
 from kdiff.draw import SamplingSpec
@@ -291,7 +291,8 @@ class DiffusionModel(keras.Model):
             ema: use ``ema_network`` (True) or the raw ``network``.
             y: class labels [batch] for a class-conditional model.
             sampler: the sampler it is for (a learned-variance DDPM gives [ε, v] to
-                "ddpm" and ε alone to the others).
+                samplers that use it — ``kdiff.registry.Sampler.learned_variance``, as
+                "ddpm" — and ε alone to the others).
 
         Returns:
             ``fn(x, level)``.
@@ -441,13 +442,13 @@ class DDPM(DiffusionModel):
         return losses.simple(network_fn, x, self.process, t=t, noise=noise)
 
     def _model_fn(self, network_fn, sampler=None):
-        if self.loss_name == "hybrid" and sampler != "ddpm":
+        if self.loss_name == "hybrid" and not registry.uses_learned_variance(sampler):
             channels = self.image_shape[2]
             return lambda x, t: network_fn(x, t)[..., :channels]  # ε of [ε, v]
         return network_fn
 
     def _sampler_defaults(self):
-        return {"ddpm": {"variance": "learned"}} if self.loss_name == "hybrid" else {}
+        return registry.learned_variance_defaults() if self.loss_name == "hybrid" else {}
 
     def get_config(self):
         config = super().get_config()

@@ -536,7 +536,7 @@ class ExportedModel:
 
     def model_fn(self, y=None, sampler=None):
         """``fn(x, level)`` through ``denoise``, as ``DiffusionModel.model_fn``: with a learned
-        variance it gives [ε, v] to "ddpm" and ε alone to the other samplers."""
+        variance it gives [ε, v] to the samplers that use it ("ddpm") and ε alone to the others."""
         channels = self.image_shape[2]
         learned = bool(self.config.get("learned_variance"))
         owner, output, dtype = self, self._output, self._level_dtype  # owner keeps the variables alive
@@ -546,7 +546,7 @@ class ExportedModel:
             if y is not None:
                 kwargs["y"] = tf.cast(y, tf.int32)
             out = tf.cast(owner._denoise(**kwargs)[output], x.dtype)
-            return out[..., :channels] if learned and sampler != "ddpm" else out
+            return out[..., :channels] if learned and not registry.uses_learned_variance(sampler) else out
 
         return fn
 
@@ -559,7 +559,7 @@ class ExportedModel:
             image_shape=self.image_shape,
             data_range=self.data_range,
             default_sampler=self.config.get("default_sampler"),
-            sampler_defaults={"ddpm": {"variance": "learned"}} if learned else {},
+            sampler_defaults=registry.learned_variance_defaults() if learned else {},
             num_classes=self.num_classes,
         )
 

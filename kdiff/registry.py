@@ -37,7 +37,9 @@ __all__ = [
     "Sampler",
     "LOOP_OPTIONS",
     "get",
+    "learned_variance_defaults",
     "names",
+    "uses_learned_variance",
     "entries",
     "register",
     "unregister",
@@ -63,6 +65,9 @@ class Sampler:
             function's own default).
         clips_x0: it takes ``clip_x0``; user-facing calls then clip the predicted x₀ to
             the model's data range unless told ``clip_x0=None``.
+        learned_variance: it uses a learned variance: a model trained with one (Improved
+            DDPM's hybrid loss) gives it [ε, v] and ``variance="learned"`` by default;
+            other samplers get ε alone.
         in_graph: True, False, or ``fn(options) -> bool``: whether it runs inside a
             ``tf.function`` with a tensor number of steps (an export's ``generate``).
         description: one line for help texts.
@@ -74,6 +79,7 @@ class Sampler:
     steps_arg: Optional[str] = "steps"
     default_steps: Union[int, str, None] = None
     clips_x0: bool = False
+    learned_variance: bool = False
     in_graph: Union[bool, Callable] = True
     description: str = ""
 
@@ -168,7 +174,7 @@ def _fixed_step_ode(options):
 
 
 _BUILTIN = (
-    Sampler("ddpm", "kdiff.samplers:ddpm", ("schedule",), clips_x0=True,
+    Sampler("ddpm", "kdiff.samplers:ddpm", ("schedule",), clips_x0=True, learned_variance=True,
             description="DDPM ancestral sampling (all T steps, or respaced)"),
     Sampler("ddim", "kdiff.samplers:ddim", ("schedule",), default_steps=50, clips_x0=True,
             description="DDIM (eta = 0: deterministic)"),
@@ -220,6 +226,17 @@ _SAMPLERS = _Registry(_BUILTIN)
 def get(name):
     """The entry registered as ``name``; ValueError naming the registered ones otherwise."""
     return _SAMPLERS.get(name)
+
+
+def uses_learned_variance(name):
+    """Whether the sampler ``name`` takes a learned variance ([ε, v]); False for None."""
+    return name is not None and _SAMPLERS.get(name).learned_variance
+
+
+def learned_variance_defaults():
+    """``SamplingSpec.sampler_defaults`` of a model with a learned variance: ``variance="learned"``
+    for every sampler that uses one."""
+    return {entry.name: {"variance": "learned"} for entry in entries() if entry.learned_variance}
 
 
 def names(kind=None):
