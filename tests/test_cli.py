@@ -42,6 +42,7 @@ def _png(path):
 # ------------------------------------------------------------------------------ sample
 
 
+@pytest.mark.slow
 def test_sample_writes_a_png_grid_of_the_samples(exports, tmp_path, capsys):
     model, path = exports["ddpm"]
     out = tmp_path / "grid.png"
@@ -55,6 +56,7 @@ def test_sample_writes_a_png_grid_of_the_samples(exports, tmp_path, capsys):
     np.testing.assert_array_equal(grid[2:10, 12:20], expected[1, ..., 0])
 
 
+@pytest.mark.slow
 def test_sample_with_a_trajectory_nrow_scale_and_class(exports, tmp_path):
     _, path = exports["cond"]
     out, trajectory = tmp_path / "sub" / "grid.png", tmp_path / "traj.png"
@@ -67,6 +69,7 @@ def test_sample_with_a_trajectory_nrow_scale_and_class(exports, tmp_path):
     assert picture.shape == (2 * (3 * 10 + 2), 2 * (10 * 10 + 2))  # rows: samples; 10 states each
 
 
+@pytest.mark.slow
 def test_sample_uses_the_model_default_sampler(exports, tmp_path):
     model, path = exports["ncsn"]
     out = tmp_path / "ncsn.png"
@@ -75,6 +78,7 @@ def test_sample_uses_the_model_default_sampler(exports, tmp_path):
     np.testing.assert_array_equal(_png(out), images.make_grid(expected)[..., 0])
 
 
+@pytest.mark.slow
 def test_info_prints_the_config(exports, capsys):
     assert main(["info", "--model", exports["ddpm"][1]]) == 0
     config = json.loads(capsys.readouterr().out)
@@ -84,6 +88,7 @@ def test_info_prints_the_config(exports, capsys):
 # ---------------------------------------------------------------------------- bad input
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -107,6 +112,7 @@ def test_bad_arguments_exit_2_naming_the_flag(exports, tmp_path, capsys, args, m
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_missing_or_foreign_model_exits_2_naming_the_path(exports, tmp_path, capsys):
     for model in (tmp_path / "no_such_model", tmp_path):
         out = tmp_path / "grid.png"

@@ -54,6 +54,7 @@ def net():
     return model
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_sampler_compiles_with_xla(net, name):
     x = tf.random.stateless_normal((4, 8, 8, 3), seed=[0, 1])
@@ -93,6 +94,7 @@ LOSSES = {  # explicit t / labels / noise where a loss takes them, so XLA and gr
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(LOSSES))
 def test_loss_and_gradients_compile_with_xla(net, name):
     x = tf.random.stateless_uniform((4, 8, 8, 3), seed=[2, 3], minval=-1, maxval=1)

@@ -38,6 +38,7 @@ def _build(name, **compile_kwargs):
     return model
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(FAMILIES))
 def test_training_reduces_the_loss(name):
     model = _build(name)
@@ -77,6 +78,7 @@ def test_ema_disabled_tracks_the_raw_weights():
         np.testing.assert_allclose(a, b, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_training_is_reproducible_with_the_same_seed():
     weights = []
     for _ in range(2):
@@ -87,6 +89,7 @@ def test_training_is_reproducible_with_the_same_seed():
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_keras_save_load_fit_generate_round_trip(tmp_path):
     model = _build("ddpm_hybrid")
     data = _digits(64)
@@ -107,6 +110,7 @@ def test_keras_save_load_fit_generate_round_trip(tmp_path):
     assert images.shape == (4, 8, 8, 1) and images.dtype == np.uint8
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["ncsn_dsm", "sde_ve"])
 def test_score_families_round_trip_and_generate(name, tmp_path):
     model = _build(name)
@@ -118,6 +122,7 @@ def test_score_families_round_trip_and_generate(name, tmp_path):
     assert a.shape == (3, 8, 8, 1)
 
 
+@pytest.mark.slow
 def test_generate_is_reproducible_and_uses_the_ema_weights():
     model = _build("ddpm_simple")
     model.fit(_digits(32), batch_size=16, epochs=2, verbose=0)
@@ -128,6 +133,7 @@ def test_generate_is_reproducible_and_uses_the_ema_weights():
     np.testing.assert_array_equal(a, ema)
 
 
+@pytest.mark.slow
 def test_class_conditional_training_and_generation():
     from sklearn.datasets import load_digits
 
@@ -144,6 +150,7 @@ def test_class_conditional_training_and_generation():
         model.fit(_digits(16), batch_size=16, epochs=1, verbose=0)
 
 
+@pytest.mark.slow
 def test_mixed_bfloat16_training_is_finite(tmp_path):
     try:
         kdiff.distribute.set_precision("mixed_bfloat16")
@@ -160,6 +167,7 @@ def test_mixed_bfloat16_training_is_finite(tmp_path):
         kdiff.distribute.set_precision("float32")
 
 
+@pytest.mark.slow
 def test_mixed_float16_uses_loss_scaling():
     try:
         kdiff.distribute.set_precision("mixed_float16")

@@ -77,6 +77,7 @@ def _close_images(a, b):
 # ----------------------------------------------------------------------------- denoise
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["ddpm", "ncsn", "sde", "cond", "hybrid"])
 def test_denoise_equals_the_in_memory_model(exported, name):
     model, path, _ = exported[name]
@@ -100,6 +101,7 @@ def test_denoise_equals_the_in_memory_model(exported, name):
 # ---------------------------------------------------------------------------- generate
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "name, steps, sample_kwargs",
     [
@@ -123,6 +125,7 @@ def test_generate_is_kdiff_sample_in_the_graph(exported, name, steps, sample_kwa
     _close_images(images, kdiff.sample(path, 6, steps=steps, seed=5, **sample_kwargs))
 
 
+@pytest.mark.slow
 def test_generate_with_class_labels(exported):
     model, path, _ = exported["cond"]
     loaded = export_lib.load(path)
@@ -141,6 +144,7 @@ def test_generate_with_class_labels(exported):
                   class_labels=tf.constant([0, 3]))
 
 
+@pytest.mark.slow
 def test_learned_variance_export_runs_every_ddpm_sampler(exported):
     model, path, _ = exported["hybrid"]
     for sampler, steps in (("ddpm", 20), ("ddim", 10)):
@@ -150,6 +154,7 @@ def test_learned_variance_export_runs_every_ddpm_sampler(exported):
         )
 
 
+@pytest.mark.slow
 def test_model_fn_outlives_the_loaded_model_and_compiles_with_xla(exported):
     model, path, _ = exported["ddpm"]
     fn = export_lib.load(path).model_fn()  # the ExportedModel itself is dropped at once
@@ -163,6 +168,7 @@ def test_model_fn_outlives_the_loaded_model_and_compiles_with_xla(exported):
     )
 
 
+@pytest.mark.slow
 def test_default_steps_and_the_raw_weights(tmp_path):
     model = DDPM(TinyNet(), schedule=schedules.linear(T=100))
     for variable in model.network.weights:
@@ -193,6 +199,7 @@ def test_a_real_unet_exports(tmp_path):
 # ------------------------------------------------------------------------------ config
 
 
+@pytest.mark.slow
 def test_config_json(exported):
     model, path, _ = exported["cond"]
     with open(os.path.join(path, "config.json")) as file:
@@ -226,6 +233,7 @@ def _small_ddpm():
     return DDPM(TinyNet(), schedule=schedules.linear(T=100))
 
 
+@pytest.mark.slow
 def test_overwrite_protection(tmp_path):
     target = tmp_path / "model"
     target.mkdir()  # an empty directory may be written into
@@ -248,6 +256,7 @@ def test_overwrite_protection(tmp_path):
     assert os.stat(target).st_mode & 0o777 == 0o777 & ~umask  # readable by a serving user
 
 
+@pytest.mark.slow
 def test_interrupted_export_leaves_nothing_behind(tmp_path, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
@@ -281,6 +290,7 @@ def test_export_argument_errors(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_load_errors_name_the_path(tmp_path, exported):
     missing = tmp_path / "missing"
     with pytest.raises(ValueError, match="missing.*does not exist"):
@@ -301,6 +311,7 @@ def test_load_errors_name_the_path(tmp_path, exported):
 # -------------------------------------------------------------------------- bad requests
 
 
+@pytest.mark.slow
 def test_wrong_inputs_raise_errors_naming_the_input(exported):
     loaded = export_lib.load(exported["ddpm"][1])
     denoise, generate = loaded.signatures["denoise"], loaded.signatures["generate"]
@@ -331,6 +342,7 @@ def test_wrong_inputs_raise_errors_naming_the_input(exported):
         sde(x_t=tf.zeros((1,) + SHAPE), level=tf.constant([0.0]))
 
 
+@pytest.mark.slow
 def test_checks_hold_in_a_tf1_session_as_tf_serving_runs_the_graph(exported):
     """TF Serving runs the signatures through Session::Run, which feeds a request's tensors
     without checking them against the signature's shapes: the graph's own checks answer."""
@@ -408,6 +420,7 @@ def test_plain_tensorflow_loads_the_export_in_another_process(exported, tmp_path
     _close_images(data["via_sample"], kdiff.sample(model, 3, sampler="ddpm", steps=10, seed=2))
 
 
+@pytest.mark.slow
 def test_saved_model_cli_lists_both_signatures(exported, tmp_path):
     cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
     if not os.path.exists(cli):

@@ -337,6 +337,7 @@ def test_get_config_from_config_round_trip(case):
     np.testing.assert_allclose(clone(*args).numpy(), net(*args).numpy(), atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", [0, 2])
 def test_keras_save_and_load(tmp_path, case):
     make, args = _round_trip_cases()[case]
@@ -438,6 +439,7 @@ def test_exports():
         assert hasattr(models, name)
 
 
+@pytest.mark.slow
 def test_registered_names_do_not_clash_with_the_diffusion_wrappers(tmp_path):
     """kdiff.diffusion registers its own ``NCSN``; the networks live under "kdiff.models"."""
     diffusion = pytest.importorskip("kdiff.diffusion")

@@ -22,6 +22,7 @@ def _weights(model):
     return model.network.get_weights() + model.ema_network.get_weights()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["ddpm", "ncsn"])
 def test_initial_weights_come_from_the_seed_alone(family):
     params = _params(family)
@@ -47,6 +48,7 @@ def test_initial_weights_come_from_the_seed_alone(family):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision, compute", [("mixed_bfloat16", "bfloat16"), ("mixed_float16", "float16")])
 def test_precision_is_the_models_dtype_policy(precision, compute):
     before = keras.config.dtype_policy().name

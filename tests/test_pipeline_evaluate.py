@@ -164,6 +164,7 @@ def standin_reference(images, weights):
 # --------------------------------------------------------------------------- evaluate on digits
 
 
+@pytest.mark.slow
 def test_classifier_reaches_high_heldout_accuracy(digits_run):
     metrics = digits_run["metrics"]
     assert metrics["classifier_accuracy_heldout"] >= 0.95
@@ -178,6 +179,7 @@ def test_classifier_reaches_high_heldout_accuracy(digits_run):
     )
 
 
+@pytest.mark.slow
 def test_real_samples_beat_the_gaussian_baseline(digits_run):
     metrics = digits_run["metrics"]
     real, base = metrics["samplers"]["heldout"], metrics["baseline_gaussian"]
@@ -195,6 +197,7 @@ def test_real_samples_beat_the_gaussian_baseline(digits_run):
     assert metrics["real_heldout"]["classifier_confidence"] == pytest.approx(real["classifier_confidence"])
 
 
+@pytest.mark.slow
 def test_features_npz_and_fid_of_identical_sets(digits_run):
     from kdiff import metrics as kmetrics
 
@@ -209,6 +212,7 @@ def test_features_npz_and_fid_of_identical_sets(digits_run):
     assert digits_run["metrics"]["samplers"]["heldout"]["fid"] == pytest.approx(expected, rel=1e-6)
 
 
+@pytest.mark.slow
 def test_kid_is_also_stored_times_1000(digits_run):
     metrics = digits_run["metrics"]
     for row in list(metrics["samplers"].values()) + [metrics["real_heldout"], metrics["baseline_gaussian"]]:
@@ -219,6 +223,7 @@ def test_kid_is_also_stored_times_1000(digits_run):
     }
 
 
+@pytest.mark.slow
 def test_few_samples_warning(digits_run):
     warnings = " ".join(digits_run["metrics"]["warnings"])
     assert "fewer than 2,048 samples" in warnings
@@ -228,6 +233,7 @@ def test_few_samples_warning(digits_run):
 # --------------------------------------------------------------------------- retrieve
 
 
+@pytest.mark.slow
 def test_retrieval_finds_copied_training_images(digits_run):
     from PIL import Image
 
@@ -397,6 +403,7 @@ def test_keras_inception_v3_loads_local_weights(tmp_path):
 # --------------------------------------------------------------------------- Beam transforms
 
 
+@pytest.mark.slow
 def test_feature_dofn_and_mean_covariance_under_test_pipeline(digits_run):
     import apache_beam as beam
     from apache_beam.testing.test_pipeline import TestPipeline

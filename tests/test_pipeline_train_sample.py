@@ -174,6 +174,7 @@ def test_build_model_families(family, network, extra, cls):
         assert model.process.sigma_max == pytest.approx(16.0)
 
 
+@pytest.mark.slow
 def test_build_network_presets():
     shape = (IMAGE_SIZE, IMAGE_SIZE, CHANNELS)
     improved = builders.build_network(_config("ddpm", network="unet_improved"), shape,
@@ -213,6 +214,7 @@ def test_build_model_errors(family, overrides, message):
 # ----------------------------------------------------------------------------- train
 
 
+@pytest.mark.slow
 def test_train_writes_model(trained):
     model_dir = os.path.join(trained, "train", "model")
     export_config = kdiff.export.read_config(os.path.join(model_dir, "export"))
@@ -323,6 +325,7 @@ class Crash(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_resume_at_an_epoch_boundary(tmp_path, examples, trained, tiny, monkeypatch):
     """The checkpoint due at step 6, the first epoch's last batch, is written at the epoch's
     end (pointing at epoch 2, batch 0); a crash at step 7 resumes from it."""
@@ -381,6 +384,7 @@ def test_train_bad_examples(tmp_path, tiny):
 # ----------------------------------------------------------------------------- sample
 
 
+@pytest.mark.slow
 def test_sample_writes_samples(tmp_path, trained):
     model_dir = os.path.join(trained, "train", "model")
     params = sample_params(num_samples=7, sample_shards=3, sample_batch_size=2)  # shards of 3, 2, 2
@@ -406,6 +410,7 @@ def test_sample_writes_samples(tmp_path, trained):
     assert leftovers(os.path.dirname(samples_dir)) == []
 
 
+@pytest.mark.slow
 def test_sample_is_reproducible(tmp_path, trained):
     model_dir = os.path.join(trained, "train", "model")
     samplers = {"ddim_10": config.TINY_SAMPLERS["ddpm"]["ddim_10"]}
@@ -419,6 +424,7 @@ def test_sample_is_reproducible(tmp_path, trained):
     assert not np.array_equal(first, other)
 
 
+@pytest.mark.slow
 def test_sample_pipeline_in_test_pipeline(tmp_path, trained):
     from apache_beam.testing.test_pipeline import TestPipeline
     from apache_beam.testing.util import assert_that, equal_to
@@ -449,6 +455,7 @@ def test_sample_pipeline_in_test_pipeline(tmp_path, trained):
     assert os.path.exists(os.path.join(out, "ddim_10", "trajectory.png"))
 
 
+@pytest.mark.slow
 def test_sample_bad_input(tmp_path, trained):
     model_dir = os.path.join(trained, "train", "model")
     with pytest.raises(StageError, match="no usable kdiff export"):
