@@ -52,10 +52,13 @@ def _import_quietly(module):
 def quiet_logs(verbose=False):
     """Hides TensorFlow's C++ and Python logs and Beam's warnings unless ``verbose``.
 
-    Sets ``TF_CPP_MIN_LOG_LEVEL=2`` (unless already set) before TensorFlow is imported —
-    Beam's worker processes inherit it — imports the ``QUIET_IMPORTS`` with what they
-    write to stderr hidden, and raises the ``QUIET_LOGGERS`` to ERROR. Everything is
-    restored on exit; the root logger is never touched.
+    Unless the environment sets it, sets ``TF_CPP_MIN_LOG_LEVEL=3`` before TensorFlow is
+    imported (Beam's worker processes inherit it): TensorFlow's C++ INFO, WARNING and
+    ERROR lines are hidden — the CUDA probe's "failed call to cuInit" on a machine
+    without a GPU among them; a real failure still raises a Python exception. Then
+    imports the ``QUIET_IMPORTS`` with what they write to stderr hidden, and raises the
+    ``QUIET_LOGGERS`` to ERROR. Everything is restored on exit; the root logger is never
+    touched.
 
     Args:
         verbose: leave every log as it is.
@@ -64,7 +67,7 @@ def quiet_logs(verbose=False):
         yield
         return
     previous_env = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     loggers = {name: logging.getLogger(name) for name in QUIET_LOGGERS}
     levels = {name: logger.level for name, logger in loggers.items()}
     try:

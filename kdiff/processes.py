@@ -8,7 +8,11 @@ from __future__ import annotations
 from kdiff import schedules, sde
 from kdiff.process import Process
 
-__all__ = ["KINDS", "as_process", "from_config", "from_model_config"]
+__all__ = ["FAMILIES", "KINDS", "as_process", "from_config", "from_model_config"]
+
+# diffusion family → the class of its process (whose class attributes give the family's
+# defaults: data range, default sampler, network level)
+FAMILIES = {cls.family: cls for cls in (schedules.Schedule, schedules.Sigmas, sde.SDE)}
 
 # process kind → the function that rebuilds one from its config
 KINDS = {

@@ -28,9 +28,6 @@ NETWORKS = UNET_PRESETS + NCSN_PRESETS
 # (first: the default).
 FAMILY_NETWORKS = {"ddpm": UNET_PRESETS, "ncsn": NCSN_PRESETS, "sde": ("unet_small", "unet_ddpm_cifar10")}
 FAMILY_LOSSES = {"ddpm": ("simple", "hybrid"), "ncsn": ("dsm", "ssm"), "sde": ("sde_dsm",)}
-# (low, high) of the data each family trains on: NCSN's in [0, 1] (Song & Ermon 2019),
-# DDPM's and score SDEs' in [−1, 1].
-FAMILY_DATA_RANGES = {"ddpm": (-1.0, 1.0), "ncsn": (0.0, 1.0), "sde": (-1.0, 1.0)}
 SCHEDULES = ("linear", "cosine")
 SDES = ("vp", "subvp", "ve")
 LIMIT_ORDERS = ("stratified", "file_number")
@@ -134,7 +131,7 @@ class RunConfig:
 
     @property
     def data_range(self):
-        """(low, high) of the data the family trains on (``FAMILY_DATA_RANGES``)."""
+        """(low, high) of the data the family trains on (``family_data_range``)."""
         return family_data_range(self.family)
 
     def to_dict(self):
@@ -149,7 +146,8 @@ FIELD_NAMES = tuple(field.name for field in dataclasses.fields(RunConfig))
 
 
 def family_data_range(family):
-    """(low, high) of the data a family trains on: (0, 1) for ncsn, (−1, 1) otherwise.
+    """(low, high) of the data a family trains on: its process's ``default_data_range``
+    ((0, 1) for ncsn, (−1, 1) otherwise), the one source kdiff's models use too.
 
     Args:
         family: "ddpm", "ncsn" or "sde".
@@ -157,7 +155,10 @@ def family_data_range(family):
     Returns:
         A (low, high) tuple of floats.
     """
-    return FAMILY_DATA_RANGES[_checks().one_of(family, "family", FAMILIES)]
+    from kdiff import processes  # imports TensorFlow: on first use, as _checks()
+
+    family = _checks().one_of(family, "family", FAMILIES)
+    return tuple(float(v) for v in processes.FAMILIES[family].default_data_range)
 
 
 def field_types():

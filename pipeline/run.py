@@ -14,19 +14,17 @@ hidden unless ``--verbose``; the root logger is left alone.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import difflib
 import glob
 import importlib
 import json
-import logging
 import os
 import shutil
 import sys
-import tempfile
 import time
 
+from kdiff_console import quiet_logs
 from pipeline import config as config_lib
 
 # pipeline.stages (and with it kdiff and TensorFlow) is imported inside the functions that
@@ -323,74 +321,6 @@ def _headline(output_dir):
         f"  {'Gaussian baseline':>20s}: FID {rounded(base.get('fid'))}  "
         f"classifier confidence {rounded(base.get('classifier_confidence'))}"
     )
-
-
-# Python loggers that --verbose shows and a quiet run raises to ERROR (restored afterwards):
-# TensorFlow's, absl's, and Beam's ("no snappy" and the like).
-QUIET_LOGGERS = ("tensorflow", "absl", "apache_beam")
-# Modules that write to stderr while they are imported: TensorFlow's C++ start-up lines;
-# Beam's optional-GCP note, logged with logging.warning on the root logger.
-QUIET_IMPORTS = ("tensorflow", "apache_beam", "apache_beam.options.pipeline_options")
-
-
-def _import_quietly(module):
-    """Imports ``module`` with file descriptor 2 sent to a temporary file.
-
-    TensorFlow's C++ start-up lines ("All log messages before absl::InitializeLog() …",
-    the oneDNN and CUDA-probe notes) are written by absl before TF_CPP_MIN_LOG_LEVEL is
-    read, so the environment variable alone does not hide them. What was written is
-    replayed if the import fails.
-    """
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile(mode="w+b") as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            importlib.import_module(module)
-        except BaseException:
-            os.dup2(saved, 2)
-            captured.seek(0)
-            sys.stderr.write(captured.read().decode("utf-8", "replace"))
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-
-
-@contextlib.contextmanager
-def quiet_logs(verbose=False):
-    """Hides TensorFlow's C++ and Python logs and Beam's warnings unless ``verbose``.
-
-    Unless the environment sets it, sets ``TF_CPP_MIN_LOG_LEVEL=3`` before TensorFlow is
-    imported (Beam's worker processes inherit it): TensorFlow's C++ INFO, WARNING and
-    ERROR lines are hidden — the CUDA probe's "failed call to cuInit" on a machine
-    without a GPU among them; a real failure still raises a Python exception. Then
-    imports the ``QUIET_IMPORTS`` with what they write to stderr hidden, and raises the
-    ``QUIET_LOGGERS`` to ERROR. Everything is restored on exit; the root logger is never
-    touched.
-
-    Args:
-        verbose: leave every log as it is.
-    """
-    if verbose:
-        yield
-        return
-    previous_env = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    loggers = {name: logging.getLogger(name) for name in QUIET_LOGGERS}
-    levels = {name: logger.level for name, logger in loggers.items()}
-    try:
-        for module in QUIET_IMPORTS:
-            if module not in sys.modules:
-                _import_quietly(module)
-        for logger in loggers.values():
-            logger.setLevel(logging.ERROR)
-        yield
-    finally:
-        for name, logger in loggers.items():
-            logger.setLevel(levels[name])
-        if previous_env is None:
-            os.environ.pop("TF_CPP_MIN_LOG_LEVEL", None)
 
 
 def run(argv=None, save_main_session=True):

@@ -13,6 +13,8 @@ import sys
 
 import pytest
 
+import kdiff_console
+
 from pipeline import config, errors
 from pipeline import run as run_lib
 from pipeline.stages.base import StageError
@@ -247,7 +249,7 @@ def test_run_leaves_the_root_logger_and_log_levels_alone(tmp_path, captured_run,
     monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
     root = logging.getLogger()
     before = (root.level, list(root.handlers))
-    levels = {name: logging.getLogger(name).level for name in run_lib.QUIET_LOGGERS}
+    levels = {name: logging.getLogger(name).level for name in kdiff_console.QUIET_LOGGERS}
     seen = {}
 
     def spy(cfg, output_dir, beam_args, **kwargs):
@@ -259,7 +261,7 @@ def test_run_leaves_the_root_logger_and_log_levels_alone(tmp_path, captured_run,
     assert run_lib.run([f"--output_dir={tmp_path}", "--preset=tiny"]) == 0
     assert seen == {"tf": logging.ERROR, "env": "3"}  # quiet while the stages run
     assert (root.level, list(root.handlers)) == before
-    assert {name: logging.getLogger(name).level for name in run_lib.QUIET_LOGGERS} == levels
+    assert {name: logging.getLogger(name).level for name in kdiff_console.QUIET_LOGGERS} == levels
     assert "TF_CPP_MIN_LOG_LEVEL" not in os.environ
     assert run_lib.run([f"--output_dir={tmp_path}", "--preset=tiny", "--verbose"]) == 0
     assert seen["tf"] == logging.getLogger("tensorflow").getEffectiveLevel() and seen["env"] is None
