@@ -243,3 +243,26 @@ def test_report_without_new_keys_degrades_to_dashes(tmp_path):
     with open(os.path.join(out, "report.md"), encoding="utf-8") as f:
         text = f.read()
     assert "| `ddim_10` | – | 12.5 | 4.25 ± 1.44 | 3 | – | – | – |" in text
+
+
+def test_user_facing_text_cites_sources_not_our_notes():
+    """README and the report / metric modules name papers, never the unpublished notes."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    notes = re.compile(r"the seed's|shared/seed|\bseed \d+\.\d|\bseed (?:fig|table|eq)|of the seed\b", re.IGNORECASE)
+    for path in (
+        "README.md",
+        "kdiff/metrics.py",
+        "pipeline/features.py",
+        "pipeline/stages/evaluate.py",
+        "pipeline/stages/report.py",
+        "pipeline/stages/retrieve.py",
+    ):
+        with open(os.path.join(root, path), encoding="utf-8") as f:
+            found = notes.findall(f.read())
+        assert not found, (path, found)
+    with open(os.path.join(root, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    assert "## References" in readme
+    for short, _ in report.REFERENCES:  # the README lists every work the report cites
+        first_author = short.split(",")[0].split(" ")[0]
+        assert first_author in readme, short
