@@ -108,7 +108,8 @@ def _fmt(value, digits=3):
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "–"
     if isinstance(value, float):
-        return f"{value:.{digits}g}" if abs(value) < 1e4 else f"{value:,.0f}"
+        # Large values in full (12,090), not in exponent notation (1.21e+04).
+        return f"{value:.{digits}g}" if abs(value) < 10 ** digits - 0.5 else f"{value:,.0f}"
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
     return _text(str(value))
