@@ -12,7 +12,7 @@ compiled. Each random quantity uses its own seed derived with ``_random.fold_in`
 (index 0: timesteps / labels, 1: Gaussian noise, 2: projections), so ``simple`` and
 ``hybrid`` draw the same ``t`` and ``noise`` for the same seed.
 
-Equation numbers refer to the survey in ``shared/seed``:
+Equation numbers refer to the survey of Cerizza, Savazzi and Barbera, "Diffusion Models" (Università di Milano-Bicocca, 2023):
 
 * ``simple`` — eq. 24, L_simple = E_{t,x0,ε} ‖ε − ε_θ(x_t, t)‖² (Ho et al. 2020).
 * ``hybrid`` — eq. 25, L_hybrid = L_simple + λ L_vlb with the learned variance of eq. 20

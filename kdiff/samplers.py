@@ -545,7 +545,7 @@ def predictor_corrector(
     compiled=True,
     jit_compile="auto",
 ):
-    """Predictor–corrector sampling of the reverse SDE (Song et al. 2021; seed Figure 11).
+    """Predictor–corrector sampling of the reverse SDE (Song et al. 2021; the survey's Figure 11).
 
     Each of ``steps`` steps from t = T to t = eps runs ``n_corrector`` Langevin corrector
     steps (step size from the signal-to-noise ratio ``snr``, per example) and then one

@@ -1,6 +1,6 @@
 """Tests of kdiff.schedules against the survey's closed forms and reference computations.
 
-Equations (survey in ``shared/seed``): eq. 5 q(x_t | x_0) = N(√ᾱ_t x_0, (1−ᾱ_t) I);
+Equations (the survey of Cerizza et al., "Diffusion Models", 2023): eq. 5 q(x_t | x_0) = N(√ᾱ_t x_0, (1−ᾱ_t) I);
 eq. 6 x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε; eqs. 8–10 the posterior q(x_{t−1} | x_t, x_0);
 eq. 18 the cosine schedule. Timesteps are 0-based: ``alphas_cumprod[t]`` is ᾱ after
 t+1 noising steps.

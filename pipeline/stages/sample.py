@@ -13,7 +13,7 @@ writes, atomically, under ``outputs["samples"]``:
 * ``<name>/samples.npz`` — ``images``: uint8 [num_samples, H, W, C];
 * ``<name>/grid.png`` — the first (up to) 100 samples, scaled up when small;
 * ``<name>/trajectory.png`` — a few samples' states from noise to image (rows: samples,
-  columns: ~10 evenly spaced states), as in the seed's Figures 15, 16 and 19;
+  columns: ~10 evenly spaced states), as in the survey's Figures 15, 16 and 19 (Cerizza et al. 2023);
 * ``timings.json`` — per sampler (see :func:`sampling_timing`): ``seconds`` (sampling
   wall time summed over shards, graph tracing included), ``trace_seconds`` (the one-off
   tracing of the warm-up batch), ``sampling_seconds`` (without it), ``images_per_second``
