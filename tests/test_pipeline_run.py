@@ -1,7 +1,10 @@
 """The whole pipeline on the tiny preset with Beam's DirectRunner: once per family, caching, bad input."""
 
+import contextlib
+import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -16,11 +19,26 @@ def _run(tmp_path, *args):
     return run_lib.run(["--preset=tiny", f"--output_dir={tmp_path}", "--runner=DirectRunner", *args])
 
 
+@pytest.fixture(scope="module")
+def ddpm_run(tmp_path_factory):
+    """One tiny ddpm run (the default family), shared by the end-to-end and caching tests,
+    which only read it (the caching test reruns on a copy): (directory, stdout)."""
+    directory = tmp_path_factory.mktemp("ddpm_run")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        status = _run(directory)
+    assert status == 0, out.getvalue()[-2000:]
+    return directory, out.getvalue()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("family", ["ddpm", "ncsn", "sde"])
-def test_tiny_pipeline_runs_end_to_end(tmp_path, family, capsys):
-    assert _run(tmp_path, f"--family={family}") == 0
-    out = capsys.readouterr().out
+def test_tiny_pipeline_runs_end_to_end(tmp_path, family, capsys, request):
+    if family == "ddpm":
+        tmp_path, out = request.getfixturevalue("ddpm_run")
+    else:
+        assert _run(tmp_path, f"--family={family}") == 0
+        out = capsys.readouterr().out
     report = tmp_path / "report" / "report"
     assert (report / "report.md").exists() and (report / "report.html").exists()
     summary = json.loads((report / "metrics.json").read_text())
@@ -36,9 +54,9 @@ def test_tiny_pipeline_runs_end_to_end(tmp_path, family, capsys):
 
 
 @pytest.mark.slow
-def test_second_run_skips_completed_stages_and_force_reruns(tmp_path, capsys):
-    assert _run(tmp_path) == 0
-    capsys.readouterr()
+def test_second_run_skips_completed_stages_and_force_reruns(tmp_path, capsys, ddpm_run):
+    tmp_path = tmp_path / "run"
+    shutil.copytree(ddpm_run[0], tmp_path)  # a completed run; its fingerprints hold no paths
     assert _run(tmp_path) == 0
     out = capsys.readouterr().out
     for stage in run_lib.STAGE_ORDER:
