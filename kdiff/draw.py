@@ -120,8 +120,9 @@ def draw_batch(spec, entry, options, count, seed, labels=None, *, return_traject
     Returns:
         The float samples [count, H, W, C] (and the trajectory when asked).
     """
-    shape = tf.concat([tf.reshape(tf.cast(count, tf.int32), [1]), tf.constant(spec.image_shape, tf.int32)], 0)
-    if not tf.is_tensor(count):
+    if tf.is_tensor(count):
+        shape = tf.concat([tf.reshape(tf.cast(count, tf.int32), [1]), tf.constant(spec.image_shape, tf.int32)], 0)
+    else:
         shape = [int(count), *spec.image_shape]
     x = spec.process.prior_sample(shape, _random.fold_in(seed, 0), spec.data_range)
     model_fn = spec.make_model_fn(y=labels, sampler=entry.name)
