@@ -65,8 +65,9 @@ class Process(abc.ABC):
 
     @property
     def max_steps(self):
-        """The most sampling steps the process allows (None: no limit)."""
-        return None
+        """The most sampling steps the process allows: ``num_steps`` (a schedule's T — a
+        sampler visits each timestep at most once —, an SDE's N); None: no limit."""
+        return self.num_steps
 
     @abc.abstractmethod
     def get_config(self):

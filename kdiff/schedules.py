@@ -99,11 +99,6 @@ class Schedule(Process):
         """T."""
         return self.T
 
-    @property
-    def max_steps(self):
-        """T: a sampler visits each timestep at most once."""
-        return self.T
-
     def level_checks(self, level):
         """Graph assertions that ``level`` holds timesteps in [0, T)."""
         message = f"Expected `level` (timesteps t) in [0, {self.T - 1}]. Received:"
@@ -345,6 +340,11 @@ class Sigmas(Process):
     def num_steps(self):
         """L, the number of levels."""
         return len(self.sigmas)
+
+    @property
+    def max_steps(self):
+        """None: annealed Langevin takes any number of steps per level."""
+        return None
 
     def get_config(self):
         """A JSON-serializable description; ``sigmas_from_config`` rebuilds it."""

@@ -47,11 +47,6 @@ class SDE(Process):
         """N."""
         return self.N
 
-    @property
-    def max_steps(self):
-        """N, the discretization the SDE was trained with."""
-        return self.N
-
     def prior_sample(self, shape, seed, data_range=None):
         """A draw from the prior p_T (``prior_sampling``)."""
         return self.prior_sampling(shape, seed=seed)
