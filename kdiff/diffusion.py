@@ -24,7 +24,7 @@ import keras
 from kdiff import _checks, _random, losses, registry
 from kdiff import schedules as schedules_lib
 from kdiff import sde as sde_lib
-from kdiff.draw import SamplingSpec
+from kdiff.draw import DrawCache, SamplingSpec
 
 __all__ = ["DiffusionModel", "DDPM", "NCSN", "ScoreSDE"]
 
@@ -99,6 +99,7 @@ class DiffusionModel(keras.Model):
             raise ValueError(f"Expected a `network` with get_config (to copy for EMA). Received: {network!r}")
         self.ema_network.trainable = False
         self.loss_tracker = keras.metrics.Mean(name="loss")
+        self._draw_cache = DrawCache()  # kdiff.sample's traced loops, reused across calls
         self._build_networks()
         self.built = True
 
@@ -175,6 +176,19 @@ class DiffusionModel(keras.Model):
     def call(self, inputs, training=False):
         """Calls the raw network: ``inputs`` is ``[x, level]`` (or ``[x, level, y]``)."""
         return self.network(*inputs, training=training)
+
+    def make_train_function(self, force=False):
+        """Keras' train function, with the optimizer's slots built for the network's
+        weights first.
+
+        Keras builds them on the first ``train_step`` otherwise, inside its trace: a
+        ``tf.function`` that creates variables is traced twice, which for a U-Net costs
+        more than the first epoch of a small run (measured: 41 s → 24 s for ``UNet.small``).
+        """
+        if self.optimizer is not None and not self.optimizer.built:
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.network.trainable_weights)
+        return super().make_train_function(force=force)
 
     @property
     def metrics(self):
@@ -314,6 +328,7 @@ class DiffusionModel(keras.Model):
             default_sampler=self.default_sampler,
             sampler_defaults=self._sampler_defaults(),
             num_classes=self.num_classes,
+            draw_cache=self._draw_cache,
         )
 
     def _sampler_defaults(self):

@@ -11,7 +11,9 @@ sampling code of its own.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import numbers
 from typing import Callable, Optional
 
 import numpy as np
@@ -20,7 +22,71 @@ import tensorflow as tf
 from kdiff import _random, registry
 from kdiff.process import Process
 
-__all__ = ["SamplingSpec", "draw_batch", "sampler_options", "to_uint8", "to_uint8_tensor"]
+__all__ = ["DrawCache", "SamplingSpec", "draw_batch", "sampler_options", "to_uint8", "to_uint8_tensor"]
+
+
+class DrawCache:
+    """The traced batch functions of one model, reused from one ``kdiff.sample`` call to the next.
+
+    Tracing a sampler's loop around a network takes seconds (longer than sampling a small
+    batch); a kdiff model and a loaded export each own one ``DrawCache``, so that a second
+    call with the same sampler, options and trajectory / XLA setting runs the graph the
+    first call traced. Options that cannot be compared by value (tensors, arrays,
+    callables) are not cached: those calls trace as before.
+
+    Args:
+        max_entries: how many traced functions to keep (least recently used dropped first).
+    """
+
+    def __init__(self, max_entries=8):
+        self.max_entries = int(max_entries)
+        self._functions = collections.OrderedDict()
+
+    def __len__(self):
+        return len(self._functions)
+
+    def function(self, key, build):
+        """The function cached under ``key``, built (and kept) on a miss.
+
+        Args:
+            key: a hashable key (``DrawCache.key(...)``), or None: build without caching.
+            build: ``build() -> function``.
+
+        Returns:
+            The function.
+        """
+        if key is None:
+            return build()
+        if key in self._functions:
+            self._functions.move_to_end(key)
+            return self._functions[key]
+        function = self._functions[key] = build()
+        while len(self._functions) > self.max_entries:
+            self._functions.popitem(last=False)
+        return function
+
+    def clear(self):
+        """Drops every traced function (say, after replacing a model's network)."""
+        self._functions.clear()
+
+    @staticmethod
+    def key(*parts):
+        """A hashable key from plain values (numbers, strings, None, and lists, tuples and
+        dicts of them), or None when a part is anything else."""
+        try:
+            return tuple(_frozen(part) for part in parts)
+        except TypeError:
+            return None
+
+
+def _frozen(value):
+    if value is None or isinstance(value, (str, bool, numbers.Number)):
+        return (type(value).__name__, value.item() if isinstance(value, np.generic) else value)
+    if isinstance(value, (list, tuple)):
+        return ("seq", tuple(_frozen(v) for v in value))
+    if isinstance(value, dict):
+        return ("dict", tuple(sorted((str(k), _frozen(v)) for k, v in value.items())))
+    raise TypeError(f"not a plain value: {type(value).__name__}")
 
 
 @dataclasses.dataclass
@@ -35,6 +101,7 @@ class SamplingSpec:
         default_sampler: the sampler used when none is named (default: the process's).
         sampler_defaults: per-sampler keyword defaults (e.g. a learned variance).
         num_classes: classes of a class-conditional model, else None.
+        draw_cache: the model's ``DrawCache`` (None: ``kdiff.sample`` traces every call).
     """
 
     make_model_fn: Callable
@@ -44,6 +111,7 @@ class SamplingSpec:
     default_sampler: Optional[str] = None
     sampler_defaults: dict = dataclasses.field(default_factory=dict)
     num_classes: Optional[int] = None
+    draw_cache: Optional[DrawCache] = None
 
     def __post_init__(self):
         Process.check(self.process, "process")

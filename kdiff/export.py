@@ -47,7 +47,7 @@ import numpy as np
 import tensorflow as tf
 
 from kdiff import _checks, _io, _random, processes, registry
-from kdiff.draw import SamplingSpec, draw_batch, to_uint8_tensor
+from kdiff.draw import DrawCache, SamplingSpec, draw_batch, to_uint8_tensor
 from kdiff.draw import sampler_options as resolve_sampler_options
 
 __all__ = ["export", "load", "read_config", "ExportedModel", "FORMAT_VERSION"]
@@ -134,8 +134,8 @@ def export(
     # the two functions. The Keras network itself is not saved, so loading needs no classes.
     module = tf.Module(name="kdiff_export")
     module.network_variables = graph.variables
-    module.denoise = graph.denoise
-    module.generate = graph.generate
+    module.denoise = graph.denoise_concrete
+    module.generate = graph.generate_concrete
     signatures = {
         "denoise": graph.denoise_concrete,
         "generate": graph.generate_concrete,
@@ -468,6 +468,7 @@ class ExportedModel:
         self._generate = loaded.signatures["generate"]
         self._output = self.process.model_output
         self._level_dtype = self.process.level_dtype
+        self._draw_cache = DrawCache()  # kdiff.sample's traced loops around `denoise`
 
     def __repr__(self):
         return (
@@ -561,6 +562,7 @@ class ExportedModel:
             default_sampler=self.config.get("default_sampler"),
             sampler_defaults=registry.learned_variance_defaults() if learned else {},
             num_classes=self.num_classes,
+            draw_cache=self._draw_cache,
         )
 
 

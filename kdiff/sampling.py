@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from kdiff import _checks, _loop, _random, export, processes, registry
-from kdiff.draw import SamplingSpec, draw_batch, sampler_options, to_uint8
+from kdiff.draw import DrawCache, SamplingSpec, draw_batch, sampler_options, to_uint8
 
 __all__ = ["sample", "SamplingSpec", "spec_for", "to_uint8"]
 
@@ -166,8 +166,15 @@ def sample(
             spec, entry, options, count, batch_seed, y, return_trajectory=return_trajectory, compiled=compiled
         )
 
-    in_graph = entry.runs_in_graph(options)
-    graph = tf.function(run, jit_compile=_loop.resolve_jit_compile(jit_compile)) if in_graph else run
+    graph = run
+    if entry.runs_in_graph(options):
+        jit = _loop.resolve_jit_compile(jit_compile)
+        key = DrawCache.key(entry.name, options, spec.data_range, bool(return_trajectory), jit)
+
+        def build():
+            return tf.function(run, jit_compile=jit)
+
+        graph = build() if spec.draw_cache is None else spec.draw_cache.function(key, build)
     bar = None
     if progress:
         import keras

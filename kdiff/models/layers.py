@@ -28,6 +28,7 @@ from keras import ops
 from kdiff import _checks
 
 __all__ = [
+    "silu",
     "SinusoidalEmbedding",
     "GaussianFourierFeatures",
     "ResBlock",
@@ -48,6 +49,23 @@ _IN_EPSILON = 1e-5  # torch.nn.InstanceNorm2d, as in the NCSN reference code
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def silu(x):
+    """x·σ(x) (SiLU / swish), written out.
+
+    TensorFlow's ``tf.nn.silu`` (which ``keras.activations.silu`` calls) is a
+    ``tf.custom_gradient``: a SavedModel then either traces a gradient function for every
+    activation (half the time of an export) or, without them, loads with wrong gradients
+    for the likelihood's divergence. Written out, its gradient is TensorFlow's own.
+
+    Args:
+        x: a tensor.
+
+    Returns:
+        x·σ(x), like x.
+    """
+    return x * ops.sigmoid(x)
 
 
 def _check_rank(x, rank, name, layer):
@@ -364,14 +382,14 @@ class ResBlock(keras.layers.Layer):
                 + ("emb=None" if emb is None else f"emb.shape={list(emb.shape)}")
             )
         x = inputs
-        h = keras.activations.silu(self.norm1(x))
+        h = silu(self.norm1(x))
         if self.up:
             h, x = _upsample_nearest(h), _upsample_nearest(x)
         elif self.down:
             h, x = _avg_pool2(h), _avg_pool2(x)
         h = self.conv1(h)
         if emb is not None:
-            e = self.emb_proj(keras.activations.silu(emb))[:, None, None, :]
+            e = self.emb_proj(silu(emb))[:, None, None, :]
             if self.adaptive_norm:
                 scale, shift = ops.split(e, 2, axis=-1)
                 h = self.norm2(h) * (1.0 + scale) + shift
@@ -379,7 +397,7 @@ class ResBlock(keras.layers.Layer):
                 h = self.norm2(h + e)
         else:
             h = self.norm2(h)
-        h = keras.activations.silu(h)
+        h = silu(h)
         h = self.conv2(self.drop(h, training=training))
         if self.skip is not None:
             x = self.skip(x)

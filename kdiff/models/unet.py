@@ -331,7 +331,7 @@ class UNet(keras.Model):
 
     def _forward(self, x, t, y, training):
         temb = self.time_features(t)
-        temb = self.time_dense1(keras.activations.silu(self.time_dense0(temb)))
+        temb = self.time_dense1(L.silu(self.time_dense0(temb)))
         if self.class_embedding is not None:
             temb = temb + self.class_embedding(y)
 
@@ -362,7 +362,7 @@ class UNet(keras.Model):
                 up = self.upsamplers[i]
                 h = up(h, temb, training=training) if self.resblock_updown else up(h)
 
-        h = keras.activations.silu(self.norm_out(h))
+        h = L.silu(self.norm_out(h))
         return self.conv_out(h)
 
     def compute_output_shape(self, x_shape, t_shape=None, y_shape=None):
