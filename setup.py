@@ -31,7 +31,7 @@ setup(
         # renders the pipeline's report.md as report.html (with its tables extension)
         "markdown>=3.4",
     ],
-    extras_require={"test": ["pytest>=8"]},
+    extras_require={"test": ["pytest>=8", "pytest-xdist>=3.5"]},
     entry_points={"console_scripts": ["kdiff=kdiff_console:kdiff_main"]},
     classifiers=[
         "Programming Language :: Python :: 3",

@@ -166,7 +166,7 @@ def sample(
             spec, entry, options, count, batch_seed, y, return_trajectory=return_trajectory, compiled=compiled
         )
 
-    graph = run
+    graph, dynamic_count = run, False
     if entry.runs_in_graph(options):
         jit = _loop.resolve_jit_compile(jit_compile)
         key = DrawCache.key(entry.name, options, spec.data_range, bool(return_trajectory), jit)
@@ -175,6 +175,7 @@ def sample(
             return tf.function(run, jit_compile=jit)
 
         graph = build() if spec.draw_cache is None else spec.draw_cache.function(key, build)
+        dynamic_count = not jit  # a tensor count: one trace for every batch size (XLA needs static shapes)
     bar = None
     if progress:
         import keras
@@ -186,7 +187,7 @@ def sample(
         count = min(batch_size, num_samples - start)
         y = None if labels is None else tf.constant(labels[start : start + count], tf.int32)
         with _loop.quiet_retracing_warning():
-            out = graph(batch_seed, count, y)
+            out = graph(batch_seed, tf.constant(count, tf.int32) if dynamic_count else count, y)
         final = out[0] if return_trajectory else out
         if not bool(tf.reduce_all(tf.math.is_finite(final))):
             run(batch_seed, count, y)  # called eagerly, the sampler raises naming the failing step

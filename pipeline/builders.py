@@ -47,7 +47,7 @@ from pipeline.config import (  # noqa: F401 - the choices live with the config; 
 )
 
 # The fields each builder reads (filled with their RunConfig defaults and checked).
-NETWORK_FIELDS = ("family", "network", "base_channels", "num_sigmas", "precision")
+NETWORK_FIELDS = ("family", "network", "base_channels", "num_res_blocks", "num_sigmas", "precision")
 PROCESS_FIELDS = ("family", "schedule", "T", "sigma_max", "sigma_min", "num_sigmas", "sde", "sde_N")
 OPTIMIZER_FIELDS = ("learning_rate", "warmup_steps")
 MODEL_FIELDS = tuple(
@@ -66,8 +66,8 @@ def build_network(params, image_shape, *, loss=None):
     """The network a config asks for.
 
     Args:
-        params: config fields (``family``, ``network``, ``base_channels``, ``num_sigmas``,
-            ``precision``: the network's dtype policy).
+        params: config fields (``family``, ``network``, ``base_channels``,
+            ``num_res_blocks``, ``num_sigmas``, ``precision``: the network's dtype policy).
         image_shape: (height, width, channels) of the training images (square).
         loss: the resolved loss (a U-Net learns its variance for "hybrid").
 
@@ -96,6 +96,8 @@ def build_network(params, image_shape, *, loss=None):
     config_lib.check_base_channels(network, base)
     learned = loss == "hybrid"
     overrides = {"dtype": dtype} if base is None else {"base_channels": base, "dtype": dtype}
+    if params["num_res_blocks"] is not None:
+        overrides["num_res_blocks"] = params["num_res_blocks"]
     if network == "unet_small":
         return UNet.small(image_size=size, in_channels=channels, learned_variance=learned, **overrides)
     if network == "unet_ddpm_cifar10":

@@ -126,7 +126,7 @@ def test_generate_is_kdiff_sample_in_the_graph(exported, name, steps, sample_kwa
 
 
 @pytest.mark.slow
-def test_generate_with_class_labels(exported):
+def test_generate_with_class_labels(exported, grappler):
     model, path, _ = exported["cond"]
     loaded = export_lib.load(path)
     for labels in (None, 2, [0, 1, 2, 2, 1]):
@@ -312,7 +312,7 @@ def test_load_errors_name_the_path(tmp_path, exported):
 
 
 @pytest.mark.slow
-def test_wrong_inputs_raise_errors_naming_the_input(exported):
+def test_wrong_inputs_raise_errors_naming_the_input(exported, grappler):
     loaded = export_lib.load(exported["ddpm"][1])
     denoise, generate = loaded.signatures["denoise"], loaded.signatures["generate"]
     for shape in ((2, 4, 4, 1), (2, 8, 8, 3), (2, 8, 8)):
@@ -343,7 +343,7 @@ def test_wrong_inputs_raise_errors_naming_the_input(exported):
 
 
 @pytest.mark.slow
-def test_checks_hold_in_a_tf1_session_as_tf_serving_runs_the_graph(exported):
+def test_checks_hold_in_a_tf1_session_as_tf_serving_runs_the_graph(exported, grappler):
     """TF Serving runs the signatures through Session::Run, which feeds a request's tensors
     without checking them against the signature's shapes: the graph's own checks answer."""
     from tensorflow.core.protobuf import config_pb2

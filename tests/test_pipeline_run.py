@@ -31,8 +31,17 @@ def ddpm_run(tmp_path_factory):
     return directory, out.getvalue()
 
 
+# Under pytest-xdist each family's run is its own group (they run in parallel); the ddpm
+# run's group also holds the caching test, which shares its fixture.
+DDPM_RUN = pytest.mark.xdist_group("pipeline_run_ddpm")
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("family", ["ddpm", "ncsn", "sde"])
+@pytest.mark.parametrize("family", [
+    pytest.param("ddpm", marks=DDPM_RUN),
+    pytest.param("ncsn", marks=pytest.mark.xdist_group("pipeline_run_ncsn")),
+    pytest.param("sde", marks=pytest.mark.xdist_group("pipeline_run_sde")),
+])
 def test_tiny_pipeline_runs_end_to_end(tmp_path, family, capsys, request):
     if family == "ddpm":
         tmp_path, out = request.getfixturevalue("ddpm_run")
@@ -54,6 +63,7 @@ def test_tiny_pipeline_runs_end_to_end(tmp_path, family, capsys, request):
 
 
 @pytest.mark.slow
+@DDPM_RUN
 def test_second_run_skips_completed_stages_and_force_reruns(tmp_path, capsys, ddpm_run):
     tmp_path = tmp_path / "run"
     shutil.copytree(ddpm_run[0], tmp_path)  # a completed run; its fingerprints hold no paths
@@ -61,12 +71,13 @@ def test_second_run_skips_completed_stages_and_force_reruns(tmp_path, capsys, dd
     out = capsys.readouterr().out
     for stage in run_lib.STAGE_ORDER:
         assert f"[{stage}] cached" in out
-    # A changed sampling parameter reruns sampling and what follows, not ingest / train.
-    assert _run(tmp_path, "--num_samples=12") == 0
+    # A changed retrieval parameter reruns retrieval and what follows, not what precedes it.
+    assert _run(tmp_path, "--knn=2") == 0
     out = capsys.readouterr().out
-    assert "[ingest] cached" in out and "[train] cached" in out
-    assert "[sample] running" in out and "[report] running" in out
-    assert _run(tmp_path, "--num_samples=12", "--force", "--stages=ingest") == 0
+    for stage in ("ingest", "train", "sample", "evaluate"):
+        assert f"[{stage}] cached" in out
+    assert "[retrieve] running" in out and "[report] running" in out
+    assert _run(tmp_path, "--knn=2", "--force", "--stages=ingest") == 0
     assert "[ingest] running" in capsys.readouterr().out
 
 

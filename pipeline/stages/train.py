@@ -61,6 +61,7 @@ SPEC = StageSpec(
         "family",
         "network",
         "base_channels",
+        "num_res_blocks",
         "schedule",
         "T",
         "loss",
