@@ -185,6 +185,9 @@ def test_build_network_presets():
     assert cifar.channel_mult == (1, 2, 2, 2) and cifar.attention_resolutions == (4,)
     hybrid_small = builders.build_network(_config("ddpm", loss="hybrid"), shape, loss="hybrid")
     assert hybrid_small.learned_variance
+    assert hybrid_small.num_res_blocks == 1  # the tiny preset's; the field overrides the preset's 2
+    two = builders.build_network(_config("ddpm", num_res_blocks=2), shape, loss="simple")
+    assert two.num_res_blocks == 2 and two.count_params() > hybrid_small.count_params()
     assert isinstance(builders.build_process(_config("ddpm", schedule="cosine")), kdiff.schedules.Schedule)
     assert isinstance(builders.build_process(_config("sde", sde="subvp")), kdiff.sde.SubVPSDE)
 
@@ -204,6 +207,8 @@ def test_build_network_presets():
         ("sde", {"sde": "vx"}, "Expected `sde`"),
         ("ddpm", {"base_channels": 48}, "divisible by 32"),
         ("ncsn", {"sigma_min": 2.0}, "sigma_min"),
+        ("ncsn", {"num_res_blocks": 2}, "only with a U-Net"),
+        ("ddpm", {"num_res_blocks": 0}, "num_res_blocks"),
     ],
 )
 def test_build_model_errors(family, overrides, message):
