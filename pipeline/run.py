@@ -212,6 +212,26 @@ def make_config(known):
     return config_lib.preset(known.preset, **values)
 
 
+def check_samplers(config):
+    """The config's samplers checked against the registry and the family's process, before
+    any stage runs (a bad sampler name or option fails in seconds, not after training).
+
+    Args:
+        config: the ``RunConfig``.
+
+    Raises:
+        ValueError: naming the sampler config and what is wrong with it.
+    """
+    from pipeline import builders
+    from pipeline.stages import sample
+    from pipeline.stages.base import StageError
+
+    try:
+        sample.check_samplers(config.samplers, builders.build_process(config.to_dict()))
+    except StageError as error:
+        raise ValueError(str(error).removeprefix("sample: ")) from None
+
+
 def _stage_module(name):
     return importlib.import_module(f"pipeline.stages.{name}")
 
@@ -233,10 +253,21 @@ def run_stages(config, output_dir, beam_args, *, force=False, stages=STAGE_ORDER
 
     Returns:
         A dict stage → {"cached": bool, "seconds": float, "fingerprint": str}.
-    """
-    from pipeline.stages.base import DONE_FILE, StageError, fingerprint, read_done, write_json
 
-    os.makedirs(output_dir, exist_ok=True)
+    Raises:
+        pipeline.lock.RunLockedError: another run holds ``output_dir``.
+        StageError: a stage failed on bad input, or a stage not selected in ``stages``
+            has no output that matches this config for the stages after it to read.
+    """
+    from pipeline.lock import RunLock
+
+    with RunLock(output_dir):
+        return _run_locked(config, output_dir, beam_args, force, stages)
+
+
+def _run_locked(config, output_dir, beam_args, force, stages):
+    from pipeline.stages.base import DONE_FILE, StageError, changed_file, fingerprint, manifest, read_done, write_json
+
     write_json(os.path.join(output_dir, "config.json"), config.to_dict())
     fingerprints, summary = {}, {}
     for name in STAGE_ORDER:
@@ -253,18 +284,25 @@ def run_stages(config, output_dir, beam_args, *, force=False, stages=STAGE_ORDER
         stamp = fingerprint(spec, params, upstream)
         stage_dir = os.path.join(output_dir, name)
         done = read_done(stage_dir)
-        cached = (
-            done is not None
-            and done.get("fingerprint") == stamp
-            and all(os.path.isdir(path) for path in outputs.values())
-        )
+        problem = None
+        if done is None:
+            problem = "it has no completed output (no _DONE.json)"
+        elif done.get("fingerprint") != stamp:
+            problem = "its output was written with other settings or inputs"
+        elif not all(os.path.isdir(path) for path in outputs.values()):
+            problem = "its output folder is missing"
+        else:
+            changed = changed_file(done.get("files"), outputs)
+            if changed is not None:
+                problem = f"its output no longer matches what it wrote: {changed}"
+                print(f"[{name}] {problem}", flush=True)
+        cached = problem is None
         if name not in stages or (cached and not force):
             if not cached:
-                missing = [a for a, p in outputs.items() if not os.path.isdir(p)]
-                if any(n in stages for n in STAGE_ORDER[STAGE_ORDER.index(name) + 1 :]) and missing:
+                if any(n in stages for n in STAGE_ORDER[STAGE_ORDER.index(name) + 1 :]):
                     raise StageError(
-                        f"{name}: not selected in --stages and no cached output at {stage_dir}; "
-                        f"run it first (add it to --stages)."
+                        f"{name}: not selected in --stages, and {problem} ({stage_dir}); the stages "
+                        f"after it would read it. Add {name} to --stages to rerun it."
                     )
             else:
                 print(f"[{name}] cached ({stamp}); --force reruns it", flush=True)
@@ -285,7 +323,7 @@ def run_stages(config, output_dir, beam_args, *, force=False, stages=STAGE_ORDER
         params = dict(params, beam_args=list(beam_args), data_range=list(config.data_range))
         module.Executor().Do(inputs, outputs, params)
         seconds = time.perf_counter() - start
-        write_json(done_path, {"fingerprint": stamp, "seconds": seconds, "outputs": outputs})
+        write_json(done_path, {"fingerprint": stamp, "seconds": seconds, "outputs": outputs, "files": manifest(outputs)})
         fingerprints[name] = stamp
         summary[name] = {"cached": False, "seconds": seconds, "fingerprint": stamp}
         print(f"[{name}] done in {seconds:.1f} s", flush=True)
@@ -344,17 +382,20 @@ def run(argv=None, save_main_session=True):
         beam_args = check_beam_args(parser, beam_args)
         try:
             config = make_config(known)
+            if "sample" in stages:
+                check_samplers(config)
         except (ValueError, OSError) as error:
             parser.error(str(error))
         if not any(arg.startswith("--runner") for arg in beam_args):
             beam_args = ["--runner=DirectRunner"] + list(beam_args)
         if save_main_session:
             beam_args = list(beam_args) + ["--save_main_session"]
+        from pipeline.lock import RunLockedError
         from pipeline.stages.base import StageError
 
         try:
             run_stages(config, known.output_dir, beam_args, force=known.force, stages=stages)
-        except StageError as error:
+        except (StageError, RunLockedError) as error:
             print(f"error: {error}", file=sys.stderr, flush=True)
             return 1
     _headline(known.output_dir)

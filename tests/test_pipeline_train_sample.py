@@ -6,6 +6,7 @@ checkpoints, resume, NaN guard, export, Beam fan-out — is what is tested here,
 seconds; the real network presets are checked by construction.
 """
 
+import contextlib
 import io
 import json
 import os
@@ -371,14 +372,42 @@ def test_nan_loss_stops_and_keeps_the_checkpoint(tmp_path, examples, tiny, monke
     assert "the loss became NaN at step 6" in message
     assert f"last good checkpoint (step 4) is kept at {checkpoints}" in message
     assert "lower --learning_rate" in message
-    assert read_json(os.path.join(checkpoints, "state.json"))["step"] == 4
+    assert "the rerun trains from scratch" in message
+    state = read_json(os.path.join(checkpoints, "state.json"))
+    assert state["step"] == 4
+    assert state["diverged"] == {"step": 6, "recipe": {"learning_rate": 1e-3, "warmup_steps": 0, "precision": "float32"}}
     assert not os.path.exists(os.path.join(run_dir, "train", "model"))
     assert leftovers(os.path.join(run_dir, "train")) == []
 
     monkeypatch.setattr(kdiff.DDPM, "_loss", loss)  # as the message says: lower the rate, rerun
-    run_train(run_dir, examples, train_params(learning_rate=5e-4))
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        run_train(run_dir, examples, train_params(learning_rate=5e-4))
+    assert "preceded a divergence (NaN at step 6 with learning_rate=0.001" in out.getvalue()
+    assert "training starts afresh" in out.getvalue()
     history = read_json(os.path.join(run_dir, "train", "model", "history.json"))
     assert history["steps"] == 12 and all(np.isfinite(history["loss"]))
+
+
+@pytest.mark.slow
+def test_a_loss_spike_is_not_checkpointed(tmp_path, examples, tiny, monkeypatch):
+    """Weights whose loss has exploded are a divergence in progress: the last checkpoint kept
+    is the one before the spike, so a rerun does not resume blown-up weights."""
+    loss = kdiff.DDPM._loss
+
+    def exploding(self, network_fn, x, seed):  # 10⁶× from the 3rd step, NaN from the 6th
+        value = loss(self, network_fn, x, seed)
+        value = tf.where(self.optimizer.iterations >= 2, value * 1e6, value)
+        return tf.where(self.optimizer.iterations >= 5, tf.constant(float("nan")), value)
+
+    monkeypatch.setattr(kdiff.DDPM, "_loss", exploding)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(StageError, match=r"last good checkpoint \(step 2\)"):
+        run_train(str(tmp_path), examples, train_params())
+    assert "not checkpointing step 4" in out.getvalue() and "the sign of a divergence" in out.getvalue()
+    assert read_json(os.path.join(str(tmp_path), "train", "checkpoints", "state.json"))["step"] == 2
+    assert train.exploding(float("inf"), 1.0) and train.exploding(101.0, 1.0) and not train.exploding(99.0, 1.0)
+    assert not train.exploding(None, 1.0) and not train.exploding(5.0, None)
 
 
 def test_train_bad_examples(tmp_path, tiny):

@@ -86,3 +86,68 @@ def read_json(path):
     """Reads a JSON file."""
     with open(path, encoding="utf-8") as f:
         return json.load(f)
+
+
+def manifest(outputs):
+    """What a stage wrote: every file of its output directories with its size and SHA-256.
+
+    Args:
+        outputs: artifact name → directory.
+
+    Returns:
+        A dict artifact → {relative path → {"size": bytes, "sha256": hex}}.
+    """
+    return {artifact: _files(directory) for artifact, directory in outputs.items()}
+
+
+def _files(directory):
+    files = {}
+    for root, dirs, names in os.walk(directory):
+        dirs.sort()
+        for name in sorted(names):
+            path = os.path.join(root, name)
+            files[os.path.relpath(path, directory)] = {"size": os.path.getsize(path), "sha256": _sha256(path)}
+    return files
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def changed_file(recorded, outputs):
+    """The first way the files on disk differ from a ``manifest`` record, or None.
+
+    Args:
+        recorded: ``manifest(outputs)`` as written when the stage completed (None: a record
+            from before manifests, not checked).
+        outputs: artifact name → directory.
+
+    Returns:
+        None when every recorded file is there with its size and checksum, and no file was
+        added; else a message naming the file and what differs.
+    """
+    if recorded is None:
+        return None
+    for artifact, directory in outputs.items():
+        expected = recorded.get(artifact, {})
+        if not os.path.isdir(directory):
+            return f"{directory} is missing"
+        for relative, record in expected.items():
+            path = os.path.join(directory, relative)
+            if not os.path.isfile(path):
+                return f"{path} is missing"
+            size = os.path.getsize(path)
+            if size != record["size"]:
+                return f"{path} has {size} bytes, {record['size']} when it was written"
+            if _sha256(path) != record["sha256"]:
+                return f"{path} has changed since it was written (its SHA-256 differs)"
+        for root, _, names in os.walk(directory):
+            for name in names:
+                relative = os.path.relpath(os.path.join(root, name), directory)
+                if relative not in expected:
+                    return f"{os.path.join(root, name)} was not written by the stage"
+    return None

@@ -192,6 +192,14 @@ class Checkpoints:
                 except OSError:
                     pass
 
+    def mark_diverged(self, record):
+        """Records in ``state.json`` that training from this checkpoint diverged (``record``:
+        the NaN's step and the recipe it had), so that a rerun with another recipe trains
+        afresh. Without a checkpoint there is nothing to mark."""
+        if not self.writable or not os.path.exists(self.state_path):
+            return
+        write_json(self.state_path, dict(read_json(self.state_path), diverged=record))
+
     def clear(self):
         if not self.writable:
             return
@@ -205,6 +213,25 @@ class Checkpoints:
 
 
 # ----------------------------------------------------------------------------- callbacks
+
+
+# A checkpoint is not written while the running loss is over this multiple of the run's
+# first batch loss: weights that far gone are a divergence in progress, and resuming them
+# diverges again.
+SPIKE_FACTOR = 100.0
+
+# The settings a rerun may change to get past a divergence; after one, a checkpoint is
+# only resumed with the same values (other values train afresh).
+RECIPE_FIELDS = ("learning_rate", "warmup_steps", "precision")
+
+
+def exploding(running_loss, first_loss):
+    """Whether a running loss is past ``SPIKE_FACTOR`` × the first batch's (or not finite)."""
+    if running_loss is None:
+        return False
+    if not math.isfinite(running_loss):
+        return True
+    return first_loss is not None and first_loss > 0 and running_loss > SPIKE_FACTOR * first_loss
 
 
 def _keras():
@@ -230,6 +257,7 @@ class TrainingState:
         self.partial_loss = restored.get("partial_loss")
         self.partial_batches = int(restored.get("partial_batches", 0))
         self.nan_step = None
+        self.first_loss = restored.get("first_loss")  # the run's first batch loss: the spike reference
         self.last_checkpoint_step = restored.get("step")
         self.epoch_start = None  # perf_counter() at the start of the running epoch
 
@@ -242,6 +270,7 @@ class TrainingState:
             "seconds": self.seconds + (time.perf_counter() - self.epoch_start if self.epoch_start else 0.0),
             "partial_loss": running_loss,
             "partial_batches": running_batches,
+            "first_loss": self.first_loss,
         }
 
 
@@ -273,6 +302,8 @@ def make_callbacks(state, checkpoints, every_steps, summary_dir, chief=True, bat
             state.batch += 1
             loss = (logs or {}).get("loss")
             self._running = None if loss is None else float(loss)
+            if state.first_loss is None and self._running is not None and math.isfinite(self._running):
+                state.first_loss = self._running
             if state.nan_step is not None:
                 return
             step = _step(self.model)
@@ -300,6 +331,12 @@ def make_callbacks(state, checkpoints, every_steps, summary_dir, chief=True, bat
                 bool(_np().all(_np().isfinite(w))) for w in self.model.network.get_weights()
             )
             if not weights_finite:
+                return
+            if exploding(running_loss, state.first_loss):
+                _log(
+                    f"not checkpointing step {step}: the running loss {running_loss:.4g} is over "
+                    f"{SPIKE_FACTOR:g}× the first batch's ({state.first_loss:.4g}), the sign of a divergence"
+                )
                 return
             checkpoints.save(self.model, state.as_dict(step, running_loss, running_batches))
             state.last_checkpoint_step = step
@@ -461,6 +498,22 @@ class Executor:
         )
         checkpoints = Checkpoints(checkpoint_dir, _checkpoint_key(params, stats), writable=chief)
         restored = checkpoints.read()
+        diverged = (restored or {}).get("diverged")
+        if diverged is not None:
+            recipe = {name: params.get(name) for name in RECIPE_FIELDS}
+            if recipe != diverged["recipe"]:
+                _log(
+                    f"the checkpoint at step {restored['step']} in {checkpoint_dir} preceded a divergence "
+                    f"(NaN at step {diverged['step']} with {_recipe_text(diverged['recipe'])}); with "
+                    f"{_recipe_text(recipe)} training starts afresh"
+                )
+                checkpoints.clear()
+                restored = None
+            else:
+                _log(
+                    f"resuming the checkpoint at step {restored['step']} with the settings that diverged at "
+                    f"step {diverged['step']} ({_recipe_text(recipe)}): expect the same NaN"
+                )
         if restored is not None:
             with strategy.scope():
                 checkpoints.restore(model, restored)
@@ -482,6 +535,10 @@ class Executor:
                 if hasattr(callback, "close"):
                     callback.close()
         if state.nan_step is not None:
+            if chief:
+                checkpoints.mark_diverged(
+                    {"step": state.nan_step, "recipe": {name: params.get(name) for name in RECIPE_FIELDS}}
+                )
             raise StageError(_nan_message(state, checkpoint_dir, params))
         if not chief:
             return
@@ -576,7 +633,15 @@ def _nan_message(state, checkpoint_dir, params):
         advice += " or add a warm-up (--warmup_steps)"
     if params.get("precision") == "mixed_float16":
         advice += ", or use --precision=float32 or mixed_bfloat16"
-    return (
-        f"train: the loss became NaN at step {state.nan_step}; {kept}; {advice}, then rerun: "
-        "training resumes from the last good checkpoint."
-    )
+    if state.last_checkpoint_step is None:
+        rerun = "the rerun trains from scratch"
+    else:
+        rerun = (
+            "the rerun trains from scratch (a checkpoint that preceded a divergence is resumed only "
+            f"with the same {', '.join('--' + name for name in RECIPE_FIELDS)})"
+        )
+    return f"train: the loss became NaN at step {state.nan_step}; {kept}; {advice}, then rerun: {rerun}."
+
+
+def _recipe_text(recipe):
+    return ", ".join(f"{name}={value}" for name, value in recipe.items())
