@@ -10,11 +10,12 @@ Three sources, named by one string (``RunConfig.dataset``):
   the machine that runs ingest (tensorflow-datasets 4.9.10 needs ``importlib_resources``
   for that, declared in setup.py). Labels come from the dataset's supervised keys
   (``as_supervised``) or a ``label`` class feature; without either they are −1.
-- ``"folder:PATH"``: a folder, searched recursively, of .png / .jpg / .jpeg / .bmp /
-  .webp images (names starting with "." are ignored). When every image sits in a
-  subfolder and there are at least two distinct subfolder names, the label is the index
-  of the image's immediate folder name among the sorted names (Keras'
-  ``image_dataset_from_directory`` convention); otherwise every label is −1.
+- ``"folder:PATH"``: a folder of .png / .jpg / .jpeg / .bmp / .webp images (names
+  starting with "." are ignored). Images in two or more immediate subfolders are
+  labelled by their subfolder's index among the sorted names (Keras'
+  ``image_dataset_from_directory`` convention); images directly in the folder (or in a
+  single subfolder) are unlabelled (−1). A mix of loose and foldered images, or images in
+  folders below a class folder, fails naming what was found (``folder_classes``).
 
 A source is planned in the driver (``plan_source``: list the files, prepare the TFDS
 data, find the labels) into small picklable records, and read in Beam workers by a
@@ -339,16 +340,57 @@ def _plan_folder(source, limit, limit_order, seed):
             "(searched recursively; put them in class subfolders for labels)."
         )
     # Labels come from the whole folder, so a limit does not change the class indices.
-    parents = [posix_dirname(f) for f in files]
-    class_names = sorted({os.path.basename(p) for p in parents})
-    labelled = all(parents) and len(class_names) >= 2
-    index = {name: i for i, name in enumerate(class_names)}
-    labels = [index[os.path.basename(p)] for p in parents] if labelled else [-1] * len(files)
+    class_names = folder_classes(source, root, files)
+    labelled = class_names is not None
+    index = {name: i for i, name in enumerate(class_names or ())}
+    labels = [index[f.split("/", 1)[0]] for f in files] if labelled else [-1] * len(files)
     chosen = select(files, labels, limit, limit_order, seed)
     records = [(files[i], os.path.join(root, files[i]), labels[i]) for i in chosen]
     if labelled:
         return SourcePlan(source, records, num_classes=len(class_names), class_names=class_names, default_channels=3)
     return SourcePlan(source, records, num_classes=None, class_names=None, default_channels=3)
+
+
+def folder_classes(source, root, files):
+    """The class names of a folder source: its immediate subfolders, or None (unlabelled).
+
+    Images directly in ``root`` are unlabelled; images in two or more immediate
+    subfolders are labelled by their subfolder (Keras' ``image_dataset_from_directory``
+    convention). A single subfolder is one class, so unlabelled too. Anything else is
+    ambiguous and fails rather than guessing: images both loose in ``root`` and in
+    subfolders, or images in folders below a class folder.
+
+    Args:
+        source: the parsed source (for the message).
+        root: the folder.
+        files: the images' paths relative to ``root`` ("/"-separated).
+
+    Returns:
+        The sorted class names, or None.
+
+    Raises:
+        StageError: on an ambiguous layout, saying what was found and what to pass.
+    """
+    loose = [f for f in files if "/" not in f]
+    nested = sorted({posix_dirname(f) for f in files if f.count("/") > 1})
+    if loose and len(loose) < len(files):
+        raise StageError(
+            f"Dataset {source.spec!r}: {len(loose)} image(s) lie directly in {root} (e.g. {loose[0]}) and "
+            f"{len(files) - len(loose)} in subfolders; expected either class subfolders only (labelled) or "
+            "no subfolders (unlabelled). Move the loose images into a class folder, or point --dataset "
+            "at a folder of one kind."
+        )
+    if nested:
+        tops = sorted({f.split("/", 1)[0] for f in files if f.count("/") > 1})
+        raise StageError(
+            f"Dataset {source.spec!r}: images lie in folders below the class folders of {root} "
+            f"({', '.join(nested[:3])}{', …' if len(nested) > 3 else ''}); class folders must be the "
+            f"immediate subfolders of the dataset folder and hold their images directly. Point "
+            f"--dataset at the folder whose subfolders are the classes (e.g. "
+            f"--dataset=folder:{os.path.join(root, tops[0])}), or flatten the class folders."
+        )
+    classes = sorted({f.split("/", 1)[0] for f in files if "/" in f})
+    return classes if len(classes) >= 2 else None
 
 
 def posix_dirname(path):

@@ -232,6 +232,29 @@ def check_samplers(config):
         raise ValueError(str(error).removeprefix("sample: ")) from None
 
 
+def check_feature_labels(config, examples_dir):
+    """Fails before training when the evaluate stage will need labels the data lacks.
+
+    Args:
+        config: the ``RunConfig`` (its ``fid_features``).
+        examples_dir: the ingested Examples (their ``stats.json``).
+
+    Raises:
+        StageError: ``--fid_features=classifier`` on an unlabelled dataset.
+    """
+    from pipeline.stages.base import StageError, read_json
+
+    stats_path = os.path.join(examples_dir, "stats.json")
+    if config.fid_features != "classifier" or not os.path.exists(stats_path):
+        return
+    if read_json(stats_path).get("num_classes") is None:
+        raise StageError(
+            f"evaluate: --fid_features=classifier trains a classifier on the labels, and the dataset "
+            f"{config.dataset} has none ({stats_path}: num_classes is null); pass --fid_features=inception "
+            "(or inception_graph), or a dataset with labels (class subfolders for folder:PATH)."
+        )
+
+
 def _stage_module(name):
     return importlib.import_module(f"pipeline.stages.{name}")
 
@@ -281,6 +304,8 @@ def _run_locked(config, output_dir, beam_args, force, stages):
             if value is None:
                 done = read_done(os.path.dirname(inputs[artifact]))
                 upstream[artifact] = done and done.get("fingerprint")
+        if name == "train" and "evaluate" in stages:
+            check_feature_labels(config, inputs["examples"])
         stamp = fingerprint(spec, params, upstream)
         stage_dir = os.path.join(output_dir, name)
         done = read_done(stage_dir)

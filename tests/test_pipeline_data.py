@@ -54,7 +54,7 @@ def digits_examples(tmp_path_factory):
 
 
 def write_class_folder(root):
-    """Mixed sizes and modes (L, RGB, RGBA, P) and formats in two class subfolders."""
+    """Mixed sizes and modes (L, RGB, RGBA, P) and formats in three class subfolders."""
     rng = np.random.default_rng(0)
     files = {}
 
@@ -72,7 +72,7 @@ def write_class_folder(root):
     save("dog/d.bmp", Image.fromarray(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8), "RGB"))
     palette = Image.fromarray(rng.integers(0, 256, (50, 30, 3), dtype=np.uint8), "RGB").quantize(16)
     save("dog/e.png", palette)
-    save("dog/sub/f.webp", Image.fromarray(rng.integers(0, 256, (9, 9, 3), dtype=np.uint8), "RGB"))
+    save("bird/f.webp", Image.fromarray(rng.integers(0, 256, (9, 9, 3), dtype=np.uint8), "RGB"))
     (root / "dog" / "notes.txt").write_text("not an image")
     return files
 
@@ -122,9 +122,9 @@ def test_empty_and_missing_folders(tmp_path):
 def test_folder_labels_from_class_subfolders_else_unlabeled(tmp_path):
     write_class_folder(tmp_path / "classes")
     plan = data.plan_source(f"folder:{tmp_path / 'classes'}")
-    assert plan.class_names == ["cat", "dog", "sub"]
-    assert [(key, label) for key, _, label in plan.records] == [
-        ("cat/a.png", 0), ("cat/b.jpg", 0), ("cat/c.png", 0), ("dog/d.bmp", 1), ("dog/e.png", 1), ("dog/sub/f.webp", 2)
+    assert plan.class_names == ["bird", "cat", "dog"]
+    assert sorted((key, label) for key, _, label in plan.records) == [
+        ("bird/f.webp", 0), ("cat/a.png", 1), ("cat/b.jpg", 1), ("cat/c.png", 1), ("dog/d.bmp", 2), ("dog/e.png", 2)
     ]
     assert data.plan_source(f"folder:{tmp_path / 'classes'}", limit=2, limit_order="file_number").records == plan.records[:2]
     flat = tmp_path / "flat"
@@ -133,6 +133,26 @@ def test_folder_labels_from_class_subfolders_else_unlabeled(tmp_path):
         Image.new("RGB", (5, 7), (1, 2, 3)).save(flat / name, format="PNG")
     plan = data.plan_source(f"folder:{flat}")
     assert plan.num_classes is None and [r[2] for r in plan.records] == [-1, -1]
+
+
+def test_ambiguous_folder_layouts_fail_saying_what_was_found(tmp_path):
+    def image(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (4, 4), (9, 9, 9)).save(path, format="PNG")
+
+    nested = tmp_path / "nested"  # cat/{young,old}, dog/{young,old}: not merged into young / old
+    for name in ("cat/young/a.png", "cat/old/b.png", "dog/young/c.png", "dog/old/d.png"):
+        image(nested / name)
+    with pytest.raises(StageError, match=r"below the class folders .*cat/old.*--dataset=folder:.*nested/cat"):
+        data.plan_source(f"folder:{nested}")
+    mixed = tmp_path / "mixed"  # one loose image beside class folders
+    for name in ("loose.png", "cat/a.png", "dog/b.png"):
+        image(mixed / name)
+    with pytest.raises(StageError, match=r"1 image\(s\) lie directly in .*loose.png.* and 2 in subfolders"):
+        data.plan_source(f"folder:{mixed}")
+    single = tmp_path / "single"  # one class folder: unlabelled
+    image(single / "faces" / "a.png")
+    assert data.plan_source(f"folder:{single}").num_classes is None
 
 
 # ---------------------------------------------------------------------------- preprocessing
@@ -286,13 +306,13 @@ def test_ingest_folder_mixed_sizes_and_modes(tmp_path, capsys):
     out = run_ingest(tmp_path / "out" / "examples", dataset=f"folder:{tmp_path / 'images'}", limit=None, image_size=8, num_shards=2)
     stats = read_json(os.path.join(out, "stats.json"))
     assert (stats["num_train"], stats["num_eval"], stats["channels"]) == (5, 1, 3)
-    assert (stats["num_classes"], stats["class_names"]) == (3, ["cat", "dog", "sub"])
+    assert (stats["num_classes"], stats["class_names"]) == (3, ["bird", "cat", "dog"])
     rows = {}
     for split in ("train", "eval"):
         x, y, keys = data.load_examples(out, split, return_keys=True)
         rows.update({k: (image, label) for k, image, label in zip(keys, x, y)})
     assert sorted(rows) == sorted(files)
-    labels = {"cat": 0, "dog": 1, "sub": 2}
+    labels = {"bird": 0, "cat": 1, "dog": 2}
     for key, (image, label) in rows.items():
         assert label == labels[key.split("/")[-2]]
         np.testing.assert_array_equal(image, data.preprocess(data.read_image_file(str(files[key])), 8, 3))

@@ -146,3 +146,19 @@ def test_an_unknown_sampler_fails_before_any_stage_runs(tmp_path, capsys):
     with pytest.raises(SystemExit):
         _run(tmp_path, '--samplers={"x": {"sampler": "ddim", "stepz": 3}}')
     assert "unknown option(s) ['stepz']" in capsys.readouterr().err
+
+
+def test_classifier_features_on_an_unlabelled_folder_fail_before_training(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8), "RGB").save(folder / f"{i}.png")
+    run_dir = tmp_path / "run"
+    assert _run(run_dir, f"--dataset=folder:{folder}", "--limit=none") == 1
+    err = capsys.readouterr().err
+    assert "--fid_features=classifier" in err and "has none" in err and "--fid_features=inception" in err
+    assert (run_dir / "ingest" / base.DONE_FILE).exists() and not (run_dir / "train").exists()
