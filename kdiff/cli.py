@@ -131,6 +131,14 @@ def _check_out(parser, flag, path):
         return
     if os.path.isdir(path):
         parser.error(f"argument {flag}: {path!r} is a directory; expected a picture file such as grid.png")
+    # Checked before sampling, so that minutes of sampling are not lost to an unwritable path;
+    # folders are not created: a typo must not leave new directories behind.
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        parser.error(f"argument {flag}: the folder {folder!r} does not exist; create it first or pass another path")
+    target = path if os.path.exists(path) else folder
+    if not os.access(target, os.W_OK):
+        parser.error(f"argument {flag}: {target!r} is not writable (read-only or no permission)")
 
 
 def _last_line(error):
@@ -208,11 +216,15 @@ def _sample(args, parser):
         print(f"kdiff sample: {error}", file=sys.stderr)
         return 1
     samples, trajectory = result if args.trajectory is not None else (result, None)
-    images_lib.save_grid(samples, args.out, nrow=args.nrow, scale=args.scale)
-    print(f"wrote {args.out}: {len(samples)} images of {'x'.join(map(str, samples.shape[1:]))}")
-    if trajectory is not None:
-        images_lib.save_trajectory(trajectory, args.trajectory, num_frames=args.frames, scale=args.scale)
-        print(f"wrote {args.trajectory}: {trajectory.shape[1]} rows of {min(args.frames, trajectory.shape[0])} states")
+    try:
+        images_lib.save_grid(samples, args.out, nrow=args.nrow, scale=args.scale)
+        print(f"wrote {args.out}: {len(samples)} images of {'x'.join(map(str, samples.shape[1:]))}")
+        if trajectory is not None:
+            images_lib.save_trajectory(trajectory, args.trajectory, num_frames=args.frames, scale=args.scale)
+            print(f"wrote {args.trajectory}: {trajectory.shape[1]} rows of {min(args.frames, trajectory.shape[0])} states")
+    except OSError as error:  # a full disk, or the path changed while sampling
+        print(f"kdiff sample: cannot write {error.filename or args.out}: {error.strerror or error}", file=sys.stderr)
+        return 1
     return 0
 
 

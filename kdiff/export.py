@@ -609,10 +609,18 @@ def load(path):
         An ``ExportedModel``.
 
     Raises:
-        ValueError: naming the path when it is missing or not a kdiff export.
+        ValueError: naming the path when it is missing, not a kdiff export, or its
+            SavedModel cannot be read.
     """
     config = read_config(path)
-    loaded = tf.saved_model.load(os.fspath(path))
+    try:
+        loaded = tf.saved_model.load(os.fspath(path))
+    except (OSError, tf.errors.OpError, ValueError) as error:  # a truncated or garbage saved_model.pb
+        raise ValueError(
+            f"Expected a readable SavedModel in path={os.fspath(path)!r} (saved_model.pb and variables/). "
+            f"Received: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else error!r}. "
+            "Export the model again (kdiff.export.export, or the pipeline's train stage)."
+        ) from error
     missing = [name for name in ("denoise", "generate") if name not in loaded.signatures]
     if missing:
         raise ValueError(f"Expected the signatures denoise and generate in path={os.fspath(path)!r}. Missing: {missing}")

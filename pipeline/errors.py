@@ -9,9 +9,22 @@ both, for every stage that runs a pipeline.
 
 from __future__ import annotations
 
+import errno
 import re
 
-__all__ = ["strip_beam_suffixes", "root_cause", "beam_error_message", "find_error"]
+__all__ = ["strip_beam_suffixes", "root_cause", "beam_error_message", "find_error", "io_error", "io_error_message"]
+
+# What to do about the usual I/O failures, by errno.
+_IO_ADVICE = {
+    errno.ENOSPC: "the disk is full; free some space (or pass another --output_dir) and rerun",
+    errno.EDQUOT: "the disk quota is exceeded; free some space and rerun",
+    errno.EROFS: "the file system is read-only; pass a writable --output_dir",
+    errno.EACCES: "no permission; pass an --output_dir you may write, or fix the permissions",
+    errno.EPERM: "no permission; pass an --output_dir you may write, or fix the permissions",
+    errno.ENOENT: "a file or folder the stage needs is missing",
+}
+# TensorFlow's I/O errors (their messages name the file).
+_TF_IO_ERRORS = ("DataLossError", "PermissionDeniedError")
 
 _WHILE_RUNNING = re.compile(r"\s*\[while running '.*?'\]")
 
@@ -92,3 +105,48 @@ def find_error(error, error_type):
         if matches:
             return error_type(strip_beam_suffixes(matches[-1]))
     return None
+
+
+def _chain(error):
+    chain, seen = [], set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    return chain
+
+
+def io_error(error):
+    """The I/O error (an ``OSError``, or TensorFlow's data-loss / permission errors) in
+    ``error``'s chain, or None.
+
+    Args:
+        error: an exception (a stage's, possibly wrapped by Beam).
+
+    Returns:
+        The innermost I/O exception, or None.
+    """
+    for candidate in reversed(_chain(error)):
+        if isinstance(candidate, OSError) or type(candidate).__name__ in _TF_IO_ERRORS:
+            return candidate
+    return None
+
+
+def io_error_message(stage, error):
+    """A one-line message for an I/O failure in ``stage``: the path, the cause, what to do.
+
+    Args:
+        stage: the stage's name.
+        error: what ``io_error`` returned.
+
+    Returns:
+        "<stage>: cannot read or write <path>: <cause>; <advice>. Completed stages are kept."
+    """
+    if isinstance(error, OSError):
+        path = error.filename or "a file"
+        cause = error.strerror or strip_beam_suffixes(error)
+        advice = _IO_ADVICE.get(error.errno, "check the path and rerun")
+    else:  # TensorFlow's: the path is in its message
+        path, cause = "a file", strip_beam_suffixes(error).splitlines()[0]
+        advice = "the file is corrupt or unreadable; rerun the stage that wrote it (--force)"
+    return f"{stage}: cannot read or write {path}: {cause}; {advice}. Completed stages are kept."

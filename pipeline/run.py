@@ -26,6 +26,7 @@ import time
 
 from kdiff_console import quiet_logs
 from pipeline import config as config_lib
+from pipeline import errors
 
 # pipeline.stages (and with it kdiff and TensorFlow) is imported inside the functions that
 # run stages, after quiet_logs: --help and flag errors never load TensorFlow, and its
@@ -346,7 +347,15 @@ def _run_locked(config, output_dir, beam_args, force, stages):
         if os.path.exists(done_path):
             os.remove(done_path)  # the old outputs no longer match what is being written
         params = dict(params, beam_args=list(beam_args), data_range=list(config.data_range))
-        module.Executor().Do(inputs, outputs, params)
+        try:
+            module.Executor().Do(inputs, outputs, params)
+        except StageError:
+            raise
+        except Exception as error:  # an I/O failure becomes a message naming the path
+            failure = errors.io_error(error)
+            if failure is None:
+                raise
+            raise StageError(errors.io_error_message(name, failure)) from error
         seconds = time.perf_counter() - start
         write_json(done_path, {"fingerprint": stamp, "seconds": seconds, "outputs": outputs, "files": manifest(outputs)})
         fingerprints[name] = stamp

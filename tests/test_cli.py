@@ -132,6 +132,41 @@ def test_missing_or_foreign_model_exits_2_naming_the_path(exports, tmp_path, cap
 
 
 @pytest.mark.slow
+def test_an_unwritable_out_exits_2_before_sampling(exports, tmp_path, capsys):
+    model = exports["ddpm"][1]
+    missing = tmp_path / "no_such_dir" / "grid.png"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sample", "--model", model, "--out", str(missing)])
+    assert exit_info.value.code == 2 and "does not exist" in capsys.readouterr().err
+    assert not missing.parent.exists()  # no folder created for a typo
+    read_only = tmp_path / "read_only"
+    read_only.mkdir()
+    os.chmod(read_only, 0o555)
+    try:
+        if os.access(read_only, os.W_OK):
+            pytest.skip("running as a user that may write anywhere (root): a read-only folder is writable")
+        with pytest.raises(SystemExit):
+            main(["sample", "--model", model, "--out", str(read_only / "grid.png")])
+        assert "is not writable" in capsys.readouterr().err
+    finally:
+        os.chmod(read_only, 0o755)
+
+
+@pytest.mark.slow
+def test_a_garbage_saved_model_is_named(exports, tmp_path, capsys):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(exports["ddpm"][1], broken)
+    (broken / "saved_model.pb").write_bytes(b"not a protocol buffer")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sample", "--model", str(broken), "--out", str(tmp_path / "grid.png")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Expected a readable SavedModel" in err and str(broken) in err and "Traceback" not in err
+
+
+@pytest.mark.slow
 def test_console_command_exit_status(tmp_path):
     """As a separate process (what the console script runs): status 2 and the path on stderr."""
     missing = tmp_path / "missing_model"

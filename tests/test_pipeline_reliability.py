@@ -162,3 +162,23 @@ def test_classifier_features_on_an_unlabelled_folder_fail_before_training(tmp_pa
     err = capsys.readouterr().err
     assert "--fid_features=classifier" in err and "has none" in err and "--fid_features=inception" in err
     assert (run_dir / "ingest" / base.DONE_FILE).exists() and not (run_dir / "train").exists()
+
+
+def test_an_io_failure_in_a_stage_exits_1_naming_the_path_and_the_cause(ingested, tmp_path, capsys, monkeypatch):
+    import errno
+
+    from pipeline import errors
+    from pipeline.stages import train
+
+    run_dir = _copy(ingested, tmp_path)
+    full = str(run_dir / "train" / "checkpoints" / "ckpt-000000002.weights.h5")
+
+    def no_space(self, inputs, outputs, params):
+        raise RuntimeError("wrapped, as Beam and h5py wrap it") from OSError(errno.ENOSPC, "No space left on device", full)
+
+    monkeypatch.setattr(train.Executor, "Do", no_space)
+    assert _run(run_dir, "--stages=ingest,train") == 1
+    err = capsys.readouterr().err
+    assert f"train: cannot read or write {full}: No space left on device; the disk is full" in err
+    assert "Completed stages are kept" in err and (run_dir / "ingest" / base.DONE_FILE).exists()
+    assert errors.io_error(ValueError("not I/O")) is None
