@@ -223,12 +223,15 @@ def check_samplers(config):
     Raises:
         ValueError: naming the sampler config and what is wrong with it.
     """
+    from kdiff import processes
+
     from pipeline import builders
     from pipeline.stages import sample
     from pipeline.stages.base import StageError
 
     try:
-        sample.check_samplers(config.samplers, builders.build_process(config.to_dict()))
+        process = processes.as_process(builders.build_process(config.to_dict()))  # NCSN's: a σ array
+        sample.check_samplers(config.samplers, process)
     except StageError as error:
         raise ValueError(str(error).removeprefix("sample: ")) from None
 

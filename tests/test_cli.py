@@ -60,6 +60,7 @@ def test_sample_writes_a_png_grid_of_the_samples(exports, tmp_path, capsys):
 def test_sample_with_a_trajectory_nrow_scale_and_class(exports, tmp_path):
     _, path = exports["cond"]
     out, trajectory = tmp_path / "sub" / "grid.png", tmp_path / "traj.png"
+    out.parent.mkdir()  # kdiff sample creates no folders (a typo must not leave one behind)
     status = main(["sample", "--model", path, "--num", "3", "--steps", "20", "--out", str(out),
                    "--trajectory", str(trajectory), "--nrow", "3", "--scale", "2", "--class_label", "2",
                    "--sampler", "ddim", "--eta", "0.5"])

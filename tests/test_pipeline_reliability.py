@@ -182,3 +182,10 @@ def test_an_io_failure_in_a_stage_exits_1_naming_the_path_and_the_cause(ingested
     assert f"train: cannot read or write {full}: No space left on device; the disk is full" in err
     assert "Completed stages are kept" in err and (run_dir / "ingest" / base.DONE_FILE).exists()
     assert errors.io_error(ValueError("not I/O")) is None
+
+
+def test_a_sampler_that_does_not_fit_the_family_fails_before_any_stage_runs(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        _run(tmp_path, "--family=ncsn", '--samplers={"x": {"sampler": "ddim"}}')
+    assert "sampler 'x' (ddim) does not apply to a ncsn model" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "ingest")
