@@ -50,13 +50,7 @@ def root_cause(error):
     Returns:
         The innermost exception (``error`` itself when it has no cause).
     """
-    seen = {id(error)}
-    while True:
-        inner = error.__cause__ or error.__context__
-        if inner is None or id(inner) in seen:
-            return error
-        seen.add(id(inner))
-        error = inner
+    return _chain(error)[-1]
 
 
 def beam_error_message(error):
@@ -90,12 +84,7 @@ def find_error(error, error_type):
     Returns:
         An ``error_type`` instance whose message has Beam's suffixes stripped, or None.
     """
-    chain, seen = [], set()
-    current = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        chain.append(current)
-        current = current.__cause__ or current.__context__
+    chain = _chain(error)
     for candidate in chain:
         if isinstance(candidate, error_type):
             return error_type(strip_beam_suffixes(candidate))
@@ -108,6 +97,7 @@ def find_error(error, error_type):
 
 
 def _chain(error):
+    """``error`` and its causes, outermost first (``__cause__``, else ``__context__``; no cycles)."""
     chain, seen = [], set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
