@@ -1,9 +1,12 @@
-"""Files that appear complete or not at all."""
+"""Files that appear complete or not at all, and clean failures of the writes that make them."""
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import errno
 import os
+import re
 import shutil
 import tempfile
 
@@ -58,3 +61,165 @@ def atomic_directory(final_path, before_replace=None):
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
+
+
+def _bytes_of(weights):
+    """The bytes ``weights`` (Keras variables) hold."""
+    total = 0
+    for weight in weights:
+        size = 1
+        for dim in weight.shape:
+            size *= int(dim)
+        total += size * _itemsize(weight.dtype)
+    return total
+
+
+def _itemsize(dtype):
+    import numpy as np
+
+    name = getattr(dtype, "name", dtype)
+    return np.dtype(str(name).replace("bfloat16", "float16")).itemsize
+
+
+def save_weights(model, path):
+    """``model.save_weights(path)`` that fails cleanly when the disk cannot hold the file.
+
+    Before writing, the free space at ``path`` is checked against the weights' size (the
+    model's and its optimizer's variables) and, when short, ``OSError(ENOSPC)`` is raised
+    naming the file, before anything is written. Should the write fail anyway (another
+    writer filled the disk), the half-written HDF5 file is closed and removed before the
+    error propagates: h5py otherwise keeps it open, and its finalizer — flushing to a full
+    disk at interpreter exit — crashes the process.
+
+    Args:
+        model: a built Keras model.
+        path: the ``.weights.h5`` file to write.
+
+    Raises:
+        OSError: no space, or another write failure; ``filename`` is ``path``.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    variables = list(model.weights)
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is not None and getattr(optimizer, "built", False):
+        variables += list(optimizer.variables)
+    needed = int(_bytes_of(variables) * 1.05) + (1 << 20)  # HDF5's headers: a margin
+    free = shutil.disk_usage(directory).free
+    if free < needed:
+        raise OSError(
+            errno.ENOSPC,
+            f"No space left on device (the weights need about {needed / 2**20:.1f} MiB; "
+            f"{free / 2**20:.1f} MiB are free)",
+            path,
+        )
+    try:
+        model.save_weights(path, overwrite=True)
+    except BaseException:
+        discard_failed_h5(path)
+        raise
+
+
+def discard_failed_h5(path):
+    """Closes and removes an HDF5 file at ``path`` whose write failed (no-op if not open).
+
+    The file is truncated first, which frees its space, so that HDF5's final flush on
+    closing succeeds even on a full disk.
+
+    Args:
+        path: the file's path.
+    """
+    try:
+        import h5py
+    except ImportError:  # pragma: no cover - Keras depends on h5py
+        return
+    target = os.path.abspath(path)
+    for file_id in h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE):
+        try:
+            name = os.path.abspath(os.fsdecode(file_id.name))
+            if name != target:
+                continue
+            os.ftruncate(file_id.get_vfd_handle(), 0)
+            file_id.close()
+        except Exception:  # noqa: BLE001 - best effort: the original error is what matters
+            continue
+    with contextlib.suppress(OSError):
+        os.remove(target)
+
+
+IOFailure = collections.namedtuple("IOFailure", ["path", "cause", "errno"])
+IOFailure.__doc__ = """An I/O failure as a user reads it: the path, the cause (one line), the errno (or None)."""
+
+# TensorFlow's errors that are I/O failures, and the OS error each message reports.
+_TF_IO_ERRORS = ("DataLossError", "PermissionDeniedError", "ResourceExhaustedError", "NotFoundError")
+_TF_CAUSES = {
+    "No space left on device": errno.ENOSPC,
+    "Disk quota exceeded": errno.EDQUOT,
+    "Read-only file system": errno.EROFS,
+    "Permission denied": errno.EACCES,
+    "No such file or directory": errno.ENOENT,
+}
+# HDF5's messages (h5py's OSErrors carry no filename) name the file as ``filename = '…'``.
+_HDF5_FILENAME = re.compile(r"filename = '([^']+)'")
+_TF_NODE = re.compile(r"\{\{[^}]*\}\}\s*")
+_TF_OP = re.compile(r"\s*\[Op:[^\]]*\]")
+
+
+def cause_chain(error):
+    """``error`` and its causes, outermost first (``__cause__``, else ``__context__``; no cycles)."""
+    chain, seen = [], set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    return chain
+
+
+def find_io_error(error):
+    """The innermost I/O failure in ``error``'s cause chain, or None.
+
+    An I/O failure is an ``OSError``, or one of TensorFlow's data-loss, permission,
+    not-found or resource-exhausted errors whose message reports a file system's error
+    ("No space left on device", …); a resource-exhausted error that is out of memory is
+    not one.
+
+    Args:
+        error: an exception (possibly wrapping the failure, as Beam and Keras do).
+
+    Returns:
+        An ``IOFailure``, or None.
+    """
+    for candidate in reversed(cause_chain(error)):
+        if isinstance(candidate, OSError):
+            return _os_failure(candidate)
+        if type(candidate).__name__ in _TF_IO_ERRORS:
+            failure = _tf_failure(candidate)
+            if failure is not None:
+                return failure
+    return None
+
+
+def _os_failure(error):
+    hdf5_path = _HDF5_FILENAME.search(str(error))
+    path = error.filename or (hdf5_path and hdf5_path.group(1))
+    if hdf5_path and error.errno:
+        cause = os.strerror(error.errno)  # HDF5's own text is a page of internals
+    else:
+        cause = error.strerror or _first_line(error)
+    return IOFailure(path and os.fspath(path), cause, error.errno)
+
+
+def _tf_failure(error):
+    """TensorFlow's message reads ``[{{node …}}] <path>; <cause> [Op:…]`` for file errors."""
+    text = _TF_OP.sub("", _TF_NODE.sub("", _first_line(getattr(error, "message", error))))
+    for cause, code in _TF_CAUSES.items():
+        if cause in text:
+            path = text.split(";", 1)[0].strip() if ";" in text else None
+            return IOFailure(path, cause, code)
+    if type(error).__name__ == "DataLossError":
+        return IOFailure(None, text, None)
+    return None
+
+
+def _first_line(error):
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__

@@ -195,6 +195,7 @@ def _sample(args, parser):
             parser.error(f"argument --class_label: expected a class in [0, {num_classes - 1}], got {args.class_label}")
 
     import kdiff
+    from kdiff import _io
     from kdiff import images as images_lib
 
     try:
@@ -222,8 +223,11 @@ def _sample(args, parser):
         if trajectory is not None:
             images_lib.save_trajectory(trajectory, args.trajectory, num_frames=args.frames, scale=args.scale)
             print(f"wrote {args.trajectory}: {trajectory.shape[1]} rows of {min(args.frames, trajectory.shape[0])} states")
-    except OSError as error:  # a full disk, or the path changed while sampling
-        print(f"kdiff sample: cannot write {error.filename or args.out}: {error.strerror or error}", file=sys.stderr)
+    except Exception as error:  # a full disk, or the path changed while sampling
+        failure = _io.find_io_error(error)
+        if failure is None:
+            raise
+        print(f"kdiff sample: cannot write {failure.path or args.out}: {failure.cause}", file=sys.stderr)
         return 1
     return 0
 

@@ -23,8 +23,6 @@ _IO_ADVICE = {
     errno.EPERM: "no permission; pass an --output_dir you may write, or fix the permissions",
     errno.ENOENT: "a file or folder the stage needs is missing",
 }
-# TensorFlow's I/O errors (their messages name the file).
-_TF_IO_ERRORS = ("DataLossError", "PermissionDeniedError")
 
 _WHILE_RUNNING = re.compile(r"\s*\[while running '.*?'\]")
 
@@ -50,7 +48,9 @@ def root_cause(error):
     Returns:
         The innermost exception (``error`` itself when it has no cause).
     """
-    return _chain(error)[-1]
+    from kdiff._io import cause_chain  # lazily: kdiff loads TensorFlow, `--help` must not
+
+    return cause_chain(error)[-1]
 
 
 def beam_error_message(error):
@@ -84,7 +84,9 @@ def find_error(error, error_type):
     Returns:
         An ``error_type`` instance whose message has Beam's suffixes stripped, or None.
     """
-    chain = _chain(error)
+    from kdiff._io import cause_chain
+
+    chain = cause_chain(error)
     for candidate in chain:
         if isinstance(candidate, error_type):
             return error_type(strip_beam_suffixes(candidate))
@@ -96,47 +98,35 @@ def find_error(error, error_type):
     return None
 
 
-def _chain(error):
-    """``error`` and its causes, outermost first (``__cause__``, else ``__context__``; no cycles)."""
-    chain, seen = [], set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        chain.append(error)
-        error = error.__cause__ or error.__context__
-    return chain
-
-
 def io_error(error):
-    """The I/O error (an ``OSError``, or TensorFlow's data-loss / permission errors) in
-    ``error``'s chain, or None.
+    """The I/O failure in ``error``'s chain (``kdiff._io.find_io_error``), or None.
 
     Args:
         error: an exception (a stage's, possibly wrapped by Beam).
 
     Returns:
-        The innermost I/O exception, or None.
+        A ``kdiff._io.IOFailure`` (path, cause, errno), or None.
     """
-    for candidate in reversed(_chain(error)):
-        if isinstance(candidate, OSError) or type(candidate).__name__ in _TF_IO_ERRORS:
-            return candidate
-    return None
+    from kdiff._io import find_io_error
+
+    return find_io_error(error)
 
 
-def io_error_message(stage, error):
+def io_error_message(stage, failure, where=None):
     """A one-line message for an I/O failure in ``stage``: the path, the cause, what to do.
 
     Args:
         stage: the stage's name.
-        error: what ``io_error`` returned.
+        failure: what ``io_error`` returned.
+        where: what to name when the failure does not say which file (the stage's folder).
 
     Returns:
         "<stage>: cannot read or write <path>: <cause>; <advice>. Completed stages are kept."
     """
-    if isinstance(error, OSError):
-        path = error.filename or "a file"
-        cause = error.strerror or strip_beam_suffixes(error)
-        advice = _IO_ADVICE.get(error.errno, "check the path and rerun")
-    else:  # TensorFlow's: the path is in its message
-        path, cause = "a file", strip_beam_suffixes(error).splitlines()[0]
+    path = failure.path or (f"a file under {where}" if where else "a file")
+    if failure.errno is not None:
+        advice = _IO_ADVICE.get(failure.errno, "check the path and rerun")
+    else:  # TensorFlow's data loss: a corrupt file
         advice = "the file is corrupt or unreadable; rerun the stage that wrote it (--force)"
+    cause = strip_beam_suffixes(failure.cause)
     return f"{stage}: cannot read or write {path}: {cause}; {advice}. Completed stages are kept."

@@ -119,6 +119,11 @@ def build_parser():
     )
     run_group.add_argument("--force", action="store_true", help="rerun stages even when their outputs are cached")
     run_group.add_argument(
+        "--resume", action="store_true",
+        help="train: continue from the checkpoint a stopped run left in <output_dir>/train/checkpoints even "
+        "with --force or a changed --learning_rate / --warmup_steps (without it, those train afresh)",
+    )
+    run_group.add_argument(
         "--stages", default=",".join(STAGE_ORDER),
         help=f"comma-separated stages to run, in order (default: {','.join(STAGE_ORDER)})",
     )
@@ -268,14 +273,16 @@ def _artifact_dir(output_dir, artifact):
     return os.path.join(output_dir, stage, name)
 
 
-def run_stages(config, output_dir, beam_args, *, force=False, stages=STAGE_ORDER):
+def run_stages(config, output_dir, beam_args, *, force=False, resume=False, stages=STAGE_ORDER):
     """Runs the stages in order, skipping cached ones.
 
     Args:
         config: the ``RunConfig``.
         output_dir: the run's directory.
         beam_args: Beam pipeline flags for the Beam stages.
-        force: rerun cached stages.
+        force: rerun cached stages (and train afresh, unless ``resume``).
+        resume: let the train stage continue from a checkpoint that ``force`` or a
+            changed recipe would discard.
         stages: the stages to run (upstream artifacts must exist for the others).
 
     Returns:
@@ -289,10 +296,10 @@ def run_stages(config, output_dir, beam_args, *, force=False, stages=STAGE_ORDER
     from pipeline.lock import RunLock
 
     with RunLock(output_dir):
-        return _run_locked(config, output_dir, beam_args, force, stages)
+        return _run_locked(config, output_dir, beam_args, force, resume, stages)
 
 
-def _run_locked(config, output_dir, beam_args, force, stages):
+def _run_locked(config, output_dir, beam_args, force, resume, stages):
     from pipeline.stages.base import DONE_FILE, StageError, changed_file, fingerprint, manifest, read_done, write_json
 
     write_json(os.path.join(output_dir, "config.json"), config.to_dict())
@@ -349,7 +356,9 @@ def _run_locked(config, output_dir, beam_args, force, stages):
         done_path = os.path.join(stage_dir, DONE_FILE)
         if os.path.exists(done_path):
             os.remove(done_path)  # the old outputs no longer match what is being written
-        params = dict(params, beam_args=list(beam_args), data_range=list(config.data_range))
+        params = dict(
+            params, beam_args=list(beam_args), data_range=list(config.data_range), force=force, resume=resume
+        )
         try:
             module.Executor().Do(inputs, outputs, params)
         except StageError:
@@ -358,7 +367,7 @@ def _run_locked(config, output_dir, beam_args, force, stages):
             failure = errors.io_error(error)
             if failure is None:
                 raise
-            raise StageError(errors.io_error_message(name, failure)) from error
+            raise StageError(errors.io_error_message(name, failure, where=stage_dir)) from error
         seconds = time.perf_counter() - start
         write_json(done_path, {"fingerprint": stamp, "seconds": seconds, "outputs": outputs, "files": manifest(outputs)})
         fingerprints[name] = stamp
@@ -431,7 +440,9 @@ def run(argv=None, save_main_session=True):
         from pipeline.stages.base import StageError
 
         try:
-            run_stages(config, known.output_dir, beam_args, force=known.force, stages=stages)
+            run_stages(
+                config, known.output_dir, beam_args, force=known.force, resume=known.resume, stages=stages
+            )
         except (StageError, RunLockedError) as error:
             print(f"error: {error}", file=sys.stderr, flush=True)
             return 1

@@ -28,8 +28,11 @@ def captured_run(monkeypatch):
     """``run_lib.run`` with the stages replaced: returns what ``run_stages`` was given."""
     calls = []
 
-    def fake_run_stages(cfg, output_dir, beam_args, *, force=False, stages=run_lib.STAGE_ORDER):
-        calls.append({"config": cfg, "output_dir": output_dir, "beam_args": list(beam_args), "stages": stages})
+    def fake_run_stages(cfg, output_dir, beam_args, *, force=False, resume=False, stages=run_lib.STAGE_ORDER):
+        calls.append({
+            "config": cfg, "output_dir": output_dir, "beam_args": list(beam_args), "stages": stages,
+            "force": force, "resume": resume,
+        })
         return {}
 
     monkeypatch.setattr(run_lib, "run_stages", fake_run_stages)
@@ -112,6 +115,13 @@ def test_unknown_flag_fails_naming_it_and_the_closest_flag(tmp_path, capsys, cap
 def test_stray_positional_argument_fails(tmp_path, capsys, captured_run):
     code, err = _exit_message(capsys, [f"--output_dir={tmp_path}", "ncsn"])
     assert code == 2 and "'ncsn'" in err and captured_run == []
+
+
+@pytest.mark.parametrize("flags, force, resume", [([], False, False), (["--force"], True, False), (["--force", "--resume"], True, True)])
+def test_force_and_resume_reach_the_stages(tmp_path, captured_run, flags, force, resume):
+    assert run_lib.run([f"--output_dir={tmp_path}", "--preset=tiny", *flags]) == 0
+    (call,) = captured_run
+    assert (call["force"], call["resume"]) == (force, resume)
 
 
 def test_beam_flags_pass_through(tmp_path, captured_run):

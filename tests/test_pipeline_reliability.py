@@ -189,3 +189,166 @@ def test_a_sampler_that_does_not_fit_the_family_fails_before_any_stage_runs(tmp_
         _run(tmp_path, "--family=ncsn", '--samplers={"x": {"sampler": "ddim"}}')
     assert "sampler 'x' (ddim) does not apply to a ncsn model" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "ingest")
+
+
+# ----------------------------------------------------------------------------- record counts
+
+
+def test_the_manifest_counts_the_records_of_tfrecord_and_npz_files(ingested, tmp_path):
+    import json
+
+    import numpy as np
+
+    done = json.loads((ingested / "ingest" / base.DONE_FILE).read_text())
+    stats = json.loads((ingested / "ingest" / "examples" / "stats.json").read_text())
+    shards = done["files"]["examples"]
+    train = sum(entry["records"] for name, entry in shards.items() if name.startswith("train-"))
+    evaluation = sum(entry["records"] for name, entry in shards.items() if name.startswith("eval-"))
+    assert (train, evaluation) == (stats["num_train"], stats["num_eval"])
+    assert "records" not in shards["stats.json"]
+    # The framing count agrees with TensorFlow's reader, and a cut file is named.
+    import tensorflow as tf
+
+    shard = _shard(ingested)
+    assert base.record_count(str(shard)) == sum(1 for _ in tf.data.TFRecordDataset(str(shard)))
+    cut = tmp_path / "cut.tfrecord"
+    cut.write_bytes(shard.read_bytes()[:-3])
+    with pytest.raises(ValueError, match=r"cut.tfrecord: record \d+ runs past the end of the file"):
+        base.record_count(str(cut))
+    np.savez(tmp_path / "samples.npz", images=np.zeros((7, 2, 2, 1)), labels=np.zeros(7))
+    assert base.record_count(str(tmp_path / "samples.npz")) == 7
+
+
+# ----------------------------------------------------------------------------- a full disk
+
+
+def test_weights_are_not_written_to_a_disk_that_cannot_hold_them(tmp_path, monkeypatch):
+    import errno
+    import shutil
+
+    import keras
+
+    from kdiff import _io
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(256)])
+    path = tmp_path / "ckpt.weights.h5"
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(_io.shutil, "disk_usage", lambda _: usage._replace(free=1000))
+    with pytest.raises(OSError) as error:
+        _io.save_weights(model, str(path))
+    assert error.value.errno == errno.ENOSPC and error.value.filename == str(path)
+    assert "the weights need about 1.0 MiB; 0.0 MiB are free" in str(error.value)
+    assert not path.exists()
+    monkeypatch.undo()
+    _io.save_weights(model, str(path))  # room: written
+    assert path.stat().st_size > 256 * 5 * 4
+
+
+def _failing_save_script(path, disk_usage_free=None, file_size_limit=None):
+    """A script that saves 2 MiB of weights to ``path`` through ``kdiff._io.save_weights``
+    and prints ``failed <errno> <path> <file left?>`` when the write fails."""
+    return textwrap.dedent(f"""
+        import os, resource, shutil, signal, sys
+        sys.path.insert(0, {REPO!r})
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+        import keras
+        from kdiff import _io
+        model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(8192)])  # 2 MiB
+        if {disk_usage_free!r} is not None:  # the pre-check passes: the write itself fails
+            usage = shutil.disk_usage(os.path.dirname({path!r}))
+            _io.shutil.disk_usage = lambda _: usage._replace(free={disk_usage_free!r})
+        if {file_size_limit!r} is not None:
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, ({file_size_limit!r}, resource.RLIM_INFINITY))
+        try:
+            _io.save_weights(model, {path!r})
+        except OSError as error:
+            failure = _io.find_io_error(error)
+            print("failed", failure.errno, failure.path, os.path.exists({path!r}), flush=True)
+    """)
+
+
+def test_a_weights_write_that_fails_midway_leaves_no_file(tmp_path):
+    """A file-size limit makes the write fail midway on any machine (EFBIG)."""
+    import errno
+
+    path = str(tmp_path / "ckpt.weights.h5")
+    script = _failing_save_script(path, file_size_limit=1 << 20)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["failed", str(errno.EFBIG), path, "False"]
+
+
+def test_io_failures_are_described_by_path_and_cause():
+    import errno
+
+    import tensorflow as tf
+
+    from kdiff import _io
+
+    hdf5 = OSError(errno.ENOSPC, "Can't synchronously write data (file write failed: time = …\n, filename = "
+                   "'/x/ckpt.weights.h5', file descriptor = 6, errno = 28, error message = 'No space left on device')")
+    assert _io.find_io_error(RuntimeError("wrapped")) is None
+    wrapped = RuntimeError("Keras wraps it")
+    wrapped.__cause__ = hdf5
+    assert _io.find_io_error(wrapped) == ("/x/ckpt.weights.h5", "No space left on device", errno.ENOSPC)
+    save = tf.errors.ResourceExhaustedError(
+        None, None, "{{function_node __wrapped__SaveV2_dtypes_129}} /x/export/variables/part-0; "
+        "No space left on device [Op:SaveV2]",
+    )
+    assert _io.find_io_error(save) == ("/x/export/variables/part-0", "No space left on device", errno.ENOSPC)
+    memory = tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor with shape[4096,4096]")
+    assert _io.find_io_error(memory) is None  # out of memory is not an I/O failure
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """An 8 MiB tmpfs (needs root, or CAP_SYS_ADMIN, to mount): yields a remount function."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount_point)], capture_output=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN): {result.stderr.decode().strip()}")
+
+    def grow(megabytes):
+        subprocess.run(["mount", "-o", f"remount,size={megabytes}m", str(mount_point)], check=True)
+
+    try:
+        yield mount_point, grow
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+@pytest.mark.slow
+def test_a_full_disk_fails_naming_the_file_and_the_rerun_with_space_recovers(ingested, small_disk, capsys):
+    disk, grow = small_disk
+    run_dir = _copy(ingested, disk)
+    assert _run(run_dir, "--stages=ingest,train") == 1  # the tiny U-Net's checkpoint needs ~12 MiB
+    err = capsys.readouterr().err
+    checkpoints = run_dir / "train" / "checkpoints"
+    assert f"train: cannot read or write {checkpoints}" in err and "No space left on device" in err
+    assert "the disk is full" in err and "Completed stages are kept" in err
+    assert (run_dir / "ingest" / base.DONE_FILE).exists() and not (run_dir / "train" / base.DONE_FILE).exists()
+    assert [name for name in os.listdir(run_dir / "train") if ".tmp-" in name] == []
+    grow(64)
+    assert _run(run_dir, "--stages=ingest,train") == 0
+    out = capsys.readouterr().out
+    assert "[ingest] cached" in out and "[train] done" in out
+    assert (run_dir / "train" / "model" / "export" / "saved_model.pb").exists()
+
+
+def test_a_weights_write_that_fills_the_disk_does_not_crash_the_process(small_disk):
+    """h5py keeps a file whose write failed open, and its finalizer's flush to the full disk
+    crashes the interpreter (exit 139, as the pipeline did); ``save_weights`` closes it on
+    freed space and removes it. The pre-check is bypassed so that the write itself fails."""
+    import errno
+
+    disk, _ = small_disk
+    filler = disk / "filler"
+    filler.write_bytes(b"\0" * (7 << 20))  # leaves < 1 MiB of the 8
+    path = str(disk / "ckpt.weights.h5")
+    script = _failing_save_script(path, disk_usage_free=1 << 30)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["failed", str(errno.ENOSPC), path, "False"]
+    assert "Exception ignored" not in result.stderr

@@ -76,12 +76,12 @@ def tiny_network(params, image_shape, loss=None):
     return TinyNet(image_shape[0], image_shape[2], out_channels=out)
 
 
-def train_params(family="ddpm", **overrides):
+def train_params(family="ddpm", force=False, resume=False, **overrides):
     values = {"epochs": 2, "batch_size": BATCH, "checkpoint_every_steps": 2, "learning_rate": 1e-3}
     values.update(overrides)
     cfg = config.preset("tiny", family=family, **values)
     params = cfg.section(train.SPEC.parameters)
-    params.update(beam_args=["--runner=DirectRunner"], data_range=list(cfg.data_range))
+    params.update(beam_args=["--runner=DirectRunner"], data_range=list(cfg.data_range), force=force, resume=resume)
     return params
 
 
@@ -355,6 +355,68 @@ def test_resume_at_an_epoch_boundary(tmp_path, examples, trained, tiny, monkeypa
     np.testing.assert_allclose(resumed["val_loss"], reference["val_loss"], rtol=1e-5)
 
 
+@pytest.mark.parametrize(
+    "saved, diverged, flags, resumes, says",
+    [
+        ("same", None, {}, True, None),  # a crash's rerun
+        (None, None, {}, True, None),  # a checkpoint from before recipes were recorded
+        ("other", None, {}, False, "was written with learning_rate=0.002"),
+        ("other", None, {"resume": True}, True, "--resume: continuing from"),
+        ("same", None, {"force": True}, False, "--force: training afresh"),
+        ("same", None, {"force": True, "resume": True}, True, "--resume: continuing from"),
+        ("same", "same", {}, True, "expect the same NaN"),
+        ("same", "other", {}, False, "preceded a divergence (NaN at step 9 with learning_rate=0.002"),
+        ("other", "other", {"resume": True}, True, "preceded a divergence"),
+    ],
+)
+def test_when_a_checkpoint_is_resumed(saved, diverged, flags, resumes, says, capsys):
+    """A checkpoint is resumed with the recipe it was written with; --force or another
+    recipe trains afresh unless --resume asks to continue from it."""
+    recipe = {"learning_rate": 1e-3, "warmup_steps": 0, "precision": "float32"}
+    other = dict(recipe, learning_rate=2e-3)
+    recipes = {"same": recipe, "other": other, None: None}
+    restored = {"step": 6}
+    if saved is not None:
+        restored["recipe"] = recipes[saved]
+    if diverged is not None:
+        restored["diverged"] = {"step": 9, "recipe": recipes[diverged]}
+    assert train._should_resume(restored, recipe, flags, "/run/train/checkpoints") is resumes
+    out = capsys.readouterr().out
+    if says is None:
+        assert out == ""
+    else:
+        assert says in out and "the checkpoint at step 6 in /run/train/checkpoints" in out
+
+
+@pytest.mark.slow
+def test_force_trains_afresh_and_resume_continues(tmp_path, examples, trained, tiny, monkeypatch, capsys):
+    """After a crash at step 7 (checkpoint at 6): --force discards the checkpoint, --force
+    --resume continues from it and takes the uninterrupted run's steps."""
+    make_callbacks = train.make_callbacks
+
+    class CrashAt7(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if train._step(self.model) >= 7:
+                raise Crash()
+
+    reference = read_json(os.path.join(trained, "train", "model", "history.json"))
+    for flags, resumed in (({"force": True}, False), ({"force": True, "resume": True}, True)):
+        run_dir = str(tmp_path / f"resume-{resumed}")
+        monkeypatch.setattr(train, "make_callbacks", lambda *a, **k: make_callbacks(*a, **k) + [CrashAt7()])
+        with pytest.raises(Crash):
+            run_train(run_dir, examples, train_params())
+        monkeypatch.setattr(train, "make_callbacks", make_callbacks)
+        capsys.readouterr()
+        run_train(run_dir, examples, train_params(**flags))
+        out = capsys.readouterr().out
+        assert ("resuming from the checkpoint at step 6" in out) is resumed
+        assert ("--force: training afresh" in out) is not resumed
+        history = read_json(os.path.join(run_dir, "train", "model", "history.json"))
+        assert history["steps"] == 12
+        # Either way the same seeded steps: resumed or from scratch, the uninterrupted run's.
+        np.testing.assert_allclose(history["val_loss"], reference["val_loss"], rtol=1e-5)
+
+
 @pytest.mark.slow
 def test_nan_loss_stops_and_keeps_the_checkpoint(tmp_path, examples, tiny, monkeypatch):
     run_dir = str(tmp_path)
@@ -385,6 +447,28 @@ def test_nan_loss_stops_and_keeps_the_checkpoint(tmp_path, examples, tiny, monke
         run_train(run_dir, examples, train_params(learning_rate=5e-4))
     assert "preceded a divergence (NaN at step 6 with learning_rate=0.001" in out.getvalue()
     assert "training starts afresh" in out.getvalue()
+    history = read_json(os.path.join(run_dir, "train", "model", "history.json"))
+    assert history["steps"] == 12 and all(np.isfinite(history["loss"]))
+
+
+@pytest.mark.slow
+def test_resume_continues_a_diverged_run_from_its_last_good_checkpoint(tmp_path, examples, tiny, monkeypatch, capsys):
+    run_dir = str(tmp_path)
+    loss = kdiff.DDPM._loss
+
+    def diverging(self, network_fn, x, seed):  # NaN at the 6th step only
+        value = loss(self, network_fn, x, seed)
+        return tf.where(self.optimizer.iterations == 5, tf.constant(float("nan")), value)
+
+    monkeypatch.setattr(kdiff.DDPM, "_loss", diverging)
+    with pytest.raises(StageError, match="with --resume as well it continues from step 4 with them"):
+        run_train(run_dir, examples, train_params())
+    monkeypatch.setattr(kdiff.DDPM, "_loss", loss)
+    capsys.readouterr()
+    run_train(run_dir, examples, train_params(learning_rate=5e-4, resume=True))
+    out = capsys.readouterr().out
+    assert "--resume: continuing from the checkpoint at step 4" in out and "preceded a divergence" in out
+    assert "resuming from the checkpoint at step 4 (epoch 1, batch 4)" in out
     history = read_json(os.path.join(run_dir, "train", "model", "history.json"))
     assert history["steps"] == 12 and all(np.isfinite(history["loss"]))
 

@@ -89,13 +89,15 @@ def read_json(path):
 
 
 def manifest(outputs):
-    """What a stage wrote: every file of its output directories with its size and SHA-256.
+    """What a stage wrote: every file of its output directories with its size and SHA-256,
+    and for record files their record count (a TFRecord file's records, an ``.npz``
+    file's rows: samples, features).
 
     Args:
         outputs: artifact name → directory.
 
     Returns:
-        A dict artifact → {relative path → {"size": bytes, "sha256": hex}}.
+        A dict artifact → {relative path → {"size": bytes, "sha256": hex[, "records": n]}}.
     """
     return {artifact: _files(directory) for artifact, directory in outputs.items()}
 
@@ -106,8 +108,56 @@ def _files(directory):
         dirs.sort()
         for name in sorted(names):
             path = os.path.join(root, name)
-            files[os.path.relpath(path, directory)] = {"size": os.path.getsize(path), "sha256": _sha256(path)}
+            entry = {"size": os.path.getsize(path), "sha256": _sha256(path)}
+            records = record_count(path)
+            if records is not None:
+                entry["records"] = records
+            files[os.path.relpath(path, directory)] = entry
     return files
+
+
+def record_count(path):
+    """How many records a file holds: a ``.tfrecord`` file's records, an ``.npz`` file's
+    rows (the first dimension its arrays share), else None.
+
+    Args:
+        path: the file.
+
+    Returns:
+        The count, or None for other files (and for an ``.npz`` whose arrays disagree).
+
+    Raises:
+        ValueError: a TFRecord file whose framing is cut short (a truncated file).
+    """
+    if path.endswith(".tfrecord"):
+        return _tfrecord_count(path)
+    if path.endswith(".npz"):
+        import numpy as np
+
+        with np.load(path) as arrays:
+            rows = {arrays[name].shape[0] if arrays[name].ndim else None for name in arrays.files}
+        return rows.pop() if len(rows) == 1 else None
+    return None
+
+
+def _tfrecord_count(path):
+    """Counts a TFRecord file's records by its framing (each record: a little-endian uint64
+    length, a 4-byte CRC, the data, a 4-byte CRC), seeking past the data."""
+    import struct
+
+    count, size = 0, os.path.getsize(path)
+    with open(path, "rb") as f:
+        while f.tell() < size:
+            header = f.read(12)
+            if len(header) < 12:
+                raise ValueError(f"{path}: a TFRecord header is cut short at byte {size - len(header)}")
+            (length,) = struct.unpack("<Q", header[:8])
+            end = f.tell() + length + 4
+            if end > size:
+                raise ValueError(f"{path}: record {count} runs past the end of the file (truncated)")
+            f.seek(end)
+            count += 1
+    return count
 
 
 def _sha256(path):

@@ -26,10 +26,16 @@ it restores the epoch but replays it from its first batch, and writes its weight
 in place (a kill during the write leaves it corrupt). The checkpoints are deleted when
 the stage completes; they belong to one model (family, network, process, seed, batch
 size, precision, data): a checkpoint written for another is discarded with a message.
-Learning rate, warm-up, epochs and strategy may change between a crash and the rerun.
+
+A rerun resumes a checkpoint only with the recipe it was written with (learning rate,
+warm-up, precision: ``RECIPE_FIELDS``); with another, or with ``--force``, it trains
+afresh, unless ``--resume`` asks to continue from the checkpoint (``_should_resume``).
+Epochs and strategy may change between a crash and the rerun.
 
 A NaN (or infinite) loss stops training at once with a ``StageError`` naming the step,
-keeping the last good checkpoint, from which a rerun with a lower learning rate resumes.
+keeping the last good checkpoint: the last one whose weights are finite and whose
+running loss had not left ``SPIKE_FACTOR`` × the first batch's. A rerun with a lower
+learning rate trains afresh; with ``--resume`` it continues from that checkpoint.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ import os
 import shutil
 import time
 
+from kdiff import _io
 from pipeline import config as config_lib
 from pipeline.stages.base import (
     EXAMPLES,
@@ -179,7 +186,7 @@ class Checkpoints:
         step = int(state["step"])
         name = f"ckpt-{step:09d}.weights.h5"
         temporary = os.path.join(self.directory, f".tmp-{os.getpid()}-{name}")
-        model.save_weights(temporary, overwrite=True)
+        _io.save_weights(model, temporary)  # no space: a clean OSError naming the file
         os.replace(temporary, os.path.join(self.directory, name))
         write_json(self.state_path, dict(state, weights=name, key=self.key))
         for old in glob.glob(os.path.join(self.directory, WEIGHTS_PATTERN)):
@@ -274,13 +281,13 @@ class TrainingState:
         }
 
 
-def make_callbacks(state, checkpoints, every_steps, summary_dir, chief=True, batches_per_epoch=None):
+def make_callbacks(state, checkpoints, every_steps, summary_dir, chief=True, batches_per_epoch=None, recipe=None):
     """The stage's callbacks, in order: NaN guard, checkpoints, progress and summaries.
 
     A checkpoint falls due every ``every_steps`` steps; one due on an epoch's last batch
     is written at the epoch's end instead (with the epoch's history, pointing at the next
     epoch), as is the last epoch's. With ``batches_per_epoch`` unknown, every epoch end
-    is saved.
+    is saved. ``recipe`` (the ``RECIPE_FIELDS`` values) is recorded with each checkpoint.
     """
     keras = _keras()
 
@@ -338,7 +345,7 @@ def make_callbacks(state, checkpoints, every_steps, summary_dir, chief=True, bat
                     f"{SPIKE_FACTOR:g}× the first batch's ({state.first_loss:.4g}), the sign of a divergence"
                 )
                 return
-            checkpoints.save(self.model, state.as_dict(step, running_loss, running_batches))
+            checkpoints.save(self.model, dict(state.as_dict(step, running_loss, running_batches), recipe=recipe))
             state.last_checkpoint_step = step
 
     class Progress(keras.callbacks.Callback):
@@ -497,23 +504,11 @@ class Executor:
             f"{strategy_name} ({strategy.num_replicas_in_sync} replica(s)), precision {precision}"
         )
         checkpoints = Checkpoints(checkpoint_dir, _checkpoint_key(params, stats), writable=chief)
+        recipe = {name: params.get(name) for name in RECIPE_FIELDS}
         restored = checkpoints.read()
-        diverged = (restored or {}).get("diverged")
-        if diverged is not None:
-            recipe = {name: params.get(name) for name in RECIPE_FIELDS}
-            if recipe != diverged["recipe"]:
-                _log(
-                    f"the checkpoint at step {restored['step']} in {checkpoint_dir} preceded a divergence "
-                    f"(NaN at step {diverged['step']} with {_recipe_text(diverged['recipe'])}); with "
-                    f"{_recipe_text(recipe)} training starts afresh"
-                )
-                checkpoints.clear()
-                restored = None
-            else:
-                _log(
-                    f"resuming the checkpoint at step {restored['step']} with the settings that diverged at "
-                    f"step {diverged['step']} ({_recipe_text(recipe)}): expect the same NaN"
-                )
+        if restored is not None and not _should_resume(restored, recipe, params, checkpoint_dir):
+            checkpoints.clear()
+            restored = None
         if restored is not None:
             with strategy.scope():
                 checkpoints.restore(model, restored)
@@ -526,7 +521,8 @@ class Executor:
         num_train = stats.get("num_train")
         batches_per_epoch = math.ceil(int(num_train) / batch_size) if num_train else None
         callbacks = make_callbacks(
-            state, checkpoints, every, summary_dir, chief=chief, batches_per_epoch=batches_per_epoch
+            state, checkpoints, every, summary_dir, chief=chief, batches_per_epoch=batches_per_epoch,
+            recipe=recipe,
         )
         try:
             self._train(model, strategy, strategy_name, examples_dir, params, state, callbacks, batch_size, seed)
@@ -536,9 +532,7 @@ class Executor:
                     callback.close()
         if state.nan_step is not None:
             if chief:
-                checkpoints.mark_diverged(
-                    {"step": state.nan_step, "recipe": {name: params.get(name) for name in RECIPE_FIELDS}}
-                )
+                checkpoints.mark_diverged({"step": state.nan_step, "recipe": recipe})
             raise StageError(_nan_message(state, checkpoint_dir, params))
         if not chief:
             return
@@ -623,6 +617,51 @@ def _build(params, image_shape):
     return builders.build_model(params, image_shape)
 
 
+def _should_resume(restored, recipe, params, checkpoint_dir):
+    """Whether training continues from the checkpoint ``restored``, saying which and why.
+
+    A checkpoint is resumed when the rerun has the recipe it was written with (a crash's
+    rerun). It is discarded — training starts afresh — when ``--force`` reran the stage
+    or the recipe (``RECIPE_FIELDS``) changed, unless ``--resume`` asks to continue from it
+    with the new recipe.
+
+    Args:
+        restored: the checkpoint's state (``Checkpoints.read``).
+        recipe: this run's ``RECIPE_FIELDS`` values.
+        params: the stage's params (``force`` and ``resume``: the run's flags).
+        checkpoint_dir: where the checkpoint is (for the messages).
+
+    Returns:
+        True to restore it, False to train afresh.
+    """
+    where = f"the checkpoint at step {restored['step']} in {checkpoint_dir}"
+    diverged = restored.get("diverged")
+    # The recipe of the last run on it: the one that diverged, else the one that wrote it.
+    saved = (diverged or {}).get("recipe") or restored.get("recipe")
+    history = None
+    if diverged:
+        history = f"preceded a divergence (NaN at step {diverged['step']} with {_recipe_text(diverged['recipe'])})"
+    if params.get("resume"):
+        note = f"; it {history}" if history else ""
+        if saved is not None and saved != recipe:
+            note += f"; it was written with {_recipe_text(saved)}, now {_recipe_text(recipe)}"
+        _log(f"--resume: continuing from {where}{note}")
+        return True
+    if params.get("force"):
+        _log(f"--force: training afresh, discarding {where} (--resume continues from it)")
+        return False
+    if saved is None or saved == recipe:
+        if history:
+            _log(f"resuming {where}, which {history}, with the same settings: expect the same NaN")
+        return True
+    written = history or f"was written with {_recipe_text(saved)}"
+    _log(
+        f"{where} {written}; with {_recipe_text(recipe)} training starts afresh "
+        "(--resume continues from it with these settings)"
+    )
+    return False
+
+
 def _nan_message(state, checkpoint_dir, params):
     if state.last_checkpoint_step is not None:
         kept = f"the last good checkpoint (step {state.last_checkpoint_step}) is kept at {checkpoint_dir}"
@@ -637,8 +676,8 @@ def _nan_message(state, checkpoint_dir, params):
         rerun = "the rerun trains from scratch"
     else:
         rerun = (
-            "the rerun trains from scratch (a checkpoint that preceded a divergence is resumed only "
-            f"with the same {', '.join('--' + name for name in RECIPE_FIELDS)})"
+            f"with other {'/'.join('--' + name for name in RECIPE_FIELDS)} the rerun trains from scratch, "
+            f"and with --resume as well it continues from step {state.last_checkpoint_step} with them"
         )
     return f"train: the loss became NaN at step {state.nan_step}; {kept}; {advice}, then rerun: {rerun}."
 
