@@ -248,8 +248,7 @@ class UNet(keras.Model):
                 res_size *= 2
         # The output head runs in the variable dtype (float32 under mixed precision).
         head_dt = keras.DTypePolicy(self.dtype_policy.variable_dtype)
-        self.norm_out = keras.layers.GroupNormalization(
-            _GROUPS, epsilon=L._GN_EPSILON, name="norm_out", dtype=head_dt)
+        self.norm_out = L.GroupNorm(_GROUPS, epsilon=L._GN_EPSILON, name="norm_out", dtype=head_dt)
         self.conv_out = keras.layers.Conv2D(
             self.output_channels, 3, padding="same", kernel_initializer="zeros",
             name="conv_out", dtype=head_dt)
