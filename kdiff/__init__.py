@@ -4,7 +4,7 @@ The four families of the survey — DDPM, DDIM, NCSN and score-based SDE models 
 schedules and SDEs (``kdiff.schedules``, ``kdiff.sde``), losses (``kdiff.losses``),
 samplers (``kdiff.samplers``), likelihoods (``kdiff.likelihood``) and metrics
 (``kdiff.metrics``), plus ``kdiff.sample`` (one call from a model to images) and
-``kdiff.slerp``. Every sampler is an entry of ``kdiff.registry``; every process (a
+``kdiff.slerp``; ``kdiff.load`` opens an export once for many ``kdiff.sample`` calls. Every sampler is an entry of ``kdiff.registry``; every process (a
 schedule, a σ ladder, an SDE) implements ``kdiff.process.Process``.
 """
 
@@ -27,6 +27,7 @@ from kdiff import (
     sde,
 )
 from kdiff.diffusion import DDPM, NCSN, ScoreSDE
+from kdiff.export import load
 from kdiff.interpolation import slerp
 from kdiff.sampling import sample
 
@@ -41,6 +42,7 @@ __all__ = [
     "draw",
     "export",
     "images",
+    "load",
     "optim",
     "likelihood",
     "losses",

@@ -109,7 +109,9 @@ def sample(
 
     Args:
         model: a SavedModel directory written by ``kdiff.export`` (only TensorFlow is
-            needed to load it), a trained ``kdiff.DDPM`` / ``NCSN`` / ``ScoreSDE``
+            needed to load it; a path is loaded on every call — for several calls,
+            ``kdiff.load(path)`` once and pass what it returns, which keeps the loaded
+            model and its compiled sampling loops), an ``ExportedModel``, a trained ``kdiff.DDPM`` / ``NCSN`` / ``ScoreSDE``
             (sampled with its EMA weights), or a Python callable — ``eps_fn(x, t)`` for
             "ddpm" / "ddim", ``score_fn(x, s)`` for the score-based samplers.
         num_samples: how many images.

@@ -443,3 +443,18 @@ def test_saved_model_cli_lists_both_signatures(exported, tmp_path):
     ):
         assert expected in text, expected
     assert "XlaLaunch" not in text and "_XlaCompile" not in text  # a plain graph, servable on GPUs
+
+
+def test_kdiff_load_is_a_handle_that_keeps_the_compiled_loop(exported):
+    """``kdiff.load`` once, sample many times: the same images as sampling the path, and
+    the second call reuses the first call's traced loop (a path reloads every call)."""
+    _, path, _ = exported["ddpm"]
+    handle = kdiff.load(path)
+    assert isinstance(handle, kdiff.export.ExportedModel)
+    first = kdiff.sample(handle, 3, sampler="ddim", steps=3, seed=1)
+    cache = handle.sampling_spec().draw_cache
+    (function,) = cache._functions.values()
+    again = kdiff.sample(handle, 3, sampler="ddim", steps=3, seed=1)
+    assert function.experimental_get_tracing_count() == 1
+    np.testing.assert_array_equal(again, first)
+    np.testing.assert_array_equal(kdiff.sample(path, 3, sampler="ddim", steps=3, seed=1), first)
