@@ -42,6 +42,20 @@ def _num_replicas():
     return tf.distribute.get_strategy().num_replicas_in_sync
 
 
+class _Twins:
+    """A model's copies of its networks in other precisions (a plain object, so that Keras
+    neither tracks their weights as the model's nor saves them)."""
+
+    def __init__(self):
+        self._networks = {}
+
+    def get(self, key, build):
+        """The copy under ``key``, built by ``build()`` on first use."""
+        if key not in self._networks:
+            self._networks[key] = build()
+        return self._networks[key]
+
+
 class DiffusionModel(keras.Model):
     """Base class: a network, its EMA copy, the train / test steps and ``generate``.
 
@@ -100,6 +114,7 @@ class DiffusionModel(keras.Model):
         self.ema_network.trainable = False
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self._draw_cache = DrawCache()  # kdiff.sample's traced loops, reused across calls
+        self._twins = _Twins()  # inference_network's copies in other precisions
         self._build_networks()
         self.built = True
 
@@ -297,12 +312,15 @@ class DiffusionModel(keras.Model):
 
     # ------------------------------------------------------------------ sampling
 
-    def model_fn(self, ema=True, y=None, sampler=None):
+    def model_fn(self, ema=True, y=None, sampler=None, precision="float32"):
         """The callable the samplers take (ε-prediction or score), with the EMA weights
         by default.
 
         Args:
             ema: use ``ema_network`` (True) or the raw ``network``.
+            precision: "float32" (the network as it is), or "bfloat16": a copy of it
+                built under the ``mixed_bfloat16`` policy, holding its current weights
+                (``inference_network``); the output is float32 either way.
             y: class labels [batch] for a class-conditional model.
             sampler: the sampler it is for (a learned-variance DDPM gives [ε, v] to
                 samplers that use it — ``kdiff.registry.Sampler.learned_variance``, as
@@ -311,17 +329,60 @@ class DiffusionModel(keras.Model):
         Returns:
             ``fn(x, level)``.
         """
-        network = self.ema_network if ema else self.network
+        network = self.inference_network(ema, precision)
 
         def network_fn(x, level):  # float32 out, also under a mixed-precision policy
             return tf.cast(self._call_network(network, x, level, y), x.dtype)
 
         return self._model_fn(network_fn, sampler)
 
+    def inference_network(self, ema=True, precision="float32"):
+        """The network sampling runs: ``ema_network`` (or ``network``), in ``precision``.
+
+        For "bfloat16", a copy of the network built from its config under the
+        ``mixed_bfloat16`` policy (float32 weights, bfloat16 arithmetic), made once per
+        model and given the network's current weights on every call made outside a
+        traced function — so it follows training (``kdiff.sample`` calls it before it runs
+        its compiled loop; inside a trace the copy is used as last synced).
+
+        Args:
+            ema: the EMA network (True) or the raw one.
+            precision: one of ``kdiff.draw.PRECISIONS``.
+
+        Returns:
+            A Keras network.
+        """
+        from kdiff.draw import PRECISIONS
+
+        network = self.ema_network if ema else self.network
+        if precision not in PRECISIONS:
+            raise ValueError(f"Expected `precision` in {list(PRECISIONS)}. Received: precision={precision!r}")
+        if precision == "float32" or network.dtype_policy.compute_dtype == precision:
+            return network
+        policy = f"mixed_{precision}"
+
+        def build():
+            twin = type(network).from_config(dict(network.get_config(), dtype=policy))
+            x = tf.zeros((1,) + self.image_shape)
+            y = tf.zeros([1], tf.int32) if self.num_classes is not None else None
+            self._call_network(twin, x, self._dummy_level(), y)
+            return twin
+
+        twin = self._twins.get(("ema" if ema else "raw", policy), build)
+        if not tf.inside_function():
+            twin.set_weights(network.get_weights())
+        return twin
+
     def sampling_spec(self):
         """What ``kdiff.sample`` needs: see ``kdiff.draw.SamplingSpec``."""
+
+        def at_precision(precision):
+            self.inference_network(True, precision)  # here, eagerly: the copy takes the current weights
+            return lambda y=None, sampler=None: self.model_fn(ema=True, y=y, sampler=sampler, precision=precision)
+
         return SamplingSpec(
-            make_model_fn=lambda y=None, sampler=None: self.model_fn(ema=True, y=y, sampler=sampler),
+            make_model_fn=at_precision("float32"),
+            at_precision=at_precision,
             process=self.process,
             image_shape=self.image_shape,
             data_range=self.data_range,

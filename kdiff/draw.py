@@ -22,7 +22,10 @@ import tensorflow as tf
 from kdiff import _random, registry
 from kdiff.process import Process
 
-__all__ = ["DrawCache", "SamplingSpec", "draw_batch", "sampler_options", "to_uint8", "to_uint8_tensor"]
+__all__ = ["PRECISIONS", "DrawCache", "SamplingSpec", "draw_batch", "sampler_options", "to_uint8", "to_uint8_tensor"]
+
+# What a network can compute in at sampling time (float32 sampler state either way).
+PRECISIONS = ("float32", "bfloat16")
 
 
 class DrawCache:
@@ -102,6 +105,11 @@ class SamplingSpec:
         sampler_defaults: per-sampler keyword defaults (e.g. a learned variance).
         num_classes: classes of a class-conditional model, else None.
         draw_cache: the model's ``DrawCache`` (None: ``kdiff.sample`` traces every call).
+        precision: what the network computes in: "float32", or "bfloat16" (the sampler's
+            state and arithmetic stay float32 either way).
+        at_precision: ``at_precision(precision) -> make_model_fn`` for a model that can run
+            its network in another precision (a kdiff model); None where it is fixed (an
+            export, a callable).
     """
 
     make_model_fn: Callable
@@ -112,6 +120,8 @@ class SamplingSpec:
     sampler_defaults: dict = dataclasses.field(default_factory=dict)
     num_classes: Optional[int] = None
     draw_cache: Optional[DrawCache] = None
+    precision: str = "float32"
+    at_precision: Optional[Callable] = None
 
     def __post_init__(self):
         Process.check(self.process, "process")
@@ -119,6 +129,32 @@ class SamplingSpec:
         low, high = self.process.default_data_range if self.data_range is None else self.data_range
         self.data_range = (float(low), float(high))
         self.default_sampler = self.default_sampler or self.process.default_sampler
+
+    def with_precision(self, precision=None):
+        """This spec with the network computing in ``precision`` (None: as it is).
+
+        Args:
+            precision: None, "float32" or "bfloat16".
+
+        Returns:
+            A ``SamplingSpec`` (``self`` when nothing changes).
+
+        Raises:
+            ValueError: an unknown precision, or one the model cannot change to (an export
+                computes in the precision it was exported with).
+        """
+        if precision is None or precision == self.precision:
+            return self
+        if precision not in PRECISIONS:
+            raise ValueError(f"Expected `precision` in {list(PRECISIONS)} or None. Received: precision={precision!r}")
+        if self.at_precision is None:
+            raise ValueError(
+                f"Expected `precision` None or {self.precision!r} for this model: its network computes in "
+                f"{self.precision} (an export keeps the precision it was written with — "
+                f"kdiff.export.export(..., precision={precision!r}) writes another; a Python callable "
+                f"computes as it is written). Received: precision={precision!r}"
+            )
+        return dataclasses.replace(self, make_model_fn=self.at_precision(precision), precision=precision)
 
     def entry(self, sampler=None):
         """The registry entry of ``sampler`` (default: the model's), checked to fit the process.

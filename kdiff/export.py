@@ -71,6 +71,7 @@ def export(
     sampler=None,
     sampler_options=None,
     max_steps=None,
+    precision="float32",
     overwrite=False,
 ):
     """Writes a diffusion model as a TF Serving SavedModel with ``denoise`` and ``generate``.
@@ -93,6 +94,10 @@ def export(
             the data range unless ``{"clip_x0": None}``).
         max_steps: the largest ``steps`` ``generate`` accepts (default: the process's
             ``max_steps``, T or N, or 1000 where it has none).
+        precision: what the exported network computes in: "float32", or "bfloat16"
+            (``model.inference_network``: the same float32 weights, bfloat16 arithmetic;
+            inputs, outputs and the sampler's state stay float32). Recorded in
+            ``config.json``; ``kdiff.sample`` on the export runs in it.
         overwrite: replace an existing non-empty ``path``.
 
     Returns:
@@ -103,7 +108,7 @@ def export(
             option, or an existing non-empty ``path`` without ``overwrite``.
     """
     _check_model(model)
-    spec = model.sampling_spec()
+    spec = model.sampling_spec().with_precision(precision)
     entry = spec.entry(sampler)
     if entry.steps_arg is None:
         raise ValueError(
@@ -128,7 +133,7 @@ def export(
     path = os.path.abspath(os.fspath(path))
     _check_target(path, overwrite)
 
-    graph = _Graph(model, spec, entry, options, ema=bool(ema), max_steps=max_steps)
+    graph = _Graph(model, spec, entry, options, ema=bool(ema), max_steps=max_steps, precision=spec.precision)
     config = _export_config(model, graph, default_steps, ema)
     # What the SavedModel holds: the network's variables (which the functions capture) and
     # the two functions. The Keras network itself is not saved, so loading needs no classes.
@@ -239,6 +244,7 @@ def _export_config(model, graph, default_steps, ema):
         kdiff_version=kdiff.__version__,
         value_range=list(graph.spec.data_range),
         ema=bool(ema),
+        precision=graph.precision,
         learned_variance=graph.output_channels != model.image_shape[2],
         generate={
             "sampler": graph.entry.name,
@@ -267,13 +273,15 @@ class _Graph:
     """The exported functions, traced from a kdiff model (a plain object: nothing here is saved
     but the functions and the variables they capture)."""
 
-    def __init__(self, model, spec, entry, options, *, ema, max_steps):
-        network = model.ema_network if ema else model.network
+    def __init__(self, model, spec, entry, options, *, ema, max_steps, precision="float32"):
+        network = model.inference_network(ema, precision)  # eagerly: a copy takes the current weights
         self.variables = [getattr(v, "value", v) for v in network.variables]  # the tf.Variables
         self._model = model
         self._ema = ema
+        self.precision = precision
         self.spec = SamplingSpec(
-            make_model_fn=lambda y=None, sampler=None: model.model_fn(ema=ema, y=y, sampler=sampler),
+            make_model_fn=lambda y=None, sampler=None: model.model_fn(ema=ema, y=y, sampler=sampler, precision=precision),
+            precision=precision,
             process=spec.process,
             image_shape=spec.image_shape,
             data_range=spec.data_range,
@@ -389,7 +397,8 @@ class _Graph:
         with tf.control_dependencies(checks):
             x_t, level = tf.identity(x_t), tf.identity(level)
             y = None if y is None else tf.identity(y)
-        out = tf.cast(self._model.model_fn(ema=self._ema, y=y, sampler="ddpm")(x_t, level), tf.float32)
+        model_fn = self._model.model_fn(ema=self._ema, y=y, sampler="ddpm", precision=self.precision)
+        out = tf.cast(model_fn(x_t, level), tf.float32)
         return {self.output_name: out}
 
     # ------------------------------------------------------------------ generate
@@ -563,6 +572,7 @@ class ExportedModel:
             sampler_defaults=registry.learned_variance_defaults() if learned else {},
             num_classes=self.num_classes,
             draw_cache=self._draw_cache,
+            precision=self.config.get("precision", "float32"),
         )
 
 
