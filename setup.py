@@ -31,7 +31,11 @@ setup(
         # renders the pipeline's report.md as report.html (with its tables extension)
         "markdown>=3.4",
     ],
-    extras_require={"test": ["pytest>=8", "pytest-xdist>=3.5"]},
+    extras_require={
+        "test": ["pytest>=8", "pytest-xdist>=3.5"],
+        # `python -m kdiff.benchmark` against diffusers / PyTorch on the same cores.
+        "bench": ["torch", "diffusers"],
+    },
     entry_points={"console_scripts": ["kdiff=kdiff_console:kdiff_main"]},
     classifiers=[
         "Programming Language :: Python :: 3",

@@ -1,14 +1,22 @@
-"""Sampling-speed benchmark: ``python -m kdiff.benchmark``.
+"""Speed benchmark: ``python -m kdiff.benchmark``.
 
-Times DDIM sampling with kdiff's small U-Net (``UNet.small``, ~1M parameters) as ε_θ,
-three ways:
+Measures, on this machine, in one run:
 
-* compiled — the step loop as one ``tf.while_loop`` in a ``tf.function`` (the default),
-* XLA — the same graph with ``jit_compile=True``,
-* eager — the same steps as a Python loop of eager calls (``compiled=False``),
-
-and prints steps per second and image-steps per second for each. Tracing / compiling is
-timed separately from the steady state (the best of ``--repeats`` runs).
+* the 3×3-convolution peak: GFLOP/s of one ``tf.nn.conv2d`` (16×16×256 → 256, batch 16),
+  the ceiling a convolutional network's speed is judged against;
+* sampling with Ho et al.'s CIFAR-10 U-Net (``UNet.ddpm_cifar10``, 35.7M parameters) — DDIM,
+  ``--steps`` steps, batch ``--batch`` at 32×32 — in float32 and with the network in
+  bfloat16 (``precision="bfloat16"``), as image-steps per second and as a fraction of the
+  convolution peak (from the network's FLOPs);
+* the second ``kdiff.sample`` call's overhead: the share of its time spent outside the
+  network's own compute (the traced loop is reused, so it should be small);
+* training: ``train_step`` steps per second for the default pipeline run's ``UNet.small``
+  (8×8×1, batch 64) and for ``UNet.ddpm_cifar10`` (32×32×3, batch 16), and the time from
+  ``fit()`` to the end of ``UNet.small``'s first step;
+* when ``torch`` and ``diffusers`` are importable (the ``bench`` extra), the same sampling
+  and training figures for diffusers' ``UNet2DModel`` of the same layouts with its
+  ``DDIMScheduler`` and ``torch.optim.Adam``, on the same cores. kdiff and diffusers are
+  timed alternately, round after round, and each figure is the best round.
 """
 
 from __future__ import annotations
@@ -21,71 +29,257 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from kdiff import samplers, schedules  # noqa: E402
+import kdiff  # noqa: E402
+from kdiff import schedules  # noqa: E402
 from kdiff.models import UNet  # noqa: E402
 
+# diffusers' UNet2DModel configs of the same layouts as kdiff's presets (Ho et al.'s
+# CIFAR-10 U-Net is google/ddpm-cifar10-32's config).
+DIFFUSERS_CIFAR10 = dict(
+    sample_size=32, in_channels=3, out_channels=3, layers_per_block=2,
+    block_out_channels=(128, 256, 256, 256),
+    down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+    norm_eps=1e-6, downsample_padding=0, flip_sin_to_cos=False, freq_shift=1, dropout=0.1,
+    attention_head_dim=None,
+)
+DIFFUSERS_SMALL = dict(
+    sample_size=8, in_channels=1, out_channels=1, layers_per_block=2, block_out_channels=(32, 64),
+    down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+    norm_eps=1e-6, downsample_padding=0, flip_sin_to_cos=False, freq_shift=1, attention_head_dim=None,
+)
 
-def _time(fn, repeats):
-    start = time.perf_counter()
+
+def _best(fn, rounds):
+    """The best wall time of ``rounds`` calls of ``fn`` (after one warm-up call)."""
     fn()
-    first = time.perf_counter() - start
     best = float("inf")
-    for _ in range(repeats):
+    for _ in range(rounds):
         start = time.perf_counter()
         fn()
         best = min(best, time.perf_counter() - start)
-    return first, best
+    return best
+
+
+def conv_peak(batch=16, size=16, channels=256, rounds=5):
+    """GFLOP/s of one 3×3 ``tf.nn.conv2d`` (``batch``×``size``²×``channels`` → ``channels``)."""
+    x = tf.random.stateless_normal((batch, size, size, channels), seed=[0, 0])
+    kernel = tf.random.stateless_normal((3, 3, channels, channels), seed=[0, 1])
+    conv = tf.function(lambda x, k: tf.nn.conv2d(x, k, 1, "SAME"))
+    seconds = _best(lambda: conv(x, kernel).numpy(), rounds)
+    return 2 * batch * size * size * 9 * channels * channels / seconds / 1e9
+
+
+def network_gflop(network, batch, image_shape):
+    """The FLOPs of one forward pass of ``network`` at ``batch``, in GFLOP (TF's profiler)."""
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    concrete = tf.function(lambda x, t: network(x, t)).get_concrete_function(
+        tf.TensorSpec((batch, *image_shape)), tf.TensorSpec((batch,), tf.int32)
+    )
+    graph = convert_variables_to_constants_v2(concrete).graph
+    options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+    options["output"] = "none"
+    logger, level = tf.get_logger(), tf.get_logger().level
+    logger.setLevel("ERROR")  # the v1 profiler's deprecation notices
+    try:
+        return tf.compat.v1.profiler.profile(graph, options=options).total_float_ops / 1e9
+    finally:
+        logger.setLevel(level)
+
+
+class _Torch:
+    """diffusers / PyTorch on the same cores, or None when they are not installed."""
+
+    def __init__(self):
+        import torch
+        from diffusers import DDIMScheduler, UNet2DModel
+
+        torch.set_num_threads(os.cpu_count() or 1)
+        torch.manual_seed(0)
+        self.torch, self.UNet2DModel, self.DDIMScheduler = torch, UNet2DModel, DDIMScheduler
+        self.version = f"torch {torch.__version__}"
+
+    def unet(self, config):
+        return self.UNet2DModel(**config).eval()
+
+    def ddim(self, unet, batch, steps):
+        torch = self.torch
+        scheduler = self.DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", clip_sample=True)
+        scheduler.set_timesteps(steps)
+        size, channels = unet.config.sample_size, unet.config.in_channels
+        x_T = torch.randn(batch, channels, size, size, generator=torch.Generator().manual_seed(0))
+
+        def run():
+            with torch.inference_mode():
+                x = x_T
+                for t in scheduler.timesteps:
+                    x = scheduler.step(unet(x, t).sample, t, x).prev_sample
+            return x
+
+        return run
+
+    def train_step(self, unet, batch):
+        torch = self.torch
+        unet.train()
+        optimizer = torch.optim.Adam(unet.parameters(), lr=1e-4)
+        betas = torch.linspace(1e-4, 0.02, 1000)
+        alpha_bar = torch.cumprod(1 - betas, 0)
+        size, channels = unet.config.sample_size, unet.config.in_channels
+        x0 = torch.rand(batch, channels, size, size) * 2 - 1
+
+        def step():
+            t = torch.randint(0, 1000, (batch,))
+            eps = torch.randn_like(x0)
+            a = alpha_bar[t].view(-1, 1, 1, 1)
+            loss = torch.nn.functional.mse_loss(unet(a.sqrt() * x0 + (1 - a).sqrt() * eps, t).sample, eps)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            return loss.item()
+
+        return step
+
+    @staticmethod
+    def count(unet):
+        return sum(p.numel() for p in unet.parameters())
+
+
+def _torch_or_none(skip):
+    if skip:
+        return None
+    try:
+        return _Torch()
+    except (ImportError, RuntimeError) as error:  # diffusers raises RuntimeError for a broken torch stack
+        print(f"diffusers / PyTorch not measured: {type(error).__name__}: {str(error).splitlines()[0]}")
+        return None
+
+
+def _train_rate(network, image_shape, batch, steps, warmup):
+    """kdiff's ``train_step`` steps/s for ``network`` (DDPM, simple loss, Adam), and the
+    seconds from ``fit()`` to the end of the first step."""
+    model = kdiff.DDPM(network, schedules.linear())
+    model.compile(optimizer=keras.optimizers.Adam(1e-4))
+    data = tf.random.stateless_uniform((batch, *image_shape), seed=[1, 2], minval=-1, maxval=1)
+    dataset = tf.data.Dataset.from_tensors(data).repeat(warmup + steps)
+    marks = {}
+
+    class Clock(keras.callbacks.Callback):
+        def on_train_batch_end(self, index, logs=None):
+            if index == 0:
+                marks["first"] = time.perf_counter()
+            if index == warmup - 1:
+                marks["warm"] = time.perf_counter()
+
+    start = time.perf_counter()
+    model.fit(dataset, epochs=1, verbose=0, shuffle=False, callbacks=[Clock()])
+    end = time.perf_counter()
+    return steps / (end - marks["warm"]), marks["first"] - start
 
 
 def run(argv=None):
-    """Runs the benchmark and prints a table.
+    """Runs the benchmark and prints its table.
 
     Args:
-        argv: command-line arguments (``--batch``, ``--size``, ``--steps``, ``--repeats``,
-            ``--width``, ``--skip_xla``).
+        argv: command-line arguments (``--batch``, ``--steps``, ``--rounds``,
+            ``--train_steps``, ``--skip_torch``).
 
     Returns:
-        A dict mode → steps per second.
+        A dict of the figures (name → value; diffusers' figures are None without it).
     """
     parser = argparse.ArgumentParser(prog="python -m kdiff.benchmark", description=__doc__.split("\n")[0])
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--size", type=int, default=16, help="image height and width")
-    parser.add_argument("--steps", type=int, default=50, help="DDIM steps")
-    parser.add_argument("--width", type=int, default=32, help="U-Net base channels (a multiple of 32)")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--skip_xla", action="store_true")
+    parser.add_argument("--batch", type=int, default=16, help="images per sampling batch (CIFAR-10 U-Net)")
+    parser.add_argument("--steps", type=int, default=10, help="DDIM steps")
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds of each measurement (best kept)")
+    parser.add_argument("--train_steps", type=int, default=5, help="timed training steps (after 3 warm-up steps)")
+    parser.add_argument("--skip_torch", action="store_true", help="do not measure diffusers / PyTorch")
     args = parser.parse_args(argv)
-
-    schedule = schedules.linear()
-    net = UNet.small(image_size=args.size, in_channels=3, base_channels=args.width)
-    x_T = tf.random.stateless_normal((args.batch, args.size, args.size, 3), seed=[0, 0])
-    net(x_T, tf.zeros([args.batch], tf.int32))
+    peer = _torch_or_none(args.skip_torch)
     print(
-        f"DDIM, {args.steps} steps, batch {args.batch}, {args.size}x{args.size}x3, "
-        f"network: {net.count_params():,} parameters; TF {tf.__version__}, Keras {keras.__version__}; "
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"kdiff {kdiff.__version__}, TF {tf.__version__}, Keras {keras.__version__}"
+        + (f", diffusers with {peer.version}" if peer else " (diffusers / torch not installed: kdiff only)")
+        + f"; {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
         f"devices: {[d.device_type for d in tf.config.list_logical_devices()]}"
     )
-    modes = {
-        "compiled (tf.function + while_loop)": dict(jit_compile=False),
-        "compiled with XLA (jit_compile=True)": dict(jit_compile=True),
-        "eager (Python loop)": dict(compiled=False),
-    }
-    if args.skip_xla:
-        modes.pop("compiled with XLA (jit_compile=True)")
     results = {}
-    print(f"{'mode':40s} {'first call s':>12s} {'steps/s':>9s} {'image-steps/s':>14s}")
-    for name, options in modes.items():
-        first, best = _time(
-            lambda: samplers.ddim(net, x_T, schedule, steps=args.steps, seed=0, **options).numpy(),
-            args.repeats,
-        )
-        results[name] = args.steps / best
-        print(f"{name:40s} {first:12.2f} {results[name]:9.1f} {results[name] * args.batch:14.1f}")
-    speedup = results["compiled (tf.function + while_loop)"] / results["eager (Python loop)"]
-    print(f"compiled / eager: {speedup:.2f}x")
+    peak = results["conv_peak_gflops"] = conv_peak()
+    print(f"3x3 convolution peak (16x16x256 -> 256, batch 16): {peak:.0f} GFLOP/s")
+
+    # ---------------------------------------------------------------- sampling
+    batch, steps = args.batch, args.steps
+    network = UNet.ddpm_cifar10()
+    model = kdiff.DDPM(network, schedules.linear(), ema_decay=0.0)
+    gflop = network_gflop(network, batch, (32, 32, 3))
+    x_T = tf.random.stateless_normal((batch, 32, 32, 3), seed=[0, 0])
+
+    def kdiff_ddim(precision):  # kdiff.sample keeps the traced loop: later calls reuse it
+        return lambda: kdiff.sample(model, batch, sampler="ddim", steps=steps, batch_size=batch, precision=precision)
+
+    fns = {"kdiff float32": kdiff_ddim("float32"), "kdiff bfloat16": kdiff_ddim("bfloat16")}
+    if peer:
+        peer_unet = peer.unet(DIFFUSERS_CIFAR10)
+        fns["diffusers float32"] = peer.ddim(peer_unet, batch, steps)
+    for fn in fns.values():
+        fn()  # traces, warms up
+    best = {name: float("inf") for name in fns}
+    for _ in range(args.rounds):  # alternating
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - start)
+    print(
+        f"\nSampling: UNet.ddpm_cifar10 ({network.count_params():,} parameters, {gflop / batch:.1f} GFLOP "
+        f"per image per step), DDIM {steps} steps, batch {batch}, 32x32x3"
+        + (f"; diffusers UNet2DModel of the same layout: {peer.count(peer_unet):,} parameters" if peer else "")
+    )
+    print(f"{'':24s} {'image-steps/s':>14s} {'of conv peak':>13s} {'vs diffusers':>13s}")
+    reference = batch * steps / best["diffusers float32"] if peer else None
+    for name, seconds in best.items():
+        rate = batch * steps / seconds
+        results[f"sample {name}"] = rate
+        ratio = f"{rate / reference:12.2f}x" if reference else f"{'n/a':>13s}"
+        print(f"{name:24s} {rate:14.2f} {100 * gflop * steps / seconds / peak:12.0f}% {ratio}")
+
+    # ------------------------------------------------- second-call overhead
+    forward = tf.function(lambda x, t: network(x, t))
+    t = tf.fill([batch], 500)
+    network_seconds = _best(lambda: forward(x_T, t).numpy(), args.rounds) * steps
+    second = best["kdiff float32"]  # a second call, and later: the loop traced by the first
+    overhead = results["second_call_overhead"] = max(0.0, 1.0 - network_seconds / second)
+    print(
+        f"\nSecond kdiff.sample call: {second:.2f} s, of which {network_seconds:.2f} s is the network's "
+        f"{steps} forward passes: {100 * overhead:.1f} % outside the network"
+    )
+
+    # ---------------------------------------------------------------- training
+    print(f"\nTraining (DDPM simple loss, Adam; {args.train_steps} steps timed after 3 warm-up steps)")
+    print(f"{'':40s} {'kdiff steps/s':>14s} {'PyTorch steps/s':>16s} {'kdiff / PyTorch':>16s}")
+    cases = (
+        ("UNet.small 8x8x1, batch 64", lambda: UNet.small(image_size=8, in_channels=1), (8, 8, 1), 64, DIFFUSERS_SMALL),
+        ("UNet.ddpm_cifar10 32x32x3, batch 16", UNet.ddpm_cifar10, (32, 32, 3), 16, DIFFUSERS_CIFAR10),
+    )
+    for name, build, shape, train_batch, peer_config in cases:
+        rate, first = _train_rate(build(), shape, train_batch, args.train_steps, warmup=3)
+        results[f"train {name}"] = rate
+        if "small" in name:
+            results["first_step_seconds"] = first
+        peer_rate = None
+        if peer:
+            step = peer.train_step(peer.unet(peer_config), train_batch)
+            for _ in range(3):
+                step()
+            start = time.perf_counter()
+            for _ in range(args.train_steps):
+                step()
+            peer_rate = args.train_steps / (time.perf_counter() - start)
+        results[f"train {name} PyTorch"] = peer_rate
+        text = "n/a" if peer_rate is None else f"{peer_rate:.2f}"
+        ratio = "n/a" if peer_rate is None else f"{rate / peer_rate:.2f}x"
+        print(f"{name:40s} {rate:14.2f} {text:>16s} {ratio:>16s}")
+    print(f"UNet.small: the first training step ended {results['first_step_seconds']:.1f} s after fit() began")
     return results
 
 

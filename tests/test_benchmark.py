@@ -1,0 +1,28 @@
+"""The benchmark's yardsticks: FLOP counts and the convolution peak."""
+
+import keras
+import pytest
+
+from kdiff import benchmark
+
+
+class OneConv(keras.Model):
+    """network(x, t) = a 3×3 convolution of x (t unused)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = keras.layers.Conv2D(16, 3, padding="same", use_bias=False)
+
+    def call(self, x, t):
+        return self.conv(x)
+
+
+def test_network_gflop_counts_a_convolution_exactly():
+    network = OneConv()
+    network(keras.ops.zeros((1, 8, 8, 4)), keras.ops.zeros((1,), "int32"))
+    # 2 FLOPs (multiply, add) per weight per output pixel: 2·B·H·W·(3·3·Cin)·Cout.
+    assert benchmark.network_gflop(network, 5, (8, 8, 4)) * 1e9 == pytest.approx(2 * 5 * 8 * 8 * 9 * 4 * 16)
+
+
+def test_conv_peak_is_a_positive_rate():
+    assert benchmark.conv_peak(batch=1, size=8, channels=32, rounds=1) > 0
