@@ -244,11 +244,11 @@ def test_weights_are_not_written_to_a_disk_that_cannot_hold_them(tmp_path, monke
     assert path.stat().st_size > 256 * 5 * 4
 
 
-def _failing_save_script(path, disk_usage_free=None, file_size_limit=None):
+def _failing_save_script(path, disk_usage_free=None):
     """A script that saves 2 MiB of weights to ``path`` through ``kdiff._io.save_weights``
     and prints ``failed <errno> <path> <file left?>`` when the write fails."""
     return textwrap.dedent(f"""
-        import os, resource, shutil, signal, sys
+        import os, shutil, sys
         sys.path.insert(0, {REPO!r})
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
         import keras
@@ -257,9 +257,6 @@ def _failing_save_script(path, disk_usage_free=None, file_size_limit=None):
         if {disk_usage_free!r} is not None:  # the pre-check passes: the write itself fails
             usage = shutil.disk_usage(os.path.dirname({path!r}))
             _io.shutil.disk_usage = lambda _: usage._replace(free={disk_usage_free!r})
-        if {file_size_limit!r} is not None:
-            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-            resource.setrlimit(resource.RLIMIT_FSIZE, ({file_size_limit!r}, resource.RLIM_INFINITY))
         try:
             _io.save_weights(model, {path!r})
         except OSError as error:
@@ -269,14 +266,32 @@ def _failing_save_script(path, disk_usage_free=None, file_size_limit=None):
 
 
 def test_a_weights_write_that_fails_midway_leaves_no_file(tmp_path):
-    """A file-size limit makes the write fail midway on any machine (EFBIG)."""
+    """A file-size limit makes the write fail midway on any machine (EFBIG), here in this
+    process: the limit and the signal are restored right after."""
     import errno
+    import resource
+    import signal
 
+    import keras
+
+    from kdiff import _io
+
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(8192)])  # 2 MiB
     path = str(tmp_path / "ckpt.weights.h5")
-    script = _failing_save_script(path, file_size_limit=1 << 20)
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.split() == ["failed", str(errno.EFBIG), path, "False"]
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, limits[1]))
+    try:
+        with pytest.raises(OSError) as error:
+            _io.save_weights(model, path)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, handler)
+    failure = _io.find_io_error(error.value)
+    assert (failure.errno, failure.path) == (errno.EFBIG, path)
+    assert not os.path.exists(path)
+    _io.save_weights(model, path)  # without the limit: written
+    assert os.path.getsize(path) > 2 << 20
 
 
 def test_io_failures_are_described_by_path_and_cause():
