@@ -63,22 +63,12 @@ def atomic_directory(final_path, before_replace=None):
         raise
 
 
-def _bytes_of(weights):
-    """The bytes ``weights`` (Keras variables) hold."""
-    total = 0
-    for weight in weights:
-        size = 1
-        for dim in weight.shape:
-            size *= int(dim)
-        total += size * _itemsize(weight.dtype)
-    return total
+def _bytes_of(variables):
+    """The bytes ``variables`` (Keras variables) hold."""
+    import math
 
-
-def _itemsize(dtype):
-    import numpy as np
-
-    name = getattr(dtype, "name", dtype)
-    return np.dtype(str(name).replace("bfloat16", "float16")).itemsize
+    sizes = {"bfloat16": 2, "float16": 2, "float32": 4, "float64": 8}
+    return sum(math.prod(int(d) for d in v.shape) * sizes.get(str(getattr(v.dtype, "name", v.dtype)), 8) for v in variables)
 
 
 def save_weights(model, path):

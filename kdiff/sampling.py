@@ -112,7 +112,8 @@ def sample(
         model: a SavedModel directory written by ``kdiff.export`` (only TensorFlow is
             needed to load it; a path is loaded on every call — for several calls,
             ``kdiff.load(path)`` once and pass what it returns, which keeps the loaded
-            model and its compiled sampling loops), an ``ExportedModel``, a trained ``kdiff.DDPM`` / ``NCSN`` / ``ScoreSDE``
+            model and its compiled sampling loops), an ``ExportedModel``, a trained
+            ``kdiff.DDPM`` / ``NCSN`` / ``ScoreSDE``
             (sampled with its EMA weights), or a Python callable — ``eps_fn(x, t)`` for
             "ddpm" / "ddim", ``score_fn(x, s)`` for the score-based samplers.
         num_samples: how many images.
@@ -139,8 +140,8 @@ def sample(
             an export's), "float32", or "bfloat16" — a kdiff model's network then runs
             under the ``mixed_bfloat16`` policy with the same weights, while the
             sampler's state and updates stay float32 (faster on CPUs with AVX512-BF16
-            or AMX, and on GPUs / TPUs; check the quality, as ``python -m
-            kdiff.benchmark`` does).
+            or AMX, and on GPUs / TPUs; ε differs from float32's by about 2 %, so
+            check your model's samples).
         progress: show a progress bar over batches.
         **sampler_kwargs: the sampler's options (``kdiff.registry.get(name).options()``:
             e.g. ``variance``, ``clip_x0``, ``predictor``, ``corrector``, ``snr``,
