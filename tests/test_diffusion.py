@@ -192,6 +192,58 @@ def test_optimizer_recipe_warmup_then_linear_decay():
         optim.WarmupLinearDecay(decay_steps=100, warmup_steps=500)
 
 
+def _adam_steps(make_optimizer, strategy=None, steps=4):
+    """Weights and slots after ``steps`` updates by ``make_optimizer()`` of a small conv net."""
+    strategy = strategy or tf.distribute.get_strategy()
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.standard_normal((8, 6, 6, 2)), tf.float32)
+    with strategy.scope():
+        keras.utils.set_random_seed(3)
+        net = keras.Sequential([keras.Input((6, 6, 2)), keras.layers.Conv2D(4, 3), keras.layers.Dense(1)])
+        optimizer = make_optimizer()
+        optimizer.build(net.trainable_weights)
+
+        @tf.function
+        def step():
+            def replica_step():
+                with tf.GradientTape() as tape:
+                    loss = tf.reduce_mean(net(x) ** 2) * 100.0
+                optimizer.apply(tape.gradient(loss, net.trainable_weights), net.trainable_weights)
+
+            strategy.run(replica_step)
+
+        for _ in range(steps):
+            step()
+    return [w.numpy() for w in net.weights] + [v.numpy() for v in optimizer.variables]
+
+
+def test_fused_adam_is_kerass_adam():
+    """Same weights, slots and step count as keras.optimizers.Adam, with the warm-up
+    schedule and clipping (the loss's gradients exceed the clip norm), also under a
+    MirroredStrategy and with amsgrad; the config round-trips."""
+    def keras_adam(**kwargs):
+        schedule = optim.WarmupLinearDecay(1e-2, warmup_steps=2, warmup_from=1e-3)
+        return keras.optimizers.Adam(schedule, global_clipnorm=1.0, **kwargs)
+
+    def fused_adam(**kwargs):
+        return optim.adam(1e-2, warmup_steps=2, warmup_from=1e-3, **kwargs)
+
+    assert isinstance(fused_adam(), optim.FusedAdam)
+    expected = _adam_steps(keras_adam)
+    got = _adam_steps(fused_adam)
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-7)
+    # mirrored variables and the merge_call path (one replica per logical CPU device)
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+    for a, b in zip(_adam_steps(fused_adam, tf.distribute.MirroredStrategy(devices)), expected):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-7)
+    for a, b in zip(_adam_steps(lambda: fused_adam(amsgrad=True)), _adam_steps(lambda: keras_adam(amsgrad=True))):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-7)
+    rebuilt = keras.optimizers.deserialize(keras.optimizers.serialize(fused_adam()))
+    assert isinstance(rebuilt, optim.FusedAdam) and rebuilt.global_clipnorm == 1.0
+
+
 @pytest.mark.parametrize(
     "make, match",
     [
