@@ -30,6 +30,8 @@ setup(
         "matplotlib>=3.8",
         # renders the pipeline's report.md as report.html (with its tables extension)
         "markdown>=3.4",
+        # reads diffusers' .safetensors checkpoints with numpy (kdiff.from_diffusers), no torch
+        "safetensors>=0.4",
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3.5"],
