@@ -27,6 +27,7 @@ from kdiff import (
     sde,
 )
 from kdiff.diffusion import DDPM, NCSN, ScoreSDE
+from kdiff.convert.ncsn import from_ncsn_checkpoint
 from kdiff.export import load
 from kdiff.interpolation import slerp
 from kdiff.sampling import sample
@@ -41,6 +42,7 @@ __all__ = [
     "distribute",
     "draw",
     "export",
+    "from_ncsn_checkpoint",
     "images",
     "load",
     "optim",

@@ -8,9 +8,13 @@ RCU) back up the path; then CIN++ → ELU → 3×3 ``conv_out``. Every normaliza
 conditional instance norm++, every activation an ELU, and the pooling of the CRP blocks is
 average pooling. The class index selects the noise level σ_i.
 
-The network is kept pure: it neither maps data to [−1, 1] (the reference does ``2x − 1``
-inside ``forward``) nor divides by σ — preprocessing and σ handling belong to the data
-pipeline and to the NCSN wrapper.
+By default the network is kept pure: it neither maps data to [−1, 1] nor divides by σ —
+preprocessing and σ handling belong to the data pipeline and to the NCSN wrapper. The
+reference does ``2x − 1`` inside ``forward`` (when its ``logit_transform`` is off), before
+the zero-padded first convolution, so that the padding is 0 in [−1, 1] space: no change of
+``conv_in``'s weights reproduces it at the borders. ``center_input=True`` does the same,
+and is what a network converted from the reference's checkpoints
+(``kdiff.convert.ncsn``) uses.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ class NCSN(keras.Model):
         num_classes: number of noise levels L (labels index σ_1 … σ_L).
         ngf: feature channels of the first stage (the reference configs: 64 for MNIST, 128
             for CelebA and CIFAR-10); the deeper stages have 2·ngf.
+        center_input: map ``x`` to ``2x − 1`` first, as the reference's ``forward`` does
+            for data in [0, 1] (``logit_transform: false``); off by default.
         **kwargs: base model arguments (``name``, ``dtype``).
 
     Call arguments:
@@ -47,7 +53,8 @@ class NCSN(keras.Model):
         dtype.
     """
 
-    def __init__(self, image_size, in_channels=3, num_classes=10, ngf=64, **kwargs):
+    def __init__(self, image_size, in_channels=3, num_classes=10, ngf=64, center_input=False,
+                 **kwargs):
         super().__init__(**kwargs)
         self._allow_non_tensor_positional_args = True
         self.image_size = _checks.positive_int(image_size, "image_size")
@@ -59,6 +66,11 @@ class NCSN(keras.Model):
         self.in_channels = _checks.positive_int(in_channels, "in_channels")
         self.num_classes = _checks.positive_int(num_classes, "num_classes")
         self.ngf = _checks.int_in_range(ngf, "ngf", 2, None)
+        if not isinstance(center_input, bool):
+            raise ValueError(
+                f"Expected `center_input` True or False. Received: center_input={center_input!r}"
+            )
+        self.center_input = center_input
         self._make_layers()
         self.build()
 
@@ -145,6 +157,8 @@ class NCSN(keras.Model):
                 h = block(h, labels)
             return h
 
+        if self.center_input:
+            x = 2.0 * x - 1.0
         h = self.conv_in(x)
         layer1 = stage(self.res1, h)
         layer2 = stage(self.res2, layer1)
@@ -165,7 +179,8 @@ class NCSN(keras.Model):
     def get_config(self):
         config = super().get_config()
         config.update(image_size=self.image_size, in_channels=self.in_channels,
-                      num_classes=self.num_classes, ngf=self.ngf)
+                      num_classes=self.num_classes, ngf=self.ngf,
+                      center_input=self.center_input)
         return config
 
     @classmethod

@@ -1,0 +1,3 @@
+"""Converters: reference implementations' checkpoints as kdiff models, and back."""
+
+from kdiff.convert.ncsn import from_ncsn_checkpoint, load_ncsn_state_dict, to_ncsn_state_dict  # noqa: F401
