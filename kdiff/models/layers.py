@@ -36,6 +36,8 @@ __all__ = [
     "AttentionBlock",
     "Downsample",
     "Upsample",
+    "fir_downsample",
+    "fir_upsample",
     "ConditionalInstanceNorm2dPlus",
     "ConditionalResidualBlock",
     "CondRCUBlock",
@@ -130,8 +132,8 @@ class GroupNorm(keras.layers.GroupNormalization):
         return ops.cast(out, self.compute_dtype)
 
 
-def _group_norm(groups, name, dtype):
-    return GroupNorm(groups=groups, epsilon=_GN_EPSILON, name=name, dtype=dtype)
+def _group_norm(groups, name, dtype, epsilon=_GN_EPSILON):
+    return GroupNorm(groups=groups, epsilon=epsilon, name=name, dtype=dtype)
 
 
 def _conv(filters, kernel_size, name, dtype, strides=1, dilation=1, use_bias=True, zero=False,
@@ -155,6 +157,71 @@ def _upsample_nearest(x):
 
 def _avg_pool2(x):
     return ops.average_pool(x, pool_size=2, strides=2, padding="valid")
+
+
+_FIR_TAPS = (1.0, 3.0, 3.0, 1.0)  # score_sde's and StyleGAN2's resampling filter
+
+
+def _fir_kernel(channels, gain, dtype):
+    """The separable (1, 3, 3, 1) filter as a depthwise kernel [4, 4, channels, 1], sum = gain."""
+    taps = np.asarray(_FIR_TAPS, np.float64)
+    kernel = np.outer(taps, taps)
+    kernel = kernel * (gain / kernel.sum())
+    kernel = np.broadcast_to(kernel[:, :, None, None], (4, 4, channels, 1))
+    return ops.cast(np.ascontiguousarray(kernel, np.float32), dtype)
+
+
+def _check_fir_input(x, name):
+    if len(x.shape) != 4 or x.shape[-1] is None:
+        raise ValueError(
+            f"Expected `x` of rank 4 with a known channel dimension in {name}. "
+            f"Received: x.shape={list(x.shape)}"
+        )
+
+
+def fir_downsample(x):
+    """Halves height and width with the FIR filter (1, 3, 3, 1) (score_sde's ``downsample_2d``).
+
+    Each output pixel is the (1, 3, 3, 1)ᵀ(1, 3, 3, 1) / 64 weighted sum of the 4×4 input
+    window around it: the input padded by one zero on every side, filtered, and every second
+    row and column kept.
+
+    Args:
+        x: ``[batch, height, width, channels]`` with even height and width.
+
+    Returns:
+        ``[batch, height / 2, width / 2, channels]``, in ``x``'s dtype.
+    """
+    _check_fir_input(x, "fir_downsample")
+    kernel = _fir_kernel(x.shape[-1], 1.0, x.dtype)
+    x = ops.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]])
+    return ops.depthwise_conv(x, kernel, strides=2, padding="valid")
+
+
+def fir_upsample(x):
+    """Doubles height and width with the FIR filter (1, 3, 3, 1) (score_sde's ``upsample_2d``).
+
+    The input is spread onto the even rows and columns of a zero image twice its size,
+    padded (2 before, 1 after) and filtered with the (1, 3, 3, 1)ᵀ(1, 3, 3, 1) kernel scaled
+    to sum 4 (the upsampling factor squared, so that a constant image stays constant).
+
+    Args:
+        x: ``[batch, height, width, channels]``.
+
+    Returns:
+        ``[batch, 2·height, 2·width, channels]``, in ``x``'s dtype.
+    """
+    _check_fir_input(x, "fir_upsample")
+    channels = x.shape[-1]
+    shape = ops.shape(x)
+    batch, height, width = shape[0], shape[1], shape[2]
+    zeros = ops.zeros_like(x)
+    rows = ops.stack([x, zeros], axis=2)  # [b, h, 2, w, c]
+    rows = ops.reshape(rows, (batch, 2 * height, width, channels))
+    cols = ops.stack([rows, ops.zeros_like(rows)], axis=3)  # [b, 2h, w, 2, c]
+    stuffed = ops.reshape(cols, (batch, 2 * height, 2 * width, channels))
+    stuffed = ops.pad(stuffed, [[0, 0], [2, 1], [2, 1], [0, 0]])
+    return ops.depthwise_conv(stuffed, _fir_kernel(channels, 4.0, x.dtype), strides=1, padding="valid")
 
 
 def _torch_uniform():
@@ -223,12 +290,18 @@ class SinusoidalEmbedding(keras.layers.Layer):
     """Sinusoidal timestep embedding of DDPM (``nn.get_timestep_embedding``).
 
     ``emb[:, i] = sin(t·f_i)`` and ``emb[:, half + i] = cos(t·f_i)`` with
-    ``f_i = exp(−log(max_period)·i / (half − 1))``, ``half = dim // 2``; an odd ``dim`` is
-    zero-padded. Computed in float32 and cast to the layer's compute dtype.
+    ``f_i = exp(−log(max_period)·i / (half − freq_shift))``, ``half = dim // 2``; an odd
+    ``dim`` is zero-padded. ``freq_shift=1`` is DDPM's (and the default); diffusers'
+    ``Timesteps`` exposes it as ``freq_shift`` (``downscale_freq_shift``) together with
+    ``flip_sin_to_cos`` (cosines first). Computed in float32 and cast to the layer's
+    compute dtype.
 
     Args:
         dim: size of the embedding, ≥ 4.
         max_period: the longest period, 10000 in DDPM (and in the Transformer).
+        flip_sin_to_cos: put the cosines first (``[cos, sin]``).
+        freq_shift: the shift of the frequency denominator, a number < ``dim // 2``
+            (1 in DDPM, 0 in guided-diffusion and most diffusers models).
         **kwargs: base layer arguments (``name``, ``dtype``).
 
     Call arguments:
@@ -238,21 +311,32 @@ class SinusoidalEmbedding(keras.layers.Layer):
         A ``[batch, dim]`` tensor in the compute dtype.
     """
 
-    def __init__(self, dim, max_period=10000, **kwargs):
+    def __init__(self, dim, max_period=10000, flip_sin_to_cos=False, freq_shift=1, **kwargs):
         kwargs.setdefault("autocast", False)  # keep a float t in float32
         super().__init__(**kwargs)
         self.dim = _checks.int_in_range(dim, "dim", 4, None)
         self.max_period = _checks.positive(max_period, "max_period")
         if self.max_period <= 1:
             raise ValueError(f"Expected `max_period` > 1. Received: max_period={max_period!r}")
+        self.flip_sin_to_cos = bool(flip_sin_to_cos)
+        if isinstance(freq_shift, bool) or not isinstance(freq_shift, numbers.Real) or not (
+                freq_shift < self.dim // 2):
+            raise ValueError(
+                f"Expected `freq_shift` a number below dim // 2 = {self.dim // 2}. "
+                f"Received: freq_shift={freq_shift!r}"
+            )
+        self.freq_shift = freq_shift
 
     def call(self, t):
         t = ops.reshape(ops.cast(ops.convert_to_tensor(t), "float32"), (-1,))
         half = self.dim // 2
         freqs = ops.exp(
-            ops.arange(half, dtype="float32") * (-math.log(self.max_period) / (half - 1))
+            ops.arange(half, dtype="float32")
+            * (-math.log(self.max_period) / (half - self.freq_shift))
         )
         emb = _sin_cos(t[:, None] * freqs[None, :])
+        if self.flip_sin_to_cos:
+            emb = ops.concatenate([emb[:, half:], emb[:, :half]], axis=-1)
         if self.dim % 2:
             emb = ops.pad(emb, [[0, 0], [0, 1]])
         return ops.cast(emb, self.compute_dtype)
@@ -262,7 +346,8 @@ class SinusoidalEmbedding(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(dim=self.dim, max_period=self.max_period)
+        config.update(dim=self.dim, max_period=self.max_period,
+                      flip_sin_to_cos=self.flip_sin_to_cos, freq_shift=self.freq_shift)
         return config
 
 
@@ -336,8 +421,9 @@ class ResBlock(keras.layers.Layer):
     (AdaGN, eq. 17 of the survey): ``y_s·GroupNorm(h) + y_b`` with ``[y_s − 1, y_b]``
     projected from the embedding — guided-diffusion's ``norm(h)·(1 + scale) + shift``.
     ``up`` / ``down`` resample inside the block, BigGAN style (nearest upsampling or 2×2
-    average pooling of both paths, after the first normalization), and ``skip_rescale``
-    divides the sum by √2.
+    average pooling of both paths, after the first normalization; with ``fir=True`` the
+    (1, 3, 3, 1) FIR filter of score_sde's NCSN++, ``fir_upsample`` / ``fir_downsample``),
+    and ``skip_rescale`` divides the sum by √2.
 
     Args:
         out_channels: output channels; None keeps the input's.
@@ -348,7 +434,13 @@ class ResBlock(keras.layers.Layer):
         skip_rescale: divide the output by √2.
         conv_shortcut: a 3×3 instead of a 1×1 convolution on the skip path when the
             channels change.
-        groups: GroupNorm groups (32 in the reference models).
+        groups: GroupNorm groups (32 in the reference models) of the first normalization.
+        groups_out: groups of the second normalization; None for ``groups`` (score_sde's
+            NCSN++ takes min(channels / 4, 32) of each norm's own channels).
+        epsilon: the GroupNorms' ε (1e-6 as in DDPM's TensorFlow code).
+        fir: resample (``up`` / ``down``) with the (1, 3, 3, 1) FIR filter.
+        project_skip: a 1×1 convolution on the skip path even when the channels do not
+            change (NCSN++'s resampling blocks).
         **kwargs: base layer arguments.
 
     Call arguments:
@@ -363,7 +455,8 @@ class ResBlock(keras.layers.Layer):
     """
 
     def __init__(self, out_channels=None, dropout=0.0, adaptive_norm=False, up=False, down=False,
-                 skip_rescale=False, conv_shortcut=False, groups=32, **kwargs):
+                 skip_rescale=False, conv_shortcut=False, groups=32, groups_out=None,
+                 epsilon=_GN_EPSILON, fir=False, project_skip=False, **kwargs):
         super().__init__(**kwargs)
         self.out_channels = None if out_channels is None else _checks.positive_int(
             out_channels, "out_channels")
@@ -376,9 +469,15 @@ class ResBlock(keras.layers.Layer):
         self.skip_rescale = bool(skip_rescale)
         self.conv_shortcut = bool(conv_shortcut)
         self.groups = _checks.positive_int(groups, "groups")
-        if self.out_channels is not None and self.out_channels % self.groups:
+        self.groups_out = None if groups_out is None else _checks.positive_int(
+            groups_out, "groups_out")
+        self.epsilon = _checks.positive(epsilon, "epsilon")
+        self.fir = bool(fir)
+        self.project_skip = bool(project_skip)
+        out_groups = self.groups_out or self.groups
+        if self.out_channels is not None and self.out_channels % out_groups:
             raise ValueError(
-                f"Expected `out_channels` divisible by groups={self.groups}. "
+                f"Expected `out_channels` divisible by groups_out={out_groups}. "
                 f"Received: out_channels={self.out_channels}"
             )
 
@@ -386,10 +485,12 @@ class ResBlock(keras.layers.Layer):
         _check_channels(inputs_shape, self.groups, "inputs", self.name)
         in_ch = inputs_shape[-1]
         out_ch = self.out_channels or in_ch
+        _check_channels(tuple(inputs_shape[:-1]) + (out_ch,), self.groups_out or self.groups,
+                        "output", self.name)
         dt = self.dtype_policy
-        self.norm1 = _group_norm(self.groups, "norm1", dt)
+        self.norm1 = _group_norm(self.groups, "norm1", dt, self.epsilon)
         self.conv1 = _conv(out_ch, 3, "conv1", dt)
-        self.norm2 = _group_norm(self.groups, "norm2", dt)
+        self.norm2 = _group_norm(self.groups_out or self.groups, "norm2", dt, self.epsilon)
         self.drop = keras.layers.Dropout(self.dropout, dtype=dt)
         self.conv2 = _conv(out_ch, 3, "conv2", dt, zero=True)
         self.emb_proj = None
@@ -398,7 +499,7 @@ class ResBlock(keras.layers.Layer):
             self.emb_proj = keras.layers.Dense(units, name="emb_proj", dtype=dt)
             self.emb_proj.build(tuple(emb_shape))
         self.skip = None
-        if in_ch != out_ch:
+        if in_ch != out_ch or self.project_skip:
             self.skip = _conv(out_ch, 3 if self.conv_shortcut else 1, "skip", dt)
         shape = tuple(inputs_shape)
         self.norm1.build(shape)
@@ -422,9 +523,11 @@ class ResBlock(keras.layers.Layer):
         x = inputs
         h = silu(self.norm1(x))
         if self.up:
-            h, x = _upsample_nearest(h), _upsample_nearest(x)
+            up = fir_upsample if self.fir else _upsample_nearest
+            h, x = up(h), up(x)
         elif self.down:
-            h, x = _avg_pool2(h), _avg_pool2(x)
+            down = fir_downsample if self.fir else _avg_pool2
+            h, x = down(h), down(x)
         h = self.conv1(h)
         if emb is not None:
             e = self.emb_proj(silu(emb))[:, None, None, :]
@@ -453,7 +556,8 @@ class ResBlock(keras.layers.Layer):
         config.update(
             out_channels=self.out_channels, dropout=self.dropout, adaptive_norm=self.adaptive_norm,
             up=self.up, down=self.down, skip_rescale=self.skip_rescale,
-            conv_shortcut=self.conv_shortcut, groups=self.groups,
+            conv_shortcut=self.conv_shortcut, groups=self.groups, groups_out=self.groups_out,
+            epsilon=self.epsilon, fir=self.fir, project_skip=self.project_skip,
         )
         return config
 
@@ -488,6 +592,7 @@ class AttentionBlock(keras.layers.Layer):
             then channels // head_channels.
         skip_rescale: divide the output by √2 (as score_sde's NCSN++ does).
         groups: GroupNorm groups.
+        epsilon: the GroupNorm's ε.
         **kwargs: base layer arguments.
 
     Call arguments:
@@ -497,13 +602,15 @@ class AttentionBlock(keras.layers.Layer):
         A tensor shaped like ``inputs``.
     """
 
-    def __init__(self, num_heads=1, head_channels=None, skip_rescale=False, groups=32, **kwargs):
+    def __init__(self, num_heads=1, head_channels=None, skip_rescale=False, groups=32,
+                 epsilon=_GN_EPSILON, **kwargs):
         super().__init__(**kwargs)
         self.num_heads = _checks.positive_int(num_heads, "num_heads")
         self.head_channels = None if head_channels is None else _checks.positive_int(
             head_channels, "head_channels")
         self.skip_rescale = bool(skip_rescale)
         self.groups = _checks.positive_int(groups, "groups")
+        self.epsilon = _checks.positive(epsilon, "epsilon")
 
     def heads_for(self, channels):
         """The number of heads for ``channels`` input channels (raises if they don't split)."""
@@ -514,7 +621,7 @@ class AttentionBlock(keras.layers.Layer):
         channels = input_shape[-1]
         self._heads = self.heads_for(channels)
         dt = self.dtype_policy
-        self.norm = _group_norm(self.groups, "norm", dt)
+        self.norm = _group_norm(self.groups, "norm", dt, self.epsilon)
         self.qkv = keras.layers.Dense(3 * channels, name="qkv", dtype=dt)
         self.proj = keras.layers.Dense(channels, kernel_initializer="zeros", name="proj", dtype=dt)
         self.norm.build(tuple(input_shape))
@@ -545,7 +652,7 @@ class AttentionBlock(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(num_heads=self.num_heads, head_channels=self.head_channels,
-                      skip_rescale=self.skip_rescale, groups=self.groups)
+                      skip_rescale=self.skip_rescale, groups=self.groups, epsilon=self.epsilon)
         return config
 
 
@@ -592,6 +699,9 @@ class Downsample(_Resample):
     Args:
         with_conv: use the strided convolution (DDPM's default) rather than pooling.
         out_channels: output channels of the convolution; None keeps the input's.
+        padding: the convolution's zero padding: 0 pads one row and column after the
+            image (DDPM's TensorFlow "SAME", diffusers' ``downsample_padding=0``), 1 pads
+            one on every side (PyTorch's ``padding=1``, diffusers' default).
         **kwargs: base layer arguments.
 
     Call arguments:
@@ -601,21 +711,41 @@ class Downsample(_Resample):
         ``[batch, height / 2, width / 2, out_channels]``.
     """
 
+    def __init__(self, with_conv=True, out_channels=None, padding=0, **kwargs):
+        super().__init__(with_conv=with_conv, out_channels=out_channels, **kwargs)
+        if padding not in (0, 1) or isinstance(padding, bool):
+            raise ValueError(f"Expected `padding` 0 or 1. Received: padding={padding!r}")
+        self.padding = int(padding)
+
     def build(self, input_shape):
         _check_channels(input_shape, None, "inputs", self.name)
         if self.with_conv:
-            self.conv = _conv(self.out_channels or input_shape[-1], 3, "conv", self.dtype_policy,
-                              strides=2)
-            self.conv.build(tuple(input_shape))
+            self.conv = keras.layers.Conv2D(
+                self.out_channels or input_shape[-1], 3, strides=2,
+                padding="same" if self.padding == 0 else "valid", name="conv",
+                dtype=self.dtype_policy)
+            shape = tuple(input_shape)
+            if self.padding:
+                shape = (shape[0],) + tuple(None if n is None else n + 2 for n in shape[1:3]) + (
+                    shape[3],)
+            self.conv.build(shape)
 
     def call(self, inputs):
         _check_rank(inputs, 4, "inputs", self.name)
-        return self.conv(inputs) if self.with_conv else _avg_pool2(inputs)
+        if not self.with_conv:
+            return _avg_pool2(inputs)
+        if self.padding:
+            inputs = ops.pad(inputs, [[0, 0], [1, 1], [1, 1], [0, 0]])
+        return self.conv(inputs)
 
     def compute_output_shape(self, input_shape):
         shape = _resampled(tuple(input_shape), False, True)
         return shape[:-1] + (self.out_channels or input_shape[-1],)
 
+    def get_config(self):
+        config = super().get_config()
+        config.update(padding=self.padding)
+        return config
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)

@@ -15,6 +15,11 @@ inside residual blocks (``resblock_updown``), residual connections rescaled by 1
 ``[ε, v]`` along the channel axis), class conditioning (``num_classes``: a class embedding
 added to the time embedding) and Gaussian Fourier features for continuous t or σ
 (``embedding="fourier"``, score_sde).
+
+Options for reproducing diffusers' ``UNet2DModel`` exactly (``kdiff.from_diffusers``):
+``norm_groups`` / ``norm_eps`` (``norm_num_groups`` / ``norm_eps``), ``downsample_padding``,
+``flip_sin_to_cos`` / ``freq_shift`` of the sinusoidal embedding and ``mid_attention``
+(``add_attention``); their defaults are DDPM's, so every earlier kdiff network is unchanged.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from kdiff.models import layers as L
 
 __all__ = ["UNet"]
 
-_GROUPS = 32
+_GROUPS = 32  # the default of `norm_groups`
 
 
 def _channel_mult(value):
@@ -52,6 +57,67 @@ def _resolutions(value):
     return tuple(_checks.positive_int(r, "attention_resolutions") for r in value)
 
 
+def unpack_inputs(network, x, t, y):
+    """Checks and converts a network's call inputs (shared by ``UNet`` and ``NCSNpp``).
+
+    Args:
+        network: the network, with ``image_size``, ``in_channels``, ``num_classes`` and a
+            compute dtype.
+        x: images ``[batch, image_size, image_size, in_channels]``, or a list ``[x, t]`` /
+            ``[x, t, y]``.
+        t: ``[batch]`` levels (a scalar is broadcast to the batch), or None when in ``x``.
+        y: ``[batch]`` class labels or None.
+
+    Returns:
+        ``(x, t, y)``: x in the compute dtype, t float32 ``[batch]``, y int32 or None.
+    """
+    if isinstance(x, (list, tuple)):
+        if t is not None or y is not None or len(x) not in (2, 3):
+            raise ValueError(
+                "Expected the network called as network(x, t[, y]) or network([x, t[, y]]). "
+                f"Received: a {type(x).__name__} of {len(x)} inputs"
+                + (" plus t" if t is not None else "") + (" plus y" if y is not None else "")
+            )
+        x, t, y = (list(x) + [None])[:3]
+    if t is None:
+        raise ValueError("Expected `t` (timesteps or noise levels [batch]). Received: t=None")
+    x = ops.convert_to_tensor(x)
+    expected = [None, network.image_size, network.image_size, network.in_channels]
+    shape = list(x.shape)
+    if len(shape) != 4 or any(e is not None and s is not None and s != e
+                              for s, e in zip(shape, expected)):
+        raise ValueError(
+            f"Expected `x` of shape {expected}. Received: x.shape={shape}"
+        )
+    if not keras.backend.is_float_dtype(x.dtype):
+        raise ValueError(
+            f"Expected `x` to be a floating-point tensor. Received: dtype={x.dtype}"
+        )
+    x = ops.cast(x, network.compute_dtype)
+    t = ops.convert_to_tensor(t)
+    if len(t.shape) == 0:
+        t = ops.broadcast_to(t, (ops.shape(x)[0],))
+    elif len(t.shape) != 1:
+        raise ValueError(f"Expected `t` of shape [batch]. Received: t.shape={list(t.shape)}")
+    t = ops.cast(t, "float32")
+    if network.num_classes is None and y is not None:
+        raise ValueError(
+            f"Expected no class labels for an unconditional {type(network).__name__} "
+            "(num_classes=None). Received: y"
+        )
+    if network.num_classes is not None:
+        if y is None:
+            raise ValueError(
+                f"Expected class labels `y` [batch] for a class-conditional "
+                f"{type(network).__name__} (num_classes={network.num_classes}). Received: y=None"
+            )
+        y = ops.convert_to_tensor(y)
+        if len(y.shape) != 1:
+            raise ValueError(f"Expected `y` of shape [batch]. Received: y.shape={list(y.shape)}")
+        y = ops.cast(y, "int32")
+    return x, t, y
+
+
 @keras.saving.register_keras_serializable(package="kdiff.models")
 class UNet(keras.Model):
     """The U-Net of DDPM (Ho et al. 2020), with Improved-DDPM / ADM options.
@@ -63,7 +129,7 @@ class UNet(keras.Model):
         out_channels: output channels; None for ``in_channels``. Doubled when
             ``learned_variance``.
         base_channels: channels of the first level (``ch``); every level's channels
-            (``base_channels · mult``) must be divisible by the 32 GroupNorm groups.
+            (``base_channels · mult``) must be divisible by the ``norm_groups``.
         channel_mult: channel multiplier of each resolution level.
         num_res_blocks: residual blocks per level on the down path (the up path has one
             more).
@@ -84,6 +150,15 @@ class UNet(keras.Model):
             chooses).
         fourier_scale: scale of the Fourier frequencies.
         max_period: longest period of the sinusoidal embedding.
+        norm_groups: groups of every GroupNorm (32 in DDPM).
+        norm_eps: ε of every GroupNorm (1e-6 as in DDPM; diffusers' default is 1e-5).
+        downsample_padding: the strided downsampling convolution's padding: 0 pads one
+            row and column after the image (DDPM's "SAME"), 1 one on every side
+            (diffusers' default).
+        flip_sin_to_cos: the sinusoidal embedding puts its cosines first.
+        freq_shift: the sinusoidal embedding's frequency shift (1 in DDPM: frequencies
+            exp(−log(max_period)·i / (half − freq_shift))).
+        mid_attention: self-attention between the two middle residual blocks.
         **kwargs: base model arguments (``name``, ``dtype``).
 
     Call arguments:
@@ -119,6 +194,12 @@ class UNet(keras.Model):
         embedding="sinusoidal",
         fourier_scale=16.0,
         max_period=10000,
+        norm_groups=_GROUPS,
+        norm_eps=L._GN_EPSILON,
+        downsample_padding=0,
+        flip_sin_to_cos=False,
+        freq_shift=1,
+        mid_attention=True,
         **kwargs,
     ):
         kwargs.setdefault("autocast", False)  # a float t stays float32; x is cast in call
@@ -145,6 +226,16 @@ class UNet(keras.Model):
         self.embedding = _checks.one_of(embedding, "embedding", ("sinusoidal", "fourier"))
         self.fourier_scale = _checks.positive(fourier_scale, "fourier_scale")
         self.max_period = _checks.positive(max_period, "max_period")
+        self.norm_groups = _checks.positive_int(norm_groups, "norm_groups")
+        self.norm_eps = _checks.positive(norm_eps, "norm_eps")
+        if downsample_padding not in (0, 1) or isinstance(downsample_padding, bool):
+            raise ValueError(
+                f"Expected `downsample_padding` 0 or 1. Received: downsample_padding={downsample_padding!r}"
+            )
+        self.downsample_padding = int(downsample_padding)
+        self.flip_sin_to_cos = bool(flip_sin_to_cos)
+        self.freq_shift = freq_shift
+        self.mid_attention = bool(mid_attention)
 
         levels = len(self.channel_mult)
         factor = 2 ** (levels - 1)
@@ -154,11 +245,11 @@ class UNet(keras.Model):
                 f"for {levels} resolution levels. Received: image_size={self.image_size}"
             )
         for mult in self.channel_mult:
-            if (self.base_channels * mult) % _GROUPS:
+            if (self.base_channels * mult) % self.norm_groups:
                 raise ValueError(
                     f"Expected `base_channels` × every `channel_mult` entry divisible by "
-                    f"{_GROUPS} (the GroupNorm groups). Received: base_channels="
-                    f"{self.base_channels}, channel_mult={self.channel_mult}"
+                    f"norm_groups={self.norm_groups} (the GroupNorm groups). Received: "
+                    f"base_channels={self.base_channels}, channel_mult={self.channel_mult}"
                 )
         resolutions = [self.image_size // 2**i for i in range(levels)]
         for r in self.attention_resolutions:
@@ -168,7 +259,7 @@ class UNet(keras.Model):
                     f"resolutions {resolutions}. Received: attention_resolutions="
                     f"{self.attention_resolutions}"
                 )
-        attention_channels = {self.base_channels * self.channel_mult[-1]}  # the middle
+        attention_channels = {self.base_channels * self.channel_mult[-1]} if self.mid_attention else set()
         for level, r in enumerate(resolutions):
             if r in self.attention_resolutions:
                 attention_channels.add(self.base_channels * self.channel_mult[level])
@@ -185,8 +276,9 @@ class UNet(keras.Model):
         ch = self.base_channels
         temb_ch = 4 * ch
         if self.embedding == "sinusoidal":
-            self.time_features = L.SinusoidalEmbedding(ch, max_period=self.max_period,
-                                                       name="time_features", dtype=dt)
+            self.time_features = L.SinusoidalEmbedding(
+                ch, max_period=self.max_period, flip_sin_to_cos=self.flip_sin_to_cos,
+                freq_shift=self.freq_shift, name="time_features", dtype=dt)
         else:
             self.time_features = L.GaussianFourierFeatures(2 * ch, scale=self.fourier_scale,
                                                            name="time_features", dtype=dt)
@@ -199,13 +291,13 @@ class UNet(keras.Model):
 
         def res(out_ch, name, up=False, down=False):
             return L.ResBlock(out_ch, dropout=self.dropout, adaptive_norm=self.adaptive_norm,
-                              up=up, down=down, skip_rescale=self.skip_rescale, groups=_GROUPS,
-                              name=name, dtype=dt)
+                              up=up, down=down, skip_rescale=self.skip_rescale,
+                              groups=self.norm_groups, epsilon=self.norm_eps, name=name, dtype=dt)
 
         def attn(name):
             return L.AttentionBlock(num_heads=self.num_heads, head_channels=self.head_channels,
-                                    skip_rescale=self.skip_rescale, groups=_GROUPS, name=name,
-                                    dtype=dt)
+                                    skip_rescale=self.skip_rescale, groups=self.norm_groups,
+                                    epsilon=self.norm_eps, name=name, dtype=dt)
 
         self.conv_in = keras.layers.Conv2D(ch, 3, padding="same", name="conv_in", dtype=dt)
         levels = len(self.channel_mult)
@@ -225,10 +317,11 @@ class UNet(keras.Model):
                 if self.resblock_updown:
                     self.downsamplers.append(res(in_ch, f"down_{level}_downsample", down=True))
                 else:
-                    self.downsamplers.append(L.Downsample(name=f"down_{level}_downsample", dtype=dt))
+                    self.downsamplers.append(L.Downsample(
+                        padding=self.downsample_padding, name=f"down_{level}_downsample", dtype=dt))
                 res_size //= 2
         self.mid_block1 = res(in_ch, "mid_block_1")
-        self.mid_attn = attn("mid_attn_1")
+        self.mid_attn = attn("mid_attn_1") if self.mid_attention else None
         self.mid_block2 = res(in_ch, "mid_block_2")
         self.up_blocks = []
         self.upsamplers = []
@@ -248,7 +341,8 @@ class UNet(keras.Model):
                 res_size *= 2
         # The output head runs in the variable dtype (float32 under mixed precision).
         head_dt = keras.DTypePolicy(self.dtype_policy.variable_dtype)
-        self.norm_out = L.GroupNorm(_GROUPS, epsilon=L._GN_EPSILON, name="norm_out", dtype=head_dt)
+        self.norm_out = L.GroupNorm(self.norm_groups, epsilon=self.norm_eps, name="norm_out",
+                                    dtype=head_dt)
         self.conv_out = keras.layers.Conv2D(
             self.output_channels, 3, padding="same", kernel_initializer="zeros",
             name="conv_out", dtype=head_dt)
@@ -278,55 +372,8 @@ class UNet(keras.Model):
     # ------------------------------------------------------------------ forward pass
 
     def call(self, x, t=None, y=None, training=None):
-        x, t, y = self._unpack(x, t, y)
+        x, t, y = unpack_inputs(self, x, t, y)
         return self._forward(x, t, y, training)
-
-    def _unpack(self, x, t, y):
-        if isinstance(x, (list, tuple)):
-            if t is not None or y is not None or len(x) not in (2, 3):
-                raise ValueError(
-                    "Expected the network called as network(x, t[, y]) or network([x, t[, y]]). "
-                    f"Received: a {type(x).__name__} of {len(x)} inputs"
-                    + (" plus t" if t is not None else "") + (" plus y" if y is not None else "")
-                )
-            x, t, y = (list(x) + [None])[:3]
-        if t is None:
-            raise ValueError("Expected `t` (timesteps or noise levels [batch]). Received: t=None")
-        x = ops.convert_to_tensor(x)
-        expected = [None, self.image_size, self.image_size, self.in_channels]
-        shape = list(x.shape)
-        if len(shape) != 4 or any(e is not None and s is not None and s != e
-                                  for s, e in zip(shape, expected)):
-            raise ValueError(
-                f"Expected `x` of shape {expected}. Received: x.shape={shape}"
-            )
-        if not keras.backend.is_float_dtype(x.dtype):
-            raise ValueError(
-                f"Expected `x` to be a floating-point tensor. Received: dtype={x.dtype}"
-            )
-        x = ops.cast(x, self.compute_dtype)
-        t = ops.convert_to_tensor(t)
-        if len(t.shape) == 0:
-            t = ops.broadcast_to(t, (ops.shape(x)[0],))
-        elif len(t.shape) != 1:
-            raise ValueError(f"Expected `t` of shape [batch]. Received: t.shape={list(t.shape)}")
-        t = ops.cast(t, "float32")
-        if self.num_classes is None and y is not None:
-            raise ValueError(
-                "Expected no class labels for an unconditional UNet (num_classes=None). "
-                "Received: y"
-            )
-        if self.num_classes is not None:
-            if y is None:
-                raise ValueError(
-                    f"Expected class labels `y` [batch] for a class-conditional UNet "
-                    f"(num_classes={self.num_classes}). Received: y=None"
-                )
-            y = ops.convert_to_tensor(y)
-            if len(y.shape) != 1:
-                raise ValueError(f"Expected `y` of shape [batch]. Received: y.shape={list(y.shape)}")
-            y = ops.cast(y, "int32")
-        return x, t, y
 
     def _forward(self, x, t, y, training):
         temb = self.time_features(t)
@@ -349,7 +396,8 @@ class UNet(keras.Model):
                     hs.append(down(hs[-1]))
 
         h = self.mid_block1(hs[-1], temb, training=training)
-        h = self.mid_attn(h)
+        if self.mid_attn is not None:
+            h = self.mid_attn(h)
         h = self.mid_block2(h, temb, training=training)
 
         for i, blocks in enumerate(self.up_blocks):
@@ -392,6 +440,12 @@ class UNet(keras.Model):
             embedding=self.embedding,
             fourier_scale=self.fourier_scale,
             max_period=self.max_period,
+            norm_groups=self.norm_groups,
+            norm_eps=self.norm_eps,
+            downsample_padding=self.downsample_padding,
+            flip_sin_to_cos=self.flip_sin_to_cos,
+            freq_shift=self.freq_shift,
+            mid_attention=self.mid_attention,
         )
         return config
 
