@@ -288,7 +288,7 @@ def load_ncsn_state_dict(network, state_dict):
         want = tuple(variable.shape)
         value = _to_kdiff(array) if len(want) == 4 else array
         if tuple(value.shape) != want:
-            reference_shape = tuple(_to_reference(np.empty(want, np.bool_)).shape)
+            reference_shape = (want[3], want[2], want[0], want[1]) if len(want) == 4 else want
             raise ValueError(
                 f"Expected `{key}` of shape {reference_shape} (kdiff's {variable.path}: "
                 f"{want}). Received: {key}.shape={tuple(array.shape)}"
