@@ -27,6 +27,7 @@ from kdiff import (
     sde,
 )
 from kdiff.diffusion import DDPM, NCSN, ScoreSDE
+from kdiff.convert.diffusers import from_diffusers
 from kdiff.convert.ncsn import from_ncsn_checkpoint
 from kdiff.export import load
 from kdiff.interpolation import slerp
@@ -42,6 +43,7 @@ __all__ = [
     "distribute",
     "draw",
     "export",
+    "from_diffusers",
     "from_ncsn_checkpoint",
     "images",
     "load",

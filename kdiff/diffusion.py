@@ -611,25 +611,48 @@ class NCSN(DiffusionModel):
         return config
 
 
+CONDITIONINGS = ("time", "sigma")
+_LEVELS = {
+    "time": "continuous time t in (0, 1], fed to the network as t*(N-1)",
+    "sigma": "continuous time t in (0, 1], fed to the network as sigma(t), the marginal std; "
+             "the network returns the score",
+}
+
+
 @keras.saving.register_keras_serializable(package="kdiff")
 class ScoreSDE(DiffusionModel):
     """Score-based generative model through an SDE (Song et al. 2021).
 
-    The network sees the continuous time scaled to [0, N−1] (as score_sde's DDPM-style
-    models do) and predicts the normalized noise; the score is −output / std(t), which
-    is score_sde's ``scale_by_sigma`` for VE and its ε-parameterization for VP.
+    How the network is conditioned is a property of the network–process pair, named by
+    ``conditioning`` (score_sde's two conventions):
+
+    * ``"time"`` — the network sees the continuous time scaled to [0, N−1] (as score_sde's
+      DDPM-style models do) and predicts the normalized noise; the score is
+      −output / std(t), which is score_sde's ``scale_by_sigma`` for VE and its
+      ε-parameterization for VP. The default for networks that do not say otherwise
+      (kdiff's ``UNet``).
+    * ``"sigma"`` — the network sees σ(t), the marginal standard deviation of the SDE at t
+      (for a VE SDE, σ_min (σ_max/σ_min)^t), and returns the score itself (score_sde's
+      NCSN++ with Fourier features of log σ and its output divided by σ; diffusers'
+      ``ScoreSdeVePipeline``).
+
+    Training, sampling, likelihoods and the export all go through the same score function,
+    so the convention holds everywhere; ``get_config`` records it.
 
     Args:
-        network: ``network(x, t·(N−1))`` → noise estimate shaped like x.
+        network: ``network(x, level)`` → noise estimate (``"time"``) or score
+            (``"sigma"``) shaped like x.
         sde: a ``kdiff.sde.SDE`` (default: ``VPSDE()``).
         eps: the smallest training time.
         likelihood_weighting: λ(t) = g(t)² (score_sde's likelihood weighting).
+        conditioning: "time" or "sigma"; None takes the network's own ``conditioning``
+            attribute (``kdiff.models.NCSNpp`` says "sigma" with Fourier features) and
+            "time" when it has none.
         **kwargs: ``DiffusionModel`` arguments.
     """
 
-    _network_level = "continuous time t in (0, 1], fed to the network as t*(N-1)"
-
-    def __init__(self, network, sde=None, *, eps=1e-5, likelihood_weighting=False, **kwargs):
+    def __init__(self, network, sde=None, *, eps=1e-5, likelihood_weighting=False,
+                 conditioning=None, **kwargs):
         if isinstance(sde, dict):
             sde = sde_lib.from_config(sde)
         self.process = sde_lib.VPSDE() if sde is None else sde
@@ -640,13 +663,27 @@ class ScoreSDE(DiffusionModel):
             )
         self.eps = _checks.positive(eps, "eps")
         self.likelihood_weighting = bool(likelihood_weighting)
+        if conditioning is None:
+            conditioning = getattr(network, "conditioning", "time")
+        self.conditioning = _checks.one_of(conditioning, "conditioning", CONDITIONINGS)
         super().__init__(network, **kwargs)
 
+    @property
+    def _network_level(self):
+        return _LEVELS[self.conditioning]
+
     def _dummy_level(self):
-        return tf.zeros([1], tf.float32)
+        return tf.ones([1], tf.float32) if self.conditioning == "sigma" else tf.zeros([1], tf.float32)
 
     def _score(self, network_fn):
         sde = self.process
+
+        if self.conditioning == "sigma":
+            def score_fn(x, t):
+                _, std = sde.marginal_prob(x, t)
+                return tf.cast(network_fn(x, tf.cast(std, tf.float32)), x.dtype)
+
+            return score_fn
 
         def score_fn(x, t):
             out = tf.cast(network_fn(x, tf.cast(t, tf.float32) * (sde.N - 1)), x.dtype)
@@ -674,5 +711,6 @@ class ScoreSDE(DiffusionModel):
 
     def get_config(self):
         config = super().get_config()
-        config.update(sde=self.process.get_config(), eps=self.eps, likelihood_weighting=self.likelihood_weighting)
+        config.update(sde=self.process.get_config(), eps=self.eps,
+                      likelihood_weighting=self.likelihood_weighting, conditioning=self.conditioning)
         return config
