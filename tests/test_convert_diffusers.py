@@ -1,0 +1,205 @@
+"""kdiff.from_diffusers against diffusers' own outputs (fixtures; no torch needed here).
+
+The fixtures in tests/fixtures/diffusers were written by its make_fixtures.py with
+diffusers 0.42.1 and torch 2.13 (CPU): small random-weight UNet2DModels in the DDPM and
+NCSN++ layouts, their inputs and outputs, and DDPMScheduler betas. Each converted network
+must reproduce diffusers' outputs to float32 round-off.
+"""
+
+import json
+import os
+import shutil
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import kdiff
+from kdiff import sde as sde_lib
+from kdiff.convert import diffusers as conv
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "diffusers")
+
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
+)
+
+
+def _reference(name):
+    return np.load(os.path.join(FIXTURES, name, "reference.npz"))
+
+
+def _assert_matches(network, ref):
+    out = network(ref["x_nhwc"], ref["levels"]).numpy()
+    expected = ref["out_nhwc"]
+    assert out.shape == expected.shape
+    for got, want in zip(out, expected):  # each image relative to its own scale (NCSN++: 1/σ)
+        np.testing.assert_allclose(got, want, atol=1e-4 * np.abs(want).max(), rtol=0)
+
+
+@pytest.fixture(scope="module")
+def schedules():
+    data = np.load(os.path.join(FIXTURES, "schedules.npz"))
+    return {k: data[k] for k in data.files}, json.loads(str(data["configs"]))
+
+
+def _copy(name, tmp_path):
+    target = tmp_path / name
+    shutil.copytree(os.path.join(FIXTURES, name), target)
+    return target
+
+
+# --------------------------------------------------------------------------- parity
+
+
+def test_ddpm_pipeline_folder_with_2022_attention_names(schedules):
+    model = kdiff.from_diffusers(os.path.join(FIXTURES, "ddpm_pipeline"))
+    assert isinstance(model, kdiff.DDPM) and isinstance(model.network, kdiff.models.UNet)
+    ref = _reference("ddpm_pipeline")
+    _assert_matches(model.network, ref)
+    _assert_matches(model.ema_network, ref)
+    arrays, _ = schedules
+    np.testing.assert_array_equal(model.process.betas, arrays["linear"].astype(np.float64))
+    net = model.network
+    assert (net.num_heads, net.head_channels, net.downsample_padding) == (1, None, 0)
+    assert (net.flip_sin_to_cos, net.freq_shift, net.norm_eps, net.norm_groups) == (False, 1, 1e-6, 8)
+
+
+def test_bare_model_folder_float16_multihead(schedules):
+    model = kdiff.from_diffusers(os.path.join(FIXTURES, "unet_multihead"))
+    assert isinstance(model, kdiff.DDPM)
+    _assert_matches(model.network, _reference("unet_multihead"))
+    arrays, _ = schedules
+    np.testing.assert_array_equal(model.process.betas, arrays["squaredcos_cap_v2"].astype(np.float64))
+    net = model.network
+    assert (net.head_channels, net.downsample_padding, net.flip_sin_to_cos, net.freq_shift) == (8, 1, True, 0)
+
+
+def test_ncsnpp_model_folder_is_a_ve_score_sde(schedules):
+    model = kdiff.from_diffusers(os.path.join(FIXTURES, "ncsnpp"))
+    assert isinstance(model, kdiff.ScoreSDE) and isinstance(model.network, kdiff.models.NCSNpp)
+    ref = _reference("ncsnpp")
+    _assert_matches(model.network, ref)
+    sde = model.process
+    assert isinstance(sde, sde_lib.VESDE)
+    assert (sde.sigma_min, sde.sigma_max, sde.N) == (0.01, 348.0, 2000)
+    arrays, _ = schedules
+    np.testing.assert_allclose(sde.discrete_sigmas, arrays["ve_discrete_sigmas"], rtol=1e-5)
+    assert model.conditioning == "sigma" and model.data_range == (0.0, 1.0)
+    # The score at time t is the network at σ(t), as ScoreSdeVePipeline calls the unet.
+    t = np.log(ref["levels"] / 0.01) / np.log(348.0 / 0.01)
+    score = model.model_fn(ema=False)(tf.constant(ref["x_nhwc"]), tf.constant(t, tf.float32)).numpy()
+    for got, want in zip(score, ref["out_nhwc"]):
+        np.testing.assert_allclose(got, want, atol=1e-3 * np.abs(want).max(), rtol=0)
+    assert "sigma(t)" in model.export_config()["level"]
+
+
+@pytest.mark.parametrize("name,rename", [
+    ("ddpm_pipeline", lambda k: k.replace(".query.", ".to_q.").replace(".key.", ".to_k.")
+     .replace(".value.", ".to_v.").replace(".proj_attn.", ".to_out.0.")),
+    ("ncsnpp", lambda k: "time_proj.weight" if k == "time_proj.W" else k),
+])
+def test_both_key_namings_load(name, rename):
+    folder = os.path.join(FIXTURES, name)
+    model_dir = os.path.join(folder, "unet") if name == "ddpm_pipeline" else folder
+    state, _ = conv.read_state_dict(model_dir)
+    renamed = {rename(k): v for k, v in state.items()}
+    assert set(renamed) != set(state)  # the fixture holds the other naming
+    with open(os.path.join(model_dir, "config.json")) as file:
+        network = conv.unet_from_config(json.load(file))
+    conv.load_weights(network, renamed)
+    _assert_matches(network, _reference(name))
+
+
+def test_scheduler_betas_as_diffusers_computes_them(schedules):
+    arrays, configs = schedules
+    for name in ("linear", "scaled_linear", "squaredcos_cap_v2"):  # bit for bit
+        np.testing.assert_array_equal(conv.diffusers_betas(configs[name]), arrays[name], err_msg=name)
+    # exp's round-off; and 1 − ᾱ_t/ᾱ_{t−1} of the zero-SNR rescaling, where float32 cancels
+    np.testing.assert_allclose(conv.diffusers_betas(configs["sigmoid"]), arrays["sigmoid"], rtol=1e-6)
+    np.testing.assert_allclose(conv.diffusers_betas(configs["linear_zero_snr"]), arrays["linear_zero_snr"],
+                               rtol=1e-5, atol=2e-6)
+    assert conv.diffusers_betas(configs["linear_zero_snr"])[-1] == 1.0
+
+
+def test_ddpm_celebahq_preset_has_the_checkpoint_parameter_count():
+    with open(os.path.join(FIXTURES, "parameter_counts.json")) as file:
+        counts = json.load(file)
+    assert kdiff.models.UNet.ddpm_celebahq().count_params() == counts["ddpm_celebahq_256"]
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_bin_weights_need_torch(tmp_path, monkeypatch):
+    folder = _copy("unet_multihead", tmp_path)
+    os.remove(folder / "diffusion_pytorch_model.safetensors")
+    (folder / "diffusion_pytorch_model.bin").write_bytes(b"not read without torch")
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch → ImportError
+    with pytest.raises(ValueError, match=r"pip install torch.*diffusion_pytorch_model\.bin"):
+        kdiff.from_diffusers(folder)
+
+
+def test_hub_id_needs_huggingface_hub(monkeypatch):
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)
+    with pytest.raises(ValueError, match="pip install huggingface_hub"):
+        kdiff.from_diffusers("google/ddpm-celebahq-256")
+
+
+def _edit_json(path, **changes):
+    with open(path) as file:
+        config = json.load(file)
+    config.update(changes)
+    with open(path, "w") as file:
+        json.dump(config, file)
+
+
+@pytest.mark.parametrize("case", [
+    "missing_folder", "no_config", "conditional_unet", "unknown_block", "no_weights",
+    "shape_mismatch", "missing_key", "unused_key", "scheduler_class", "prediction_type",
+])
+def test_bad_input_is_named(tmp_path, case):
+    folder = _copy("unet_multihead", tmp_path)
+    config, weights = folder / "config.json", folder / "diffusion_pytorch_model.safetensors"
+    expected = {
+        "missing_folder": "does not exist",
+        "no_config": "model_index.json.*config.json",
+        "conditional_unet": r"_class_name.*UNet2DModel.*config\.json.*UNet2DConditionModel",
+        "unknown_block": r"config\.json.*unsupported: \['CrossAttnDownBlock2D'\]",
+        "no_weights": r"diffusion_pytorch_model\.safetensors \(or \.bin\).*holding",
+        "shape_mismatch": r"'time_embedding\.linear_1\.weight' of shape \[128, 32\].*safetensors"
+                          r".*shape=\[64, 16\]",
+        "missing_key": r"'conv_out\.bias'.*no such key",
+        "unused_key": r"1 unused: 'extra\.weight'",
+        "scheduler_class": r"scheduler_config\.json.*KarrasVeScheduler",
+        "prediction_type": r"prediction_type.*v_prediction",
+    }[case]
+    path = folder
+    if case == "missing_folder":
+        path = tmp_path / "nowhere"
+    elif case == "no_config":
+        os.remove(config)
+    elif case == "conditional_unet":
+        _edit_json(config, _class_name="UNet2DConditionModel")
+    elif case == "unknown_block":
+        _edit_json(config, down_block_types=["DownBlock2D", "CrossAttnDownBlock2D"])
+    elif case == "no_weights":
+        os.remove(weights)
+    elif case == "shape_mismatch":
+        _edit_json(config, block_out_channels=[32, 32])
+    elif case in ("missing_key", "unused_key"):
+        from safetensors.numpy import load_file, save_file
+
+        state = load_file(str(weights))
+        if case == "missing_key":
+            del state["conv_out.bias"]
+        else:
+            state["extra.weight"] = np.zeros(3, np.float16)
+        save_file(state, str(weights))
+    elif case == "scheduler_class":
+        _edit_json(folder / "scheduler_config.json", _class_name="KarrasVeScheduler")
+    elif case == "prediction_type":
+        _edit_json(folder / "scheduler_config.json", prediction_type="v_prediction")
+    with pytest.raises(ValueError, match=expected):
+        kdiff.from_diffusers(path)
