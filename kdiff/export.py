@@ -460,6 +460,7 @@ class ExportedModel:
         image_shape: (height, width, channels).
         data_range: (low, high) of the model's data.
         num_classes: classes of a class-conditional model, else None.
+        precision: what the exported network computes in ("float32" or "bfloat16").
         signatures: the SavedModel's signatures (``denoise``, ``generate``).
     """
 
@@ -473,6 +474,7 @@ class ExportedModel:
         self.image_shape = tuple(int(d) for d in config["image_shape"])
         self.data_range = tuple(float(v) for v in config["data_range"])
         self.num_classes = config.get("num_classes")
+        self.precision = config.get("precision", "float32")  # what the exported network computes in
         self._denoise = loaded.signatures["denoise"]
         self._generate = loaded.signatures["generate"]
         self._output = self.process.model_output
@@ -572,7 +574,7 @@ class ExportedModel:
             sampler_defaults=registry.learned_variance_defaults() if learned else {},
             num_classes=self.num_classes,
             draw_cache=self._draw_cache,
-            precision=self.config.get("precision", "float32"),
+            precision=self.precision,
         )
 
 

@@ -529,6 +529,28 @@ def test_sample_writes_samples(tmp_path, trained):
 
 
 @pytest.mark.slow
+def test_a_bfloat16_sampler_samples_the_trained_keras_model_in_bfloat16(tmp_path, trained):
+    """The export computes in float32: a sampler config with precision "bfloat16" samples
+    model.keras with the network in bfloat16 — the same images as kdiff.sample of that
+    model in bfloat16 with the shard's seed, close to float32's but not equal."""
+    model_dir = os.path.join(trained, "train", "model")
+    kwargs = dict(config.TINY_SAMPLERS["ddpm"]["ddim_10"], precision="bfloat16")
+    params = sample_params(num_samples=4, sample_shards=1, sample_batch_size=4, samplers={"ddim_bf16": kwargs})
+    samples_dir = run_sample(model_dir, str(tmp_path / "a"), params)
+    images = np.load(os.path.join(samples_dir, "ddim_bf16", "samples.npz"))["images"]
+    model = sample.load_keras_model(os.path.join(model_dir, "export"))
+    seed = sample.derive_seed(sample.derive_seed(params["seed"], "ddim_bf16", 0), "ddim_bf16", 0)
+    options = {k: v for k, v in kwargs.items() if k != "precision"}
+    bf16 = kdiff.sample(model, 4, seed=seed, batch_size=4, precision="bfloat16", **options)
+    f32 = kdiff.sample(model, 4, seed=seed, batch_size=4, **options)
+    np.testing.assert_array_equal(images, bf16)
+    difference = np.abs(images.astype(int) - f32.astype(int))
+    assert 0 < difference.mean() < 8, difference.mean()
+    with pytest.raises(sample.StageError, match="model.keras"):
+        sample.load_keras_model(str(tmp_path / "elsewhere" / "export"))
+
+
+@pytest.mark.slow
 def test_sample_is_reproducible(tmp_path, trained):
     model_dir = os.path.join(trained, "train", "model")
     samplers = {"ddim_10": config.TINY_SAMPLERS["ddpm"]["ddim_10"]}
@@ -587,6 +609,8 @@ def test_sample_bad_input(tmp_path, trained):
         run_sample(model_dir, str(tmp_path / "w"), sample_params(samplers={"x": {"sampler": "euler"}}))
     with pytest.raises(StageError, match=r"unknown option\(s\) \['bogus'\]"):
         run_sample(model_dir, str(tmp_path / "v"), sample_params(samplers={"x": {"sampler": "ddim", "bogus": 1}}))
+    with pytest.raises(StageError, match=r"precision='float16'; expected one of \['float32', 'bfloat16'\]"):
+        run_sample(model_dir, str(tmp_path / "u"), sample_params(samplers={"x": {"sampler": "ddim", "precision": "float16"}}))
     # an error inside the Beam DoFn: named by sampler and shard, without Beam's wrapping
     weird = {"weird": {"sampler": "ddpm", "steps": 5, "variance": "weird"}}
     with pytest.raises(StageError, match=r"sampling failed: ValueError: sampler 'weird' \(shard 1/2\): Expected `variance`"):

@@ -126,6 +126,11 @@ class SamplerFailed(RuntimeError):
 class SampleShards(beam.DoFn):
     """Samples one work item with the exported model, loaded once per worker in ``setup``.
 
+    A sampler config whose ``precision`` differs from the export's (``"bfloat16"``: the
+    export computes in float32) samples the trained Keras model instead (``model.keras``
+    beside the export, loaded once, on first use): kdiff runs its network in that
+    precision with the same EMA weights.
+
     Writes ``<work_dir>/<name>/shard-<i>.npz`` (or ``trajectory.npz``) and yields
     ``(name, record)`` with the file, the count and the sampling time.
 
@@ -141,12 +146,22 @@ class SampleShards(beam.DoFn):
         self.work_dir = work_dir
         self.batch_size = int(batch_size)
         self.model = None
+        self.keras_model = None
 
     def setup(self):
         import kdiff
 
         self.model = kdiff.export.load(self.export_path)
         self.warmed_up = set()  # samplers whose first (tracing) batch this worker has run
+
+    def _model_for(self, kwargs):
+        """The export, or for another ``precision`` the trained Keras model."""
+        precision = kwargs.get("precision")
+        if precision is None or precision == self.model.precision:
+            return self.model
+        if self.keras_model is None:
+            self.keras_model = load_keras_model(self.export_path)
+        return self.keras_model
 
     def process(self, item):
         try:
@@ -164,7 +179,7 @@ class SampleShards(beam.DoFn):
         if item["kind"] == "trajectory":
             start = time.perf_counter()
             images, trajectory = kdiff.sample(
-                self.model, item["count"], seed=item["seed"], batch_size=item["count"],
+                self._model_for(kwargs), item["count"], seed=item["seed"], batch_size=item["count"],
                 return_trajectory=True, **kwargs,
             )
             seconds = time.perf_counter() - start
@@ -180,7 +195,7 @@ class SampleShards(beam.DoFn):
             n = min(batch_size, count - index * batch_size)
             start = time.perf_counter()
             batches.append(kdiff.sample(
-                self.model, n, seed=derive_seed(item["seed"], name, index), batch_size=n, **kwargs,
+                self._model_for(kwargs), n, seed=derive_seed(item["seed"], name, index), batch_size=n, **kwargs,
             ))
             elapsed = time.perf_counter() - start
             warmup = name not in self.warmed_up  # this worker's first batch of the sampler traces its graph
@@ -299,6 +314,31 @@ def sampling_timing(batches):
     }
 
 
+def load_keras_model(export_path):
+    """The trained ``kdiff`` model saved beside an export (``<model>/model.keras``).
+
+    Args:
+        export_path: the train stage's ``<model>/export`` directory.
+
+    Returns:
+        The ``kdiff.DDPM`` / ``NCSN`` / ``ScoreSDE``.
+
+    Raises:
+        StageError: no ``model.keras`` beside the export.
+    """
+    import keras
+
+    import kdiff  # noqa: F401  (registers kdiff's classes with Keras)
+
+    path = os.path.join(os.path.dirname(os.path.normpath(export_path)), "model.keras")
+    if not os.path.exists(path):
+        raise StageError(
+            f"sample: a sampler asks for another precision than the export's, which needs the trained "
+            f"Keras model; expected it at {path}. Received: no such file (rerun the train stage)."
+        )
+    return keras.saving.load_model(path, compile=False)
+
+
 def _save_npz(path, **arrays):
     """Writes an .npz atomically (temporary name, then rename)."""
     temporary = f"{path}.tmp.npz"
@@ -325,7 +365,7 @@ def build_pipeline(root, items, export_path, work_dir, out_dir, samplers, num_sa
 # ----------------------------------------------------------------------------- executor
 
 # kdiff.sample's own arguments that a sampler config may set, besides the sampler's options.
-_SAMPLE_ARGUMENTS = ("sampler", "steps", "eta", "class_labels", "jit_compile")
+_SAMPLE_ARGUMENTS = ("sampler", "steps", "eta", "class_labels", "jit_compile", "precision")
 
 
 def sampler_arguments(sampler):
@@ -343,6 +383,7 @@ def check_samplers(samplers, process):
         process: the model's ``kdiff.process.Process`` (the samplers must walk it).
     """
     from kdiff import registry
+    from kdiff.draw import PRECISIONS
 
     if not isinstance(samplers, dict) or not samplers:
         raise StageError(f"sample: expected `samplers` as a non-empty dict name → kdiff.sample arguments. Received: {samplers!r}")
@@ -369,6 +410,12 @@ def check_samplers(samplers, process):
             raise StageError(
                 f"sample: sampler {name!r} ({sampler}) has unknown option(s) {unknown}; its options are "
                 f"{sorted(accepted)}."
+            )
+        precision = kwargs.get("precision")
+        if precision is not None and precision not in PRECISIONS:
+            raise StageError(
+                f"sample: sampler {name!r} has precision={precision!r}; expected one of {list(PRECISIONS)} "
+                "(what its network computes in)."
             )
         reserved = [key for key in _RESERVED if key in kwargs]
         if reserved:
