@@ -66,6 +66,15 @@ def test_ddpm_pipeline_folder_with_2022_attention_names(schedules):
     assert (net.flip_sin_to_cos, net.freq_shift, net.norm_eps, net.norm_groups) == (False, 1, 1e-6, 8)
 
 
+def test_ddim_sampling_equals_diffusers_ddim_scheduler():
+    model = kdiff.from_diffusers(os.path.join(FIXTURES, "ddpm_pipeline"))
+    ref = _reference("ddpm_pipeline")
+    x0 = kdiff.samplers.ddim(model.model_fn(ema=False), tf.constant(ref["ddim_x_T"]), model.process,
+                             steps=2, eta=0.0, compiled=False).numpy()
+    expected = ref["ddim_2_steps"]
+    np.testing.assert_allclose(x0, expected, atol=1e-4 * np.abs(expected).max(), rtol=0)
+
+
 def test_bare_model_folder_float16_multihead(schedules):
     model = kdiff.from_diffusers(os.path.join(FIXTURES, "unet_multihead"))
     assert isinstance(model, kdiff.DDPM)
