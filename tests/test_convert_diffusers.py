@@ -75,7 +75,7 @@ def test_ddim_sampling_equals_diffusers_ddim_scheduler():
     np.testing.assert_allclose(x0, expected, atol=1e-4 * np.abs(expected).max(), rtol=0)
 
 
-def test_bare_model_folder_float16_multihead(schedules):
+def test_bare_model_folder_float16_multihead_scale_shift(schedules):
     model = kdiff.from_diffusers(os.path.join(FIXTURES, "unet_multihead"))
     assert isinstance(model, kdiff.DDPM)
     _assert_matches(model.network, _reference("unet_multihead"))
@@ -83,6 +83,7 @@ def test_bare_model_folder_float16_multihead(schedules):
     np.testing.assert_array_equal(model.process.betas, arrays["squaredcos_cap_v2"].astype(np.float64))
     net = model.network
     assert (net.head_channels, net.downsample_padding, net.flip_sin_to_cos, net.freq_shift) == (8, 1, True, 0)
+    assert net.adaptive_norm and not net.mid_attention_norm  # resnet_time_scale_shift="scale_shift"
 
 
 def test_ncsnpp_model_folder_is_a_ve_score_sde(schedules):

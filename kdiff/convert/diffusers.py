@@ -313,8 +313,8 @@ def diffusers_betas(config, source="scheduler_config.json"):
         betas = _cosine_betas(steps)
     elif schedule == "sigmoid":
         ramp = _torch_linspace(-6.0, 6.0, steps)
-        betas = (np.float32(1.0) / (np.float32(1.0) + np.exp(-ramp))) * np.float32(end - start) + np.float32(start)
-        betas = betas.astype(np.float32)
+        sigmoid = np.float32(1.0) / (np.float32(1.0) + np.exp(-ramp))
+        betas = (sigmoid * np.float32(end - start) + np.float32(start)).astype(np.float32)
     else:
         raise ValueError(
             "Expected `beta_schedule` in ['linear', 'scaled_linear', 'squaredcos_cap_v2', "
@@ -412,7 +412,7 @@ def unet_from_config(config, source="config.json", learned_variance=False):
     config = {**_UNET_DEFAULTS, **config}
     layout = _layout(config, source)
     _require(config, "act_fn", ("silu", "swish"), source)
-    _require(config, "resnet_time_scale_shift", ("default",), source)
+    shift = _require(config, "resnet_time_scale_shift", ("default", "scale_shift"), source)
     _require(config, "mid_block_type", ("UNetMidBlock2D",), source)
     _require(config, "class_embed_type", (None,), source)
     channels = [int(c) for c in config["block_out_channels"]]
@@ -433,11 +433,13 @@ def unet_from_config(config, source="config.json", learned_variance=False):
         _require(config, "downsample_type", ("conv",), source)
         _require(config, "upsample_type", ("conv",), source)
         if float(config["mid_block_scale_factor"]) != 1.0:
-            raise _config_error("mid_block_scale_factor", "1 for the DDPM layout", config["mid_block_scale_factor"], source)
+            raise _config_error("mid_block_scale_factor", "1 for the DDPM layout",
+                                config["mid_block_scale_factor"], source)
         if config["norm_num_groups"] is None:
             raise _config_error("norm_num_groups", "an int for the DDPM layout", None, source)
         if config["attn_norm_num_groups"] not in (None, config["norm_num_groups"]):
-            raise _config_error("attn_norm_num_groups", "None", config["attn_norm_num_groups"], source)
+            raise _config_error("attn_norm_num_groups", f"None or norm_num_groups="
+                                f"{config['norm_num_groups']}", config["attn_norm_num_groups"], source)
         base = channels[0]
         if any(c % base for c in channels):
             raise _config_error("block_out_channels", "multiples of the first entry", channels, source)
@@ -452,15 +454,21 @@ def unet_from_config(config, source="config.json", learned_variance=False):
             num_classes=config["num_class_embeds"], norm_groups=int(config["norm_num_groups"]),
             downsample_padding=int(config["downsample_padding"]),
             flip_sin_to_cos=bool(config["flip_sin_to_cos"]), freq_shift=config["freq_shift"],
-            mid_attention=bool(config["add_attention"]), **common)
+            mid_attention=bool(config["add_attention"]), adaptive_norm=shift == "scale_shift",
+            # diffusers' middle attention has a GroupNorm only with the "default" shift or
+            # an explicit attn_norm_num_groups
+            mid_attention_norm=shift == "default" or config["attn_norm_num_groups"] is not None,
+            **common)
     embedding = _require(config, "time_embedding_type", ("fourier", "positional"), source)
     if abs(float(config["mid_block_scale_factor"]) - math.sqrt(2.0)) > 1e-6:
         raise _config_error("mid_block_scale_factor", "√2 for the NCSN++ layout",
                             config["mid_block_scale_factor"], source)
     _require(config, "add_attention", (True,), source)
     _require(config, "num_class_embeds", (None,), source)
+    _require(config, "resnet_time_scale_shift", ("default",), source, "'default' for the NCSN++ layout")
     if learned_variance:
-        raise _config_error("variance_type", "not 'learned_range' for the NCSN++ layout", "learned_range", source)
+        raise _config_error("variance_type", "not 'learned_range' for the NCSN++ layout",
+                            "learned_range", source)
     groups = config["norm_num_groups"]
     return NCSNpp(
         out_channels=None if out_ch == in_ch else out_ch, channels=tuple(channels),
@@ -528,7 +536,8 @@ class _Weights:
             self.conv(block.skip, f"{prefix}.conv_shortcut")
 
     def attention(self, block, prefix):
-        self.norm(block.norm, f"{prefix}.group_norm")
+        if block.norm is not None:
+            self.norm(block.norm, f"{prefix}.group_norm")
         channels = block.proj.kernel.shape[0]
         kernels, biases = [], []
         for name in ("to_q", "to_k", "to_v"):
@@ -708,6 +717,8 @@ def from_diffusers(path, *, revision=None, variant=None, **model_kwargs):
                  source)
         betas = diffusers_betas(scheduler_config, source)
         schedule = schedules.Schedule(betas.astype(np.float64))
+        if getattr(network, "num_classes", None) is not None:  # num_class_embeds
+            model_kwargs.setdefault("num_classes", network.num_classes)
         return kdiff.DDPM(network, schedule, loss="hybrid" if learned else "simple", **model_kwargs)
     ve = sde.VESDE(sigma_min=float(scheduler_config["sigma_min"]),
                    sigma_max=float(scheduler_config["sigma_max"]),

@@ -593,6 +593,8 @@ class AttentionBlock(keras.layers.Layer):
         skip_rescale: divide the output by √2 (as score_sde's NCSN++ does).
         groups: GroupNorm groups.
         epsilon: the GroupNorm's ε.
+        norm: normalize the input first (False: diffusers' middle attention of
+            ``resnet_time_scale_shift="scale_shift"`` U-Nets has no GroupNorm).
         **kwargs: base layer arguments.
 
     Call arguments:
@@ -603,7 +605,7 @@ class AttentionBlock(keras.layers.Layer):
     """
 
     def __init__(self, num_heads=1, head_channels=None, skip_rescale=False, groups=32,
-                 epsilon=_GN_EPSILON, **kwargs):
+                 epsilon=_GN_EPSILON, norm=True, **kwargs):
         super().__init__(**kwargs)
         self.num_heads = _checks.positive_int(num_heads, "num_heads")
         self.head_channels = None if head_channels is None else _checks.positive_int(
@@ -611,20 +613,22 @@ class AttentionBlock(keras.layers.Layer):
         self.skip_rescale = bool(skip_rescale)
         self.groups = _checks.positive_int(groups, "groups")
         self.epsilon = _checks.positive(epsilon, "epsilon")
+        self.use_norm = bool(norm)
 
     def heads_for(self, channels):
         """The number of heads for ``channels`` input channels (raises if they don't split)."""
         return _heads_for(channels, self.num_heads, self.head_channels)
 
     def build(self, input_shape):
-        _check_channels(input_shape, self.groups, "inputs", self.name)
+        _check_channels(input_shape, self.groups if self.use_norm else None, "inputs", self.name)
         channels = input_shape[-1]
         self._heads = self.heads_for(channels)
         dt = self.dtype_policy
-        self.norm = _group_norm(self.groups, "norm", dt, self.epsilon)
+        self.norm = _group_norm(self.groups, "norm", dt, self.epsilon) if self.use_norm else None
         self.qkv = keras.layers.Dense(3 * channels, name="qkv", dtype=dt)
         self.proj = keras.layers.Dense(channels, kernel_initializer="zeros", name="proj", dtype=dt)
-        self.norm.build(tuple(input_shape))
+        if self.norm is not None:
+            self.norm.build(tuple(input_shape))
         self.qkv.build(tuple(input_shape))
         self.proj.build(tuple(input_shape))
 
@@ -635,7 +639,8 @@ class AttentionBlock(keras.layers.Layer):
         heads = self._heads
         d = channels // heads
         shape = ops.shape(x)
-        qkv = ops.reshape(self.qkv(self.norm(x)), (shape[0], -1, 3, heads, d))
+        h = self.norm(x) if self.norm is not None else x
+        qkv = ops.reshape(self.qkv(h), (shape[0], -1, 3, heads, d))
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # [batch, positions, heads, d]
         logits = ops.einsum("bqhd,bkhd->bhqk", q, k * (1.0 / math.sqrt(d)))
         weights = ops.cast(ops.softmax(ops.cast(logits, "float32"), axis=-1), v.dtype)
@@ -652,7 +657,8 @@ class AttentionBlock(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(num_heads=self.num_heads, head_channels=self.head_channels,
-                      skip_rescale=self.skip_rescale, groups=self.groups, epsilon=self.epsilon)
+                      skip_rescale=self.skip_rescale, groups=self.groups, epsilon=self.epsilon,
+                      norm=self.use_norm)
         return config
 
 

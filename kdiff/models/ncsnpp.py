@@ -30,7 +30,6 @@ head — and, in the up-path blocks of the attention levels, diffusers' count
 
 from __future__ import annotations
 
-import math
 import numbers
 
 import keras

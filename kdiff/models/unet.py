@@ -18,8 +18,8 @@ added to the time embedding) and Gaussian Fourier features for continuous t or �
 
 Options for reproducing diffusers' ``UNet2DModel`` exactly (``kdiff.from_diffusers``):
 ``norm_groups`` / ``norm_eps`` (``norm_num_groups`` / ``norm_eps``), ``downsample_padding``,
-``flip_sin_to_cos`` / ``freq_shift`` of the sinusoidal embedding and ``mid_attention``
-(``add_attention``); their defaults are DDPM's, so every earlier kdiff network is unchanged.
+``flip_sin_to_cos`` / ``freq_shift`` of the sinusoidal embedding, ``mid_attention``
+(``add_attention``) and ``mid_attention_norm``; their defaults are DDPM's, so every earlier kdiff network is unchanged.
 """
 
 from __future__ import annotations
@@ -159,6 +159,9 @@ class UNet(keras.Model):
         freq_shift: the sinusoidal embedding's frequency shift (1 in DDPM: frequencies
             exp(−log(max_period)·i / (half − freq_shift))).
         mid_attention: self-attention between the two middle residual blocks.
+        mid_attention_norm: the middle attention normalizes its input (diffusers' U-Nets
+            with ``resnet_time_scale_shift="scale_shift"``, i.e. ``adaptive_norm``, have no
+            GroupNorm there).
         **kwargs: base model arguments (``name``, ``dtype``).
 
     Call arguments:
@@ -200,6 +203,7 @@ class UNet(keras.Model):
         flip_sin_to_cos=False,
         freq_shift=1,
         mid_attention=True,
+        mid_attention_norm=True,
         **kwargs,
     ):
         kwargs.setdefault("autocast", False)  # a float t stays float32; x is cast in call
@@ -236,6 +240,7 @@ class UNet(keras.Model):
         self.flip_sin_to_cos = bool(flip_sin_to_cos)
         self.freq_shift = freq_shift
         self.mid_attention = bool(mid_attention)
+        self.mid_attention_norm = bool(mid_attention_norm)
 
         levels = len(self.channel_mult)
         factor = 2 ** (levels - 1)
@@ -294,10 +299,10 @@ class UNet(keras.Model):
                               up=up, down=down, skip_rescale=self.skip_rescale,
                               groups=self.norm_groups, epsilon=self.norm_eps, name=name, dtype=dt)
 
-        def attn(name):
+        def attn(name, norm=True):
             return L.AttentionBlock(num_heads=self.num_heads, head_channels=self.head_channels,
                                     skip_rescale=self.skip_rescale, groups=self.norm_groups,
-                                    epsilon=self.norm_eps, name=name, dtype=dt)
+                                    epsilon=self.norm_eps, norm=norm, name=name, dtype=dt)
 
         self.conv_in = keras.layers.Conv2D(ch, 3, padding="same", name="conv_in", dtype=dt)
         levels = len(self.channel_mult)
@@ -321,7 +326,7 @@ class UNet(keras.Model):
                         padding=self.downsample_padding, name=f"down_{level}_downsample", dtype=dt))
                 res_size //= 2
         self.mid_block1 = res(in_ch, "mid_block_1")
-        self.mid_attn = attn("mid_attn_1") if self.mid_attention else None
+        self.mid_attn = attn("mid_attn_1", self.mid_attention_norm) if self.mid_attention else None
         self.mid_block2 = res(in_ch, "mid_block_2")
         self.up_blocks = []
         self.upsamplers = []
@@ -446,6 +451,7 @@ class UNet(keras.Model):
             flip_sin_to_cos=self.flip_sin_to_cos,
             freq_shift=self.freq_shift,
             mid_attention=self.mid_attention,
+            mid_attention_norm=self.mid_attention_norm,
         )
         return config
 
