@@ -478,7 +478,13 @@ class UNet(keras.Model):
     @classmethod
     def ddpm_celebahq(cls, **overrides):
         """Ho et al.'s 256×256 model (CelebA-HQ, LSUN): ch 128, mult (1, 1, 2, 2, 4, 4),
-        2 blocks, attention at 16, dropout 0 — about 114M parameters.
+        2 blocks, attention at 16, dropout 0 — 113,673,219 parameters.
+
+        The network of google/ddpm-celebahq-256 (and its LSUN siblings) as diffusers'
+        config describes it: ``block_out_channels`` 128, 128, 256, 256, 512, 512,
+        ``AttnDownBlock2D`` at 16×16, one attention head (``attention_head_dim`` null),
+        GroupNorm ε 1e-6, ``downsample_padding`` 0, ``freq_shift`` 1, no sin/cos flip —
+        the defaults of this class; ``kdiff.from_diffusers`` loads its weights.
 
         Args:
             **overrides: constructor arguments to change.
