@@ -133,17 +133,17 @@ def _download(repo_id, revision):
 
 
 def _has_weights(folder):
-    for root, _, files in os.walk(folder):
+    for _, _, files in os.walk(folder):
         if any(f.startswith(WEIGHTS_NAME) for f in files):
             return True
     return False
 
 
 def _locate(path, revision):
-    """(model folder, scheduler config path or None, where it came from) for ``path``."""
+    """(model folder, scheduler config path or None) for a local folder or a hub id."""
     path = os.fspath(path)
     if not os.path.exists(path):
-        if _HUB_ID.fullmatch(path) and not path.startswith((".", "/")):
+        if _HUB_ID.fullmatch(path):
             path = _download(path, revision)
         else:
             raise ValueError(
@@ -415,12 +415,12 @@ def unet_from_config(config, source="config.json", learned_variance=False):
     shift = _require(config, "resnet_time_scale_shift", ("default", "scale_shift"), source)
     _require(config, "mid_block_type", ("UNetMidBlock2D",), source)
     _require(config, "class_embed_type", (None,), source)
+    attention = _attention_levels(config, _UNET_DOWN if layout == "unet" else _SKIP_DOWN,
+                                  _UNET_UP if layout == "unet" else _SKIP_UP, source)
     channels = [int(c) for c in config["block_out_channels"]]
     if config["time_embedding_dim"] not in (None, 4 * channels[0]):
         raise _config_error("time_embedding_dim", f"None or 4 * block_out_channels[0] = {4 * channels[0]}",
                             config["time_embedding_dim"], source)
-    attention = _attention_levels(config, _UNET_DOWN if layout == "unet" else _SKIP_DOWN,
-                                  _UNET_UP if layout == "unet" else _SKIP_UP, source)
     size = _image_size(config, source)
     in_ch, out_ch = int(config["in_channels"]), int(config["out_channels"])
     head = config["attention_head_dim"]
@@ -508,6 +508,10 @@ class _Weights:
     def _set(self, variable, value):
         self.pending.append((variable, value))
 
+    def same_layout(self, variable, key):
+        """A weight stored as Keras stores it (embedding tables, Fourier frequencies)."""
+        self._set(variable, self._take(key, tuple(variable.shape)))
+
     def conv(self, layer, prefix):
         kh, kw, cin, cout = layer.kernel.shape
         self._set(layer.kernel, self._take(f"{prefix}.weight", (cout, cin, kh, kw)).transpose(2, 3, 1, 0))
@@ -552,8 +556,7 @@ class _Weights:
         self.dense(network.time_dense1, "time_embedding.linear_2")
         features = network.time_features
         if hasattr(features, "frequencies"):
-            self._set(features.frequencies,
-                      self._take("time_proj.weight", tuple(features.frequencies.shape)))
+            self.same_layout(features.frequencies, "time_proj.weight")
 
     def finish(self):
         unused = sorted(set(self.state) - self.used)
@@ -571,8 +574,7 @@ def _map_unet(w, net):
     w.time_embedding(net)
     w.conv(net.conv_in, "conv_in")
     if net.class_embedding is not None:
-        emb = net.class_embedding.embeddings
-        w._set(emb, w._take("class_embedding.weight", tuple(emb.shape)))
+        w.same_layout(net.class_embedding.embeddings, "class_embedding.weight")
     for level, blocks in enumerate(net.down_blocks):
         for i, (block, attn) in enumerate(blocks):
             w.resblock(block, f"down_blocks.{level}.resnets.{i}")
