@@ -86,6 +86,16 @@ def test_bare_model_folder_float16_multihead_scale_shift(schedules):
     assert net.adaptive_norm and not net.mid_attention_norm  # resnet_time_scale_shift="scale_shift"
 
 
+def test_class_conditional_learned_variance_model():
+    model = kdiff.from_diffusers(os.path.join(FIXTURES, "unet_class_learned"))
+    assert isinstance(model, kdiff.DDPM) and model.loss_name == "hybrid" and model.num_classes == 4
+    assert not model.network.mid_attention  # add_attention=False
+    ref = _reference("unet_class_learned")
+    out = model.network(ref["x_nhwc"], ref["levels"], ref["labels"]).numpy()  # [ε, v]
+    for got, want in zip(out, ref["out_nhwc"]):
+        np.testing.assert_allclose(got, want, atol=1e-4 * np.abs(want).max(), rtol=0)
+
+
 def test_ncsnpp_model_folder_is_a_ve_score_sde(schedules):
     model = kdiff.from_diffusers(os.path.join(FIXTURES, "ncsnpp"))
     assert isinstance(model, kdiff.ScoreSDE) and isinstance(model.network, kdiff.models.NCSNpp)
