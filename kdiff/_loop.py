@@ -99,6 +99,7 @@ def run_steps(
     compiled=True,
     jit_compile="auto",
     step_labels=None,
+    callback=None,
 ):
     """Runs ``len(noise_counts)`` steps of a sampler.
 
@@ -121,6 +122,9 @@ def run_steps(
         compiled: run the step loop as one graph (True) or as eager Python (False).
         jit_compile: True, False or "auto" (XLA where a GPU/TPU is visible).
         step_labels: optional per-step descriptions used in error messages (a list).
+        callback: optional ``callback(i, num_steps)``, called with Python ints after
+            step i; in a graph loop through ``tf.numpy_function`` (so it cannot be
+            XLA-compiled or saved in a SavedModel).
 
     Returns:
         The final x, or ``(x, trajectory)`` with ``return_trajectory``.
@@ -150,7 +154,7 @@ def run_steps(
         if not static:
             raise ValueError(f"{name}: `noise_fn` and compiled=False need a Python int number of steps")
         return _python_loop(
-            step_fn, x, noise_counts, num_draws, seed, noise_fn, return_trajectory, name, label
+            step_fn, x, noise_counts, num_draws, seed, noise_fn, return_trajectory, name, label, callback
         )
 
     def graph_loop(x, seed):
@@ -160,6 +164,9 @@ def run_steps(
                 for k in range(num_draws)
             ] or [tf.zeros_like(x)]
             x_next = tf.ensure_shape(step_fn(i, x, noises), x.shape)
+            if callback is not None:
+                with tf.control_dependencies([_notify(callback, i, num_steps, x_next)]):
+                    x_next = tf.identity(x_next)
             finite = tf.reduce_all(tf.math.is_finite(x_next))
             if return_trajectory:
                 trajectory = trajectory.write(i + 1, x_next)
@@ -190,7 +197,17 @@ def run_steps(
     return x
 
 
-def _python_loop(step_fn, x, noise_counts, num_draws, seed, noise_fn, return_trajectory, name, label):
+def _notify(callback, i, num_steps, after):
+    """A graph op that calls ``callback(i, num_steps)`` once ``after`` is computed."""
+
+    def call(i, num_steps, _):
+        callback(int(i), int(num_steps))
+        return np.int32(0)
+
+    return tf.numpy_function(call, [i, num_steps, tf.reshape(after, [-1])[0]], tf.int32)
+
+
+def _python_loop(step_fn, x, noise_counts, num_draws, seed, noise_fn, return_trajectory, name, label, callback):
     trajectory = [x]
     shape = tuple(x.shape)
     for i, count in enumerate(noise_counts):
@@ -211,6 +228,8 @@ def _python_loop(step_fn, x, noise_counts, num_draws, seed, noise_fn, return_tra
         x = step_fn(tf.constant(i, tf.int32), x, noises or [tf.zeros_like(x)])
         if not bool(tf.reduce_all(tf.math.is_finite(x))):
             raise NonFiniteSampleError(name, i, len(noise_counts), label(i))
+        if callback is not None:
+            callback(i, len(noise_counts))
         if return_trajectory:
             trajectory.append(x)
     if return_trajectory:

@@ -206,7 +206,9 @@ def sampler_options(spec, entry, steps=None, options=None, name="sampler options
     return merged
 
 
-def draw_batch(spec, entry, options, count, seed, labels=None, *, return_trajectory=False, compiled=True):
+def draw_batch(
+    spec, entry, options, count, seed, labels=None, *, return_trajectory=False, compiled=True, callback=None
+):
     """Draws one batch: the process's start noise, then the sampler.
 
     Seeds: the start noise uses ``fold_in(seed, 0)``, the sampler's steps ``fold_in(seed, 1)``.
@@ -220,6 +222,8 @@ def draw_batch(spec, entry, options, count, seed, labels=None, *, return_traject
         labels: int32 class labels [count] for a class-conditional model.
         return_trajectory: also return the intermediate states.
         compiled: passed to the sampler.
+        callback: ``callback(i, num_steps)`` after each step, passed to a sampler that
+            takes one (``entry.takes_callback()``; others run without).
 
     Returns:
         The float samples [count, H, W, C] (and the trajectory when asked).
@@ -231,6 +235,8 @@ def draw_batch(spec, entry, options, count, seed, labels=None, *, return_traject
     x = spec.process.prior_sample(shape, _random.fold_in(seed, 0), spec.data_range)
     model_fn = spec.make_model_fn(y=labels, sampler=entry.name)
     function = tf.autograph.experimental.do_not_convert(entry.resolve)()  # an import, not graph code
+    if callback is not None and entry.takes_callback():
+        options = {**options, "callback": callback}
     return function(
         model_fn, x, spec.process, seed=_random.fold_in(seed, 1),
         return_trajectory=return_trajectory, compiled=compiled, **options,

@@ -2,7 +2,7 @@
 the ``kdiff`` CLI and the pipeline's sample stage read.
 
 An entry names a sampler function ``fn(model_fn, x_start, process, *, steps, seed,
-return_trajectory, compiled, jit_compile, **options)`` (the shape of every function in
+return_trajectory, compiled, jit_compile, callback, **options)`` (the shape of every function in
 ``kdiff.samplers``), the process kinds it accepts ("schedule", "sigmas", "sde"), its steps
 argument and default, and whether it runs inside a graph with a runtime number of steps
 (what an export's ``generate`` signature needs). Its options and their defaults are read
@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 # Keyword arguments every sampler takes from the caller, not from the user's options.
-LOOP_OPTIONS = ("seed", "noise_fn", "return_trajectory", "compiled", "jit_compile")
+LOOP_OPTIONS = ("seed", "noise_fn", "return_trajectory", "compiled", "jit_compile", "callback")
 
 ALL_STEPS = "all"  # default_steps: the process's own number of steps (T or N)
 
@@ -120,6 +120,11 @@ class Sampler:
             if p.name not in LOOP_OPTIONS and p.name != self.steps_arg
             and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
         }
+
+    def takes_callback(self):
+        """Whether the function reports its steps: has a ``callback`` argument
+        (``callback(i, num_steps)`` after each step, as every ``kdiff.samplers`` function)."""
+        return "callback" in inspect.signature(self.resolve()).parameters
 
     def check_options(self, options, name="sampler options"):
         """Returns ``options`` merged over the defaults, or raises on unknown or missing ones.

@@ -15,7 +15,10 @@ samplers run their loop as one ``tf.while_loop`` (see ``kdiff._loop``); each tak
         (tests use it to inject noise); forces an eager Python loop;
     return_trajectory: also return the list of intermediate x (start included);
     compiled: False runs the loop eagerly in Python (debugging);
-    jit_compile: True, False or "auto" (XLA only where a GPU/TPU is visible).
+    jit_compile: True, False or "auto" (XLA only where a GPU/TPU is visible);
+    callback: ``callback(i, num_steps)``, a Python function called after each step i
+        (0-based) — progress bars, logging; in a compiled loop it runs through
+        ``tf.numpy_function``, so not under XLA and not inside a SavedModel.
 
 Model callables: ``eps_fn(x, t)`` with t an int32 tensor [batch] of 0-based timesteps;
 ``score_fn(x, s)`` with s a float tensor [batch] (σ for NCSN, continuous t for SDEs).
@@ -111,7 +114,7 @@ def _clip(x0, clip_x0):
     return x0 if clip_x0 is None else tf.clip_by_value(x0, clip_x0[0], clip_x0[1])
 
 
-def _loop_options(seed, noise_fn, return_trajectory, compiled, jit_compile):
+def _loop_options(seed, noise_fn, return_trajectory, compiled, jit_compile, callback):
     """The keyword options every fixed-step sampler passes through to ``_loop.run_steps``."""
     return dict(
         seed=seed,
@@ -119,6 +122,7 @@ def _loop_options(seed, noise_fn, return_trajectory, compiled, jit_compile):
         return_trajectory=return_trajectory,
         compiled=compiled,
         jit_compile=jit_compile,
+        callback=callback,
     )
 
 
@@ -138,6 +142,7 @@ def ddpm(
     return_trajectory=False,
     compiled=True,
     jit_compile="auto",
+    callback=None,
 ):
     """Ancestral sampling of DDPM (Ho et al. 2020, Algorithm 2; Improved DDPM options).
 
@@ -154,7 +159,7 @@ def ddpm(
         steps: None for all T steps, or fewer: the schedule is respaced over evenly
             spaced timesteps as in Improved DDPM (``eps_fn`` still sees original t).
         clip_x0: clip the predicted x_0 to [−clip_x0, clip_x0]; None clips nothing.
-        seed, noise_fn, return_trajectory, compiled, jit_compile: see the module doc.
+        seed, noise_fn, return_trajectory, compiled, jit_compile, callback: see the module doc.
 
     Returns:
         x_0, or ``(x_0, trajectory)``.
@@ -191,7 +196,7 @@ def ddpm(
         num_draws=1,
         name="ddpm",
         step_labels=_labels("t=", plan["model_t"]),
-        **_loop_options(seed, noise_fn, return_trajectory, compiled, jit_compile),
+        **_loop_options(seed, noise_fn, return_trajectory, compiled, jit_compile, callback),
     )
 
 
@@ -270,6 +275,7 @@ def ddim(
     return_trajectory=False,
     compiled=True,
     jit_compile="auto",
+    callback=None,
 ):
     """DDIM sampling (Song et al. 2020, eq. 31).
 
@@ -287,7 +293,7 @@ def ddim(
         eta: η ≥ 0.
         clip_x0: clip the predicted x_0 to [−clip_x0, clip_x0] (ε is then recomputed
             from the clipped x̂_0, as diffusers does); None clips nothing.
-        seed, noise_fn, return_trajectory, compiled, jit_compile: see the module doc.
+        seed, noise_fn, return_trajectory, compiled, jit_compile, callback: see the module doc.
 
     Returns:
         x_0, or ``(x_0, trajectory)``.
@@ -320,7 +326,7 @@ def ddim(
         num_draws=1 if eta > 0 else 0,
         name="ddim",
         step_labels=_labels("t=", plan["model_t"]),
-        **_loop_options(seed, noise_fn, return_trajectory, compiled, jit_compile),
+        **_loop_options(seed, noise_fn, return_trajectory, compiled, jit_compile, callback),
     )
 
 
@@ -353,6 +359,7 @@ def ddim_invert(
     return_trajectory=False,
     compiled=True,
     jit_compile="auto",
+    callback=None,
 ):
     """Deterministic DDIM inversion: encodes x_0 into the x_T that ``ddim(eta=0)`` decodes back.
 
@@ -366,7 +373,7 @@ def ddim_invert(
         schedule: the ``Schedule`` the model was trained with.
         steps: number of steps, 1 ≤ steps ≤ T.
         seed, noise_fn: accepted for a uniform signature; inversion adds no noise.
-        return_trajectory, compiled, jit_compile: see the module doc.
+        return_trajectory, compiled, jit_compile, callback: see the module doc.
 
     Returns:
         x_T, or ``(x_T, trajectory)``.
@@ -392,7 +399,7 @@ def ddim_invert(
         np.zeros(len(ascending), dtype=np.int32),
         name="ddim_invert",
         step_labels=[f"t={t}" for t in ascending],
-        **_loop_options(seed, noise_fn, return_trajectory, compiled, jit_compile),
+        **_loop_options(seed, noise_fn, return_trajectory, compiled, jit_compile, callback),
     )
 
 
@@ -428,6 +435,7 @@ def langevin(
     return_trajectory=False,
     compiled=True,
     jit_compile="auto",
+    callback=None,
 ):
     """Langevin dynamics (eq. 43): x_t = x_{t−1} + (ε/2) ∇log p(x_{t−1}) + √ε z_t.
 
@@ -437,7 +445,7 @@ def langevin(
         step_size: ε > 0.
         n_steps: number of steps ≥ 1.
         noise_level: the s passed to ``score_fn`` (0 for the data score).
-        seed, noise_fn, return_trajectory, compiled, jit_compile: see the module doc.
+        seed, noise_fn, return_trajectory, compiled, jit_compile, callback: see the module doc.
 
     Returns:
         The final x, or ``(x, trajectory)``.
@@ -448,7 +456,7 @@ def langevin(
     levels = np.full(n_steps, float(noise_level))
     drift = np.full(n_steps, step_size / 2)
     noise = np.full(n_steps, np.sqrt(step_size))
-    return _langevin_steps(score_fn, x, levels, drift, noise, "langevin", _loop_options(seed, noise_fn, return_trajectory, compiled, jit_compile))
+    return _langevin_steps(score_fn, x, levels, drift, noise, "langevin", _loop_options(seed, noise_fn, return_trajectory, compiled, jit_compile, callback))
 
 
 def annealed_langevin(
@@ -464,6 +472,7 @@ def annealed_langevin(
     return_trajectory=False,
     compiled=True,
     jit_compile="auto",
+    callback=None,
 ):
     """NCSN's annealed Langevin dynamics (Song & Ermon 2019, Algorithm 1).
 
@@ -478,7 +487,7 @@ def annealed_langevin(
         n_steps_each: T, Langevin steps per level.
         step_lr: ε.
         denoise: add the final denoising step.
-        seed, noise_fn, return_trajectory, compiled, jit_compile: see the module doc.
+        seed, noise_fn, return_trajectory, compiled, jit_compile, callback: see the module doc.
 
     Returns:
         The final x, or ``(x, trajectory)``.
@@ -501,7 +510,7 @@ def annealed_langevin(
 
     levels, drift, noise = _steps.plan(build, n_steps_each)
     return _langevin_steps(
-        score_fn, x, levels, drift, noise, "annealed_langevin", _loop_options(seed, noise_fn, return_trajectory, compiled, jit_compile)
+        score_fn, x, levels, drift, noise, "annealed_langevin", _loop_options(seed, noise_fn, return_trajectory, compiled, jit_compile, callback)
     )
 
 
@@ -544,6 +553,7 @@ def predictor_corrector(
     return_trajectory=False,
     compiled=True,
     jit_compile="auto",
+    callback=None,
 ):
     """Predictor–corrector sampling of the reverse SDE (Song et al. 2021; the survey's Figure 11).
 
@@ -564,7 +574,7 @@ def predictor_corrector(
         eps: the last time (the reverse process stops at t = eps > 0).
         denoise: return the last predictor step's mean (no noise on the last step),
             as score_sde's ``noise_removal``.
-        seed, noise_fn, return_trajectory, compiled, jit_compile: see the module doc.
+        seed, noise_fn, return_trajectory, compiled, jit_compile, callback: see the module doc.
 
     Returns:
         x at t = eps, or ``(x, trajectory)``.
@@ -616,7 +626,7 @@ def predictor_corrector(
         num_draws=n_corrector + 1,
         name=f"predictor_corrector({predictor}, {corrector})",
         step_labels=_labels("t=", times, "{:.4g}"),
-        **_loop_options(seed, noise_fn, return_trajectory, compiled, jit_compile),
+        **_loop_options(seed, noise_fn, return_trajectory, compiled, jit_compile, callback),
     )
 
 
@@ -633,6 +643,7 @@ def euler_maruyama(
     return_trajectory=False,
     compiled=True,
     jit_compile="auto",
+    callback=None,
 ):
     """Euler–Maruyama on the reverse-time SDE (eq. 35): the predictor alone.
 
@@ -643,14 +654,14 @@ def euler_maruyama(
         steps: number of steps.
         eps: the last time.
         denoise: no noise on the last step.
-        seed, noise_fn, return_trajectory, compiled, jit_compile: see the module doc.
+        seed, noise_fn, return_trajectory, compiled, jit_compile, callback: see the module doc.
 
     Returns:
         x at t = eps, or ``(x, trajectory)``.
     """
     return predictor_corrector(
         score_fn, x_T, sde, steps, predictor="euler_maruyama", corrector=None,
-        eps=eps, denoise=denoise, **_loop_options(seed, noise_fn, return_trajectory, compiled, jit_compile),
+        eps=eps, denoise=denoise, **_loop_options(seed, noise_fn, return_trajectory, compiled, jit_compile, callback),
     )
 
 
@@ -669,6 +680,7 @@ def probability_flow(
     return_trajectory=False,
     compiled=True,
     jit_compile="auto",
+    callback=None,
 ):
     """Solves the probability-flow ODE dx = [f − ½ g² ∇log p_t] dt from t = T to t = eps.
 
@@ -684,7 +696,7 @@ def probability_flow(
         rtol, atol: tolerances of the adaptive solver.
         eps: the end time.
         seed, noise_fn: accepted for a uniform signature; the ODE adds no noise.
-        return_trajectory, compiled, jit_compile: see the module doc.
+        return_trajectory, compiled, jit_compile, callback: see the module doc.
 
     Returns:
         x at t = eps, or ``(x, trajectory)``.
@@ -719,7 +731,7 @@ def probability_flow(
             num_draws=0,
             name=f"probability_flow({method})",
             step_labels=_labels("t=", times, "{:.4g}"),
-            **_loop_options(seed, noise_fn, return_trajectory, compiled, jit_compile),
+            **_loop_options(seed, noise_fn, return_trajectory, compiled, jit_compile, callback),
         )
     return _solve_ivp(velocity, x, sde.T, _checks.positive(eps, "eps"), method, rtol, atol,
                       11 if steps is None else _checks.int_in_range(steps, "steps", 2, None),

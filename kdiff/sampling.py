@@ -8,6 +8,7 @@ export's ``generate`` signature runs too.
 
 from __future__ import annotations
 
+import functools
 import os
 
 import numpy as np
@@ -17,6 +18,46 @@ from kdiff import _checks, _loop, _random, export, processes, registry
 from kdiff.draw import DrawCache, SamplingSpec, draw_batch, sampler_options, to_uint8
 
 __all__ = ["sample", "SamplingSpec", "spec_for", "to_uint8"]
+
+
+class _StepRelay:
+    """The per-step callback a traced sampling loop calls: forwards to ``target``, the
+    current ``kdiff.sample`` call's progress (a cached loop outlives the call that traced it)."""
+
+    def __init__(self):
+        self.target = None
+
+    def __call__(self, i, num_steps):
+        if self.target is not None:
+            self.target(i, num_steps)
+
+
+class _Progress:
+    """``kdiff.sample``'s progress bar: the sampler's steps over all batches, where the
+    sampler reports them (fixed-step samplers); images otherwise (an adaptive ODE solver,
+    an XLA-compiled loop)."""
+
+    def __init__(self, num_samples, num_batches):
+        self.num_samples, self.num_batches = num_samples, num_batches
+        self.batches_done, self.bar, self.counts_steps = 0, None, False
+
+    def step(self, i, num_steps):
+        if self.bar is None:
+            import keras
+
+            self.bar = keras.utils.Progbar(self.num_batches * num_steps, unit_name="step")
+        self.counts_steps = True
+        self.bar.update(self.batches_done * num_steps + i + 1)
+
+    def batch_done(self, count):
+        self.batches_done += 1
+        if self.counts_steps:
+            return
+        if self.bar is None:
+            import keras
+
+            self.bar = keras.utils.Progbar(self.num_samples, unit_name="image")
+        self.bar.add(count)
 
 
 def _spec_for_callable(model, schedule, sde, sigmas, image_shape, data_range):
@@ -142,7 +183,9 @@ def sample(
             sampler's state and updates stay float32 (faster on CPUs with AVX512-BF16
             or AMX, and on GPUs / TPUs; ε differs from float32's by about 2 %, so
             check your model's samples).
-        progress: show a progress bar over batches.
+        progress: show a progress bar of the sampler's steps, over all batches (of the
+            images for samplers that do not count steps: an adaptive ODE solver, an
+            XLA-compiled loop).
         **sampler_kwargs: the sampler's options (``kdiff.registry.get(name).options()``:
             e.g. ``variance``, ``clip_x0``, ``predictor``, ``corrector``, ``snr``,
             ``denoise``, ``method``). DDPM and DDIM clip the predicted x₀ to the model's
@@ -172,42 +215,54 @@ def sample(
     labels = _class_batches(class_labels, num_samples, spec.num_classes)
     base = _random.seed_pair(seed)
 
-    def run(batch_seed, count, y=None, compiled=True):
+    num_batches = -(-num_samples // batch_size)
+    progress = _Progress(num_samples, num_batches) if progress else None
+
+    def run(batch_seed, count, y=None, compiled=True, relay=None):
         return draw_batch(
-            spec, entry, options, count, batch_seed, y, return_trajectory=return_trajectory, compiled=compiled
+            spec, entry, options, count, batch_seed, y, return_trajectory=return_trajectory, compiled=compiled,
+            callback=relay,
         )
 
-    graph, dynamic_count = run, False
+    graph, dynamic_count, relay = run, False, None
     if entry.runs_in_graph(options):
         jit = _loop.resolve_jit_compile(jit_compile)
-        key = DrawCache.key(entry.name, options, spec.data_range, bool(return_trajectory), jit, spec.precision)
+        steps_reported = progress is not None and not jit  # an XLA loop cannot call Python: images are counted
+        key = DrawCache.key(
+            entry.name, options, spec.data_range, bool(return_trajectory), jit, spec.precision, steps_reported
+        )
 
         def build():
-            return tf.function(run, jit_compile=jit)
+            step_relay = _StepRelay() if steps_reported else None
+            return tf.function(functools.partial(run, relay=step_relay), jit_compile=jit), step_relay
 
-        graph = build() if spec.draw_cache is None else spec.draw_cache.function(key, build)
+        graph, relay = build() if spec.draw_cache is None else spec.draw_cache.function(key, build)
         dynamic_count = not jit  # a tensor count: one trace for every batch size (XLA needs static shapes)
-    bar = None
-    if progress:
-        import keras
-
-        bar = keras.utils.Progbar(num_samples, unit_name="image")
+    elif progress is not None:
+        relay = _StepRelay()
+        graph = functools.partial(run, relay=relay)
+    if relay is not None:
+        relay.target = progress.step
     images, trajectories = [], []
-    for index, start in enumerate(range(0, num_samples, batch_size)):
-        batch_seed = _random.fold_in(base, index)
-        count = min(batch_size, num_samples - start)
-        y = None if labels is None else tf.constant(labels[start : start + count], tf.int32)
-        with _loop.quiet_retracing_warning():
-            out = graph(batch_seed, tf.constant(count, tf.int32) if dynamic_count else count, y)
-        final = out[0] if return_trajectory else out
-        if not bool(tf.reduce_all(tf.math.is_finite(final))):
-            run(batch_seed, count, y)  # called eagerly, the sampler raises naming the failing step
-            raise FloatingPointError(f"{entry.name}: batch {index} of the samples is NaN or Inf.")
-        images.append(to_uint8(final, spec.data_range))
-        if return_trajectory:
-            trajectories.append(np.stack([to_uint8(s, spec.data_range) for s in out[1]]))
-        if bar is not None:
-            bar.add(count)
+    try:
+        for index, start in enumerate(range(0, num_samples, batch_size)):
+            batch_seed = _random.fold_in(base, index)
+            count = min(batch_size, num_samples - start)
+            y = None if labels is None else tf.constant(labels[start : start + count], tf.int32)
+            with _loop.quiet_retracing_warning():
+                out = graph(batch_seed, tf.constant(count, tf.int32) if dynamic_count else count, y)
+            final = out[0] if return_trajectory else out
+            if not bool(tf.reduce_all(tf.math.is_finite(final))):
+                run(batch_seed, count, y)  # called eagerly, the sampler raises naming the failing step
+                raise FloatingPointError(f"{entry.name}: batch {index} of the samples is NaN or Inf.")
+            images.append(to_uint8(final, spec.data_range))
+            if return_trajectory:
+                trajectories.append(np.stack([to_uint8(s, spec.data_range) for s in out[1]]))
+            if progress is not None:
+                progress.batch_done(count)
+    finally:
+        if relay is not None:
+            relay.target = None  # a cached loop keeps its relay, not this call's bar
     result = np.concatenate(images)
     if return_trajectory:
         return result, np.concatenate(trajectories, axis=1)

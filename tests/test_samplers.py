@@ -353,3 +353,15 @@ def test_bad_score_sampler_input(gaussian):
         samplers.probability_flow(score, x, sde, method="midpoint-ish")
     with pytest.raises(ValueError, match="noise_fn"):
         samplers.langevin(score, x, 0.1, 2, noise_fn=lambda shape: np.zeros((1, 1)))
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_callback_is_called_after_every_step(gaussian, compiled):
+    schedule = schedules.linear(T=100)
+    x = tf.random.stateless_normal([3, 4], seed=[1, 2])
+    calls = []
+    out = samplers.ddpm(gaussian.eps_fn(schedule), x, schedule, steps=6, seed=0, compiled=compiled,
+                        callback=lambda i, n: calls.append((i, n)))
+    assert calls == [(i, 6) for i in range(6)]
+    np.testing.assert_allclose(out, samplers.ddpm(gaussian.eps_fn(schedule), x, schedule, steps=6, seed=0),
+                               atol=1e-5)

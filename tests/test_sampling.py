@@ -71,6 +71,25 @@ def test_trajectory_images(gaussian):
     np.testing.assert_array_equal(trajectory[-1], images)
 
 
+def test_the_progress_bar_counts_the_samplers_steps_over_all_batches(capsys):
+    from tiny_network import TinyNet
+
+    schedule = schedules.linear(T=50)
+    model = kdiff.DDPM(TinyNet(8, 1), schedule, ema_decay=0.0)
+    quiet = kdiff.sample(model, 5, sampler="ddim", steps=4, seed=3, batch_size=3)
+    capsys.readouterr()
+    shown = kdiff.sample(model, 5, sampler="ddim", steps=4, seed=3, batch_size=3, progress=True)
+    np.testing.assert_array_equal(shown, quiet)  # the same loop, reporting
+    assert "8/8" in capsys.readouterr().out  # 2 batches × 4 steps
+    kdiff.sample(model, 3, sampler="ddim", steps=4, seed=3, batch_size=3, progress=True)  # the cached loop
+    out = capsys.readouterr().out
+    assert "4/4" in out and "8/8" not in out  # this call's bar, not the first one's
+    # A sampler that counts no steps (an adaptive ODE solver): the images are counted.
+    sde = sde_lib.VPSDE()
+    kdiff.sample(lambda x, t: -x, 4, sampler="probability_flow", sde=sde, image_shape=SHAPE, batch_size=2, progress=True)
+    assert "4/4" in capsys.readouterr().out
+
+
 def test_nan_model_raises_instead_of_returning_images():
     schedule = schedules.linear()
     with pytest.raises(kdiff.samplers.NonFiniteSampleError, match="step 0 of 5"):
@@ -138,7 +157,7 @@ def test_a_second_call_reuses_the_traced_loop_and_draws_the_same_images():
     model = kdiff.DDPM(TinyNet(8, 1), schedule, ema_decay=0.0)
     first = kdiff.sample(model, 5, sampler="ddim", steps=4, seed=3, batch_size=3)  # batches of 3 and 2
     cache = model.sampling_spec().draw_cache
-    (function,) = cache._functions.values()
+    ((function, _relay),) = cache._functions.values()
     assert len(cache) == 1 and function.experimental_get_tracing_count() == 1
     again = kdiff.sample(model, 4, sampler="ddim", steps=4, seed=3, batch_size=3)
     assert function.experimental_get_tracing_count() == 1  # no new trace for another count
