@@ -4,7 +4,7 @@ The four families of the survey — DDPM, DDIM, NCSN and score-based SDE models 
 schedules and SDEs (``kdiff.schedules``, ``kdiff.sde``), losses (``kdiff.losses``),
 samplers (``kdiff.samplers``), likelihoods (``kdiff.likelihood``) and metrics
 (``kdiff.metrics``), plus ``kdiff.sample`` (one call from a model to images) and
-``kdiff.slerp``; ``kdiff.load`` opens an export once for many ``kdiff.sample`` calls. Every sampler is an entry of ``kdiff.registry``; every process (a
+``kdiff.slerp``; ``kdiff.recipes`` names reference sampling runs; ``kdiff.load`` opens an export once for many ``kdiff.sample`` calls. Every sampler is an entry of ``kdiff.registry``; every process (a
 schedule, a σ ladder, an SDE) implements ``kdiff.process.Process``.
 """
 
@@ -21,6 +21,7 @@ from kdiff import (
     optim,
     process,
     processes,
+    recipes,
     registry,
     samplers,
     schedules,
@@ -54,6 +55,7 @@ __all__ = [
     "models",
     "process",
     "processes",
+    "recipes",
     "registry",
     "samplers",
     "schedules",

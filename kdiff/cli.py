@@ -2,16 +2,27 @@
 
     kdiff sample --model saved_models/digits --num 16 --sampler ddim --steps 50 --seed 0 \\
         --out grid.png [--trajectory trajectory.png]
+    kdiff sample --model export/ --recipe ddim_50 --out grid.png
     kdiff info --model saved_models/digits
+    kdiff convert --from diffusers google/ddpm-celebahq-256 --out exports/ddpm_celebahq
+    kdiff convert --from ncsn run/logs/celeba/checkpoint.pth --config celeba --out exports/ncsn_celeba
 
 ``sample`` runs ``kdiff.sample`` on a directory written by ``kdiff.export.export`` and
 writes a PNG grid of the images (and, with ``--trajectory``, a picture of the denoising
 steps: one row per sample, ~10 evenly spaced states from noise to image). Its samplers
 are those of ``kdiff.registry`` that fit the model's process; ``--option KEY=VALUE`` sets
 any of the sampler's options, and DDPM / DDIM clip the predicted x₀ to the data range
-unless ``--no_clip``. ``info`` prints the export's ``config.json``. Usage errors exit
-with status 2 and a message naming the flag; nothing is written then. TensorFlow's
-start-up logs are hidden unless ``--verbose``.
+unless ``--no_clip``; ``--recipe`` takes a sampler and its options from
+``kdiff.recipes`` (explicit ``--steps`` / ``--option`` override them). ``info`` prints the
+export's ``config.json`` (with ``source``, where a converted model came from).
+``convert`` reads a diffusers checkpoint (``kdiff.from_diffusers``: a folder or a hub id)
+or an ermongroup/ncsn checkpoint (``kdiff.from_ncsn_checkpoint``) and writes it with
+``kdiff.export.export`` — a SavedModel with ``denoise`` and ``generate`` for TF Serving,
+``generate`` sampling with a recipe (``--recipe``; default ``ddim_50`` for DDPM,
+``score_sde_ve_pc`` for NCSN++, ``ncsn_annealed_langevin`` for NCSN) — recording the
+source in ``config.json``. Usage errors and unreadable checkpoints exit with status 2 and
+a message naming the flag; nothing is written then. TensorFlow's start-up logs are
+hidden unless ``--verbose``.
 """
 
 from __future__ import annotations
@@ -63,10 +74,16 @@ def _option(text):
 
 
 def build_parser():
-    """The argument parser of ``kdiff`` (subcommands ``sample`` and ``info``)."""
-    from kdiff import registry
+    """The argument parser of ``kdiff`` (subcommands ``sample``, ``info`` and ``convert``).
 
-    parser = argparse.ArgumentParser(prog="kdiff", description="Sample from exported kdiff diffusion models.")
+    Returns:
+        An ``argparse.ArgumentParser``.
+    """
+    from kdiff import recipes, registry
+
+    parser = argparse.ArgumentParser(
+        prog="kdiff", description="Sample from exported kdiff diffusion models; convert pretrained checkpoints."
+    )
     parser.add_argument("--verbose", action="store_true", help="show TensorFlow's own log lines")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
@@ -79,6 +96,10 @@ def build_parser():
     sample.add_argument("--model", required=True, metavar="PATH", help="the export's directory")
     sample.add_argument("--out", required=True, metavar="PNG", help="the grid picture to write")
     sample.add_argument("--num", type=_int_at_least(1), default=16, help="how many images (default 16)")
+    sample.add_argument(
+        "--recipe", choices=recipes.names(), default=None,
+        help="a reference run's sampler, steps and options (kdiff.recipes); --steps and --option override",
+    )
     sample.add_argument(
         "--sampler", choices=registry.names(), default=None, help="the sampler (default: the model's)"
     )
@@ -114,6 +135,27 @@ def build_parser():
     info = commands.add_parser("info", help="print an export's config.json", description="Print an export's config.json.")
     info.add_argument("--model", required=True, metavar="PATH", help="the export's directory")
     info.set_defaults(run=_info)
+
+    convert = commands.add_parser(
+        "convert",
+        help="write a diffusers or ermongroup/ncsn checkpoint as a kdiff export",
+        description="Convert a pretrained checkpoint (diffusers UNet2DModel with its scheduler, or "
+        "ermongroup/ncsn's CondRefineNetDilated) into a kdiff SavedModel with denoise and generate.",
+    )
+    convert.add_argument("--from", dest="source_kind", required=True, choices=("diffusers", "ncsn"),
+                         help="the checkpoint's kind")
+    convert.add_argument("src", metavar="SRC",
+                         help="diffusers: a pipeline / model folder or a hub id; ncsn: checkpoint.pth or .npz")
+    convert.add_argument("--out", required=True, metavar="DIR", help="the export directory to write")
+    convert.add_argument(
+        "--recipe", choices=recipes.names(), default=None,
+        help="the sampling recipe of `generate` (default: ddim_50, score_sde_ve_pc or ncsn_annealed_langevin)",
+    )
+    convert.add_argument("--revision", default=None, help="diffusers hub ids: the revision (branch, tag, commit)")
+    convert.add_argument("--config", default=None, choices=("celeba", "cifar10", "mnist"),
+                         help="ncsn: the reference's anneal.yml preset (default: read off the weights, 32x32)")
+    convert.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out")
+    convert.set_defaults(run=_convert)
     return parser
 
 
@@ -150,6 +192,9 @@ def _last_line(error):
 
 def _info(args, parser):
     config = _read_config(parser, args.model)
+    source = config.get("source")
+    if isinstance(source, dict):  # a converted model: where it came from, first
+        config = {"source": source, **{k: v for k, v in config.items() if k != "source"}}
     json.dump(config, sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0
@@ -164,14 +209,25 @@ def _sample(args, parser):
     from kdiff import processes, registry
 
     process = processes.from_model_config(config, f"export config of {args.model!r}")
-    sampler = args.sampler or config.get("default_sampler") or process.default_sampler
+    from kdiff import recipes
+
+    recipe = recipes.get(args.recipe) if args.recipe else None
+    if recipe is not None:
+        if args.sampler is not None and args.sampler != recipe.sampler:
+            parser.error(f"argument --sampler: recipe {recipe.name!r} samples with {recipe.sampler!r}; drop --sampler")
+        try:
+            recipes.check_fits(recipe.name, process)
+        except ValueError as error:
+            parser.error(f"argument --recipe: {error}")
+    sampler = args.sampler or (recipe and recipe.sampler) or config.get("default_sampler") or process.default_sampler
     fitting = registry.names(process.kind)
     if sampler not in fitting:
         parser.error(
             f"argument --sampler: {sampler!r} does not fit this {config.get('family')} model; choose one of {fitting}"
         )
     entry = registry.get(sampler)
-    options = dict(args.option)
+    options = {**(recipe.options if recipe else {}), **dict(args.option)}
+    steps = args.steps if args.steps is not None or recipe is None else recipe.steps
     if args.eta != 0.0:
         if "eta" not in entry.options():
             takers = [e.name for e in registry.entries(process.kind) if "eta" in e.options()]
@@ -181,11 +237,12 @@ def _sample(args, parser):
         if not entry.clips_x0:
             parser.error(f"argument --no_clip: sampler {sampler!r} does not clip x0")
         options["clip_x0"] = None
-    if args.steps is not None and entry.steps_arg is None:
-        parser.error(f"argument --steps: sampler {sampler!r} takes no steps")
-    if args.steps is not None and entry.steps_arg == "steps" and process.max_steps is not None and args.steps > process.max_steps:
+    flag = "--steps" if args.steps is not None else "--recipe"
+    if steps is not None and entry.steps_arg is None:
+        parser.error(f"argument {flag}: sampler {sampler!r} takes no steps")
+    if steps is not None and entry.steps_arg == "steps" and process.max_steps is not None and steps > process.max_steps:
         parser.error(
-            f"argument --steps: expected at most the model's {process.steps_name}={process.max_steps} steps for {sampler}, got {args.steps}"
+            f"argument {flag}: expected at most the model's {process.steps_name}={process.max_steps} steps for {sampler}, got {steps}"
         )
     num_classes = config.get("num_classes")
     if args.class_label is not None:
@@ -203,7 +260,7 @@ def _sample(args, parser):
             args.model,
             args.num,
             sampler=sampler,
-            steps=args.steps,
+            steps=steps,
             seed=args.seed,
             batch_size=args.batch_size,
             return_trajectory=args.trajectory is not None,
@@ -229,6 +286,72 @@ def _sample(args, parser):
             raise
         print(f"kdiff sample: cannot write {failure.path or args.out}: {failure.cause}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _check_export_target(parser, path, overwrite):
+    """``--out`` of ``convert``: a new or empty directory (or --overwrite) in an existing folder."""
+    if os.path.lexists(path) and not overwrite:
+        if not os.path.isdir(path) or os.listdir(path):
+            parser.error(f"argument --out: {path!r} exists and is not empty; pass --overwrite to replace it")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        parser.error(f"argument --out: the folder {folder!r} does not exist; create it first or pass another path")
+    if not os.access(folder, os.W_OK):
+        parser.error(f"argument --out: {folder!r} is not writable (read-only or no permission)")
+
+
+def _read_checkpoint(args):
+    """The converted model and its provenance (``config.json``'s ``source``)."""
+    if args.source_kind == "diffusers":
+        from kdiff.convert import diffusers
+
+        if args.config is not None:
+            raise ValueError(f"Expected --config only with --from ncsn. Received: --config={args.config}")
+        model = diffusers.from_diffusers(args.src, revision=args.revision)
+        return model, diffusers.describe_source(args.src, revision=args.revision)
+    from kdiff.convert import ncsn
+
+    if args.revision is not None:
+        raise ValueError(f"Expected --revision only with --from diffusers. Received: --revision={args.revision}")
+    model = ncsn.from_ncsn_checkpoint(args.src, config=args.config)
+    return model, ncsn.describe_source(args.src, model)
+
+
+def _convert(args, parser):
+    _check_export_target(parser, args.out, args.overwrite)
+    from kdiff import _io, export, recipes
+
+    try:
+        model, source = _read_checkpoint(args)
+    except (ValueError, FileNotFoundError, ImportError) as error:
+        parser.error(f"argument SRC: {_last_line(error)}")
+    name = args.recipe or recipes.default_for(model.process.kind)
+    try:
+        recipes.check_fits(name, model.process)
+    except ValueError as error:
+        parser.error(f"argument --recipe: {error}")
+    recipe = recipes.get(name)
+    limit = model.process.max_steps
+    if limit is not None and recipe.steps > limit:
+        parser.error(
+            f"argument --recipe: {name!r} takes {recipe.steps} steps; this model has "
+            f"{model.process.steps_name}={limit}; choose one of {recipes.names(model.process.kind)}"
+        )
+    source["generate_recipe"] = name
+    try:
+        path = export.export(
+            model, args.out, sampler=recipe.sampler, sampler_options=dict(recipe.options),
+            default_steps=recipe.steps, overwrite=args.overwrite, source=source,
+        )
+    except ValueError as error:  # a target written meanwhile
+        parser.error(f"argument --out: {_last_line(error)}")
+    except OSError as error:
+        failure = _io.find_io_error(error)
+        print(f"kdiff convert: cannot write {args.out}: {failure.cause if failure else error}", file=sys.stderr)
+        return 1
+    print(f"wrote {path}: a {model.family} model from {source['kind']} {source['path']} "
+          f"(generate: recipe {name}, {recipe.sampler})")
     return 0
 
 

@@ -73,6 +73,7 @@ def export(
     max_steps=None,
     precision="float32",
     overwrite=False,
+    source=None,
 ):
     """Writes a diffusion model as a TF Serving SavedModel with ``denoise`` and ``generate``.
 
@@ -99,6 +100,9 @@ def export(
             inputs, outputs and the sampler's state stay float32). Recorded in
             ``config.json``; ``kdiff.sample`` on the export runs in it.
         overwrite: replace an existing non-empty ``path``.
+        source: where the model came from, recorded as ``config.json``'s ``source`` (a
+            JSON-serializable dict, e.g. ``{"kind": "diffusers", "path": "google/ddpm-celebahq-256",
+            "model_type": "UNet2DModel", ...}`` as ``kdiff convert`` writes); None records none.
 
     Returns:
         The absolute path written.
@@ -130,11 +134,19 @@ def export(
                 f"Expected `default_steps` for sampler {entry.name!r} (it has no registry default). Received: None"
             )
     default_steps = _checks.int_in_range(default_steps, "default_steps", 1, max_steps)
+    if source is not None and not isinstance(source, dict):
+        raise ValueError(f"Expected `source` to be a dict or None. Received: source={source!r}")
     path = os.path.abspath(os.fspath(path))
     _check_target(path, overwrite)
 
     graph = _Graph(model, spec, entry, options, ema=bool(ema), max_steps=max_steps, precision=spec.precision)
     config = _export_config(model, graph, default_steps, ema)
+    if source is not None:
+        config["source"] = _jsonable(source)
+        try:  # a value JSON cannot hold fails here, before anything is written
+            json.dumps(config["source"])
+        except TypeError as error:
+            raise ValueError(f"Expected a JSON-serializable `source`. Received: {error}") from None
     # What the SavedModel holds: the network's variables (which the functions capture) and
     # the two functions. The Keras network itself is not saved, so loading needs no classes.
     module = tf.Module(name="kdiff_export")

@@ -53,6 +53,7 @@ NonFiniteSampleError = _loop.NonFiniteSampleError
 _DDPM_VARIANCES = ("beta", "beta_tilde", "learned")
 _PREDICTORS = ("euler_maruyama", "reverse_diffusion")
 _CORRECTORS = ("langevin", None)
+_SDE_GRIDS = ("continuous", "discrete")  # predictor_corrector's time grids
 ODE_FIXED_METHODS = ("euler", "heun", "rk4")  # probability_flow's fixed-step (in-graph) methods
 
 
@@ -536,6 +537,36 @@ def _sde_times(sde, steps, eps):
     return _steps.plan(build, steps)
 
 
+def _discrete_sde_times(sde, steps, eps):
+    """score_sde's grid: times t_i = linspace(T, eps, steps) (both ends), and the levels of
+    the ``steps``-level discretization that the reverse-diffusion predictor steps between.
+
+    Step i's predictor goes from level k_i = ⌊t_i (steps − 1) / T⌋ (time k_i·T/(steps − 1))
+    to the level below it (none below level 0): the VE levels are score_sde's /
+    diffusers' ``discrete_sigmas`` of ``steps`` values. The model is evaluated at t_i.
+
+    Returns:
+        ``(times, level_times, level_dt)``: numpy float64 for an int ``steps``, float64
+        tensors for a tensor.
+    """
+    steps = _steps.check(steps, "steps", 1)
+    eps = _checks.positive(eps, "eps")
+    if eps >= sde.T:
+        raise ValueError(f"Expected 0 < eps < {sde.T}. Received: eps={eps!r}")
+
+    def build():
+        gaps = tf.maximum(tf.cast(steps, tf.float64) - 1.0, 1.0)  # one step: t = T, level 0
+        index = tf.range(tf.cast(steps, tf.float64), dtype=tf.float64)
+        times = sde.T - (sde.T - eps) * index / gaps
+        ones = tf.cast(steps, tf.float64) - 1.0
+        # ⌊·⌋ of a value that is an integer up to round-off (i·eps/T past it) must not drop below it.
+        level = tf.floor(times * ones / sde.T + 1e-9)
+        level_dt = sde.T / gaps
+        return times, level * level_dt, level_dt
+
+    return _steps.plan(build, steps)
+
+
 def predictor_corrector(
     score_fn,
     x_T,
@@ -548,6 +579,7 @@ def predictor_corrector(
     *,
     eps=1e-3,
     denoise=True,
+    grid="continuous",
     seed=None,
     noise_fn=None,
     return_trajectory=False,
@@ -574,18 +606,33 @@ def predictor_corrector(
         eps: the last time (the reverse process stops at t = eps > 0).
         denoise: return the last predictor step's mean (no noise on the last step),
             as score_sde's ``noise_removal``.
+        grid: the times and levels of the steps. "continuous": t_i = T − i·h with
+            h = (T − eps)/steps, each predictor step going from t_i to t_i − h.
+            "discrete": score_sde's sampler and diffusers' ``ScoreSdeVeScheduler``
+            (``ScoreSdeVePipeline``): t_i = linspace(T, eps, steps), both ends included
+            (the model sees t_i), the reverse-diffusion predictor stepping between the
+            adjacent levels ⌊t_i (steps − 1)⌋ and the one below of the ``steps``-level
+            discretization (VE: its ``discrete_sigmas``; σ = 0 below the lowest), and
+            Euler–Maruyama with dt = T/steps (score_sde's 1/N).
         seed, noise_fn, return_trajectory, compiled, jit_compile, callback: see the module doc.
 
     Returns:
-        x at t = eps, or ``(x, trajectory)``.
+        x at t = eps (with ``denoise``, the last predictor step's mean), or
+        ``(x, trajectory)``.
     """
     x = _start(x_T, "x_T")
     sde = SDE.check(sde)
     _checks.one_of(predictor, "predictor", _PREDICTORS)
     _checks.one_of(corrector, "corrector", _CORRECTORS)
+    _checks.one_of(grid, "grid", _SDE_GRIDS)
     n_corrector = _checks.int_in_range(n_corrector, "n_corrector", 0, None) if corrector else 0
     snr = _checks.positive(snr, "snr")
-    times, h = _sde_times(sde, steps, eps)
+    if grid == "continuous":
+        times, h = _sde_times(sde, steps, eps)
+        level_times = level_dt = None
+    else:
+        times, level_times, level_dt = _discrete_sde_times(sde, steps, eps)
+        h = _steps.plan(lambda: tf.constant(sde.T, tf.float64) / tf.cast(steps, tf.float64), steps)
 
     def counts():
         n = tf.shape(times)[0]
@@ -605,19 +652,25 @@ def predictor_corrector(
         step_size = 2.0 * alpha * tf.math.square(snr * tf.math.divide_no_nan(noise_norm, grad_norm))
         return x + _ops.batch_view(step_size, x) * grad + _ops.batch_view(tf.sqrt(2.0 * step_size), x) * z
 
-    def predict(x, t, z):
+    def predict(i, x, t, z):
         if predictor == "euler_maruyama":
             drift, diffusion = reverse.sde(x, t)
             sqrt_h = _scalar(tf.sqrt(tf.cast(h, tf.float64)), x)
             return x - drift * _scalar(h, x) + _ops.batch_view(diffusion * sqrt_h, x) * z
-        f, G = reverse.discretize(x, t, float(h) if isinstance(h, (float, np.floating)) else _scalar(h, x))
-        return x - f + _ops.batch_view(G, x) * z
+        if level_times is None:
+            f, G = reverse.discretize(x, t, float(h) if isinstance(h, (float, np.floating)) else _scalar(h, x))
+            return x - f + _ops.batch_view(G, x) * z
+        # The discrete grid: the step between two levels of the discretization, the score at t.
+        level_t = _batch_fill(_at(level_times, i, x.dtype), x)
+        f, G = sde.discretize(x, level_t, float(level_dt) if isinstance(level_dt, (float, np.floating)) else _scalar(level_dt, x))
+        score = _call_model(score_fn, x, t, "score_fn")
+        return x - f + _ops.batch_view(G**2, x) * score + _ops.batch_view(G, x) * z
 
     def step(i, x, noises):
         t = _batch_fill(_at(times, i, x.dtype), x)
         for k in range(n_corrector):
             x = correct(x, t, noises[k])
-        return predict(x, t, noises[n_corrector])
+        return predict(i, x, t, noises[n_corrector])
 
     return _loop.run_steps(
         step,

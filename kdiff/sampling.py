@@ -14,7 +14,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from kdiff import _checks, _loop, _random, export, processes, registry
+from kdiff import _checks, _loop, _random, export, processes, recipes, registry
 from kdiff.draw import DrawCache, SamplingSpec, draw_batch, sampler_options, to_uint8
 
 __all__ = ["sample", "SamplingSpec", "spec_for", "to_uint8"]
@@ -145,6 +145,7 @@ def sample(
     jit_compile="auto",
     precision=None,
     progress=False,
+    recipe=None,
     **sampler_kwargs,
 ):
     """Generates ``num_samples`` uint8 images from a model in one call.
@@ -186,6 +187,10 @@ def sample(
         progress: show a progress bar of the sampler's steps, over all batches (of the
             images for samplers that do not count steps: an adaptive ODE solver, an
             XLA-compiled loop).
+        recipe: a name in ``kdiff.recipes.names()`` ("ddpm_1000", "ddim_50",
+            "score_sde_ve_pc", "ncsn_annealed_langevin", …): the sampler, steps and
+            options of a reference run; ``steps``, ``eta`` and sampler options given here
+            override the recipe's, and ``sampler`` may only name the recipe's own.
         **sampler_kwargs: the sampler's options (``kdiff.registry.get(name).options()``:
             e.g. ``variance``, ``clip_x0``, ``predictor``, ``corrector``, ``snr``,
             ``denoise``, ``method``). DDPM and DDIM clip the predicted x₀ to the model's
@@ -202,10 +207,13 @@ def sample(
     """
     num_samples = _checks.positive_int(num_samples, "num_samples")
     batch_size = min(num_samples, 64) if batch_size is None else _checks.positive_int(batch_size, "batch_size")
+    sampler, steps, sampler_kwargs = recipes.resolve(recipe, sampler, steps, sampler_kwargs)
     if sampler is not None:
         registry.get(sampler)  # an unknown name fails first, naming the registered ones
     spec = spec_for(model, schedule=schedule, sde=sde, sigmas=sigmas, image_shape=image_shape, data_range=data_range)
     spec = spec.with_precision(precision)
+    if recipe is not None:
+        recipes.check_fits(recipe, spec.process)
     entry = spec.entry(sampler)
     if eta != 0.0:
         if "eta" not in entry.options():

@@ -36,7 +36,7 @@ import re
 
 import numpy as np
 
-__all__ = ["from_diffusers", "diffusers_betas", "load_weights", "read_state_dict", "unet_from_config"]
+__all__ = ["from_diffusers", "diffusers_betas", "describe_source", "load_weights", "read_state_dict", "unet_from_config"]
 
 WEIGHTS_NAME = "diffusion_pytorch_model"
 _DDPM_SCHEDULERS = ("DDPMScheduler", "DDIMScheduler")
@@ -729,3 +729,37 @@ def from_diffusers(path, *, revision=None, variant=None, **model_kwargs):
     if getattr(network, "center_input", False):
         model_kwargs.setdefault("data_range", (0.0, 1.0))
     return kdiff.ScoreSDE(network, ve, conditioning="sigma", **model_kwargs)
+
+
+def describe_source(path, *, revision=None):
+    """Where a diffusers checkpoint comes from, as ``kdiff convert`` records it in an export.
+
+    Args:
+        path: what ``from_diffusers`` was given: a local folder or a hub id.
+        revision: the hub revision of a hub id.
+
+    Returns:
+        A dict: ``kind`` "diffusers", ``path`` (the absolute folder, or the hub id as
+        given), ``revision`` (hub ids), ``model_type`` and ``scheduler_type`` (the configs'
+        ``_class_name``), ``diffusers_version`` (the model config's ``_diffusers_version``)
+        and ``config`` (the model's config.json).
+
+    Raises:
+        ValueError: as ``from_diffusers``, for a path that is not a diffusers checkpoint.
+    """
+    given = os.fspath(path)
+    model_dir, scheduler_path = _locate(given, revision)
+    config = _read_json(os.path.join(model_dir, "config.json"))
+    scheduler = _read_json(scheduler_path) if scheduler_path else {}
+    local = os.path.exists(given)
+    info = {
+        "kind": "diffusers",
+        "path": os.path.abspath(given) if local else given,
+        "model_type": config.get("_class_name"),
+        "scheduler_type": scheduler.get("_class_name"),
+        "diffusers_version": config.get("_diffusers_version"),
+        "config": config,
+    }
+    if not local:
+        info["revision"] = revision
+    return info

@@ -24,6 +24,7 @@ import numpy as np
 from kdiff import _checks
 
 __all__ = [
+    "describe_source",
     "from_ncsn_checkpoint",
     "load_ncsn_state_dict",
     "ncsn_config",
@@ -402,3 +403,29 @@ def from_ncsn_checkpoint(path, config=None, *, image_size=None, channels=None, n
                                             settings["num_classes"])
     model_kwargs.setdefault("data_range", (0.0, 1.0))
     return diffusion.NCSN(network, sigmas, **model_kwargs)
+
+
+def describe_source(path, model):
+    """Where a converted NCSN checkpoint comes from, as ``kdiff convert`` records it.
+
+    Args:
+        path: the checkpoint file ``from_ncsn_checkpoint`` read.
+        model: the ``kdiff.NCSN`` it returned.
+
+    Returns:
+        A dict: ``kind`` "ncsn", ``path`` (absolute), ``model_type``
+        "CondRefineNetDilated" and ``config``, the reference's ``anneal.yml`` settings
+        (``image_size``, ``channels``, ``ngf``, ``num_classes``, ``sigma_begin``,
+        ``sigma_end``).
+    """
+    network, sigmas = model.network, np.asarray(model.process.sigmas, dtype=np.float64)
+    config = {
+        "image_size": int(model.image_shape[0]),
+        "channels": int(model.image_shape[2]),
+        "ngf": int(network.ngf),
+        "num_classes": int(len(sigmas)),
+        "sigma_begin": float(sigmas[0]),
+        "sigma_end": float(sigmas[-1]),
+    }
+    return {"kind": "ncsn", "path": os.path.abspath(os.fspath(path)), "model_type": "CondRefineNetDilated",
+            "config": config}
