@@ -10,11 +10,13 @@ The recipe supplies the sampler, its steps and its options; arguments given expl
 (``steps=``, sampler options, ``--steps``, ``--option``) override them. The recipes:
 
 ``ddpm_1000``, ``ddpm_50``
-    DDPM ancestral sampling (σ² = β̃_t, diffusers' ``fixed_small``; x̂₀ clipped to the data
-    range, diffusers' ``clip_sample``) over all 1,000 timesteps, or respaced to 50 (Improved
-    DDPM's respacing) — the seed's Table 2 (google/ddpm-celebahq-256).
+    diffusers' ``DDPMPipeline`` (the seed's Table 2, google/ddpm-celebahq-256): ancestral
+    sampling with σ² = β̃_t (``fixed_small``), x̂₀ clipped to the data range
+    (``clip_sample``), over all 1,000 timesteps or respaced to 50 at i·(T // 50) (the
+    scheduler's ``leading`` spacing: 980, 960, …, 0).
 ``ddim_50``, ``ddim_1000``
-    DDIM with η = 0 over 50 or 1,000 uniformly spaced timesteps — the seed's Table 2.
+    diffusers' ``DDIMPipeline`` (the seed's Table 2): η = 0 over 50 or 1,000 timesteps
+    i·(T // steps), x̂₀ clipped, the network's ε kept (``use_clipped_model_output`` unset).
 ``score_sde_ve_pc``
     diffusers' ``ScoreSdeVePipeline`` for NCSN++ (google/ncsnpp-celebahq-256; the seed's
     5.4.4): 2,000 iterations of one Langevin corrector step (snr 0.075) then one
@@ -66,7 +68,8 @@ class Recipe:
 
 def _table():
     """The recipes, built on each call (no module-level mutable state)."""
-    ddpm = {"variance": "beta_tilde"}
+    ddpm = {"variance": "beta_tilde", "spacing": "leading"}
+    ddim = {"eta": 0.0, "clipped_eps": False}
     pc = {
         "predictor": "reverse_diffusion",
         "corrector": "langevin",
@@ -80,8 +83,8 @@ def _table():
     table = (
         Recipe("ddpm_1000", "ddpm", 1000, ddpm, "DDPM, all 1,000 timesteps", "seed Table 2"),
         Recipe("ddpm_50", "ddpm", 50, ddpm, "DDPM respaced to 50 timesteps", "seed Table 2"),
-        Recipe("ddim_50", "ddim", 50, {"eta": 0.0}, "DDIM, 50 steps, eta 0", "seed Table 2"),
-        Recipe("ddim_1000", "ddim", 1000, {"eta": 0.0}, "DDIM, 1,000 steps, eta 0", "seed Table 2"),
+        Recipe("ddim_50", "ddim", 50, ddim, "DDIM, 50 steps, eta 0", "seed Table 2"),
+        Recipe("ddim_1000", "ddim", 1000, ddim, "DDIM, 1,000 steps, eta 0", "seed Table 2"),
         Recipe("score_sde_ve_pc", "predictor_corrector", 2000, pc,
                "2,000 Langevin-corrector + reverse-diffusion iterations (snr 0.075)",
                "diffusers ScoreSdeVePipeline; seed 5.4.4"),

@@ -51,6 +51,7 @@ __all__ = [
 NonFiniteSampleError = _loop.NonFiniteSampleError
 
 _DDPM_VARIANCES = ("beta", "beta_tilde", "learned")
+_DDPM_SPACINGS = ("even", "leading")
 _PREDICTORS = ("euler_maruyama", "reverse_diffusion")
 _CORRECTORS = ("langevin", None)
 _SDE_GRIDS = ("continuous", "discrete")  # predictor_corrector's time grids
@@ -138,6 +139,7 @@ def ddpm(
     steps=None,
     clip_x0=None,
     *,
+    spacing="even",
     seed=None,
     noise_fn=None,
     return_trajectory=False,
@@ -157,9 +159,12 @@ def ddpm(
         schedule: the ``Schedule`` the model was trained with.
         variance: "beta" (σ² = β_t), "beta_tilde" (σ² = β̃_t) or "learned" (eq. 20,
             with v clipped to [−1, 1]).
-        steps: None for all T steps, or fewer: the schedule is respaced over evenly
-            spaced timesteps as in Improved DDPM (``eps_fn`` still sees original t).
+        steps: None for all T steps, or fewer: the schedule is respaced over the
+            timesteps ``spacing`` picks (``eps_fn`` still sees original t).
         clip_x0: clip the predicted x_0 to [−clip_x0, clip_x0]; None clips nothing.
+        spacing: the timesteps of a respaced run: "even" (Improved DDPM's
+            ``space_timesteps``: 0 … T−1, both ends kept) or "leading" (i·(T // steps), as
+            DDIM and diffusers' ``DDPMScheduler`` with its default ``timestep_spacing``).
         seed, noise_fn, return_trajectory, compiled, jit_compile, callback: see the module doc.
 
     Returns:
@@ -168,10 +173,11 @@ def ddpm(
     x = _start(x_T, "x_T")
     schedule = Schedule.check(schedule)
     _checks.one_of(variance, "variance", _DDPM_VARIANCES)
+    _checks.one_of(spacing, "spacing", _DDPM_SPACINGS)
     clip_x0 = _check_clip(clip_x0)
     full = steps is None or (not _steps.is_tensor(steps) and steps == schedule.T)
     steps = schedule.T if full else _steps.check(steps, "steps", 1, schedule.T)
-    plan = _steps.plan(lambda: _ddpm_plan(schedule, None if full else steps), steps)
+    plan = _steps.plan(lambda: _ddpm_plan(schedule, None if full else steps, spacing), steps)
     fixed_log = {"beta": plan["max_log"], "beta_tilde": plan["min_log"], "learned": None}[variance]
 
     def step(i, x, noises):
@@ -201,12 +207,13 @@ def ddpm(
     )
 
 
-def _ddpm_plan(schedule, steps):
+def _ddpm_plan(schedule, steps, spacing="even"):
     """DDPM's per-step tables in step order (step i handles timestep ``model_t[i]``).
 
     Args:
         schedule: the ``Schedule``.
-        steps: None for all T timesteps, or how many evenly spaced ones (an int or a tensor).
+        steps: None for all T timesteps, or how many (an int or a tensor).
+        spacing: "even" or "leading" (see ``ddpm``).
 
     Returns:
         A dict of tensors: ``model_t``, ``recip`` (1/√ᾱ), ``recipm1`` (√(1/ᾱ − 1)),
@@ -218,7 +225,7 @@ def _ddpm_plan(schedule, steps):
         betas = tf.constant(schedule.betas, tf.float64)
         abar = tf.constant(schedule.alphas_cumprod, tf.float64)
     else:  # respaced (Improved DDPM §4): β'_i = 1 − ᾱ_{t_i} / ᾱ_{t_{i−1}}
-        timesteps = spaced_timesteps(schedule.T, steps)
+        timesteps = spaced_timesteps(schedule.T, steps) if spacing == "even" else ddim_timesteps(schedule.T, steps)
         picked = tf.gather(tf.constant(schedule.alphas_cumprod, tf.float64), timesteps)
         betas = 1.0 - picked / tf.concat([[1.0], picked[:-1]], 0)
         abar = tf.math.cumprod(1.0 - betas)
@@ -271,6 +278,7 @@ def ddim(
     eta=0.0,
     clip_x0=None,
     *,
+    clipped_eps=True,
     seed=None,
     noise_fn=None,
     return_trajectory=False,
@@ -292,8 +300,10 @@ def ddim(
         schedule: the ``Schedule`` the model was trained with.
         steps: number of sampling steps, 1 ≤ steps ≤ T.
         eta: η ≥ 0.
-        clip_x0: clip the predicted x_0 to [−clip_x0, clip_x0] (ε is then recomputed
-            from the clipped x̂_0, as diffusers does); None clips nothing.
+        clip_x0: clip the predicted x_0 to [−clip_x0, clip_x0]; None clips nothing.
+        clipped_eps: with ``clip_x0``, recompute ε from the clipped x̂_0 (diffusers'
+            ``use_clipped_model_output=True``); False keeps the network's ε, as diffusers'
+            ``DDIMPipeline`` does by default.
         seed, noise_fn, return_trajectory, compiled, jit_compile, callback: see the module doc.
 
     Returns:
@@ -313,7 +323,8 @@ def ddim(
         x0 = (x - tf.sqrt(1.0 - a) * eps) / tf.sqrt(a)
         if clip_x0 is not None:
             x0 = _clip(x0, clip_x0)
-            eps = (x - tf.sqrt(a) * x0) / tf.sqrt(1.0 - a)
+            if clipped_eps:
+                eps = (x - tf.sqrt(a) * x0) / tf.sqrt(1.0 - a)
         return (
             tf.sqrt(a_prev) * x0
             + _at(plan["direction"], i, x.dtype) * eps

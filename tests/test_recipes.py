@@ -11,10 +11,10 @@ import kdiff
 from kdiff import recipes, registry, schedules, sde
 
 SEED_RECIPES = {
-    "ddpm_1000": ("ddpm", 1000, {"variance": "beta_tilde"}),
-    "ddpm_50": ("ddpm", 50, {"variance": "beta_tilde"}),
-    "ddim_50": ("ddim", 50, {"eta": 0.0}),
-    "ddim_1000": ("ddim", 1000, {"eta": 0.0}),
+    "ddpm_1000": ("ddpm", 1000, {"variance": "beta_tilde", "spacing": "leading"}),
+    "ddpm_50": ("ddpm", 50, {"variance": "beta_tilde", "spacing": "leading"}),
+    "ddim_50": ("ddim", 50, {"eta": 0.0, "clipped_eps": False}),
+    "ddim_1000": ("ddim", 1000, {"eta": 0.0, "clipped_eps": False}),
     "score_sde_ve_pc": ("predictor_corrector", 2000, {
         "predictor": "reverse_diffusion", "corrector": "langevin", "n_corrector": 1, "snr": 0.075,
         "eps": 1e-5, "denoise": True, "grid": "discrete"}),
@@ -38,8 +38,8 @@ def test_recipes_resolve_to_the_documented_sampler_and_options():
 
 def test_explicit_arguments_override_the_recipe():
     sampler, steps, options = recipes.resolve("ddim_50", None, 7, {"eta": 0.5, "clip_x0": None})
-    assert (sampler, steps, options) == ("ddim", 7, {"eta": 0.5, "clip_x0": None})
-    assert recipes.resolve("ddim_50", "ddim") == ("ddim", 50, {"eta": 0.0})
+    assert (sampler, steps, options) == ("ddim", 7, {"eta": 0.5, "clipped_eps": False, "clip_x0": None})
+    assert recipes.resolve("ddim_50", "ddim") == ("ddim", 50, {"eta": 0.0, "clipped_eps": False})
     assert recipes.resolve(None, "ddpm", 3, {"variance": "beta"}) == ("ddpm", 3, {"variance": "beta"})
     with pytest.raises(ValueError, match=r"or the recipe's \('ddim'\), with recipe='ddim_50'. Received: sampler='ddpm'"):
         recipes.resolve("ddim_50", "ddpm")
@@ -73,9 +73,9 @@ def _spy(name, calls):
     "recipe, process, given, expected",
     [
         ("ddim_50", {"schedule": schedules.linear(T=100)}, dict(steps=3, eta=0.5),
-         dict(steps=3, eta=0.5, clip_x0=(-1.0, 1.0))),
+         dict(steps=3, eta=0.5, clip_x0=(-1.0, 1.0), clipped_eps=False)),
         ("ddim_50", {"schedule": schedules.linear(T=100)}, {}, dict(steps=50, eta=0.0)),
-        ("ddpm_50", {"schedule": schedules.linear(T=100)}, dict(variance="beta"), dict(steps=50, variance="beta")),
+        ("ddpm_50", {"schedule": schedules.linear(T=100)}, dict(variance="beta"), dict(steps=50, variance="beta", spacing="leading")),
         ("score_sde_ve_pc", {"sde": sde.VESDE(0.01, 5.0, N=2000)}, dict(snr=0.2),
          dict(steps=2000, predictor="reverse_diffusion", corrector="langevin", n_corrector=1, snr=0.2,
               eps=1e-5, denoise=True, grid="discrete")),

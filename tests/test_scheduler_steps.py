@@ -74,13 +74,25 @@ def test_ddpm_step_equals_ddpm_scheduler_step(ddpm):
     _assert_close(got, ref["ddpm_prev"])
 
 
-def test_ddim_step_equals_ddim_scheduler_step(ddpm):
-    """DDIMScheduler.step at t = 980, the first of 50 (η = 0.5, clip_sample, ε from the clipped x̂₀)."""
+def test_ddpm_50_step_equals_ddpm_scheduler_leading_step(ddpm):
+    """DDPMScheduler.step at t = 980, the first of set_timesteps(50) (leading spacing, to 960)."""
+    model, ref = ddpm
+    options = dict(recipes.get("ddpm_50").options)
+    got = _first_step(samplers.ddpm, model.model_fn(ema=False), ref["x_t"], model.process, 1,
+                      [ref["ddpm50_noise"]], steps=50, clip_x0=(-1.0, 1.0), **options)
+    _assert_close(got, ref["ddpm50_prev"])
+
+
+@pytest.mark.parametrize("clipped_eps, expected", [(True, "ddim_prev"), (False, "ddim_pipeline_prev")])
+def test_ddim_step_equals_ddim_scheduler_step(ddpm, clipped_eps, expected):
+    """DDIMScheduler.step at t = 980, the first of 50 (η = 0.5, clip_sample), with ε from the
+    clipped x̂₀ (use_clipped_model_output=True) or the network's (DDIMPipeline's default)."""
     model, ref = ddpm
     assert int(ref["ddim_t"]) == 980
     got = _first_step(samplers.ddim, model.model_fn(ema=False), ref["x_t"], model.process, 1,
-                      [ref["ddim_noise"]], steps=50, eta=0.5, clip_x0=(-1.0, 1.0))
-    _assert_close(got, ref["ddim_prev"])
+                      [ref["ddim_noise"]], steps=50, eta=0.5, clip_x0=(-1.0, 1.0), clipped_eps=clipped_eps)
+    _assert_close(got, ref[expected])
+    assert np.abs(ref["ddim_prev"] - ref["ddim_pipeline_prev"]).max() > 1e-3  # the option matters here
 
 
 @pytest.fixture(scope="module")
