@@ -37,6 +37,10 @@ setup(
         "test": ["pytest>=8", "pytest-xdist>=3.5"],
         # `python -m kdiff.benchmark` against diffusers / PyTorch on the same cores.
         "bench": ["torch", "diffusers"],
+        # kdiff.from_diffusers / kdiff convert with a hub id ("google/ddpm-celebahq-256"): downloads it.
+        "hub": ["huggingface_hub"],
+        # reads PyTorch checkpoints: diffusers' .bin weights, ermongroup/ncsn's checkpoint.pth.
+        "torch": ["torch"],
     },
     entry_points={"console_scripts": ["kdiff=kdiff_console:kdiff_main"]},
     classifiers=[
