@@ -89,13 +89,6 @@ def test_sample_passes_the_recipe_with_explicit_arguments_over_it(recipe, proces
     assert len(calls) == 1 and {k: calls[0][k] for k in expected} == expected
 
 
-def test_sample_with_a_recipe_equals_its_explicit_arguments():
-    common = dict(image_shape=(4, 4, 1), seed=5, jit_compile=False, sigmas=schedules.geometric_sigmas(1.0, 0.01, 3))
-    got = kdiff.sample(_score_fn, 2, recipe="ncsn_annealed_langevin", steps=3, **common)
-    expected = kdiff.sample(_score_fn, 2, sampler="annealed_langevin", steps=3, step_lr=2e-5, denoise=False, **common)
-    np.testing.assert_array_equal(got, expected)
-
-
 def test_sample_with_a_recipe_of_another_process_is_named():
     with pytest.raises(ValueError, match=r"Expected a recipe for a schedule .* Received: recipe='score_sde_ve_pc'"):
         kdiff.sample(_eps_fn, 1, recipe="score_sde_ve_pc", schedule=schedules.linear(T=10), image_shape=(2, 2, 1))
