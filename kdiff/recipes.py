@@ -10,21 +10,21 @@ The recipe supplies the sampler, its steps and its options; arguments given expl
 (``steps=``, sampler options, ``--steps``, ``--option``) override them. The recipes:
 
 ``ddpm_1000``, ``ddpm_50``
-    diffusers' ``DDPMPipeline`` (the seed's Table 2, google/ddpm-celebahq-256): ancestral
+    diffusers' ``DDPMPipeline`` (the survey's Table 2, google/ddpm-celebahq-256): ancestral
     sampling with σ² = β̃_t (``fixed_small``), x̂₀ clipped to the data range
     (``clip_sample``), over all 1,000 timesteps or respaced to 50 at i·(T // 50) (the
     scheduler's ``leading`` spacing: 980, 960, …, 0).
 ``ddim_50``, ``ddim_1000``
-    diffusers' ``DDIMPipeline`` (the seed's Table 2): η = 0 over 50 or 1,000 timesteps
+    diffusers' ``DDIMPipeline`` (the survey's Table 2): η = 0 over 50 or 1,000 timesteps
     i·(T // steps), x̂₀ clipped, the network's ε kept (``use_clipped_model_output`` unset).
 ``score_sde_ve_pc``
-    diffusers' ``ScoreSdeVePipeline`` for NCSN++ (google/ncsnpp-celebahq-256; the seed's
+    diffusers' ``ScoreSdeVePipeline`` for NCSN++ (google/ncsnpp-celebahq-256; the survey's
     5.4.4): 2,000 iterations of one Langevin corrector step (snr 0.075) then one
     reverse-diffusion predictor step on score_sde's discrete grid (times
     linspace(1, 1e-5, 2000)), from N(0, σ_max²) (the VE SDE's prior), returning the last
     predictor step's mean.
 ``ncsn_annealed_langevin``
-    NCSN's annealed Langevin dynamics (ermongroup/ncsn; the seed's 5.2.3): 100 steps per
+    NCSN's annealed Langevin dynamics (ermongroup/ncsn; the survey's 5.2.3): 100 steps per
     noise level, ε = 2e-5, from uniform noise over the data range (the σ process's prior),
     without a final denoising step.
 
@@ -81,16 +81,16 @@ def _table():
     }
     langevin = {"step_lr": 2e-5, "denoise": False}
     table = (
-        Recipe("ddpm_1000", "ddpm", 1000, ddpm, "DDPM, all 1,000 timesteps", "seed Table 2"),
-        Recipe("ddpm_50", "ddpm", 50, ddpm, "DDPM respaced to 50 timesteps", "seed Table 2"),
-        Recipe("ddim_50", "ddim", 50, ddim, "DDIM, 50 steps, eta 0", "seed Table 2"),
-        Recipe("ddim_1000", "ddim", 1000, ddim, "DDIM, 1,000 steps, eta 0", "seed Table 2"),
+        Recipe("ddpm_1000", "ddpm", 1000, ddpm, "DDPM, all 1,000 timesteps", "survey Table 2"),
+        Recipe("ddpm_50", "ddpm", 50, ddpm, "DDPM respaced to 50 timesteps", "survey Table 2"),
+        Recipe("ddim_50", "ddim", 50, ddim, "DDIM, 50 steps, eta 0", "survey Table 2"),
+        Recipe("ddim_1000", "ddim", 1000, ddim, "DDIM, 1,000 steps, eta 0", "survey Table 2"),
         Recipe("score_sde_ve_pc", "predictor_corrector", 2000, pc,
                "2,000 Langevin-corrector + reverse-diffusion iterations (snr 0.075)",
-               "diffusers ScoreSdeVePipeline; seed 5.4.4"),
+               "diffusers ScoreSdeVePipeline; survey 5.4.4"),
         Recipe("ncsn_annealed_langevin", "annealed_langevin", 100, langevin,
                "annealed Langevin, 100 steps per level, eps 2e-5, uniform start",
-               "ermongroup/ncsn; seed 5.2.3"),
+               "ermongroup/ncsn; survey 5.2.3"),
     )
     return {recipe.name: recipe for recipe in table}
 

@@ -1,4 +1,4 @@
-"""kdiff.recipes: the seed's sampling runs by name, resolved to a sampler and its options."""
+"""kdiff.recipes: the survey's sampling runs by name, resolved to a sampler and its options."""
 
 import dataclasses
 import functools
