@@ -266,6 +266,23 @@ def resize_bilinear_align_corners(x, size):
     return ops.einsum("Ww,bhwc->bhWc", mw, x)
 
 
+def image_output_shape(x_shape, image_size, channels):
+    """A network's output shape ``(batch, image_size, image_size, channels)``, from the
+    shape of its image input — or of its first input, when Keras passes all of them.
+
+    Args:
+        x_shape: the image input's shape, or a list of the inputs' shapes.
+        image_size: the output's height and width.
+        channels: the output's channels.
+
+    Returns:
+        A shape tuple.
+    """
+    if isinstance(x_shape, (list, tuple)) and x_shape and isinstance(x_shape[0], (list, tuple)):
+        x_shape = x_shape[0]
+    return (x_shape[0], image_size, image_size, channels)
+
+
 def _as_labels(labels):
     labels = ops.convert_to_tensor(labels)
     if "int" not in str(labels.dtype):

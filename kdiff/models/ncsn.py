@@ -172,9 +172,7 @@ class NCSN(keras.Model):
         return self.conv_out(h)
 
     def compute_output_shape(self, x_shape, labels_shape=None):
-        if isinstance(x_shape, (list, tuple)) and x_shape and isinstance(x_shape[0], (list, tuple)):
-            x_shape = x_shape[0]
-        return (x_shape[0], self.image_size, self.image_size, self.in_channels)
+        return L.image_output_shape(x_shape, self.image_size, self.in_channels)
 
     def get_config(self):
         config = super().get_config()

@@ -354,9 +354,7 @@ class NCSNpp(keras.Model):
         return h
 
     def compute_output_shape(self, x_shape, level_shape=None):
-        if isinstance(x_shape, (list, tuple)) and x_shape and isinstance(x_shape[0], (list, tuple)):
-            x_shape = x_shape[0]
-        return (x_shape[0], self.image_size, self.image_size, self.output_channels)
+        return L.image_output_shape(x_shape, self.image_size, self.output_channels)
 
     # ------------------------------------------------------------------ config and presets
 

@@ -418,9 +418,7 @@ class UNet(keras.Model):
         return self.conv_out(h)
 
     def compute_output_shape(self, x_shape, t_shape=None, y_shape=None):
-        if isinstance(x_shape, (list, tuple)) and x_shape and isinstance(x_shape[0], (list, tuple)):
-            x_shape = x_shape[0]
-        return (x_shape[0], self.image_size, self.image_size, self.output_channels)
+        return L.image_output_shape(x_shape, self.image_size, self.output_channels)
 
     # ------------------------------------------------------------------ config and presets
 
