@@ -30,14 +30,13 @@ head — and, in the up-path blocks of the attention levels, diffusers' count
 
 from __future__ import annotations
 
-import numbers
 
 import keras
 from keras import ops
 
 from kdiff import _checks
 from kdiff.models import layers as L
-from kdiff.models.unet import unpack_inputs
+from kdiff.models.unet import _resolutions, unpack_inputs
 
 __all__ = ["NCSNpp"]
 
@@ -51,17 +50,6 @@ def _channels(value):
             f"resolution level). Received: channels={value!r}"
         )
     return tuple(_checks.positive_int(c, "channels") for c in value)
-
-
-def _resolutions(value):
-    if isinstance(value, numbers.Integral):
-        value = (value,)
-    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
-        raise ValueError(
-            "Expected `attention_resolutions` to be a sequence of resolutions (e.g. (16,)). "
-            f"Received: attention_resolutions={value!r}"
-        )
-    return tuple(_checks.positive_int(r, "attention_resolutions") for r in value)
 
 
 def _groups(channels):
