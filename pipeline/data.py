@@ -47,6 +47,7 @@ import dataclasses
 import glob
 import hashlib
 import io
+import math
 import os
 import re
 
@@ -799,18 +800,21 @@ def make_dataset(examples_dir, data_range, batch_size, split="train", shuffle_se
         shuffle_seed: None: the files' order; an int: a permutation of the whole split
             drawn by NumPy from this seed alone — the same order in every process,
             whatever TensorFlow's global seed (``Dataset.shuffle`` would mix its seed
-            with it). The split's serialized records are held in memory for it, as a
-            full shuffle buffer would hold them. One order per dataset: the train stage
-            makes one dataset per epoch, seeded by the epoch.
+            with it); a list of ints: one such permutation per seed, one after the
+            other, each batched on its own (an epoch per seed: a partial last batch
+            ends each epoch, so every epoch has the same batches as with its one seed).
+            The split's serialized records are held in memory once for it, as a full
+            shuffle buffer would hold them; the permutations are drawn as the dataset
+            reaches them.
         with_labels: yield ``(images, labels)`` (int64) instead of images.
-        drop_remainder: drop a last partial batch.
+        drop_remainder: drop a last partial batch (of each epoch).
 
     Returns:
         The dataset (with a known cardinality when stats.json gives the split's size).
     """
     import tensorflow as tf
 
-    batch_size = _checks.positive_int(batch_size, "batch_size")
+    batch_size = int(_checks.positive_int(batch_size, "batch_size"))
     low, high = (float(v) for v in data_range)
     files = example_files(examples_dir, split)
     stats = _read_stats(examples_dir) or {}
@@ -824,14 +828,31 @@ def make_dataset(examples_dir, data_range, batch_size, split="train", shuffle_se
         image = tf.cast(image, tf.float32) * scale + low
         return (image, label) if with_labels else image
 
+    def batches(records):
+        records = records.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
+        return records.batch(batch_size, drop_remainder=drop_remainder)
+
     dataset = tf.data.TFRecordDataset(files)
     if count:
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(int(count)))
-    if shuffle_seed is not None:
-        chunks = list(dataset.batch(4096))
-        if chunks:
-            records = tf.concat(chunks, axis=0)
-            order = np.random.default_rng(int(shuffle_seed)).permutation(int(records.shape[0]))
-            dataset = tf.data.Dataset.from_tensor_slices(tf.gather(records, order))
-    dataset = dataset.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
-    return dataset.batch(int(batch_size), drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+    if shuffle_seed is None:
+        return batches(dataset).prefetch(tf.data.AUTOTUNE)
+    seeds = [int(shuffle_seed)] if np.ndim(shuffle_seed) == 0 else [int(seed) for seed in shuffle_seed]
+    chunks = list(dataset.batch(4096))
+    if not chunks:
+        return batches(dataset).prefetch(tf.data.AUTOTUNE)
+    records = tf.concat(chunks, axis=0)
+    num_records = int(records.shape[0])
+
+    def permutation(seed):
+        return np.random.default_rng(int(seed)).permutation(num_records).astype(np.int64)
+
+    def epoch(seed):
+        order = tf.numpy_function(permutation, [seed], tf.int64, stateful=False)
+        order = tf.ensure_shape(order, [num_records])
+        return batches(tf.data.Dataset.from_tensor_slices(order).map(lambda index: tf.gather(records, index)))
+
+    per_epoch = math.ceil(num_records / batch_size) if not drop_remainder else num_records // batch_size
+    dataset = tf.data.Dataset.from_tensor_slices(tf.constant(seeds, tf.int64)).flat_map(epoch)
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(per_epoch * len(seeds)))
+    return dataset.prefetch(tf.data.AUTOTUNE)

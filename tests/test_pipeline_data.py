@@ -465,6 +465,18 @@ def test_digits_come_from_kdiff_digits_with_one_scaling():
     np.testing.assert_allclose(floats, pixels / 255.0 * 2.0 - 1.0, atol=1e-6)  # what the pipeline trains on
 
 
+def test_a_list_of_seeds_gives_each_epoch_the_batches_of_its_own_seed(digits_examples):
+    """One dataset for several epochs (the train stage's one fit) = the per-seed datasets, in turn."""
+    seeds = [7, 8, 9]
+    together = [b.numpy() for b in data.make_dataset(digits_examples, (0, 1), 32, shuffle_seed=seeds)]
+    apart = [b.numpy() for seed in seeds for b in data.make_dataset(digits_examples, (0, 1), 32, shuffle_seed=seed)]
+    assert [len(b) for b in together] == [32, 32, 22] * 3  # each epoch ends on its own partial batch
+    for a, b in zip(together, apart, strict=True):
+        np.testing.assert_array_equal(a, b)
+    combined = data.make_dataset(digits_examples, (0, 1), 32, shuffle_seed=seeds)
+    assert int(combined.cardinality()) == 9
+
+
 def test_shuffle_order_does_not_depend_on_tensorflows_global_seed(digits_examples):
     import tensorflow as tf
 

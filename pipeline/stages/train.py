@@ -525,7 +525,10 @@ class Executor:
             recipe=recipe,
         )
         try:
-            self._train(model, strategy, strategy_name, examples_dir, params, state, callbacks, batch_size, seed)
+            self._train(
+                model, strategy, strategy_name, examples_dir, params, state, callbacks, batch_size, seed,
+                batches_per_epoch,
+            )
         finally:
             for callback in callbacks:
                 if hasattr(callback, "close"):
@@ -558,7 +561,9 @@ class Executor:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)  # the run is complete
         _log(f"wrote {model_dir} ({steps} steps in {state.seconds:.1f} s)")
 
-    def _train(self, model, strategy, strategy_name, examples_dir, params, state, callbacks, batch_size, seed):
+    def _train(
+        self, model, strategy, strategy_name, examples_dir, params, state, callbacks, batch_size, seed, batches_per_epoch
+    ):
         import kdiff
         from pipeline import data as data_lib
 
@@ -575,9 +580,14 @@ class Executor:
             _log(f"the checkpoint already holds all {state.epochs} epochs; exporting it")
         while state.epoch < state.epochs:
             epoch = state.epoch
+            # One fit over every remaining whole epoch (one iterator and one set of Keras
+            # per-fit costs, about a second an epoch here); a resumed epoch's remaining
+            # batches, a multi-worker run and an unknown epoch length go one epoch a fit.
+            whole = batches_per_epoch is not None and not state.batch and strategy_name != "multi_worker"
+            last = state.epochs if whole else epoch + 1
+            seeds = [shuffle_seed(seed, e) for e in range(epoch, last)]
             dataset = data_lib.make_dataset(
-                examples_dir, data_range, batch_size, split="train",
-                shuffle_seed=shuffle_seed(seed, epoch), with_labels=False,
+                examples_dir, data_range, batch_size, split="train", shuffle_seed=seeds, with_labels=False,
             )
             if state.batch:
                 dataset = dataset.skip(state.batch)  # the batches this epoch had done before the restart
@@ -585,7 +595,8 @@ class Executor:
                 kdiff.distribute.fit(model, dataset, epochs=1, strategy=strategy, callbacks=callbacks, verbose=0)
             else:
                 model.fit(
-                    dataset, validation_data=validation, initial_epoch=epoch, epochs=epoch + 1,
+                    dataset, validation_data=validation, initial_epoch=epoch, epochs=last,
+                    steps_per_epoch=batches_per_epoch if whole else None,
                     callbacks=callbacks, shuffle=False, verbose=0,
                 )
             if state.nan_step is not None:
