@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from kdiff import metrics
 from kdiff.metrics import (
     feature_statistics,
     fid_from_features,
@@ -352,3 +353,73 @@ def test_median_nn_distance_bad_inputs():
         median_nn_distance(np.zeros((1, 3)))
     with pytest.raises(ValueError, match="features"):
         median_nn_distance(np.zeros(4))
+
+
+# ---------------------------------------------------------------- FID∞ and the bootstrap
+
+
+def _gaussian_pair(d, seed=0):
+    """Two Gaussians whose Fréchet distance is small beside FID's finite-N bias."""
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(d, d))
+    sigma1 = a @ a.T / d + 0.1 * np.eye(d)
+    return rng.normal(size=d) * 0.1, sigma1, np.zeros(d), 1.2 * sigma1
+
+
+def test_the_fast_distance_to_a_reference_equals_frechet_distance():
+    mu1, sigma1, mu2, sigma2 = _gaussian_pair(24)
+    x = np.random.default_rng(1).multivariate_normal(mu1, sigma1, size=60)
+    fast = metrics._FrechetToReference(mu2, sigma2)(x)
+    assert fast == pytest.approx(metrics.frechet_distance(*metrics.feature_statistics(x), mu2, sigma2), rel=1e-8)
+
+
+@pytest.mark.parametrize("d, n", [(32, 300), (64, 500)])
+def test_fid_infinity_is_closer_to_the_true_distance_than_raw_fid(d, n):
+    """Gaussian features with a known Fréchet distance: the extrapolation removes the 1/N bias."""
+    mu1, sigma1, mu2, sigma2 = _gaussian_pair(d)
+    true = metrics.frechet_distance(mu1, sigma1, mu2, sigma2)
+    for seed in range(5):
+        x = np.random.default_rng(100 + seed).multivariate_normal(mu1, sigma1, size=n)
+        out = metrics.fid_infinity(x, (mu2, sigma2), seed=seed)
+        raw = out["fids"][-1]
+        assert out["sizes"][-1] == n and raw == pytest.approx(metrics._FrechetToReference(mu2, sigma2)(x))
+        assert raw > true  # FID's bias at finite N is upwards
+        assert abs(out["fid_infinity"] - true) < abs(raw - true)
+        assert out["slope"] > 0
+
+
+def test_fid_infinity_takes_reference_features_or_statistics_and_checks_them():
+    mu1, sigma1, mu2, sigma2 = _gaussian_pair(8)
+    rng = np.random.default_rng(0)
+    x, ref = rng.multivariate_normal(mu1, sigma1, size=100), rng.multivariate_normal(mu2, sigma2, size=300)
+    from_features = metrics.fid_infinity(x, ref, seed=3)
+    from_stats = metrics.fid_infinity(x, metrics.feature_statistics(ref), seed=3)
+    assert from_features["fid_infinity"] == pytest.approx(from_stats["fid_infinity"], rel=1e-9)
+    assert metrics.fid_infinity(x, ref, seed=3) == from_features  # the same seed, the same subsets
+    with pytest.raises(ValueError, match="feature dimension"):
+        metrics.fid_infinity(x, ref[:, :4])
+    with pytest.raises(ValueError, match="mu"):
+        metrics.fid_infinity(x, (mu2[:3], sigma2))
+    with pytest.raises(ValueError, match="min_size"):
+        metrics.fid_infinity(x, ref, min_size=100)
+    with pytest.raises(ValueError, match="at least 4 rows"):
+        metrics.fid_infinity(x[:3], ref)
+
+
+def test_fid_bootstrap_interval_holds_the_raw_fid_and_narrows_with_more_samples():
+    mu1, sigma1, mu2, sigma2 = _gaussian_pair(16)
+    rng = np.random.default_rng(0)
+    widths = []
+    for n in (100, 1600):
+        x = rng.multivariate_normal(mu1, sigma1, size=n)
+        out = metrics.fid_bootstrap(x, (mu2, sigma2), num_rounds=60, seed=1)
+        assert out["fid"] == pytest.approx(metrics.frechet_distance(*metrics.feature_statistics(x), mu2, sigma2))
+        assert out["low"] <= out["fid"] <= out["high"]
+        assert out == metrics.fid_bootstrap(x, (mu2, sigma2), num_rounds=60, seed=1)
+        widths.append(out["high"] - out["low"])
+    assert widths[1] < widths[0] / 2  # about 1/sqrt(N): a quarter at 16× the samples
+    ref = rng.multivariate_normal(mu2, sigma2, size=200)
+    both = metrics.fid_bootstrap(x, ref, num_rounds=30, seed=1)  # the reference resampled too
+    assert both["std"] > metrics.fid_bootstrap(x, metrics.feature_statistics(ref), num_rounds=30, seed=1)["std"]
+    with pytest.raises(ValueError, match="confidence"):
+        metrics.fid_bootstrap(x, ref, confidence=1.5)
