@@ -31,7 +31,7 @@ FAMILY_LOSSES = {"ddpm": ("simple", "hybrid"), "ncsn": ("dsm", "ssm"), "sde": ("
 SCHEDULES = ("linear", "cosine")
 SDES = ("vp", "subvp", "ve")
 LIMIT_ORDERS = ("stratified", "file_number")
-FID_FEATURES = ("classifier", "inception", "inception_graph")
+FID_FEATURES = ("classifier", "fid_inception", "inception", "inception_graph")
 UNET_GROUPS = 32  # the U-Net's GroupNorm groups: every level's channels must be a multiple
 
 # The stage groups of the fields, in the order the flags are listed.
@@ -100,23 +100,30 @@ class RunConfig:
     num_sigmas: int = _field(10, "train", "NCSN's number of noise levels")
     sde: str = _field("vp", "train", "the SDE of family sde: vp, subvp or ve")
     sde_N: int = _field(1000, "train", "the SDE's discretization steps")
-    epochs: int = _field(60, "train", "passes over the training split")
+    epochs: int = _field(50, "train", "passes over the training split")
     batch_size: int = _field(64, "train", "the global batch size")
     learning_rate: float = _field(1e-3, "train", "Adam's peak learning rate")
     warmup_steps: int = _field(200, "train", "linear warm-up steps from a tenth of the learning rate")
     ema_decay: float = _field(0.995, "train", "decay of the EMA copy of the weights that is sampled from")
     strategy: str = _field("default", "train", "tf.distribute strategy: default, mirrored, multi_worker or tpu")
     precision: str = _field("float32", "train", "float32, mixed_float16 or mixed_bfloat16 (the network's dtype policy)")
-    checkpoint_every_steps: int = _field(200, "train", "steps between checkpoints (0: at epoch ends only)")
+    checkpoint_every_steps: int = _field(500, "train", "steps between checkpoints (0: at epoch ends only)")
     samplers: Optional[dict] = _field(
         None, "sample", 'JSON: name → kdiff.sample arguments, e.g. \'{"ddim_20": {"sampler": "ddim", "steps": 20}}\'; '
         "none: the family's",
     )
-    num_samples: int = _field(500, "sample", "images drawn per sampler")
-    sample_shards: int = _field(2, "sample", "Beam work items per sampler")
-    sample_batch_size: int = _field(250, "sample", "images per sampling batch")
+    num_samples: int = _field(200, "sample", "images drawn per sampler")
+    sample_shards: int = _field(1, "sample", "Beam work items per sampler")
+    sample_batch_size: int = _field(200, "sample", "images per sampling batch")
     fid_features: str = _field(
-        "classifier", "evaluate", "FID feature space: classifier (trained on the labels), inception or inception_graph"
+        "classifier", "evaluate",
+        "FID feature space: classifier (trained on the labels), fid_inception (pytorch-fid's network: published "
+        "FIDs), inception (Keras' ImageNet InceptionV3) or inception_graph (the 2015 graph)",
+    )
+    fid_weights: Optional[str] = _field(
+        None, "evaluate",
+        "pytorch-fid's weight file for fid_inception (.pth with torch, or its .npz); none: torch hub's cache, "
+        "$KDIFF_FID_WEIGHTS, or a download",
     )
     inception_weights: str = _field("imagenet", "evaluate", 'InceptionV3 weights: "imagenet" (downloaded once) or a file')
     inception_graph: Optional[str] = _field(None, "evaluate", "path of classify_image_graph_def.pb for inception_graph")
@@ -305,6 +312,7 @@ _FIELD_CHECKS = {
     "fid_features": _choice(FID_FEATURES),
     "inception_weights": _text,
     "inception_graph": _optional(_text),
+    "fid_weights": _optional(_text),
     "knn": _positive_int,
     "seed": _int_at_least(0),
 }

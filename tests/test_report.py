@@ -59,7 +59,7 @@ def _artifacts(root, history=None):
     _write(
         os.path.join(inputs["metrics"], "metrics.json"),
         {
-            "samplers": {"ddim_10": _row(12.5, 0.004255, 0.0014372)},
+            "samplers": {"ddim_10": dict(_row(12.5, 0.004255, 0.0014372), fid_infinity=10.5, fid_low=11.0, fid_high=14.5)},
             "real_heldout": {"fid": 7.0, "classifier_confidence": 0.99, "num_classes_present": 10},
             "baseline_gaussian": _row(50.0, 0.0325, 0.002),
             "classifier_accuracy_heldout": 0.97,
@@ -204,7 +204,8 @@ def test_kid_is_shown_times_1000(written):
     base = written["summary"]["baseline_gaussian"]
     assert base["kid_x1000_mean"] == pytest.approx(32.5)
     assert "KID ×10³" in written["md"]
-    assert "| `ddim_10` | 10 | 12.5 | 4.25 ± 1.44 |" in written["md"]
+    assert "| `ddim_10` | 10 | 16 | 12.5 | [11, 14.5] | 10.5 | 4.25 ± 1.44 |" in written["md"]
+    assert "FID∞" in written["md"] and "Chong & Forsyth" in written["md"]
     assert "| 32.5 ± 2 |" in written["md"]
 
 
@@ -242,7 +243,7 @@ def test_report_without_new_keys_degrades_to_dashes(tmp_path):
     report.Executor().Do(inputs, {"report": out}, PARAMS)
     with open(os.path.join(out, "report.md"), encoding="utf-8") as f:
         text = f.read()
-    assert "| `ddim_10` | – | 12.5 | 4.25 ± 1.44 | 3 | – | – | – |" in text
+    assert "| `ddim_10` | – | 16 | 12.5 | [11, 14.5] | 10.5 | 4.25 ± 1.44 | 3 | – | – | – |" in text
 
 
 def test_user_facing_text_cites_sources_not_our_notes():

@@ -12,11 +12,16 @@ classifier trained on them gives per-sampler confidence and class shares.
 The feature space (``fid_features``):
 
 * "classifier" (default): the penultimate layer of that classifier — needs labels.
+* "fid_inception": pytorch-fid's FID Inception network in Keras (``kdiff.fid``), with
+  pytorch-fid's weights from ``fid_weights`` (a file) or torch hub's cache /
+  ``$KDIFF_FID_WEIGHTS`` / a download: FIDs comparable with pytorch-fid's and published ones.
 * "inception": Keras' InceptionV3 with ``inception_weights`` ("imagenet" or a file).
 * "inception_graph": the 2015 Inception graph at ``inception_graph`` (published FIDs).
 
 KID is stored raw (``kid_mean``, ``kid_std``: the MMD² estimate) and in the ×10³ units
-papers report it in (``kid_x1000_mean``, ``kid_x1000_std``).
+papers report it in (``kid_x1000_mean``, ``kid_x1000_std``). Beside each FID:
+``fid_infinity`` (Chong & Forsyth's extrapolation to infinitely many samples) and
+``fid_low`` / ``fid_high`` (a 95 % bootstrap interval over the samples), from 10 samples up.
 
 Writes ``metrics.json``, ``features.npz`` (keys "train", "eval", "samples/<name>",
 "baseline_gaussian") and, for labelled data, ``classifier.keras``.
@@ -29,6 +34,7 @@ import shutil
 
 import numpy as np
 
+from pipeline import config as config_lib
 from pipeline import features as features_lib
 from pipeline.data import load_examples
 from pipeline.stages.base import (
@@ -46,15 +52,17 @@ SPEC = StageSpec(
     name="evaluate",
     inputs={"examples": EXAMPLES, "samples": SAMPLES},
     outputs={"metrics": METRICS},
-    parameters=("fid_features", "inception_weights", "inception_graph", "seed"),
+    parameters=("fid_features", "fid_weights", "inception_weights", "inception_graph", "seed"),
 )
 
-FID_FEATURES = ("classifier", "inception", "inception_graph")
+FID_FEATURES = config_lib.FID_FEATURES
 # Below this many samples FID is biased upward and noisy: 2,048 is the Inception feature
 # dimension (Cerizza et al. 2023, section 5.3); Heusel et al. (2017) use ≥ 10,000.
 MIN_RELIABLE_FID_SAMPLES = 2048
 KID_SUBSET_SIZE = 1000
 KID_SUBSETS = 100
+BOOTSTRAP_ROUNDS = 100  # FID's 95 % bootstrap interval (kdiff.metrics.fid_bootstrap)
+FID_INFINITY_MIN_SAMPLES = 10  # FID∞ and the interval need a few subset sizes of at least 2
 KID_SCALE = 1000  # KID is conventionally reported ×10³ (the unit of the report and kid_x1000_*)
 BATCH_SIZE = 256  # images per Beam element
 FULL_COVARIANCE_MAX_DIM = 4096  # the Gaussian baseline fits a full pixel covariance up to this size
@@ -197,7 +205,12 @@ def _distances(train_features, train_stats, features, stats, seed):
     kid_mean, kid_std = metrics.kernel_inception_distance(
         train_features, features, num_subsets=KID_SUBSETS, subset_size=subset, seed=seed
     )
-    return {"fid": fid, **kid_entries(kid_mean, kid_std)}
+    honest = {"fid_infinity": None, "fid_low": None, "fid_high": None}
+    if n >= FID_INFINITY_MIN_SAMPLES:
+        honest["fid_infinity"] = metrics.fid_infinity(features, train_stats, seed=seed)["fid_infinity"]
+        interval = metrics.fid_bootstrap(features, train_stats, num_rounds=BOOTSTRAP_ROUNDS, seed=seed)
+        honest.update(fid_low=interval["low"], fid_high=interval["high"])
+    return {"fid": fid, **honest, **kid_entries(kid_mean, kid_std)}
 
 
 # --------------------------------------------------------------------------- Beam
@@ -427,7 +440,27 @@ class Executor:
 
     @staticmethod
     def _inception_spec(fid_features, params):
-        """The extractor spec of "inception" / "inception_graph", or StageError saying what is missing."""
+        """The extractor spec of "fid_inception" / "inception" / "inception_graph", or StageError
+        saying what is missing."""
+        if fid_features == "fid_inception":
+            from kdiff.fid import weights as fid_weights
+
+            weights = params.get("fid_weights")
+            if weights:
+                if not os.path.isfile(weights):
+                    raise StageError(
+                        f"evaluate: --fid_weights={weights} does not exist; pass pytorch-fid's "
+                        f"{fid_weights.FID_WEIGHTS_FILENAME} (or its .npz conversion), or leave it unset."
+                    )
+                return {"kind": "fid_inception", "weights": os.path.abspath(weights)}
+            try:
+                return {"kind": "fid_inception", "weights": fid_weights.fetch_weights()}
+            except OSError as error:
+                raise StageError(
+                    f"evaluate: --fid_features=fid_inception needs pytorch-fid's weights, but {error}. Download "
+                    f"{fid_weights.FID_WEIGHTS_URL} on a machine with internet and pass --fid_weights=PATH "
+                    f"(or set ${fid_weights.WEIGHTS_ENV}), or use --fid_features=classifier (labelled datasets)."
+                ) from None
         if fid_features == "inception":
             weights = params.get("inception_weights") or "imagenet"
             try:

@@ -70,6 +70,11 @@ REFERENCES = (
         "NeurIPS 2017. arXiv:1706.08500. (FID.)",
     ),
     (
+        "Chong & Forsyth, 2020",
+        'Min Jin Chong, David Forsyth. "Effectively Unbiased FID and Inception Score and where to find '
+        'them". CVPR 2020. arXiv:1911.07023. (FID∞.)',
+    ),
+    (
         "Bińkowski et al., 2018",
         'Mikołaj Bińkowski, Danica J. Sutherland, Michael Arbel, Arthur Gretton. "Demystifying MMD '
         'GANs". ICLR 2018. arXiv:1801.01401. (KID.)',
@@ -132,6 +137,12 @@ def _code(value):
 
 def _pm(mean, std):
     return "–" if mean is None else f"{_fmt(mean)} ± {_fmt(std)}"
+
+
+def _interval(row):
+    """FID's bootstrap interval of a metrics row, "[low, high]" (– without one)."""
+    low, high = row.get("fid_low"), row.get("fid_high")
+    return "–" if low is None or high is None else f"[{_fmt(low)}, {_fmt(high)}]"
 
 
 def _loss_curve(history, path):
@@ -268,14 +279,15 @@ def render_markdown(summary, pictures):
         f"Feature space: {_text(summary.get('feature_space'))}. Real reference images: "
         f"{_fmt(summary.get('num_real'))}.",
         "",
-        "| sampler | steps | FID ↓ | KID ×10³ ↓ | time with tracing (s) | graph tracing (s) "
-        "| sampling time without tracing (s) | images/s (without tracing) | classifier confidence "
-        "| classes present | memorization |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| sampler | steps | samples | FID ↓ | FID 95 % interval | FID∞ ↓ | KID ×10³ ↓ | time with tracing (s) "
+        "| graph tracing (s) | sampling time without tracing (s) | images/s (without tracing) "
+        "| classifier confidence | classes present | memorization |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in summary["samplers"].items():
         lines.append(
-            f"| {_code(name)} | {_fmt(row.get('steps'))} | {_fmt(row.get('fid'))} | "
+            f"| {_code(name)} | {_fmt(row.get('steps'))} | {_fmt(row.get('num_samples'))} | {_fmt(row.get('fid'))} | "
+            f"{_interval(row)} | {_fmt(row.get('fid_infinity'))} | "
             f"{_pm(row.get('kid_x1000_mean'), row.get('kid_x1000_std'))} | {_fmt(row.get('seconds'))} | "
             f"{_fmt(row.get('trace_seconds'))} | {_fmt(row.get('sampling_seconds'))} | "
             f"{_fmt(row.get('sampling_images_per_second'))} | {_fmt(row.get('classifier_confidence'))} | "
@@ -283,9 +295,11 @@ def render_markdown(summary, pictures):
         )
     real, base = summary["real_heldout"], summary["baseline_gaussian"]
     lines += [
-        f"| held-out real images | – | {_fmt(real.get('fid'))} | – | – | – | – | – | "
+        f"| held-out real images | – | {_fmt(real.get('num_images'))} | {_fmt(real.get('fid'))} | "
+        f"{_interval(real)} | {_fmt(real.get('fid_infinity'))} | – | – | – | – | – | "
         f"{_fmt(real.get('classifier_confidence'))} | {_fmt(real.get('num_classes_present'))} | – |",
-        f"| Gaussian fit to the pixels (baseline) | – | {_fmt(base.get('fid'))} | "
+        f"| Gaussian fit to the pixels (baseline) | – | {_fmt(base.get('num_samples'))} | {_fmt(base.get('fid'))} | "
+        f"{_interval(base)} | {_fmt(base.get('fid_infinity'))} | "
         f"{_pm(base.get('kid_x1000_mean'), base.get('kid_x1000_std'))} | – | – | – | – | "
         f"{_fmt(base.get('classifier_confidence'))} | {_fmt(base.get('num_classes_present'))} | – |",
         "",
@@ -294,7 +308,10 @@ def render_markdown(summary, pictures):
         "- **FID** (Fréchet Inception Distance; Heusel et al., 2017) is the Fréchet distance between "
         "Gaussians fitted to the features of the real training images and of the samples; lower is better. "
         "The held-out row's FID uses only the held-out split (a small set inflates FID), so compare "
-        "samplers with each other and with the baseline.",
+        "samplers with each other and with the baseline. FID is biased upwards at small sample counts "
+        "(and noisy): the **interval** is a 95 % bootstrap interval over the samples, and **FID∞** "
+        "(Chong & Forsyth, 2020) extrapolates FID, fitted at several subset sizes, to infinitely many "
+        "samples — the value to compare between runs with different sample counts.",
         "- **KID** (Kernel Inception Distance; Bińkowski et al., 2018) is an unbiased estimate of the "
         "squared maximum mean discrepancy with a cubic polynomial kernel on the same features, shown "
         "×10³ as is conventional (mean ± standard deviation over random subsets); lower is better, and it "
