@@ -212,6 +212,38 @@ def test_features_npz_and_fid_of_identical_sets(digits_run):
     assert digits_run["metrics"]["samplers"]["heldout"]["fid"] == pytest.approx(expected, rel=1e-6)
 
 
+def test_fid_infinity_and_bootstrap_interval_are_stored_beside_fid(digits_run):
+    from kdiff import metrics as kmetrics
+
+    with np.load(os.path.join(digits_run["metrics_dir"], "features.npz")) as data:
+        train, heldout = data["train"], data["samples/heldout"]
+    row = digits_run["metrics"]["samplers"]["heldout"]
+    stats = kmetrics.feature_statistics(train)
+    assert row["fid_infinity"] == pytest.approx(kmetrics.fid_infinity(heldout, stats, seed=0)["fid_infinity"], rel=1e-4)
+    assert row["fid_low"] <= row["fid"] <= row["fid_high"]
+    # Real held-out images: FID∞ removes most of the small-sample bias of their raw FID.
+    assert abs(row["fid_infinity"]) < row["fid"] / 2
+
+
+def test_fid_inception_spec_takes_a_weight_file_and_says_how_to_get_one(tmp_path, monkeypatch):
+    from kdiff.fid import extractors, weights
+
+    path = tmp_path / "pt_inception.npz"
+    path.write_bytes(b"")
+    spec = evaluate.Executor._inception_spec("fid_inception", {"fid_weights": str(path)})
+    assert spec == {"kind": "fid_inception", "weights": str(path)}
+    assert "comparable with pytorch-fid's" in extractors.describe(spec, 2048)
+    with pytest.raises(StageError, match="--fid_weights=.*does not exist"):
+        evaluate.Executor._inception_spec("fid_inception", {"fid_weights": str(tmp_path / "missing.pth")})
+
+    def offline(*args, **kwargs):
+        raise OSError("no network")
+
+    monkeypatch.setattr(weights, "fetch_weights", offline)
+    with pytest.raises(StageError, match="--fid_weights=PATH"):
+        evaluate.Executor._inception_spec("fid_inception", {})
+
+
 @pytest.mark.slow
 def test_kid_is_also_stored_times_1000(digits_run):
     metrics = digits_run["metrics"]
