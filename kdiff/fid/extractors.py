@@ -351,7 +351,7 @@ def load_extractor(spec):
     """Builds the extractor a spec describes (call this in ``DoFn.setup()``).
 
     Args:
-        spec: ``{"kind": "fid_inception", "weights": ..., "resize": ...}``,
+        spec: ``{"kind": "fid_inception", "weights": ..., "resize": ..., "compute_dtype": ...}``,
             ``{"kind": "classifier", "path": ...}``, ``{"kind": "inception_v3",
             "weights": ...}`` or ``{"kind": "inception_graph", "path": ...}``; an optional
             ``"batch_size"``.
@@ -367,7 +367,8 @@ def load_extractor(spec):
         from kdiff.fid.inception import FIDInceptionFeatures
 
         return FIDInceptionFeatures(
-            spec.get("weights") or "pytorch_fid", resize=spec.get("resize", "pytorch_fid"), **kwargs
+            spec.get("weights") or "pytorch_fid", resize=spec.get("resize", "pytorch_fid"),
+            compute_dtype=spec.get("compute_dtype", "float32"), **kwargs,
         )
     if kind == "classifier":
         return ClassifierFeatures(spec["path"], **kwargs)
@@ -384,11 +385,20 @@ def describe(spec, dim):
     kind = spec.get("kind")
     if kind == "fid_inception":
         clean = spec.get("resize") == "clean"
-        resize = "PIL bicubic resize to 299×299 (clean-fid's)" if clean else "bilinear resize to 299×299 as pytorch-fid"
-        return (
-            f"pytorch-fid's FID InceptionV3 pool3 ({dim}-d), {resize} — FIDs comparable with "
-            + ("clean-fid's" if clean else "pytorch-fid's and published FIDs")
+        resize = (
+            "PIL bicubic resize to 299×299 (clean-fid's 'clean')" if clean
+            else "torch bilinear resize to 299×299 (pytorch-fid)"
         )
+        dtype = spec.get("compute_dtype", "float32")
+        if dtype != "float32":
+            compares = f"{dtype} features, FIDs close to pytorch-fid's but not equal"
+        elif clean:
+            compares = "FIDs close to clean-fid's (its resize, pytorch-fid's input scaling)"
+        else:
+            compares = "FIDs comparable with pytorch-fid's and with published FIDs"
+        weights = spec.get("weights")
+        source = f" ({os.path.basename(str(weights))})" if weights else ""
+        return f"pytorch-fid's FID InceptionV3 pool3{source}, {dim}-d, {resize} — {compares}"
     if kind == "classifier":
         return (
             f"classifier penultimate layer ({dim}-d) of a small CNN trained on the dataset's labels — "

@@ -1,0 +1,38 @@
+"""Fréchet Inception Distance with pytorch-fid's network, in Keras.
+
+* :mod:`kdiff.fid.inception` — :func:`FIDInceptionV3`, pytorch-fid's FID InceptionV3
+  (2048-d pool3) as a Keras model, and :class:`FIDInceptionFeatures`, a batched extractor
+  of uint8 images with pytorch-fid's or clean-fid's resize.
+* :mod:`kdiff.fid.weights` — finding (torch hub's cache, ``$KDIFF_FID_WEIGHTS``), reading
+  (``.pth`` with torch, ``.npz`` without) and loading pytorch-fid's weights;
+  ``python -m kdiff.fid.weights convert IN.pth OUT.npz``.
+
+The names below are imported on first use, so that ``python -m kdiff.fid.weights`` runs
+its module only once.
+"""
+
+import importlib
+
+__all__ = [
+    "FIDInceptionFeatures",
+    "FIDInceptionV3",
+    "fetch_weights",
+    "load_pytorch_fid_weights",
+]
+
+_MODULES = {
+    "FIDInceptionFeatures": "kdiff.fid.inception",
+    "FIDInceptionV3": "kdiff.fid.inception",
+    "fetch_weights": "kdiff.fid.weights",
+    "load_pytorch_fid_weights": "kdiff.fid.weights",
+}
+
+
+def __getattr__(name):
+    if name in _MODULES:
+        return getattr(importlib.import_module(_MODULES[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)
