@@ -22,6 +22,7 @@ import os
 import numpy as np
 
 from kdiff import _checks
+from kdiff.convert import _files
 
 __all__ = [
     "describe_source",
@@ -95,42 +96,9 @@ def _strip_prefix(state_dict):
     return {k[len(_PREFIX):] if k.startswith(_PREFIX) else k: v for k, v in state_dict.items()}
 
 
-def _read_npz(path):
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {key: np.asarray(data[key]) for key in data.files}
-    except Exception as error:  # numpy raises several types for a file that is not an .npz
-        raise ValueError(
-            "Expected an .npz file of the reference's state dict (numpy arrays under its "
-            f"keys). Received: path={path!r}, which numpy cannot read ({error})"
-        ) from error
-
-
-def _read_torch(path):
-    try:
-        import torch
-    except ImportError as error:
-        raise ImportError(
-            f"Reading the PyTorch checkpoint {path!r} needs torch: `pip install torch` (or "
-            "save its state dict as an .npz of numpy arrays, which loads without torch)."
-        ) from error
-    try:
-        states = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise ValueError(
-            "Expected a PyTorch checkpoint of ermongroup/ncsn (torch.save of [state_dict, "
-            f"optimizer_state] or of a state dict). Received: path={path!r}, which torch "
-            f"cannot read ({type(error).__name__}: {error})"
-        ) from error
-    if isinstance(states, (list, tuple)) and states:
-        states = states[0]  # the AnnealRunner's [state_dict, optimizer_state]
-    if not isinstance(states, dict) or not all(isinstance(v, torch.Tensor)
-                                               for v in states.values()):
-        raise ValueError(
-            "Expected a checkpoint holding a state dict of tensors (or a list whose first "
-            f"item is one). Received: path={path!r} holding a {type(states).__name__}"
-        )
-    return {key: value.detach().cpu().numpy() for key, value in states.items()}
+def _first_of_list(states):
+    """The AnnealRunner's ``[state_dict, optimizer_state]`` → its state dict."""
+    return states[0] if isinstance(states, (list, tuple)) and states else states
 
 
 def read_ncsn_state_dict(path):
@@ -154,9 +122,13 @@ def read_ncsn_state_dict(path):
         raise FileNotFoundError(f"Expected an NCSN checkpoint file. Received: path={path!r}, "
                                 "which does not exist")
     if path.endswith(".npz"):
-        state_dict = _read_npz(path)
+        state_dict = _files.read_npz(path, "the reference's state dict")
     else:
-        state_dict = _read_torch(path)
+        state_dict = _files.read_torch_state_dict(
+            path, "ermongroup/ncsn (torch.save of [state_dict, optimizer_state] or of a state dict)",
+            "or save its state dict as an .npz of numpy arrays, which loads without torch.",
+            unwrap=_first_of_list,
+        )
     return _strip_prefix(state_dict)
 
 

@@ -29,6 +29,8 @@ import urllib.request
 
 import numpy as np
 
+from kdiff.convert import _files
+
 __all__ = [
     "FID_WEIGHTS_FILENAME",
     "FID_WEIGHTS_URL",
@@ -180,41 +182,6 @@ def fetch_weights(cache_dir=None, url=FID_WEIGHTS_URL):
 # --------------------------------------------------------------------------- reading
 
 
-def _read_npz(path):
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {key: np.asarray(data[key]) for key in data.files}
-    except Exception as error:  # numpy raises several types for a file that is not an .npz
-        raise ValueError(
-            "Expected an .npz of pytorch-fid's Inception state dict (numpy arrays under the "
-            f"state dict's keys). Received: path={path!r}, which numpy cannot read ({error})"
-        ) from error
-
-
-def _read_pth(path):
-    try:
-        import torch
-    except ImportError as error:
-        raise ImportError(
-            f"Reading the PyTorch checkpoint {path!r} needs torch: `pip install torch`, or "
-            "convert it once on a machine that has torch with `python -m kdiff.fid.weights "
-            f"convert {path} OUT.npz` and use the .npz, which loads without torch."
-        ) from error
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise ValueError(
-            "Expected a PyTorch checkpoint holding pytorch-fid's Inception state dict. "
-            f"Received: path={path!r}, which torch cannot read ({type(error).__name__}: {error})"
-        ) from error
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(
-            "Expected a checkpoint holding a state dict (a dict of tensors). "
-            f"Received: path={path!r} holding a {type(state).__name__}"
-        )
-    return {key: value.detach().cpu().numpy() for key, value in state.items()}
-
-
 def read_state_dict(source):
     """Reads pytorch-fid's Inception state dict as numpy arrays under its keys.
 
@@ -250,7 +217,15 @@ def read_state_dict(source):
     path = os.fspath(source)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Expected pytorch-fid's weights file at {path!r}. Received: no such file")
-    state = _read_npz(path) if path.endswith(".npz") else _read_pth(path)
+    what = "pytorch-fid's Inception state dict"
+    if path.endswith(".npz"):
+        state = _files.read_npz(path, what)
+    else:
+        state = _files.read_torch_state_dict(
+            path, what,
+            f"or convert it once on a machine that has torch with `python -m kdiff.fid.weights convert {path} "
+            "OUT.npz` and use the .npz, which loads without torch.",
+        )
     return state, repr(path)
 
 
