@@ -18,7 +18,8 @@ import pytest
 
 from kdiff import metrics
 from kdiff.fid import inception, weights
-from kdiff.fid.inception import FIDInceptionFeatures, FIDInceptionV3, TorchBilinearResize
+from kdiff.fid.extractors import FIDInceptionFeatures
+from kdiff.fid.inception import FIDInceptionV3, TorchBilinearResize
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "fid_inception")
 

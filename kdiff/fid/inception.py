@@ -28,8 +28,6 @@ with pytorch-fid's resize (in the graph) or clean-fid's (PIL bicubic, on the hos
 
 from __future__ import annotations
 
-import os
-
 import keras
 import numpy as np
 import tensorflow as tf
@@ -39,7 +37,6 @@ from kdiff._checks import one_of, positive_int
 __all__ = [
     "FID_DIM",
     "FID_SIZE",
-    "FIDInceptionFeatures",
     "FIDInceptionV3",
     "TorchBilinearResize",
     "clean_resize",
@@ -383,102 +380,3 @@ def prepare_images(images, name="images"):
     elif images.shape[-1] == 1:
         images = np.repeat(images, 3, axis=-1)
     return images
-
-
-class FIDInceptionFeatures:
-    """pytorch-fid's FID Inception features (2048-d pool3) of uint8 images, batched.
-
-    Images are read as pytorch-fid reads them (``ToTensor``: pixels / 255, grayscale
-    repeated to RGB), resized to 299×299, scaled to [−1, 1] and run through
-    :func:`FIDInceptionV3` in batches, inside one ``tf.function`` traced once for every
-    batch size and image size.
-
-    Args:
-        weights: where pytorch-fid's weights come from: "pytorch_fid" (the default:
-            :func:`kdiff.fid.weights.fetch_weights`, which reuses torch hub's cached file
-            or ``$KDIFF_FID_WEIGHTS`` and downloads it otherwise), the path of a ``.pth``
-            or ``.npz`` state dict, a dict of arrays, or None (Keras' random
-            initialization: for tests and timings only).
-        batch_size: images per forward pass (pytorch-fid's default is 50).
-        resize: "pytorch_fid" (torch's bilinear ``F.interpolate``, in the graph) or
-            "clean" (clean-fid's PIL bicubic resize of each channel as float, on the host;
-            :func:`clean_resize`). With "clean" the network and its input scaling stay
-            pytorch-fid's (``x / 255 · 2 − 1``; clean-fid's own port of the same graph
-            scales by ``(x − 128) / 128``), so FIDs are close to clean-fid's, not equal.
-        compute_dtype: "float32" (the default: pytorch-fid's features to ~1e-6) or
-            "bfloat16" (about twice as fast on CPUs with bfloat16 units; features ~1e-2
-            off, so FIDs no longer match pytorch-fid's).
-
-    Raises:
-        ValueError: a bad ``batch_size``, ``resize`` or ``compute_dtype``, or weights that
-            do not fit.
-        FileNotFoundError / ImportError / OSError: see
-            :func:`kdiff.fid.weights.load_pytorch_fid_weights` and
-            :func:`kdiff.fid.weights.fetch_weights`.
-    """
-
-    kind = "fid_inception"
-
-    def __init__(self, weights="pytorch_fid", batch_size=50, resize="pytorch_fid", compute_dtype="float32"):
-        from kdiff.fid import weights as weights_lib  # it imports this module
-
-        self.batch_size = positive_int(batch_size, "batch_size")
-        self.resize = one_of(resize, "resize", RESIZES)
-        self.dim = FID_DIM
-        self.compute_dtype = one_of(compute_dtype, "compute_dtype", list(COMPUTE_DTYPES))
-        if isinstance(weights, str) and weights == "pytorch_fid":
-            weights = weights_lib.fetch_weights()
-        # What the weights are, in words: a path, "a state dict" or "random".
-        self.weights = "random" if weights is None else (
-            "a state dict" if isinstance(weights, dict) else os.fspath(weights)
-        )
-        self.model = FIDInceptionV3(compute_dtype=self.compute_dtype)
-        if weights is not None:
-            weights_lib.load_pytorch_fid_weights(self.model, weights)
-        model = self.model
-
-        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
-        def forward(pixels):
-            return model(pixels / 255.0, training=False)
-
-        self._forward = forward
-
-    @property
-    def description(self):
-        """The feature space in words (``kdiff.fid.extractors.describe``, the one wording)."""
-        from kdiff.fid.extractors import describe
-
-        spec = {"kind": self.kind, "resize": self.resize, "compute_dtype": self.compute_dtype}
-        return describe(dict(spec, weights=None if self.weights in ("random", "a state dict") else self.weights), self.dim)
-
-    def extract(self, images, callback=None):
-        """The features of ``images``, one batch at a time.
-
-        Args:
-            images: uint8 ``[N, H, W, C]`` (or floats in [0, 255]; C in 1, 3, 4), any size.
-            callback: None, or a function ``callback(done, total)`` called after every batch
-                with the number of images done so far and ``N``.
-
-        Returns:
-            float32 ``[N, 2048]``.
-
-        Raises:
-            ValueError: badly shaped images, or a ``callback`` that is not callable.
-        """
-        if callback is not None and not callable(callback):
-            raise ValueError(f"Expected `callback` to be callable or None. Received: callback={callback!r}")
-        images = prepare_images(images)
-        total = images.shape[0]
-        out = []
-        for start in range(0, total, self.batch_size):
-            stop = min(start + self.batch_size, total)
-            batch = images[start:stop]
-            batch = clean_resize(batch) if self.resize == "clean" else batch.astype(np.float32)
-            out.append(np.asarray(self._forward(batch), np.float32))
-            if callback is not None:
-                callback(stop, total)
-        return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
-
-    def __call__(self, images):
-        """``{"features": float32 [N, 2048]}`` of uint8 images ``[N, H, W, C]``."""
-        return {"features": self.extract(images)}

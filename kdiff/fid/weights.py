@@ -30,6 +30,7 @@ import urllib.request
 import numpy as np
 
 from kdiff.convert import _files
+from kdiff.fid.inception import FIDInceptionV3
 
 __all__ = [
     "FID_WEIGHTS_FILENAME",
@@ -314,8 +315,6 @@ def convert_state_dict(state_dict, model=None, source=None):
             dtype; the message names the source and the key.
     """
     if model is None:
-        from kdiff.fid.inception import FIDInceptionV3
-
         model = FIDInceptionV3()
     label = source or "the state dict"
     state = _renamed(state_dict, label)
