@@ -2,7 +2,7 @@
 
 The four families of the survey — DDPM, DDIM, NCSN and score-based SDE models — as
 schedules and SDEs (``kdiff.schedules``, ``kdiff.sde``), losses (``kdiff.losses``),
-samplers (``kdiff.samplers``), likelihoods (``kdiff.likelihood``) and metrics
+samplers (``kdiff.samplers``; DPM-Solver++ and Karras et al.'s in ``kdiff.solvers``), likelihoods (``kdiff.likelihood``) and metrics
 (``kdiff.metrics``), plus ``kdiff.sample`` (one call from a model to images) and
 ``kdiff.slerp``; ``kdiff.recipes`` names reference sampling runs; ``kdiff.load`` opens an export once for many ``kdiff.sample`` calls. Every sampler is an entry of ``kdiff.registry``; every process (a
 schedule, a σ ladder, an SDE) implements ``kdiff.process.Process``.
@@ -26,6 +26,7 @@ from kdiff import (
     samplers,
     schedules,
     sde,
+    solvers,
 )
 from kdiff.diffusion import DDPM, NCSN, ScoreSDE
 from kdiff.convert.diffusers import from_diffusers
@@ -60,6 +61,7 @@ __all__ = [
     "samplers",
     "schedules",
     "sde",
+    "solvers",
     "sample",
     "slerp",
     "__version__",

@@ -191,6 +191,14 @@ _BUILTIN = (
             description="predictor-corrector sampling of the reverse SDE"),
     Sampler("probability_flow", "kdiff.samplers:probability_flow", ("sde",), in_graph=_fixed_step_ode,
             description="the probability-flow ODE (adaptive RK45, or euler / heun / rk4)"),
+    Sampler("dpm_solver", "kdiff.solvers:dpm_solver", ("schedule", "sde"), default_steps=20, clips_x0=True,
+            description="multistep DPM-Solver++ (orders 1-3; diffusers' DPMSolverMultistepScheduler)"),
+    Sampler("heun", "kdiff.solvers:heun", ("schedule", "sigmas", "sde"), default_steps=20, clips_x0=True,
+            description="Karras et al.'s Heun sampler on Karras sigmas (2 evaluations a step but the last)"),
+    Sampler("euler", "kdiff.solvers:euler", ("schedule", "sigmas", "sde"), default_steps=20, clips_x0=True,
+            description="Euler's method on the probability-flow ODE over Karras sigmas"),
+    Sampler("euler_ancestral", "kdiff.solvers:euler_ancestral", ("schedule", "sigmas", "sde"), default_steps=20,
+            clips_x0=True, description="ancestral Euler sampling over Karras sigmas (k-diffusion's, eta = 1)"),
 )
 
 

@@ -25,6 +25,7 @@ __all__ = [
     "cosine",
     "from_config",
     "geometric_sigmas",
+    "karras_sigmas",
     "sigmas_from_config",
     "spaced_timesteps",
 ]
@@ -291,6 +292,46 @@ def geometric_sigmas(sigma_max=1.0, sigma_min=0.01, num=10):
             f"Received: sigma_min={sigma_min!r}, sigma_max={sigma_max!r}"
         )
     return np.exp(np.linspace(np.log(sigma_max), np.log(sigma_min), num))
+
+
+def karras_sigmas(n, sigma_min, sigma_max, rho=7.0):
+    """Karras et al.'s noise levels (2022, eq. 5), with a final 0 (k-diffusion's ``get_sigmas_karras``).
+
+    σ_i = (σ_max^{1/ρ} + i/(n−1) (σ_min^{1/ρ} − σ_max^{1/ρ}))^ρ for i = 0 … n−1 (σ_max
+    alone for n = 1), then σ_n = 0: the levels of an n-step sampler that ends on the data.
+    The ends are σ_max and σ_min exactly.
+
+    Args:
+        n: the number of steps, an int ≥ 1 (or an int tensor inside a graph).
+        sigma_min: σ_{n−1}, the smallest positive level.
+        sigma_max: σ_0, the largest level (≥ ``sigma_min``).
+        rho: ρ > 0; 7 is Karras et al.'s choice, 1 spaces the levels linearly, large ρ
+            approaches geometric spacing.
+
+    Returns:
+        A descending float64 array of n + 1 values, the last 0 (a tensor for a tensor ``n``).
+
+    Raises:
+        ValueError: when ``n`` < 1, ``rho`` ≤ 0, or not 0 < sigma_min ≤ sigma_max.
+    """
+    n = _steps.check(n, "n", 1)
+    rho = _checks.positive(rho, "rho")
+    low, high = _checks.positive(sigma_min, "sigma_min"), _checks.positive(sigma_max, "sigma_max")
+    if low > high:
+        raise ValueError(
+            f"Expected 0 < sigma_min <= sigma_max. Received: sigma_min={sigma_min!r}, sigma_max={sigma_max!r}"
+        )
+
+    def build():
+        count = tf.cast(n, tf.float64)
+        ramp = tf.range(count, dtype=tf.float64) / tf.maximum(count - 1.0, 1.0)
+        sigmas = (high ** (1.0 / rho) + ramp * (low ** (1.0 / rho) - high ** (1.0 / rho))) ** rho
+        # the ends exactly (the power of a root is off by an ulp)
+        sigmas = tf.where(tf.equal(ramp, 1.0), tf.constant(low, tf.float64), sigmas)
+        sigmas = tf.where(tf.equal(ramp, 0.0), tf.constant(high, tf.float64), sigmas)
+        return tf.concat([sigmas, tf.zeros([1], tf.float64)], 0)
+
+    return _steps.plan(build, n)
 
 
 class Sigmas(Process):

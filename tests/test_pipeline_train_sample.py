@@ -606,7 +606,7 @@ def test_sample_bad_input(tmp_path, trained):
     with pytest.raises(StageError, match="not usable as a directory name"):
         run_sample(model_dir, str(tmp_path / "z"), sample_params(samplers={"../up": {"sampler": "ddim"}}))
     with pytest.raises(StageError, match="expected one of"):
-        run_sample(model_dir, str(tmp_path / "w"), sample_params(samplers={"x": {"sampler": "euler"}}))
+        run_sample(model_dir, str(tmp_path / "w"), sample_params(samplers={"x": {"sampler": "no_such_sampler"}}))
     with pytest.raises(StageError, match=r"unknown option\(s\) \['bogus'\]"):
         run_sample(model_dir, str(tmp_path / "v"), sample_params(samplers={"x": {"sampler": "ddim", "bogus": 1}}))
     with pytest.raises(StageError, match=r"precision='float16'; expected one of \['float32', 'bfloat16'\]"):

@@ -122,8 +122,9 @@ def test_registry_entries_read_their_options_from_the_function():
     pc = registry.get("predictor_corrector").options()
     assert pc["snr"] == 0.16 and pc["n_corrector"] == 1 and "steps" not in pc and "seed" not in pc
     assert registry.get("annealed_langevin").steps_arg == "n_steps_each"
-    assert registry.names("sigmas") == ["annealed_langevin"]
-    assert set(registry.names("sde")) == {"euler_maruyama", "predictor_corrector", "probability_flow"}
+    assert registry.names("sigmas") == ["annealed_langevin", "heun", "euler", "euler_ancestral"]
+    assert set(registry.names("sde")) == {"euler_maruyama", "predictor_corrector", "probability_flow",
+                                          "dpm_solver", "heun", "euler", "euler_ancestral"}
     flow = registry.get("probability_flow")
     assert flow.runs_in_graph({"method": "rk4"}) and not flow.runs_in_graph({"method": "RK45"})
     with pytest.raises(ValueError, match="processes"):

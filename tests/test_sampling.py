@@ -101,7 +101,7 @@ def test_nan_model_raises_instead_of_returning_images():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"sampler": "heun"}, "sampler"),
+        ({"sampler": "no_such_sampler"}, "sampler"),
         ({"sampler": "ddim"}, "schedule"),
         ({"sampler": "euler_maruyama", "schedule": schedules.linear()}, "sde"),
         ({"sampler": "annealed_langevin"}, "sigmas"),
