@@ -17,6 +17,8 @@ from PIL import Image
 from kdiff import metrics
 from kdiff.fid import cli, extractors
 
+pytestmark = pytest.mark.slow  # the command's tests (the CLI's tests are the slow tier)
+
 
 @pytest.fixture(scope="module")
 def classifier(tmp_path_factory):
@@ -150,7 +152,6 @@ def test_stats_of_another_dimension_and_bad_flags_are_errors(tmp_path, classifie
     assert status == 2 and "end in .npz" in err and not (tmp_path / "out.txt").exists()
 
 
-@pytest.mark.slow
 def test_python_dash_m_runs_the_command(tmp_path, classifier):
     np.savez(tmp_path / "a.npz", images=_images(12, 8))
     np.savez(tmp_path / "b.npz", images=_images(12, 9))

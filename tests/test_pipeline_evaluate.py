@@ -212,6 +212,7 @@ def test_features_npz_and_fid_of_identical_sets(digits_run):
     assert digits_run["metrics"]["samplers"]["heldout"]["fid"] == pytest.approx(expected, rel=1e-6)
 
 
+@pytest.mark.slow
 def test_fid_infinity_and_bootstrap_interval_are_stored_beside_fid(digits_run):
     from kdiff import metrics as kmetrics
 
