@@ -32,7 +32,15 @@ import tensorflow as tf
 
 from kdiff._checks import one_of, positive_int
 from kdiff.fid import weights as weights_lib
-from kdiff.fid.inception import COMPUTE_DTYPES, FID_DIM, RESIZES, FIDInceptionV3, clean_resize, prepare_images
+from kdiff.fid.inception import (
+    COMPUTE_DTYPES,
+    FID_DIM,
+    RESIZES,
+    FIDInceptionV3,
+    clean_resize,
+    image_batch,
+    prepare_images,
+)
 
 __all__ = [
     "ClassifierFeatures",
@@ -51,13 +59,7 @@ INCEPTION_DIM = 2048
 
 def _check_images(images):
     """Returns ``images`` as a uint8 ``[N, H, W, C]`` array (C in 1, 3, 4), or raises ValueError."""
-    images = np.asarray(images)
-    if images.ndim == 3:
-        images = images[..., None]
-    if images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
-        raise ValueError(
-            f"Expected images of shape [N, H, W, C] with C in (1, 3, 4). Received: shape={images.shape}"
-        )
+    images = image_batch(images)
     if images.dtype != np.uint8:
         raise ValueError(f"Expected uint8 images (pixels 0..255). Received: dtype={images.dtype}")
     return images

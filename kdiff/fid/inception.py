@@ -334,6 +334,30 @@ def FIDInceptionV3(  # noqa: N802 - a model constructor, named as keras.applicat
 # --------------------------------------------------------------------------- extractor
 
 
+def image_batch(images, name="images"):
+    """``images`` as a ``[N, H, W, C]`` numpy array with C in 1, 3, 4 (``[N, H, W]`` → C = 1).
+
+    Args:
+        images: an array-like of pixels.
+        name: the argument's name, for the message.
+
+    Returns:
+        The numpy array, of rank 4.
+
+    Raises:
+        ValueError: another rank or channel count.
+    """
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
+        raise ValueError(
+            f"Expected `{name}` of shape [N, H, W, C] with C in (1, 3, 4). "
+            f"Received: {name}.shape={images.shape}"
+        )
+    return images
+
+
 def prepare_images(images, name="images"):
     """Checks images and returns them as ``[N, H, W, 3]`` pixels 0..255 (uint8 or float32).
 
@@ -351,14 +375,7 @@ def prepare_images(images, name="images"):
     Raises:
         ValueError: another rank, channel count or dtype, or floats outside [0, 255].
     """
-    images = np.asarray(images)
-    if images.ndim == 3:
-        images = images[..., None]
-    if images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
-        raise ValueError(
-            f"Expected `{name}` of shape [N, H, W, C] with C in (1, 3, 4). "
-            f"Received: {name}.shape={images.shape}"
-        )
+    images = image_batch(images, name)
     if images.dtype.kind == "f":
         images = images.astype(np.float32, copy=False)
         if images.size and not np.all(np.isfinite(images)):
