@@ -4,7 +4,7 @@ The four families of the survey — DDPM, DDIM, NCSN and score-based SDE models 
 schedules and SDEs (``kdiff.schedules``, ``kdiff.sde``), losses (``kdiff.losses``),
 samplers (``kdiff.samplers``; DPM-Solver++ and Karras et al.'s in ``kdiff.solvers``), likelihoods (``kdiff.likelihood``) and metrics
 (``kdiff.metrics``), plus ``kdiff.sample`` (one call from a model to images) and
-``kdiff.slerp``; ``kdiff.recipes`` names reference sampling runs; ``kdiff.load`` opens an export once for many ``kdiff.sample`` calls. Every sampler is an entry of ``kdiff.registry``; every process (a
+``kdiff.slerp``; ``kdiff.guidance`` is classifier-free guidance; ``kdiff.recipes`` names reference sampling runs; ``kdiff.load`` opens an export once for many ``kdiff.sample`` calls. Every sampler is an entry of ``kdiff.registry``; every process (a
 schedule, a σ ladder, an SDE) implements ``kdiff.process.Process``.
 """
 
@@ -13,6 +13,7 @@ from kdiff import (
     distribute,
     draw,
     export,
+    guidance,
     images,
     likelihood,
     losses,
@@ -47,6 +48,7 @@ __all__ = [
     "export",
     "from_diffusers",
     "from_ncsn_checkpoint",
+    "guidance",
     "images",
     "load",
     "optim",

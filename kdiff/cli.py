@@ -120,7 +120,12 @@ def build_parser():
         "--no_clip", action="store_true", help="do not clip DDPM's / DDIM's predicted x0 to the data range"
     )
     sample.add_argument(
-        "--class_label", type=_int_at_least(0), default=None, help="one class for every image (class-conditional models)"
+        "--class_label", "--class", type=_int_at_least(0), default=None,
+        help="one class for every image (class-conditional models)",
+    )
+    sample.add_argument(
+        "--guidance_scale", "--guidance-scale", type=_non_negative_float, default=None, metavar="S",
+        help="classifier-free guidance scale (models trained with a null class; 1: conditional, 0: unconditional)",
     )
     sample.add_argument("--nrow", type=_int_at_least(1), default=None, help="images per grid row (default: square)")
     sample.add_argument("--scale", type=_int_at_least(1), default=1, help="integer upscaling of the pictures")
@@ -250,6 +255,14 @@ def _sample(args, parser):
             parser.error("argument --class_label: the model is not class-conditional")
         if args.class_label >= num_classes:
             parser.error(f"argument --class_label: expected a class in [0, {num_classes - 1}], got {args.class_label}")
+    if args.guidance_scale is not None:
+        if num_classes is None:
+            parser.error("argument --guidance_scale: the model is not class-conditional")
+        if config.get("null_label") is None:
+            parser.error(
+                "argument --guidance_scale: the model has no null class (export a model whose network has "
+                "num_classes + 1 classes, trained with label dropout)"
+            )
 
     import kdiff
     from kdiff import _io
@@ -265,6 +278,7 @@ def _sample(args, parser):
             batch_size=args.batch_size,
             return_trajectory=args.trajectory is not None,
             class_labels=args.class_label,
+            guidance_scale=args.guidance_scale,
             progress=True,
             **options,
         )

@@ -21,7 +21,7 @@ import tensorflow as tf
 
 import keras
 
-from kdiff import _checks, _random, losses, registry
+from kdiff import _checks, _random, guidance, losses, registry
 from kdiff import schedules as schedules_lib
 from kdiff import sde as sde_lib
 from kdiff.draw import DrawCache, SamplingSpec
@@ -68,7 +68,12 @@ class DiffusionModel(keras.Model):
             ``network(x, level, y)`` when ``num_classes`` is set).
         image_shape: (height, width, channels); read from the network's ``image_size``
             and ``in_channels`` when None.
-        num_classes: classes for class-conditional training (data is ``(x, y)``).
+        num_classes: classes for class-conditional training (data is ``(x, y)``). A
+            network with ``num_classes + 1`` classes has a null class (index
+            ``num_classes``) for classifier-free guidance (``kdiff.guidance``).
+        label_dropout: the probability that a training label is replaced by the null
+            class (Ho & Salimans 2022); None: 0.1 when the network has a null class,
+            else 0.
         ema_decay: decay of the weights' exponential moving average (0 disables it).
         ema_warmup: use min(decay, (1 + n)/(10 + n)) at step n, so the average is not
             dominated by the random initialization early on.
@@ -84,6 +89,7 @@ class DiffusionModel(keras.Model):
         *,
         image_shape=None,
         num_classes=None,
+        label_dropout=None,
         ema_decay=0.9999,
         ema_warmup=True,
         seed=0,
@@ -98,6 +104,8 @@ class DiffusionModel(keras.Model):
             )
         self.image_shape = self._image_shape(network, image_shape)
         self.num_classes = None if num_classes is None else _checks.positive_int(num_classes, "num_classes")
+        self.null_label = self._null_label(network)
+        self.label_dropout = self._label_dropout(label_dropout, network)
         if not 0 <= ema_decay < 1:
             raise ValueError(f"Expected `ema_decay` in [0, 1). Received: ema_decay={ema_decay!r}")
         self.ema_decay = float(ema_decay)
@@ -158,6 +166,32 @@ class DiffusionModel(keras.Model):
                 f"Received: image_shape={image_shape!r}"
             )
         return image_shape
+
+    def _null_label(self, network):
+        """The null class's index when the network has one class more than the data."""
+        classes = getattr(network, "num_classes", None)
+        if self.num_classes is not None and classes == self.num_classes + 1:
+            return self.num_classes
+        return None
+
+    def _label_dropout(self, label_dropout, network):
+        if label_dropout is None:
+            return 0.1 if self.null_label is not None else 0.0
+        if isinstance(label_dropout, bool) or not isinstance(label_dropout, (int, float)) or not 0 <= label_dropout < 1:
+            raise ValueError(f"Expected `label_dropout` in [0, 1). Received: label_dropout={label_dropout!r}")
+        if label_dropout > 0 and self.null_label is None:
+            received = f"num_classes={self.num_classes}, network num_classes={getattr(network, 'num_classes', None)}"
+            if self.num_classes is None:
+                raise ValueError(
+                    "Expected `num_classes` K and a network with K + 1 classes (the null class K, which "
+                    f"dropped labels become) for label_dropout={label_dropout}. Received: {received}"
+                )
+            raise ValueError(
+                f"Expected a network with num_classes={self.num_classes + 1} (the {self.num_classes} classes and "
+                f"the null class {self.num_classes}, which dropped labels become) for "
+                f"label_dropout={label_dropout}. Received: {received}"
+            )
+        return float(label_dropout)
 
     def _dummy_level(self):
         return tf.zeros([1], tf.int32)
@@ -260,6 +294,11 @@ class DiffusionModel(keras.Model):
             The scalar mean loss over the (replica's) batch.
         """
         seed = self._step_seed(0) if seed is None else seed
+        if training and self.label_dropout > 0 and y is not None:
+            (uniform,) = self._global_draws(
+                x, lambda n: (tf.random.stateless_uniform([n], _random.fold_in(seed, 3)),)
+            )
+            y = guidance.drop_labels(y, self.null_label, self.label_dropout, uniform)
         return self._loss(lambda x_, level: self._call_network(self.network, x_, level, y, training), x, seed)
 
     def train_step(self, data):
@@ -389,6 +428,7 @@ class DiffusionModel(keras.Model):
             default_sampler=self.default_sampler,
             sampler_defaults=self._sampler_defaults(),
             num_classes=self.num_classes,
+            null_label=self.null_label,
             draw_cache=self._draw_cache,
         )
 
@@ -437,6 +477,7 @@ class DiffusionModel(keras.Model):
             network=keras.saving.serialize_keras_object(self.network),
             image_shape=list(self.image_shape),
             num_classes=self.num_classes,
+            label_dropout=self.label_dropout,
             ema_decay=self.ema_decay,
             ema_warmup=self.ema_warmup,
             seed=self.seed,
@@ -458,6 +499,7 @@ class DiffusionModel(keras.Model):
             "image_shape": list(self.image_shape),
             "data_range": list(self.data_range),
             "num_classes": self.num_classes,
+            "null_label": self.null_label,
             "default_sampler": self.default_sampler,
             "level": self.process.level_description if self._network_level is None else self._network_level,
         }
@@ -567,6 +609,9 @@ class NCSN(DiffusionModel):
                 f"Received: {len(self.process)} sigmas"
             )
         super().__init__(network, **kwargs)
+
+    def _null_label(self, network):
+        return None  # the network's classes are the noise levels
 
     def labels_for(self, sigma):
         """The index of the nearest noise level (in log space) for each σ in ``sigma``."""

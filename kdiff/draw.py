@@ -19,7 +19,7 @@ from typing import Callable, Optional
 import numpy as np
 import tensorflow as tf
 
-from kdiff import _random, registry
+from kdiff import _random, guidance, registry
 from kdiff.process import Process
 
 __all__ = ["PRECISIONS", "DrawCache", "SamplingSpec", "draw_batch", "sampler_options", "to_uint8", "to_uint8_tensor"]
@@ -104,6 +104,10 @@ class SamplingSpec:
         default_sampler: the sampler used when none is named (default: the process's).
         sampler_defaults: per-sampler keyword defaults (e.g. a learned variance).
         num_classes: classes of a class-conditional model, else None.
+        null_label: the null class of a model trained for classifier-free guidance (its
+            network has ``num_classes + 1`` classes), else None.
+        guidance_scale: the classifier-free guidance scale s the samples are drawn with
+            (None: the conditional model as it is; see ``kdiff.guidance``).
         draw_cache: the model's ``DrawCache`` (None: ``kdiff.sample`` traces every call).
         precision: what the network computes in: "float32", or "bfloat16" (the sampler's
             state and arithmetic stay float32 either way).
@@ -119,6 +123,8 @@ class SamplingSpec:
     default_sampler: Optional[str] = None
     sampler_defaults: dict = dataclasses.field(default_factory=dict)
     num_classes: Optional[int] = None
+    null_label: Optional[int] = None
+    guidance_scale: Optional[float] = None
     draw_cache: Optional[DrawCache] = None
     precision: str = "float32"
     at_precision: Optional[Callable] = None
@@ -155,6 +161,39 @@ class SamplingSpec:
                 f"computes as it is written). Received: precision={precision!r}"
             )
         return dataclasses.replace(self, make_model_fn=self.at_precision(precision), precision=precision)
+
+    def with_guidance(self, guidance_scale=None):
+        """This spec sampling with classifier-free guidance at ``guidance_scale``.
+
+        Args:
+            guidance_scale: None (no guidance), a float >= 0, or a float32 scalar tensor.
+
+        Returns:
+            A ``SamplingSpec`` (``self`` when ``guidance_scale`` is None).
+
+        Raises:
+            ValueError: a scale for an unconditional model, one without a null class, or
+                a negative scale.
+        """
+        scale = guidance.check_scale(guidance_scale, self.num_classes, self.null_label)
+        return self if scale is None else dataclasses.replace(self, guidance_scale=scale)
+
+    def model_fn(self, y=None, sampler=None):
+        """The model function the sampler runs: ``make_model_fn``'s, guided when a
+        ``guidance_scale`` is set.
+
+        Args:
+            y: int32 class labels [batch] for a class-conditional model.
+            sampler: the sampler's name.
+
+        Returns:
+            ``fn(x, level)``.
+        """
+        if self.guidance_scale is None:
+            return self.make_model_fn(y=y, sampler=sampler)
+        return guidance.guided(
+            self.make_model_fn, y, self.null_label, self.guidance_scale, self.image_shape[2], sampler=sampler
+        )
 
     def entry(self, sampler=None):
         """The registry entry of ``sampler`` (default: the model's), checked to fit the process.
@@ -233,7 +272,7 @@ def draw_batch(
     else:
         shape = [int(count), *spec.image_shape]
     x = spec.process.prior_sample(shape, _random.fold_in(seed, 0), spec.data_range)
-    model_fn = spec.make_model_fn(y=labels, sampler=entry.name)
+    model_fn = spec.model_fn(y=labels, sampler=entry.name)
     function = tf.autograph.experimental.do_not_convert(entry.resolve)()  # an import, not graph code
     if callback is not None and entry.takes_callback():
         options = {**options, "callback": callback}

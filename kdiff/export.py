@@ -16,7 +16,10 @@ serving signatures) and a ``config.json`` describing the model:
     int32 scalar, ``steps`` int32 scalar (the sampler's steps argument: DDIM steps,
     Langevin steps per noise level, predictor steps …), and ``class_labels`` int32
     [num_samples], [1] (one class for all) or [0] (the classes in turn) for a
-    class-conditional model. Output ``images`` uint8 [num_samples, H, W, C], mapped from
+    class-conditional model; ``guidance_scale`` float32 scalar for a model trained with a
+    null class (classifier-free guidance, ``kdiff.guidance``: 1 is the conditional model,
+    0 the unconditional one; ``denoise`` then accepts the null class as ``y``). Output
+    ``images`` uint8 [num_samples, H, W, C], mapped from
     ``data_range`` as ``kdiff.draw.to_uint8`` does. ``serving_default`` is ``generate``.
 
 ``generate`` holds no sampling code of its own: it traces ``kdiff.draw.draw_batch`` —
@@ -221,12 +224,20 @@ def _signature_description(model, graph):
         },
     }
     if model.num_classes is not None:
-        denoise_inputs["y"] = {"dtype": "int32", "shape": [-1], "description": f"class labels in [0, {model.num_classes - 1}]"}
+        top = model.num_classes - (1 if model.null_label is None else 0)
+        null = "" if model.null_label is None else f" ({model.null_label}: the null class, unconditional)"
+        denoise_inputs["y"] = {"dtype": "int32", "shape": [-1], "description": f"class labels in [0, {top}]{null}"}
         generate_inputs["class_labels"] = {
             "dtype": "int32",
             "shape": [-1],
             "description": f"class labels in [0, {model.num_classes - 1}]: one per sample, "
             "one for all samples, or none (the classes in turn)",
+        }
+    if model.null_label is not None:
+        generate_inputs["guidance_scale"] = {
+            "dtype": "float32",
+            "shape": [],
+            "description": "classifier-free guidance scale s >= 0: eps_u + s (eps_c - eps_u); 1: conditional",
         }
     output, channels = graph.output_name, graph.output_channels
     if output == "eps":
@@ -299,12 +310,14 @@ class _Graph:
             data_range=spec.data_range,
             sampler_defaults=spec.sampler_defaults,
             num_classes=spec.num_classes,
+            null_label=spec.null_label,
         )
         self.entry = entry
         self.options = options
         self.max_steps = int(max_steps)
         self.image_shape = spec.image_shape
         self.num_classes = spec.num_classes
+        self.null_label = spec.null_label
         H, W, C = self.image_shape
         self.output_name = spec.process.model_output
         self.output_channels = C * (2 if getattr(model, "loss_name", None) == "hybrid" else 1)
@@ -318,7 +331,18 @@ class _Graph:
             tf.TensorSpec([], tf.int32, name="num_samples"),
             tf.TensorSpec([], tf.int32, name="steps"),
         ]
-        if self.num_classes is not None:
+        if self.null_label is not None:
+            denoise_spec.append(tf.TensorSpec([None], tf.int32, name="y"))
+            generate_spec.append(tf.TensorSpec([None], tf.int32, name="class_labels"))
+            generate_spec.append(tf.TensorSpec([], tf.float32, name="guidance_scale"))
+
+            def denoise(x_t, level, y):
+                return self._denoise(x_t, level, y)
+
+            def generate(seed, num_samples, steps, class_labels, guidance_scale):
+                return self._generate(seed, num_samples, steps, class_labels, guidance_scale)
+
+        elif self.num_classes is not None:
             denoise_spec.append(tf.TensorSpec([None], tf.int32, name="y"))
             generate_spec.append(tf.TensorSpec([None], tf.int32, name="class_labels"))
 
@@ -389,8 +413,8 @@ class _Graph:
         with tf.control_dependencies([check]):
             return tf.reshape(tensor, [])
 
-    def _check_labels(self, labels, name):
-        K = self.num_classes
+    def _check_labels(self, labels, name, allow_null=False):
+        K = self.num_classes + (1 if allow_null and self.null_label is not None else 0)
         return [
             tf.debugging.assert_greater_equal(labels, 0, message=f"Expected `{name}` in [0, {K - 1}]. Received: a negative label"),
             tf.debugging.assert_less(labels, K, message=f"Expected `{name}` in [0, {K - 1}]. Received: a label >= {K}"),
@@ -405,7 +429,7 @@ class _Graph:
         checks = self.spec.process.level_checks(level)
         if y is not None:
             y = self._vector(y, "y", batch, "image of x_t")
-            checks += self._check_labels(y, "y")
+            checks += self._check_labels(y, "y", allow_null=True)
         with tf.control_dependencies(checks):
             x_t, level = tf.identity(x_t), tf.identity(level)
             y = None if y is None else tf.identity(y)
@@ -415,8 +439,17 @@ class _Graph:
 
     # ------------------------------------------------------------------ generate
 
-    def _generate(self, seed, num_samples, steps, class_labels):
+    def _generate(self, seed, num_samples, steps, class_labels, guidance_scale=None):
         seed, num_samples, steps = (self._scalar(v, n) for v, n in ((seed, "seed"), (num_samples, "num_samples"), (steps, "steps")))
+        spec = self.spec
+        if guidance_scale is not None:
+            guidance_scale = self._scalar(guidance_scale, "guidance_scale")
+            check = tf.debugging.Assert(
+                tf.logical_and(guidance_scale >= 0.0, tf.math.is_finite(guidance_scale)),
+                ["Expected `guidance_scale` a finite number >= 0. Received: guidance_scale =", guidance_scale],
+            )
+            with tf.control_dependencies([check]):
+                spec = spec.with_guidance(tf.identity(guidance_scale))
         if class_labels is not None:
             class_labels = tf.reshape(class_labels, [-1])
         checks = [
@@ -452,7 +485,7 @@ class _Graph:
         # The seed of kdiff.sample's first (only) batch, and the library's own batch.
         batch_seed = _random.fold_in(_random.seed_pair(tf.stack([seed, tf.constant(0, tf.int64)])), 0)
         options = {**self.options, self.entry.steps_arg: steps}
-        x = draw_batch(self.spec, self.entry, options, num_samples, batch_seed, y)
+        x = draw_batch(spec, self.entry, options, num_samples, batch_seed, y)
         x = tf.debugging.assert_all_finite(
             x, message=f"{self.entry.name}: the samples became NaN or Inf (a diverged network, or a step size too large)"
         )
@@ -486,6 +519,7 @@ class ExportedModel:
         self.image_shape = tuple(int(d) for d in config["image_shape"])
         self.data_range = tuple(float(v) for v in config["data_range"])
         self.num_classes = config.get("num_classes")
+        self.null_label = config.get("null_label")  # classifier-free guidance's null class
         self.precision = config.get("precision", "float32")  # what the exported network computes in
         self._denoise = loaded.signatures["denoise"]
         self._generate = loaded.signatures["generate"]
@@ -528,7 +562,7 @@ class ExportedModel:
             raise ValueError(f"Expected no `y` for an unconditional model. Received: y={y!r}")
         return self._denoise(**kwargs)[self._output]
 
-    def generate(self, num_samples, seed=0, steps=None, class_labels=None):
+    def generate(self, num_samples, seed=0, steps=None, class_labels=None, guidance_scale=None):
         """Samples with the in-graph ``generate`` signature.
 
         Args:
@@ -537,10 +571,14 @@ class ExportedModel:
             steps: sampling steps (default: the export's ``default_steps``).
             class_labels: for a class-conditional model, an int or [num_samples] ints
                 (default: the classes in turn).
+            guidance_scale: classifier-free guidance's s, for a model with a null class
+                (None: 1, the conditional model).
 
         Returns:
             uint8 images [num_samples, H, W, C].
         """
+        from kdiff import guidance
+
         generate = self.config.get("generate", {})
         num_samples = _checks.positive_int(num_samples, "num_samples")
         steps = generate.get("default_steps") if steps is None else steps
@@ -556,6 +594,9 @@ class ExportedModel:
             kwargs["class_labels"] = tf.constant(labels, tf.int32)
         elif class_labels is not None:
             raise ValueError(f"Expected no `class_labels` for an unconditional model. Received: {class_labels!r}")
+        scale = guidance.check_scale(guidance_scale, self.num_classes, self.null_label)
+        if self.null_label is not None:
+            kwargs["guidance_scale"] = tf.constant(1.0 if scale is None else scale, tf.float32)
         return self._generate(**kwargs)["images"].numpy()
 
     def model_fn(self, y=None, sampler=None):
@@ -585,6 +626,7 @@ class ExportedModel:
             default_sampler=self.config.get("default_sampler"),
             sampler_defaults=registry.learned_variance_defaults() if learned else {},
             num_classes=self.num_classes,
+            null_label=self.null_label,
             draw_cache=self._draw_cache,
             precision=self.precision,
         )

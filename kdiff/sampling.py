@@ -142,6 +142,7 @@ def sample(
     image_shape=None,
     data_range=None,
     class_labels=None,
+    guidance_scale=None,
     jit_compile="auto",
     precision=None,
     progress=False,
@@ -177,6 +178,11 @@ def sample(
             (−1, 1) for a schedule or an SDE, (0, 1) for NCSN's σ's.
         class_labels: for a class-conditional model, an int or [num_samples] ints
             (default: the classes in turn).
+        guidance_scale: classifier-free guidance's s (``kdiff.guidance``), for a
+            class-conditional model trained with a null class: ε_u + s·(ε_c − ε_u), one
+            network call on a doubled batch per step. None or 1: the conditional model
+            alone; 0: the unconditional one; above 1 (diffusers' usual 3–8 for images):
+            samples more typical of their class, less varied.
         jit_compile: XLA for the sampling loop: True, False or "auto" (GPU/TPU only).
         precision: what the network computes in: None (the model's own: float32, or
             an export's), "float32", or "bfloat16" — a kdiff model's network then runs
@@ -211,7 +217,7 @@ def sample(
     if sampler is not None:
         registry.get(sampler)  # an unknown name fails first, naming the registered ones
     spec = spec_for(model, schedule=schedule, sde=sde, sigmas=sigmas, image_shape=image_shape, data_range=data_range)
-    spec = spec.with_precision(precision)
+    spec = spec.with_precision(precision).with_guidance(guidance_scale)
     if recipe is not None:
         recipes.check_fits(recipe, spec.process)
     entry = spec.entry(sampler)
@@ -237,7 +243,8 @@ def sample(
         jit = _loop.resolve_jit_compile(jit_compile)
         steps_reported = progress is not None and not jit  # an XLA loop cannot call Python: images are counted
         key = DrawCache.key(
-            entry.name, options, spec.data_range, bool(return_trajectory), jit, spec.precision, steps_reported
+            entry.name, options, spec.data_range, bool(return_trajectory), jit, spec.precision, steps_reported,
+            spec.guidance_scale,
         )
 
         def build():
