@@ -51,7 +51,10 @@ NETWORK_FIELDS = ("family", "network", "base_channels", "num_res_blocks", "num_s
 PROCESS_FIELDS = ("family", "schedule", "T", "sigma_max", "sigma_min", "num_sigmas", "sde", "sde_N")
 OPTIMIZER_FIELDS = ("learning_rate", "warmup_steps")
 MODEL_FIELDS = tuple(
-    dict.fromkeys(NETWORK_FIELDS + PROCESS_FIELDS + OPTIMIZER_FIELDS + ("loss", "ema_decay", "seed"))
+    dict.fromkeys(
+        NETWORK_FIELDS + PROCESS_FIELDS + OPTIMIZER_FIELDS
+        + ("loss", "ema_decay", "class_conditional", "label_dropout", "seed")
+    )
 )
 
 
@@ -62,7 +65,7 @@ def _attention_at(image_size, levels, wanted):
     return chosen or (resolutions[min(1, levels - 1)],)
 
 
-def build_network(params, image_shape, *, loss=None):
+def build_network(params, image_shape, *, loss=None, num_classes=None):
     """The network a config asks for.
 
     Args:
@@ -70,6 +73,7 @@ def build_network(params, image_shape, *, loss=None):
             ``num_res_blocks``, ``num_sigmas``, ``precision``: the network's dtype policy).
         image_shape: (height, width, channels) of the training images (square).
         loss: the resolved loss (a U-Net learns its variance for "hybrid").
+        num_classes: a U-Net's class embeddings (None: unconditional).
 
     Returns:
         A ``kdiff.models.UNet`` or ``kdiff.models.NCSN``.
@@ -98,6 +102,8 @@ def build_network(params, image_shape, *, loss=None):
     overrides = {"dtype": dtype} if base is None else {"base_channels": base, "dtype": dtype}
     if params["num_res_blocks"] is not None:
         overrides["num_res_blocks"] = params["num_res_blocks"]
+    if num_classes is not None:
+        overrides["num_classes"] = int(num_classes)
     if network == "unet_small":
         return UNet.small(image_size=size, in_channels=channels, learned_variance=learned, **overrides)
     if network == "unet_ddpm_cifar10":
@@ -211,18 +217,22 @@ def seeded_initializers(seed):
         global_state.set_global_attribute(key, keras_generator)
 
 
-def build_model(params, image_shape):
+def build_model(params, image_shape, num_classes=None):
     """A compiled ``kdiff.DDPM`` / ``NCSN`` / ``ScoreSDE`` from a run's config.
 
     The initial weights come from ``seed`` (``seeded_initializers``), as does the
     training noise; ``precision`` is the network's and the model's dtype policy
-    (``mixed_float16`` adds Keras' loss scaling in ``compile``).
+    (``mixed_float16`` adds Keras' loss scaling in ``compile``). With
+    ``class_conditional``, the network has ``num_classes + 1`` class embeddings (the last
+    is classifier-free guidance's null class) and the model drops labels to it with
+    probability ``label_dropout``.
 
     Args:
         params: a dict of ``RunConfig`` fields (a ``RunConfig.section``), optionally with
             ``data_range`` (default: the family's, ``pipeline.config.family_data_range``);
             missing fields take their ``RunConfig`` defaults.
         image_shape: (height, width, channels) of the training images.
+        num_classes: the dataset's classes (needed with ``class_conditional``).
 
     Returns:
         The compiled model.
@@ -239,15 +249,26 @@ def build_model(params, image_shape):
     loss = resolve_loss(family, params["network"], params["loss"])
     data_range = tuple(float(v) for v in params["data_range"])
     process = build_process(params, image_shape, data_range)  # its errors come before the slow build
+    network_classes = None
+    conditioning = {}
+    if params["class_conditional"]:
+        if num_classes is None:
+            raise ValueError(
+                "Expected a labelled dataset (its number of classes) for class_conditional=true. "
+                "Received: num_classes=None"
+            )
+        network_classes = int(num_classes) + 1
+        conditioning = {"num_classes": int(num_classes), "label_dropout": params["label_dropout"]}
     common = {
         "image_shape": tuple(int(d) for d in image_shape),
         "ema_decay": params["ema_decay"],
         "seed": params["seed"],
         "data_range": data_range,
         "dtype": kdiff.distribute.precision_policy(params["precision"]),
+        **conditioning,
     }
     with seeded_initializers(params["seed"]):
-        network = build_network(params, image_shape, loss=loss)
+        network = build_network(params, image_shape, loss=loss, num_classes=network_classes)
         if family == "ddpm":
             model = kdiff.DDPM(network, process, loss=loss, **common)
         elif family == "ncsn":

@@ -105,12 +105,23 @@ class RunConfig:
     learning_rate: float = _field(1e-3, "train", "Adam's peak learning rate")
     warmup_steps: int = _field(200, "train", "linear warm-up steps from a tenth of the learning rate")
     ema_decay: float = _field(0.995, "train", "decay of the EMA copy of the weights that is sampled from")
+    class_conditional: bool = _field(
+        False, "train", "train on the labels, with a null class for classifier-free guidance (ddpm and sde)"
+    )
+    label_dropout: float = _field(
+        0.1, "train", "class-conditional runs: the probability a training label becomes the null class"
+    )
     strategy: str = _field("default", "train", "tf.distribute strategy: default, mirrored, multi_worker or tpu")
     precision: str = _field("float32", "train", "float32, mixed_float16 or mixed_bfloat16 (the network's dtype policy)")
     checkpoint_every_steps: int = _field(500, "train", "steps between checkpoints (0: at epoch ends only)")
     samplers: Optional[dict] = _field(
         None, "sample", 'JSON: name → kdiff.sample arguments, e.g. \'{"ddim_20": {"sampler": "ddim", "steps": 20}}\'; '
         "none: the family's",
+    )
+    guidance_scale: Optional[float] = _field(
+        None, "sample",
+        "class-conditional runs: also draw every sampler with this classifier-free guidance scale, as <name>_guided "
+        "(none: conditional samples only)",
     )
     num_samples: int = _field(200, "sample", "images drawn per sampler")
     sample_shards: int = _field(1, "sample", "Beam work items per sampler")
@@ -138,6 +149,13 @@ class RunConfig:
         if self.samplers is None:
             self.samplers = json.loads(json.dumps(DEFAULT_SAMPLERS[self.family]))
         check_model(self.to_dict())
+        if self.guidance_scale is not None:
+            if not self.class_conditional:
+                raise ValueError(
+                    "Expected `guidance_scale` only with class_conditional=true (classifier-free guidance "
+                    f"needs a model trained on the labels). Received: guidance_scale={self.guidance_scale!r}"
+                )
+            self.samplers = with_guided_samplers(self.samplers, self.guidance_scale)
 
     @property
     def data_range(self):
@@ -153,6 +171,28 @@ class RunConfig:
 
 
 FIELD_NAMES = tuple(field.name for field in dataclasses.fields(RunConfig))
+
+GUIDED_SUFFIX = "_guided"
+
+
+def with_guided_samplers(samplers, guidance_scale):
+    """The sampler configs plus, for each unguided one, ``<name>_guided`` at ``guidance_scale``.
+
+    Idempotent: a config that already has the guided rows (one read back from a run's
+    ``config.json``) gets them set to ``guidance_scale`` again, nothing more.
+
+    Args:
+        samplers: name → ``kdiff.sample`` arguments.
+        guidance_scale: the classifier-free guidance scale of the added rows.
+
+    Returns:
+        A new dict.
+    """
+    result = {name: dict(kwargs) for name, kwargs in samplers.items()}
+    for name, kwargs in samplers.items():
+        if "guidance_scale" not in kwargs and not name.endswith(GUIDED_SUFFIX):
+            result[name + GUIDED_SUFFIX] = {**kwargs, "guidance_scale": float(guidance_scale)}
+    return result
 
 
 def family_data_range(family):
@@ -243,6 +283,19 @@ def _channels(value, name):
     return _checks().one_of(value, name, (1, 3))
 
 
+def _flag(value, name):
+    if not isinstance(value, bool):
+        raise ValueError(f"Expected `{name}` to be true or false. Received: {name}={value!r}")
+    return value
+
+
+def _dropout(value, name):
+    value = _checks().non_negative(value, name)
+    if value >= 1:
+        raise ValueError(f"Expected `{name}` in [0, 1). Received: {name}={value!r}")
+    return value
+
+
 def _fraction(value, name):
     value = _checks().non_negative(value, name)
     if value > 1:
@@ -302,6 +355,9 @@ _FIELD_CHECKS = {
     "learning_rate": _positive,
     "warmup_steps": _int_at_least(0),
     "ema_decay": _fraction,
+    "class_conditional": _flag,
+    "label_dropout": _dropout,
+    "guidance_scale": _optional(lambda value, name: _checks().non_negative(value, name)),
     "strategy": _strategy,
     "precision": _precision,
     "checkpoint_every_steps": _int_at_least(0),
@@ -413,6 +469,11 @@ def check_model(params):
         raise ValueError(
             f"Expected `num_res_blocks` only with a U-Net network ({', '.join(UNET_PRESETS)}). "
             f"Received: num_res_blocks={params['num_res_blocks']!r}, network={network!r}"
+        )
+    if params.get("class_conditional") and family == "ncsn":
+        raise ValueError(
+            "Expected class_conditional=true only with family 'ddpm' or 'sde' (an NCSN network's classes are "
+            "its noise levels). Received: class_conditional=True, family='ncsn'"
         )
 
 

@@ -67,13 +67,18 @@ Logs: TensorFlow's C++ and Python logs and Beam's warnings are hidden unless --v
 
 
 def _converter(kind, optional):
-    """The argparse ``type`` of a field: text → int / float / str / dict (JSON), "none" → None."""
-    expected = {int: "an integer", float: "a number", str: "a string", dict: "a JSON object"}[kind]
+    """The argparse ``type`` of a field: text → int / float / str / dict (JSON) / bool (true, false), "none" → None."""
+    expected = {int: "an integer", float: "a number", str: "a string", dict: "a JSON object", bool: "true or false"}[kind]
     expected += " or none" if optional else ""
 
     def convert(text):
         if optional and text.strip().lower() == "none":
             return None
+        if kind is bool:
+            word = text.strip().lower()
+            if word not in ("true", "false", "1", "0", "yes", "no"):
+                raise argparse.ArgumentTypeError(f"expected {expected}. Received: {text!r}")
+            return word in ("true", "1", "yes")
         try:
             return json.loads(text) if kind is dict else kind(text)
         except ValueError:

@@ -159,16 +159,45 @@ def gaussian_baseline(images, count, seed=0):
     return draws.reshape((count,) + images.shape[1:]), kind
 
 
-def classifier_statistics(probabilities, num_classes):
-    """Mean max-probability (confidence), predicted-class shares and classes present."""
+def classifier_statistics(probabilities, num_classes, labels=None):
+    """Mean max-probability (confidence), predicted-class shares and classes present; with
+    the classes the samples were drawn for, also how often the classifier agrees.
+
+    Args:
+        probabilities: the classifier's [N, K] class probabilities of the samples.
+        num_classes: K.
+        labels: None, or the int [N] classes a class-conditional model was asked for.
+
+    Returns:
+        A dict: ``classifier_confidence``, ``class_shares``, ``num_classes_present`` and,
+        with labels, ``class_agreement`` (the share whose predicted class is the requested one).
+    """
     probabilities = np.asarray(probabilities, np.float64)
     predicted = probabilities.argmax(axis=1)
     shares = np.bincount(predicted, minlength=num_classes)[:num_classes] / max(len(predicted), 1)
-    return {
+    values = {
         "classifier_confidence": float(probabilities.max(axis=1).mean()),
         "class_shares": [float(s) for s in shares],
         "num_classes_present": int(np.sum(shares > 0)),
     }
+    if labels is not None:
+        labels = np.asarray(labels).reshape(-1)
+        if labels.shape != predicted.shape:
+            raise ValueError(
+                f"Expected one label per sample. Received: {labels.shape[0]} labels for {predicted.shape[0]} samples"
+            )
+        values["class_agreement"] = float(np.mean(predicted == labels))
+    return values
+
+
+def load_sample_labels(samples_dir, names):
+    """``{sampler name: int labels or None}``: the classes a class-conditional model's samples
+    were drawn for (``labels`` in ``samples.npz``; None where the model is unconditional)."""
+    labels = {}
+    for name in names:
+        with np.load(os.path.join(samples_dir, name, "samples.npz")) as data:
+            labels[name] = data["labels"] if "labels" in data.files else None
+    return labels
 
 
 def kid_entries(kid_mean, kid_std):
@@ -320,6 +349,7 @@ class Executor:
         train, train_labels = load_split(examples_dir, "train")
         heldout, heldout_labels = load_split(examples_dir, "eval")
         samples = load_samples(inputs["samples"], train.shape[1:])
+        sample_labels = load_sample_labels(inputs["samples"], samples)
         _log(
             f"{len(train)} training and {len(heldout)} held-out real images of {list(train.shape[1:])}; "
             + ", ".join(f"{name}: {len(images)} samples" for name, images in samples.items())
@@ -384,14 +414,14 @@ class Executor:
             train_features = results["train"]["features"]
             train_stats = (results["train"]["mean"], results["train"]["covariance"])
 
-            def row(name):
+            def row(name, labels=None):
                 entry = results[name]
                 values = _distances(
                     train_features, train_stats, entry["features"], (entry["mean"], entry["covariance"]), seed
                 )
                 values["num_samples"] = len(entry["features"])
                 if classifier_spec is not None:
-                    values.update(classifier_statistics(entry["probabilities"], num_classes))
+                    values.update(classifier_statistics(entry["probabilities"], num_classes, labels))
                 return values
 
             metrics = {
@@ -405,12 +435,13 @@ class Executor:
                 "samplers": {},
             }
             for name in samples:
-                metrics["samplers"][name] = row(f"samples/{name}")
+                metrics["samplers"][name] = row(f"samples/{name}", sample_labels[name])
                 values = metrics["samplers"][name]
                 _log(
                     f"{name}: FID {_fmt(values['fid'])}, KID×10³ {_fmt(values['kid_x1000_mean'])} "
                     f"± {_fmt(values['kid_x1000_std'])}"
                     + (f", confidence {values['classifier_confidence']:.3f}" if classifier_spec else "")
+                    + (f", class agreement {values['class_agreement']:.3f}" if "class_agreement" in values else "")
                 )
             real = row("eval")
             real["num_images"] = real.pop("num_samples")

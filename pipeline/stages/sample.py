@@ -10,7 +10,9 @@ trajectory item; a Beam pipeline
 
 writes, atomically, under ``outputs["samples"]``:
 
-* ``<name>/samples.npz`` — ``images``: uint8 [num_samples, H, W, C];
+* ``<name>/samples.npz`` — ``images``: uint8 [num_samples, H, W, C]; for a
+  class-conditional model also ``labels``: the int32 class each sample was drawn for
+  (``sample_labels``: the classes in turn, or the sampler config's ``class_labels``);
 * ``<name>/grid.png`` — the first (up to) 100 samples, scaled up when small;
 * ``<name>/trajectory.png`` — a few samples' states from noise to image (rows: samples,
   columns: ~10 evenly spaced states), as in the survey's Figures 15, 16 and 19 (Cerizza et al. 2023);
@@ -54,7 +56,7 @@ SPEC = StageSpec(
     name="sample",
     inputs={"model": MODEL},
     outputs={"samples": SAMPLES},
-    parameters=("samplers", "num_samples", "sample_shards", "sample_batch_size", "seed"),
+    parameters=("samplers", "guidance_scale", "num_samples", "sample_shards", "sample_batch_size", "seed"),
 )
 
 WORK_DIR = "_work"
@@ -102,7 +104,8 @@ def work_items(samplers, num_samples, shards, seed, trajectory_samples=TRAJECTOR
         for shard, count in enumerate(counts):
             items.append({
                 "kind": "shard", "name": name, "shard": shard, "num_shards": len(counts),
-                "count": count, "seed": derive_seed(seed, name, shard), "kwargs": dict(kwargs),
+                "count": count, "offset": sum(counts[:shard]),
+                "seed": derive_seed(seed, name, shard), "kwargs": dict(kwargs),
             })
         items.append({
             "kind": "trajectory", "name": name, "shard": -1, "num_shards": len(counts),
@@ -110,6 +113,28 @@ def work_items(samplers, num_samples, shards, seed, trajectory_samples=TRAJECTOR
             "seed": derive_seed(seed, name, "trajectory"), "kwargs": dict(kwargs),
         })
     return items
+
+
+def sample_labels(num_classes, kwargs, offset, count):
+    """The class labels of a shard's samples: the sampler config's ``class_labels`` (one class
+    for all), else the classes in turn over the sampler's whole run (sample i has class
+    i mod K). None for an unconditional model.
+
+    Args:
+        num_classes: the model's classes (None: unconditional).
+        kwargs: the sampler's ``kdiff.sample`` arguments.
+        offset: the index of the shard's first sample.
+        count: the shard's samples.
+
+    Returns:
+        int32 labels [count], or None.
+    """
+    if num_classes is None:
+        return None
+    fixed = kwargs.get("class_labels")
+    if fixed is not None:
+        return np.broadcast_to(np.asarray(fixed, np.int32), (count,)).copy()
+    return ((int(offset) + np.arange(count)) % int(num_classes)).astype(np.int32)
 
 
 def _grid_scale(height):
@@ -190,9 +215,12 @@ class SampleShards(beam.DoFn):
             return
         count, batch_size = int(item["count"]), self.batch_size
         num_batches = math.ceil(count / batch_size)
+        labels = sample_labels(getattr(self.model, "num_classes", None), kwargs, item.get("offset", 0), count)
         batches, times = [], []
         for index in range(num_batches):
             n = min(batch_size, count - index * batch_size)
+            if labels is not None:
+                kwargs["class_labels"] = labels[index * batch_size : index * batch_size + n]
             start = time.perf_counter()
             batches.append(kdiff.sample(
                 self._model_for(kwargs), n, seed=derive_seed(item["seed"], name, index), batch_size=n, **kwargs,
@@ -206,7 +234,7 @@ class SampleShards(beam.DoFn):
                 f"{n} images in {elapsed:.1f} s" + (" (warm-up: includes graph tracing)" if warmup else "")
             )
         path = os.path.join(directory, f"shard-{item['shard']:05d}.npz")
-        _save_npz(path, images=np.concatenate(batches))
+        _save_npz(path, images=np.concatenate(batches), **({} if labels is None else {"labels": labels}))
         yield name, {
             "kind": "shard", "shard": int(item["shard"]), "path": path, "count": count,
             "seconds": sum(t["seconds"] for t in times), "batches": times,
@@ -235,12 +263,14 @@ class AssembleSampler(beam.DoFn):
         records = list(records)
         shards = sorted((r for r in records if r["kind"] == "shard"), key=lambda r: r["shard"])
         trajectories = [r for r in records if r["kind"] == "trajectory"]
-        images = np.concatenate([_load_npz(r["path"])["images"] for r in shards])
+        arrays = [_load_npz(r["path"]) for r in shards]
+        images = np.concatenate([a["images"] for a in arrays])
         if len(images) != self.num_samples:
             raise RuntimeError(f"{name}: expected {self.num_samples} samples, assembled {len(images)}")
         directory = os.path.join(self.out_dir, name)
         os.makedirs(directory, exist_ok=True)
-        _save_npz(os.path.join(directory, "samples.npz"), images=images)
+        labelled = {"labels": np.concatenate([a["labels"] for a in arrays])} if "labels" in arrays[0] else {}
+        _save_npz(os.path.join(directory, "samples.npz"), images=images, **labelled)
         scale = _grid_scale(images.shape[1])
         kdiff.images.save_grid(images[:GRID_MAX], os.path.join(directory, "grid.png"), scale=scale)
         if trajectories:
@@ -254,6 +284,7 @@ class AssembleSampler(beam.DoFn):
             "num_samples": len(images),
             "sampler": kwargs.get("sampler"),
             "steps": kwargs.get("steps"),
+            "guidance_scale": kwargs.get("guidance_scale"),
             "shards": len(shards),
             "trajectory_seconds": round(float(sum(r["seconds"] for r in trajectories)), 4),
         })
@@ -365,7 +396,7 @@ def build_pipeline(root, items, export_path, work_dir, out_dir, samplers, num_sa
 # ----------------------------------------------------------------------------- executor
 
 # kdiff.sample's own arguments that a sampler config may set, besides the sampler's options.
-_SAMPLE_ARGUMENTS = ("sampler", "steps", "eta", "class_labels", "jit_compile", "precision")
+_SAMPLE_ARGUMENTS = ("sampler", "steps", "eta", "class_labels", "guidance_scale", "jit_compile", "precision")
 
 
 def sampler_arguments(sampler):

@@ -82,6 +82,8 @@ SPEC = StageSpec(
         "learning_rate",
         "warmup_steps",
         "ema_decay",
+        "class_conditional",
+        "label_dropout",
         "strategy",
         "precision",
         "checkpoint_every_steps",
@@ -492,6 +494,12 @@ class Executor:
         checkpoint_dir = checkpoint_dir_for(model_dir)
 
         chief = kdiff.distribute.is_chief(strategy)
+        if params["class_conditional"] and stats.get("num_classes") is None:
+            raise StageError(
+                f"train: --class_conditional=true needs a labelled dataset, and {stats.get('source')} has no labels "
+                f"(num_classes is null in {examples_dir}/stats.json)."
+            )
+        params["num_classes"] = stats.get("num_classes")  # the labels' classes (a class-conditional run)
         with strategy.scope():
             try:
                 model = _build(params, image_shape)
@@ -572,7 +580,8 @@ class Executor:
         if strategy_name != "multi_worker":
             try:
                 validation = data_lib.make_dataset(
-                    examples_dir, data_range, batch_size, split="eval", shuffle_seed=None, with_labels=False
+                    examples_dir, data_range, batch_size, split="eval", shuffle_seed=None,
+                    with_labels=params["class_conditional"],
                 )
             except Exception as error:  # noqa: BLE001 - validation is optional
                 _log(f"no validation data ({error}); training without val_loss")
@@ -587,7 +596,8 @@ class Executor:
             last = state.epochs if whole else epoch + 1
             seeds = [shuffle_seed(seed, e) for e in range(epoch, last)]
             dataset = data_lib.make_dataset(
-                examples_dir, data_range, batch_size, split="train", shuffle_seed=seeds, with_labels=False,
+                examples_dir, data_range, batch_size, split="train", shuffle_seed=seeds,
+                with_labels=params["class_conditional"],
             )
             if state.batch:
                 dataset = dataset.skip(state.batch)  # the batches this epoch had done before the restart
@@ -625,7 +635,7 @@ def _float32_twin(model, params, image_shape, precision):
 def _build(params, image_shape):
     from pipeline import builders
 
-    return builders.build_model(params, image_shape)
+    return builders.build_model(params, image_shape, num_classes=params.get("num_classes"))
 
 
 def _should_resume(restored, recipe, params, checkpoint_dir):
