@@ -90,8 +90,8 @@ def test_a_registered_sampler_reaches_sample_generate_export_cli_and_pipeline(dd
 
 
 def test_unknown_sampler_options_name_the_option_and_the_accepted_ones(ddpm):
-    with pytest.raises(ValueError, match=r"among \['clip_x0', 'clipped_eps', 'eta'\].*guidance_scale"):
-        kdiff.sample(ddpm, 2, sampler="ddim", steps=2, guidance_scale=3.0)
+    with pytest.raises(ValueError, match=r"among \['clip_x0', 'clipped_eps', 'eta'\].*temperature"):
+        kdiff.sample(ddpm, 2, sampler="ddim", steps=2, temperature=0.7)
     with pytest.raises(ValueError, match="did you mean 'snr'"):
         kdiff.sample(kdiff.ScoreSDE(TinyNet(), sde_lib.VESDE(N=10)), 2, sampler="predictor_corrector", snrr=0.1)
     with pytest.raises(ValueError, match="did you mean 'ddim'"):
