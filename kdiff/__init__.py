@@ -12,6 +12,7 @@ from kdiff import (
     digits,
     distribute,
     draw,
+    editing,
     export,
     guidance,
     images,
@@ -30,6 +31,7 @@ from kdiff import (
     solvers,
 )
 from kdiff.diffusion import DDPM, NCSN, ScoreSDE
+from kdiff.editing import img2img, inpaint
 from kdiff.convert.diffusers import from_diffusers
 from kdiff.convert.ncsn import from_ncsn_checkpoint
 from kdiff.export import load
@@ -45,11 +47,14 @@ __all__ = [
     "digits",
     "distribute",
     "draw",
+    "editing",
     "export",
     "from_diffusers",
     "from_ncsn_checkpoint",
     "guidance",
     "images",
+    "img2img",
+    "inpaint",
     "load",
     "optim",
     "likelihood",

@@ -6,6 +6,8 @@
     kdiff info --model saved_models/digits
     kdiff convert --from diffusers google/ddpm-celebahq-256 --out exports/ddpm_celebahq
     kdiff convert --from ncsn run/logs/celeba/checkpoint.pth --config celeba --out exports/ncsn_celeba
+    kdiff inpaint export/ --image a.png b.png --mask mask.png --out filled/ [--resample 10 --jump_length 10]
+    kdiff img2img export/ --image a.png --strength 0.5 --out edited/
 
 ``sample`` runs ``kdiff.sample`` on a directory written by ``kdiff.export.export`` and
 writes a PNG grid of the images (and, with ``--trajectory``, a picture of the denoising
@@ -20,8 +22,11 @@ or an ermongroup/ncsn checkpoint (``kdiff.from_ncsn_checkpoint``) and writes it 
 ``kdiff.export.export`` — a SavedModel with ``denoise`` and ``generate`` for TF Serving,
 ``generate`` sampling with a recipe (``--recipe``; default ``ddim_50`` for DDPM,
 ``score_sde_ve_pc`` for NCSN++, ``ncsn_annealed_langevin`` for NCSN) — recording the
-source in ``config.json``. Usage errors and unreadable checkpoints exit with status 2 and
-a message naming the flag; nothing is written then. TensorFlow's start-up logs are
+source in ``config.json``. ``inpaint`` and ``img2img`` run ``kdiff.inpaint`` /
+``kdiff.img2img`` on image files of the model's size and channels (nothing is resized)
+and write one PNG per image into ``--out``. Usage errors, unreadable checkpoints and bad
+image or mask files exit with status 2 and a message naming the flag or file; nothing is
+written then. TensorFlow's start-up logs are
 hidden unless ``--verbose``.
 """
 
@@ -161,7 +166,71 @@ def build_parser():
                          help="ncsn: the reference's anneal.yml preset (default: read off the weights, 32x32)")
     convert.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out")
     convert.set_defaults(run=_convert)
+
+    inpaint = commands.add_parser(
+        "inpaint",
+        help="fill the masked pixels of image files with an exported model's samples",
+        description="Inpaint image files with an export (kdiff.inpaint): the known pixels are kept, the "
+        "others filled; one PNG per image in --out.",
+    )
+    _edit_arguments(inpaint)
+    inpaint.add_argument(
+        "--mask", required=True, metavar="FILE",
+        help="a black-and-white picture of the images' size: white (255) = known, kept; black (0) = to fill",
+    )
+    inpaint.add_argument(
+        "--mask_convention", choices=("known", "repaint"), default="known",
+        help="what white marks: 'known' (default) or 'repaint' (diffusers' masks: white = to repaint)",
+    )
+    inpaint.add_argument("--resample", type=_int_at_least(1), default=1,
+                         help="RePaint's resampling passes per jump (default 1: none)")
+    inpaint.add_argument("--jump_length", type=_int_at_least(1), default=10,
+                         help="RePaint's jump length in steps (default 10; used with --resample > 1)")
+    inpaint.set_defaults(run=_inpaint)
+
+    img2img = commands.add_parser(
+        "img2img",
+        help="noise image files part-way and denoise them with an exported model (SDEdit)",
+        description="SDEdit with an export (kdiff.img2img): each image is noised to the level at --strength "
+        "of the sampler's steps and the remaining steps are run; one PNG per image in --out.",
+    )
+    _edit_arguments(img2img)
+    img2img.add_argument(
+        "--strength", required=True, type=_argument_type(float, _unit_interval, "a number in [0, 1]"),
+        help="0: the input unchanged; 1: a new sample; int(steps * strength) steps are run",
+    )
+    img2img.set_defaults(run=_img2img)
     return parser
+
+
+def _unit_interval(value):
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"Expected a number in [0, 1]. Received: {value!r}")
+    return value
+
+
+def _edit_arguments(command):
+    """The arguments ``inpaint`` and ``img2img`` share."""
+    from kdiff import registry
+
+    command.add_argument("model", nargs="?", metavar="EXPORT_DIR", help="the export's directory")
+    command.add_argument("--model", dest="model_option", metavar="PATH", default=None,
+                         help="the export's directory (as kdiff sample takes it)")
+    command.add_argument("--image", required=True, nargs="+", metavar="FILE",
+                         help="image files of the model's size and channels (PNG, JPEG, ...)")
+    command.add_argument("--out", required=True, metavar="DIR",
+                         help="the folder to write <image name>.png into (created if its parent exists)")
+    command.add_argument("--sampler", choices=registry.names(), default=None, help="the sampler (default: the model's)")
+    command.add_argument("--steps", type=_int_at_least(1), default=None, help="sampling steps (default: the sampler's)")
+    command.add_argument("--seed", type=_int_at_least(0), default=0, help="same seed, same images (default 0)")
+    command.add_argument("--batch_size", type=_int_at_least(1), default=None, help="images per batch (default 64)")
+    command.add_argument(
+        "--option", type=_option, action="append", default=[], metavar="KEY=VALUE",
+        help="a sampler option, e.g. --option eta=0.5 (repeatable; JSON values)",
+    )
+    command.add_argument("--no_clip", action="store_true", help="do not clip the predicted x0 to the data range")
+    command.add_argument("--class_label", type=_int_at_least(0), default=None,
+                         help="one class for every image (class-conditional models)")
 
 
 def _read_config(parser, path):
@@ -367,6 +436,141 @@ def _convert(args, parser):
     print(f"wrote {path}: a {model.family} model from {source['kind']} {source['path']} "
           f"(generate: recipe {name}, {recipe.sampler})")
     return 0
+
+
+def _edit_model(args, parser):
+    """The export of ``inpaint`` / ``img2img`` (EXPORT_DIR or --model) and its config."""
+    if args.model and args.model_option and os.path.abspath(args.model) != os.path.abspath(args.model_option):
+        parser.error(f"argument --model: {args.model_option!r} differs from EXPORT_DIR {args.model!r}; give one")
+    path = args.model or args.model_option
+    if not path:
+        parser.error("the following arguments are required: EXPORT_DIR (or --model)")
+    return path, _read_config(parser, path)
+
+
+def _edit_out(parser, out, images):
+    """``--out``: a folder (or one to create in an existing folder), and a PNG name per image."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        parser.error(f"argument --out: {out!r} is a file; expected a folder")
+    folder = out if os.path.isdir(out) else os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(folder):
+        parser.error(f"argument --out: the folder {folder!r} does not exist; create it first or pass another path")
+    if not os.access(folder, os.W_OK):
+        parser.error(f"argument --out: {folder!r} is not writable (read-only or no permission)")
+    names = [os.path.splitext(os.path.basename(path))[0] + ".png" for path in images]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        parser.error(f"argument --image: several images would be written as {repeated} in --out; rename them")
+    return [os.path.join(out, name) for name in names]
+
+
+def _read_pictures(parser, flag, paths, shape):
+    """The image files as uint8 [N, H, W, C], each checked against the model's (H, W, C)."""
+    import numpy as np
+
+    from kdiff import images as images_lib
+
+    pictures = []
+    for path in paths:
+        try:
+            picture = images_lib.read_image(path, shape[2])
+        except ValueError as error:
+            parser.error(f"argument {flag}: {error}")
+        if picture.shape[:2] != tuple(shape[:2]):
+            parser.error(
+                f"argument {flag}: {path!r} is {picture.shape[1]}x{picture.shape[0]} pixels; the model takes "
+                f"{shape[1]}x{shape[0]} (resize it first: nothing is resized here)"
+            )
+        pictures.append(picture)
+    return np.stack(pictures)
+
+
+def _read_mask(parser, path, shape):
+    """``--mask``: a black-and-white picture of the images' size, as 0/1 [H, W]."""
+    import numpy as np
+
+    from kdiff import images as images_lib
+
+    try:
+        picture = images_lib.read_image(path)
+    except ValueError as error:
+        parser.error(f"argument --mask: {error}")
+    gray = picture[..., :3].max(axis=-1) if picture.shape[-1] > 1 else picture[..., 0]
+    if gray.shape != tuple(shape[:2]):
+        parser.error(f"argument --mask: {path!r} is {gray.shape[1]}x{gray.shape[0]} pixels; the images are "
+                     f"{shape[1]}x{shape[0]}")
+    grey = np.unique(gray[(gray != 0) & (gray != 255)])
+    if grey.size:
+        parser.error(f"argument --mask: {path!r} has values other than black (0) and white (255), "
+                     f"e.g. {grey[:3].tolist()}; expected a hard mask")
+    return (gray == 255).astype(np.float32)
+
+
+def _edit(args, parser, make_run, name):
+    """Runs kdiff.inpaint or img2img on the image files and writes one PNG per image.
+
+    Args:
+        args, parser: the subcommand's arguments and parser (errors exit with status 2).
+        make_run: ``make_run(shape) -> run(model, pictures, **options)``, given the model's
+            image shape (it reads its own inputs: the mask).
+        name: the subcommand, for messages.
+    """
+    path, config = _edit_model(args, parser)
+    shape = tuple(config["image_shape"])
+    targets = _edit_out(parser, args.out, args.image)
+    pictures = _read_pictures(parser, "--image", args.image, shape)
+    run = make_run(shape)
+    options = dict(args.option)
+    if args.no_clip:
+        options["clip_x0"] = None
+    if args.class_label is not None:
+        num_classes = config.get("num_classes")
+        if num_classes is None or args.class_label >= num_classes:
+            parser.error(f"argument --class_label: the model takes classes in [0, {(num_classes or 0) - 1}]"
+                         if num_classes else "argument --class_label: the model is not class-conditional")
+    from kdiff import _io
+    from kdiff import images as images_lib
+
+    try:
+        result = run(path, pictures, sampler=args.sampler, steps=args.steps, seed=args.seed,
+                     batch_size=args.batch_size, class_labels=args.class_label, **options)
+    except ValueError as error:
+        parser.error(_last_line(error))
+    except FloatingPointError as error:
+        print(f"kdiff {name}: {error}", file=sys.stderr)
+        return 1
+    try:
+        os.makedirs(args.out, exist_ok=True)
+        for image, target in zip(result, targets):
+            images_lib.save_image(image, target)
+    except OSError as error:
+        failure = _io.find_io_error(error)
+        print(f"kdiff {name}: cannot write {failure.path or args.out}: {failure.cause}", file=sys.stderr)
+        return 1
+    print(f"wrote {len(targets)} images to {args.out}")
+    return 0
+
+
+def _inpaint(args, parser):
+    import kdiff
+
+    def make_run(shape):
+        mask = _read_mask(parser, args.mask, shape)
+        return lambda model, pictures, **options: kdiff.inpaint(
+            model, pictures, mask, mask_convention=args.mask_convention, resample=args.resample,
+            jump_length=args.jump_length, **options,
+        )
+
+    return _edit(args, parser, make_run, "inpaint")
+
+
+def _img2img(args, parser):
+    import kdiff
+
+    def make_run(shape):
+        return lambda model, pictures, **options: kdiff.img2img(model, pictures, args.strength, **options)
+
+    return _edit(args, parser, make_run, "img2img")
 
 
 def main(argv=None):

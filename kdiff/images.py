@@ -1,4 +1,5 @@
-"""Pictures of samples: image grids and denoising trajectories, written as PNG with Pillow."""
+"""Pictures of samples: image grids and denoising trajectories, written as PNG with Pillow;
+image files read back as uint8 arrays (the inputs of ``kdiff inpaint`` / ``img2img``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import os
 
 import numpy as np
 
-__all__ = ["make_grid", "save_grid", "trajectory_frames", "save_trajectory"]
+__all__ = ["make_grid", "save_grid", "save_image", "read_image", "trajectory_frames", "save_trajectory"]
+
+_BANDS = {1: "grayscale", 3: "RGB", 4: "RGBA"}
 
 
 def _check_images(images, name="images"):
@@ -93,6 +96,58 @@ def save_grid(images, path, nrow=None, *, padding=2, scale=1):
     grid = make_grid(images, nrow, padding=padding)
     _write_png(grid, path, scale)
     return grid
+
+
+def save_image(image, path, scale=1):
+    """Writes one uint8 image [H, W, C] (or [H, W]) as a picture (PNG unless the extension names another).
+
+    Args:
+        image: the pixels.
+        path: the file to write; missing parent directories are created.
+        scale: integer upscaling (nearest neighbour).
+
+    Returns:
+        ``path``.
+    """
+    return _write_png(_check_images(np.asarray(image)[None])[0], path, scale)
+
+
+def read_image(path, channels=None):
+    """An image file as uint8 pixels [H, W, C] (Pillow: PNG, JPEG, …; EXIF orientation applied).
+
+    A palette image is read as RGB (RGBA with transparency); nothing is resized or converted
+    between grayscale and colour.
+
+    Args:
+        path: the file.
+        channels: the channels expected (1, 3 or 4), or None for the file's own.
+
+    Returns:
+        A uint8 array [H, W, C].
+
+    Raises:
+        ValueError: the file is missing or not a readable image, or has other channels,
+            naming the file.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image = ImageOps.exif_transpose(image)
+            if image.mode == "P":
+                image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+            elif image.mode in ("1", "I;16", "I", "F"):
+                image = image.convert("L")
+            array = np.asarray(image, dtype=np.uint8)
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as error:
+        raise ValueError(f"Expected a readable image file. Received: {os.fspath(path)!r} ({error})") from None
+    array = array[..., None] if array.ndim == 2 else array
+    if channels is not None and array.shape[-1] != channels:
+        raise ValueError(
+            f"Expected a {_BANDS.get(channels, channels)} image ({channels} channel(s)). "
+            f"Received: {os.fspath(path)!r} with {array.shape[-1]} ({_BANDS.get(array.shape[-1], '?')})"
+        )
+    return array
 
 
 def trajectory_frames(num_states, num_frames=10):

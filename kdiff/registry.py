@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 # Keyword arguments every sampler takes from the caller, not from the user's options.
-LOOP_OPTIONS = ("seed", "noise_fn", "return_trajectory", "compiled", "jit_compile", "callback")
+LOOP_OPTIONS = ("seed", "noise_fn", "return_trajectory", "compiled", "jit_compile", "callback", "edit")
 
 ALL_STEPS = "all"  # default_steps: the process's own number of steps (T or N)
 
@@ -70,6 +70,12 @@ class Sampler:
             other samplers get ε alone.
         in_graph: True, False, or ``fn(options) -> bool``: whether it runs inside a
             ``tf.function`` with a tensor number of steps (an export's ``generate``).
+        edits: True, False, or ``fn(options) -> bool``: whether it takes an ``edit``
+            (``kdiff._loop.StepEdit``: inpainting and img2img, ``kdiff.editing``) — a
+            fixed-step loop that reports the level of its state.
+        resamples: True, False, or ``fn(options) -> bool``: whether RePaint's resampling
+            (re-noising the state and repeating steps) fits it — its steps carry no
+            history (a multistep solver's does) and its levels do not repeat (Langevin's do).
         description: one line for help texts.
     """
 
@@ -81,6 +87,8 @@ class Sampler:
     clips_x0: bool = False
     learned_variance: bool = False
     in_graph: Union[bool, Callable] = True
+    edits: Union[bool, Callable] = False
+    resamples: Union[bool, Callable] = False
     description: str = ""
 
     def __post_init__(self):
@@ -165,7 +173,17 @@ class Sampler:
 
     def runs_in_graph(self, options):
         """Whether, with these (merged) options, the sampler runs in a graph with tensor steps."""
-        return self.in_graph(options) if callable(self.in_graph) else bool(self.in_graph)
+        return _holds(self.in_graph, options)
+
+    def can_edit(self, options, resampling=False):
+        """Whether, with these (merged) options, the sampler takes an edit (inpainting,
+        img2img), and with ``resampling`` RePaint's resampling too."""
+        return _holds(self.edits, options) and (not resampling or _holds(self.resamples, options))
+
+
+def _holds(flag, options):
+    """A capability flag (a bool, or ``fn(options) -> bool``) for these options."""
+    return flag(options) if callable(flag) else bool(flag)
 
 
 def _is_positive_int(value):
@@ -178,27 +196,30 @@ def _fixed_step_ode(options):
     return options.get("method") in ODE_FIXED_METHODS
 
 
+_EDITS = dict(edits=True, resamples=True)  # stateless fixed steps: inpainting, img2img and RePaint's resampling
+
+
 _BUILTIN = (
-    Sampler("ddpm", "kdiff.samplers:ddpm", ("schedule",), clips_x0=True, learned_variance=True,
+    Sampler("ddpm", "kdiff.samplers:ddpm", ("schedule",), clips_x0=True, learned_variance=True, **_EDITS,
             description="DDPM ancestral sampling (all T steps, or respaced)"),
-    Sampler("ddim", "kdiff.samplers:ddim", ("schedule",), default_steps=50, clips_x0=True,
+    Sampler("ddim", "kdiff.samplers:ddim", ("schedule",), default_steps=50, clips_x0=True, **_EDITS,
             description="DDIM (eta = 0: deterministic)"),
     Sampler("annealed_langevin", "kdiff.samplers:annealed_langevin", ("sigmas",), steps_arg="n_steps_each",
-            default_steps=100, description="NCSN's annealed Langevin dynamics (steps per noise level)"),
-    Sampler("euler_maruyama", "kdiff.samplers:euler_maruyama", ("sde",), default_steps=ALL_STEPS,
+            default_steps=100, edits=True, description="NCSN's annealed Langevin dynamics (steps per noise level)"),
+    Sampler("euler_maruyama", "kdiff.samplers:euler_maruyama", ("sde",), default_steps=ALL_STEPS, **_EDITS,
             description="Euler-Maruyama on the reverse SDE"),
-    Sampler("predictor_corrector", "kdiff.samplers:predictor_corrector", ("sde",), default_steps=ALL_STEPS,
+    Sampler("predictor_corrector", "kdiff.samplers:predictor_corrector", ("sde",), default_steps=ALL_STEPS, **_EDITS,
             description="predictor-corrector sampling of the reverse SDE"),
     Sampler("probability_flow", "kdiff.samplers:probability_flow", ("sde",), in_graph=_fixed_step_ode,
-            description="the probability-flow ODE (adaptive RK45, or euler / heun / rk4)"),
+            edits=_fixed_step_ode, resamples=_fixed_step_ode, description="the probability-flow ODE (adaptive RK45, or euler / heun / rk4)"),
     Sampler("dpm_solver", "kdiff.solvers:dpm_solver", ("schedule", "sde"), default_steps=20, clips_x0=True,
-            description="multistep DPM-Solver++ (orders 1-3; diffusers' DPMSolverMultistepScheduler)"),
-    Sampler("heun", "kdiff.solvers:heun", ("schedule", "sigmas", "sde"), default_steps=20, clips_x0=True,
+            edits=True, description="multistep DPM-Solver++ (orders 1-3; diffusers' DPMSolverMultistepScheduler)"),
+    Sampler("heun", "kdiff.solvers:heun", ("schedule", "sigmas", "sde"), default_steps=20, clips_x0=True, **_EDITS,
             description="Karras et al.'s Heun sampler on Karras sigmas (2 evaluations a step but the last)"),
-    Sampler("euler", "kdiff.solvers:euler", ("schedule", "sigmas", "sde"), default_steps=20, clips_x0=True,
+    Sampler("euler", "kdiff.solvers:euler", ("schedule", "sigmas", "sde"), default_steps=20, clips_x0=True, **_EDITS,
             description="Euler's method on the probability-flow ODE over Karras sigmas"),
     Sampler("euler_ancestral", "kdiff.solvers:euler_ancestral", ("schedule", "sigmas", "sde"), default_steps=20,
-            clips_x0=True, description="ancestral Euler sampling over Karras sigmas (k-diffusion's, eta = 1)"),
+            clips_x0=True, **_EDITS, description="ancestral Euler sampling over Karras sigmas (k-diffusion's, eta = 1)"),
 )
 
 

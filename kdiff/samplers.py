@@ -18,7 +18,10 @@ samplers run their loop as one ``tf.while_loop`` (see ``kdiff._loop``); each tak
     jit_compile: True, False or "auto" (XLA only where a GPU/TPU is visible);
     callback: ``callback(i, num_steps)``, a Python function called after each step i
         (0-based) — progress bars, logging; in a compiled loop it runs through
-        ``tf.numpy_function``, so not under XLA and not inside a SavedModel.
+        ``tf.numpy_function``, so not under XLA and not inside a SavedModel;
+    edit: a ``kdiff._loop.StepEdit`` (inpainting and img2img, ``kdiff.editing``): every
+        fixed-step sampler reports the level of its state to the shared loop, whose hooks
+        the edit uses.
 
 Model callables: ``eps_fn(x, t)`` with t an int32 tensor [batch] of 0-based timesteps;
 ``score_fn(x, s)`` with s a float tensor [batch] (σ for NCSN, continuous t for SDEs).
@@ -116,7 +119,7 @@ def _clip(x0, clip_x0):
     return x0 if clip_x0 is None else tf.clip_by_value(x0, clip_x0[0], clip_x0[1])
 
 
-def _loop_options(seed, noise_fn, return_trajectory, compiled, jit_compile, callback):
+def _loop_options(seed, noise_fn, return_trajectory, compiled, jit_compile, callback, edit=None):
     """The keyword options every fixed-step sampler passes through to ``_loop.run_steps``."""
     return dict(
         seed=seed,
@@ -125,7 +128,29 @@ def _loop_options(seed, noise_fn, return_trajectory, compiled, jit_compile, call
         compiled=compiled,
         jit_compile=jit_compile,
         callback=callback,
+        edit=edit,
     )
+
+
+def _vp_levels(state_abar):
+    """``levels`` of a state x = √ᾱ x₀ + √(1 − ᾱ) z from its ᾱ before each step and after the last."""
+    return tf.sqrt(state_abar), tf.sqrt(1.0 - state_abar)
+
+
+def _sde_alpha_std(sde, t):
+    """α(t) (the mean coefficient) and std(t) of the SDE's x_t | x₀, float64 tensors like t."""
+    mean, std = sde.marginal_prob(tf.ones([tf.shape(t)[0], 1], tf.float64), tf.cast(t, tf.float64))
+    return tf.cast(mean[:, 0], tf.float64), tf.cast(std, tf.float64)
+
+
+def _sde_levels(sde, times, end):
+    """``levels`` of an SDE sampler whose step i starts at ``times[i]`` and whose last step
+    ends at time ``end`` (None: on the data, α = 1 and std = 0)."""
+    alpha, std = _sde_alpha_std(sde, times)
+    if end is None:
+        return tf.concat([alpha, [1.0]], 0), tf.concat([std, [0.0]], 0)
+    end_alpha, end_std = _sde_alpha_std(sde, tf.reshape(tf.cast(end, tf.float64), [1]))
+    return tf.concat([alpha, end_alpha], 0), tf.concat([std, end_std], 0)
 
 
 # ------------------------------------------------------------------------------ DDPM
@@ -146,6 +171,7 @@ def ddpm(
     compiled=True,
     jit_compile="auto",
     callback=None,
+    edit=None,
 ):
     """Ancestral sampling of DDPM (Ho et al. 2020, Algorithm 2; Improved DDPM options).
 
@@ -165,7 +191,7 @@ def ddpm(
         spacing: the timesteps of a respaced run: "even" (Improved DDPM's
             ``space_timesteps``: 0 … T−1, both ends kept) or "leading" (i·(T // steps), as
             DDIM and diffusers' ``DDPMScheduler`` with its default ``timestep_spacing``).
-        seed, noise_fn, return_trajectory, compiled, jit_compile, callback: see the module doc.
+        seed, noise_fn, return_trajectory, compiled, jit_compile, callback, edit: see the module doc.
 
     Returns:
         x_0, or ``(x_0, trajectory)``.
@@ -203,7 +229,8 @@ def ddpm(
         num_draws=1,
         name="ddpm",
         step_labels=_labels("t=", plan["model_t"]),
-        **_loop_options(seed, noise_fn, return_trajectory, compiled, jit_compile, callback),
+        levels=(plan["level_alpha"], plan["level_std"]),
+        **_loop_options(seed, noise_fn, return_trajectory, compiled, jit_compile, callback, edit),
     )
 
 
@@ -218,7 +245,8 @@ def _ddpm_plan(schedule, steps, spacing="even"):
     Returns:
         A dict of tensors: ``model_t``, ``recip`` (1/√ᾱ), ``recipm1`` (√(1/ᾱ − 1)),
         ``coef1`` / ``coef2`` (the posterior mean's x̂_0 / x_t coefficients, eq. 9),
-        ``min_log`` (log β̃, clipped at t = 0) and ``max_log`` (log β), ``noise_counts``.
+        ``min_log`` (log β̃, clipped at t = 0) and ``max_log`` (log β), ``noise_counts``,
+        and the state's ``levels`` (``level_alpha``, ``level_std``: √ᾱ, √(1 − ᾱ)).
     """
     if steps is None:
         timesteps = tf.range(schedule.T, dtype=tf.int64)
@@ -235,7 +263,10 @@ def _ddpm_plan(schedule, steps, spacing="even"):
     posterior_variance = betas * (1.0 - abar_prev) / (1.0 - abar)
     # log β̃ at t = 0 is log 0: the reference code uses β̃_1 there (β_0 when T = 1).
     floor = tf.where(n > 1, posterior_variance[tf.minimum(1, n - 1)], betas[0])
+    level_alpha, level_std = _vp_levels(tf.concat([_reverse(abar), [1.0]], 0))  # x_0 after the last step
     return {
+        "level_alpha": level_alpha,
+        "level_std": level_std,
         "model_t": _reverse(tf.cast(timesteps, tf.int32)),
         "recip": _reverse(tf.sqrt(1.0 / abar)),
         "recipm1": _reverse(tf.sqrt(1.0 / abar - 1.0)),
@@ -285,6 +316,7 @@ def ddim(
     compiled=True,
     jit_compile="auto",
     callback=None,
+    edit=None,
 ):
     """DDIM sampling (Song et al. 2020, eq. 31).
 
@@ -304,7 +336,7 @@ def ddim(
         clipped_eps: with ``clip_x0``, recompute ε from the clipped x̂_0 (diffusers'
             ``use_clipped_model_output=True``); False keeps the network's ε, as diffusers'
             ``DDIMPipeline`` does by default.
-        seed, noise_fn, return_trajectory, compiled, jit_compile, callback: see the module doc.
+        seed, noise_fn, return_trajectory, compiled, jit_compile, callback, edit: see the module doc.
 
     Returns:
         x_0, or ``(x_0, trajectory)``.
@@ -338,13 +370,15 @@ def ddim(
         num_draws=1 if eta > 0 else 0,
         name="ddim",
         step_labels=_labels("t=", plan["model_t"]),
-        **_loop_options(seed, noise_fn, return_trajectory, compiled, jit_compile, callback),
+        levels=(plan["level_alpha"], plan["level_std"]),
+        **_loop_options(seed, noise_fn, return_trajectory, compiled, jit_compile, callback, edit),
     )
 
 
 def _ddim_plan(schedule, steps, eta):
     """DDIM's per-step tables in step order: ``model_t``, ``abar``, ``abar_prev``,
-    ``sigma`` (eq. 31's σ for η), ``direction`` (√(1 − ᾱ_prev − σ²)), ``noise_counts``."""
+    ``sigma`` (eq. 31's σ for η), ``direction`` (√(1 − ᾱ_prev − σ²)), ``noise_counts``,
+    and the state's ``level_alpha`` / ``level_std``."""
     ascending = ddim_timesteps(schedule.T, steps)
     abar = tf.gather(tf.constant(schedule.alphas_cumprod, tf.float64), ascending)
     abar_prev = tf.concat([[1.0], abar[:-1]], 0)
@@ -357,7 +391,9 @@ def _ddim_plan(schedule, steps, eta):
         "direction": tf.sqrt(tf.maximum(1 - abar_prev - sigma**2, 0.0)),
         "noise_counts": tf.cast(sigma > 0, tf.int32),
     }
-    return {key: _reverse(value) for key, value in plan.items()}
+    plan = {key: _reverse(value) for key, value in plan.items()}
+    plan["level_alpha"], plan["level_std"] = _vp_levels(tf.concat([plan["abar"][:1], plan["abar_prev"]], 0))
+    return plan
 
 
 def ddim_invert(
@@ -372,6 +408,7 @@ def ddim_invert(
     compiled=True,
     jit_compile="auto",
     callback=None,
+    edit=None,
 ):
     """Deterministic DDIM inversion: encodes x_0 into the x_T that ``ddim(eta=0)`` decodes back.
 
@@ -385,7 +422,7 @@ def ddim_invert(
         schedule: the ``Schedule`` the model was trained with.
         steps: number of steps, 1 ≤ steps ≤ T.
         seed, noise_fn: accepted for a uniform signature; inversion adds no noise.
-        return_trajectory, compiled, jit_compile, callback: see the module doc.
+        return_trajectory, compiled, jit_compile, callback, edit: see the module doc.
 
     Returns:
         x_T, or ``(x_T, trajectory)``.
@@ -411,18 +448,19 @@ def ddim_invert(
         np.zeros(len(ascending), dtype=np.int32),
         name="ddim_invert",
         step_labels=[f"t={t}" for t in ascending],
-        **_loop_options(seed, noise_fn, return_trajectory, compiled, jit_compile, callback),
+        **_loop_options(seed, noise_fn, return_trajectory, compiled, jit_compile, callback, edit),
     )
 
 
 # -------------------------------------------------------------------------- Langevin
 
 
-def _langevin_steps(score_fn, x, levels, drift, noise, name, options):
+def _langevin_steps(score_fn, x, levels, drift, noise, name, options, state_std):
     """x ← x + drift_k · s(x, σ_k) + noise_k · z for each k: the one Langevin update.
 
     ``levels``, ``drift`` and ``noise`` are per-step tables (numpy arrays, or tensors
-    when the number of steps is a tensor).
+    when the number of steps is a tensor); ``state_std`` the noise level of the state
+    before the first step and after each (the loop's ``levels``, with α = 1).
     """
     noise_counts = _steps.plan(lambda: tf.cast(tf.convert_to_tensor(noise) > 0, tf.int32), levels)
 
@@ -432,7 +470,10 @@ def _langevin_steps(score_fn, x, levels, drift, noise, name, options):
         return x + _at(drift, i, x.dtype) * score + _at(noise, i, x.dtype) * noises[0]
 
     labels = _labels("level=", levels, "{:.4g}")
-    return _loop.run_steps(step, x, noise_counts, num_draws=1, name=name, step_labels=labels, **options)
+    state_levels = _steps.plan(lambda: (tf.ones_like(state_std), tf.convert_to_tensor(state_std)), levels)
+    return _loop.run_steps(
+        step, x, noise_counts, num_draws=1, name=name, step_labels=labels, levels=state_levels, **options
+    )
 
 
 def langevin(
@@ -448,6 +489,7 @@ def langevin(
     compiled=True,
     jit_compile="auto",
     callback=None,
+    edit=None,
 ):
     """Langevin dynamics (eq. 43): x_t = x_{t−1} + (ε/2) ∇log p(x_{t−1}) + √ε z_t.
 
@@ -457,7 +499,7 @@ def langevin(
         step_size: ε > 0.
         n_steps: number of steps ≥ 1.
         noise_level: the s passed to ``score_fn`` (0 for the data score).
-        seed, noise_fn, return_trajectory, compiled, jit_compile, callback: see the module doc.
+        seed, noise_fn, return_trajectory, compiled, jit_compile, callback, edit: see the module doc.
 
     Returns:
         The final x, or ``(x, trajectory)``.
@@ -468,7 +510,8 @@ def langevin(
     levels = np.full(n_steps, float(noise_level))
     drift = np.full(n_steps, step_size / 2)
     noise = np.full(n_steps, np.sqrt(step_size))
-    return _langevin_steps(score_fn, x, levels, drift, noise, "langevin", _loop_options(seed, noise_fn, return_trajectory, compiled, jit_compile, callback))
+    return _langevin_steps(score_fn, x, levels, drift, noise, "langevin", _loop_options(seed, noise_fn, return_trajectory, compiled, jit_compile, callback, edit),
+                           np.full(n_steps + 1, float(noise_level)))
 
 
 def annealed_langevin(
@@ -485,6 +528,7 @@ def annealed_langevin(
     compiled=True,
     jit_compile="auto",
     callback=None,
+    edit=None,
 ):
     """NCSN's annealed Langevin dynamics (Song & Ermon 2019, Algorithm 1).
 
@@ -499,7 +543,7 @@ def annealed_langevin(
         n_steps_each: T, Langevin steps per level.
         step_lr: ε.
         denoise: add the final denoising step.
-        seed, noise_fn, return_trajectory, compiled, jit_compile, callback: see the module doc.
+        seed, noise_fn, return_trajectory, compiled, jit_compile, callback, edit: see the module doc.
 
     Returns:
         The final x, or ``(x, trajectory)``.
@@ -518,11 +562,14 @@ def annealed_langevin(
         ]
         if denoise:  # the Tweedie step x + σ_L² s(x, σ_L), without noise
             tables = [tf.concat([t, [v]], 0) for t, v in zip(tables, (sigmas[-1], sigmas[-1] ** 2, 0.0))]
-        return tables
+        # the state: at σ_1 before the first step, at step k's σ after it (0 after the Tweedie step)
+        state = [tables[0][:1], tables[0][:-1], [0.0]] if denoise else [tables[0][:1], tables[0]]
+        return tables + [tf.concat(state, 0)]
 
-    levels, drift, noise = _steps.plan(build, n_steps_each)
+    levels, drift, noise, state_std = _steps.plan(build, n_steps_each)
     return _langevin_steps(
-        score_fn, x, levels, drift, noise, "annealed_langevin", _loop_options(seed, noise_fn, return_trajectory, compiled, jit_compile, callback)
+        score_fn, x, levels, drift, noise, "annealed_langevin", _loop_options(seed, noise_fn, return_trajectory, compiled, jit_compile, callback, edit),
+        state_std,
     )
 
 
@@ -597,6 +644,7 @@ def predictor_corrector(
     compiled=True,
     jit_compile="auto",
     callback=None,
+    edit=None,
 ):
     """Predictor–corrector sampling of the reverse SDE (Song et al. 2021; the survey's Figure 11).
 
@@ -625,7 +673,7 @@ def predictor_corrector(
             adjacent levels ⌊t_i (steps − 1)⌋ and the one below of the ``steps``-level
             discretization (VE: its ``discrete_sigmas``; σ = 0 below the lowest), and
             Euler–Maruyama with dt = T/steps (score_sde's 1/N).
-        seed, noise_fn, return_trajectory, compiled, jit_compile, callback: see the module doc.
+        seed, noise_fn, return_trajectory, compiled, jit_compile, callback, edit: see the module doc.
 
     Returns:
         x at t = eps (with ``denoise``, the last predictor step's mean), or
@@ -651,6 +699,9 @@ def predictor_corrector(
         return tf.concat([tf.fill([n - 1], n_corrector + 1), [last]], 0)
 
     noise_counts = _steps.plan(counts, steps)
+    # the state is at t_i before step i; after the last at eps (the continuous grid) or on
+    # the data (the discrete grid's last step goes below its lowest level)
+    levels = _steps.plan(lambda: _sde_levels(sde, times, eps if grid == "continuous" else None), steps)
     reverse = sde.reverse(score_fn)
 
     def correct(x, t, z):
@@ -690,7 +741,8 @@ def predictor_corrector(
         num_draws=n_corrector + 1,
         name=f"predictor_corrector({predictor}, {corrector})",
         step_labels=_labels("t=", times, "{:.4g}"),
-        **_loop_options(seed, noise_fn, return_trajectory, compiled, jit_compile, callback),
+        levels=levels,
+        **_loop_options(seed, noise_fn, return_trajectory, compiled, jit_compile, callback, edit),
     )
 
 
@@ -708,6 +760,7 @@ def euler_maruyama(
     compiled=True,
     jit_compile="auto",
     callback=None,
+    edit=None,
 ):
     """Euler–Maruyama on the reverse-time SDE (eq. 35): the predictor alone.
 
@@ -718,14 +771,14 @@ def euler_maruyama(
         steps: number of steps.
         eps: the last time.
         denoise: no noise on the last step.
-        seed, noise_fn, return_trajectory, compiled, jit_compile, callback: see the module doc.
+        seed, noise_fn, return_trajectory, compiled, jit_compile, callback, edit: see the module doc.
 
     Returns:
         x at t = eps, or ``(x, trajectory)``.
     """
     return predictor_corrector(
         score_fn, x_T, sde, steps, predictor="euler_maruyama", corrector=None,
-        eps=eps, denoise=denoise, **_loop_options(seed, noise_fn, return_trajectory, compiled, jit_compile, callback),
+        eps=eps, denoise=denoise, **_loop_options(seed, noise_fn, return_trajectory, compiled, jit_compile, callback, edit),
     )
 
 
@@ -745,6 +798,7 @@ def probability_flow(
     compiled=True,
     jit_compile="auto",
     callback=None,
+    edit=None,
 ):
     """Solves the probability-flow ODE dx = [f − ½ g² ∇log p_t] dt from t = T to t = eps.
 
@@ -760,7 +814,7 @@ def probability_flow(
         rtol, atol: tolerances of the adaptive solver.
         eps: the end time.
         seed, noise_fn: accepted for a uniform signature; the ODE adds no noise.
-        return_trajectory, compiled, jit_compile, callback: see the module doc.
+        return_trajectory, compiled, jit_compile, callback, edit: see the module doc.
 
     Returns:
         x at t = eps, or ``(x, trajectory)``.
@@ -795,7 +849,13 @@ def probability_flow(
             num_draws=0,
             name=f"probability_flow({method})",
             step_labels=_labels("t=", times, "{:.4g}"),
-            **_loop_options(seed, noise_fn, return_trajectory, compiled, jit_compile, callback),
+            levels=_steps.plan(lambda: _sde_levels(sde, times, eps), steps),
+            **_loop_options(seed, noise_fn, return_trajectory, compiled, jit_compile, callback, edit),
+        )
+    if edit is not None:
+        raise ValueError(
+            f"Expected a fixed-step `method` ({list(ODE_FIXED_METHODS)}) for an edit (inpainting, img2img): "
+            f"the adaptive solver runs outside the step loop. Received: method={method!r}"
         )
     return _solve_ivp(velocity, x, sde.T, _checks.positive(eps, "eps"), method, rtol, atol,
                       11 if steps is None else _checks.int_in_range(steps, "steps", 2, None),

@@ -35,7 +35,17 @@ import numpy as np
 import tensorflow as tf
 
 from kdiff import _checks, _loop, _random, _steps, processes
-from kdiff.samplers import _at, _batch_fill, _call_model, _check_clip, _clip, _labels, _loop_options, _start
+from kdiff.samplers import (
+    _at,
+    _batch_fill,
+    _call_model,
+    _check_clip,
+    _clip,
+    _labels,
+    _loop_options,
+    _sde_alpha_std,
+    _start,
+)
 from kdiff.schedules import karras_sigmas
 
 __all__ = ["dpm_solver", "dpm_timesteps", "euler", "heun", "euler_ancestral", "DPM_ALGORITHMS", "DPM_SOLVER_TYPES"]
@@ -52,12 +62,6 @@ _SIGMA_GRID = 4097  # points of an SDE's σ(t) table, which maps σ back to t
 def _eps_of(out, std, model_output):
     """The ε a model output stands for: itself for an ε-model, −std·score for a score model."""
     return out if model_output == "eps" else -std * out
-
-
-def _sde_alpha_std(sde, t):
-    """α(t) (the mean coefficient) and std(t) of the SDE's x_t | x₀, float64 tensors like t."""
-    mean, std = sde.marginal_prob(tf.ones([tf.shape(t)[0], 1], tf.float64), tf.cast(t, tf.float64))
-    return tf.cast(mean[:, 0], tf.float64), tf.cast(std, tf.float64)
 
 
 def _check_process(process, kinds, name):
@@ -187,6 +191,7 @@ def dpm_solver(
     compiled=True,
     jit_compile="auto",
     callback=None,
+    edit=None,
 ):
     """Multistep DPM-Solver++ (Lu et al. 2022, "DPM-Solver++"), one network evaluation a step.
 
@@ -226,8 +231,9 @@ def dpm_solver(
         clip_x0: clip every x̂₀ to [−clip_x0, clip_x0] or to (low, high); None clips
             nothing (diffusers' default, ``thresholding=False``).
         eps: an SDE's last time (ignored for a schedule).
-        seed, noise_fn, return_trajectory, compiled, jit_compile, callback: see
-            ``kdiff.samplers``.
+        seed, noise_fn, return_trajectory, compiled, jit_compile, callback, edit: see
+            ``kdiff.samplers``; an img2img edit that starts at step k restarts the
+            history there (first order at step k, as diffusers' scheduler does).
 
     Returns:
         x₀, or ``(x₀, trajectory)``.
@@ -244,9 +250,10 @@ def dpm_solver(
     clip_x0 = _check_clip(clip_x0)
     eps = _check_eps(eps, process)
     steps = _steps.check(steps, "steps", 1, process.T if process.kind == "schedule" else None)
+    first = 0 if _steps.is_tensor(steps) else _loop.first_visit(edit, steps)
     plan = _steps.plan(
         lambda: _dpm_plan(process, steps, order, algorithm == "sde-dpmsolver++", solver_type,
-                          bool(lower_order_final), bool(final_sigma_zero), eps),
+                          bool(lower_order_final), bool(final_sigma_zero), eps, first),
         steps,
     )
     history, stochastic = order - 1, algorithm == "sde-dpmsolver++"
@@ -267,7 +274,8 @@ def dpm_solver(
 
     state = tf.stack([x] + [tf.zeros_like(x)] * history)
     options = _loop_options(
-        seed, _state_noise_fn(noise_fn, history), return_trajectory, compiled, jit_compile, callback
+        seed, _state_noise_fn(noise_fn, history), return_trajectory, compiled, jit_compile, callback,
+        _loop.on_first_row(edit),
     )
     result = _loop.run_steps(
         step,
@@ -276,6 +284,7 @@ def dpm_solver(
         num_draws=1 if stochastic else 0,
         name=f"dpm_solver({algorithm}, order {order})",
         step_labels=_labels("t=", plan["level"], "{}" if process.kind == "schedule" else "{:.4g}"),
+        levels=(plan["level_alpha"], plan["level_std"]),
         **options,
     )
     return _first_row(result, return_trajectory)
@@ -304,10 +313,12 @@ def dpm_timesteps(T, steps):
     return _steps.plan(build, steps)
 
 
-def _dpm_plan(process, steps, order, stochastic, solver_type, lower_order_final, final_sigma_zero, eps):
+def _dpm_plan(process, steps, order, stochastic, solver_type, lower_order_final, final_sigma_zero, eps, first=0):
     """DPM-Solver++'s per-step tables: step i computes
     x_next = a_i x + b0_i x̂₀ + b1_i x̂₀' + b2_i x̂₀'' + c_i z from the current and the two
-    previous predictions; ``level``, ``alpha`` and ``std`` give the current x̂₀."""
+    previous predictions; ``level``, ``alpha`` and ``std`` give the current x̂₀, and
+    ``level_alpha`` / ``level_std`` the state before each step and after the last. The
+    history fills from step ``first`` (where an img2img walk begins)."""
     n = tf.cast(steps, tf.int32)
     if process.kind == "schedule":
         timesteps = dpm_timesteps(process.T, steps)
@@ -343,7 +354,7 @@ def _dpm_plan(process, steps, order, stochastic, solver_type, lower_order_final,
 
     # the order of each step: the history fills, then the lower-order ends
     index = tf.range(n)
-    orders = tf.minimum(order, index + 1)
+    orders = tf.minimum(order, tf.maximum(index - first, 0) + 1)
     if lower_order_final:
         short = n < _LOWER_ORDER_BELOW
         orders = tf.where(short & tf.equal(index, n - 2), tf.minimum(orders, 2), orders)
@@ -366,6 +377,8 @@ def _dpm_plan(process, steps, order, stochastic, solver_type, lower_order_final,
         "level": level,
         "alpha": alpha,
         "std": std,
+        "level_alpha": tf.concat([alpha[:1], alpha_next], 0),
+        "level_std": tf.concat([std[:1], std_next], 0),
         "a": a,
         "b0": b[0],
         "b1": b[1],
@@ -401,6 +414,7 @@ def _karras_plan(view, steps, sigma_min, sigma_max, rho, s_churn, s_tmin, s_tmax
     up = tf.minimum(following, eta * tf.sqrt(following**2 * (current**2 - following**2) / current**2))
     return {
         "sigmas": sigmas,
+        "level_alpha": tf.ones_like(sigmas),  # the loop's levels of x_σ: (1, σ)
         "sigma": current,
         "level": level,
         "alpha": alpha,
@@ -502,6 +516,7 @@ def _karras_run(method, model_fn, x_start, process, steps, sigma_min, sigma_max,
         num_draws=1 if noisy else 0,
         name=method,
         step_labels=_labels("sigma=", plan["sigma"], "{:.4g}"),
+        levels=(plan["level_alpha"], plan["sigmas"]),
         **{**loop, "seed": seed},
     )
     if not loop["return_trajectory"]:
@@ -534,6 +549,7 @@ def euler(
     compiled=True,
     jit_compile="auto",
     callback=None,
+    edit=None,
 ):
     """Euler's method on the probability-flow ODE dx_σ/dσ = (x_σ − D(x_σ, σ))/σ (k-diffusion's
     ``sample_euler``): one network evaluation a step, over ``karras_sigmas(steps, …)``.
@@ -558,8 +574,9 @@ def euler(
             default); churn applies where s_tmin ≤ σ_i ≤ s_tmax (None: no upper bound,
             k-diffusion's ∞).
         eps: an SDE's smallest time (ignored otherwise).
-        seed, noise_fn, return_trajectory, compiled, jit_compile, callback: see
-            ``kdiff.samplers``; the trajectory holds the process's states x_t = α x_σ.
+        seed, noise_fn, return_trajectory, compiled, jit_compile, callback, edit: see
+            ``kdiff.samplers``; the trajectory holds the process's states x_t = α x_σ,
+            and an edit sees the states x_σ (α = 1, std = σ).
 
     Returns:
         x₀, or ``(x₀, trajectory)``.
@@ -570,7 +587,7 @@ def euler(
     """
     return _karras_run("euler", model_fn, x_start, process, steps, sigma_min, sigma_max, rho,
                        (s_churn, s_tmin, s_tmax), 0.0, s_noise, clip_x0, eps,
-                       _loop_options(seed, noise_fn, return_trajectory, compiled, jit_compile, callback))
+                       _loop_options(seed, noise_fn, return_trajectory, compiled, jit_compile, callback, edit))
 
 
 def heun(
@@ -594,6 +611,7 @@ def heun(
     compiled=True,
     jit_compile="auto",
     callback=None,
+    edit=None,
 ):
     """Karras et al.'s Heun sampler (2022, Algorithm 2; k-diffusion's ``sample_heun``).
 
@@ -604,7 +622,7 @@ def heun(
     Args:
         model_fn, x_start, process, steps, rho, sigma_min, sigma_max, clip_x0, s_churn,
         s_tmin, s_tmax, s_noise, eps, seed, noise_fn, return_trajectory, compiled,
-        jit_compile, callback: as ``euler``.
+        jit_compile, callback, edit: as ``euler``.
 
     Returns:
         x₀, or ``(x₀, trajectory)``.
@@ -614,7 +632,7 @@ def heun(
     """
     return _karras_run("heun", model_fn, x_start, process, steps, sigma_min, sigma_max, rho,
                        (s_churn, s_tmin, s_tmax), 0.0, s_noise, clip_x0, eps,
-                       _loop_options(seed, noise_fn, return_trajectory, compiled, jit_compile, callback))
+                       _loop_options(seed, noise_fn, return_trajectory, compiled, jit_compile, callback, edit))
 
 
 def euler_ancestral(
@@ -636,6 +654,7 @@ def euler_ancestral(
     compiled=True,
     jit_compile="auto",
     callback=None,
+    edit=None,
 ):
     """Ancestral Euler sampling (k-diffusion's ``sample_euler_ancestral``).
 
@@ -645,7 +664,7 @@ def euler_ancestral(
 
     Args:
         model_fn, x_start, process, steps, rho, sigma_min, sigma_max, clip_x0, s_noise,
-        eps, seed, noise_fn, return_trajectory, compiled, jit_compile, callback: as ``euler``.
+        eps, seed, noise_fn, return_trajectory, compiled, jit_compile, callback, edit: as ``euler``.
         eta: η ≥ 0.
 
     Returns:
@@ -656,4 +675,4 @@ def euler_ancestral(
     """
     return _karras_run("euler_ancestral", model_fn, x_start, process, steps, sigma_min, sigma_max, rho,
                        (0.0, 0.0, None), eta, s_noise, clip_x0, eps,
-                       _loop_options(seed, noise_fn, return_trajectory, compiled, jit_compile, callback))
+                       _loop_options(seed, noise_fn, return_trajectory, compiled, jit_compile, callback, edit))
