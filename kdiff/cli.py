@@ -167,40 +167,44 @@ def build_parser():
     convert.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out")
     convert.set_defaults(run=_convert)
 
-    inpaint = commands.add_parser(
-        "inpaint",
-        help="fill the masked pixels of image files with an exported model's samples",
-        description="Inpaint image files with an export (kdiff.inpaint): the known pixels are kept, the "
-        "others filled; one PNG per image in --out.",
+    edits = (  # name, help, description, its own arguments, its handler
+        ("inpaint", "fill the masked pixels of image files with an exported model's samples",
+         "Inpaint image files with an export (kdiff.inpaint): the known pixels are kept, the others filled",
+         _inpaint_arguments, _inpaint),
+        ("img2img", "noise image files part-way and denoise them with an exported model (SDEdit)",
+         "SDEdit with an export (kdiff.img2img): each image is noised to the level at --strength of the "
+         "sampler's steps and the remaining steps are run", _img2img_arguments, _img2img),
     )
-    _edit_arguments(inpaint)
-    inpaint.add_argument(
+    for name, summary, description, add_own, handler in edits:
+        command = commands.add_parser(name, help=summary, description=f"{description}; one PNG per image in --out.")
+        _edit_arguments(command)
+        add_own(command)
+        command.set_defaults(run=handler)
+    return parser
+
+
+def _inpaint_arguments(command):
+    """``inpaint``'s own arguments: the mask and RePaint's resampling."""
+    command.add_argument(
         "--mask", required=True, metavar="FILE",
         help="a black-and-white picture of the images' size: white (255) = known, kept; black (0) = to fill",
     )
-    inpaint.add_argument(
+    command.add_argument(
         "--mask_convention", choices=("known", "repaint"), default="known",
         help="what white marks: 'known' (default) or 'repaint' (diffusers' masks: white = to repaint)",
     )
-    inpaint.add_argument("--resample", type=_int_at_least(1), default=1,
+    command.add_argument("--resample", type=_int_at_least(1), default=1,
                          help="RePaint's resampling passes per jump (default 1: none)")
-    inpaint.add_argument("--jump_length", type=_int_at_least(1), default=10,
+    command.add_argument("--jump_length", type=_int_at_least(1), default=10,
                          help="RePaint's jump length in steps (default 10; used with --resample > 1)")
-    inpaint.set_defaults(run=_inpaint)
 
-    img2img = commands.add_parser(
-        "img2img",
-        help="noise image files part-way and denoise them with an exported model (SDEdit)",
-        description="SDEdit with an export (kdiff.img2img): each image is noised to the level at --strength "
-        "of the sampler's steps and the remaining steps are run; one PNG per image in --out.",
-    )
-    _edit_arguments(img2img)
-    img2img.add_argument(
+
+def _img2img_arguments(command):
+    """``img2img``'s own argument: the strength."""
+    command.add_argument(
         "--strength", required=True, type=_argument_type(float, _unit_interval, "a number in [0, 1]"),
         help="0: the input unchanged; 1: a new sample; int(steps * strength) steps are run",
     )
-    img2img.set_defaults(run=_img2img)
-    return parser
 
 
 def _unit_interval(value):

@@ -216,54 +216,16 @@ def _check_strength(strength):
     return float(strength)
 
 
-def _prepare(model, images, sampler, steps, process_kwargs, sampler_kwargs, what, resampling=False):
-    """The spec, registry entry, sampler options and input images of an edit, all checked."""
-    if sampler is not None:
-        registry.get(sampler)  # an unknown name fails first, naming the registered ones
-    guidance_scale = process_kwargs.pop("guidance_scale", None)
-    shape = np.shape(images)[1:] if process_kwargs.get("image_shape") is None else process_kwargs["image_shape"]
-    spec = spec_for(model, **{**process_kwargs, "image_shape": shape}).with_guidance(guidance_scale)
-    entry = spec.entry(sampler)
-    options = sampler_options(spec, entry, steps, sampler_kwargs)
-    _check_sampler(entry, options, spec.process.kind, what, resampling)
-    x0, pixels = _images(images, spec)
-    return spec, entry, options, x0, pixels
-
-
-def _run(spec, entry, options, x0, seed, batch_size, class_labels, make_edit, compiled, jit_compile):
-    """Runs the sampler over the images in batches, each with its edit; float results [N, H, W, C].
-
-    Seeds as ``kdiff.sample``'s: batch b draws with ``fold_in(seed, b)`` (its start noise
-    ``fold_in(·, 0)``, the sampler ``fold_in(·, 1)``), and its edit's noise with ``fold_in(·, 2)``.
-    """
-    count = len(x0)
-    batch_size = min(count, 64) if batch_size is None else _checks.positive_int(batch_size, "batch_size")
-    labels = _class_batches(class_labels, count, spec.num_classes)
-    base = _random.seed_pair(seed)
-    results = []
-    for index, begin in enumerate(range(0, count, batch_size)):
-        end = min(begin + batch_size, count)
-        batch_seed = _random.fold_in(base, index)
-        edit = make_edit(begin, end, _random.fold_in(batch_seed, 2))
-        y = None if labels is None else tf.constant(labels[begin:end], tf.int32)
-        batch_options = {**options, "jit_compile": jit_compile, **({} if edit is None else {"edit": edit})}
-        with _loop.quiet_retracing_warning():
-            out = draw_batch(spec, entry, batch_options, end - begin, batch_seed, y, compiled=compiled)
-        results.append(np.asarray(out, np.float32))
-    return np.concatenate(results)
-
-
-def inpaint(
+def _edited(
     model,
     images,
-    mask,
+    what,
+    finish,
     *,
+    resampling=False,
     sampler=None,
     steps=None,
     seed=0,
-    mask_convention="known",
-    resample=1,
-    jump_length=10,
     batch_size=None,
     class_labels=None,
     guidance_scale=None,
@@ -276,6 +238,56 @@ def inpaint(
     jit_compile="auto",
     **sampler_kwargs,
 ):
+    """The body ``inpaint`` and ``img2img`` share: the checks, then ``finish``.
+
+    Args:
+        model, images: as ``inpaint``.
+        what: "inpainting" or "img2img", for messages.
+        finish: ``finish(x0, pixels, data_range, run) -> uint8 images``, given the input as
+            floats in the data range and as uint8 (None for float input), and
+            ``run(make_edit)``, which samples every batch b with the edit
+            ``make_edit(begin, end, seed)`` (None: plain sampling) and returns the float
+            results [N, H, W, C]. Seeds as ``kdiff.sample``'s: batch b draws with
+            ``fold_in(seed, b)`` (its start noise ``fold_in(·, 0)``, the sampler
+            ``fold_in(·, 1)``), and its edit's noise with ``fold_in(·, 2)``.
+        resampling: RePaint's resampling is asked for.
+        sampler, steps, seed, batch_size, class_labels, guidance_scale, schedule, sde,
+        sigmas, image_shape, data_range, compiled, jit_compile, **sampler_kwargs: as
+            ``inpaint``.
+
+    Returns:
+        ``finish``'s images.
+    """
+    if sampler is not None:
+        registry.get(sampler)  # an unknown name fails first, naming the registered ones
+    shape = np.shape(images)[1:] if image_shape is None else image_shape
+    spec = spec_for(model, schedule=schedule, sde=sde, sigmas=sigmas, image_shape=shape, data_range=data_range)
+    spec = spec.with_guidance(guidance_scale)
+    entry = spec.entry(sampler)
+    options = sampler_options(spec, entry, steps, sampler_kwargs)
+    _check_sampler(entry, options, spec.process.kind, what, resampling)
+    x0, pixels = _images(images, spec)
+    count = len(x0)
+    batch_size = min(count, 64) if batch_size is None else _checks.positive_int(batch_size, "batch_size")
+    labels = _class_batches(class_labels, count, spec.num_classes)
+
+    def run(make_edit):
+        base, results = _random.seed_pair(seed), []
+        for index, begin in enumerate(range(0, count, batch_size)):
+            end = min(begin + batch_size, count)
+            batch_seed = _random.fold_in(base, index)
+            edit = make_edit(begin, end, _random.fold_in(batch_seed, 2))
+            y = None if labels is None else tf.constant(labels[begin:end], tf.int32)
+            batch_options = {**options, "jit_compile": jit_compile, **({} if edit is None else {"edit": edit})}
+            with _loop.quiet_retracing_warning():
+                out = draw_batch(spec, entry, batch_options, end - begin, batch_seed, y, compiled=compiled)
+            results.append(np.asarray(out, np.float32))
+        return np.concatenate(results)
+
+    return finish(x0, pixels, spec.data_range, run)
+
+
+def inpaint(model, images, mask, *, mask_convention="known", resample=1, jump_length=10, **options):
     """Fills the unknown pixels of images with a model's samples that agree with the known ones.
 
     After every step the known pixels are replaced by the input forward-noised to the level
@@ -290,25 +302,26 @@ def inpaint(
         mask: 1 = known (kept), 0 = to fill (``mask_convention="known"``, the default), or
             1 = to repaint (``"repaint"``, diffusers' convention); 0s and 1s (or bools) of
             shape [H, W], [H, W, 1|C], [N, H, W] or [N, H, W, 1|C].
-        sampler: a registered sampler that takes an edit (``editable_samplers(kind)``);
-            None: the model's default.
-        steps: the sampler's steps (None: the registry's default).
-        seed: same seed, same batch size → same images.
         mask_convention: "known" or "repaint" (what a 1 in ``mask`` marks).
         resample: RePaint's passes over each jump (``jump_n_sample``; 1: no resampling);
             > 1 only with samplers whose steps carry no history (``editable_samplers(kind,
             resampling=True)``: not ``dpm_solver`` or ``annealed_langevin``).
         jump_length: RePaint's jump, in steps (< steps when resampling).
-        batch_size: images per batch (default: min(N, 64)).
-        class_labels: for a class-conditional model, as ``kdiff.sample``.
-        guidance_scale: classifier-free guidance's s, as ``kdiff.sample`` (a model
-            trained with a null class).
-        schedule, sde, sigmas: the process of a callable model.
-        image_shape: a callable model's image shape (default: the images').
-        data_range: a callable model's data range (default: its process's).
-        compiled: False runs the sampler's steps as eager Python (debugging).
-        jit_compile: True, False or "auto" (XLA where a GPU/TPU is visible).
-        **sampler_kwargs: the sampler's options (``eta``, ``clip_x0``, …).
+        **options: keyword options shared with ``img2img``:
+            sampler: a registered sampler that takes an edit (``editable_samplers(kind)``);
+                None: the model's default.
+            steps: the sampler's steps (None: the registry's default).
+            seed: same seed, same batch size → same images (default 0).
+            batch_size: images per batch (default: min(N, 64)).
+            class_labels: for a class-conditional model, as ``kdiff.sample``.
+            guidance_scale: classifier-free guidance's s, as ``kdiff.sample`` (a model
+                trained with a null class).
+            schedule, sde, sigmas: the process of a callable model.
+            image_shape: a callable model's image shape (default: the images').
+            data_range: a callable model's data range (default: its process's).
+            compiled: False runs the sampler's steps as eager Python (debugging).
+            jit_compile: True, False or "auto" (XLA where a GPU/TPU is visible).
+            and the sampler's own options (``eta``, ``clip_x0``, …).
 
     Returns:
         uint8 images [N, H, W, C] whose known pixels are the input's.
@@ -317,45 +330,21 @@ def inpaint(
         ValueError: images of the wrong shape or range, a mask that does not fit them or
             is not 0s and 1s, or a sampler that cannot be edited, naming the argument.
     """
-    resampling = _checks.positive_int(resample, "resample") > 1
+    resample = _checks.positive_int(resample, "resample")
     jump_length = _checks.positive_int(jump_length, "jump_length")
-    process_kwargs = dict(schedule=schedule, sde=sde, sigmas=sigmas, image_shape=image_shape, data_range=data_range,
-                          guidance_scale=guidance_scale)
-    spec, entry, options, x0, pixels = _prepare(
-        model, images, sampler, steps, process_kwargs, sampler_kwargs, "inpainting", resampling
-    )
-    known = _known(mask, x0.shape, mask_convention)
 
-    def make_edit(begin, end, seed):
-        return _Edit(x0[begin:end], known[begin:end], seed, resample=int(resample), jump_length=jump_length)
+    def finish(x0, pixels, data_range, run):
+        known = _known(mask, x0.shape, mask_convention)
+        out = run(lambda begin, end, seed: _Edit(x0[begin:end], known[begin:end], seed, resample=resample,
+                                                 jump_length=jump_length))
+        result = to_uint8(out + known * (x0 - out), data_range)
+        # the known pixels exactly as given, past any round-off
+        return result if pixels is None else np.where(known > 0, pixels, result)
 
-    out = _run(spec, entry, options, x0, seed, batch_size, class_labels, make_edit, compiled, jit_compile)
-    result = to_uint8(out + known * (x0 - out), spec.data_range)
-    if pixels is not None:  # the known pixels exactly as given, past any round-off
-        result = np.where(known > 0, pixels, result)
-    return result
+    return _edited(model, images, "inpainting", finish, resampling=resample > 1, **options)
 
 
-def img2img(
-    model,
-    images,
-    strength,
-    *,
-    sampler=None,
-    steps=None,
-    seed=0,
-    batch_size=None,
-    class_labels=None,
-    guidance_scale=None,
-    schedule=None,
-    sde=None,
-    sigmas=None,
-    image_shape=None,
-    data_range=None,
-    compiled=True,
-    jit_compile="auto",
-    **sampler_kwargs,
-):
+def img2img(model, images, strength, **options):
     """SDEdit: images noised part-way and denoised again by a model's sampler.
 
     Of the sampler's n steps (its loop's: for ``annealed_langevin`` levels × steps per
@@ -369,11 +358,9 @@ def img2img(
         model: as ``kdiff.sample`` (see ``inpaint``).
         images: uint8 [N, H, W, C], or floats in the model's data range.
         strength: in [0, 1]: how much of the walk to run (how far from the input to go).
-        sampler: a registered sampler that takes an edit (``editable_samplers(kind)``).
-        steps: the sampler's steps (None: the registry's default).
-        seed: same seed, same batch size → same images.
-        batch_size, class_labels, guidance_scale, schedule, sde, sigmas, image_shape,
-        data_range, compiled, jit_compile, **sampler_kwargs: as ``inpaint``.
+        **options: as ``inpaint``'s (sampler, steps, seed, batch_size, class_labels,
+            guidance_scale, schedule, sde, sigmas, image_shape, data_range, compiled,
+            jit_compile, and the sampler's own options).
 
     Returns:
         uint8 images [N, H, W, C].
@@ -383,14 +370,12 @@ def img2img(
             sampler that cannot be edited, naming the argument.
     """
     strength = _check_strength(strength)
-    process_kwargs = dict(schedule=schedule, sde=sde, sigmas=sigmas, image_shape=image_shape, data_range=data_range,
-                          guidance_scale=guidance_scale)
-    spec, entry, options, x0, pixels = _prepare(model, images, sampler, steps, process_kwargs, sampler_kwargs, "img2img")
-    if strength == 0.0:
-        return pixels.copy() if pixels is not None else to_uint8(x0, spec.data_range)
 
-    def make_edit(begin, end, seed):
-        return None if strength == 1.0 else _Edit(x0[begin:end], None, seed, strength=strength)
+    def finish(x0, pixels, data_range, run):
+        if strength == 0.0:
+            return pixels.copy() if pixels is not None else to_uint8(x0, data_range)
+        if strength == 1.0:  # the whole walk: kdiff.sample's start
+            return to_uint8(run(lambda begin, end, seed: None), data_range)
+        return to_uint8(run(lambda begin, end, seed: _Edit(x0[begin:end], None, seed, strength=strength)), data_range)
 
-    out = _run(spec, entry, options, x0, seed, batch_size, class_labels, make_edit, compiled, jit_compile)
-    return to_uint8(out, spec.data_range)
+    return _edited(model, images, "img2img", finish, **options)
