@@ -76,6 +76,10 @@ class Sampler:
         resamples: True, False, or ``fn(options) -> bool``: whether RePaint's resampling
             (re-noising the state and repeating steps) fits it — its steps carry no
             history (a multistep solver's does) and its levels do not repeat (Langevin's do).
+        nfe_per_step: network evaluations a step costs (None: it depends on the options or
+            the solver, as for a predictor-corrector, Langevin dynamics per level or an
+            adaptive ODE solver).
+        nfe_saved: evaluations the run saves in all (Heun's last step is an Euler step: 1).
         description: one line for help texts.
     """
 
@@ -89,6 +93,8 @@ class Sampler:
     in_graph: Union[bool, Callable] = True
     edits: Union[bool, Callable] = False
     resamples: Union[bool, Callable] = False
+    nfe_per_step: Optional[int] = 1
+    nfe_saved: int = 0
     description: str = ""
 
     def __post_init__(self):
@@ -107,6 +113,43 @@ class Sampler:
                 f"Expected `default_steps` to be an int >= 1, {ALL_STEPS!r} or None. "
                 f"Received: default_steps={self.default_steps!r}"
             )
+
+    def nfe(self, steps):
+        """The network evaluations of a run of ``steps`` steps (None where they depend on more).
+
+        Args:
+            steps: the sampler's steps argument.
+
+        Returns:
+            An int, or None.
+        """
+        if self.nfe_per_step is None:
+            return None
+        return self.nfe_per_step * int(steps) - self.nfe_saved
+
+    def steps_for_nfe(self, nfe):
+        """The most steps whose run costs at most ``nfe`` network evaluations.
+
+        Args:
+            nfe: the budget, an int >= 1.
+
+        Returns:
+            The steps (>= 1).
+
+        Raises:
+            ValueError: a sampler whose cost per step is not fixed, or a budget below one step's.
+        """
+        if self.nfe_per_step is None:
+            raise ValueError(
+                f"Expected a sampler with a fixed cost per step for an NFE budget. Received: sampler={self.name!r}, "
+                "whose evaluations per step depend on its options (a corrector, Langevin steps, an adaptive solver)"
+            )
+        steps = (int(nfe) + self.nfe_saved) // self.nfe_per_step
+        if steps < 1 or self.nfe(steps) < 1:
+            raise ValueError(
+                f"Expected an NFE budget of at least {self.nfe(1)} for sampler {self.name!r}. Received: nfe={nfe!r}"
+            )
+        return steps
 
     def resolve(self):
         """The sampler function (importing it on first use when given as a dotted path)."""
@@ -205,16 +248,18 @@ _BUILTIN = (
     Sampler("ddim", "kdiff.samplers:ddim", ("schedule",), default_steps=50, clips_x0=True, **_EDITS,
             description="DDIM (eta = 0: deterministic)"),
     Sampler("annealed_langevin", "kdiff.samplers:annealed_langevin", ("sigmas",), steps_arg="n_steps_each",
-            default_steps=100, edits=True, description="NCSN's annealed Langevin dynamics (steps per noise level)"),
+            default_steps=100, edits=True, nfe_per_step=None, description="NCSN's annealed Langevin dynamics (steps per noise level)"),
     Sampler("euler_maruyama", "kdiff.samplers:euler_maruyama", ("sde",), default_steps=ALL_STEPS, **_EDITS,
             description="Euler-Maruyama on the reverse SDE"),
-    Sampler("predictor_corrector", "kdiff.samplers:predictor_corrector", ("sde",), default_steps=ALL_STEPS, **_EDITS,
+    Sampler("predictor_corrector", "kdiff.samplers:predictor_corrector", ("sde",), default_steps=ALL_STEPS,
+            nfe_per_step=None, **_EDITS,
             description="predictor-corrector sampling of the reverse SDE"),
-    Sampler("probability_flow", "kdiff.samplers:probability_flow", ("sde",), in_graph=_fixed_step_ode,
+    Sampler("probability_flow", "kdiff.samplers:probability_flow", ("sde",), in_graph=_fixed_step_ode, nfe_per_step=None,
             edits=_fixed_step_ode, resamples=_fixed_step_ode, description="the probability-flow ODE (adaptive RK45, or euler / heun / rk4)"),
     Sampler("dpm_solver", "kdiff.solvers:dpm_solver", ("schedule", "sde"), default_steps=20, clips_x0=True,
             edits=True, description="multistep DPM-Solver++ (orders 1-3; diffusers' DPMSolverMultistepScheduler)"),
-    Sampler("heun", "kdiff.solvers:heun", ("schedule", "sigmas", "sde"), default_steps=20, clips_x0=True, **_EDITS,
+    Sampler("heun", "kdiff.solvers:heun", ("schedule", "sigmas", "sde"), default_steps=20, clips_x0=True,
+            nfe_per_step=2, nfe_saved=1, **_EDITS,
             description="Karras et al.'s Heun sampler on Karras sigmas (2 evaluations a step but the last)"),
     Sampler("euler", "kdiff.solvers:euler", ("schedule", "sigmas", "sde"), default_steps=20, clips_x0=True, **_EDITS,
             description="Euler's method on the probability-flow ODE over Karras sigmas"),

@@ -54,6 +54,13 @@ DEFAULT_SAMPLERS = {
 
 DEFAULT_NETWORKS = {family: networks[0] for family, networks in FAMILY_NETWORKS.items()}
 
+# The samplers an NFE sweep (--nfe_sweep) runs by default, per family.
+SWEEP_SAMPLERS = {
+    "ddpm": ("ddim", "dpm_solver", "heun"),
+    "ncsn": ("heun", "euler"),
+    "sde": ("dpm_solver", "heun", "euler"),
+}
+
 
 def _field(default, stage, help_text):
     """A ``RunConfig`` field: its default, the stage group that reads it and a one-line help."""
@@ -123,6 +130,16 @@ class RunConfig:
         "class-conditional runs: also draw every sampler with this classifier-free guidance scale, as <name>_guided "
         "(none: conditional samples only)",
     )
+    nfe_sweep: Optional[str] = _field(
+        None, "sample",
+        "comma-separated network-evaluation budgets, e.g. 5,10,20,50: a row <sampler>_nfe<N> per swept sampler "
+        "and budget, and the report's FID-against-NFE plot (none: no sweep)",
+    )
+    sweep_samplers: Optional[str] = _field(
+        None, "sample",
+        "comma-separated samplers the NFE sweep runs (none: the family's, "
+        + "; ".join(f"{family}: {','.join(names)}" for family, names in SWEEP_SAMPLERS.items()) + ")",
+    )
     num_samples: int = _field(200, "sample", "images drawn per sampler")
     sample_shards: int = _field(1, "sample", "Beam work items per sampler")
     sample_batch_size: int = _field(200, "sample", "images per sampling batch")
@@ -156,6 +173,13 @@ class RunConfig:
                     f"needs a model trained on the labels). Received: guidance_scale={self.guidance_scale!r}"
                 )
             self.samplers = with_guided_samplers(self.samplers, self.guidance_scale)
+        if self.sweep_samplers is not None and self.nfe_sweep is None:
+            raise ValueError(
+                f"Expected `sweep_samplers` only with an `nfe_sweep`. Received: sweep_samplers={self.sweep_samplers!r}"
+            )
+        if self.nfe_sweep is not None:
+            swept = SWEEP_SAMPLERS[self.family] if self.sweep_samplers is None else _names(self.sweep_samplers)
+            self.samplers = with_nfe_sweep(self.samplers, _budgets(self.nfe_sweep), swept)
 
     @property
     def data_range(self):
@@ -173,6 +197,54 @@ class RunConfig:
 FIELD_NAMES = tuple(field.name for field in dataclasses.fields(RunConfig))
 
 GUIDED_SUFFIX = "_guided"
+
+
+def _budgets(text, name="nfe_sweep"):
+    """``"5,10,20"`` → (5, 10, 20): distinct positive ints, in the order given."""
+    try:
+        values = [int(part) for part in str(text).split(",") if part.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1 or len(set(values)) != len(values):
+        raise ValueError(
+            f"Expected `{name}` as distinct comma-separated network-evaluation counts >= 1, e.g. '5,10,20,50'. "
+            f"Received: {name}={text!r}"
+        )
+    return tuple(values)
+
+
+def _names(text):
+    return tuple(part.strip() for part in str(text).split(",") if part.strip())
+
+
+def with_nfe_sweep(samplers, budgets, swept):
+    """The sampler configs plus a row ``<sampler>_nfe<N>`` for each swept sampler and budget N.
+
+    Each row takes the steps that spend N network evaluations (``kdiff.registry.Sampler.
+    steps_for_nfe``: Heun's steps cost two but the last); rows already there (a config read
+    back from a run) are replaced by the same.
+
+    Args:
+        samplers: name → ``kdiff.sample`` arguments.
+        budgets: the NFE budgets.
+        swept: registry names of the samplers to sweep.
+
+    Returns:
+        A new dict.
+
+    Raises:
+        ValueError: a sampler that is not registered or whose cost per step depends on its
+            options (a predictor-corrector), or a budget it cannot spend exactly.
+    """
+    from kdiff import registry
+
+    result = {name: dict(kwargs) for name, kwargs in samplers.items()}
+    for sampler in swept:
+        entry = registry.get(sampler)
+        for nfe in budgets:
+            steps = entry.steps_for_nfe(nfe)
+            result[f"{sampler}_nfe{nfe}"] = {"sampler": sampler, "steps": steps}
+    return result
 
 
 def with_guided_samplers(samplers, guidance_scale):
@@ -358,6 +430,8 @@ _FIELD_CHECKS = {
     "class_conditional": _flag,
     "label_dropout": _dropout,
     "guidance_scale": _optional(lambda value, name: _checks().non_negative(value, name)),
+    "nfe_sweep": _optional(lambda value, name: ",".join(map(str, _budgets(value, name)))),
+    "sweep_samplers": _optional(_text),
     "strategy": _strategy,
     "precision": _precision,
     "checkpoint_every_steps": _int_at_least(0),

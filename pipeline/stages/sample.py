@@ -20,7 +20,8 @@ writes, atomically, under ``outputs["samples"]``:
   wall time summed over shards, graph tracing included), ``trace_seconds`` (the one-off
   tracing of the warm-up batch), ``sampling_seconds`` (without it), ``images_per_second``
   (with tracing), ``sampling_images_per_second`` (without), ``warmup_seconds``,
-  ``warmup_images``, ``num_samples``, ``sampler``, ``steps``, ``shards``,
+  ``warmup_images``, ``num_samples``, ``sampler``, ``steps``, ``guidance_scale``, ``nfe``
+  (network evaluations per sample, ``kdiff.registry.Sampler.nfe``), ``shards``,
   ``trajectory_seconds``.
 
 Every shard's seed is derived from (``seed``, sampler name, shard index), so the same
@@ -56,7 +57,10 @@ SPEC = StageSpec(
     name="sample",
     inputs={"model": MODEL},
     outputs={"samples": SAMPLES},
-    parameters=("samplers", "guidance_scale", "num_samples", "sample_shards", "sample_batch_size", "seed"),
+    parameters=(
+        "samplers", "guidance_scale", "nfe_sweep", "sweep_samplers", "num_samples", "sample_shards",
+        "sample_batch_size", "seed",
+    ),
 )
 
 WORK_DIR = "_work"
@@ -135,6 +139,18 @@ def sample_labels(num_classes, kwargs, offset, count):
     if fixed is not None:
         return np.broadcast_to(np.asarray(fixed, np.int32), (count,)).copy()
     return ((int(offset) + np.arange(count)) % int(num_classes)).astype(np.int32)
+
+
+def _network_evaluations(kwargs):
+    """The network evaluations per sample of a sampler config (doubled batches of guidance
+    count once), or None where the registry cannot tell (no steps given, or a cost per step
+    that depends on the options)."""
+    from kdiff import registry
+
+    steps = kwargs.get("steps")
+    if steps is None or kwargs.get("sampler") not in registry.names():
+        return None
+    return registry.get(kwargs["sampler"]).nfe(steps)
 
 
 def _grid_scale(height):
@@ -285,6 +301,7 @@ class AssembleSampler(beam.DoFn):
             "sampler": kwargs.get("sampler"),
             "steps": kwargs.get("steps"),
             "guidance_scale": kwargs.get("guidance_scale"),
+            "nfe": _network_evaluations(kwargs),
             "shards": len(shards),
             "trajectory_seconds": round(float(sum(r["seconds"] for r in trajectories)), 4),
         })
