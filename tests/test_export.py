@@ -38,6 +38,12 @@ def _models():
         # turn float round-off into different pixels.
         "ve_em": (ScoreSDE(TinyNet(), sde=sde_lib.VESDE(0.01, 1.0, N=100)), {"sampler": "euler_maruyama"}),
         "ddim_eta": (DDPM(TinyNet(), schedule=schedules.linear(T=100)), {"sampler_options": {"eta": 1.0}}),
+        # the fast samplers (kdiff.solvers) run in the export's graph like the others
+        "dpm_solver": (DDPM(TinyNet(), schedule=schedules.linear(T=100), seed=2), {"sampler": "dpm_solver"}),
+        "heun_sde": (ScoreSDE(TinyNet(), sde=sde_lib.VPSDE(N=100)), {"sampler": "heun"}),
+        "euler_ancestral_ncsn": (
+            NCSN(TinyNet(), sigmas=schedules.geometric_sigmas(1.0, 0.01, 10)), {"sampler": "euler_ancestral"},
+        ),
     }
 
 
@@ -110,6 +116,9 @@ def test_denoise_equals_the_in_memory_model(exported, name):
         ("sde", 10, {}),
         ("ve_em", 10, {"sampler": "euler_maruyama"}),
         ("ddim_eta", 7, {"eta": 1.0}),
+        ("dpm_solver", 8, {"sampler": "dpm_solver"}),
+        ("heun_sde", 6, {"sampler": "heun"}),
+        ("euler_ancestral_ncsn", 6, {"sampler": "euler_ancestral"}),
     ],
 )
 def test_generate_is_kdiff_sample_in_the_graph(exported, name, steps, sample_kwargs):
