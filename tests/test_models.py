@@ -216,6 +216,36 @@ def test_conditional_instance_norm_plus_statistics():
     np.testing.assert_allclose(norm(x, labels).numpy().mean(axis=(1, 2)), expected, atol=1e-4)
 
 
+@pytest.mark.parametrize("channels, groups", [(8, 8), (12, 3)])
+def test_group_norm_is_kerass_group_normalization_in_fewer_ops(channels, groups):
+    """Values and gradients (input, γ, β) equal keras.layers.GroupNormalization's to float32
+    round-off, with one channel a group and with several, also for an unknown spatial
+    size; the forward and backward pass take at most 120 graph ops (209 before)."""
+    rng = np.random.default_rng(0)
+    ours = L.GroupNorm(groups, epsilon=1e-6)
+    reference = keras.layers.GroupNormalization(groups, epsilon=1e-6)
+    for layer in (ours, reference):
+        layer.build((None, 5, 6, channels))
+        layer.set_weights([rng.standard_normal(channels).astype(np.float32) for _ in range(2)])
+        rng = np.random.default_rng(0)  # the same γ, β for both
+    x = (3.0 * rng.standard_normal((3, 5, 6, channels)) + 1.0).astype(np.float32)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+
+    def values_and_gradients(layer, x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x)
+            total = tf.reduce_sum(y * dy)
+        return [y, *tape.gradient(total, [x, *layer.trainable_weights])]
+
+    expected = values_and_gradients(reference, tf.constant(x))
+    for spec in ((None, None, None, channels), (None, 5, 6, channels)):
+        traced = tf.function(lambda x: values_and_gradients(ours, x), input_signature=[tf.TensorSpec(spec)])
+        for got, want in zip(traced(tf.constant(x)), expected):
+            np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=2e-5)
+    assert len(traced.get_concrete_function().graph.get_operations()) <= 120  # the batch unknown, as in fit
+
+
 def test_bilinear_resize_with_aligned_corners_matches_tf1():
     x = _images((2, 5, 7, 3))
     ours = L.resize_bilinear_align_corners(tf.constant(x), (10, 13)).numpy()
