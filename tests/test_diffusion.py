@@ -70,6 +70,26 @@ def test_ema_follows_the_warmup_formula():
     assert not np.allclose(model.ema_network.get_weights()[0], model.network.get_weights()[0])
 
 
+def test_ema_update_is_the_closed_form_in_one_fused_op_a_weight():
+    """decay·average + (1 − decay)·weight to float32 round-off, as one
+    ResourceApplyGradientDescent a weight (four graph ops a weight, ten before)."""
+    model = DDPM(TinyNet(), schedules.linear(T=100), ema_decay=0.9)
+    rng = np.random.default_rng(0)
+    for variables in (model.network.weights, model.ema_network.weights):
+        for v in variables:
+            v.assign(rng.standard_normal(v.shape).astype(np.float32))
+    averages = [v.numpy().astype(np.float64) for v in model.ema_network.weights]
+    values = [v.numpy().astype(np.float64) for v in model.network.weights]
+    update = tf.function(lambda decay: model._update_ema(decay))
+    update(tf.constant(0.37))
+    for average, value, got in zip(averages, values, model.ema_network.get_weights()):
+        np.testing.assert_allclose(got, 0.37 * average + 0.63 * value, rtol=1e-6, atol=1e-6)
+    ops = [op.type for op in update.get_concrete_function(tf.constant(0.37)).graph.get_operations()]
+    count = len(model.network.weights)
+    assert ops.count("ResourceApplyGradientDescent") == count
+    assert len(ops) <= 6 * count + 10
+
+
 def test_ema_disabled_tracks_the_raw_weights():
     model = DDPM(TinyNet(), schedules.linear(T=100), ema_decay=0.0)
     model.compile(optimizer=optim.adam(1e-2, warmup_steps=0))
