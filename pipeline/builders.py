@@ -49,7 +49,7 @@ from pipeline.config import (  # noqa: F401 - the choices live with the config; 
 # The fields each builder reads (filled with their RunConfig defaults and checked).
 NETWORK_FIELDS = ("family", "network", "base_channels", "num_res_blocks", "num_sigmas", "precision")
 PROCESS_FIELDS = ("family", "schedule", "T", "sigma_max", "sigma_min", "num_sigmas", "sde", "sde_N")
-OPTIMIZER_FIELDS = ("learning_rate", "warmup_steps")
+OPTIMIZER_FIELDS = ("learning_rate", "warmup_steps", "warmup_from", "lr_decay")
 MODEL_FIELDS = tuple(
     dict.fromkeys(
         NETWORK_FIELDS + PROCESS_FIELDS + OPTIMIZER_FIELDS
@@ -170,19 +170,37 @@ def build_process(params, image_shape=None, data_range=None):
 
 
 def make_optimizer(params):
-    """Adam with a warm-up from learning_rate/10 over ``warmup_steps`` (kdiff.optim.adam).
+    """Adam with a warm-up over ``warmup_steps`` from ``warmup_from`` (default learning_rate/10),
+    then, with ``lr_decay``, a linear decay to 0 at step ``decay_steps`` (kdiff.optim.adam).
 
     Args:
-        params: config fields (``learning_rate``, ``warmup_steps``).
+        params: config fields (``learning_rate``, ``warmup_steps``, ``warmup_from``,
+            ``lr_decay``) and, with ``lr_decay``, ``decay_steps``: the run's total steps
+            (the train stage sets it).
 
     Returns:
         A Keras optimizer.
+
+    Raises:
+        ValueError: ``lr_decay`` without a positive ``decay_steps``.
     """
     from kdiff import optim
 
     params = config_lib.resolve(params, OPTIMIZER_FIELDS)
     learning_rate = params["learning_rate"]
-    return optim.adam(learning_rate, warmup_steps=params["warmup_steps"], warmup_from=learning_rate / 10)
+    warmup_from = params["warmup_from"] if params["warmup_from"] is not None else learning_rate / 10
+    decay_steps = None
+    if params["lr_decay"]:
+        decay_steps = params.get("decay_steps")
+        if not decay_steps or int(decay_steps) < 1:
+            raise ValueError(
+                "Expected `decay_steps` (the run's total training steps) with lr_decay=true. "
+                f"Received: decay_steps={decay_steps!r}"
+            )
+        decay_steps = int(decay_steps)
+    return optim.adam(
+        learning_rate, warmup_steps=params["warmup_steps"], warmup_from=warmup_from, decay_steps=decay_steps
+    )
 
 
 @contextlib.contextmanager

@@ -32,6 +32,8 @@ SCHEDULES = ("linear", "cosine")
 SDES = ("vp", "subvp", "ve")
 LIMIT_ORDERS = ("stratified", "file_number")
 FID_FEATURES = ("classifier", "fid_inception", "inception", "inception_graph")
+RETRIEVAL_FEATURES = ("inception",)
+MODEL_SOURCE_KINDS = ("diffusers", "ncsn", "standin")
 UNET_GROUPS = 32  # the U-Net's GroupNorm groups: every level's channels must be a multiple
 
 # The stage groups of the fields, in the order the flags are listed.
@@ -91,9 +93,20 @@ class RunConfig:
         "file_number (the first N by the number in the file name; digits / TFDS: their own order)",
     )
     image_size: int = _field(8, "ingest", "images are center-cropped and resized to this square size")
+    crop_size: Optional[int] = _field(
+        None, "ingest",
+        "the side of the central square cropped before resizing (e.g. 140 for CelebA, as NCSN did); "
+        "none: the shorter side",
+    )
     channels: Optional[int] = _field(None, "ingest", "1 (grayscale) or 3 (RGB); none: the source's own")
     num_shards: int = _field(4, "ingest", "TFRecord shards of the training split")
     family: str = _field("ddpm", "train", "the diffusion family: ddpm, ncsn or sde")
+    model_source: Optional[str] = _field(
+        None, "train",
+        "import a model instead of training one: diffusers:HUB_ID_OR_FOLDER, ncsn:CHECKPOINT (.pth or .npz) or "
+        "standin:ddpm|ncsnpp|ncsn (a small random-weight model of the importers' classes, for tests); "
+        "none: train",
+    )
     network: Optional[str] = _field(None, "train", f"the network preset, one of {', '.join(NETWORKS)}; none: the family's")
     base_channels: Optional[int] = _field(None, "train", "overrides the preset's base channels (none: the preset's)")
     num_res_blocks: Optional[int] = _field(
@@ -111,6 +124,12 @@ class RunConfig:
     batch_size: int = _field(64, "train", "the global batch size")
     learning_rate: float = _field(1e-3, "train", "Adam's peak learning rate")
     warmup_steps: int = _field(200, "train", "linear warm-up steps from a tenth of the learning rate")
+    warmup_from: Optional[float] = _field(
+        None, "train", "the learning rate the warm-up starts from (none: a tenth of --learning_rate)"
+    )
+    lr_decay: bool = _field(
+        False, "train", "after the warm-up, decay the learning rate linearly to 0 at the last step (the survey's 5.2.1)"
+    )
     ema_decay: float = _field(0.995, "train", "decay of the EMA copy of the weights that is sampled from")
     class_conditional: bool = _field(
         False, "train", "train on the labels, with a null class for classifier-free guidance (ddpm and sde)"
@@ -156,6 +175,11 @@ class RunConfig:
     inception_weights: str = _field("imagenet", "evaluate", 'InceptionV3 weights: "imagenet" (downloaded once) or a file')
     inception_graph: Optional[str] = _field(None, "evaluate", "path of classify_image_graph_def.pb for inception_graph")
     knn: int = _field(5, "evaluate", "nearest training images shown per sample in retrieval")
+    retrieval_features: Optional[str] = _field(
+        None, "evaluate",
+        "the feature space of the retrieval: inception (Keras' InceptionV3, --inception_weights: the survey's "
+        "section 5.5); none: the FID features",
+    )
     seed: int = _field(0, "run", "the seed of everything random (subset, split, weights, noise, samples)")
 
     def __post_init__(self):
@@ -393,6 +417,17 @@ def _network(value, name):
     return value
 
 
+def _model_source(value, name):
+    kind, _, target = str(value).partition(":")
+    if not isinstance(value, str) or kind not in MODEL_SOURCE_KINDS or not target.strip():
+        raise ValueError(
+            f"Expected `{name}` as KIND:TARGET with KIND one of {list(MODEL_SOURCE_KINDS)} (e.g. "
+            f"'diffusers:google/ddpm-celebahq-256', 'ncsn:run/logs/celeba/checkpoint.pth', 'standin:ddpm'). "
+            f"Received: {name}={value!r}"
+        )
+    return value
+
+
 def _samplers(value, name):
     # The sample stage checks each entry against the sampler registry; here, the shape.
     if not isinstance(value, dict) or not value or not all(isinstance(v, dict) for v in value.values()):
@@ -408,9 +443,11 @@ _FIELD_CHECKS = {
     "limit": _optional(_positive_int),
     "limit_order": _choice(LIMIT_ORDERS),
     "image_size": _positive_int,
+    "crop_size": _optional(_positive_int),
     "channels": _optional(_channels),
     "num_shards": _positive_int,
     "family": _choice(FAMILIES),
+    "model_source": _optional(_model_source),
     "network": _optional(_network),
     "base_channels": _optional(_positive_int),
     "num_res_blocks": _optional(_positive_int),
@@ -426,6 +463,8 @@ _FIELD_CHECKS = {
     "batch_size": _positive_int,
     "learning_rate": _positive,
     "warmup_steps": _int_at_least(0),
+    "warmup_from": _optional(_positive),
+    "lr_decay": _flag,
     "ema_decay": _fraction,
     "class_conditional": _flag,
     "label_dropout": _dropout,
@@ -444,6 +483,7 @@ _FIELD_CHECKS = {
     "inception_graph": _optional(_text),
     "fid_weights": _optional(_text),
     "knn": _positive_int,
+    "retrieval_features": _optional(_choice(RETRIEVAL_FEATURES)),
     "seed": _int_at_least(0),
 }
 

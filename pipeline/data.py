@@ -631,24 +631,31 @@ def _to_l_or_rgb(image):
     return image.convert("RGB")  # CMYK, YCbCr, LAB, HSV
 
 
-def preprocess(image, image_size, channels):
+def preprocess(image, image_size, channels, crop_size=None):
     """One image → uint8 [image_size, image_size, channels].
 
     Mode conversion: palette images are expanded; transparency (RGBA, LA, palettes with
     transparency) is composited over a white background; 16-bit grayscale is scaled to
     8 bits; CMYK / YCbCr convert to RGB; RGB → grayscale uses ITU-R 601 luma (Pillow's
     "L"), grayscale → RGB repeats the channel. Then the central square (side = the
-    shorter side) is cropped and resized to ``image_size`` with Pillow's bicubic filter,
-    which is antialiased when shrinking; an image already of that size is unchanged.
+    shorter side, or ``crop_size``) is cropped and resized to ``image_size`` with Pillow's
+    bicubic filter, which is antialiased when shrinking; an image already of that size is
+    unchanged. ``crop_size=140`` on CelebA's 178×218 images is NCSN's preprocessing (a
+    centered 140×140 square, then 32×32 in the survey's 5.4.3).
 
     Args:
         image: a PIL image (any mode) or a uint8 array [H, W], [H, W, 1], [H, W, 3] or
             [H, W, 4].
         image_size: the output height and width.
         channels: 1 (grayscale) or 3 (RGB).
+        crop_size: the side of the central square to crop (None: the shorter side); at
+            most the shorter side.
 
     Returns:
         A uint8 array [image_size, image_size, channels].
+
+    Raises:
+        ValueError: an empty image, or a ``crop_size`` larger than its shorter side.
     """
     from PIL import Image
 
@@ -662,6 +669,14 @@ def preprocess(image, image_size, channels):
     side = min(width, height)
     if side < 1:
         raise ValueError(f"Expected a non-empty image. Received size={image.size}")
+    if crop_size is not None:
+        crop_size = _checks.positive_int(crop_size, "crop_size")
+        if crop_size > side:
+            raise ValueError(
+                f"Expected `crop_size` at most the image's shorter side ({side}). Received: crop_size={crop_size} "
+                f"for an image of size {image.size}"
+            )
+        side = crop_size
     if (width, height) != (side, side):
         left, top = (width - side) // 2, (height - side) // 2
         image = image.crop((left, top, left + side, top + side))

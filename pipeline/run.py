@@ -136,6 +136,7 @@ def build_parser():
         "--verbose", action="store_true", help="show TensorFlow's C++ / Python logs and Beam's warnings"
     )
     run_group.add_argument("--help_beam", action=_BeamHelp, help="list Apache Beam's pipeline options and exit")
+    _add_experiment_flags(parser)
     types = config_lib.field_types()
     for field in dataclasses.fields(config_lib.RunConfig):
         kind, optional = types[field.name]
@@ -145,6 +146,50 @@ def build_parser():
             metavar=field.name.upper(), help=text,
         )
     return parser
+
+
+def _add_experiment_flags(parser):
+    """The flags of ``--experiment`` (pipeline/experiments.py): the survey's experiments."""
+    from pipeline import experiments
+
+    group = parser.add_argument_group("the survey's experiments (pipeline/experiments.py)")
+    group.add_argument(
+        "--experiment", default=None, choices=list(experiments.experiments()),
+        help="run one of the survey's experiments and write its report beside the survey's figures, under "
+        "<output_dir>/<scale>/<experiment>/ (its runs under <output_dir>/<scale>/runs/); the RunConfig flags "
+        "given override every run's settings (default: none, a single run)",
+    )
+    group.add_argument(
+        "--scale", default="small", choices=list(experiments.SCALES),
+        help="small: the digits and tiny / stand-in models, minutes on a CPU; seed: the survey's data and "
+        "checkpoints (default: small)",
+    )
+    group.add_argument("--celeba_hq", default=None, help="--scale=seed: the CelebA-HQ 256×256 image folder")
+    group.add_argument("--ncsn_checkpoint", default=None, help="--scale=seed: NCSN's CelebA checkpoint.pth (or .npz)")
+    group.add_argument("--allow_cpu", action="store_true", help="--scale=seed: let table1 train without a GPU")
+
+
+def _experiment(known, beam_args, parser):
+    """Runs ``--experiment``: its runs and its report (exit code 0, or 1 on a stage error)."""
+    from pipeline import experiments
+    from pipeline.lock import RunLockedError
+    from pipeline.stages.base import StageError
+
+    overrides = config_lib.read_file(known.config) if known.config else {}
+    given = vars(known)
+    overrides.update({name: given[name] for name in config_lib.FIELD_NAMES if name in given})
+    paths = {"celeba_hq": known.celeba_hq, "ncsn_checkpoint": known.ncsn_checkpoint}
+    try:
+        experiments.run_experiment(
+            known.experiment, known.scale, known.output_dir, beam_args, overrides=overrides, paths=paths,
+            force=known.force, allow_cpu=known.allow_cpu,
+        )
+    except ValueError as error:
+        parser.error(str(error))
+    except (StageError, RunLockedError) as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        return 1
+    return 0
 
 
 def _beam_parser():
@@ -431,6 +476,10 @@ def run(argv=None, save_main_session=True):
         parser.error(f"argument --stages: unknown stage(s) {unknown}; expected names from {list(STAGE_ORDER)}")
     with quiet_logs(known.verbose):
         beam_args = check_beam_args(parser, beam_args)
+        if known.experiment is not None:
+            if not any(arg.startswith("--runner") for arg in beam_args):
+                beam_args = ["--runner=DirectRunner"] + list(beam_args)
+            return _experiment(known, beam_args, parser)
         try:
             config = make_config(known)
             if "sample" in stages:

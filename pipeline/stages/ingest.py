@@ -54,7 +54,7 @@ SPEC = StageSpec(
     name="ingest",
     inputs={},
     outputs={"examples": EXAMPLES},
-    parameters=("dataset", "limit", "limit_order", "image_size", "channels", "num_shards", "seed"),
+    parameters=("dataset", "limit", "limit_order", "image_size", "crop_size", "channels", "num_shards", "seed"),
 )
 
 PROGRESS_EVERY = 2000  # images per worker between progress lines
@@ -79,11 +79,12 @@ class ReadAndPreprocessFn(beam.DoFn):
     ``setup()``; only the small ``Source`` and its options are pickled with the DoFn.
     """
 
-    def __init__(self, source, options, image_size, channels):
+    def __init__(self, source, options, image_size, channels, crop_size=None):
         self.source = source
         self.options = dict(options or {})
         self.image_size = int(image_size)
         self.channels = int(channels)
+        self.crop_size = None if crop_size is None else int(crop_size)
         self.images = beam.metrics.Metrics.counter("ingest", "images")
 
     def setup(self):
@@ -93,7 +94,7 @@ class ReadAndPreprocessFn(beam.DoFn):
     def process(self, record):
         for key, image, label in self._reader(record):
             try:
-                array = data.preprocess(image, self.image_size, self.channels)
+                array = data.preprocess(image, self.image_size, self.channels, crop_size=self.crop_size)
             except (ValueError, OSError) as error:
                 where = os.path.join(self.source.name, key) if self.source.kind == "folder" else key
                 raise StageError(
@@ -196,19 +197,21 @@ def write_stats(stats, path, extra):
     return path
 
 
-def build(pipeline, plan, directory, *, image_size, channels, num_shards, seed):
+def build(pipeline, plan, directory, *, image_size, channels, num_shards, seed, crop_size=None):
     """Adds the ingest transforms to ``pipeline``, writing into ``directory``.
 
     Args:
         pipeline: a ``beam.Pipeline``.
         plan: a ``data.SourcePlan``.
         directory: the (temporary) Examples directory.
-        image_size, channels, num_shards, seed: as in ``RunConfig``.
+        image_size, channels, num_shards, seed, crop_size: as in ``RunConfig``.
     """
     examples = (
         pipeline
         | "Enumerate" >> beam.Create(plan.records)
-        | "ReadAndPreprocess" >> beam.ParDo(ReadAndPreprocessFn(plan.source, plan.options, image_size, channels))
+        | "ReadAndPreprocess" >> beam.ParDo(
+            ReadAndPreprocessFn(plan.source, plan.options, image_size, channels, crop_size)
+        )
     )
     eval_keys = (
         examples
@@ -231,6 +234,7 @@ def build(pipeline, plan, directory, *, image_size, channels, num_shards, seed):
     extra = {
         "source": plan.source.spec,
         "image_size": int(image_size),
+        "crop_size": None if crop_size is None else int(crop_size),
         "channels": int(channels),
         "num_classes": plan.num_classes,
         "class_names": plan.class_names,
@@ -299,7 +303,10 @@ class Executor:
         with atomic_directory(outputs["examples"]) as directory:
             try:
                 with quiet_stage_errors(), beam.Pipeline(options=PipelineOptions(beam_args)) as pipeline:
-                    build(pipeline, plan, directory, image_size=image_size, channels=channels, num_shards=num_shards, seed=seed)
+                    build(
+                        pipeline, plan, directory, image_size=image_size, channels=channels, num_shards=num_shards,
+                        seed=seed, crop_size=params["crop_size"],
+                    )
             except Exception as error:
                 stage_error = find_error(error, StageError)  # a worker's StageError, unwrapped
                 if stage_error is not None:

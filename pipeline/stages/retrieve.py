@@ -10,6 +10,10 @@ image is closer than the median train–train nearest-neighbour distance
 (``kdiff.metrics.memorization_ratio`` with ``kdiff.metrics.median_nn_distance``) — and
 panels: each row is a generated sample, then its nearest training images.
 
+The feature space is the evaluate stage's, or with ``retrieval_features="inception"``
+Keras' ImageNet InceptionV3 (``inception_weights``), the survey's own choice for its
+retrieval: the stage then extracts those features itself (in-process, in batches).
+
 Writes ``retrieval.json`` ({sampler: {"memorization_ratio", "mean_nn_distance",
 "train_train_median_nn", "knn", "num_samples", "panel"}}) and ``panels/<sampler>.png``.
 """
@@ -36,9 +40,10 @@ SPEC = StageSpec(
     name="retrieve",
     inputs={"examples": EXAMPLES, "samples": SAMPLES, "metrics": METRICS},
     outputs={"retrieval": RETRIEVAL},
-    parameters=("knn",),
+    parameters=("knn", "retrieval_features", "inception_weights"),
 )
 
+FEATURE_BATCH = 64  # images per feature batch when the stage extracts its own features
 PANEL_ROWS = 8  # samples shown per panel (the first ones, in sample order)
 PANEL_TILE = 64  # small images are scaled up (nearest neighbour) to about this many pixels
 PANEL_PADDING = 2  # pixels between tiles (after scaling)
@@ -98,6 +103,37 @@ def make_panel(samples, neighbors, scale):
     return panel
 
 
+def inception_features(named_images, weights):
+    """Keras' InceptionV3 features (2048-d average pool) of each image set, in batches.
+
+    Args:
+        named_images: ``{name: uint8 [N, H, W, C]}``.
+        weights: "imagenet" (fetched once into Keras' cache) or a weights file.
+
+    Returns:
+        ``{name: float [N, 2048]}``.
+
+    Raises:
+        StageError: the weights cannot be found or downloaded.
+    """
+    from pipeline import features as features_lib
+
+    try:
+        path = features_lib.resolve_inception_weights(weights)
+    except OSError as error:
+        raise StageError(
+            f"retrieve: --retrieval_features=inception needs Keras' InceptionV3 weights, but {error}. Download "
+            f"{features_lib.IMAGENET_NOTOP_URL} where there is internet and pass --inception_weights=PATH."
+        ) from None
+    extractor = features_lib.load_extractor({"kind": "inception_v3", "weights": path, "source": weights})
+    result = {}
+    for name, images in named_images.items():
+        chunks = [extractor(images[i : i + FEATURE_BATCH])["features"] for i in range(0, len(images), FEATURE_BATCH)]
+        result[name] = np.concatenate(chunks)
+        _log(f"InceptionV3 features of {name}: {len(images)} images")
+    return result
+
+
 class Executor:
     """Nearest training images of every sampler's samples, memorization, panels."""
 
@@ -138,6 +174,14 @@ class Executor:
             raise StageError(
                 f"retrieve: {features_path} has no 'samples/<name>' features; rerun the evaluate stage."
             )
+        feature_space = "the evaluate stage's FID features"
+        if params.get("retrieval_features") == "inception":
+            sets = {"train": train}
+            for name in names:
+                sets[f"samples/{name}"] = _read_samples(os.path.join(inputs["samples"], name, "samples.npz"))
+            stored = inception_features(sets, params.get("inception_weights") or "imagenet")
+            train_features = stored["train"]
+            feature_space = "Keras' ImageNet InceptionV3 (2048-d average pool)"
 
         k = min(knn, len(train))
         threshold = metrics.median_nn_distance(train_features)
@@ -148,13 +192,7 @@ class Executor:
             for name in names:
                 sample_features = stored[f"samples/{name}"]
                 path = os.path.join(inputs["samples"], name, "samples.npz")
-                try:
-                    with np.load(path) as data:
-                        images = data["images"]
-                except (OSError, KeyError, ValueError) as error:
-                    raise StageError(
-                        f"retrieve: cannot read {path} ({error}); rerun the sample stage."
-                    ) from None
+                images = _read_samples(path)
                 if len(images) != len(sample_features) or images.shape[1:] != train.shape[1:]:
                     raise StageError(
                         f"retrieve: {path} holds {len(images)} images of {list(images.shape[1:])} but the metrics "
@@ -169,6 +207,7 @@ class Executor:
                 panel_path = os.path.join("panels", f"{name}.png")
                 Image.fromarray(panel).save(os.path.join(out, panel_path))
                 result[name] = {
+                    "feature_space": feature_space,
                     "memorization_ratio": ratio,
                     "mean_nn_distance": float(np.mean(distances[:, 0])),
                     "train_train_median_nn": threshold,
@@ -188,3 +227,12 @@ class Executor:
                 )
             write_json(os.path.join(out, "retrieval.json"), result)
         _log(f"wrote {outputs['retrieval']}/retrieval.json and panels/")
+
+
+def _read_samples(path):
+    """The ``images`` of a ``samples.npz``, or StageError naming the file."""
+    try:
+        with np.load(path) as data:
+            return data["images"]
+    except (OSError, KeyError, ValueError) as error:
+        raise StageError(f"retrieve: cannot read {path} ({error}); rerun the sample stage.") from None

@@ -66,6 +66,7 @@ SPEC = StageSpec(
     outputs={"model": MODEL},
     parameters=(
         "family",
+        "model_source",
         "network",
         "base_channels",
         "num_res_blocks",
@@ -81,6 +82,8 @@ SPEC = StageSpec(
         "batch_size",
         "learning_rate",
         "warmup_steps",
+        "warmup_from",
+        "lr_decay",
         "ema_decay",
         "class_conditional",
         "label_dropout",
@@ -493,6 +496,13 @@ class Executor:
         strategy_name, precision = params["strategy"], params["precision"]
         checkpoint_dir = checkpoint_dir_for(model_dir)
 
+        if params["model_source"] is not None:
+            _import(params, image_shape, model_dir)
+            return
+        num_train = stats.get("num_train")
+        batches_per_epoch = math.ceil(int(num_train) / batch_size) if num_train else None
+        if params["lr_decay"]:
+            params["decay_steps"] = epochs * (batches_per_epoch or 1)  # the decay ends at the last step
         chief = kdiff.distribute.is_chief(strategy)
         if params["class_conditional"] and stats.get("num_classes") is None:
             raise StageError(
@@ -526,8 +536,6 @@ class Executor:
             )
         state = TrainingState(epochs, restored)
         summary_dir = os.path.join(checkpoint_dir, "logs")
-        num_train = stats.get("num_train")
-        batches_per_epoch = math.ceil(int(num_train) / batch_size) if num_train else None
         callbacks = make_callbacks(
             state, checkpoints, every, summary_dir, chief=chief, batches_per_epoch=batches_per_epoch,
             recipe=recipe,
@@ -615,6 +623,47 @@ class Executor:
                 raise StageError(
                     f"train: epoch {epoch + 1} saw no batches; the Examples in {examples_dir} may be empty."
                 )
+
+
+def _import(params, image_shape, model_dir):
+    """Writes an imported model (``model_source``) as the Model artifact, without training.
+
+    The export carries the model's provenance (``config.json``'s ``source``) and
+    ``history.json`` says the model was imported (no steps, no training time).
+
+    Args:
+        params: the stage's resolved params (``model_source``, ``seed``).
+        image_shape: the Examples' (height, width, channels), which the model must match.
+        model_dir: the Model directory to write.
+
+    Raises:
+        StageError: the source cannot be read, or its images differ from the Examples'.
+    """
+    from kdiff import export as export_lib
+
+    from pipeline import imports
+
+    try:
+        model, source = imports.import_model(params["model_source"], image_shape, seed=params["seed"])
+    except (ValueError, FileNotFoundError, ImportError, OSError) as error:
+        raise StageError(f"train: cannot import --model_source={params['model_source']}: {error}") from error
+    shape = tuple(int(d) for d in model.image_shape)
+    if shape != tuple(image_shape):
+        raise StageError(
+            f"train: the imported model makes images of {list(shape)}; expected the Examples' {list(image_shape)}. "
+            f"Received: --model_source={params['model_source']}; set --image_size / --channels to match it."
+        )
+    _log(f"imported {type(model).__name__} from {params['model_source']} ({model.network.count_params():,} parameters)")
+    history = {
+        "loss": [], "val_loss": [], "steps": 0, "seconds": None, "steps_per_second": None, "epochs": 0,
+        "num_parameters": int(model.network.count_params()), "imported": source,
+    }
+    with atomic_directory(model_dir) as out:
+        _log("exporting the SavedModel")
+        export_lib.export(model, os.path.join(out, "export"), source=source)
+        write_json(os.path.join(out, "history.json"), history)
+        os.makedirs(os.path.join(out, "logs"))
+    _log(f"wrote {model_dir}")
 
 
 def _float32_twin(model, params, image_shape, precision):

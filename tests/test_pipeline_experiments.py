@@ -1,0 +1,252 @@
+"""The survey's experiments (pipeline/experiments.py): definitions, configs, the side-by-side
+report, the seed scale's early failures, the CelebA-HQ / CelebA loaders, and each
+experiment end to end at --scale=small (slow: one shared run of all five)."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline import config, data, experiments, imports
+from pipeline import run as run_lib
+
+NAMES = ["table1", "table2", "ncsn", "sde", "retrieval"]
+
+
+# ----------------------------------------------------------------------------- definitions
+
+
+def test_the_five_experiments_and_the_survey_figures():
+    table = experiments.experiments()
+    assert list(table) == NAMES
+    survey = {(run.name, row.key): dict(row.survey) for run in table["table1"].runs for row in run.rows}
+    assert survey[("ddpm_linear", "ddpm_1000")] == {"fid": 99.802, "train_minutes": 138, "minutes_per_100": 80}
+    assert survey[("ddpm_cosine", "ddpm_1000")] == {"fid": 115.659, "train_minutes": 140, "minutes_per_100": 75}
+    assert survey[("ddpm_linear", "ddim_50")] == {"fid": 103.322, "train_minutes": 127, "minutes_per_100": 4}
+    assert survey[("ddpm_cosine", "ddim_50")] == {"fid": 113.433, "train_minutes": 125, "minutes_per_100": 4}
+    (run,) = table["table2"].runs
+    assert [(r.key, r.survey["fid"], r.survey["minutes_per_100"]) for r in run.rows] == [
+        ("ddpm_50", 459.211, 10), ("ddpm_1000", 77.659, 213), ("ddim_50", 81.006, 10), ("ddim_1000", 94.843, 213)]
+    assert table["ncsn"].runs[0].rows[0].survey == {"fid": 110.163, "seconds_per_sample": 100}
+    sde_rows = table["sde"].runs[0].rows
+    assert sde_rows[0].survey == {"fid": 63.514, "seconds_per_sample": 720}
+    assert [r.key for r in sde_rows[1:]] == ["dpm_solver_20", "heun_20"] and not sde_rows[1].survey
+    # retrieval covers every model of the others
+    others = [run.name for name in NAMES[:-1] for run in table[name].runs]
+    assert [run.name for run in table["retrieval"].runs] == others
+    with pytest.raises(ValueError, match="table1"):
+        experiments.get("table3")
+
+
+def test_sampler_configs_at_each_scale():
+    (run,) = experiments.get("table2").runs
+    row = next(r for r in run.rows if r.key == "ddpm_1000")
+    name, kwargs = experiments.sampler_config(row, "seed")
+    assert name == "ddpm_1000" and kwargs["sampler"] == "ddpm" and kwargs["steps"] == 1000
+    assert kwargs["variance"] == "beta_tilde" and kwargs["spacing"] == "leading"  # diffusers' DDPMPipeline
+    assert experiments.sampler_config(row, "small") == ("ddpm_20", {**kwargs, "steps": 20})
+    pc = experiments.get("sde").runs[0].rows[0]
+    assert experiments.sampler_config(pc, "seed")[1]["steps"] == 2000
+
+
+def test_seed_configs_follow_the_survey(tmp_path):
+    paths = {"celeba_hq": str(tmp_path), "ncsn_checkpoint": str(tmp_path / "checkpoint.pth")}
+    linear = experiments.run_config(experiments.get("table1").runs[0], "seed", paths=paths)
+    assert linear.dataset == f"folder:{tmp_path}" and linear.limit == 3000 and linear.limit_order == "file_number"
+    assert (linear.image_size, linear.epochs, linear.batch_size, linear.schedule) == (128, 50, 16, "linear")
+    assert (linear.learning_rate, linear.warmup_steps, linear.warmup_from, linear.lr_decay) == (1e-4, 500, 4e-5, True)
+    assert linear.network == "unet_ddpm_cifar10" and linear.model_source is None
+    assert (linear.fid_features, linear.retrieval_features, linear.num_samples) == ("fid_inception", "inception", 100)
+    assert sorted(linear.samplers) == ["ddim_50", "ddpm_1000"]
+    ncsn = experiments.run_config(experiments.get("ncsn").runs[0], "seed", paths=paths)
+    assert (ncsn.dataset, ncsn.crop_size, ncsn.image_size) == ("tfds:celeb_a", 140, 32)
+    assert ncsn.model_source == f"ncsn:{tmp_path / 'checkpoint.pth'}" and ncsn.family == "ncsn"
+    sde = experiments.run_config(experiments.get("sde").runs[0], "seed", paths=paths, overrides={"num_samples": 7})
+    assert sde.model_source == "diffusers:google/ncsnpp-celebahq-256" and (sde.sde, sde.image_size) == ("ve", 256)
+    assert sde.num_samples == 7  # the command line's fields override the experiment's
+    small = experiments.run_config(experiments.get("table2").runs[0], "small")
+    assert small.dataset == "digits" and small.model_source == "standin:ddpm" and small.image_size == 8
+
+
+def test_seed_scale_fails_early_naming_what_is_missing(tmp_path, monkeypatch):
+    monkeypatch.setattr(imports, "reachable", lambda *args, **kwargs: False)  # offline, without waiting
+    monkeypatch.setattr(experiments, "gpus", lambda: [])
+    monkeypatch.setenv("KDIFF_FID_WEIGHTS", str(tmp_path / "absent.pth"))
+    out = tmp_path / "out"
+    with pytest.raises(ValueError) as info:
+        experiments.run_experiment("table1", "seed", str(out), [])
+    text = str(info.value)
+    assert "--celeba_hq=PATH" in text and "not given" in text and "a GPU" in text and "--allow_cpu" in text
+    assert "pytorch-fid's weights" in text and not out.exists()  # nothing ran, nothing written
+    with pytest.raises(ValueError, match="--ncsn_checkpoint=PATH"):
+        experiments.run_experiment("ncsn", "seed", str(out), [], paths={"ncsn_checkpoint": str(tmp_path / "no.pth")})
+    with pytest.raises(ValueError) as info:
+        experiments.run_experiment("table2", "seed", str(out), [], paths={"celeba_hq": str(tmp_path)})
+    assert "google/ddpm-celebahq-256" in str(info.value) and "--celeba_hq" not in str(info.value)
+    assert experiments.requirements(experiments.get("table1"), "small") == []
+
+
+def test_imports_parse_and_check_their_sources(tmp_path):
+    assert imports.parse_model_source("standin:ncsnpp") == ("standin", "ncsnpp")
+    assert imports.parse_model_source("diffusers:google/ddpm-celebahq-256") == ("diffusers", "google/ddpm-celebahq-256")
+    with pytest.raises(ValueError, match="stand-in"):
+        imports.parse_model_source("standin:gan")
+    with pytest.raises(ValueError, match="model_source"):
+        config.preset("tiny", model_source="torch:model.pt")
+    assert imports.missing("standin:ddpm") is None
+    assert "no file" in imports.missing(f"ncsn:{tmp_path / 'checkpoint.pth'}")
+    assert imports.missing(f"diffusers:{tmp_path}") is None
+
+
+def _result(**values):
+    row = {
+        "run": "ddpm_linear", "row": "ddpm_1000", "sampler": "ddpm_20", "label": "DDPM linear", "steps": 20,
+        "nfe": 20, "num_samples": 2048, "fid_survey_count": 31.5, "survey_count": 100, "fid": 12.25,
+        "fid_infinity": 10.5, "fid_low": 11.0, "fid_high": 14.0, "train_seconds": 90.0, "imported": None,
+        "sampling_seconds": 20.48, "seconds_per_sample": 0.01, "memorization_ratio": 0.25, "mean_nn_distance": 3.5,
+        "retrieval_features": "x", "retrieval_panel": None,
+        "survey": {"fid": 99.802, "train_minutes": 138, "minutes_per_100": 80},
+    }
+    row.update(values)
+    return row
+
+
+def test_the_table_sets_kdiff_beside_the_survey_with_the_hardware():
+    experiment = experiments.get("table1")
+    lines = experiments.render_table(experiment, [_result()], "seed", "Test CPU, 2 cores, no GPU")
+    header, rule, row, hardware = lines
+    assert header.count("|") == rule.count("|") == row.count("|") == hardware.count("|")
+    assert "kdiff: FID (100 samples)" in header and "survey: FID (100 samples)" in header
+    assert "kdiff: training time" in header and "survey: time for 100 samples" in header
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[4:9] == ["31.5 (100)", "12.2 (2,048)", "[11, 14]", "10.5", "90 s"]
+    assert cells[9] == "1 s" and cells[10:] == ["99.8", "138 min", "80 min"]
+    assert "Test CPU, 2 cores, no GPU" in hardware and "Google Colaboratory" in hardware
+    small = experiments.render_table(experiment, [_result()], "small", "cpu")
+    assert "kdiff stand-in: FID (100 samples)" in small[0]
+    text = experiments.render_report(experiment, [_result(imported="ddpm")], "small", "cpu")
+    assert "Stand-in run" in text and "## References" in text and "Chong & Forsyth" in text
+    assert "Stand-in" not in experiments.render_report(experiment, [_result()], "seed", "cpu")
+    retrieval = experiments.render_table(experiments.get("retrieval"), [_result()], "seed", "cpu")
+    assert "memorization ratio" in retrieval[0] and "0.25" in retrieval[2] and "judged by eye" in retrieval[2]
+
+
+def test_hardware_describes_this_machine():
+    text = experiments.hardware()
+    assert f"{os.cpu_count()} cores" in text and ("GPU" in text)
+
+
+def test_the_command_line_runs_an_experiment_with_its_overrides(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(experiments, "run_experiment", lambda *args, **kwargs: calls.append((args, kwargs)))
+    argv = [f"--output_dir={tmp_path}", "--experiment=table2", "--num_samples=5", "--celeba_hq=/data/hq"]
+    assert run_lib.run(argv) == 0
+    ((args, kwargs),) = calls
+    assert args[:3] == ("table2", "small", str(tmp_path)) and args[3][0] == "--runner=DirectRunner"
+    assert kwargs["overrides"] == {"num_samples": 5} and kwargs["paths"]["celeba_hq"] == "/data/hq"
+
+
+# ----------------------------------------------------------------------------- data loaders
+
+
+def test_celeba_hq_folder_numeric_order_and_3000_image_limit(tmp_path):
+    folder = tmp_path / "celeba_hq_256"
+    folder.mkdir()
+    for number in range(3005):  # the Kaggle layout: 0.jpg … 29999.jpg in one folder (empty files: not decoded)
+        (folder / f"{number}.jpg").touch()
+    plan = data.plan_source(f"folder:{folder}", limit=3000, limit_order="file_number")
+    keys = [record[0] for record in plan.records]
+    assert keys == [f"{n}.jpg" for n in range(3000)]  # 2.jpg before 10.jpg; 3000.jpg … 3004.jpg left out
+    assert plan.num_classes is None and plan.default_channels == 3
+
+
+def test_celeba_hq_images_resize_to_128(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "7.jpg"
+    Image.fromarray(rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)).save(path)
+    image = data.read_image_file(str(path))
+    array = data.preprocess(image, 128, 3)
+    assert array.shape == (128, 128, 3) and array.dtype == np.uint8
+    expected = np.asarray(Image.open(path).convert("RGB").resize((128, 128), Image.Resampling.BICUBIC))
+    np.testing.assert_array_equal(array, expected)
+
+
+def test_celeba_center_crop_140_then_32(tmp_path):
+    rng = np.random.default_rng(1)
+    pixels = rng.integers(0, 256, (218, 178, 3), dtype=np.uint8)  # CelebA's aligned images: 178 wide, 218 high
+    path = tmp_path / "000001.png"
+    Image.fromarray(pixels).save(path)
+    array = data.preprocess(Image.open(path), 32, 3, crop_size=140)
+    # torchvision's CenterCrop(140), as NCSN's loader: top round((218-140)/2) = 39, left 19
+    expected = Image.fromarray(pixels[39:179, 19:159]).resize((32, 32), Image.Resampling.BICUBIC)
+    np.testing.assert_array_equal(array, np.asarray(expected))
+    assert not np.array_equal(array, data.preprocess(Image.open(path), 32, 3))  # the default crops 178
+    with pytest.raises(ValueError, match="crop_size"):
+        data.preprocess(Image.open(path), 32, 3, crop_size=200)
+    # ingest's reader applies it
+    from pipeline.stages import ingest
+
+    fn = ingest.ReadAndPreprocessFn(data.parse_source(f"folder:{tmp_path}"), {}, 32, 3, crop_size=140)
+    fn.setup()
+    plan = data.plan_source(f"folder:{tmp_path}")
+    ((key, image, label),) = list(fn.process(plan.records[0]))
+    assert key == "000001.png" and label == -1
+    np.testing.assert_array_equal(image, np.asarray(expected))
+
+
+# ----------------------------------------------------------------------------- end to end, small
+
+
+# The smallest settings that still fill every column: 24 digits, one training step per model,
+# 10 samples (FID∞ needs 10) in one batch.
+TINY = {
+    "limit": 24, "epochs": 1, "batch_size": 22, "warmup_steps": 0, "num_samples": 10, "sample_batch_size": 10,
+    "knn": 2,
+}
+
+
+@pytest.fixture(scope="module")
+def small_reports(tmp_path_factory):
+    root = tmp_path_factory.mktemp("experiments")
+    paths = {}
+    for name in NAMES:
+        paths[name] = experiments.run_experiment(name, "small", str(root), ["--runner=DirectRunner"], overrides=TINY)
+    return root, paths
+
+
+def _results(path):
+    with open(os.path.join(os.path.dirname(path), "results.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_each_experiment_runs_end_to_end_at_small_scale(small_reports, name):
+    root, paths = small_reports
+    with open(paths[name], encoding="utf-8") as f:
+        text = f.read()
+    assert "Stand-in run (--scale=small)" in text
+    assert "| kdiff stand-in:" in text and "| survey:" in text and "| measured on |" in text
+    assert os.path.exists(os.path.join(os.path.dirname(paths[name]), "report.html"))
+    results = _results(paths[name])
+    assert results["scale"] == "small" and "cores" in results["measured_on"]
+    experiment = experiments.get(name)
+    assert len(results["rows"]) == sum(len(run.rows) for run in experiment.runs)
+    for row in results["rows"]:
+        assert row["num_samples"] == 10 and row["survey_count"] == 10
+        if "fid" in experiment.columns:
+            assert row["fid"] is not None and row["fid_infinity"] is not None
+            assert row["fid_survey_count"] == pytest.approx(row["fid"], rel=1e-3)  # all 10 are the first 100
+        assert row["sampling_seconds"] > 0
+    if name == "table1":
+        assert all(row["train_seconds"] > 0 and row["imported"] is None for row in results["rows"])
+        assert "99.8" in text and "138 min" in text
+    if name in ("table2", "ncsn", "sde"):
+        assert all(row["train_seconds"] is None and row["imported"] for row in results["rows"])
+        assert "– (pretrained)" not in text or name == "table1"
+    if name == "retrieval":
+        assert all(row["memorization_ratio"] is not None for row in results["rows"])
+        assert text.count("nearest training images") == len(results["rows"])
+        assert len(os.listdir(os.path.join(os.path.dirname(paths[name]), "pictures"))) == len(results["rows"])
