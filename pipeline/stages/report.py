@@ -186,6 +186,12 @@ def _nfe_plot(curves, path):
         high = [(p[3] if p[3] is not None else f) - f for f, p in zip(fid, points)]
         axis.errorbar(nfe, fid, yerr=[low, high], marker="o", markersize=4, capsize=3, label=sampler)
     axis.set_xscale("log")
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    values = [p[0] for points in curves.values() for p in points]
+    axis.set_xticks([t for t in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000) if min(values) <= t <= max(values)])
+    axis.xaxis.set_major_formatter(ScalarFormatter())
+    axis.xaxis.set_minor_formatter(NullFormatter())
     axis.set_xlabel("network evaluations per sample (NFE)")
     axis.set_ylabel("FID")
     axis.legend()
