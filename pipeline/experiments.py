@@ -593,7 +593,7 @@ def _cells(experiment, result):
             f"{_num(result['fid_survey_count'])} ({result['survey_count']:,})",
             f"{_num(result['fid'])} ({result['num_samples']:,})", interval, _num(result["fid_infinity"]),
         ]
-        theirs.append(_num(survey.get("fid")))
+        theirs.append("–" if survey.get("fid") is None else f"{survey['fid']:g}")  # as the survey prints it
     if "train_time" in experiment.columns:
         ours.append(_duration(result["train_seconds"]) if result["train_seconds"] is not None else "– (pretrained)")
         theirs.append(_survey_minutes(survey.get("train_minutes")))
