@@ -344,7 +344,7 @@ def test_a_full_disk_fails_naming_the_file_and_the_rerun_with_space_recovers(ing
 
     from pipeline import builders
 
-    monkeypatch.setattr(builders, "build_network", lambda params, shape, loss=None: TinyNet(shape[0], shape[2]))
+    monkeypatch.setattr(builders, "build_network", lambda params, shape, loss=None, num_classes=None: TinyNet(shape[0], shape[2]))
     disk, _ = small_disk
     run_dir = _copy(ingested, disk)
     filler = disk / "filler"
