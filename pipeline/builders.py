@@ -286,7 +286,8 @@ def build_model(params, image_shape, num_classes=None):
         **conditioning,
     }
     with seeded_initializers(params["seed"]):
-        network = build_network(params, image_shape, loss=loss, num_classes=network_classes)
+        classes = {} if network_classes is None else {"num_classes": network_classes}
+        network = build_network(params, image_shape, loss=loss, **classes)
         if family == "ddpm":
             model = kdiff.DDPM(network, process, loss=loss, **common)
         elif family == "ncsn":

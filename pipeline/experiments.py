@@ -746,32 +746,23 @@ def configs_for(experiment, scale, overrides=None, paths=None):
     return {run.name: run_config(run, scale, overrides, paths) for run in experiment.runs}
 
 
-def run_experiment(name, scale, output_dir, beam_args, *, overrides=None, paths=None, force=False, allow_cpu=False,
-                   log=print):
-    """Runs an experiment's runs through the pipeline's stages and writes its report.
+def plan(name, scale, overrides=None, paths=None, allow_cpu=False):
+    """An experiment and its runs' configs, checked before anything runs.
 
     Args:
         name: the experiment (a key of ``experiments()``).
         scale: "small" or "seed".
-        output_dir: the root; runs go to ``<output_dir>/<scale>/runs/<run>``, the report to
-            ``<output_dir>/<scale>/<name>/``.
-        beam_args: Beam pipeline flags.
         overrides: ``RunConfig`` fields applied over every run's (the command line's).
         paths: ``{"celeba_hq": …, "ncsn_checkpoint": …}`` for the seed scale.
-        force: rerun cached stages.
         allow_cpu: let table1 train without a GPU at the seed scale.
-        log: where progress lines go.
 
     Returns:
-        The report's path.
+        ``(experiment, {run name: RunConfig})``.
 
     Raises:
         ValueError: an unknown experiment or scale, a bad override, or (seed scale) what
-            is missing, all named before anything runs.
-        StageError: a stage failed.
+            is missing, all named.
     """
-    from pipeline import run as run_lib
-
     experiment = get(name)
     if scale not in SCALES:
         raise ValueError(f"Expected `scale` in {list(SCALES)}. Received: scale={scale!r}")
@@ -782,12 +773,4 @@ def run_experiment(name, scale, output_dir, beam_args, *, overrides=None, paths=
             f"--experiment={name} --scale=seed needs what is missing here:\n  - " + "\n  - ".join(problems)
             + "\n(see the README's 'The survey's experiments'; --scale=small runs the same code on the digits)"
         )
-    for config in configs.values():
-        run_lib.check_samplers(config)
-    root = os.path.join(output_dir, scale)
-    for run_name, config in configs.items():
-        log(f"[{name}] run {run_name} → {os.path.join(root, 'runs', run_name)}")
-        run_lib.run_stages(config, os.path.join(root, "runs", run_name), beam_args, force=force)
-    path = write_report(experiment, scale, root, hardware())
-    log(f"[{name}] report: {os.path.abspath(path)}")
-    return path
+    return experiment, configs

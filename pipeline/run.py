@@ -169,9 +169,47 @@ def _add_experiment_flags(parser):
     group.add_argument("--allow_cpu", action="store_true", help="--scale=seed: let table1 train without a GPU")
 
 
+def run_experiment(name, scale, output_dir, beam_args, *, overrides=None, paths=None, force=False, allow_cpu=False,
+                   log=print):
+    """Runs an experiment's runs through the pipeline's stages and writes its report
+    (``pipeline.experiments`` holds the experiments; this runs them).
+
+    Args:
+        name: the experiment (a key of ``pipeline.experiments.experiments()``).
+        scale: "small" or "seed".
+        output_dir: the root; runs go to ``<output_dir>/<scale>/runs/<run>``, the report to
+            ``<output_dir>/<scale>/<name>/``.
+        beam_args: Beam pipeline flags.
+        overrides: ``RunConfig`` fields applied over every run's (the command line's).
+        paths: ``{"celeba_hq": …, "ncsn_checkpoint": …}`` for the seed scale.
+        force: rerun cached stages.
+        allow_cpu: let table1 train without a GPU at the seed scale.
+        log: where progress lines go.
+
+    Returns:
+        The report's path.
+
+    Raises:
+        ValueError: an unknown experiment or scale, a bad override, or (seed scale) what
+            is missing, all named before anything runs.
+        StageError: a stage failed.
+    """
+    from pipeline import experiments
+
+    experiment, configs = experiments.plan(name, scale, overrides, paths, allow_cpu)
+    for config in configs.values():
+        check_samplers(config)
+    root = os.path.join(output_dir, scale)
+    for run_name, config in configs.items():
+        log(f"[{name}] run {run_name} → {os.path.join(root, 'runs', run_name)}")
+        run_stages(config, os.path.join(root, "runs", run_name), beam_args, force=force)
+    path = experiments.write_report(experiment, scale, root, experiments.hardware())
+    log(f"[{name}] report: {os.path.abspath(path)}")
+    return path
+
+
 def _experiment(known, beam_args, parser):
     """Runs ``--experiment``: its runs and its report (exit code 0, or 1 on a stage error)."""
-    from pipeline import experiments
     from pipeline.lock import RunLockedError
     from pipeline.stages.base import StageError
 
@@ -180,7 +218,7 @@ def _experiment(known, beam_args, parser):
     overrides.update({name: given[name] for name in config_lib.FIELD_NAMES if name in given})
     paths = {"celeba_hq": known.celeba_hq, "ncsn_checkpoint": known.ncsn_checkpoint}
     try:
-        experiments.run_experiment(
+        run_experiment(
             known.experiment, known.scale, known.output_dir, beam_args, overrides=overrides, paths=paths,
             force=known.force, allow_cpu=known.allow_cpu,
         )

@@ -76,14 +76,14 @@ def test_seed_scale_fails_early_naming_what_is_missing(tmp_path, monkeypatch):
     monkeypatch.setenv("KDIFF_FID_WEIGHTS", str(tmp_path / "absent.pth"))
     out = tmp_path / "out"
     with pytest.raises(ValueError) as info:
-        experiments.run_experiment("table1", "seed", str(out), [])
+        run_lib.run_experiment("table1", "seed", str(out), [])
     text = str(info.value)
     assert "--celeba_hq=PATH" in text and "not given" in text and "a GPU" in text and "--allow_cpu" in text
     assert "pytorch-fid's weights" in text and not out.exists()  # nothing ran, nothing written
     with pytest.raises(ValueError, match="--ncsn_checkpoint=PATH"):
-        experiments.run_experiment("ncsn", "seed", str(out), [], paths={"ncsn_checkpoint": str(tmp_path / "no.pth")})
+        run_lib.run_experiment("ncsn", "seed", str(out), [], paths={"ncsn_checkpoint": str(tmp_path / "no.pth")})
     with pytest.raises(ValueError) as info:
-        experiments.run_experiment("table2", "seed", str(out), [], paths={"celeba_hq": str(tmp_path)})
+        run_lib.run_experiment("table2", "seed", str(out), [], paths={"celeba_hq": str(tmp_path)})
     assert "google/ddpm-celebahq-256" in str(info.value) and "--celeba_hq" not in str(info.value)
     assert experiments.requirements(experiments.get("table1"), "small") == []
 
@@ -140,7 +140,7 @@ def test_hardware_describes_this_machine():
 
 def test_the_command_line_runs_an_experiment_with_its_overrides(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(experiments, "run_experiment", lambda *args, **kwargs: calls.append((args, kwargs)))
+    monkeypatch.setattr(run_lib, "run_experiment", lambda *args, **kwargs: calls.append((args, kwargs)))
     argv = [f"--output_dir={tmp_path}", "--experiment=table2", "--num_samples=5", "--celeba_hq=/data/hq"]
     assert run_lib.run(argv) == 0
     ((args, kwargs),) = calls
@@ -212,7 +212,7 @@ def small_reports(tmp_path_factory):
     root = tmp_path_factory.mktemp("experiments")
     paths = {}
     for name in NAMES:
-        paths[name] = experiments.run_experiment(name, "small", str(root), ["--runner=DirectRunner"], overrides=TINY)
+        paths[name] = run_lib.run_experiment(name, "small", str(root), ["--runner=DirectRunner"], overrides=TINY)
     return root, paths
 
 
