@@ -162,6 +162,9 @@ class RunConfig:
     num_samples: int = _field(200, "sample", "images drawn per sampler")
     sample_shards: int = _field(1, "sample", "Beam work items per sampler")
     sample_batch_size: int = _field(200, "sample", "images per sampling batch")
+    trajectory_samples: int = _field(
+        8, "sample", "samples in each sampler's denoising-trajectory picture (0: none, and no tracing of its loop)"
+    )
     fid_features: str = _field(
         "classifier", "evaluate",
         "FID feature space: classifier (trained on the labels), fid_inception (pytorch-fid's network: published "
@@ -478,6 +481,7 @@ _FIELD_CHECKS = {
     "num_samples": _positive_int,
     "sample_shards": _positive_int,
     "sample_batch_size": _positive_int,
+    "trajectory_samples": _int_at_least(0),
     "fid_features": _choice(FID_FEATURES),
     "inception_weights": _text,
     "inception_graph": _optional(_text),

@@ -59,12 +59,11 @@ SPEC = StageSpec(
     outputs={"samples": SAMPLES},
     parameters=(
         "samplers", "guidance_scale", "nfe_sweep", "sweep_samplers", "num_samples", "sample_shards",
-        "sample_batch_size", "seed",
+        "sample_batch_size", "trajectory_samples", "seed",
     ),
 )
 
 WORK_DIR = "_work"
-TRAJECTORY_SAMPLES = 8
 TRAJECTORY_FRAMES = 10
 GRID_MAX = 100
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -89,7 +88,7 @@ def shard_counts(num_samples, shards):
     return [c for c in (base + (1 if i < extra else 0) for i in range(int(shards))) if c > 0]
 
 
-def work_items(samplers, num_samples, shards, seed, trajectory_samples=TRAJECTORY_SAMPLES):
+def work_items(samplers, num_samples, shards, seed, trajectory_samples=None):
     """The Beam work items: one per (sampler, shard), plus one trajectory item per sampler.
 
     Args:
@@ -97,11 +96,16 @@ def work_items(samplers, num_samples, shards, seed, trajectory_samples=TRAJECTOR
         num_samples: images per sampler.
         shards: work items per sampler.
         seed: the run's seed.
-        trajectory_samples: samples in each trajectory picture.
+        trajectory_samples: samples in each trajectory picture (0: no trajectory item; None:
+            ``RunConfig``'s ``trajectory_samples``).
 
     Returns:
         A list of dicts (picklable, JSON-serializable).
     """
+    from pipeline import config as config_lib
+
+    if trajectory_samples is None:
+        trajectory_samples = config_lib.field_default("trajectory_samples")
     items = []
     for name, kwargs in samplers.items():
         counts = shard_counts(num_samples, shards)
@@ -111,11 +115,12 @@ def work_items(samplers, num_samples, shards, seed, trajectory_samples=TRAJECTOR
                 "count": count, "offset": sum(counts[:shard]),
                 "seed": derive_seed(seed, name, shard), "kwargs": dict(kwargs),
             })
-        items.append({
-            "kind": "trajectory", "name": name, "shard": -1, "num_shards": len(counts),
-            "count": min(trajectory_samples, int(num_samples)),
-            "seed": derive_seed(seed, name, "trajectory"), "kwargs": dict(kwargs),
-        })
+        if trajectory_samples:
+            items.append({
+                "kind": "trajectory", "name": name, "shard": -1, "num_shards": len(counts),
+                "count": min(trajectory_samples, int(num_samples)),
+                "seed": derive_seed(seed, name, "trajectory"), "kwargs": dict(kwargs),
+            })
     return items
 
 
@@ -514,7 +519,7 @@ class Executor:
         check_samplers(samplers, processes.from_model_config(config, f"export config at {export_path}"))
         num_samples, shards = params["num_samples"], params["sample_shards"]
         batch_size, seed = params["sample_batch_size"], params["seed"]
-        items = work_items(samplers, num_samples, shards, seed)
+        items = work_items(samplers, num_samples, shards, seed, params["trajectory_samples"])
         beam_args = list(params.get("beam_args") or ["--runner=DirectRunner"])
         _log(
             f"{len(samplers)} sampler(s) × {num_samples} images in {len(shard_counts(num_samples, shards))} "
