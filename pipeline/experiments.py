@@ -42,7 +42,6 @@ This module imports neither TensorFlow nor kdiff at import time.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import platform
 import shutil
