@@ -94,7 +94,10 @@ def test_a_learned_variance_keeps_the_conditional_v():
     out = guidance.guided(make, y, K, 4.0, channels=1, sampler="ddpm")(x, t)
     cond, uncond = make(y=y, sampler="ddpm")(x, t), make(y=tf.fill([2], K), sampler="ddpm")(x, t)
     np.testing.assert_allclose(out[..., :1], uncond[..., :1] + 4.0 * (cond[..., :1] - uncond[..., :1]), rtol=1e-5, atol=1e-6)
-    np.testing.assert_array_equal(out[..., 1:], cond[..., 1:])
+    # The guided call evaluates conditional and unconditional rows as one batch of 2N, the
+    # reference as two batches of N: the convolutions' kernels may round differently by
+    # batch size (seen: 1 ulp), so equal to float32 round-off, not bit for bit.
+    np.testing.assert_allclose(out[..., 1:], cond[..., 1:], rtol=1e-6, atol=1e-6)
 
 
 def test_label_dropout_replaces_labels_by_the_null_class_at_the_rate():
