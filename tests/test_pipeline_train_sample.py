@@ -505,18 +505,22 @@ def test_train_bad_examples(tmp_path, tiny):
 @pytest.mark.slow
 def test_sample_writes_samples(tmp_path, trained):
     model_dir = os.path.join(trained, "train", "model")
-    params = sample_params(num_samples=7, sample_shards=3, sample_batch_size=2)  # shards of 3, 2, 2
+    # ddpm_20 draws its own count (a sampler config's num_samples), the others the run's
+    samplers = dict(config.TINY_SAMPLERS["ddpm"])
+    samplers["ddpm_20"] = dict(samplers["ddpm_20"], num_samples=3)
+    params = sample_params(num_samples=7, sample_shards=3, sample_batch_size=2, samplers=samplers)  # shards of 3, 2, 2
     samples_dir = run_sample(model_dir, str(tmp_path / "a"), params)
     timings = read_json(os.path.join(samples_dir, "timings.json"))
     assert set(timings) == {"ddim_10", "ddpm_20"}
-    for name, kwargs in config.TINY_SAMPLERS["ddpm"].items():
+    for name, kwargs in samplers.items():
+        count = 3 if name == "ddpm_20" else 7
         images = np.load(os.path.join(samples_dir, name, "samples.npz"))["images"]
-        assert images.shape == (7, 8, 8, 1) and images.dtype == np.uint8
+        assert images.shape == (count, 8, 8, 1) and images.dtype == np.uint8
         assert images.std() > 0
         for picture in ("grid.png", "trajectory.png"):
             assert_png(os.path.join(samples_dir, name, picture))
         timing = timings[name]
-        assert timing["num_samples"] == 7 and timing["shards"] == 3
+        assert timing["num_samples"] == count and timing["shards"] == 3
         assert timing["sampler"] == kwargs["sampler"] and timing["steps"] == kwargs["steps"]
         assert timing["seconds"] > 0 and timing["images_per_second"] > 0
     from PIL import Image
@@ -573,6 +577,9 @@ def test_sample_pipeline_in_test_pipeline(tmp_path, trained):
     samplers = {"ddim_10": config.TINY_SAMPLERS["ddpm"]["ddim_10"]}
     items = sample.work_items(samplers, num_samples=5, shards=2, seed=0, trajectory_samples=2)
     assert [(i["kind"], i["count"]) for i in items] == [("shard", 3), ("shard", 2), ("trajectory", 2)]
+    own = sample.work_items({"ddim_10": dict(samplers["ddim_10"], num_samples=1)}, 5, 2, 0, trajectory_samples=2)
+    assert [(i["kind"], i["count"]) for i in own] == [("shard", 1), ("trajectory", 1)]
+    assert all("num_samples" not in i["kwargs"] for i in own)  # the stage's key, not kdiff.sample's
     work, out = str(tmp_path / "work"), str(tmp_path / "out")
     with TestPipeline() as root:
         shards = (
@@ -609,6 +616,9 @@ def test_sample_bad_input(tmp_path, trained):
         run_sample(model_dir, str(tmp_path / "w"), sample_params(samplers={"x": {"sampler": "no_such_sampler"}}))
     with pytest.raises(StageError, match=r"unknown option\(s\) \['bogus'\]"):
         run_sample(model_dir, str(tmp_path / "v"), sample_params(samplers={"x": {"sampler": "ddim", "bogus": 1}}))
+    for count in (0, "5", True):
+        with pytest.raises(StageError, match=rf"sampler 'x' has num_samples={count!r}; expected a positive int"):
+            run_sample(model_dir, str(tmp_path / "t"), sample_params(samplers={"x": {"sampler": "ddim", "num_samples": count}}))
     with pytest.raises(StageError, match=r"precision='float16'; expected one of \['float32', 'bfloat16'\]"):
         run_sample(model_dir, str(tmp_path / "u"), sample_params(samplers={"x": {"sampler": "ddim", "precision": "float16"}}))
     # an error inside the Beam DoFn: named by sampler and shard, without Beam's wrapping

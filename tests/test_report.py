@@ -267,3 +267,22 @@ def test_user_facing_text_cites_sources_not_our_notes():
     for short, _ in report.REFERENCES:  # the README lists every work the report cites
         first_author = short.split(",")[0].split(" ")[0]
         assert first_author in readme, short
+
+
+def test_samplers_of_different_counts_are_compared_by_fid_infinity(tmp_path, written):
+    """A sampler config's own num_samples: the report says the counts differ and what to compare."""
+    assert "drew different numbers of images" not in written["md"]  # one count: no such note
+    inputs = _artifacts(tmp_path)
+    timings = json.load(open(os.path.join(inputs["samples"], "timings.json"), encoding="utf-8"))
+    timings["ddpm_1000"] = dict(timings["ddim_10"], num_samples=8, sampler="ddpm", steps=1000)
+    _write(os.path.join(inputs["samples"], "timings.json"), timings)
+    path = os.path.join(inputs["metrics"], "metrics.json")
+    metrics = json.load(open(path, encoding="utf-8"))
+    metrics["samplers"]["ddpm_1000"] = dict(metrics["samplers"]["ddim_10"], num_samples=8)
+    _write(path, metrics)
+    out = str(tmp_path / "report")
+    report.Executor().Do(inputs, {"report": out}, PARAMS)
+    with open(os.path.join(out, "report.md"), encoding="utf-8") as f:
+        text = f.read()
+    assert "drew different numbers of images (`ddim_10` 16, `ddpm_1000` 8" in text
+    assert "compare their FID∞ and KID rather than their FID" in text

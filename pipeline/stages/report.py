@@ -425,6 +425,16 @@ def render_markdown(summary, pictures):
         f"{_pm(base.get('kid_x1000_mean'), base.get('kid_x1000_std'))} | – | – | – | – | "
         f"{_fmt(base.get('classifier_confidence'))} | {_fmt(base.get('num_classes_present'))} | – |",
         "",
+    ]
+    counts = {name: row.get("num_samples") for name, row in summary["samplers"].items()}
+    if len(set(counts.values())) > 1:
+        drawn = ", ".join(f"{_code(name)} {_fmt(count)}" for name, count in counts.items())
+        lines += [
+            f"The samplers drew different numbers of images ({drawn}; a sampler config's `num_samples`): "
+            "FID rises as the count falls, so compare their FID∞ and KID rather than their FID.",
+            "",
+        ]
+    lines += [
         "How to read the table:",
         "",
         "- **FID** (Fréchet Inception Distance; Heusel et al., 2017) is the Fréchet distance between "

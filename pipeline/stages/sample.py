@@ -69,7 +69,9 @@ GRID_MAX = 100
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 # kdiff.sample arguments that a sampler config may not set (the stage sets them).
-_RESERVED = ("num_samples", "seed", "batch_size", "return_trajectory", "progress", "model")
+_RESERVED = ("seed", "batch_size", "return_trajectory", "progress", "model")
+# What a sampler config may set for the stage itself, not passed to kdiff.sample.
+_STAGE_ARGUMENTS = ("num_samples",)
 
 
 def _log(message):
@@ -88,12 +90,30 @@ def shard_counts(num_samples, shards):
     return [c for c in (base + (1 if i < extra else 0) for i in range(int(shards))) if c > 0]
 
 
+def sampler_count(kwargs, num_samples):
+    """The images one sampler draws: its config's ``num_samples``, else the run's.
+
+    Args:
+        kwargs: the sampler's config.
+        num_samples: the run's ``num_samples``.
+
+    Returns:
+        An int.
+    """
+    return int(kwargs.get("num_samples", num_samples))
+
+
+def sample_arguments(kwargs):
+    """A sampler config without the stage's own keys (``_STAGE_ARGUMENTS``): ``kdiff.sample``'s."""
+    return {key: value for key, value in kwargs.items() if key not in _STAGE_ARGUMENTS}
+
+
 def work_items(samplers, num_samples, shards, seed, trajectory_samples=None):
     """The Beam work items: one per (sampler, shard), plus one trajectory item per sampler.
 
     Args:
         samplers: name → ``kdiff.sample`` arguments.
-        num_samples: images per sampler.
+        num_samples: images per sampler (a sampler config's own ``num_samples`` first).
         shards: work items per sampler.
         seed: the run's seed.
         trajectory_samples: samples in each trajectory picture (0: no trajectory item; None:
@@ -108,18 +128,19 @@ def work_items(samplers, num_samples, shards, seed, trajectory_samples=None):
         trajectory_samples = config_lib.field_default("trajectory_samples")
     items = []
     for name, kwargs in samplers.items():
-        counts = shard_counts(num_samples, shards)
+        count_here = sampler_count(kwargs, num_samples)
+        counts = shard_counts(count_here, shards)
         for shard, count in enumerate(counts):
             items.append({
                 "kind": "shard", "name": name, "shard": shard, "num_shards": len(counts),
                 "count": count, "offset": sum(counts[:shard]),
-                "seed": derive_seed(seed, name, shard), "kwargs": dict(kwargs),
+                "seed": derive_seed(seed, name, shard), "kwargs": sample_arguments(kwargs),
             })
         if trajectory_samples:
             items.append({
                 "kind": "trajectory", "name": name, "shard": -1, "num_shards": len(counts),
-                "count": min(trajectory_samples, int(num_samples)),
-                "seed": derive_seed(seed, name, "trajectory"), "kwargs": dict(kwargs),
+                "count": min(trajectory_samples, count_here),
+                "seed": derive_seed(seed, name, "trajectory"), "kwargs": sample_arguments(kwargs),
             })
     return items
 
@@ -268,7 +289,7 @@ class AssembleSampler(beam.DoFn):
     Args:
         out_dir: the Samples directory being written (the atomic temporary directory).
         samplers: name → ``kdiff.sample`` arguments (for the timing record).
-        num_samples: the images expected per sampler.
+        num_samples: the run's images per sampler (a sampler config's own ``num_samples`` first).
     """
 
     def __init__(self, out_dir, samplers, num_samples):
@@ -286,8 +307,9 @@ class AssembleSampler(beam.DoFn):
         trajectories = [r for r in records if r["kind"] == "trajectory"]
         arrays = [_load_npz(r["path"]) for r in shards]
         images = np.concatenate([a["images"] for a in arrays])
-        if len(images) != self.num_samples:
-            raise RuntimeError(f"{name}: expected {self.num_samples} samples, assembled {len(images)}")
+        expected = sampler_count(self.samplers.get(name, {}), self.num_samples)
+        if len(images) != expected:
+            raise RuntimeError(f"{name}: expected {expected} samples, assembled {len(images)}")
         directory = os.path.join(self.out_dir, name)
         os.makedirs(directory, exist_ok=True)
         labelled = {"labels": np.concatenate([a["labels"] for a in arrays])} if "labels" in arrays[0] else {}
@@ -457,7 +479,7 @@ def check_samplers(samplers, process):
                 f"sample: sampler {name!r} ({sampler}) does not apply to a {process.family} model; "
                 f"use one of {sorted(registry.names(process.kind))}."
             )
-        accepted = sampler_arguments(sampler)
+        accepted = sampler_arguments(sampler) | set(_STAGE_ARGUMENTS)
         unknown = sorted(set(kwargs) - accepted - set(_RESERVED))
         if unknown:
             raise StageError(
@@ -470,11 +492,17 @@ def check_samplers(samplers, process):
                 f"sample: sampler {name!r} has precision={precision!r}; expected one of {list(PRECISIONS)} "
                 "(what its network computes in)."
             )
+        count = kwargs.get("num_samples", 1)
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise StageError(
+                f"sample: sampler {name!r} has num_samples={count!r}; expected a positive int (its image count, "
+                "in place of --num_samples)."
+            )
         reserved = [key for key in _RESERVED if key in kwargs]
         if reserved:
             raise StageError(
                 f"sample: sampler {name!r} sets {reserved}, which the stage sets itself "
-                "(use --num_samples, --seed, --sample_batch_size)."
+                "(use --seed, --sample_batch_size)."
             )
 
 
@@ -521,9 +549,10 @@ class Executor:
         batch_size, seed = params["sample_batch_size"], params["seed"]
         items = work_items(samplers, num_samples, shards, seed, params["trajectory_samples"])
         beam_args = list(params.get("beam_args") or ["--runner=DirectRunner"])
+        counts = ", ".join(f"{name} {sampler_count(kwargs, num_samples)}" for name, kwargs in samplers.items())
         _log(
-            f"{len(samplers)} sampler(s) × {num_samples} images in {len(shard_counts(num_samples, shards))} "
-            f"shard(s) each, batches of {batch_size}, from {export_path}"
+            f"{len(samplers)} sampler(s) ({counts} images) in up to {shards} shard(s) each, batches of "
+            f"{batch_size}, from {export_path}"
         )
         with atomic_directory(outputs["samples"]) as out:
             work_dir = os.path.join(out, WORK_DIR)
