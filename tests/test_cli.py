@@ -19,7 +19,7 @@ from kdiff.diffusion import DDPM, NCSN
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def exports(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli_exports")
     ddpm = DDPM(TinyNet(), schedule=schedules.linear(T=100))

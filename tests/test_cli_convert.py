@@ -28,14 +28,14 @@ def _convert(kind, src, out, *more):
     return main(["convert", "--from", kind, src, "--out", str(out), *more])
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ncsnpp_export(tmp_path_factory):
     out = tmp_path_factory.mktemp("convert") / "ncsnpp"
     assert _convert("diffusers", NCSNPP, out) == 0
     return kdiff.from_diffusers(NCSNPP), str(out)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ncsn_export(tmp_path_factory):
     if not os.path.isfile(NCSN_NPZ):
         pytest.skip(f"the NCSN reference fixture {NCSN_NPZ} is absent (it lives beside the repository, in ../shared)")

@@ -47,7 +47,7 @@ CASES = {
 DETERMINISTIC = {"ddim", "ddim_invert", "probability_flow_rk4"}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def net():
     model = TinyNet()
     model(tf.zeros((1, 8, 8, 3)), tf.zeros((1,)))

@@ -38,7 +38,7 @@ def _assert_matches(network, ref):
         np.testing.assert_allclose(got, want, atol=1e-4 * np.abs(want).max(), rtol=0)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def schedules():
     data = np.load(os.path.join(FIXTURES, "schedules.npz"))
     return {k: data[k] for k in data.files}, json.loads(str(data["configs"]))

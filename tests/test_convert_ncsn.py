@@ -34,20 +34,20 @@ def _fixture(name):
     return path
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def state_dict():
     """The reference's state dict (random weights, ngf 16), keys with ``module.``."""
     with np.load(_fixture("state_dict.npz")) as data:
         return {key: data[key] for key in data.files}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def golden():
     with np.load(_fixture("golden.npz")) as data:
         return {key: data[key] for key in data.files}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def converted():
     """The fixture checkpoint through the .npz path, with the CelebA preset's settings."""
     return kdiff.from_ncsn_checkpoint(_fixture("state_dict.npz"), "celeba", ngf=16)

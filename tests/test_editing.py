@@ -24,7 +24,7 @@ LEFT = np.zeros((4, 4), np.float32)
 LEFT[:, :2] = 1  # the two left columns are known
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def linear():
     return schedules.linear(T=1000)
 
@@ -295,7 +295,7 @@ def test_images_must_fit_the_model_and_an_adaptive_solver_is_refused(gaussian):
 # ---------------------------------------------------------------------------------- CLI
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp("editing_cli")
     model = DDPM(TinyNet(), schedule=schedules.linear(T=100))  # 8×8 grayscale

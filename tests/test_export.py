@@ -47,7 +47,7 @@ def _models():
     }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def exported(tmp_path_factory):
     """name → (in-memory model, export path, export kwargs)."""
     keras.utils.set_random_seed(0)

@@ -24,7 +24,7 @@ from kdiff import sde as sde_lib
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "dpm_solver")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def linear():
     return schedules.linear()
 
@@ -282,7 +282,7 @@ def test_euler_on_a_schedule_scales_x_T_and_evaluates_the_nearest_timestep(linea
 # --------------------------------------------------------------------- the registry
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ddpm():
     return kdiff.DDPM(TinyNet(), schedules.linear(T=20), seed=0)
 

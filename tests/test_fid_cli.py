@@ -20,7 +20,7 @@ from kdiff.fid import cli, extractors
 pytestmark = pytest.mark.slow  # the command's tests (the CLI's tests are the slow tier)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def classifier(tmp_path_factory):
     """A random-weight .keras classifier with a 'penultimate' layer, on 8×8 RGB images."""
     import keras

@@ -38,13 +38,13 @@ def _relative_error(got, want):
     return float(np.max(np.abs(got - want)) / np.max(np.abs(want)))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def reference():
     with np.load(os.path.join(FIXTURES, "reference.npz")) as data:
         return {key: data[key] for key in data.files}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def meta():
     import json
 
@@ -52,18 +52,18 @@ def meta():
         return json.load(f)["meta"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def state_dict():
     """The random pytorch-fid state dict the fixtures were made with (fc and num_batches_tracked included)."""
     return random_weights.random_state_dict(random_weights.read_spec(), seed=0)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def extractor(state_dict):
     return FIDInceptionFeatures(weights=state_dict, batch_size=50)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def features(extractor, reference):
     """kdiff's features of every stored image set."""
     return {name: extractor(reference[f"images_{name}"])["features"] for name in ("a", "b", "gray", "large")}
@@ -211,7 +211,7 @@ def test_resize_layer_round_trips_its_config():
 # --------------------------------------------------------------------------- weights
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def model(extractor):
     return extractor.model
 

@@ -47,7 +47,7 @@ def as_row(key, image, label):
     return key, image.shape, str(image.dtype), image.tobytes(), int(label)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def digits_examples(tmp_path_factory):
     out = tmp_path_factory.mktemp("digits") / "ingest" / "examples"
     return run_ingest(out, dataset="digits", limit=96, limit_order="file_number", image_size=8)

@@ -80,7 +80,7 @@ def digits_uint8():
     return images[order], digits.target[order].astype(np.int64)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def digits_run(tmp_path_factory):
     """Evaluate then retrieve on real digits: held-out digits and copies of training digits as samples."""
     root = tmp_path_factory.mktemp("digits_run")

@@ -81,7 +81,7 @@ def test_changed_file_names_what_differs(tmp_path):
     assert "b.txt is missing" in base.changed_file(record, {"artifact": str(out)})
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ingested(tmp_path_factory):
     """A run folder whose ingest stage completed."""
     directory = tmp_path_factory.mktemp("ingested")

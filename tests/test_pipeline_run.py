@@ -21,7 +21,7 @@ def _run(tmp_path, *args):
     return run_lib.run(["--preset=tiny", f"--output_dir={tmp_path}", "--runner=DirectRunner", *args])
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ddpm_run(tmp_path_factory):
     """One tiny ddpm run (the default family), shared by the end-to-end and caching tests,
     which only read it (the caching test reruns on a copy): (directory, stdout)."""

@@ -117,12 +117,12 @@ def assert_png(path):
         image.verify()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def examples(tmp_path_factory):
     return write_examples(str(tmp_path_factory.mktemp("ingest") / "examples"))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def trained(tmp_path_factory, examples):
     """One uninterrupted ddpm training run (2 epochs, 12 steps): its run directory."""
     run_dir = str(tmp_path_factory.mktemp("run"))

@@ -8,7 +8,7 @@ import kdiff
 from kdiff.models import UNet
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def model():
     """A small U-Net DDPM whose EMA weights are perturbed (an untrained U-Net's zero output
     convolution would make every precision give the same zeros)."""

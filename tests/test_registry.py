@@ -53,7 +53,7 @@ def _toy_by_hand(model, n, seed, steps, scale=1.0):
     return kdiff.sampling.to_uint8(x, model.data_range)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ddpm():
     return kdiff.DDPM(TinyNet(), schedules.linear(T=20), seed=0)
 

@@ -28,7 +28,7 @@ def _assert_recovers(x, gaussian, tol=TOL):
     assert mean_error < tol and std_error < tol, (x.mean(), x.std())
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def linear():
     return schedules.linear()
 

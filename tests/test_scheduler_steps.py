@@ -58,7 +58,7 @@ def _assert_close(got, want):
     np.testing.assert_allclose(got, want, atol=1e-4 * np.abs(want).max(), rtol=0)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ddpm():
     model = kdiff.from_diffusers(os.path.join(FIXTURES, "ddpm_pipeline"))
     return model, np.load(os.path.join(FIXTURES, "ddpm_pipeline", "steps.npz"))
@@ -95,7 +95,7 @@ def test_ddim_step_equals_ddim_scheduler_step(ddpm, clipped_eps, expected):
     assert np.abs(ref["ddim_prev"] - ref["ddim_pipeline_prev"]).max() > 1e-3  # the option matters here
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ncsnpp():
     model = kdiff.from_diffusers(os.path.join(FIXTURES, "ncsnpp"))
     return model, np.load(os.path.join(FIXTURES, "ncsnpp", "steps.npz"))
