@@ -71,20 +71,6 @@ class GaussianData:
         return fn
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (``--dist loadgroup``, pytest.ini) a test module's tests run on one
-    worker, so that its expensive fixtures (a trained model, an export) are built once;
-    tests that name their own ``xdist_group`` (the whole-pipeline runs) are spread apart.
-
-    Those fixtures are session-scoped, each defined in the one module that uses it: a
-    module-scoped one was torn down and built again whenever a worker ran another module's
-    tests in between (the digits classifier, 36 s, was built twice in one suite run)."""
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
-
-
 @pytest.fixture
 def grappler():
     """Grappler on for one test (the suite runs without it; see above)."""

@@ -33,17 +33,8 @@ def ddpm_run(tmp_path_factory):
     return directory, out.getvalue()
 
 
-# Under pytest-xdist each family's run is its own group (they run in parallel); the ddpm
-# run's group also holds the caching test, which shares its fixture.
-DDPM_RUN = pytest.mark.xdist_group("pipeline_run_ddpm")
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("family", [
-    pytest.param("ddpm", marks=DDPM_RUN),
-    pytest.param("ncsn", marks=pytest.mark.xdist_group("pipeline_run_ncsn")),
-    pytest.param("sde", marks=pytest.mark.xdist_group("pipeline_run_sde")),
-])
+@pytest.mark.parametrize("family", ["ddpm", "ncsn", "sde"])
 def test_tiny_pipeline_runs_end_to_end(tmp_path, family, capsys, request, monkeypatch):
     """Every stage, for every family's process, data range and samplers. The ddpm run is
     the real one (the default family and network); ncsn and sde run with the test network
@@ -71,7 +62,6 @@ def test_tiny_pipeline_runs_end_to_end(tmp_path, family, capsys, request, monkey
 
 
 @pytest.mark.slow
-@DDPM_RUN
 def test_second_run_skips_completed_stages_and_force_reruns(tmp_path, capsys, ddpm_run):
     tmp_path = tmp_path / "run"
     shutil.copytree(ddpm_run[0], tmp_path)  # a completed run; its fingerprints hold no paths
