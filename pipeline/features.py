@@ -178,13 +178,18 @@ def train_classifier(
                     flush=True,
                 )
 
-    # Shuffled by an op-level seed: deterministic without seeding TensorFlow's global RNG.
+    # Each epoch's order is a NumPy permutation drawn from the seed: an op-level seed of
+    # Dataset.shuffle is combined with TensorFlow's global seed, so the classifier (and
+    # every FID in its features) changed with whatever had called tf.random.set_seed.
+    orders = np.stack([rng.permutation(len(x)) for _ in range(epochs)])
+    images_t, labels_t = tf.constant(x), tf.constant(labels)
     batches = (
-        tf.data.Dataset.from_tensor_slices((x, labels))
-        .shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-        .batch(batch_size)
+        tf.data.Dataset.from_tensor_slices(orders)
+        .flat_map(lambda order: tf.data.Dataset.from_tensor_slices(order).batch(batch_size))
+        .map(lambda index: (tf.gather(images_t, index), tf.gather(labels_t, index)))
     )
-    model.fit(batches, epochs=epochs, shuffle=False, verbose=0, callbacks=[_Progress()])
+    steps = -(-len(x) // batch_size)
+    model.fit(batches, epochs=epochs, steps_per_epoch=steps, shuffle=False, verbose=0, callbacks=[_Progress()])
     model.save(path)
     return path
 
