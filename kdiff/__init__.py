@@ -9,6 +9,7 @@ schedule, a σ ladder, an SDE) implements ``kdiff.process.Process``.
 """
 
 from kdiff import (
+    data,
     digits,
     distribute,
     draw,
@@ -44,6 +45,7 @@ __all__ = [
     "DDPM",
     "NCSN",
     "ScoreSDE",
+    "data",
     "digits",
     "distribute",
     "draw",

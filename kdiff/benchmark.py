@@ -174,7 +174,9 @@ def _kdiff_trainer(network, image_shape, batch, steps):
     model = kdiff.DDPM(network, schedules.linear())
     model.compile(optimizer=kdiff.optim.FusedAdam(1e-4))  # unclipped, as the PyTorch side
     data = tf.random.stateless_uniform((batch, *image_shape), seed=[1, 2], minval=-1, maxval=1)
-    warmup, dataset = (tf.data.Dataset.from_tensors(data).repeat(n) for n in (_WARMUP_STEPS, steps))
+    warmup, dataset = (
+        kdiff.data.without_autotuning(tf.data.Dataset.from_tensors(data).repeat(n)) for n in (_WARMUP_STEPS, steps)
+    )
     marks = {}
 
     class Clock(keras.callbacks.Callback):

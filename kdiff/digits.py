@@ -99,13 +99,15 @@ def train(output, *, image_size=8, epochs=100, batch_size=64, learning_rate=1e-3
     import keras
     import tensorflow as tf
 
-    from kdiff import export, optim, schedules
+    from kdiff import data, export, optim, schedules
     from kdiff.diffusion import DDPM
     from kdiff.models import UNet
 
     keras.utils.set_random_seed(seed)
     images = load(image_size)
-    dataset = tf.data.Dataset.from_tensor_slices(images).shuffle(len(images), seed=seed).batch(batch_size)
+    dataset = data.without_autotuning(
+        tf.data.Dataset.from_tensor_slices(images).shuffle(len(images), seed=seed).batch(batch_size)
+    )
     model = DDPM(UNet.small(image_size=image_size, in_channels=1), schedules.linear(T=T), ema_decay=0.995, seed=seed)
     model.compile(optimizer=optim.adam(learning_rate, warmup_steps=200, warmup_from=learning_rate / 10))
     start = time.perf_counter()

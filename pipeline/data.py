@@ -54,6 +54,7 @@ import re
 import numpy as np
 
 from kdiff import _checks
+from kdiff import data as kdiff_data
 from kdiff import digits as digits_lib
 from pipeline import config as config_lib
 from pipeline.stages.base import StageError, read_json
@@ -825,7 +826,9 @@ def make_dataset(examples_dir, data_range, batch_size, split="train", shuffle_se
         drop_remainder: drop a last partial batch (of each epoch).
 
     Returns:
-        The dataset (with a known cardinality when stats.json gives the split's size).
+        The dataset (with a known cardinality when stats.json gives the split's size), with
+        tf.data's autotuning off (``kdiff.data.without_autotuning``: its iterators end
+        without waiting for the autotuner).
     """
     import tensorflow as tf
 
@@ -851,11 +854,11 @@ def make_dataset(examples_dir, data_range, batch_size, split="train", shuffle_se
     if count:
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(int(count)))
     if shuffle_seed is None:
-        return batches(dataset).prefetch(tf.data.AUTOTUNE)
+        return kdiff_data.without_autotuning(batches(dataset).prefetch(tf.data.AUTOTUNE))
     seeds = [int(shuffle_seed)] if np.ndim(shuffle_seed) == 0 else [int(seed) for seed in shuffle_seed]
     chunks = list(dataset.batch(4096))
     if not chunks:
-        return batches(dataset).prefetch(tf.data.AUTOTUNE)
+        return kdiff_data.without_autotuning(batches(dataset).prefetch(tf.data.AUTOTUNE))
     records = tf.concat(chunks, axis=0)
     num_records = int(records.shape[0])
 
@@ -870,4 +873,4 @@ def make_dataset(examples_dir, data_range, batch_size, split="train", shuffle_se
     per_epoch = math.ceil(num_records / batch_size) if not drop_remainder else num_records // batch_size
     dataset = tf.data.Dataset.from_tensor_slices(tf.constant(seeds, tf.int64)).flat_map(epoch)
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(per_epoch * len(seeds)))
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    return kdiff_data.without_autotuning(dataset.prefetch(tf.data.AUTOTUNE))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from kdiff import data as kdiff_data
 from kdiff.fid.extractors import (  # noqa: F401  (the extractors live in kdiff; re-exported here)
     IMAGENET_NOTOP_URL,
     INCEPTION_DIM,
@@ -188,6 +189,7 @@ def train_classifier(
         .flat_map(lambda order: tf.data.Dataset.from_tensor_slices(order).batch(batch_size))
         .map(lambda index: (tf.gather(images_t, index), tf.gather(labels_t, index)))
     )
+    batches = kdiff_data.without_autotuning(batches)
     steps = -(-len(x) // batch_size)
     model.fit(batches, epochs=epochs, steps_per_epoch=steps, shuffle=False, verbose=0, callbacks=[_Progress()])
     model.save(path)

@@ -488,3 +488,11 @@ def test_shuffle_order_does_not_depend_on_tensorflows_global_seed(digits_example
     np.testing.assert_array_equal(orders[0], orders[1])
     other = np.concatenate([b.numpy() for b in data.make_dataset(digits_examples, (0, 1), 86, shuffle_seed=6)])
     assert not np.array_equal(orders[0], other)
+
+
+def test_training_datasets_have_tf_datas_autotuning_off(digits_examples):
+    """With the autotuner on, deleting an iterator (the end of every fit and validation
+    pass) waits for its next wake-up, up to a minute (``kdiff.data``)."""
+    for shuffle_seed in (None, 3, [3, 4]):
+        dataset = data.make_dataset(digits_examples, (-1, 1), batch_size=32, shuffle_seed=shuffle_seed)
+        assert dataset.options().autotune.enabled is False, shuffle_seed
