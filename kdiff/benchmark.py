@@ -66,6 +66,19 @@ def _best(fn, rounds):
     return best
 
 
+def _alternating_best(fns, rounds):
+    """The best wall time of each of ``fns`` (name → callable) over ``rounds`` rounds, each
+    round calling every one of them in turn (so that a slow moment of the host falls on
+    all of them alike)."""
+    best = {name: float("inf") for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
+
+
 def conv_peak(batch=16, size=16, channels=256, rounds=5):
     """GFLOP/s of one 3×3 ``tf.nn.conv2d`` (``batch``×``size``²×``channels`` → ``channels``)."""
     x = tf.random.stateless_normal((batch, size, size, channels), seed=[0, 0])
@@ -246,12 +259,7 @@ def run(argv=None):
         fns["diffusers float32"] = peer.ddim(peer_unet, batch, steps)
     for fn in fns.values():
         fn()  # traces, warms up
-    best = {name: float("inf") for name in fns}
-    for _ in range(args.rounds):  # alternating
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            best[name] = min(best[name], time.perf_counter() - start)
+    best = _alternating_best(fns, args.rounds)
     print(
         f"\nSampling: UNet.ddpm_cifar10 ({network.count_params():,} parameters, {gflop / batch:.1f} GFLOP "
         f"per image per step), DDIM {steps} steps, batch {batch}, 32x32x3"
@@ -289,21 +297,16 @@ def run(argv=None):
         ("UNet.ddpm_cifar10 32x32x3, batch 16", UNet.ddpm_cifar10, (32, 32, 3), 16,
          DIFFUSERS_CIFAR10, max(1, args.train_steps // 4)),  # 40 times the small one's step
     )
-    for name, build, shape, train_batch, peer_config, steps in cases:
+    for name, build, shape, train_batch, peer_config, burst_steps in cases:
         bursts = {}
-        bursts["kdiff"], first = _kdiff_trainer(build(), shape, train_batch, steps)
+        bursts["kdiff"], first = _kdiff_trainer(build(), shape, train_batch, burst_steps)
         if "small" in name:
             results["first_step_seconds"] = first
         if peer:
-            bursts["PyTorch"] = _peer_trainer(peer, peer_config, train_batch, steps)
-        best = {side: float("inf") for side in bursts}
-        for _ in range(args.rounds):  # alternating
-            for side, burst in bursts.items():
-                start = time.perf_counter()
-                burst()
-                best[side] = min(best[side], time.perf_counter() - start)
-        rate = results[f"train {name}"] = steps / best["kdiff"]
-        peer_rate = results[f"train {name} PyTorch"] = steps / best["PyTorch"] if peer else None
+            bursts["PyTorch"] = _peer_trainer(peer, peer_config, train_batch, burst_steps)
+        best = _alternating_best(bursts, args.rounds)
+        rate = results[f"train {name}"] = burst_steps / best["kdiff"]
+        peer_rate = results[f"train {name} PyTorch"] = burst_steps / best["PyTorch"] if peer else None
         text = "n/a" if peer_rate is None else f"{peer_rate:.2f}"
         ratio = "n/a" if peer_rate is None else f"{rate / peer_rate:.2f}x"
         print(f"{name:40s} {rate:14.2f} {text:>16s} {ratio:>16s}")

@@ -26,3 +26,19 @@ def test_network_gflop_counts_a_convolution_exactly():
 
 def test_conv_peak_is_a_positive_rate():
     assert benchmark.conv_peak(batch=1, size=8, channels=32, rounds=1) > 0
+
+
+def test_alternating_rounds_call_each_function_in_turn_and_keep_its_best(monkeypatch):
+    clock = {"now": 0.0}
+    monkeypatch.setattr(benchmark.time, "perf_counter", lambda: clock["now"])
+    calls, durations = [], {"a": iter([3.0, 1.0, 2.0]), "b": iter([0.5, 2.0, 1.5])}
+
+    def timed(name):
+        def fn():
+            calls.append(name)
+            clock["now"] += next(durations[name])
+        return fn
+
+    best = benchmark._alternating_best({"a": timed("a"), "b": timed("b")}, rounds=3)
+    assert calls == ["a", "b"] * 3
+    assert best == {"a": 1.0, "b": 0.5}
