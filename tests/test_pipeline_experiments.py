@@ -70,6 +70,35 @@ def test_seed_configs_follow_the_survey(tmp_path):
     assert small.dataset == "digits" and small.model_source == "standin:ddpm" and small.image_size == 8
 
 
+@pytest.mark.slow
+def test_table1_seed_recipe_builds_the_surveys_model_and_trains_a_step(tmp_path):
+    """The seed scale's table1 model as the train stage builds it: Ho et al.'s CIFAR-10
+    layout at 128×128 (attention at 16×16), the survey's learning-rate recipe (5.2.1),
+    and a train step at that size."""
+    import keras
+    import tensorflow as tf
+
+    from pipeline import builders
+
+    run = experiments.get("table1").runs[0]
+    cfg = experiments.run_config(run, "seed", paths={"celeba_hq": str(tmp_path)})
+    params = {**cfg.section(builders.MODEL_FIELDS), "decay_steps": 9375}  # 50 epochs of 3,000 / 16
+    model = builders.build_model(params, (128, 128, 3))
+    network = model.network
+    assert network.count_params() == 35_746_307  # the CIFAR-10 U-Net's: convolutions do not grow with size
+    assert tuple(network.get_config()["attention_resolutions"]) == (16,)
+    schedule = keras.optimizers.schedules.deserialize(model.optimizer.get_config()["learning_rate"])
+    rates = [float(schedule(step)) for step in (0, 250, 500, 4937.5, 9375)]
+    np.testing.assert_allclose(rates, [4e-5, 7e-5, 1e-4, 5e-5, 0.0], atol=1e-9)
+    before = [w.numpy() for w in network.trainable_weights]
+    images = tf.random.stateless_uniform((2, 128, 128, 3), seed=[3, 4], minval=-1, maxval=1)
+    logs = model.train_on_batch(images, return_dict=True)
+    assert np.isfinite(logs["loss"]) and logs["loss"] > 0
+    changed = [w.path for a, w in zip(before, network.trainable_weights) if not np.array_equal(a, w.numpy())]
+    assert changed and all("conv_out" in path for path in changed)  # the zero-initialized output conv
+    # is the first step's only nonzero gradient (Ho et al.'s initialization)
+
+
 def test_seed_scale_fails_early_naming_what_is_missing(tmp_path, monkeypatch):
     monkeypatch.setattr(imports, "reachable", lambda *args, **kwargs: False)  # offline, without waiting
     monkeypatch.setattr(experiments, "gpus", lambda: [])
