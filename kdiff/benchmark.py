@@ -58,12 +58,7 @@ DIFFUSERS_SMALL = dict(
 def _best(fn, rounds):
     """The best wall time of ``rounds`` calls of ``fn`` (after one warm-up call)."""
     fn()
-    best = float("inf")
-    for _ in range(rounds):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
+    return _alternating_best({"fn": fn}, rounds)["fn"]
 
 
 def _alternating_best(fns, rounds):

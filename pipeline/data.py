@@ -850,15 +850,18 @@ def make_dataset(examples_dir, data_range, batch_size, split="train", shuffle_se
         records = records.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
         return records.batch(batch_size, drop_remainder=drop_remainder)
 
+    def finished(dataset):  # prefetched, its iterators ending without the autotuner's wait
+        return kdiff_data.without_autotuning(dataset.prefetch(tf.data.AUTOTUNE))
+
     dataset = tf.data.TFRecordDataset(files)
     if count:
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(int(count)))
     if shuffle_seed is None:
-        return kdiff_data.without_autotuning(batches(dataset).prefetch(tf.data.AUTOTUNE))
+        return finished(batches(dataset))
     seeds = [int(shuffle_seed)] if np.ndim(shuffle_seed) == 0 else [int(seed) for seed in shuffle_seed]
     chunks = list(dataset.batch(4096))
     if not chunks:
-        return kdiff_data.without_autotuning(batches(dataset).prefetch(tf.data.AUTOTUNE))
+        return finished(batches(dataset))
     records = tf.concat(chunks, axis=0)
     num_records = int(records.shape[0])
 
@@ -873,4 +876,4 @@ def make_dataset(examples_dir, data_range, batch_size, split="train", shuffle_se
     per_epoch = math.ceil(num_records / batch_size) if not drop_remainder else num_records // batch_size
     dataset = tf.data.Dataset.from_tensor_slices(tf.constant(seeds, tf.int64)).flat_map(epoch)
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(per_epoch * len(seeds)))
-    return kdiff_data.without_autotuning(dataset.prefetch(tf.data.AUTOTUNE))
+    return finished(dataset)

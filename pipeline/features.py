@@ -184,12 +184,11 @@ def train_classifier(
     # every FID in its features) changed with whatever had called tf.random.set_seed.
     orders = np.stack([rng.permutation(len(x)) for _ in range(epochs)])
     images_t, labels_t = tf.constant(x), tf.constant(labels)
-    batches = (
+    batches = kdiff_data.without_autotuning(
         tf.data.Dataset.from_tensor_slices(orders)
         .flat_map(lambda order: tf.data.Dataset.from_tensor_slices(order).batch(batch_size))
         .map(lambda index: (tf.gather(images_t, index), tf.gather(labels_t, index)))
     )
-    batches = kdiff_data.without_autotuning(batches)
     steps = -(-len(x) // batch_size)
     model.fit(batches, epochs=epochs, steps_per_epoch=steps, shuffle=False, verbose=0, callbacks=[_Progress()])
     model.save(path)
