@@ -23,9 +23,17 @@ def without_autotuning(dataset):
 
     Returns:
         The same dataset, its iterators deleted without waiting for the autotuner.
+
+    Raises:
+        TypeError: ``dataset`` is not a ``tf.data.Dataset``.
     """
     import tensorflow as tf
 
+    if not isinstance(dataset, tf.data.Dataset):
+        raise TypeError(
+            "Expected `dataset` to be a tf.data.Dataset (NumPy arrays: wrap them with "
+            f"tf.data.Dataset.from_tensor_slices). Received: dataset of type {type(dataset).__name__}"
+        )
     options = tf.data.Options()
     options.autotune.enabled = False
     return dataset.with_options(options)

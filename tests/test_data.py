@@ -32,3 +32,8 @@ def test_the_digits_training_set_has_it_off(monkeypatch):
     with pytest.raises(Stop):
         kdiff.digits.train("/nonexistent-export", epochs=1)
     assert seen == {"enabled": False}
+
+
+def test_something_else_than_a_dataset_is_refused_naming_the_argument():
+    with pytest.raises(TypeError, match=r"Expected `dataset` to be a tf.data.Dataset.*Received: dataset of type ndarray"):
+        kdiff.data.without_autotuning(np.zeros((4, 8, 8, 1)))
