@@ -15,6 +15,10 @@ Network presets:
 ``unet_small``
     ``kdiff.models.UNet.small``: ch 32 (or ``base_channels``), mult (1, 2), 2 blocks,
     attention at half the image size — CPU-sized.
+``unet_medium``
+    Ho et al.'s layout scaled down for 28–32 pixel images on a CPU (about 2.7M parameters
+    at 32×32×1): ch 32 (or ``base_channels``), mult (1, 2, 4), 1 block, attention at 8×8
+    (at half the image size when 8 is not one of its resolutions).
 ``unet_ddpm_cifar10``
     Ho et al.'s CIFAR-10 layout (ch 128, mult (1, 2, 2, 2), attention at 16, dropout
     0.1) at the run's image size; attention at half the image size when 16 is not one of
@@ -24,6 +28,11 @@ Network presets:
     hybrid loss): AdaGN, BigGAN resampling, 64-channel heads.
 ``ncsn_small`` / ``ncsn_cifar10``
     NCSN's RefineNet (ngf 16 / 128, or ``base_channels``), one class per noise level.
+``ncsnpp_small``
+    Song et al.'s NCSN++ (``kdiff.models.NCSNpp``) scaled down, for family ``sde``:
+    channels ch, 2·ch, 2·ch with ch 32 (or ``base_channels``), 1 block, attention at 8×8
+    (or half the image size), Fourier features of log σ (σ conditioning), its input
+    taken as is (the pipeline's data range, not NCSN++'s 2x − 1 mapping).
 
 A U-Net with ``loss="hybrid"`` learns its variance (twice the output channels).
 """
@@ -79,7 +88,7 @@ def build_network(params, image_shape, *, loss=None, num_classes=None):
         A ``kdiff.models.UNet`` or ``kdiff.models.NCSN``.
     """
     from kdiff import distribute
-    from kdiff.models import NCSN, UNet
+    from kdiff.models import NCSN, NCSNpp, UNet
 
     params = config_lib.resolve(params, NETWORK_FIELDS)
     family, network = params["family"], params["network"]
@@ -106,6 +115,19 @@ def build_network(params, image_shape, *, loss=None, num_classes=None):
         overrides["num_classes"] = int(num_classes)
     if network == "unet_small":
         return UNet.small(image_size=size, in_channels=channels, learned_variance=learned, **overrides)
+    if network == "unet_medium":
+        _check_divisible(size, 3, network)
+        return UNet.small(
+            image_size=size, in_channels=channels, learned_variance=learned, channel_mult=(1, 2, 4),
+            attention_resolutions=_attention_at(size, 3, (8,)), **{"num_res_blocks": 1, **overrides},
+        )
+    if network == "ncsnpp_small":
+        _check_divisible(size, 3, network)
+        width = 32 if base is None else base
+        return NCSNpp.small(
+            image_size=size, in_channels=channels, channels=(width, 2 * width, 2 * width),
+            attention_resolutions=_attention_at(size, 3, (8,)), center_input=False, dtype=dtype,
+        )
     if network == "unet_ddpm_cifar10":
         _check_divisible(size, 4, network)
         return UNet.ddpm_cifar10(

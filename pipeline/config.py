@@ -21,12 +21,19 @@ from typing import Optional
 
 FAMILIES = ("ddpm", "ncsn", "sde")
 
-UNET_PRESETS = ("unet_small", "unet_ddpm_cifar10", "unet_improved")
+UNET_PRESETS = ("unet_small", "unet_medium", "unet_ddpm_cifar10", "unet_improved")
 NCSN_PRESETS = ("ncsn_small", "ncsn_cifar10")
-NETWORKS = UNET_PRESETS + NCSN_PRESETS
+NCSNPP_PRESETS = ("ncsnpp_small",)
+NETWORKS = UNET_PRESETS + NCSN_PRESETS + NCSNPP_PRESETS
+# Networks whose every level's channels must be a multiple of their GroupNorm groups.
+GROUPNORM_PRESETS = UNET_PRESETS + NCSNPP_PRESETS
 # family → the networks it accepts (first: its default), and the losses it trains with
 # (first: the default).
-FAMILY_NETWORKS = {"ddpm": UNET_PRESETS, "ncsn": NCSN_PRESETS, "sde": ("unet_small", "unet_ddpm_cifar10")}
+FAMILY_NETWORKS = {
+    "ddpm": UNET_PRESETS,
+    "ncsn": NCSN_PRESETS,
+    "sde": ("unet_small", "unet_medium", "unet_ddpm_cifar10") + NCSNPP_PRESETS,
+}
 FAMILY_LOSSES = {"ddpm": ("simple", "hybrid"), "ncsn": ("dsm", "ssm"), "sde": ("sde_dsm",)}
 SCHEDULES = ("linear", "cosine")
 SDES = ("vp", "subvp", "ve")
@@ -554,13 +561,9 @@ def check_network(family, network):
     """
     _network(network, "network")
     if network not in FAMILY_NETWORKS[family]:
-        hint = {
-            "ddpm": "a U-Net preset (unet_small, unet_ddpm_cifar10, unet_improved)",
-            "ncsn": "an NCSN preset (ncsn_small, ncsn_cifar10)",
-            "sde": "unet_small or unet_ddpm_cifar10 (a learned variance belongs to DDPM)",
-        }[family]
         raise ValueError(
-            f"Expected `network` for family={family!r} to be {hint}. Received: network={network!r}"
+            f"Expected `network` for family={family!r} to be one of {list(FAMILY_NETWORKS[family])}. "
+            f"Received: network={network!r}"
         )
 
 
@@ -595,18 +598,23 @@ def check_model(params):
             "Expected class_conditional=true only with family 'ddpm' or 'sde' (an NCSN network's classes are "
             "its noise levels). Received: class_conditional=True, family='ncsn'"
         )
+    if params.get("class_conditional") and network in NCSNPP_PRESETS:
+        raise ValueError(
+            "Expected class_conditional=true only with a U-Net network (NCSN++ has no class embeddings). "
+            f"Received: class_conditional=True, network={network!r}"
+        )
 
 
 def check_base_channels(network, base_channels):
-    """Raises ValueError unless a U-Net's ``base_channels`` is a multiple of its GroupNorm groups.
+    """Raises ValueError unless a U-Net's or NCSN++'s ``base_channels`` is a multiple of its GroupNorm groups.
 
     Args:
         network: the network preset.
         base_channels: the config's ``base_channels`` (None: the preset's).
     """
-    if base_channels is not None and network in UNET_PRESETS and base_channels % UNET_GROUPS:
+    if base_channels is not None and network in GROUPNORM_PRESETS and base_channels % UNET_GROUPS:
         raise ValueError(
-            f"Expected `base_channels` divisible by {UNET_GROUPS} for a U-Net (its GroupNorm groups). "
+            f"Expected `base_channels` divisible by {UNET_GROUPS} for network={network!r} (its GroupNorm groups). "
             f"Received: base_channels={base_channels}"
         )
 

@@ -4,34 +4,45 @@ Each experiment of the survey (Cerizza, Savazzi, Barbera, 2023, section 5) is da
 the runs it makes (``RunConfig`` overrides at each scale), the rows of its table (a run's
 sampler) and the survey's own figures for each row — the one place they are written. An
 experiment runs its runs through the pipeline's stages (``pipeline.run.run_stages``:
-caching and resume included) into ``<output_dir>/<scale>/runs/<run>/`` — runs are shared
-between experiments, so ``retrieval`` reuses the others' — and writes
+caching and resume, stage by stage) into ``<output_dir>/<scale>/runs/<run>/`` — runs are
+shared between experiments, so ``retrieval`` reuses the others', and at the trained
+scales ``table2`` samples ``table1``'s linear-schedule DDPM — and writes
 ``<output_dir>/<scale>/<experiment>/report.md`` (and ``report.html``, ``results.json``,
-``pictures/``): kdiff's figures beside the survey's, with the hardware of each.
+``pictures/``): kdiff's figures, which of their orderings are resolved, the survey's
+claims checked against them (``pipeline.claims``), and the survey's own figures.
 
 The experiments:
 
-- ``table1``: the survey's Table 1. DDPMs trained on the first 3,000 CelebA-HQ images by
-  file number at 128×128 with the linear and the cosine schedule, 50 epochs, batch 16,
-  Adam warmed up over 500 steps from 4e-5 to 1e-4 then decayed linearly (5.2.1); each
-  sampled with DDPM-1000 and DDIM-50. The survey trained its DDIM models separately with
-  the same recipe; kdiff samples one trained model both ways (DDIM needs no other
+- ``table1``: the survey's Table 1. DDPMs trained with the linear and the cosine schedule,
+  each sampled with DDPM-1000 and DDIM-50 (the survey trained its DDIM models separately
+  with the same recipe; kdiff samples one trained model both ways: DDIM needs no other
   training).
-- ``table2``: the survey's Table 2: google/ddpm-celebahq-256 sampled with DDPM and DDIM at
-  50 and 1,000 steps.
-- ``ncsn``: the survey's 5.4.3: NCSN's CelebA checkpoint, FID against CelebA center-cropped
-  to 140 and resized to 32.
-- ``sde``: the survey's 5.4.4: google/ncsnpp-celebahq-256 with 2,000 predictor–corrector
-  steps, plus DPM-Solver++ and Heun at 20 steps (the fewer steps its conclusion asks for).
+- ``table2``: the survey's Table 2: a DDPM sampled with DDPM and DDIM at 50 and 1,000
+  steps (diffusers' pipelines, ``kdiff.recipes``) — google/ddpm-celebahq-256 at
+  ``--scale=seed``, the linear-schedule DDPM of ``table1`` at the trained scales.
+- ``ncsn``: the survey's 5.4.3: an NCSN (RefineNet) sampled by annealed Langevin dynamics
+  (10 levels × 100 steps, ε = 2e-5; the survey's 5.2.3) — NCSN's CelebA checkpoint at
+  ``--scale=seed``, one trained with denoising score matching at the trained scales.
+- ``sde``: the survey's 5.4.4: an NCSN++ under the VE SDE with 2,000 predictor–corrector
+  steps, plus DPM-Solver++ and Heun at 20 steps (the fewer steps its conclusion asks for)
+  — google/ncsnpp-celebahq-256 at ``--scale=seed``, one trained here at the trained scales.
 - ``retrieval``: the survey's 5.5 for every model above: each sample's 5 nearest training
-  images (Euclidean, scikit-learn's NearestNeighbors) in Keras' InceptionV3 features, and
-  kdiff's memorization ratio.
+  images (Euclidean, scikit-learn's NearestNeighbors) and kdiff's memorization ratio.
 
-``--scale=seed`` is the survey's setting (its data, checkpoints and, for table1, a GPU;
-``requirements`` names what is missing before anything runs). ``--scale=small`` runs the
-same code path on the bundled 8×8 digits with tiny models — table1's trained, the
-pretrained checkpoints replaced by random-weight stand-ins of the same classes
-(``pipeline.imports``) — in minutes on a CPU; its report says it is a stand-in.
+The scales:
+
+- ``small``: scikit-learn's 8×8 digits, the tiny preset's network sizes, every model
+  trained by the run (minutes on a CPU; what the tests run, with fewer images and steps).
+- ``medium``: Fashion-MNIST resized to 32×32, CPU-sized networks (``unet_medium``,
+  ``ncsn_small``, ``ncsnpp_small``) trained by the run (hours on 2 CPU cores).
+- ``seed``: the survey's setting — its data, its pretrained checkpoints and, for table1,
+  a GPU (``requirements`` names what is missing before anything runs).
+
+At the trained scales every row comes from a model the run trained: no random-weight
+model is ever put beside the survey's figures (stand-ins serve ``--preset=tiny`` only).
+Rows cost their steps: at the trained scales the rows of 1,000 network evaluations or more
+per sample (DDPM-1000, DDIM-1000, annealed Langevin, the 2,000-step predictor–corrector)
+draw at most ``LONG_ROW_SAMPLES`` samples, the others the run's ``num_samples``.
 
 FID is reported from the survey's 100 samples (the first 100) and from all the samples
 drawn (``num_samples``), with FID∞ and the bootstrap interval beside the latter.
@@ -47,12 +58,23 @@ import platform
 import shutil
 import types
 
-SCALES = ("small", "seed")
+SCALES = ("small", "medium", "seed")
+TRAINED_SCALES = ("small", "medium")  # every row from a model the run trains
 SURVEY_SAMPLES = 100  # the survey's FIDs and times are for 100 samples
-STANDIN_NOTE = (
-    "**Stand-in run (--scale=small).** kdiff's columns come from tiny models on the bundled 8×8 "
-    "digits{standins}, with the step counts shown: they test the code path and are not comparable with "
-    "the survey's figures, which are the survey's own (CelebA / CelebA-HQ, its models and hardware)."
+# The samples a row of 1,000 or more network evaluations per sample draws at most at the
+# trained scales (``Row.long``): enough for FID's bootstrap interval at a tenth of the cost.
+LONG_ROW_SAMPLES = 500
+# What each trained scale trains on, for the report's notice.
+SCALE_DATA = {
+    "small": "scikit-learn's 8×8 handwritten digits",
+    "medium": "Fashion-MNIST resized to 32×32",
+}
+TRAINED_NOTE = (
+    "**Trained at --scale={scale}.** kdiff's columns come from models this command trained on {data}, "
+    "sampled with the survey's samplers at the survey's step counts. The survey's columns are the survey's own "
+    "(CelebA / CelebA-HQ at 128–256 pixels, its models and hardware): FIDs on different data and in different "
+    "feature spaces do not compare, so the survey's claims are checked within kdiff's rows (below), not against "
+    "the survey's numbers."
 )
 
 
@@ -61,20 +83,20 @@ class Row:
     """One row of an experiment's table: a sampler of one run, and the survey's figures for it.
 
     Attributes:
-        key: the row's id within its run (also its sampler's name at ``--scale=seed``).
+        key: the row's id within its run, and its sampler's name.
         label: what the survey calls it (e.g. "DDPM linear, DDPM 1,000 steps").
-        sampler: ``kdiff.sample`` arguments at ``--scale=seed``, or a recipe name of
-            ``kdiff.recipes`` (a string).
-        small_steps: the steps at ``--scale=small``.
+        sampler: ``kdiff.sample`` arguments, or a recipe name of ``kdiff.recipes`` (a string).
         survey: the survey's figures (``fid``, ``train_minutes``, ``minutes_per_100``,
             ``seconds_per_sample``; absent: not in the survey).
+        long: 1,000 or more network evaluations per sample: at the trained scales the row
+            draws at most ``LONG_ROW_SAMPLES`` samples.
     """
 
     key: str
     label: str
     sampler: object
-    small_steps: int
     survey: types.MappingProxyType = dataclasses.field(default_factory=dict)
+    long: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "survey", types.MappingProxyType(dict(self.survey)))
@@ -85,10 +107,12 @@ class Run:
     """One pipeline run of an experiment.
 
     Attributes:
-        name: its folder under ``<output_dir>/<scale>/runs/``.
+        name: its folder under ``<output_dir>/<scale>/runs/``. Runs of the same name at a
+            scale are one run: their configs must agree, and it draws every row any of
+            them lists (``shared_rows``).
         label: what it is, for the report.
-        seed: ``RunConfig`` overrides at ``--scale=seed`` (over the default preset).
-        small: ``RunConfig`` overrides at ``--scale=small`` (over the tiny preset).
+        configs: scale → ``RunConfig`` overrides (over the tiny preset at ``small``, the
+            default preset otherwise); the run exists at these scales only.
         rows: its table rows.
         needs: what ``--scale=seed`` needs: "celeba_hq" (the folder), "ncsn_checkpoint",
             "gpu".
@@ -96,14 +120,13 @@ class Run:
 
     name: str
     label: str
-    seed: types.MappingProxyType
-    small: types.MappingProxyType
+    configs: types.MappingProxyType
     rows: tuple
     needs: tuple = ()
 
     def __post_init__(self):
-        object.__setattr__(self, "seed", types.MappingProxyType(dict(self.seed)))
-        object.__setattr__(self, "small", types.MappingProxyType(dict(self.small)))
+        object.__setattr__(self, "configs", types.MappingProxyType(
+            {scale: types.MappingProxyType(dict(values)) for scale, values in dict(self.configs).items()}))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,7 +137,7 @@ class Experiment:
         name: the ``--experiment`` name.
         title: the report's title.
         section: where it is in the survey.
-        runs: its ``Run`` s (``retrieval``: every other experiment's).
+        runs: its ``Run`` s at every scale (``retrieval``: every other experiment's).
         columns: "fid", "train_time", "time_per_100", "time_per_sample", "retrieval".
         survey_hardware: what the survey says it ran on.
         notes: lines the report adds under the table.
@@ -127,6 +150,14 @@ class Experiment:
     columns: tuple
     survey_hardware: str
     notes: tuple = ()
+
+    def runs_at(self, scale):
+        """Its runs at ``scale``, one per name, in definition order."""
+        found = {}
+        for run in self.runs:
+            if scale in run.configs:
+                found.setdefault(run.name, run)
+        return tuple(found.values())
 
 
 # --------------------------------------------------------------------------- the experiments
@@ -142,18 +173,51 @@ _SEED_COMMON = {
     "sample_shards": 1,
     "knn": 5,
 }
-# The settings every small run shares: the digits at 8×8, 2,048 samples (the count FID
-# needs), the classifier's features (no download).
-_SMALL_COMMON = {
-    "dataset": "digits",
-    "limit": None,
-    "image_size": 8,
-    "num_samples": 2048,
-    "sample_shards": 1,
-    "sample_batch_size": 256,
-    "knn": 5,
+# The settings every trained run shares at a scale: the data, 2,048 samples a row (the
+# count FID needs; LONG_ROW_SAMPLES for the costly rows), the classifier's features (no
+# download), k = 5, the survey's 1,000 DDPM steps and 10 NCSN levels.
+_TRAINED_COMMON = {
+    "small": {
+        "dataset": "digits", "limit": None, "image_size": 8, "num_samples": 2048, "sample_shards": 1,
+        "sample_batch_size": 256, "knn": 5, "T": 1000, "num_sigmas": 10, "batch_size": 64,
+        "checkpoint_every_steps": 200,
+    },
+    "medium": {
+        "dataset": "fashion_mnist", "limit": None, "image_size": 32, "num_samples": 2048, "sample_shards": 1,
+        "sample_batch_size": 256, "knn": 5, "T": 1000, "num_sigmas": 10, "batch_size": 64,
+        "checkpoint_every_steps": 500,
+    },
 }
+# How long each trained scale trains, and the optimizer recipe (Adam warmed up, then
+# decayed linearly to 0: the survey's 5.2.1 shape; EMA sampled from).
+_TRAINED_RECIPE = {
+    "small": {"epochs": 30, "learning_rate": 1e-3, "warmup_steps": 100, "lr_decay": True, "ema_decay": 0.995},
+    "medium": {"epochs": 10, "learning_rate": 5e-4, "warmup_steps": 500, "lr_decay": True, "ema_decay": 0.999},
+}
+# The network each family trains at each trained scale.
+_TRAINED_NETWORKS = {
+    "small": {"ddpm": {"network": "unet_small"}, "ncsn": {"network": "ncsn_small"},
+              "sde": {"network": "ncsnpp_small"}},
+    "medium": {"ddpm": {"network": "unet_medium"}, "ncsn": {"network": "ncsn_small", "base_channels": 32},
+               "sde": {"network": "ncsnpp_small"}},
+}
+# The VE SDE's σ_max at each trained scale: about the largest distance between two
+# training images (Song & Ermon, 2020, technique 1) in the pipeline's [−1, 1] range. The
+# largest pairwise distance is 9.63 among the 1,797 digits at 8×8 and 50.8 among 8,000
+# Fashion-MNIST training images (seed 0) at 32×32.
+_VE_SIGMA_MAX = {"small": 10.0, "medium": 55.0}
 _CELEBA_HQ_3000 = {"limit": 3000, "limit_order": "file_number"}
+
+
+def _trained(scale, family, **values):
+    """The overrides of a run trained at a trained scale: the scale's data, recipe and network."""
+    return {**_TRAINED_COMMON[scale], **_TRAINED_RECIPE[scale], "family": family,
+            **_TRAINED_NETWORKS[scale][family], **values}
+
+
+def _trained_ddpm(schedule):
+    """A DDPM trained with ``schedule`` at each trained scale (table1's; table2's linear)."""
+    return {scale: _trained(scale, "ddpm", schedule=schedule) for scale in TRAINED_SCALES}
 
 
 def _table1_runs():
@@ -170,13 +234,14 @@ def _table1_runs():
         runs.append(Run(
             name=f"ddpm_{schedule}",
             label=f"DDPM, {schedule} schedule, trained by kdiff",
-            seed={**_SEED_COMMON, **_CELEBA_HQ_3000, **recipe, "image_size": 128, "sample_batch_size": 50},
-            small={**_SMALL_COMMON, "family": "ddpm", "schedule": schedule, "epochs": 5, "batch_size": 64,
-                   "learning_rate": 1e-3, "warmup_steps": 20, "warmup_from": 4e-4, "lr_decay": True},
+            configs={
+                "seed": {**_SEED_COMMON, **_CELEBA_HQ_3000, **recipe, "image_size": 128, "sample_batch_size": 50},
+                **_trained_ddpm(schedule),
+            },
             rows=(
-                Row("ddpm_1000", f"DDPM {schedule}", "ddpm_1000", 20,
-                    {"fid": fid, "train_minutes": train, "minutes_per_100": sample}),
-                Row("ddim_50", f"DDIM {schedule}", "ddim_50", 5,
+                Row("ddpm_1000", f"DDPM {schedule}", "ddpm_1000",
+                    {"fid": fid, "train_minutes": train, "minutes_per_100": sample}, long=True),
+                Row("ddim_50", f"DDIM {schedule}", "ddim_50",
                     {"fid": ddim_fid, "train_minutes": ddim_train, "minutes_per_100": ddim_sample}),
             ),
             needs=("celeba_hq", "gpu"),
@@ -186,52 +251,75 @@ def _table1_runs():
 
 def _table2_runs():
     figures = {"ddpm_50": (459.211, 10), "ddpm_1000": (77.659, 213), "ddim_50": (81.006, 10), "ddim_1000": (94.843, 213)}
-    small_steps = {"ddpm_50": 5, "ddpm_1000": 20, "ddim_50": 5, "ddim_1000": 20}
     rows = tuple(
-        Row(key, f"{key.split('_')[0].upper()} {int(key.split('_')[1]):,} steps", key, small_steps[key],
-            {"fid": fid, "minutes_per_100": minutes})
+        Row(key, f"{key.split('_')[0].upper()} {int(key.split('_')[1]):,} steps", key,
+            {"fid": fid, "minutes_per_100": minutes}, long=key.endswith("_1000"))
         for key, (fid, minutes) in figures.items()
     )
-    return (Run(
+    pretrained = Run(
         name="ddpm_celebahq_256",
         label="google/ddpm-celebahq-256 (pretrained; kdiff.from_diffusers)",
-        seed={**_SEED_COMMON, **_CELEBA_HQ_3000, "family": "ddpm", "image_size": 256,
-              "model_source": "diffusers:google/ddpm-celebahq-256", "sample_batch_size": 25},
-        small={**_SMALL_COMMON, "family": "ddpm", "model_source": "standin:ddpm"},
+        configs={"seed": {**_SEED_COMMON, **_CELEBA_HQ_3000, "family": "ddpm", "image_size": 256,
+                          "model_source": "diffusers:google/ddpm-celebahq-256", "sample_batch_size": 25}},
         rows=rows,
         needs=("celeba_hq",),
-    ),)
+    )
+    trained = Run(
+        name="ddpm_linear",
+        label="DDPM, linear schedule, trained by kdiff (table1's; Ho et al.'s layout scaled down)",
+        configs=_trained_ddpm("linear"),
+        rows=rows,
+    )
+    return (pretrained, trained)
 
 
 def _ncsn_runs():
-    return (Run(
-        name="ncsn_celeba",
-        label="NCSN's CelebA 32×32 checkpoint (ermongroup/ncsn; kdiff.from_ncsn_checkpoint)",
-        seed={**_SEED_COMMON, "dataset": "tfds:celeb_a", "crop_size": 140, "image_size": 32, "limit": 10000,
-              "limit_order": "file_number", "family": "ncsn", "num_sigmas": 10, "sample_batch_size": 100},
-        small={**_SMALL_COMMON, "family": "ncsn", "num_sigmas": 10, "model_source": "standin:ncsn"},
-        rows=(Row("ncsn_annealed_langevin", "NCSN, annealed Langevin (10 levels × 100 steps)",
-                  "ncsn_annealed_langevin", 2, {"fid": 110.163, "seconds_per_sample": 100}),),
-        needs=("ncsn_checkpoint",),
-    ),)
+    row = Row("ncsn_annealed_langevin", "NCSN, annealed Langevin (10 levels × 100 steps)",
+              "ncsn_annealed_langevin", {"fid": 110.163, "seconds_per_sample": 100}, long=True)
+    return (
+        Run(
+            name="ncsn_celeba",
+            label="NCSN's CelebA 32×32 checkpoint (ermongroup/ncsn; kdiff.from_ncsn_checkpoint)",
+            configs={"seed": {**_SEED_COMMON, "dataset": "tfds:celeb_a", "crop_size": 140, "image_size": 32,
+                              "limit": 10000, "limit_order": "file_number", "family": "ncsn", "num_sigmas": 10,
+                              "sample_batch_size": 100}},
+            rows=(row,),
+            needs=("ncsn_checkpoint",),
+        ),
+        Run(
+            name="ncsn",
+            label="NCSN (RefineNet), trained by kdiff with denoising score matching (σ 1 → 0.01, 10 levels)",
+            configs={scale: _trained(scale, "ncsn", sigma_max=1.0, sigma_min=0.01) for scale in TRAINED_SCALES},
+            rows=(row,),
+        ),
+    )
 
 
 def _sde_runs():
-    return (Run(
-        name="ncsnpp_celebahq_256",
-        label="google/ncsnpp-celebahq-256 (pretrained; kdiff.from_diffusers)",
-        seed={**_SEED_COMMON, **_CELEBA_HQ_3000, "family": "sde", "sde": "ve", "sde_N": 2000, "image_size": 256,
-              "model_source": "diffusers:google/ncsnpp-celebahq-256", "sample_batch_size": 25},
-        small={**_SMALL_COMMON, "family": "sde", "sde": "ve", "sde_N": 2000, "model_source": "standin:ncsnpp"},
-        rows=(
-            Row("score_sde_ve_pc", "SBGM-SDE, 2,000 predictor–corrector steps", "score_sde_ve_pc", 10,
-                {"fid": 63.514, "seconds_per_sample": 720}),
-            Row("dpm_solver_20", "DPM-Solver++, 20 steps (not in the survey)",
-                {"sampler": "dpm_solver", "steps": 20}, 5),
-            Row("heun_20", "Heun, 20 steps = 39 evaluations (not in the survey)", {"sampler": "heun", "steps": 20}, 3),
+    rows = (
+        Row("score_sde_ve_pc", "SBGM-SDE, 2,000 predictor–corrector steps", "score_sde_ve_pc",
+            {"fid": 63.514, "seconds_per_sample": 720}, long=True),
+        Row("dpm_solver_20", "DPM-Solver++, 20 steps (not in the survey)", {"sampler": "dpm_solver", "steps": 20}),
+        Row("heun_20", "Heun, 20 steps = 39 evaluations (not in the survey)", {"sampler": "heun", "steps": 20}),
+    )
+    return (
+        Run(
+            name="ncsnpp_celebahq_256",
+            label="google/ncsnpp-celebahq-256 (pretrained; kdiff.from_diffusers)",
+            configs={"seed": {**_SEED_COMMON, **_CELEBA_HQ_3000, "family": "sde", "sde": "ve", "sde_N": 2000,
+                              "image_size": 256, "model_source": "diffusers:google/ncsnpp-celebahq-256",
+                              "sample_batch_size": 25}},
+            rows=rows,
+            needs=("celeba_hq",),
         ),
-        needs=("celeba_hq",),
-    ),)
+        Run(
+            name="ncsnpp_ve",
+            label="NCSN++ under the VE SDE, trained by kdiff (denoising score matching of the SDE)",
+            configs={scale: _trained(scale, "sde", sde="ve", sde_N=2000, sigma_min=0.01,
+                                     sigma_max=_VE_SIGMA_MAX[scale]) for scale in TRAINED_SCALES},
+            rows=rows,
+        ),
+    )
 
 
 def experiments():
@@ -246,23 +334,26 @@ def experiments():
         ("The survey trained separate \"DDIM\" models with the same recipe; kdiff samples each trained DDPM with "
          "both DDPM-1000 and DDIM-50 (DDIM needs no training of its own), so each model's training time "
          "appears on both of its rows.",
-         "The network is Ho et al.'s U-Net layout (ch 128, multipliers 1, 2, 2, 2, attention at 16×16) at "
-         "128×128; the survey does not give its layout beyond Ho et al.'s."),
+         "The network is Ho et al.'s U-Net layout: the CIFAR-10 model (ch 128, multipliers 1, 2, 2, 2, attention "
+         "at 16×16) at 128×128 at --scale=seed, scaled down (unet_small, unet_medium) at the trained scales; the "
+         "survey does not give its layout beyond Ho et al.'s."),
     )
     table2 = Experiment(
-        "table2", "DDPM and DDIM sampling of google/ddpm-celebahq-256 (the survey's Table 2)",
+        "table2", "DDPM and DDIM sampling at 50 and 1,000 steps (the survey's Table 2)",
         "Table 2, section 5.4.2", _table2_runs(), ("fid", "time_per_100"), COLAB,
         ("The recipes are diffusers' DDPMPipeline and DDIMPipeline (kdiff.recipes: ddpm_50, ddpm_1000, "
-         "ddim_50, ddim_1000).",),
+         "ddim_50, ddim_1000). At --scale=seed the model is google/ddpm-celebahq-256; at the trained scales it is "
+         "table1's linear-schedule DDPM (one run serves both).",),
     )
     ncsn = Experiment(
-        "ncsn", "NCSN's pretrained CelebA model (the survey's 5.4.3)", "section 5.4.3", _ncsn_runs(),
+        "ncsn", "NCSN sampled by annealed Langevin dynamics (the survey's 5.4.3)", "section 5.4.3", _ncsn_runs(),
         ("fid", "time_per_sample"), "not stated in the survey",
-        ("FID against CelebA center-cropped to 140×140 and resized to 32×32 (NCSN's own preprocessing; "
-         "--crop_size=140), as the survey did.",),
+        ("At --scale=seed: FID against CelebA center-cropped to 140×140 and resized to 32×32 (NCSN's own "
+         "preprocessing; --crop_size=140), as the survey did. At the trained scales the NCSN is trained on the "
+         "same images as the other families, so its FID compares with theirs.",),
     )
     sde = Experiment(
-        "sde", "SBGM-SDE: google/ncsnpp-celebahq-256 (the survey's 5.4.4), and fewer-step solvers",
+        "sde", "SBGM-SDE: NCSN++ under the VE SDE (the survey's 5.4.4), and fewer-step solvers",
         "section 5.4.4", _sde_runs(), ("fid", "time_per_sample"), "a GPU (Google Colaboratory)",
         ("The survey's conclusion asks for fewer sampling steps: DPM-Solver++ (Lu et al., 2022) and Heun "
          "(Karras et al., 2022) rows sample the same model with 20 steps.",),
@@ -272,9 +363,9 @@ def experiments():
         "retrieval", "Similarity retrieval for every model (the survey's 5.5, Figs. 20–23)", "section 5.5",
         every, ("retrieval",), COLAB,
         ("Each sample's 5 nearest training images by Euclidean distance (scikit-learn's NearestNeighbors) in "
-         "Keras' InceptionV3 features at --scale=seed (the survey's footnotes 29–30); at --scale=small in the "
-         "run's FID features. The survey judged memorization by eye only; the memorization ratio is the share "
-         "of samples whose nearest training image is closer than the median train–train nearest-neighbour "
+         "Keras' InceptionV3 features at --scale=seed (the survey's footnotes 29–30); at the trained scales in "
+         "the run's FID features. The survey judged memorization by eye only; the memorization ratio is the "
+         "share of samples whose nearest training image is closer than the median train–train nearest-neighbour "
          "distance (about 0.5 for fresh images, 1 for copies).",),
     )
     return {e.name: e for e in (table1, table2, ncsn, sde, retrieval)}
@@ -288,18 +379,44 @@ def get(name):
     return table[name]
 
 
+def check_scale(scale):
+    """Returns ``scale`` if it is one of ``SCALES``; ValueError naming them otherwise."""
+    if scale not in SCALES:
+        raise ValueError(f"Expected `scale` in {list(SCALES)}. Received: scale={scale!r}")
+    return scale
+
+
 # --------------------------------------------------------------------------- configs
 
 
-def sampler_config(row, scale):
-    """The sampler name and ``kdiff.sample`` arguments of a row at a scale.
+def shared_rows(run_name, scale):
+    """Every row that any experiment lists for the run ``run_name`` at ``scale``.
 
-    A recipe row takes its recipe's sampler and options; at ``--scale=small`` its steps
-    are ``small_steps`` and the name says them (``ddpm_20``).
+    A run shared between experiments (table1's linear DDPM serves table2 at the trained
+    scales) draws every row once, so that running either experiment first leaves the
+    other's rows cached.
+
+    Args:
+        run_name: a ``Run.name``.
+        scale: one of ``SCALES``.
+
+    Returns:
+        A tuple of ``Row`` s, each key once, in the experiments' order.
+    """
+    found = {}
+    for experiment in experiments().values():
+        for run in experiment.runs_at(scale):
+            if run.name == run_name:
+                for row in run.rows:
+                    found.setdefault(row.key, row)
+    return tuple(found.values())
+
+
+def sampler_config(row):
+    """The sampler name and ``kdiff.sample`` arguments of a row (a recipe's sampler and options).
 
     Args:
         row: a ``Row``.
-        scale: "small" or "seed".
 
     Returns:
         ``(name, kwargs)``.
@@ -308,13 +425,8 @@ def sampler_config(row, scale):
 
     if isinstance(row.sampler, str):
         recipe = recipes.get(row.sampler)
-        kwargs = {"sampler": recipe.sampler, "steps": recipe.steps, **recipe.options}
-    else:
-        kwargs = dict(row.sampler)
-    if scale == "seed":
-        return row.key, kwargs
-    kwargs["steps"] = row.small_steps
-    return f"{kwargs['sampler']}_{row.small_steps}", kwargs
+        return row.key, {"sampler": recipe.sampler, "steps": recipe.steps, **recipe.options}
+    return row.key, dict(row.sampler)
 
 
 def run_config(run, scale, overrides=None, paths=None):
@@ -322,35 +434,42 @@ def run_config(run, scale, overrides=None, paths=None):
 
     Args:
         run: a ``Run``.
-        scale: "small" (the tiny preset plus ``run.small``) or "seed" (the default preset
-            plus ``run.seed``).
+        scale: "small" (the tiny preset plus the run's overrides), "medium" or "seed" (the
+            default preset plus the run's overrides).
         overrides: ``RunConfig`` fields given on the command line, applied last.
         paths: ``{"celeba_hq": folder, "ncsn_checkpoint": file}`` for the seed scale.
 
     Returns:
-        A ``RunConfig``.
+        A ``RunConfig``: its samplers are every row of the run (``shared_rows``); at the
+        trained scales a ``long`` row draws at most ``LONG_ROW_SAMPLES`` samples.
     """
     from pipeline import config as config_lib
 
     paths = paths or {}
-    values = dict(run.seed if scale == "seed" else run.small)
+    values = dict(run.configs[scale])
     if scale == "seed":
         if "celeba_hq" in run.needs and paths.get("celeba_hq"):
             values["dataset"] = f"folder:{paths['celeba_hq']}"
         if "ncsn_checkpoint" in run.needs:
             values["model_source"] = f"ncsn:{paths.get('ncsn_checkpoint') or 'CHECKPOINT'}"
         values.setdefault("dataset", "folder:CELEBA_HQ")
-    values["samplers"] = dict(sampler_config(row, scale) for row in run.rows)
     values.update(overrides or {})
+    samplers = {}
+    for row in shared_rows(run.name, scale):
+        name, kwargs = sampler_config(row)
+        if scale in TRAINED_SCALES and row.long and values["num_samples"] > LONG_ROW_SAMPLES:
+            kwargs["num_samples"] = LONG_ROW_SAMPLES
+        samplers[name] = kwargs
+    values["samplers"] = samplers
     return config_lib.preset("tiny" if scale == "small" else "default", **values)
 
 
 def requirements(experiment, scale, paths=None, configs=None, allow_cpu=False):
-    """What a seed-scale experiment lacks before it starts (nothing for the small scale).
+    """What a seed-scale experiment lacks before it starts (nothing at the trained scales).
 
     Args:
         experiment: an ``Experiment``.
-        scale: "small" or "seed".
+        scale: one of ``SCALES``.
         paths: ``{"celeba_hq": …, "ncsn_checkpoint": …}``.
         configs: run name → ``RunConfig`` (for the FID / retrieval weights and model sources).
         allow_cpu: let table1 train without a GPU.
@@ -358,12 +477,12 @@ def requirements(experiment, scale, paths=None, configs=None, allow_cpu=False):
     Returns:
         A list of messages, each naming what is missing and how to get it (empty: ready).
     """
-    if scale == "small":
+    if scale in TRAINED_SCALES:
         return []
     from pipeline import imports
 
     paths, configs = paths or {}, configs or {}
-    needs = {need for run in experiment.runs for need in run.needs}
+    needs = {need for run in experiment.runs_at(scale) for need in run.needs}
     problems = []
     folder = paths.get("celeba_hq")
     if "celeba_hq" in needs and not (folder and os.path.isdir(folder)):
@@ -490,16 +609,19 @@ def _read(path):
     return read_json(path) if os.path.exists(path) else {}
 
 
-def fid_at(features_path, name, count):
+def fid_at(features_path, name, count, bootstrap_rounds=0, seed=0):
     """FID of a sampler's first ``count`` samples against the run's training images.
 
     Args:
         features_path: the evaluate stage's ``features.npz``.
         name: the sampler.
         count: how many of its samples (fewer when it has fewer).
+        bootstrap_rounds: rounds of FID's 95 % bootstrap interval (0: none).
+        seed: the bootstrap's seed.
 
     Returns:
-        ``(fid, samples used)``; ``(None, n)`` with fewer than 2 samples.
+        A dict: ``fid``, ``low``, ``high`` (None without an interval, or all None with
+        fewer than 2 samples) and ``count``, the samples used.
     """
     import numpy as np
 
@@ -508,8 +630,20 @@ def fid_at(features_path, name, count):
     with np.load(features_path) as data:
         train, samples = data["train"], data[f"samples/{name}"][:count]
     if len(samples) < 2:
-        return None, len(samples)
-    return float(metrics.fid_from_features(train, samples)), len(samples)
+        return {"fid": None, "low": None, "high": None, "count": len(samples)}
+    fid = float(metrics.fid_from_features(train, samples))
+    low = high = None
+    if bootstrap_rounds:
+        interval = metrics.fid_bootstrap(samples, train, num_rounds=bootstrap_rounds, seed=seed)
+        low, high = float(interval["low"]), float(interval["high"])
+    return {"fid": fid, "low": low, "high": high, "count": len(samples)}
+
+
+def stage_seconds(run_dir):
+    """Each stage's wall time in a run's last execution (``_DONE.json``), stage → seconds or None."""
+    from pipeline.run import STAGE_ORDER
+
+    return {stage: _read(os.path.join(run_dir, stage, "_DONE.json")).get("seconds") for stage in STAGE_ORDER}
 
 
 def run_results(run, scale, run_dir):
@@ -517,7 +651,7 @@ def run_results(run, scale, run_dir):
 
     Args:
         run: a ``Run``.
-        scale: "small" or "seed".
+        scale: one of ``SCALES``.
         run_dir: the run's output folder.
 
     Returns:
@@ -534,11 +668,14 @@ def run_results(run, scale, run_dir):
     features = os.path.join(run_dir, "evaluate", "metrics", "features.npz")
     results = []
     for row in run.rows:
-        name, kwargs = sampler_config(row, scale)
+        name, kwargs = sampler_config(row)
         timing, scores, found = timings.get(name, {}), metrics.get(name, {}), retrieval.get(name, {})
         n = timing.get("num_samples") or 0
         seconds = timing.get("sampling_seconds") if timing.get("sampling_seconds") is not None else timing.get("seconds")
-        fid_100, used = fid_at(features, name, SURVEY_SAMPLES) if os.path.exists(features) else (None, 0)
+        fid_100, used = None, 0
+        if os.path.exists(features):
+            first = fid_at(features, name, SURVEY_SAMPLES)
+            fid_100, used = first["fid"], first["count"]
         panel = found.get("panel", {}).get("path")
         results.append({
             "run": run.name, "row": row.key, "sampler": name, "label": row.label, "steps": kwargs.get("steps"),
@@ -550,8 +687,36 @@ def run_results(run, scale, run_dir):
             "memorization_ratio": found.get("memorization_ratio"), "mean_nn_distance": found.get("mean_nn_distance"),
             "retrieval_features": found.get("feature_space"),
             "retrieval_panel": os.path.join(run_dir, "retrieve", "retrieval", panel) if panel else None,
+            "features": features if os.path.exists(features) else None,
             "survey": dict(row.survey),
         })
+    return results
+
+
+def add_equal_count_fids(results, bootstrap_rounds=100, seed=0):
+    """Adds to each row its FID at the sample count every row has, with a bootstrap interval.
+
+    FID falls as the sample count grows, so rows drawn from different counts (the long
+    rows draw ``LONG_ROW_SAMPLES``) are compared at the smallest count among them: the
+    ``fid_equal``, ``fid_equal_low``, ``fid_equal_high`` and ``equal_count`` entries
+    (None where a row has no samples or features). ``pipeline.claims`` orders rows by them.
+
+    Args:
+        results: ``run_results`` rows (changed in place).
+        bootstrap_rounds: rounds of the bootstrap interval.
+        seed: its seed.
+
+    Returns:
+        ``results``.
+    """
+    counts = [r["num_samples"] for r in results if r.get("features") and r["num_samples"] >= 2]
+    count = min(counts) if counts else 0
+    for result in results:
+        entry = {"fid": None, "low": None, "high": None, "count": 0}
+        if count and result.get("features") and result["num_samples"] >= 2:
+            entry = fid_at(result["features"], result["sampler"], count, bootstrap_rounds, seed)
+        result.update({"fid_equal": entry["fid"], "fid_equal_low": entry["low"], "fid_equal_high": entry["high"],
+                       "equal_count": entry["count"]})
     return results
 
 
@@ -635,14 +800,14 @@ def render_table(experiment, results, scale, measured_on):
     Args:
         experiment: the ``Experiment``.
         results: ``run_results`` rows.
-        scale: "small" or "seed" (the header of kdiff's columns says which).
+        scale: one of ``SCALES`` (the header of kdiff's columns says which).
         measured_on: kdiff's hardware (``hardware()``).
 
     Returns:
         Markdown lines.
     """
     ours, theirs = _headers(experiment)
-    side = "kdiff stand-in" if scale == "small" else "kdiff"
+    side = f"kdiff ({scale}, trained)" if scale in TRAINED_SCALES else "kdiff"
     header = ["model", "sampler", "steps", "samples"] + [f"{side}: {h}" for h in ours] + [f"survey: {h}" for h in theirs]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for result in results:
@@ -655,31 +820,33 @@ def render_table(experiment, results, scale, measured_on):
     return lines
 
 
-def render_report(experiment, results, scale, measured_on, pictures=()):
+def render_report(experiment, results, scale, measured_on, pictures=(), verdicts=(), stage_times=None):
     """The experiment's report as Markdown.
 
     Args:
         experiment: the ``Experiment``.
-        results: ``run_results`` rows of its runs.
-        scale: "small" or "seed".
+        results: ``run_results`` rows of its runs (with ``add_equal_count_fids``' entries
+            for the orderings).
+        scale: one of ``SCALES``.
         measured_on: kdiff's hardware.
-        pictures: ``(title, relative path)`` pairs (retrieval panels).
+        pictures: ``(title, relative path, caption)`` triples (retrieval panels).
+        verdicts: ``pipeline.claims.Verdict`` s of the survey's claims.
+        stage_times: run name → stage → seconds (``stage_seconds``), for the time table.
 
     Returns:
         The Markdown text.
     """
+    from pipeline import claims
     from pipeline.stages.report import _references
 
     lines = [f"# {experiment.title}", ""]
-    if scale == "small":
-        standins = sorted({r["imported"] for r in results if r["imported"]})
-        extra = f"; random-weight stand-ins of the pretrained models' classes ({', '.join(standins)})" if standins else ""
-        lines += [STANDIN_NOTE.format(standins=extra), ""]
+    if scale in TRAINED_SCALES:
+        lines += [TRAINED_NOTE.format(scale=scale, data=SCALE_DATA[scale]), ""]
     lines += [
         f"kdiff's reproduction of the survey's {experiment.section} (Cerizza et al., 2023): "
         f"`python -m pipeline.run --experiment={experiment.name} --scale={scale}`. kdiff's FIDs are "
-        f"pytorch-fid-compatible at --scale=seed (its FID Inception network) and in the digits classifier's "
-        f"features at --scale=small. FID is shown for the first {SURVEY_SAMPLES} samples, as the survey "
+        f"pytorch-fid-compatible at --scale=seed (its FID Inception network) and at the trained scales in the "
+        f"features of a classifier trained on the run's labelled images. FID is shown for the first {SURVEY_SAMPLES} samples, as the survey "
         "computed it, and for all the samples drawn with its 95 % bootstrap interval and FID∞ (Chong & "
         "Forsyth, 2020), the value extrapolated to infinitely many samples: the gap shows how far a "
         f"{SURVEY_SAMPLES}-sample FID sits from the reliable one. Times are sampling wall times without the "
@@ -688,16 +855,73 @@ def render_report(experiment, results, scale, measured_on, pictures=()):
     ]
     lines += render_table(experiment, results, scale, measured_on) + [""]
     lines += [f"- {note}" for note in experiment.notes] + [""]
+    ordered = claims.orderings(results)
+    if ordered:
+        count = next(r["equal_count"] for r in results if r.get("fid_equal") is not None)
+        lines += ["## Which orderings are resolved", "",
+                  f"FID of every row at the {count:,} samples each has (its first {count:,}), with 95 % bootstrap "
+                  "intervals: two rows are ordered only when their intervals are apart.", ""] + ordered + [""]
+    if verdicts:
+        lines += ["## The survey's claims, checked", "",
+                  "Each claim of the survey this experiment bears on, and whether kdiff's rows support it, "
+                  "contradict it, or cannot resolve it (intervals that overlap)"
+                  + (", on the trained scale's data, not the survey's" if scale in TRAINED_SCALES else "") + ".",
+                  ""] + claims.render(verdicts) + [""]
+    if stage_times:
+        lines += render_stage_times(stage_times) + [""]
     runs = {result["run"]: result for result in results}
     lines += ["## Runs", ""]
-    for run in experiment.runs:
+    for run in experiment.runs_at(scale):
         if run.name in runs:
             lines.append(f"- `{run.name}`: {run.label} (`runs/{run.name}/`, its own report in `report/report.md`)")
     lines.append("")
-    for title, path in pictures:
-        lines += [f"### {title}", "", f"![{title}]({path})", ""]
+    for title, path, caption in pictures:
+        lines += [f"### {title}", "", f"![{title}]({path})", "", f"*{caption}*", ""]
     lines += _references()
     return "\n".join(lines)
+
+
+def render_stage_times(stage_times):
+    """A table of each run's stage times (its last execution; "–": not run, or cached before).
+
+    Args:
+        stage_times: run name → stage → seconds or None.
+
+    Returns:
+        Markdown lines.
+    """
+    from pipeline.run import STAGE_ORDER
+
+    lines = ["## Time per stage", "",
+             "Each run's stages as they last ran (a cached stage keeps the time it took); a run interrupted at "
+             "any point resumes from its last complete stage (and training from its last checkpoint).", "",
+             "| run | " + " | ".join(STAGE_ORDER) + " | total |", "|---|" + "---|" * (len(STAGE_ORDER) + 1)]
+    for run, times in stage_times.items():
+        known = [t for t in times.values() if t is not None]
+        cells = [_duration(times.get(stage)) for stage in STAGE_ORDER] + [_duration(sum(known) if known else None)]
+        lines.append(f"| `{run}` | " + " | ".join(cells) + " |")
+    return lines
+
+
+def every_result(scale, root):
+    """The result rows of every run measured at ``scale`` under ``root`` (for cross-family claims).
+
+    Args:
+        scale: one of ``SCALES``.
+        root: ``<output_dir>/<scale>``.
+
+    Returns:
+        ``run_results`` rows of every run with an evaluate stage, each run once.
+    """
+    rows, seen = [], set()
+    for experiment in experiments().values():
+        for run in experiment.runs_at(scale):
+            run_dir = os.path.join(root, "runs", run.name)
+            if run.name in seen or not os.path.exists(os.path.join(run_dir, "evaluate", "_DONE.json")):
+                continue
+            seen.add(run.name)
+            rows += run_results(dataclasses.replace(run, rows=shared_rows(run.name, scale)), scale, run_dir)
+    return rows
 
 
 def write_report(experiment, scale, root, measured_on):
@@ -705,7 +929,7 @@ def write_report(experiment, scale, root, measured_on):
 
     Args:
         experiment: the ``Experiment``.
-        scale: "small" or "seed".
+        scale: one of ``SCALES``.
         root: ``<output_dir>/<scale>``.
         measured_on: kdiff's hardware.
 
@@ -715,7 +939,14 @@ def write_report(experiment, scale, root, measured_on):
     from pipeline.stages.base import atomic_directory, write_json
     from pipeline.stages.report import render_html
 
-    results = [r for run in experiment.runs for r in run_results(run, scale, os.path.join(root, "runs", run.name))]
+    from pipeline import claims
+
+    runs = experiment.runs_at(scale)
+    results = add_equal_count_fids(
+        [r for run in runs for r in run_results(run, scale, os.path.join(root, "runs", run.name))])
+    others = add_equal_count_fids(every_result(scale, root))
+    verdicts = claims.check(experiment.name, results, others)
+    times = {run.name: stage_seconds(os.path.join(root, "runs", run.name)) for run in runs}
     with atomic_directory(os.path.join(root, experiment.name)) as out:
         pictures = []
         if "retrieval" in experiment.columns:
@@ -724,8 +955,12 @@ def write_report(experiment, scale, root, measured_on):
                 if result["retrieval_panel"] and os.path.exists(result["retrieval_panel"]):
                     relative = f"pictures/{result['run']}_{result['sampler']}_retrieval.png"
                     shutil.copy(result["retrieval_panel"], os.path.join(out, relative))
-                    pictures.append((f"{result['label']} (`{result['sampler']}`): nearest training images", relative))
-        text = render_report(experiment, results, scale, measured_on, pictures)
+                    pictures.append((
+                        f"{result['label']} (`{result['sampler']}`): nearest training images", relative,
+                        "Each line: a sample (left), then its nearest training images, nearest first, in the "
+                        "retrieval's feature space.",
+                    ))
+        text = render_report(experiment, results, scale, measured_on, pictures, verdicts, times)
         with open(os.path.join(out, "report.md"), "w", encoding="utf-8") as f:
             f.write(text + "\n")
         with open(os.path.join(out, "report.html"), "w", encoding="utf-8") as f:
@@ -733,6 +968,7 @@ def write_report(experiment, scale, root, measured_on):
         write_json(os.path.join(out, "results.json"), {
             "experiment": experiment.name, "scale": scale, "measured_on": measured_on,
             "survey_hardware": experiment.survey_hardware, "rows": results,
+            "claims": [dataclasses.asdict(verdict) for verdict in verdicts], "stage_seconds": times,
         })
     return os.path.join(root, experiment.name, "report.md")
 
@@ -742,7 +978,7 @@ def write_report(experiment, scale, root, measured_on):
 
 def configs_for(experiment, scale, overrides=None, paths=None):
     """Run name → ``RunConfig`` of every run of an experiment."""
-    return {run.name: run_config(run, scale, overrides, paths) for run in experiment.runs}
+    return {run.name: run_config(run, scale, overrides, paths) for run in experiment.runs_at(scale)}
 
 
 def plan(name, scale, overrides=None, paths=None, allow_cpu=False):
@@ -750,7 +986,7 @@ def plan(name, scale, overrides=None, paths=None, allow_cpu=False):
 
     Args:
         name: the experiment (a key of ``experiments()``).
-        scale: "small" or "seed".
+        scale: one of ``SCALES``.
         overrides: ``RunConfig`` fields applied over every run's (the command line's).
         paths: ``{"celeba_hq": …, "ncsn_checkpoint": …}`` for the seed scale.
         allow_cpu: let table1 train without a GPU at the seed scale.
@@ -763,13 +999,12 @@ def plan(name, scale, overrides=None, paths=None, allow_cpu=False):
             is missing, all named.
     """
     experiment = get(name)
-    if scale not in SCALES:
-        raise ValueError(f"Expected `scale` in {list(SCALES)}. Received: scale={scale!r}")
+    check_scale(scale)
     configs = configs_for(experiment, scale, overrides, paths)
     problems = requirements(experiment, scale, paths, configs, allow_cpu)
     if problems:
         raise ValueError(
             f"--experiment={name} --scale=seed needs what is missing here:\n  - " + "\n  - ".join(problems)
-            + "\n(see the README's 'The survey's experiments'; --scale=small runs the same code on the digits)"
+            + "\n(see the README's 'The survey's experiments'; --scale=small trains every model on the digits)"
         )
     return experiment, configs

@@ -161,8 +161,8 @@ def _add_experiment_flags(parser):
     )
     group.add_argument(
         "--scale", default="small", choices=list(experiments.SCALES),
-        help="small: the digits and tiny / stand-in models, minutes on a CPU; seed: the survey's data and "
-        "checkpoints (default: small)",
+        help="small: every model trained on the 8×8 digits, minutes on a CPU; medium: trained on Fashion-MNIST "
+        "at 32×32, hours on a CPU; seed: the survey's data and checkpoints (default: small)",
     )
     group.add_argument("--celeba_hq", default=None, help="--scale=seed: the CelebA-HQ 256×256 image folder")
     group.add_argument("--ncsn_checkpoint", default=None, help="--scale=seed: NCSN's CelebA checkpoint.pth (or .npz)")
@@ -176,7 +176,7 @@ def run_experiment(name, scale, output_dir, beam_args, *, overrides=None, paths=
 
     Args:
         name: the experiment (a key of ``pipeline.experiments.experiments()``).
-        scale: "small" or "seed".
+        scale: "small", "medium" or "seed" (``pipeline.experiments.SCALES``).
         output_dir: the root; runs go to ``<output_dir>/<scale>/runs/<run>``, the report to
             ``<output_dir>/<scale>/<name>/``.
         beam_args: Beam pipeline flags.

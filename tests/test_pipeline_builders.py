@@ -71,3 +71,29 @@ def test_builder_defaults_are_run_config_defaults():
     assert model.data_range == config.family_data_range("ncsn") == (0.0, 1.0)
     assert type(model.network).__name__ == "NCSN"  # the family's default network
     assert len(builders.build_process({"family": "ddpm"}).betas) == defaults.T
+
+
+def test_the_medium_scale_networks():
+    """unet_medium is Ho et al.'s layout scaled down (ch 32, mult 1, 2, 4, one block, attention
+    at 8×8: 2,734,945 parameters at 32×32×1); ncsnpp_small is an NCSN++ that trains under the
+    VE SDE on the pipeline's [−1, 1] data (σ conditioning, input not re-centred)."""
+    from kdiff.models import NCSNpp
+
+    unet = builders.build_network(_params("ddpm", network="unet_medium", base_channels=None, num_res_blocks=None),
+                                  (32, 32, 1))
+    assert unet.count_params() == 2_734_945
+    config_ = unet.get_config()
+    assert tuple(config_["channel_mult"]) == (1, 2, 4) and config_["num_res_blocks"] == 1
+    assert tuple(config_["attention_resolutions"]) == (8,)
+    score = builders.build_network(_params("sde", network="ncsnpp_small", sde="ve", num_res_blocks=None), (32, 32, 1))
+    assert isinstance(score, NCSNpp) and not score.center_input and score.conditioning == "sigma"
+    assert tuple(score.channels) == (32, 64, 64)
+    with pytest.raises(ValueError, match="divisible by 4"):
+        builders.build_network(_params("ddpm", network="unet_medium", base_channels=None, num_res_blocks=None),
+                               (30, 30, 1))
+    with pytest.raises(ValueError, match="NCSN\\+\\+ has no class embeddings"):
+        config.preset("tiny", family="sde", network="ncsnpp_small", class_conditional=True, num_res_blocks=None)
+    with pytest.raises(ValueError, match="base_channels"):
+        config.preset("tiny", family="sde", network="ncsnpp_small", base_channels=40, num_res_blocks=None)
+    with pytest.raises(ValueError, match="network"):
+        config.preset("tiny", family="ncsn", network="ncsnpp_small")

@@ -26,32 +26,67 @@ def test_the_five_experiments_and_the_survey_figures():
     assert survey[("ddpm_cosine", "ddpm_1000")] == {"fid": 115.659, "train_minutes": 140, "minutes_per_100": 75}
     assert survey[("ddpm_linear", "ddim_50")] == {"fid": 103.322, "train_minutes": 127, "minutes_per_100": 4}
     assert survey[("ddpm_cosine", "ddim_50")] == {"fid": 113.433, "train_minutes": 125, "minutes_per_100": 4}
-    (run,) = table["table2"].runs
+    (run,) = table["table2"].runs_at("seed")
     assert [(r.key, r.survey["fid"], r.survey["minutes_per_100"]) for r in run.rows] == [
         ("ddpm_50", 459.211, 10), ("ddpm_1000", 77.659, 213), ("ddim_50", 81.006, 10), ("ddim_1000", 94.843, 213)]
     assert table["ncsn"].runs[0].rows[0].survey == {"fid": 110.163, "seconds_per_sample": 100}
     sde_rows = table["sde"].runs[0].rows
     assert sde_rows[0].survey == {"fid": 63.514, "seconds_per_sample": 720}
     assert [r.key for r in sde_rows[1:]] == ["dpm_solver_20", "heun_20"] and not sde_rows[1].survey
-    # retrieval covers every model of the others
-    others = [run.name for name in NAMES[:-1] for run in table[name].runs]
-    assert [run.name for run in table["retrieval"].runs] == others
+    # retrieval covers every model of the others, at every scale
+    for scale in experiments.SCALES:
+        others = list(dict.fromkeys(run.name for name in NAMES[:-1] for run in table[name].runs_at(scale)))
+        assert [run.name for run in table["retrieval"].runs_at(scale)] == others
     with pytest.raises(ValueError, match="table1"):
         experiments.get("table3")
+    with pytest.raises(ValueError, match="scale"):
+        experiments.plan("table1", "large")
 
 
-def test_sampler_configs_at_each_scale():
-    (run,) = experiments.get("table2").runs
+def test_every_row_at_the_trained_scales_comes_from_a_trained_model():
+    """No random-weight stand-in beside the survey's figures: every run at small and
+    medium trains (no model_source), and sampling uses the survey's step counts."""
+    for scale in experiments.TRAINED_SCALES:
+        for name, experiment in experiments.experiments().items():
+            for run in experiment.runs_at(scale):
+                cfg = experiments.run_config(run, scale)
+                assert cfg.model_source is None, (scale, name, run.name)
+                steps = {key: kwargs["steps"] for key, kwargs in cfg.samplers.items()}
+                assert steps.get("ddpm_1000", 1000) == 1000 and steps.get("score_sde_ve_pc", 2000) == 2000
+                if cfg.family == "ddpm":
+                    assert cfg.T == 1000
+    # table2 at the trained scales samples table1's linear DDPM: one run, every row drawn once
+    (shared,) = experiments.get("table2").runs_at("medium")
+    assert shared.name == "ddpm_linear"
+    linear = experiments.run_config(experiments.get("table1").runs[0], "medium")
+    assert sorted(linear.samplers) == ["ddim_1000", "ddim_50", "ddpm_1000", "ddpm_50"]
+    assert linear == experiments.run_config(shared, "medium")
+
+
+def test_long_rows_draw_fewer_samples_at_the_trained_scales():
+    linear = experiments.run_config(experiments.get("table1").runs[0], "medium")
+    counts = {name: kwargs.get("num_samples", linear.num_samples) for name, kwargs in linear.samplers.items()}
+    assert linear.num_samples == 2048
+    assert counts == {"ddpm_1000": 500, "ddim_50": 2048, "ddpm_50": 2048, "ddim_1000": 500}
+    sde = experiments.run_config(experiments.get("sde").runs_at("small")[0], "small")
+    assert sde.samplers["score_sde_ve_pc"]["num_samples"] == experiments.LONG_ROW_SAMPLES
+    assert "num_samples" not in sde.samplers["dpm_solver_20"]
+    # a command line's smaller count applies to every row
+    few = experiments.run_config(experiments.get("ncsn").runs_at("small")[0], "small", overrides={"num_samples": 10})
+    assert "num_samples" not in few.samplers["ncsn_annealed_langevin"] and few.num_samples == 10
+
+
+def test_sampler_configs_follow_the_recipes():
+    (run,) = experiments.get("table2").runs_at("seed")
     row = next(r for r in run.rows if r.key == "ddpm_1000")
-    name, kwargs = experiments.sampler_config(row, "seed")
+    name, kwargs = experiments.sampler_config(row)
     assert name == "ddpm_1000" and kwargs["sampler"] == "ddpm" and kwargs["steps"] == 1000
     assert kwargs["variance"] == "beta_tilde" and kwargs["spacing"] == "leading"  # diffusers' DDPMPipeline
-    assert experiments.sampler_config(row, "small") == ("ddpm_20", {**kwargs, "steps": 20})
     pc = experiments.get("sde").runs[0].rows[0]
-    assert experiments.sampler_config(pc, "seed")[1]["steps"] == 2000
+    assert experiments.sampler_config(pc)[1]["steps"] == 2000
 
 
-def test_seed_configs_follow_the_survey(tmp_path):
+def test_configs_follow_the_survey_and_the_scales(tmp_path):
     paths = {"celeba_hq": str(tmp_path), "ncsn_checkpoint": str(tmp_path / "checkpoint.pth")}
     linear = experiments.run_config(experiments.get("table1").runs[0], "seed", paths=paths)
     assert linear.dataset == f"folder:{tmp_path}" and linear.limit == 3000 and linear.limit_order == "file_number"
@@ -60,14 +95,23 @@ def test_seed_configs_follow_the_survey(tmp_path):
     assert linear.network == "unet_ddpm_cifar10" and linear.model_source is None
     assert (linear.fid_features, linear.retrieval_features, linear.num_samples) == ("fid_inception", "inception", 100)
     assert sorted(linear.samplers) == ["ddim_50", "ddpm_1000"]
-    ncsn = experiments.run_config(experiments.get("ncsn").runs[0], "seed", paths=paths)
+    ncsn = experiments.run_config(experiments.get("ncsn").runs_at("seed")[0], "seed", paths=paths)
     assert (ncsn.dataset, ncsn.crop_size, ncsn.image_size) == ("tfds:celeb_a", 140, 32)
     assert ncsn.model_source == f"ncsn:{tmp_path / 'checkpoint.pth'}" and ncsn.family == "ncsn"
-    sde = experiments.run_config(experiments.get("sde").runs[0], "seed", paths=paths, overrides={"num_samples": 7})
+    sde = experiments.run_config(experiments.get("sde").runs_at("seed")[0], "seed", paths=paths,
+                                 overrides={"num_samples": 7})
     assert sde.model_source == "diffusers:google/ncsnpp-celebahq-256" and (sde.sde, sde.image_size) == ("ve", 256)
     assert sde.num_samples == 7  # the command line's fields override the experiment's
-    small = experiments.run_config(experiments.get("table2").runs[0], "small")
-    assert small.dataset == "digits" and small.model_source == "standin:ddpm" and small.image_size == 8
+    small = experiments.run_config(experiments.get("table2").runs_at("small")[0], "small")
+    assert (small.dataset, small.image_size, small.network, small.model_source) == ("digits", 8, "unet_small", None)
+    medium = {run.name: experiments.run_config(run, "medium") for run in experiments.get("retrieval").runs_at("medium")}
+    assert sorted(medium) == ["ddpm_cosine", "ddpm_linear", "ncsn", "ncsnpp_ve"]
+    assert {cfg.dataset for cfg in medium.values()} == {"fashion_mnist"}
+    assert {cfg.image_size for cfg in medium.values()} == {32}
+    assert [medium[n].network for n in ("ddpm_linear", "ncsn", "ncsnpp_ve")] == ["unet_medium", "ncsn_small",
+                                                                                 "ncsnpp_small"]
+    assert (medium["ncsnpp_ve"].sde, medium["ncsnpp_ve"].sde_N) == ("ve", 2000)
+    assert medium["ddpm_cosine"].schedule == "cosine" and medium["ncsn"].num_sigmas == 10
 
 
 @pytest.mark.slow
@@ -154,12 +198,46 @@ def test_the_table_sets_kdiff_beside_the_survey_with_the_hardware():
     assert cells[9] == "1 s" and cells[10:] == ["99.802", "138 min", "80 min"]
     assert "Test CPU, 2 cores, no GPU" in hardware and "Google Colaboratory" in hardware
     small = experiments.render_table(experiment, [_result()], "small", "cpu")
-    assert "kdiff stand-in: FID (100 samples)" in small[0]
-    text = experiments.render_report(experiment, [_result(imported="ddpm")], "small", "cpu")
-    assert "Stand-in run" in text and "## References" in text and "Chong & Forsyth" in text
-    assert "Stand-in" not in experiments.render_report(experiment, [_result()], "seed", "cpu")
+    assert "kdiff (small, trained): FID (100 samples)" in small[0]
+    text = experiments.render_report(experiment, [_result()], "medium", "cpu")
+    assert "Trained at --scale=medium" in text and "Fashion-MNIST" in text and "stand-in" not in text.lower()
+    assert "## References" in text and "Chong & Forsyth" in text
+    assert "Trained at" not in experiments.render_report(experiment, [_result()], "seed", "cpu")
     retrieval = experiments.render_table(experiments.get("retrieval"), [_result()], "seed", "cpu")
     assert "memorization ratio" in retrieval[0] and "0.25" in retrieval[2] and "judged by eye" in retrieval[2]
+
+
+def test_rows_are_compared_at_the_count_they_share(tmp_path):
+    """Equal-count FIDs: the long row's 500 samples set the count; its FID and interval
+    are those of kdiff.metrics on the first 500 of every row."""
+    from kdiff import metrics
+
+    rng = np.random.default_rng(0)
+    train = rng.normal(size=(800, 4))
+    near, far = rng.normal(size=(2048, 4)), rng.normal(loc=1.0, size=(500, 4))
+    path = tmp_path / "features.npz"
+    np.savez(path, train=train, **{"samples/ddim_50": near, "samples/ddpm_1000": far})
+    rows = [_result(sampler="ddim_50", row="ddim_50", num_samples=2048, features=str(path)),
+            _result(sampler="ddpm_1000", row="ddpm_1000", num_samples=500, features=str(path))]
+    experiments.add_equal_count_fids(rows, bootstrap_rounds=20)
+    assert [r["equal_count"] for r in rows] == [500, 500]
+    assert rows[0]["fid_equal"] == pytest.approx(metrics.fid_from_features(train, near[:500]))
+    assert rows[1]["fid_equal"] == pytest.approx(metrics.fid_from_features(train, far))
+    assert rows[0]["fid_equal_low"] <= rows[0]["fid_equal"] <= rows[0]["fid_equal_high"] < rows[1]["fid_equal_low"]
+    text = experiments.render_report(experiments.get("table1"), rows, "small", "cpu")
+    assert "## Which orderings are resolved" in text and "better than `ddpm_linear/ddpm_1000`: resolved" in text
+
+
+def test_stage_times_come_from_each_stages_done_file(tmp_path):
+    from pipeline.stages.base import write_json
+
+    for stage, seconds in (("ingest", 1.5), ("train", 600.0)):
+        os.makedirs(tmp_path / stage)
+        write_json(str(tmp_path / stage / "_DONE.json"), {"seconds": seconds})
+    times = experiments.stage_seconds(str(tmp_path))
+    assert times["ingest"] == 1.5 and times["train"] == 600.0 and times["sample"] is None
+    lines = experiments.render_stage_times({"ddpm_linear": times})
+    assert lines[-1].startswith("| `ddpm_linear` | 1.5 s | 10 min | – |") and lines[-1].endswith("| 10 min |")
 
 
 def test_hardware_describes_this_machine():
@@ -230,6 +308,7 @@ def test_celeba_center_crop_140_then_32(tmp_path):
 
 # The smallest settings that still fill every column: 24 digits, one training step per model,
 # 10 samples (FID∞ needs 10) in one batch, no trajectory pictures (each traces its own loop).
+# The samplers keep the survey's step counts (DDPM-1000, the 2,000-step predictor–corrector).
 TINY = {
     "limit": 24, "epochs": 1, "batch_size": 22, "warmup_steps": 0, "num_samples": 10, "sample_batch_size": 10,
     "knn": 2, "trajectory_samples": 0,
@@ -252,29 +331,31 @@ def test_each_experiment_runs_end_to_end_at_small_scale(tmp_path):
 
 
 def _check_report(name, path):
-    paths = {name: path}
-    with open(paths[name], encoding="utf-8") as f:
+    with open(path, encoding="utf-8") as f:
         text = f.read()
-    assert "Stand-in run (--scale=small)" in text
-    assert "| kdiff stand-in:" in text and "| survey:" in text and "| measured on |" in text
-    assert os.path.exists(os.path.join(os.path.dirname(paths[name]), "report.html"))
-    results = _results(paths[name])
+    assert "Trained at --scale=small" in text and "stand-in" not in text.lower()
+    assert "| kdiff (small, trained):" in text and "| survey:" in text and "| measured on |" in text
+    assert "## The survey's claims, checked" in text and "## Time per stage" in text
+    assert os.path.exists(os.path.join(os.path.dirname(path), "report.html"))
+    results = _results(path)
     assert results["scale"] == "small" and "cores" in results["measured_on"]
     experiment = experiments.get(name)
-    assert len(results["rows"]) == sum(len(run.rows) for run in experiment.runs)
+    assert len(results["rows"]) == sum(len(run.rows) for run in experiment.runs_at("small"))
+    assert results["claims"] and all(c["verdict"] in ("supports", "contradicts", "cannot resolve")
+                                     for c in results["claims"])
+    for run_name, times in results["stage_seconds"].items():
+        assert all(times[stage] is not None for stage in ("ingest", "train", "sample", "evaluate")), run_name
     for row in results["rows"]:
-        assert row["num_samples"] == 10 and row["survey_count"] == 10
+        assert row["num_samples"] == 10 and row["survey_count"] == 10 and row["equal_count"] == 10
+        assert row["imported"] is None and row["train_seconds"] > 0  # every row from a model the run trained
         if "fid" in experiment.columns:
             assert row["fid"] is not None and row["fid_infinity"] is not None
             assert row["fid_survey_count"] == pytest.approx(row["fid"], rel=1e-3)  # all 10 are the first 100
+            assert row["fid_equal"] == pytest.approx(row["fid"], rel=1e-3)
         assert row["sampling_seconds"] > 0
     if name == "table1":
-        assert all(row["train_seconds"] > 0 and row["imported"] is None for row in results["rows"])
         assert "99.802" in text and "138 min" in text
-    if name in ("table2", "ncsn", "sde"):
-        assert all(row["train_seconds"] is None and row["imported"] for row in results["rows"])
-        assert "– (pretrained)" not in text or name == "table1"
     if name == "retrieval":
         assert all(row["memorization_ratio"] is not None for row in results["rows"])
         assert text.count("nearest training images](pictures/") == len(results["rows"])
-        assert len(os.listdir(os.path.join(os.path.dirname(paths[name]), "pictures"))) == len(results["rows"])
+        assert len(os.listdir(os.path.join(os.path.dirname(path), "pictures"))) == len(results["rows"])
