@@ -609,7 +609,7 @@ class FashionMnistCopy:
     Attributes:
         kind: "tfds" (tensorflow-datasets' prepared copy) or "idx" (a folder of IDX files).
         folder: the IDX folder; "" for "tfds".
-        description: which copy, for the log, e.g. "Debian's dataset-fashion-mnist (/usr/share/…)".
+        description: which copy, for the log, e.g. "Debian's dataset-fashion-mnist at /usr/share/…".
     """
 
     kind: str
@@ -710,7 +710,7 @@ def find_fashion_mnist(keras_dir=None, debian_dir=None, tfds_prepared=None, down
                 f"Dataset 'fashion_mnist': ${FASHION_MNIST_ENV} names {folder}, which {problem}. Point it at a "
                 f"folder of Fashion-MNIST's IDX files, or unset it to look in TFDS, Keras' cache and Debian's package."
             )
-        return FashionMnistCopy("idx", folder, f"${FASHION_MNIST_ENV} ({folder})")
+        return FashionMnistCopy("idx", folder, f"${FASHION_MNIST_ENV} at {folder}")
     tfds_prepared = tfds_has_fashion_mnist if tfds_prepared is None else tfds_prepared
     if tfds_prepared():
         return FashionMnistCopy("tfds", "", "tensorflow-datasets' prepared fashion_mnist")
@@ -722,7 +722,7 @@ def find_fashion_mnist(keras_dir=None, debian_dir=None, tfds_prepared=None, down
     for what, folder in places:
         problem = _fashion_mnist_files(folder)
         if not problem:
-            return FashionMnistCopy("idx", folder, f"{what} ({folder})")
+            return FashionMnistCopy("idx", folder, f"{what} at {folder}")
         states.append(f"{what} {folder} {problem}")
     download = download_fashion_mnist if download is True else download
     if download:

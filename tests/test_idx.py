@@ -156,6 +156,8 @@ def test_parse_source_idx_and_fashion_mnist():
         data.parse_source("idx:")
     with pytest.raises(StageError, match=r"'fashion'.*'fashion_mnist'.*'idx:DIR'"):
         data.parse_source("fashion")
+    help_text = " ".join(run_lib.build_parser().format_help().split())
+    assert '"fashion_mnist"' in help_text and '"idx:DIR"' in help_text  # --help and RunConfig's field doc
 
 
 def test_idx_source_plans_and_reads_with_labels_and_a_limit(tmp_path):
@@ -263,10 +265,10 @@ def test_fashion_mnist_lookup_order(tmp_path):
         data.find_fashion_mnist, tfds_prepared=absent, download=lambda: downloads.append(1), environ={}
     )
     assert find(keras_dir=keras_dir, debian_dir=debian_dir) == data.FashionMnistCopy(
-        "idx", str(keras_dir), f"Keras' cache ({keras_dir})"
+        "idx", str(keras_dir), f"Keras' cache at {keras_dir}"
     )
     assert find(keras_dir=tmp_path / "no_keras", debian_dir=debian_dir) == data.FashionMnistCopy(
-        "idx", str(debian_dir), f"Debian's dataset-fashion-mnist ({debian_dir})"
+        "idx", str(debian_dir), f"Debian's dataset-fashion-mnist at {debian_dir}"
     )
     assert downloads == []  # never while a copy is present
     assert data.find_fashion_mnist(keras_dir=keras_dir, debian_dir=debian_dir, tfds_prepared=lambda: True,
