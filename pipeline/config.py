@@ -94,7 +94,12 @@ class RunConfig:
             ("Expected … Received: name=value").
     """
 
-    dataset: str = _field("digits", "ingest", 'the source: "digits", "tfds:NAME[/CONFIG]" or "folder:PATH"')
+    dataset: str = _field(
+        "digits", "ingest",
+        'the source: "digits", "fashion_mnist" (its 60,000 training images: TFDS\' prepared copy, Keras\' cache '
+        'or Debian\'s dataset-fashion-mnist), "tfds:NAME[/CONFIG]", "folder:PATH" or "idx:DIR" (IDX files, '
+        'PREFIX-images-idx3-ubyte[.gz] and PREFIX-labels-idx1-ubyte[.gz]; prefix train if present)',
+    )
     limit: Optional[int] = _field(None, "ingest", "use at most this many source images (none: all of them)")
     limit_order: str = _field(
         "stratified", "ingest",

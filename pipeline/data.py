@@ -1,10 +1,25 @@
 """Data sources, image preprocessing and the Examples artifact's readers.
 
-Three sources, named by one string (``RunConfig.dataset``):
+Five sources, named by one string (``RunConfig.dataset``):
 
 - ``"digits"``: scikit-learn's 1,797 handwritten 8×8 digits (labels 0–9), pixel values
   0..16 mapped to uint8 0..255 (``kdiff.digits.load_uint8``, the library's own loader).
   Ships inside scikit-learn: no network.
+- ``"fashion_mnist"``: Fashion-MNIST's 60,000 *training* images (28×28 grayscale, 10
+  classes named as in ``FASHION_MNIST_CLASSES``); its 10,000 test images are not read,
+  since ingest holds out its own 10 % for evaluation. Read from the first copy present
+  (``find_fashion_mnist``): (a) tensorflow-datasets' prepared ``fashion_mnist`` (in its
+  data dir); (b) Keras' cache ``$KERAS_HOME/datasets/fashion-mnist`` (``~/.keras`` without
+  ``KERAS_HOME``; what ``keras.datasets.fashion_mnist.load_data()`` writes); (c) Debian's
+  package ``dataset-fashion-mnist`` (``FASHION_MNIST_DEBIAN_DIR``). (b) and (c) are IDX
+  folders read like ``idx:``. Only when none is present does TFDS try to download it (at
+  once skipped when its download host does not resolve, so an offline machine does not
+  wait); failing that, the run stops before any stage runs, naming the three ways to get
+  it (``FASHION_MNIST_HOWTO``). ``$KDIFF_FASHION_MNIST_DIR``, when set, names the only
+  folder looked at (tests, shared copies). The TFDS copy and the IDX copies hold the same
+  images in different orders (TFDS shuffles when it prepares), so a ``limit`` or the
+  held-out split picks other images from each; keys are ``train/000017`` (IDX index) or
+  ``train/000000017`` (TFDS order).
 - ``"tfds:NAME[/CONFIG]"``: a TensorFlow Datasets dataset, its ``train`` split (or its
   first split when it has none). tensorflow-datasets downloads and prepares it once, on
   the machine that runs ingest (tensorflow-datasets 4.9.10 needs ``importlib_resources``
@@ -16,11 +31,19 @@ Three sources, named by one string (``RunConfig.dataset``):
   ``image_dataset_from_directory`` convention); images directly in the folder (or in a
   single subfolder) are unlabelled (−1). A mix of loose and foldered images, or images in
   folders below a class folder, fails naming what was found (``folder_classes``).
+- ``"idx:DIR"``: a folder of IDX files, MNIST's format (``pipeline.idx``): the images file
+  ``PREFIX-images-idx3-ubyte[.gz]`` (uint8 [N, H, W]) and its labels
+  ``PREFIX-labels-idx1-ubyte[.gz]`` (uint8 [N]); prefix ``train`` when the folder also has
+  ``t10k`` files (or others), else its only prefix. Without a labels file the images are
+  unlabelled (−1), and ingest says so; with one, the classes are ``0``..max label. Keys
+  are ``PREFIX/INDEX`` (``train/000017``). A bad header, a type other than uint8, a
+  truncated file or a label count other than the image count fails naming the file.
 
 A source is planned in the driver (``plan_source``: list the files, prepare the TFDS
 data, find the labels) into small picklable records, and read in Beam workers by a
-reader opened once per worker (``open_reader``): one record per image for digits and
-folders, one record for a whole TFDS split (read as a stream, never all in memory).
+reader opened once per worker (``open_reader``): one record per image for digits, IDX
+files and folders (an image's index or path and its label; an IDX reader loads its array
+once per worker), one record for a whole TFDS split (read as a stream, never all in memory).
 
 ``limit`` keeps N of the source's images, chosen by ``limit_order`` (``select``):
 
@@ -32,10 +55,12 @@ folders, one record for a whole TFDS split (read as a stream, never all in memor
 - ``"file_number"``: the first N in numeric order of the number in the file name
   (``2.jpg`` before ``10.jpg``; the last number in the name; names without one follow,
   by path) — "the first 3,000 CelebA-HQ images by file number"; digits by index, TFDS
-  by its split's order.
+  by its split's order; IDX files and Fashion-MNIST by index.
 
 ``preprocess`` converts any mode to L or RGB (alpha composited over white), center-crops
-to a square and resizes with Pillow's antialiased bicubic filter. Examples are
+to a square and resizes with Pillow's antialiased bicubic filter (Fashion-MNIST's 28×28
+with ``image_size=32`` is resized, bicubic, not padded; ``image_size=28`` keeps it as it
+is). Examples are
 ``tf.train.Example`` records with ``image`` (PNG bytes of uint8 H×W×C), ``label`` (int64,
 −1 when unlabeled) and ``key`` (the record's stable source id, e.g. ``digits/000017`` or
 a path relative to the folder). ``load_examples`` and ``make_dataset`` read them back.
@@ -57,9 +82,10 @@ from kdiff import _checks
 from kdiff import data as kdiff_data
 from kdiff import digits as digits_lib
 from pipeline import config as config_lib
+from pipeline import idx as idx_lib
 from pipeline.stages.base import StageError, read_json
 
-SOURCE_FORMS = ("digits", "tfds:NAME[/CONFIG]", "folder:PATH")
+SOURCE_FORMS = ("digits", "fashion_mnist", "tfds:NAME[/CONFIG]", "folder:PATH", "idx:DIR")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 STATS_FILE = "stats.json"
 EVAL_FRACTION = 0.1
@@ -74,8 +100,9 @@ class Source:
 
     Attributes:
         spec: the string as given.
-        kind: "digits", "tfds" or "folder".
-        name: the TFDS name (with "/CONFIG") or the folder's absolute path; "" for digits.
+        kind: "digits", "fashion_mnist", "tfds", "folder" or "idx".
+        name: the TFDS name (with "/CONFIG") or the folder's absolute path; "" for digits
+            and fashion_mnist.
     """
 
     spec: str
@@ -84,7 +111,7 @@ class Source:
 
 
 def parse_source(spec):
-    """Parses ``"digits"``, ``"tfds:NAME[/CONFIG]"`` or ``"folder:PATH"``.
+    """Parses ``"digits"``, ``"fashion_mnist"``, ``"tfds:NAME[/CONFIG]"``, ``"folder:PATH"`` or ``"idx:DIR"``.
 
     Args:
         spec: the dataset string.
@@ -99,8 +126,8 @@ def parse_source(spec):
     if not isinstance(spec, str):
         raise StageError(f"Unknown dataset {spec!r}: expected one of {forms}.")
     text = spec.strip()
-    if text == "digits":
-        return Source(spec=spec, kind="digits")
+    if text in ("digits", "fashion_mnist"):
+        return Source(spec=spec, kind=text)
     if text.startswith("tfds:"):
         name = text[len("tfds:") :].strip().strip("/")
         if not name:
@@ -111,7 +138,15 @@ def parse_source(spec):
         if not path:
             raise StageError(f"Dataset {spec!r} names no folder: expected 'folder:PATH', a folder of images.")
         return Source(spec=spec, kind="folder", name=os.path.abspath(os.path.expanduser(path)))
-    raise StageError(f"Unknown dataset {spec!r}: expected one of {forms} (e.g. 'digits', 'tfds:mnist', 'folder:/data/faces').")
+    if text.startswith("idx:"):
+        path = text[len("idx:") :].strip()
+        if not path:
+            raise StageError(f"Dataset {spec!r} names no folder: expected 'idx:DIR', a folder of IDX files.")
+        return Source(spec=spec, kind="idx", name=os.path.abspath(os.path.expanduser(path)))
+    raise StageError(
+        f"Unknown dataset {spec!r}: expected one of {forms} (e.g. 'digits', 'fashion_mnist', 'tfds:mnist', "
+        "'folder:/data/faces', 'idx:/data/mnist')."
+    )
 
 
 @dataclasses.dataclass
@@ -120,16 +155,19 @@ class SourcePlan:
 
     Attributes:
         source: the ``Source``.
-        records: picklable records, in a deterministic order (digits: ``(key, index,
-            label)``; folder: ``(key, path, label)``; tfds: one ``(split, limit,
+        records: picklable records, in a deterministic order (digits and idx: ``(key,
+            index, label)``; folder: ``(key, path, label)``; tfds: one ``(split, limit,
             indices)``, ``indices`` the sorted split indices of a stratified subset or None).
         num_classes: the source's number of classes, None when unlabeled.
-        class_names: the class names (folder and tfds) or None.
-        default_channels: the channels used when ``channels`` is None (digits 1; tfds:
-            1 when its image feature is single-channel, else 3; folder: 3).
-        options: reader options (picklable; tfds: name, split, feature keys). TFDS data
-            live in tensorflow-datasets' data dir (``TFDS_DATA_DIR`` or
-            ~/tensorflow_datasets), which the workers share with the driver.
+        class_names: the class names or None.
+        default_channels: the channels used when ``channels`` is None (digits, idx and
+            fashion_mnist 1; tfds: 1 when its image feature is single-channel, else 3;
+            folder: 3).
+        options: reader options (picklable; tfds: name, split, feature keys; idx: the
+            images file). TFDS data live in tensorflow-datasets' data dir
+            (``TFDS_DATA_DIR`` or ~/tensorflow_datasets), which the workers share with
+            the driver, as they share the paths of folders and IDX files.
+        origin: where the data was found, for ingest's log ("" when the spec says it).
     """
 
     source: Source
@@ -138,6 +176,7 @@ class SourcePlan:
     class_names: list | None
     default_channels: int
     options: dict = dataclasses.field(default_factory=dict)
+    origin: str = ""
 
 
 def check_limit(limit):
@@ -267,7 +306,8 @@ def plan_source(source, limit=None, limit_order=config_lib.field_default("limit_
 
     ``limit`` keeps ``limit`` records chosen by ``limit_order`` (``select``); the records
     are listed in the source's own deterministic order: digits by index, folder files by
-    sorted relative path (by file number for "file_number"), TFDS by its split's order.
+    sorted relative path (by file number for "file_number"), TFDS by its split's order,
+    IDX files (and Fashion-MNIST's IDX copies) by index.
 
     Args:
         source: a ``Source`` or a dataset string.
@@ -279,7 +319,8 @@ def plan_source(source, limit=None, limit_order=config_lib.field_default("limit_
         A ``SourcePlan``.
 
     Raises:
-        StageError: a missing or empty folder, an unknown or unpreparable TFDS dataset.
+        StageError: a missing or empty folder, an unknown or unpreparable TFDS dataset,
+            a bad IDX file or folder, Fashion-MNIST found nowhere.
         ValueError: ``limit`` ≤ 0, an unknown ``limit_order``.
     """
     if isinstance(source, str):
@@ -293,7 +334,38 @@ def plan_source(source, limit=None, limit_order=config_lib.field_default("limit_
         return _plan_folder(source, limit, limit_order, seed)
     if source.kind == "tfds":
         return _plan_tfds(source, limit, limit_order, seed)
+    if source.kind == "idx":
+        return _plan_idx(source, limit, limit_order, seed)
+    if source.kind == "fashion_mnist":
+        return _plan_fashion_mnist(source, limit, limit_order, seed)
     raise StageError(f"Unknown source kind {source.kind!r} for dataset {source.spec!r}.")
+
+
+def check_source(spec):
+    """What can be checked about a source in a moment, before any stage runs.
+
+    The form; that a folder or an IDX folder exists and (IDX) holds an images file;
+    that Fashion-MNIST is present somewhere (``find_fashion_mnist``, which downloads it
+    with TFDS only when no copy is present). TFDS names and the files' contents are
+    checked by ``plan_source``, at ingest (before anything is written).
+
+    Args:
+        spec: the dataset string.
+
+    Returns:
+        The ``Source``.
+
+    Raises:
+        StageError: naming the dataset, what was expected and what to do.
+    """
+    source = parse_source(spec)
+    if source.kind == "folder":
+        _check_folder(source, "--dataset=folder:PATH with a folder of images")
+    elif source.kind == "idx":
+        _find_idx_set(source)
+    elif source.kind == "fashion_mnist":
+        find_fashion_mnist()
+    return source
 
 
 def digits_uint8(images):
@@ -327,14 +399,18 @@ def list_images(root):
     return sorted(found)
 
 
-def _plan_folder(source, limit, limit_order, seed):
+def _check_folder(source, hint):
+    """Fails unless ``source.name`` is an existing folder; ``hint`` says what to pass instead."""
     root = source.name
     if not os.path.exists(root):
-        raise StageError(
-            f"Dataset {source.spec!r}: folder {root} does not exist. Pass --dataset=folder:PATH with an existing folder of images."
-        )
+        raise StageError(f"Dataset {source.spec!r}: folder {root} does not exist. Pass {hint.replace('a folder', 'an existing folder', 1)}.")
     if not os.path.isdir(root):
-        raise StageError(f"Dataset {source.spec!r}: {root} is not a folder. Pass --dataset=folder:PATH with a folder of images.")
+        raise StageError(f"Dataset {source.spec!r}: {root} is not a folder. Pass {hint}.")
+
+
+def _plan_folder(source, limit, limit_order, seed):
+    root = source.name
+    _check_folder(source, "--dataset=folder:PATH with a folder of images")
     files = list_images(root)
     if not files:
         raise StageError(
@@ -397,6 +473,281 @@ def folder_classes(source, root, files):
 
 def posix_dirname(path):
     return path.rsplit("/", 1)[0] if "/" in path else ""
+
+
+# ---------------------------------------------------------------------------- IDX files and Fashion-MNIST
+
+IDX_HINT = "--dataset=idx:DIR with a folder of IDX files"
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)
+FASHION_MNIST_TFDS_NAME = "fashion_mnist"
+FASHION_MNIST_KERAS_SUBDIR = os.path.join("datasets", "fashion-mnist")  # under Keras' home, as load_data writes it
+FASHION_MNIST_DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist (MIT licence)
+FASHION_MNIST_ENV = "KDIFF_FASHION_MNIST_DIR"  # set: the only folder looked at
+FASHION_MNIST_HOWTO = (
+    ("tfds build fashion_mnist", "tensorflow-datasets prepares it in its data dir; downloads once"),
+    ('python -c "import keras; keras.datasets.fashion_mnist.load_data()"', "Keras' cache; downloads once"),
+    ("apt-get install dataset-fashion-mnist", f"Debian's package, into {FASHION_MNIST_DEBIAN_DIR}; MIT licence"),
+)
+
+
+def _find_idx_set(source):
+    """``idx.find_idx_set`` of an idx source's folder, its errors as StageErrors naming the dataset."""
+    _check_folder(source, IDX_HINT)
+    try:
+        return idx_lib.find_idx_set(source.name)
+    except idx_lib.IdxError as error:
+        raise StageError(f"Dataset {source.spec!r}: {error} Pass {IDX_HINT}.") from None
+
+
+def read_idx_file(source, path, ndim):
+    """``idx.read_idx(path, ndim)``, its errors as StageErrors naming the dataset and the file.
+
+    Args:
+        source: the ``Source`` (for the message).
+        path: the IDX file.
+        ndim: the dimensions expected (3: images, 1: labels).
+
+    Returns:
+        The read-only uint8 array.
+
+    Raises:
+        StageError: the file cannot be opened or is not a uint8 IDX file of ``ndim``
+            dimensions (``idx.read_idx``'s checks).
+    """
+    try:
+        return idx_lib.read_idx(path, ndim)
+    except idx_lib.IdxError as error:
+        raise StageError(f"Dataset {source.spec!r}: {error}") from None
+    except OSError as error:
+        raise StageError(f"Dataset {source.spec!r}: cannot read IDX file {path}: {error.strerror or error}.") from None
+
+
+def idx_key(prefix, index):
+    """The key of an IDX image: ``train/000017`` (its prefix and its index in the file)."""
+    return f"{prefix}/{int(index):06d}"
+
+
+def _plan_idx(source, limit, limit_order, seed, class_names=None, origin=None):
+    """Plans an IDX folder (``source.name``): one ``(key, index, label)`` record per image.
+
+    The images are read once here (their count, and every check of ``idx.read_idx``,
+    before any worker starts) and once per worker by ``IdxReader``.
+
+    Args:
+        source: the ``Source`` (kind "idx").
+        limit, limit_order, seed: as in ``plan_source``.
+        class_names: the names of labels 0, 1, …, which then must be below their count
+            (Fashion-MNIST's); None: "0" … the largest label.
+        origin: what ingest logs as the data's origin (None: the files read).
+
+    Returns:
+        A ``SourcePlan`` (unlabelled, −1, when the folder has no labels file and
+        ``class_names`` is None).
+
+    Raises:
+        StageError: a bad folder or file (named), a label count other than the image
+            count, a label without a class name.
+    """
+    found = _find_idx_set(source)
+    count = len(read_idx_file(source, found.images, 3))  # the array is dropped: workers read their own
+    labels_name = f"{found.prefix}{idx_lib.LABELS_SUFFIX}[.gz]"
+    labels = None if found.labels is None else read_idx_file(source, found.labels, 1)
+    if labels is not None and len(labels) != count:
+        raise StageError(
+            f"Dataset {source.spec!r}: labels file {found.labels}: expected one label per image of "
+            f"{found.images}, {count}; received {len(labels)}."
+        )
+    if class_names is not None:
+        if labels is None:
+            raise StageError(
+                f"Dataset {source.spec!r}: expected a labels file {labels_name} beside {found.images}; received none."
+            )
+        if count and int(labels.max()) >= len(class_names):
+            raise StageError(
+                f"Dataset {source.spec!r}: labels file {found.labels}: expected labels 0..{len(class_names) - 1}; "
+                f"received {int(labels.max())}."
+            )
+        class_names = list(class_names)
+    elif labels is not None and count:
+        class_names = [str(i) for i in range(int(labels.max()) + 1)]
+    keys = [idx_key(found.prefix, i) for i in range(count)]
+    label_list = [-1] * count if labels is None else [int(label) for label in labels]
+    chosen = select(keys, None if labels is None else label_list, limit, limit_order, seed)
+    records = [(keys[i], i, label_list[i]) for i in chosen]
+    if origin is None:
+        files = [os.path.basename(found.images)]
+        files.append(os.path.basename(found.labels) if labels is not None else f"no {labels_name}: unlabelled")
+        origin = ", ".join(files)
+    num_classes = None if class_names is None else len(class_names)
+    return SourcePlan(
+        source, records, num_classes, class_names, default_channels=1, options={"images": found.images}, origin=origin
+    )
+
+
+def keras_fashion_mnist_dir(environ=None):
+    """Keras' cache of Fashion-MNIST: ``$KERAS_HOME/datasets/fashion-mnist``, or
+    ``~/.keras/datasets/fashion-mnist`` without ``KERAS_HOME`` (where Keras'
+    ``get_file`` puts ``fashion_mnist.load_data()``'s files).
+
+    Args:
+        environ: the environment (None: ``os.environ``).
+
+    Returns:
+        The folder's path (it may not exist).
+    """
+    environ = os.environ if environ is None else environ
+    home = environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    return os.path.join(home, FASHION_MNIST_KERAS_SUBDIR)
+
+
+@dataclasses.dataclass(frozen=True)
+class FashionMnistCopy:
+    """Where Fashion-MNIST was found (``find_fashion_mnist``).
+
+    Attributes:
+        kind: "tfds" (tensorflow-datasets' prepared copy) or "idx" (a folder of IDX files).
+        folder: the IDX folder; "" for "tfds".
+        description: which copy, for the log, e.g. "Debian's dataset-fashion-mnist at /usr/share/…".
+    """
+
+    kind: str
+    folder: str
+    description: str
+
+
+def tfds_has_fashion_mnist():
+    """Whether tensorflow-datasets' data dir holds a prepared ``fashion_mnist`` (it only looks: no network).
+
+    Returns:
+        A bool; False too when tensorflow-datasets is not installed or cannot read its data dir.
+    """
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError:  # pragma: no cover - a dependency
+        return False
+    try:
+        return bool(tfds.builder(FASHION_MNIST_TFDS_NAME).is_prepared())
+    except Exception:  # noqa: BLE001 (an unreadable data dir is no copy: the next place is looked at)
+        return False
+
+
+def download_fashion_mnist():
+    """Downloads and prepares tensorflow-datasets' ``fashion_mnist`` in its data dir.
+
+    Its download host is resolved first: offline, that fails at once, where TFDS' own
+    download retries for minutes.
+
+    Raises:
+        OSError: the host does not resolve, or the download fails; TFDS' own errors.
+    """
+    import socket
+    import urllib.parse
+
+    import tensorflow_datasets as tfds
+
+    url = getattr(tfds.builder_cls(FASHION_MNIST_TFDS_NAME), "URL", None)
+    host = urllib.parse.urlparse(url).hostname if isinstance(url, str) else None
+    if host:
+        try:
+            socket.getaddrinfo(host, None)
+        except OSError as error:
+            raise OSError(f"no network: cannot resolve its download host {host} ({error})") from None
+    tfds.builder(FASHION_MNIST_TFDS_NAME).download_and_prepare()
+
+
+def _fashion_mnist_files(folder):
+    """A folder's state as a Fashion-MNIST copy: "" when it holds the training images and
+    labels (IDX, gzipped or not), else what is wrong with it."""
+    if not os.path.isdir(folder):
+        return "does not exist"
+    try:
+        found = idx_lib.find_idx_set(folder)
+    except (idx_lib.IdxError, OSError):
+        found = None
+    if found is None or found.prefix != "train" or found.labels is None:
+        return f"lacks train{idx_lib.IMAGES_SUFFIX}[.gz] and train{idx_lib.LABELS_SUFFIX}[.gz]"
+    return ""
+
+
+def fashion_mnist_howto():
+    """The message's lines on the three ways to get Fashion-MNIST (``FASHION_MNIST_HOWTO``)."""
+    width = max(len(command) for command, _ in FASHION_MNIST_HOWTO)
+    return "\n".join(f"  {command:<{width}}  ({what})" for command, what in FASHION_MNIST_HOWTO)
+
+
+def find_fashion_mnist(keras_dir=None, debian_dir=None, tfds_prepared=None, download=True, environ=None):
+    """The first copy of Fashion-MNIST present (see the module docstring for the order).
+
+    With ``$KDIFF_FASHION_MNIST_DIR`` set, that folder is the only place looked at.
+    Otherwise: TFDS' prepared copy, Keras' cache, Debian's folder; only when none is
+    present, TFDS' download (``download``).
+
+    Args:
+        keras_dir: Keras' cache folder (None: ``keras_fashion_mnist_dir()``).
+        debian_dir: Debian's folder (None: ``FASHION_MNIST_DEBIAN_DIR``).
+        tfds_prepared: a callable () → bool, whether TFDS has a prepared copy (None:
+            ``tfds_has_fashion_mnist``).
+        download: True: ``download_fashion_mnist``; a callable () → None that downloads
+            and prepares TFDS' copy, raising on failure; False: never download.
+        environ: the environment (None: ``os.environ``).
+
+    Returns:
+        A ``FashionMnistCopy``.
+
+    Raises:
+        StageError: no copy anywhere (and no download), naming where it looked and the
+            three ways to get it; or ``$KDIFF_FASHION_MNIST_DIR``'s folder lacks the files.
+    """
+    environ = os.environ if environ is None else environ
+    override = environ.get(FASHION_MNIST_ENV, "").strip()
+    if override:
+        folder = os.path.abspath(os.path.expanduser(override))
+        problem = _fashion_mnist_files(folder)
+        if problem:
+            raise StageError(
+                f"Dataset 'fashion_mnist': ${FASHION_MNIST_ENV} names {folder}, which {problem}. Point it at a "
+                f"folder of Fashion-MNIST's IDX files, or unset it to look in TFDS, Keras' cache and Debian's package."
+            )
+        return FashionMnistCopy("idx", folder, f"${FASHION_MNIST_ENV} at {folder}")
+    tfds_prepared = tfds_has_fashion_mnist if tfds_prepared is None else tfds_prepared
+    if tfds_prepared():
+        return FashionMnistCopy("tfds", "", "tensorflow-datasets' prepared fashion_mnist")
+    places = (
+        ("Keras' cache", keras_fashion_mnist_dir(environ) if keras_dir is None else os.fspath(keras_dir)),
+        ("Debian's dataset-fashion-mnist", FASHION_MNIST_DEBIAN_DIR if debian_dir is None else os.fspath(debian_dir)),
+    )
+    states = []
+    for what, folder in places:
+        problem = _fashion_mnist_files(folder)
+        if not problem:
+            return FashionMnistCopy("idx", folder, f"{what} at {folder}")
+        states.append(f"{what} {folder} {problem}")
+    download = download_fashion_mnist if download is True else download
+    if download:
+        try:
+            download()
+            return FashionMnistCopy("tfds", "", "tensorflow-datasets' fashion_mnist, downloaded now")
+        except Exception as error:  # noqa: BLE001 (any failure: the message says how to get it)
+            detail = (str(error).strip().splitlines() or [""])[0][:300]
+            tried = f"TFDS' download failed ({type(error).__name__}: {detail})"
+    else:
+        tried = "no download was tried"
+    raise StageError(
+        f"Dataset 'fashion_mnist' was found nowhere: tensorflow-datasets has no prepared fashion_mnist, "
+        f"{'; '.join(states)}; {tried}. Get it in one of three ways, then run again:\n{fashion_mnist_howto()}\n"
+        f"(or set ${FASHION_MNIST_ENV} to a folder of its IDX files)."
+    )
+
+
+def _plan_fashion_mnist(source, limit, limit_order, seed):
+    copy = find_fashion_mnist()
+    if copy.kind == "tfds":
+        tfds_source = Source(spec=source.spec, kind="tfds", name=FASHION_MNIST_TFDS_NAME)
+        return dataclasses.replace(_plan_tfds(tfds_source, limit, limit_order, seed), origin=copy.description)
+    idx_source = Source(spec=source.spec, kind="idx", name=copy.folder)
+    return _plan_idx(idx_source, limit, limit_order, seed, class_names=FASHION_MNIST_CLASSES, origin=copy.description)
 
 
 def _tfds_error(source, error, what):
@@ -495,12 +846,16 @@ def open_reader(source, options=None):
     """A reader for a source's records, opened once per Beam worker (``DoFn.setup``).
 
     Args:
-        source: the ``Source``.
+        source: the plan's ``Source`` (``SourcePlan.source``: for fashion_mnist, the
+            "idx" or "tfds" source of the copy found).
         options: ``SourcePlan.options``.
 
     Returns:
         A callable: record → iterator of ``(key, image, label)``, ``image`` a PIL image
         or a uint8 array.
+
+    Raises:
+        StageError: an unknown source kind; an IDX images file that cannot be read.
     """
     if source.kind == "digits":
         return DigitsReader()
@@ -508,6 +863,8 @@ def open_reader(source, options=None):
         return FolderReader()
     if source.kind == "tfds":
         return TfdsReader(source, options or {})
+    if source.kind == "idx":
+        return IdxReader(source, options or {})
     raise StageError(f"Unknown source kind {source.kind!r} for dataset {source.spec!r}.")
 
 
@@ -516,6 +873,17 @@ class DigitsReader:
 
     def __init__(self):
         self.images = digits_lib.load_uint8()
+
+    def __call__(self, record):
+        key, index, label = record
+        yield key, self.images[index], label
+
+
+class IdxReader:
+    """Reads IDX images by index: the images file (``options["images"]``) loads once, here."""
+
+    def __init__(self, source, options):
+        self.images = read_idx_file(source, options["images"], 3)
 
     def __call__(self, record):
         key, index, label = record

@@ -352,6 +352,23 @@ def check_feature_labels(config, examples_dir):
         )
 
 
+def check_dataset(config):
+    """Fails before the ingest stage runs when its source is plainly not there: an unknown
+    form, a missing folder, an IDX folder without an images file, Fashion-MNIST found
+    nowhere (``pipeline.data.check_source``; Fashion-MNIST is downloaded with TFDS here
+    only when no copy is present).
+
+    Args:
+        config: the ``RunConfig`` (its ``dataset``).
+
+    Raises:
+        StageError: naming the dataset, what is missing and how to get it.
+    """
+    from pipeline import data
+
+    data.check_source(config.dataset)
+
+
 def _stage_module(name):
     return importlib.import_module(f"pipeline.stages.{name}")
 
@@ -433,6 +450,8 @@ def _run_locked(config, output_dir, beam_args, force, resume, stages):
             fingerprints[name] = stamp if cached else (done or {}).get("fingerprint")
             summary[name] = {"cached": True, "seconds": 0.0, "fingerprint": fingerprints[name]}
             continue
+        if name == "ingest":  # the first stage: a missing source fails before anything runs
+            check_dataset(config)
         for artifact, path in inputs.items():
             if not os.path.isdir(path):
                 raise StageError(f"{name}: its input {artifact} is missing at {path}; run the stages before it.")

@@ -3,7 +3,7 @@
 The Beam pipeline (every transform labelled):
 
     Enumerate          the source's records, planned in the driver (``data.plan_source``:
-                       digits indices, sorted folder paths or one TFDS split); with a
+                       digits or IDX indices, sorted folder paths or one TFDS split); with a
                        ``limit``, a seeded class-stratified subset or the first ``limit``
                        by file number (``limit_order``, ``data.select``)
     ReadAndPreprocess  a DoFn that opens its reader once in ``setup()`` and yields
@@ -20,8 +20,9 @@ The Beam pipeline (every transform labelled):
 Everything is written inside ``atomic_directory(outputs["examples"])``: a failed or killed
 run (a corrupt image fails it, naming the file) leaves nothing at the output path.
 Parameters the params lack take their ``RunConfig`` defaults, and every one passes its
-``RunConfig`` check (``pipeline.config.resolve``). ``channels`` None means the source's own: digits 1; TFDS 1 when its image feature has
-one channel, else 3; folders 3 (pass ``channels=1`` for a grayscale folder).
+``RunConfig`` check (``pipeline.config.resolve``). ``channels`` None means the source's own: digits, IDX files and
+Fashion-MNIST 1; TFDS 1 when its image feature has one channel, else 3; folders 3 (pass ``channels=1`` for a
+grayscale folder).
 """
 
 from __future__ import annotations
@@ -75,8 +76,9 @@ def num_eval(count, fraction=data.EVAL_FRACTION):
 class ReadAndPreprocessFn(beam.DoFn):
     """record → (key, uint8 [image_size, image_size, channels], label).
 
-    The source's reader (scikit-learn's digits, a TFDS split) is opened once per worker in
-    ``setup()``; only the small ``Source`` and its options are pickled with the DoFn.
+    The source's reader (scikit-learn's digits, an IDX file's array, a TFDS split) is opened
+    once per worker in ``setup()``; only the small ``Source`` and its options are pickled
+    with the DoFn.
     """
 
     def __init__(self, source, options, image_size, channels, crop_size=None):
@@ -96,7 +98,9 @@ class ReadAndPreprocessFn(beam.DoFn):
             try:
                 array = data.preprocess(image, self.image_size, self.channels, crop_size=self.crop_size)
             except (ValueError, OSError) as error:
-                where = os.path.join(self.source.name, key) if self.source.kind == "folder" else key
+                where = os.path.join(self.source.name, key) if self.source.kind == "folder" else (
+                    f"{key} of {self.options['images']}" if self.source.kind == "idx" else key
+                )
                 raise StageError(
                     f"Cannot preprocess image {where} of dataset {self.source.spec!r}: {type(error).__name__}: {error}. "
                     "Fix or remove it and run again."
@@ -295,10 +299,12 @@ class Executor:
         print(f"ingest: enumerating {dataset}{data.describe_limit(limit, limit_order, seed)}", flush=True)
         plan = data.plan_source(source, limit, limit_order, seed)
         channels = channels or plan.default_channels
-        what = f"{len(plan.records)} files" if source.kind == "folder" else (
-            f"{len(plan.records)} images" if source.kind == "digits" else f"split {plan.options.get('split')!r}"
+        kind = plan.source.kind  # fashion_mnist's plan reads an "idx" or a "tfds" source
+        what = f"{len(plan.records)} files" if kind == "folder" else (
+            f"split {plan.options.get('split')!r}" if kind == "tfds" else f"{len(plan.records)} images"
         )
-        print(f"ingest: reading {what} → {image_size}×{image_size}×{channels} with Beam", flush=True)
+        origin = f" ({plan.origin})" if plan.origin else ""
+        print(f"ingest: reading {what}{origin} → {image_size}×{image_size}×{channels} with Beam", flush=True)
 
         with atomic_directory(outputs["examples"]) as directory:
             try:
