@@ -465,7 +465,8 @@ def run_config(run, scale, overrides=None, paths=None):
 
 
 def requirements(experiment, scale, paths=None, configs=None, allow_cpu=False):
-    """What a seed-scale experiment lacks before it starts (nothing at the trained scales).
+    """What an experiment lacks before it starts: the trained scales' data; the seed scale's
+    data, checkpoints, weights and GPU.
 
     Args:
         experiment: an ``Experiment``.
@@ -478,7 +479,7 @@ def requirements(experiment, scale, paths=None, configs=None, allow_cpu=False):
         A list of messages, each naming what is missing and how to get it (empty: ready).
     """
     if scale in TRAINED_SCALES:
-        return []
+        return _data_missing(configs or {})
     from pipeline import imports
 
     paths, configs = paths or {}, configs or {}
@@ -512,6 +513,20 @@ def requirements(experiment, scale, paths=None, configs=None, allow_cpu=False):
             "days on a CPU); none is visible to TensorFlow (pass --allow_cpu to train on the CPU anyway)"
         )
     return list(dict.fromkeys(problems))
+
+
+def _data_missing(configs):
+    """Messages for the trained scales' datasets that are not there (``pipeline.data.check_source``)."""
+    from pipeline import data
+    from pipeline.stages.base import StageError
+
+    problems = []
+    for dataset in dict.fromkeys(config.dataset for config in configs.values()):
+        try:
+            data.check_source(dataset)
+        except StageError as error:
+            problems.append(str(error))
+    return problems
 
 
 def _tfds_missing(name):
@@ -1004,7 +1019,7 @@ def plan(name, scale, overrides=None, paths=None, allow_cpu=False):
     problems = requirements(experiment, scale, paths, configs, allow_cpu)
     if problems:
         raise ValueError(
-            f"--experiment={name} --scale=seed needs what is missing here:\n  - " + "\n  - ".join(problems)
+            f"--experiment={name} --scale={scale} needs what is missing here:\n  - " + "\n  - ".join(problems)
             + "\n(see the README's 'The survey's experiments'; --scale=small trains every model on the digits)"
         )
     return experiment, configs

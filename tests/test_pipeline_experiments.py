@@ -161,6 +161,16 @@ def test_seed_scale_fails_early_naming_what_is_missing(tmp_path, monkeypatch):
     assert experiments.requirements(experiments.get("table1"), "small") == []
 
 
+def test_medium_scale_stops_before_anything_runs_without_fashion_mnist(tmp_path, monkeypatch):
+    monkeypatch.setenv("KDIFF_FASHION_MNIST_DIR", str(tmp_path / "nowhere"))  # the only place looked at
+    out = tmp_path / "out"
+    with pytest.raises(ValueError) as info:
+        run_lib.run_experiment("table1", "medium", str(out), [])
+    text = str(info.value)
+    assert "--scale=medium needs what is missing" in text and "fashion_mnist" in text.lower()
+    assert not out.exists()  # nothing ran, nothing written
+
+
 def test_imports_parse_and_check_their_sources(tmp_path):
     assert imports.parse_model_source("standin:ncsnpp") == ("standin", "ncsnpp")
     assert imports.parse_model_source("diffusers:google/ddpm-celebahq-256") == ("diffusers", "google/ddpm-celebahq-256")
