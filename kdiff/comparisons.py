@@ -23,6 +23,8 @@ import math
 
 __all__ = ["fid_intervals_order", "not_clearly_below", "ordering_statements"]
 
+_KINDS = ("disagreement", "resolved", "within_noise")  # the order of ordering_statements' result
+
 
 def _number(value):
     """``value`` as a float, or None when it is missing or not finite."""
@@ -142,9 +144,12 @@ def ordering_statements(rows, kid_label="KID"):
         first, then the resolved pairs, then those within noise. ``text`` is one plain
         sentence naming both rows and the numbers.
     """
-    found = {"disagreement": [], "resolved": [], "within_noise": []}
+    statements = []
     for (name_a, row_a), (name_b, row_b) in itertools.combinations(rows.items(), 2):
-        pair = (name_a, name_b)
+
+        def add(kind, text, pair=(name_a, name_b)):
+            statements.append({"kind": kind, "rows": pair, "text": text})
+
         comparison = _fid_comparison(row_a, row_b)
         kid_a, kid_b = _number(row_a.get("kid")), _number(row_b.get("kid"))
         if comparison is not None and kid_a is not None and kid_b is not None:
@@ -152,15 +157,12 @@ def ordering_statements(rows, kid_label="KID"):
             by_fid, by_kid = _sign(value_a - value_b), _sign(kid_a - kid_b)
             if by_fid and by_kid and by_fid != by_kid:
                 fid_better, kid_better = (name_a, name_b) if by_fid < 0 else (name_b, name_a)
-                found["disagreement"].append({
-                    "kind": "disagreement",
-                    "rows": pair,
-                    "text": (
-                        f"{metric} and {kid_label} order {name_a} and {name_b} differently: {metric} ranks "
-                        f"{fid_better} better ({_show(value_a)} against {_show(value_b)}), {kid_label} ranks "
-                        f"{kid_better} better ({_show(kid_a)} against {_show(kid_b)})."
-                    ),
-                })
+                add(
+                    "disagreement",
+                    f"{metric} and {kid_label} order {name_a} and {name_b} differently: {metric} ranks "
+                    f"{fid_better} better ({_show(value_a)} against {_show(value_b)}), {kid_label} ranks "
+                    f"{kid_better} better ({_show(kid_a)} against {_show(kid_b)}).",
+                )
         counts = row_a.get("num_samples"), row_b.get("num_samples")
         caveat = (
             f" (at different sample counts, {counts[0]:,} and {counts[1]:,}: FID rises as the count falls)"
@@ -169,28 +171,18 @@ def ordering_statements(rows, kid_label="KID"):
         )
         order = fid_intervals_order(row_a, row_b)
         if order is None:
-            found["within_noise"].append({
-                "kind": "within_noise",
-                "rows": pair,
-                "text": f"{name_a} and {name_b}: no FID interval for both, so their order is not resolved.",
-            })
+            add("within_noise", f"{name_a} and {name_b}: no FID interval for both, so their order is not resolved.")
         elif order == 0:
-            found["within_noise"].append({
-                "kind": "within_noise",
-                "rows": pair,
-                "text": (
-                    f"{name_a} and {name_b}: FID intervals {_show_interval(_interval(row_a))} and "
-                    f"{_show_interval(_interval(row_b))} overlap — their order is within noise{caveat}."
-                ),
-            })
+            add(
+                "within_noise",
+                f"{name_a} and {name_b}: FID intervals {_show_interval(_interval(row_a))} and "
+                f"{_show_interval(_interval(row_b))} overlap — their order is within noise{caveat}.",
+            )
         else:
             better, worse = (name_a, name_b) if order < 0 else (name_b, name_a)
-            found["resolved"].append({
-                "kind": "resolved",
-                "rows": pair,
-                "text": (
-                    f"{better} below {worse} by FID: intervals {_show_interval(_interval(rows[better]))} and "
-                    f"{_show_interval(_interval(rows[worse]))} are apart{caveat}."
-                ),
-            })
-    return found["disagreement"] + found["resolved"] + found["within_noise"]
+            add(
+                "resolved",
+                f"{better} below {worse} by FID: intervals {_show_interval(_interval(rows[better]))} and "
+                f"{_show_interval(_interval(rows[worse]))} are apart{caveat}.",
+            )
+    return sorted(statements, key=lambda statement: _KINDS.index(statement["kind"]))

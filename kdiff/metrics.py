@@ -350,10 +350,10 @@ def kernel_inception_distance(feats_a, feats_b, num_subsets=100, subset_size=100
 
     Args:
         feats_a: ``[n_a, dim]`` features of the first set (``n_a ≥ 2``).
-        feats_b: ``[n_b, dim]`` features of the second set (``n_b ≥ 2``).
-        num_subsets: number of random subsets, an integer ≥ 1.
-        subset_size: rows per subset, an integer ≥ 2 (clipped to ``min(n_a, n_b)``).
-        seed: seed of the subset sampler, a non-negative integer or None.
+        feats_b: ``[n_b, dim]`` features of the second set.
+        num_subsets: the subsets, as in :func:`kid_estimate`.
+        subset_size: rows per subset, as in :func:`kid_estimate`.
+        seed: seed of the subset sampler.
 
     Returns:
         ``(mean, std)``: the mean of the per-subset MMD² estimates and their standard

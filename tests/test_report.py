@@ -435,7 +435,7 @@ def test_every_picture_has_a_caption_and_the_introduction_names_the_samplers(tmp
     text = _report(inputs, tmp_path)
     assert (
         "drew samples from it with `ddim_10` (ddim sampler, 10 steps), `ddpm_20` (ddpm sampler, 20 steps) and "
-        "`noise` (ddim sampler, 1 steps), and scored them" in text
+        "`noise` (ddim sampler, 1 step), and scored them" in text
     )
     lines = text.splitlines()
     pictures = [i for i, line in enumerate(lines) if line.startswith("![")]
@@ -443,10 +443,10 @@ def test_every_picture_has_a_caption_and_the_introduction_names_the_samplers(tmp
     for i in pictures:
         assert lines[i + 1] == "" and lines[i + 2].startswith("*") and lines[i + 2].endswith("*"), lines[i : i + 3]
     assert "*The first 16 of the 16 samples of `ddpm_20` (ddpm sampler, 20 steps), one image per tile" in text
-    assert "*Denoising trajectories of `noise` (ddim sampler, 1 steps): each row is one sample" in text
+    assert "*Denoising trajectories of `noise` (ddim sampler, 1 step): each row is one sample" in text
     assert (
         "*Similarity retrieval for `ddim_10` (ddim sampler, 10 steps): each row is one generated sample (left of "
-        "the red bar, column \"sample\"), then its 5 nearest training images" in text
+        "the red bar, column \"sample\"), then its 5 nearest training images in the FID features, nearest first" in text
     )
     assert "*The training loss (and the validation loss, where recorded) at the end of each of the 1 epochs" in text
     page = open(os.path.join(tmp_path, "report", "report.html"), encoding="utf-8").read()

@@ -23,7 +23,7 @@ from pipeline.stages.base import (
 from pipeline import config as config_lib
 from pipeline.stages import evaluate
 from pipeline.stages.evaluate import kid_entries
-from pipeline.stages.sample import GRID_MAX
+from pipeline.stages.sample import GRID_MAX, TRAJECTORY_FRAMES
 
 SPEC = StageSpec(
     name="report",
@@ -446,7 +446,7 @@ def sampler_phrase(name, row):
     if row.get("sampler"):
         parts.append(f"{_text(row['sampler'])} sampler")
     if row.get("steps") is not None:
-        parts.append(f"{_fmt(row['steps'])} steps")
+        parts.append(f"{_fmt(row['steps'])} step{'' if row['steps'] == 1 else 's'}")
     if row.get("guidance_scale") is not None:
         parts.append(f"guidance scale {_fmt(row['guidance_scale'])}")
     return _code(name) + (f" ({', '.join(parts)})" if parts else "")
@@ -718,14 +718,14 @@ def picture_caption(kind, name, row, retrieval=None):
     if kind == "trajectory":
         return (
             f"Denoising trajectories of {who}: each row is one sample, from the starting noise (left) to the "
-            "final image (right), at evenly spaced steps of the sampling loop."
+            f"final image (right), in {TRAJECTORY_FRAMES} evenly spaced states of the sampling loop."
         )
     retrieval = retrieval or {}
     rows = len((retrieval.get("panel") or {}).get("sample_indices") or []) or "the first"
     return (
         f"Similarity retrieval for {who}: each row is one generated sample (left of the red bar, column "
-        f"\"sample\"), then its {_fmt(retrieval.get('knn', 'k'))} nearest training images in the FID feature "
-        f"space, nearest first (columns \"1st\", \"2nd\", …); the first {_fmt(rows)} samples. A neighbour that "
+        f"\"sample\"), then its {_fmt(retrieval.get('knn', 'k'))} nearest training images in "
+        f"{_text(retrieval.get('feature_space', 'the FID features'))}, nearest first (columns \"1st\", \"2nd\", …); the first {_fmt(rows)} samples. A neighbour that "
         "looks like a copy of its sample suggests memorization."
     )
 
