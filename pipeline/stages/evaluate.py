@@ -353,7 +353,15 @@ def _distances(train_features, train_stats, features, stats, seed):
 
 
 def comparable(row):
-    """A metrics row as ``kdiff.comparisons`` reads it: FID∞ only where it is supported."""
+    """A metrics row as ``kdiff.comparisons`` reads it: FID∞ only where it is supported.
+
+    Args:
+        row: a metrics row (a sampler's, the held-out images' or the baseline's).
+
+    Returns:
+        ``{"fid", "fid_low", "fid_high", "fid_infinity", "kid", "num_samples"}``, KID raw,
+        ``fid_infinity`` None unless ``fid_infinity_supported``.
+    """
     return {
         "fid": row.get("fid"),
         "fid_low": row.get("fid_low"),
@@ -427,7 +435,14 @@ def row_flags(row, baseline):
 
 
 def flag_line(flags):
-    """The console text of :func:`row_flags`' flags ("" when there are none)."""
+    """The console text of flags.
+
+    Args:
+        flags: :func:`row_flags`' list of ``(code, detail)``.
+
+    Returns:
+        " ⚠ code: detail." per flag, "" when there are none.
+    """
     return "".join(f" ⚠ {code}: {detail}." for code, detail in flags)
 
 

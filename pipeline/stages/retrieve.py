@@ -84,7 +84,14 @@ def panel_layout(num_rows, k, height, width, scale):
 
 
 def ordinal(number):
-    """"1st", "2nd", "3rd", "4th", …, "11th", "12th", "13th", "21st", …"""
+    """A column title: "1st", "2nd", "3rd", "4th", …, "11th", "12th", "13th", "21st", ….
+
+    Args:
+        number: an integer ≥ 1.
+
+    Returns:
+        The English ordinal as a string.
+    """
     suffix = "th" if 10 <= number % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(number % 10, "th")
     return f"{number}{suffix}"
 
