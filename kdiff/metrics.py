@@ -9,10 +9,12 @@ features) and compute in float64 with numpy / scipy / scikit-learn.
   reference FID code (TTUR / pytorch-fid).
 * :func:`kernel_inception_distance` is KID (Bińkowski et al., 2018): the unbiased MMD²
   estimate with the kernel ``k(x, y) = (xᵀy / d + 1)³``, averaged over random subsets as
-  in TF-GAN / torch-fidelity.
+  in TF-GAN / torch-fidelity; :func:`kid_estimate` adds a jackknife standard error
+  (:func:`mmd2_with_jackknife`) and says when the subsets cannot vary.
 * :func:`fid_infinity` extrapolates FID to infinitely many samples (Chong & Forsyth,
-  2020) and :func:`fid_bootstrap` gives its bootstrap confidence interval: FID at the
-  small sample counts of the survey (about 100) is biased and noisy, and these say how much.
+  2020; trusted from :func:`fid_infinity_min_samples` up) and :func:`fid_bootstrap` gives
+  its bootstrap confidence interval: FID at the small sample counts of the survey (about
+  100) is biased and noisy, and these say how much.
 * :func:`nearest_neighbors`, :func:`median_nn_distance` and :func:`memorization_ratio`
   look for generated samples that sit unusually close to training samples.
 """
@@ -32,7 +34,10 @@ __all__ = [
     "feature_statistics",
     "fid_from_features",
     "kernel_inception_distance",
+    "kid_estimate",
+    "mmd2_with_jackknife",
     "fid_infinity",
+    "fid_infinity_min_samples",
     "fid_bootstrap",
     "nearest_neighbors",
     "median_nn_distance",
@@ -42,6 +47,13 @@ __all__ = [
 # Largest |imaginary part| on the diagonal of sqrtm(Σ1 Σ2) that is treated as rounding
 # error (the value used by TTUR and pytorch-fid).
 _IMAG_TOLERANCE = 1e-3
+# FID∞'s smallest subset is N // _FID_INFINITY_SMALLEST_FRACTION of the N samples (Chong &
+# Forsyth fit from a tenth of 50,000 up; a fifth keeps small N usable) ...
+_FID_INFINITY_SMALLEST_FRACTION = 5
+# ... and its fit is trusted when that subset has at least this many rows per feature
+# dimension: Chong & Forsyth's smallest, 5,000 Inception features of 2,048 dimensions, is
+# 2.4 per dimension; below about 1 the covariance is singular and FID is not c / N-like.
+_FID_INFINITY_ROWS_PER_DIM = 2
 
 
 def _float_array(x, name, ndim):
@@ -211,24 +223,82 @@ def fid_from_features(feats_a, feats_b):
     return frechet_distance(mu_a, sigma_a, mu_b, sigma_b)
 
 
-def _unbiased_mmd2(x, y):
-    """Unbiased MMD² between equal-sized samples ``x`` and ``y`` with the cubic kernel."""
-    m, d = x.shape
-    k_xx = (x @ x.T / d + 1.0) ** 3
-    k_yy = (y @ y.T / d + 1.0) ** 3
-    k_xy = (x @ y.T / d + 1.0) ** 3
-    within = (k_xx.sum() - np.trace(k_xx) + k_yy.sum() - np.trace(k_yy)) / (m * (m - 1))
-    return within - 2.0 * k_xy.sum() / (m * m)
+def _cubic_kernels(x, y):
+    """The kernel matrices ``K_xx``, ``K_yy``, ``K_xy`` of ``k(u, v) = (uᵀv / d + 1)³``."""
+    d = x.shape[1]
+    return (x @ x.T / d + 1.0) ** 3, (y @ y.T / d + 1.0) ** 3, (x @ y.T / d + 1.0) ** 3
 
 
-def kernel_inception_distance(feats_a, feats_b, num_subsets=100, subset_size=1000, seed=0):
-    """Kernel Inception Distance (Bińkowski et al., 2018) between two sets of features.
+def _mmd2_terms(k_xx, k_yy, k_xy):
+    """Off-diagonal row sums of ``K_xx`` and ``K_yy``, row and column sums of ``K_xy``."""
+    r_x = k_xx.sum(axis=1) - np.diagonal(k_xx)
+    r_y = k_yy.sum(axis=1) - np.diagonal(k_yy)
+    return r_x, r_y, k_xy.sum(axis=1), k_xy.sum(axis=0)
+
+
+def _unbiased_mmd2(k_xx, k_yy, k_xy):
+    """Unbiased MMD² (a two-sample U-statistic) from the kernel matrices of ``x`` and ``y``."""
+    m, n = k_xy.shape
+    r_x, r_y, c_x, _ = _mmd2_terms(k_xx, k_yy, k_xy)
+    return r_x.sum() / (m * (m - 1)) + r_y.sum() / (n * (n - 1)) - 2.0 * c_x.sum() / (m * n)
+
+
+def _mmd2_jackknife_variance(k_xx, k_yy, k_xy):
+    """The two-sample delete-one jackknife variance (Arvesen, 1969) of the unbiased MMD².
+
+    ``(m−1)/m · Σ_i (θ₋ᵢ − θ̄₋)²`` over the rows of ``x`` plus the same over the rows of
+    ``y``, where ``θ₋ᵢ`` is the estimate without row i; every ``θ₋ᵢ`` comes in closed form
+    from the kernel matrices' row sums. Needs at least 3 rows on each side.
+    """
+    m, n = k_xy.shape
+    r_x, r_y, c_x, c_y = _mmd2_terms(k_xx, k_yy, k_xy)
+    a, b, c = r_x.sum(), r_y.sum(), c_x.sum()
+    without_x = (a - 2.0 * r_x) / ((m - 1) * (m - 2)) + b / (n * (n - 1)) - 2.0 * (c - c_x) / ((m - 1) * n)
+    without_y = a / (m * (m - 1)) + (b - 2.0 * r_y) / ((n - 1) * (n - 2)) - 2.0 * (c - c_y) / (m * (n - 1))
+    return (m - 1) / m * np.sum((without_x - without_x.mean()) ** 2) + (n - 1) / n * np.sum(
+        (without_y - without_y.mean()) ** 2
+    )
+
+
+def mmd2_with_jackknife(feats_a, feats_b):
+    """The unbiased MMD² of KID's cubic kernel on all rows, and its jackknife standard error.
+
+    Args:
+        feats_a: ``[m, dim]`` features (``m ≥ 3``).
+        feats_b: ``[n, dim]`` features (``n ≥ 3``); the sizes may differ.
+
+    Returns:
+        ``(mmd2, standard_error)`` as Python floats: the U-statistic and the square root of
+        its two-sample delete-one jackknife variance (Arvesen, 1969), which estimates how
+        much the value would move with fresh draws of both sets (conservatively: the
+        jackknife variance is biased upwards, by the Efron–Stein inequality).
+    """
+    feats_a = _features(feats_a, "feats_a", min_rows=3)
+    feats_b = _features(feats_b, "feats_b", min_rows=3)
+    _same_dim(feats_a, feats_b, "feats_a", "feats_b")
+    kernels = _cubic_kernels(feats_a, feats_b)
+    return float(_unbiased_mmd2(*kernels)), float(np.sqrt(_mmd2_jackknife_variance(*kernels)))
+
+
+def kid_estimate(feats_a, feats_b, num_subsets=100, subset_size=1000, seed=0):
+    """KID with the field's subset protocol, and two honest measures of its spread.
 
     For each of ``num_subsets`` rounds, ``m`` rows are drawn without replacement from each
-    set and the unbiased MMD² estimate with the kernel ``k(x, y) = (xᵀy / d + 1)³`` is
-    computed; ``m`` is ``subset_size`` clipped to the smaller set size. This follows
-    TF-GAN / torch-fidelity. Unlike FID, the estimate is unbiased, so it can be slightly
-    negative when both sets come from the same distribution.
+    set and the unbiased MMD² with the kernel ``k(x, y) = (xᵀy / d + 1)³`` is computed;
+    ``m`` is ``subset_size`` clipped to the smaller set size. The KID is their mean, as in
+    Bińkowski et al. (2018), TF-GAN, torch-fidelity and clean-fid (``subset_size=1000``,
+    100 subsets), so values stay comparable with theirs.
+
+    The spread those tools print, the standard deviation over subsets, is kept as
+    ``subset_std`` but is None when the subsets cannot vary: when ``m`` equals both set
+    sizes every subset is the whole of both sets (drawn in another order, which the
+    U-statistic ignores), so the spread is undefined, not zero; and with one subset.
+    When ``m`` equals only the samples' count (the usual case below 1,000 samples), the
+    subsets vary on the reference side alone and ``subset_std`` says nothing about the
+    samples' own noise. ``standard_error`` does: the square root of the mean, over
+    subsets, of each subset estimate's two-sample jackknife variance
+    (:func:`mmd2_with_jackknife`). The mean of the subsets varies less than one subset,
+    so it is an upper bound (conservative); it needs ``m ≥ 3``.
 
     Args:
         feats_a: ``[n_a, dim]`` features of the first set (``n_a ≥ 2``).
@@ -238,8 +308,9 @@ def kernel_inception_distance(feats_a, feats_b, num_subsets=100, subset_size=100
         seed: seed of the subset sampler, a non-negative integer or None.
 
     Returns:
-        ``(mean, std)``: mean and standard deviation (``ddof=0``) of the per-subset MMD²
-        estimates, as Python floats.
+        A dict: ``kid`` (the mean over subsets), ``subset_std`` (``ddof=0``; None when the
+        subsets cannot vary), ``standard_error`` (None when ``m < 3``), ``subset_size``
+        (m), ``num_subsets`` and ``subsets_vary`` (bool), as Python values.
     """
     feats_a = _features(feats_a, "feats_a", min_rows=2)
     feats_b = _features(feats_b, "feats_b", min_rows=2)
@@ -249,11 +320,48 @@ def kernel_inception_distance(feats_a, feats_b, num_subsets=100, subset_size=100
     rng = np.random.default_rng(_seed(seed))
     m = min(subset_size, feats_a.shape[0], feats_b.shape[0])
     estimates = np.empty(num_subsets, dtype=np.float64)
+    variances = np.empty(num_subsets, dtype=np.float64)
     for i in range(num_subsets):
         x = feats_a[rng.choice(feats_a.shape[0], m, replace=False)]
         y = feats_b[rng.choice(feats_b.shape[0], m, replace=False)]
-        estimates[i] = _unbiased_mmd2(x, y)
-    return float(np.mean(estimates)), float(np.std(estimates))
+        kernels = _cubic_kernels(x, y)
+        estimates[i] = _unbiased_mmd2(*kernels)
+        variances[i] = _mmd2_jackknife_variance(*kernels) if m >= 3 else np.nan
+    vary = num_subsets > 1 and (m < feats_a.shape[0] or m < feats_b.shape[0])
+    return {
+        "kid": float(np.mean(estimates)),
+        "subset_std": float(np.std(estimates)) if vary else None,
+        "standard_error": float(np.sqrt(np.mean(variances))) if m >= 3 else None,
+        "subset_size": int(m),
+        "num_subsets": num_subsets,
+        "subsets_vary": bool(vary),
+    }
+
+
+def kernel_inception_distance(feats_a, feats_b, num_subsets=100, subset_size=1000, seed=0):
+    """Kernel Inception Distance (Bińkowski et al., 2018) between two sets of features.
+
+    The mean and the spread over subsets of :func:`kid_estimate` (which also gives a
+    jackknife standard error): ``m`` rows drawn without replacement from each set per
+    subset, ``m`` = ``subset_size`` clipped to the smaller set size, the unbiased MMD²
+    estimate with the kernel ``k(x, y) = (xᵀy / d + 1)³`` (TF-GAN / torch-fidelity).
+    Unlike FID, the estimate is unbiased, so it can be slightly negative when both sets
+    come from the same distribution.
+
+    Args:
+        feats_a: ``[n_a, dim]`` features of the first set (``n_a ≥ 2``).
+        feats_b: ``[n_b, dim]`` features of the second set.
+        num_subsets: the subsets, as in :func:`kid_estimate`.
+        subset_size: rows per subset, as in :func:`kid_estimate`.
+        seed: seed of the subset sampler.
+
+    Returns:
+        ``(mean, std)``: the mean of the per-subset MMD² estimates and their standard
+        deviation (``ddof=0``), as Python floats; ``std`` is None when the subsets cannot
+        vary (one subset, or every subset is the whole of both sets).
+    """
+    estimate = kid_estimate(feats_a, feats_b, num_subsets=num_subsets, subset_size=subset_size, seed=seed)
+    return estimate["kid"], estimate["subset_std"]
 
 
 def _reference_statistics(reference, dim, name="reference"):
@@ -305,6 +413,25 @@ class _FrechetToReference:
         return max(float(value), 0.0)
 
 
+def fid_infinity_min_samples(dim):
+    """The fewest samples whose FID∞ fit :func:`fid_infinity` trusts in a ``dim``-d feature space.
+
+    The fit's smallest subset (a fifth of the samples) must hold at least 2 rows per
+    feature dimension, about the ratio of Chong & Forsyth's (2020) smallest subset (5,000
+    Inception features of 2,048 dimensions): 10 × ``dim`` samples — 640 for a 64-d
+    classifier, 20,480 for Inception's 2,048-d pool features. Below it the small subsets'
+    covariances are (near) singular, FID does not fall like c / N, and the intercept is
+    an artefact of the fit.
+
+    Args:
+        dim: the feature dimension, an integer ≥ 1.
+
+    Returns:
+        The minimum sample count, an int.
+    """
+    return _FID_INFINITY_SMALLEST_FRACTION * _FID_INFINITY_ROWS_PER_DIM * positive_int(dim, "dim")
+
+
 def fid_infinity(features, reference, num_points=15, min_size=None, seed=0):
     """FID extrapolated to infinitely many samples (Chong & Forsyth, CVPR 2020).
 
@@ -325,7 +452,9 @@ def fid_infinity(features, reference, num_points=15, min_size=None, seed=0):
 
     Returns:
         A dict: ``fid_infinity`` (the intercept), ``slope`` (c, the bias at N = 1),
-        ``sizes`` and ``fids`` (the points fitted; the last is all rows, the raw FID).
+        ``sizes`` and ``fids`` (the points fitted; the last is all rows, the raw FID) and
+        ``supported`` (N ≥ :func:`fid_infinity_min_samples` of the dimension: below it,
+        report the value as unsupported, not as a number to compare).
 
     Raises:
         ValueError: on bad shapes, too few rows or arguments out of range.
@@ -333,7 +462,7 @@ def fid_infinity(features, reference, num_points=15, min_size=None, seed=0):
     features = _features(features, "features", min_rows=4)
     n = features.shape[0]
     num_points = int_in_range(num_points, "num_points", 2, None)
-    min_size = max(2, n // 5) if min_size is None else int_in_range(min_size, "min_size", 2, n - 1)
+    min_size = max(2, n // _FID_INFINITY_SMALLEST_FRACTION) if min_size is None else int_in_range(min_size, "min_size", 2, n - 1)
     distance = _FrechetToReference(*_reference_statistics(reference, features.shape[1]))
     rng = np.random.default_rng(_seed(seed))
     sizes = np.unique(np.linspace(min_size, n, num_points).astype(int))
@@ -346,6 +475,7 @@ def fid_infinity(features, reference, num_points=15, min_size=None, seed=0):
         "slope": float(slope),
         "sizes": [int(size) for size in sizes],
         "fids": [float(value) for value in fids],
+        "supported": n >= fid_infinity_min_samples(features.shape[1]),
     }
 
 

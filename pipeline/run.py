@@ -492,26 +492,30 @@ def _headline(output_dir):
     report = os.path.join(_artifact_dir(output_dir, "report"), "report.html")
     print(f"\nReport: {os.path.abspath(report)}")
     print(f"Feature space: {summary.get('feature_space')}")
-    for name, row in summary.get("samplers", {}).items():
-        fid, seconds, conf = row.get("fid"), row.get("seconds"), row.get("classifier_confidence")
-        print(
-            f"  {name:>20s}: FID {fid if fid is None else round(fid, 3)}  "
-            f"time {seconds if seconds is None else round(seconds, 1)} s  "
-            f"classifier confidence {conf if conf is None else round(conf, 3)}"
-        )
-    def rounded(value):
-        return None if value is None else round(value, 3)
 
-    base = summary.get("baseline_gaussian", {})
-    real = summary.get("real_heldout", {})
-    print(
-        f"  {'held-out real':>20s}: FID {rounded(real.get('fid'))}  "
-        f"classifier confidence {rounded(real.get('classifier_confidence'))}"
-    )
-    print(
-        f"  {'Gaussian baseline':>20s}: FID {rounded(base.get('fid'))}  "
-        f"classifier confidence {rounded(base.get('classifier_confidence'))}"
-    )
+    def rounded(value, digits=3):
+        return None if value is None else round(value, digits)
+
+    scale = summary.get("kid_scale") or 1
+    label = summary.get("kid_label") or "KID"
+
+    def line(title, row, seconds=""):
+        kid = row.get("kid_mean")
+        error = row.get("kid_standard_error")
+        print(
+            f"  {title:>20s}: FID {rounded(row.get('fid'))}  "
+            f"{label} {rounded(None if kid is None else kid * scale)}"
+            f" ± {'n/a' if error is None else round(error * scale, 3)}{seconds}  "
+            f"classifier confidence {rounded(row.get('classifier_confidence'))}  "
+            f"class entropy {rounded(row.get('class_entropy'))}"
+            + "".join(f"\n  {'':>20s}  ⚠ {flag['code']}: {flag['detail']}" for flag in row.get("flags", []))
+        )
+
+    for name, row in summary.get("samplers", {}).items():
+        seconds = row.get("seconds")
+        line(name, row, f"  time {seconds if seconds is None else round(seconds, 1)} s")
+    line("held-out real", summary.get("real_heldout", {}))
+    line("Gaussian baseline", summary.get("baseline_gaussian", {}))
 
 
 def run(argv=None, save_main_session=True):

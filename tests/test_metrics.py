@@ -228,7 +228,58 @@ def test_kid_single_full_subset_equals_direct_mmd2():
     y = rng.normal(size=(12, 3)) + 0.7
     mean, std = kernel_inception_distance(x, y, num_subsets=1, subset_size=100, seed=3)
     np.testing.assert_allclose(mean, _direct_unbiased_mmd2(x, y), rtol=1e-10)
-    assert std == 0.0
+    assert std is None  # one subset: no spread to speak of, not a spread of 0
+    # Unequal sizes: the U-statistic of all rows, written out by hand.
+    value, _ = metrics.mmd2_with_jackknife(x, y[:7])
+    np.testing.assert_allclose(value, _direct_unbiased_mmd2(x, y[:7]), rtol=1e-10)
+
+
+def test_kid_spread_is_undefined_when_every_subset_is_the_whole_of_both_sets():
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=(60, 4)), rng.normal(size=(60, 4)) + 0.4
+    whole = metrics.kid_estimate(x, y, num_subsets=20, subset_size=1000, seed=0)
+    # Every subset is all 60 rows of both sets (in another order, which MMD² ignores).
+    assert whole["subset_size"] == 60 and not whole["subsets_vary"] and whole["subset_std"] is None
+    np.testing.assert_allclose(whole["kid"], _direct_unbiased_mmd2(x, y), rtol=1e-9)
+    assert whole["standard_error"] == pytest.approx(metrics.mmd2_with_jackknife(x, y)[1], rel=1e-9)
+    assert kernel_inception_distance(x, y, num_subsets=20, subset_size=1000)[1] is None
+    # A larger reference: the subsets vary on its side, so the spread is defined.
+    varied = metrics.kid_estimate(np.concatenate([x, x + 0.01]), y, num_subsets=20, subset_size=1000, seed=0)
+    assert varied["subsets_vary"] and varied["subset_std"] > 0
+    # Smaller subsets vary on both sides.
+    half = metrics.kid_estimate(x, y, num_subsets=20, subset_size=30, seed=0)
+    assert half["subsets_vary"] and half["subset_std"] > 0 and half["subset_size"] == 30
+    # Two rows per subset: no jackknife (it deletes a row and needs two left).
+    assert metrics.kid_estimate(x[:2], y[:2])["standard_error"] is None
+
+
+def test_kid_jackknife_equals_delete_one_recomputation():
+    """The closed-form delete-one estimates against recomputing MMD² without each row."""
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(9, 3)), rng.normal(size=(7, 3)) + 0.5
+    value, error = metrics.mmd2_with_jackknife(x, y)
+    without_x = np.array([_direct_unbiased_mmd2(np.delete(x, i, 0), y) for i in range(9)])
+    without_y = np.array([_direct_unbiased_mmd2(x, np.delete(y, j, 0)) for j in range(7)])
+    variance = 8 / 9 * np.sum((without_x - without_x.mean()) ** 2) + 6 / 7 * np.sum(
+        (without_y - without_y.mean()) ** 2
+    )
+    assert error == pytest.approx(np.sqrt(variance), rel=1e-9)
+    with pytest.raises(ValueError, match="at least 3 rows"):
+        metrics.mmd2_with_jackknife(x[:2], y)
+
+
+@pytest.mark.parametrize("m, d, shift", [(50, 4, 0.3), (100, 16, 0.2)])
+def test_kid_standard_error_matches_the_spread_over_fresh_draws(m, d, shift):
+    """The jackknife standard error against the real spread of MMD² over 200 fresh pairs of
+    sets: close, and not below it (the jackknife variance is conservative)."""
+    rng = np.random.default_rng(11)
+    values, errors = [], []
+    for _ in range(200):
+        value, error = metrics.mmd2_with_jackknife(rng.normal(size=(m, d)), rng.normal(size=(m, d)) + shift)
+        values.append(value)
+        errors.append(error)
+    ratio = np.mean(errors) / np.std(values)
+    assert 0.9 < ratio < 1.5, ratio
 
 
 def test_kid_same_distribution_near_zero_and_shift_positive():
@@ -386,6 +437,27 @@ def test_fid_infinity_is_closer_to_the_true_distance_than_raw_fid(d, n):
         assert raw > true  # FID's bias at finite N is upwards
         assert abs(out["fid_infinity"] - true) < abs(raw - true)
         assert out["slope"] > 0
+
+
+def test_fid_infinity_is_supported_from_ten_samples_per_dimension():
+    """Below 10 × dim the fit's small subsets have near-singular covariances and FID∞
+    overshoots (here below zero); from 10 × dim it is within a tenth of the truth."""
+    assert metrics.fid_infinity_min_samples(64) == 640 and metrics.fid_infinity_min_samples(2048) == 20480
+    mu1, sigma1, mu2, sigma2 = _gaussian_pair(64)
+    true = metrics.frechet_distance(mu1, sigma1, mu2, sigma2)
+    errors = {}
+    for n in (100, 640):
+        outs = [
+            metrics.fid_infinity(np.random.default_rng(100 + seed).multivariate_normal(mu1, sigma1, size=n),
+                                 (mu2, sigma2), seed=seed)
+            for seed in range(6)
+        ]
+        assert all(out["supported"] == (n >= 640) for out in outs)
+        errors[n] = np.mean([out["fid_infinity"] for out in outs]) - true
+    assert errors[100] < -true  # the extrapolation lands below zero
+    assert abs(errors[640]) < 0.15 * true
+    with pytest.raises(ValueError, match="dim"):
+        metrics.fid_infinity_min_samples(0)
 
 
 def test_fid_infinity_takes_reference_features_or_statistics_and_checks_them():

@@ -224,6 +224,9 @@ def test_fid_infinity_and_bootstrap_interval_are_stored_beside_fid(digits_run):
     assert row["fid_low"] <= row["fid"] <= row["fid_high"]
     # Real held-out images: FID∞ removes most of the small-sample bias of their raw FID.
     assert abs(row["fid_infinity"]) < row["fid"] / 2
+    # ... but 180 samples are fewer than 10 per dimension of the 64-d features: kept, flagged.
+    assert digits_run["metrics"]["fid_infinity_min_samples"] == 640
+    assert row["fid_infinity_supported"] is False
 
 
 def test_fid_inception_spec_takes_a_weight_file_and_says_how_to_get_one(tmp_path, monkeypatch):
@@ -246,14 +249,49 @@ def test_fid_inception_spec_takes_a_weight_file_and_says_how_to_get_one(tmp_path
 
 
 @pytest.mark.slow
-def test_kid_is_also_stored_times_1000(digits_run):
+def test_kid_is_stored_raw_and_times_1000_and_shown_raw_in_classifier_features(digits_run):
+    from kdiff import metrics as kmetrics
+
     metrics = digits_run["metrics"]
     for row in list(metrics["samplers"].values()) + [metrics["real_heldout"], metrics["baseline_gaussian"]]:
         assert row["kid_x1000_mean"] == pytest.approx(1000 * row["kid_mean"], rel=1e-12)
         assert row["kid_x1000_std"] == pytest.approx(1000 * row["kid_std"], rel=1e-12)
+        assert row["kid_x1000_standard_error"] == pytest.approx(1000 * row["kid_standard_error"], rel=1e-12)
+        assert row["kid_standard_error"] > 0
     assert evaluate.kid_entries(None, None) == {
-        "kid_mean": None, "kid_std": None, "kid_x1000_mean": None, "kid_x1000_std": None,
+        "kid_mean": None, "kid_std": None, "kid_standard_error": None,
+        "kid_x1000_mean": None, "kid_x1000_std": None, "kid_x1000_standard_error": None,
     }
+    assert metrics["kid_scale"] == 1  # raw in the classifier's features
+    assert evaluate.kid_display_scale("fid_inception") == evaluate.KID_SCALE == 1000
+    assert evaluate.kid_label(1) == "KID (raw)" and evaluate.kid_label(1000) == "KID ×10³"
+    # The stored KID is kdiff.metrics.kid_estimate's, with the stage's subset size.
+    with np.load(os.path.join(digits_run["metrics_dir"], "features.npz")) as data:
+        train, copies = data["train"], data["samples/copies"]
+    expected = kmetrics.kid_estimate(train, copies, subset_size=len(copies), seed=0)
+    row = metrics["samplers"]["copies"]
+    assert row["kid_mean"] == pytest.approx(expected["kid"], rel=1e-9)
+    assert row["kid_standard_error"] == pytest.approx(expected["standard_error"], rel=1e-9)
+    assert row["kid_subset_size"] == len(copies)
+
+
+@pytest.mark.slow
+def test_class_entropy_beside_confidence_and_no_flags_on_real_samples(digits_run):
+    metrics = digits_run["metrics"]
+    real, held, copies = metrics["real_heldout"], metrics["samplers"]["heldout"], metrics["samplers"]["copies"]
+    assert real["class_entropy"] > 0.95 and 0 < real["predictive_entropy"] < 0.2
+    assert held["class_entropy"] == pytest.approx(real["class_entropy"])
+    for row in (held, copies):
+        assert 0 < row["class_entropy_floor"] < row["class_entropy"]
+    assert copies["class_entropy_floor"] < held["class_entropy_floor"]  # 40 draws scatter more than 180
+    base = metrics["baseline_gaussian"]
+    assert evaluate.row_flags(held, base) == []
+    # Each sampler meets the baseline at its own count: at 180, the baseline's own interval;
+    # at 40, a higher FID (FID rises as the count falls)...
+    assert (held["baseline_fid_low"], held["baseline_fid_high"]) == (base["fid_low"], base["fid_high"])
+    assert copies["baseline_fid"] > base["fid"]
+    # ... and 40 samples in a 64-d space give an interval too wide to clear it: flagged, honestly.
+    assert [code for code, _ in evaluate.row_flags(copies, base)] == ["baseline"]
 
 
 @pytest.mark.slow
@@ -261,6 +299,46 @@ def test_few_samples_warning(digits_run):
     warnings = " ".join(digits_run["metrics"]["warnings"])
     assert "fewer than 2,048 samples" in warnings
     assert "heldout (180)" in warnings and "copies (40)" in warnings
+
+
+def test_normalized_entropy_and_class_entropy_floor_closed_forms():
+    assert evaluate.normalized_entropy([0.1] * 10) == pytest.approx(1.0)
+    assert evaluate.normalized_entropy([1.0, 0.0, 0.0]) == pytest.approx(0.0)
+    assert evaluate.normalized_entropy([0.5, 0.5, 0.0, 0.0]) == pytest.approx(0.5)  # log 2 / log 4
+    np.testing.assert_allclose(evaluate.normalized_entropy([[0.5, 0.5], [1.0, 0.0]]), [1.0, 0.0])
+    # One class of two always: every draw has entropy 0, so the floor is 0.
+    assert evaluate.class_entropy_floor([1.0, 0.0], 50) == 0.0
+    # Fair classes: the floor rises towards 1 with the count (small counts miss classes).
+    floors = [evaluate.class_entropy_floor([0.1] * 10, n) for n in (16, 200, 5000)]
+    assert floors[0] < floors[1] < floors[2] < 1.0 and floors[2] > 0.99
+    assert evaluate.class_entropy_floor([0.1] * 10, 16, seed=3) == evaluate.class_entropy_floor([0.1] * 10, 16, seed=3)
+
+
+def test_classifier_statistics_read_confidence_beside_entropy():
+    """A classifier sure of every sample, all in one class: confidence 0.999, entropy 0."""
+    probabilities = np.full((20, 10), 0.001 / 9)
+    probabilities[:, 3] = 0.999
+    values = evaluate.classifier_statistics(probabilities, 10)
+    assert values["classifier_confidence"] == pytest.approx(0.999)
+    assert values["class_entropy"] == 0.0 and values["num_classes_present"] == 1
+    assert values["predictive_entropy"] < 0.01
+    uniform = evaluate.classifier_statistics(np.full((20, 10), 0.1), 10)
+    assert uniform["predictive_entropy"] == pytest.approx(1.0)
+
+
+def test_row_flags_on_hand_made_rows():
+    baseline = {"fid": 40.0, "fid_low": 35.0, "fid_high": 46.0, "fid_infinity": 38.0, "fid_infinity_supported": False}
+    bad = {"fid": 80.0, "fid_low": 70.0, "fid_high": 90.0, "fid_infinity": 75.0, "fid_infinity_supported": False,
+           "class_entropy": 0.2, "class_entropy_floor": 0.7, "num_samples": 60}
+    flags = evaluate.row_flags(bad, baseline)
+    assert [code for code, _ in flags] == ["baseline", "classes"]
+    assert flags[0][1] == "its FID interval [70, 90] is not below the baseline's [35, 46]"
+    assert flags[1][1] == "class entropy 0.2 is below 0.7, the floor for 60 draws from the real class shares"
+    assert "⚠ baseline: its FID interval [70, 90]" in evaluate.flag_line(flags)
+    good = dict(bad, fid=10.0, fid_low=8.0, fid_high=12.0, fid_infinity=50.0, class_entropy=0.9)
+    assert evaluate.row_flags(good, baseline) == []  # an unsupported FID∞ is not compared
+    assert [c for c, _ in evaluate.row_flags(dict(good, fid_infinity_supported=True), dict(baseline, fid_infinity_supported=True))] == ["baseline"]
+    assert {code for code, _ in evaluate.FLAGS} == {"baseline", "classes"}
 
 
 # --------------------------------------------------------------------------- retrieve
@@ -286,6 +364,10 @@ def test_retrieval_finds_copied_training_images(digits_run):
     scale = panel_info["scale"]
     tops, lefts, size = retrieve.panel_layout(rows, 3, 8, 8, scale)
     assert panel.shape == size + (3,)
+    # Column titles above the tiles: dark text over the sample column and over each neighbour.
+    for left in lefts:
+        assert np.any(panel[: tops[0], left : left + 8 * scale].max(axis=-1) < 128)
+    assert retrieve.ordinal(1) == "1st" and retrieve.ordinal(12) == "12th" and retrieve.ordinal(23) == "23rd"
     train, copied = digits_run["train"], digits_run["copied"]
     for row in range(rows):
         first = panel_info["neighbor_indices"][row][0]

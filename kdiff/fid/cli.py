@@ -13,8 +13,10 @@ pytorch-fid reads them), an ``.npz`` of images (``images``: uint8 ``[N, H, W, C]
 statistics (``mu``, ``sigma``: pytorch-fid's format, what ``--save-stats`` writes).
 
 Printed: FID; with the features of PATH_A (the samples), FID∞ (Chong & Forsyth's
-extrapolation to infinitely many samples) and a bootstrap confidence interval; KID with
-its standard deviation when both sides are images; both sample counts; the feature space;
+extrapolation to infinitely many samples; marked unsupported below 10 samples per feature
+dimension, ``kdiff.metrics.fid_infinity_min_samples``) and a bootstrap confidence interval;
+KID with its spread over subsets (n/a when every subset is the whole of both sets) and its
+jackknife standard error when both sides are images; both sample counts; the feature space;
 and a warning below 2,048 samples. ``--json FILE`` writes the same as JSON.
 
 Exit status: 0, or 2 for bad input (a missing or empty folder, an unreadable image — named —,
@@ -315,22 +317,33 @@ def compute(side_a, side_b, args):
     if side_a.features is not None and args.bootstrap:
         result["bootstrap"] = metrics.fid_bootstrap(side_a.features, reference, num_rounds=args.bootstrap, seed=args.seed)
     if side_a.features is not None and side_b.features is not None:
-        mean, std = metrics.kernel_inception_distance(
+        kid = metrics.kid_estimate(
             side_a.features, side_b.features, num_subsets=args.kid_subsets,
             subset_size=args.kid_subset_size, seed=args.seed,
         )
-        result["kid"] = {"mean": mean, "std": std}
+        result["kid"] = {
+            "mean": kid["kid"], "std": kid["subset_std"], "standard_error": kid["standard_error"],
+            "subset_size": kid["subset_size"],
+        }
     return result
 
 
 def format_result(result, feature_space):
     """The lines the command prints (``FID: value`` first, as pytorch-fid prints it)."""
+    from kdiff import metrics
+
     lines = [f"FID: {result['fid']:.6g}"]
     inf = result.get("fid_infinity")
     if inf:
         lines.append(
             f"FID∞: {inf['fid_infinity']:.6g} (fit over {len(inf['sizes'])} subset sizes from "
             f"{inf['sizes'][0]} to {inf['sizes'][-1]}; Chong & Forsyth 2020)"
+            + (
+                ""
+                if inf.get("supported", True)
+                else f" — UNSUPPORTED: fewer than {metrics.fid_infinity_min_samples(result['dims']):,} samples (10 × the "
+                f"{result['dims']} dimensions), so the fit's small subsets are near-singular; do not compare it"
+            )
         )
     boot = result.get("bootstrap")
     if boot:
@@ -340,7 +353,9 @@ def format_result(result, feature_space):
         )
     kid = result.get("kid")
     if kid:
-        lines.append(f"KID: {kid['mean']:.6g} ± {kid['std']:.3g}")
+        spread = "n/a (every subset is the whole of both sets)" if kid["std"] is None else f"{kid['std']:.3g}"
+        error = "" if kid["standard_error"] is None else f", jackknife standard error {kid['standard_error']:.3g}"
+        lines.append(f"KID: {kid['mean']:.6g} (std over subsets of {kid['subset_size']}: {spread}{error})")
     else:
         lines.append("KID: not computed (it needs images on both sides, not statistics)")
     counts = [("?" if n is None else str(n)) for n in result["num_images"]]

@@ -18,10 +18,20 @@ The feature space (``fid_features``):
 * "inception": Keras' InceptionV3 with ``inception_weights`` ("imagenet" or a file).
 * "inception_graph": the 2015 Inception graph at ``inception_graph`` (published FIDs).
 
-KID is stored raw (``kid_mean``, ``kid_std``: the MMD² estimate) and in the ×10³ units
-papers report it in (``kid_x1000_mean``, ``kid_x1000_std``). Beside each FID:
-``fid_infinity`` (Chong & Forsyth's extrapolation to infinitely many samples) and
-``fid_low`` / ``fid_high`` (a 95 % bootstrap interval over the samples), from 10 samples up.
+KID follows the field's protocol (subsets of ``min(1000, n)`` rows, 100 of them;
+``kdiff.metrics.kid_estimate``) and is stored raw (``kid_mean``; ``kid_std``, the spread
+over subsets, None when every subset is the whole of both sets; ``kid_standard_error``, a
+jackknife standard error that also covers the samples' own noise) and ×10³
+(``kid_x1000_*``). ``kid_scale`` says which unit the report and the console show: raw in
+the classifier's unnormalized 64-d features (KIDs of 1–30), ×10³ in Inception features
+(10⁻³–10⁻¹), as papers do. Beside each FID: ``fid_low`` / ``fid_high`` (a 95 % bootstrap
+interval over the samples) and ``fid_infinity`` (Chong & Forsyth's extrapolation to
+infinitely many samples), from 10 samples up, with ``fid_infinity_supported`` false below
+``kdiff.metrics.fid_infinity_min_samples`` (10 × the feature dimension). With labels,
+each row also has its class entropy (the predicted classes' spread, 1 = all classes
+equally), and the samplers' rows a ``class_entropy_floor`` and their ``flags``
+(:func:`row_flags`: not clearly better than the Gaussian baseline; fewer classes than the
+real data would give).
 
 Writes ``metrics.json``, ``features.npz`` (keys "train", "eval", "samples/<name>",
 "baseline_gaussian") and, for labelled data, ``classifier.keras``.
@@ -29,6 +39,7 @@ Writes ``metrics.json``, ``features.npz`` (keys "train", "eval", "samples/<name>
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 
@@ -63,7 +74,24 @@ KID_SUBSET_SIZE = 1000
 KID_SUBSETS = 100
 BOOTSTRAP_ROUNDS = 100  # FID's 95 % bootstrap interval (kdiff.metrics.fid_bootstrap)
 FID_INFINITY_MIN_SAMPLES = 10  # FID∞ and the interval need a few subset sizes of at least 2
-KID_SCALE = 1000  # KID is conventionally reported ×10³ (the unit of the report and kid_x1000_*)
+KID_SCALE = 1000  # KID is conventionally reported ×10³ (kid_x1000_*; the shown unit in Inception features)
+CLASS_ENTROPY_QUANTILE = 0.05  # a sampler's class entropy below this quantile of real draws is flagged
+CLASS_ENTROPY_ROUNDS = 2000  # multinomial draws behind that quantile
+# The flags of row_flags: (code, what it means), in the order the report explains them.
+FLAGS = (
+    (
+        "baseline",
+        "not clearly better than the Gaussian baseline: its FID bootstrap interval is not wholly below the "
+        "baseline's at the same sample count (or, without intervals, its FID is not below), or its FID∞ is not "
+        "below the baseline's — the model has not shown that it learned more than the pixels' mean and covariance",
+    ),
+    (
+        "classes",
+        "its predicted classes are spread less evenly than the real data's: its class entropy is below what "
+        f"{1 - CLASS_ENTROPY_QUANTILE:.0%} of as many draws from the training labels' class shares give — "
+        "a classifier's high confidence on such samples does not mean they look like the data",
+    ),
+)
 BATCH_SIZE = 256  # images per Beam element
 FULL_COVARIANCE_MAX_DIM = 4096  # the Gaussian baseline fits a full pixel covariance up to this size
 
@@ -159,9 +187,50 @@ def gaussian_baseline(images, count, seed=0):
     return draws.reshape((count,) + images.shape[1:]), kind
 
 
+def normalized_entropy(shares):
+    """Shannon entropy of a distribution divided by log(K): 1 for all K equally, 0 for one.
+
+    Args:
+        shares: K ≥ 2 non-negative numbers summing to 1 (rows of an array: one each).
+
+    Returns:
+        A float in [0, 1] (an array for a 2-D input).
+    """
+    shares = np.asarray(shares, np.float64)
+    terms = np.where(shares > 0, -shares * np.log(np.where(shares > 0, shares, 1.0)), 0.0)
+    return terms.sum(axis=-1) / math.log(shares.shape[-1])
+
+
+def class_entropy_floor(class_shares, count, seed=0):
+    """The class entropy below which ``count`` samples are spread over too few classes.
+
+    The :data:`CLASS_ENTROPY_QUANTILE` quantile of :func:`normalized_entropy` over
+    :data:`CLASS_ENTROPY_ROUNDS` multinomial draws of ``count`` labels from
+    ``class_shares``: even perfect samples fall below it that rarely. It allows for the
+    entropy's downward bias at small counts (16 fair draws of 10 classes rarely cover all).
+
+    Args:
+        class_shares: the real data's class shares (K ≥ 2, summing to 1), e.g. the
+            training labels'.
+        count: the number of samples, an integer ≥ 1.
+        seed: seed of the draws.
+
+    Returns:
+        The floor, a float in [0, 1].
+    """
+    shares = np.asarray(class_shares, np.float64)
+    draws = np.random.default_rng(seed).multinomial(int(count), shares / shares.sum(), size=CLASS_ENTROPY_ROUNDS)
+    return float(np.quantile(normalized_entropy(draws / int(count)), CLASS_ENTROPY_QUANTILE))
+
+
 def classifier_statistics(probabilities, num_classes, labels=None):
-    """Mean max-probability (confidence), predicted-class shares and classes present; with
-    the classes the samples were drawn for, also how often the classifier agrees.
+    """Mean max-probability (confidence), predicted-class shares and their entropy, classes
+    present; with the classes the samples were drawn for, also how often the classifier agrees.
+
+    Confidence alone can hide failure: a classifier is often confidently wrong on noise.
+    ``class_entropy`` (the spread of the predicted classes across samples) and
+    ``predictive_entropy`` (the mean per-sample uncertainty) read beside it, each
+    normalized by log(K).
 
     Args:
         probabilities: the classifier's [N, K] class probabilities of the samples.
@@ -169,8 +238,10 @@ def classifier_statistics(probabilities, num_classes, labels=None):
         labels: None, or the int [N] classes a class-conditional model was asked for.
 
     Returns:
-        A dict: ``classifier_confidence``, ``class_shares``, ``num_classes_present`` and,
-        with labels, ``class_agreement`` (the share whose predicted class is the requested one).
+        A dict: ``classifier_confidence``, ``class_shares``, ``class_entropy`` (1 = every
+        class equally often), ``predictive_entropy`` (0 = every sample certain),
+        ``num_classes_present`` and, with labels, ``class_agreement`` (the share whose
+        predicted class is the requested one).
     """
     probabilities = np.asarray(probabilities, np.float64)
     predicted = probabilities.argmax(axis=1)
@@ -178,6 +249,8 @@ def classifier_statistics(probabilities, num_classes, labels=None):
     values = {
         "classifier_confidence": float(probabilities.max(axis=1).mean()),
         "class_shares": [float(s) for s in shares],
+        "class_entropy": float(normalized_entropy(shares)),
+        "predictive_entropy": float(np.mean(normalized_entropy(probabilities))),
         "num_classes_present": int(np.sum(shares > 0)),
     }
     if labels is not None:
@@ -200,15 +273,46 @@ def load_sample_labels(samples_dir, names):
     return labels
 
 
-def kid_entries(kid_mean, kid_std):
+def kid_display_scale(fid_features):
+    """The factor KID is shown with in the report and the console for a feature space.
+
+    Raw (1) in the classifier's unnormalized 64-d features, whose cubic kernel gives raw
+    KIDs of 1–30 (×10³ would show thousands); ×10³ (:data:`KID_SCALE`) in the Inception
+    spaces, where raw KIDs are 10⁻³–10⁻¹ and papers report ×10³.
+
+    Args:
+        fid_features: one of ``config.FID_FEATURES``.
+
+    Returns:
+        1 or :data:`KID_SCALE`.
+    """
+    return 1 if fid_features == "classifier" else KID_SCALE
+
+
+def kid_label(scale):
+    """The column / console name of KID shown with :func:`kid_display_scale`'s ``scale``.
+
+    Args:
+        scale: 1 or :data:`KID_SCALE`.
+
+    Returns:
+        "KID (raw)" or "KID ×10³".
+    """
+    return "KID (raw)" if scale == 1 else "KID ×10³"
+
+
+def kid_entries(kid_mean, kid_std, kid_standard_error=None):
     """KID as metrics.json stores it: raw and in the conventional ×10³ units.
 
     Args:
-        kid_mean: the mean MMD² estimate (``kdiff.metrics.kernel_inception_distance``), or None.
-        kid_std: its standard deviation over subsets, or None.
+        kid_mean: the mean MMD² estimate (``kdiff.metrics.kid_estimate``'s ``kid``), or None.
+        kid_std: its standard deviation over subsets, or None (also when the subsets
+            cannot vary).
+        kid_standard_error: its jackknife standard error, or None.
 
     Returns:
-        ``{"kid_mean", "kid_std", "kid_x1000_mean", "kid_x1000_std"}`` (None stays None).
+        ``{"kid_mean", "kid_std", "kid_standard_error", "kid_x1000_mean", "kid_x1000_std",
+        "kid_x1000_standard_error"}`` (None stays None).
     """
 
     def scaled(value):
@@ -217,8 +321,10 @@ def kid_entries(kid_mean, kid_std):
     return {
         "kid_mean": kid_mean,
         "kid_std": kid_std,
+        "kid_standard_error": kid_standard_error,
         "kid_x1000_mean": scaled(kid_mean),
         "kid_x1000_std": scaled(kid_std),
+        "kid_x1000_standard_error": scaled(kid_standard_error),
     }
 
 
@@ -231,15 +337,113 @@ def _distances(train_features, train_stats, features, stats, seed):
         return {"fid": None, **kid_entries(None, None)}
     fid = metrics.frechet_distance(train_stats[0], train_stats[1], stats[0], stats[1])
     subset = min(KID_SUBSET_SIZE, n, len(train_features))
-    kid_mean, kid_std = metrics.kernel_inception_distance(
-        train_features, features, num_subsets=KID_SUBSETS, subset_size=subset, seed=seed
-    )
-    honest = {"fid_infinity": None, "fid_low": None, "fid_high": None}
+    kid = metrics.kid_estimate(train_features, features, num_subsets=KID_SUBSETS, subset_size=subset, seed=seed)
+    honest = {"fid_infinity": None, "fid_infinity_supported": False, "fid_low": None, "fid_high": None}
     if n >= FID_INFINITY_MIN_SAMPLES:
-        honest["fid_infinity"] = metrics.fid_infinity(features, train_stats, seed=seed)["fid_infinity"]
+        extrapolated = metrics.fid_infinity(features, train_stats, seed=seed)
+        honest.update(fid_infinity=extrapolated["fid_infinity"], fid_infinity_supported=extrapolated["supported"])
         interval = metrics.fid_bootstrap(features, train_stats, num_rounds=BOOTSTRAP_ROUNDS, seed=seed)
         honest.update(fid_low=interval["low"], fid_high=interval["high"])
-    return {"fid": fid, **honest, **kid_entries(kid_mean, kid_std)}
+    return {
+        "fid": fid,
+        **honest,
+        **kid_entries(kid["kid"], kid["subset_std"], kid["standard_error"]),
+        "kid_subset_size": kid["subset_size"],
+    }
+
+
+def comparable(row):
+    """A metrics row as ``kdiff.comparisons`` reads it: FID∞ only where it is supported.
+
+    Args:
+        row: a metrics row (a sampler's, the held-out images' or the baseline's).
+
+    Returns:
+        ``{"fid", "fid_low", "fid_high", "fid_infinity", "kid", "num_samples"}``, KID raw,
+        ``fid_infinity`` None unless ``fid_infinity_supported``.
+    """
+    return {
+        "fid": row.get("fid"),
+        "fid_low": row.get("fid_low"),
+        "fid_high": row.get("fid_high"),
+        "fid_infinity": row.get("fid_infinity") if row.get("fid_infinity_supported") else None,
+        "kid": row.get("kid_mean"),
+        "num_samples": row.get("num_samples"),
+    }
+
+
+def baseline_at_count(baseline_features, train_stats, count, seed):
+    """The Gaussian baseline's FID and bootstrap interval at a sampler's sample count.
+
+    FID rises as the count falls, so a sampler is compared with the baseline at its own
+    count: the baseline's first ``count`` draws (independent draws, so a fair subset).
+
+    Args:
+        baseline_features: the baseline's ``[N, dim]`` features (N ≥ ``count``).
+        train_stats: the real training features' ``(mean, covariance)``.
+        count: the sampler's sample count.
+        seed: seed of the bootstrap.
+
+    Returns:
+        ``{"baseline_fid", "baseline_fid_low", "baseline_fid_high"}`` (the interval None
+        below the stage's 10 samples).
+    """
+    from kdiff import metrics
+
+    features = baseline_features[:count]
+    if count < FID_INFINITY_MIN_SAMPLES:
+        fid = metrics.frechet_distance(*train_stats, *metrics.feature_statistics(features)) if count >= 2 else None
+        return {"baseline_fid": fid, "baseline_fid_low": None, "baseline_fid_high": None}
+    interval = metrics.fid_bootstrap(features, train_stats, num_rounds=BOOTSTRAP_ROUNDS, seed=seed)
+    return {"baseline_fid": interval["fid"], "baseline_fid_low": interval["low"], "baseline_fid_high": interval["high"]}
+
+
+def row_flags(row, baseline):
+    """What is wrong with a sampler's row, as ``[(code, detail)]`` (codes of :data:`FLAGS`).
+
+    Args:
+        row: the sampler's metrics row (``fid``, ``fid_low``/``fid_high``, ``fid_infinity``
+            and ``fid_infinity_supported``; ``baseline_fid``/``baseline_fid_low``/
+            ``baseline_fid_high``, the baseline at the row's count, where present; with a
+            classifier ``class_entropy`` and ``class_entropy_floor``).
+        baseline: the Gaussian baseline's row (its FID stands in where the row has no
+            ``baseline_fid``; its FID∞ is compared where both are supported).
+
+    Returns:
+        A list of ``(code, detail)``: "baseline" when the row is not clearly better than
+        the baseline (``kdiff.comparisons.not_clearly_below``), "classes" when its class
+        entropy is below its floor. Empty when nothing is wrong or nothing can be judged.
+    """
+    from kdiff import comparisons
+
+    flags = []
+    reference = comparable(baseline)
+    if row.get("baseline_fid") is not None:
+        reference.update(
+            fid=row["baseline_fid"], fid_low=row.get("baseline_fid_low"), fid_high=row.get("baseline_fid_high")
+        )
+    reason = comparisons.not_clearly_below(comparable(row), reference)
+    if reason:
+        flags.append(("baseline", reason))
+    entropy, floor = row.get("class_entropy"), row.get("class_entropy_floor")
+    if entropy is not None and floor is not None and entropy < floor:
+        flags.append(
+            ("classes", f"class entropy {entropy:.3g} is below {floor:.3g}, the floor for {row.get('num_samples')} "
+             "draws from the real class shares")
+        )
+    return flags
+
+
+def flag_line(flags):
+    """The console text of flags.
+
+    Args:
+        flags: :func:`row_flags`' list of ``(code, detail)``.
+
+    Returns:
+        " ⚠ code: detail." per flag, "" when there are none.
+    """
+    return "".join(f" ⚠ {code}: {detail}." for code, detail in flags)
 
 
 # --------------------------------------------------------------------------- Beam
@@ -332,7 +536,9 @@ class Executor:
     """Computes metrics.json and features.npz from Examples and Samples."""
 
     def Do(self, inputs, outputs, params):
-        fid_features = params.get("fid_features", "classifier")
+        from kdiff import metrics as kmetrics
+
+        fid_features = params.get("fid_features") or config_lib.field_default("fid_features")
         seed = int(params.get("seed", 0) or 0)
         beam_args = list(params.get("beam_args") or ["--runner=DirectRunner"])
         if fid_features not in FID_FEATURES:
@@ -428,27 +634,44 @@ class Executor:
                 "feature_space": features_lib.describe(fid_spec, dim),
                 "fid_features": fid_features,
                 "feature_dim": dim,
+                "fid_infinity_min_samples": kmetrics.fid_infinity_min_samples(dim),
+                "kid_scale": kid_display_scale(fid_features),
                 "num_real": len(train),
                 "num_heldout": len(heldout),
                 "source": source,
                 "warnings": [],
-                "samplers": {},
+                "samplers": {name: row(f"samples/{name}", sample_labels[name]) for name in samples},
             }
-            for name in samples:
-                metrics["samplers"][name] = row(f"samples/{name}", sample_labels[name])
-                values = metrics["samplers"][name]
-                _log(
-                    f"{name}: FID {_fmt(values['fid'])}, KID×10³ {_fmt(values['kid_x1000_mean'])} "
-                    f"± {_fmt(values['kid_x1000_std'])}"
-                    + (f", confidence {values['classifier_confidence']:.3f}" if classifier_spec else "")
-                    + (f", class agreement {values['class_agreement']:.3f}" if "class_agreement" in values else "")
-                )
             real = row("eval")
             real["num_images"] = real.pop("num_samples")
             metrics["real_heldout"] = real
             base = row("baseline_gaussian")
             base["covariance"] = covariance_kind
             metrics["baseline_gaussian"] = base
+            for values in metrics["samplers"].values():
+                values.update(
+                    baseline_at_count(results["baseline_gaussian"]["features"], train_stats, values["num_samples"], seed)
+                )
+            label_shares = np.bincount(train_labels, minlength=num_classes) / len(train_labels) if labelled else None
+            scale = metrics["kid_scale"]
+            for name, values in metrics["samplers"].items():
+                if label_shares is not None:
+                    values["class_entropy_floor"] = class_entropy_floor(label_shares, values["num_samples"], seed)
+                kid = "n/a" if values["kid_mean"] is None else f"{values['kid_mean'] * scale:.4g}"
+                if values["kid_standard_error"] is not None:
+                    kid += f" ± {values['kid_standard_error'] * scale:.2g} (s.e.)"
+                _log(
+                    f"{name}: FID {_fmt(values['fid'])}"
+                    + (f" [{_fmt(values['fid_low'])}, {_fmt(values['fid_high'])}]" if values["fid_low"] is not None else "")
+                    + f", {kid_label(scale)} {kid}"
+                    + (
+                        f", confidence {values['classifier_confidence']:.3f} (real {real['classifier_confidence']:.3f})"
+                        f", class entropy {values['class_entropy']:.3f} (real {real['class_entropy']:.3f})"
+                        if classifier_spec else ""
+                    )
+                    + (f", class agreement {values['class_agreement']:.3f}" if "class_agreement" in values else "")
+                    + flag_line(row_flags(values, base))
+                )
             if classifier_spec is not None:
                 probabilities = results["eval"]["probabilities"]
                 valid = heldout_labels >= 0
@@ -459,7 +682,8 @@ class Executor:
                 )
             metrics["classifier_accuracy_heldout"] = accuracy
             _log(
-                f"held-out real: FID {_fmt(real['fid'])}, Gaussian baseline: FID {_fmt(base['fid'])}"
+                f"held-out real: FID {_fmt(real['fid'])}, Gaussian baseline: FID {_fmt(base['fid'])} "
+                f"[{_fmt(base['fid_low'])}, {_fmt(base['fid_high'])}]"
                 + (f", classifier held-out accuracy {accuracy:.4f}" if accuracy is not None else "")
             )
             metrics["warnings"] = self._warnings(metrics, samples, len(train))

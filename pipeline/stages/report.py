@@ -20,7 +20,10 @@ import types
 from pipeline.stages.base import (
     EXAMPLES, METRICS, MODEL, REPORT, RETRIEVAL, SAMPLES, StageSpec, atomic_directory, read_json, write_json,
 )
+from pipeline import config as config_lib
+from pipeline.stages import evaluate
 from pipeline.stages.evaluate import kid_entries
+from pipeline.stages.sample import GRID_MAX, TRAJECTORY_FRAMES
 
 SPEC = StageSpec(
     name="report",
@@ -124,6 +127,25 @@ _STYLE = (
 
 
 
+DASH = "–"
+
+
+def table(header, rows):
+    """A Markdown table without its all-dash columns.
+
+    Args:
+        header: the column titles.
+        rows: lists of cells (Markdown text), one per column; "–" is an empty cell.
+
+    Returns:
+        The table's lines. A column whose every row is "–" is left out (the first column,
+        the rows' names, always stays).
+    """
+    keep = [i for i in range(len(header)) if i == 0 or any(row[i] != DASH for row in rows)]
+    lines = ["| " + " | ".join(header[i] for i in keep) + " |", "|" + "---|" * len(keep)]
+    return lines + ["| " + " | ".join(row[i] for i in keep) + " |" for row in rows]
+
+
 def _guidance_table(summary):
     """The class-conditional rows: how often the classifier sees the class each sample was
     drawn for, by guidance scale (lines of Markdown; none for an unconditional model)."""
@@ -139,15 +161,19 @@ def _guidance_table(summary):
         "should raise agreement at some cost in FID (less varied samples). Scale 1 is the conditional "
         "model alone.",
         "",
-        "| sampler | guidance scale | class agreement ↑ | FID ↓ |",
-        "|---|---|---|---|",
     ]
-    for name, row in rows:
-        scale = row.get("guidance_scale")
-        lines.append(
-            f"| {_code(name)} | {_fmt(1.0 if scale is None else scale)} | {_fmt(row.get('class_agreement'))} | "
-            f"{_fmt(row.get('fid'))} |"
-        )
+    lines += table(
+        ["sampler", "guidance scale", "class agreement ↑", "FID ↓"],
+        [
+            [
+                _code(name),
+                _fmt(1.0 if row.get("guidance_scale") is None else row.get("guidance_scale")),
+                _fmt(row.get("class_agreement")),
+                _fmt(row.get("fid")),
+            ]
+            for name, row in rows
+        ],
+    )
     return lines + [""]
 
 def nfe_curves(summary):
@@ -217,20 +243,25 @@ def _nfe_section(summary, picture):
         "",
         f"![FID against NFE]({picture})",
         "",
-        "| sampler | NFE | FID ↓ | FID 95 % interval | row |",
-        "|---|---|---|---|---|",
+        f"*FID of each sweep row against its network evaluations per sample, one line per sampler "
+        f"({', '.join(_code(sampler) for sampler in curves)}), bars the 95 % bootstrap intervals.*",
+        "",
     ]
-    for sampler, points in curves.items():
-        for nfe, fid, low, high, name in points:
-            interval = "–" if low is None or high is None else f"[{_fmt(low)}, {_fmt(high)}]"
-            lines.append(f"| {_code(sampler)} | {nfe} | {_fmt(fid)} | {interval} | {_code(name)} |")
+    lines += table(
+        ["sampler", "NFE", "FID ↓", "FID 95 % interval", "row"],
+        [
+            [_code(sampler), str(nfe), _fmt(fid), _interval({"fid_low": low, "fid_high": high}), _code(name)]
+            for sampler, points in curves.items()
+            for nfe, fid, low, high, name in points
+        ],
+    )
     return lines + [""]
 
 
 def _fmt(value, digits=3):
     """A number as the tables show it: ``digits`` significant digits, "–" for None / NaN."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "–"
+        return DASH
     if isinstance(value, float):
         # Large values in full (12,090), not in exponent notation (1.21e+04).
         return f"{value:.{digits}g}" if abs(value) < 10 ** digits - 0.5 else f"{value:,.0f}"
@@ -254,14 +285,10 @@ def _code(value):
     return f"`` {value} ``" if "`" in value else f"`{value}`"
 
 
-def _pm(mean, std):
-    return "–" if mean is None else f"{_fmt(mean)} ± {_fmt(std)}"
-
-
 def _interval(row):
     """FID's bootstrap interval of a metrics row, "[low, high]" (– without one)."""
     low, high = row.get("fid_low"), row.get("fid_high")
-    return "–" if low is None or high is None else f"[{_fmt(low)}, {_fmt(high)}]"
+    return DASH if low is None or high is None else f"[{_fmt(low)}, {_fmt(high)}]"
 
 
 def _loss_curve(history, path):
@@ -310,6 +337,14 @@ def _loss_curve(history, path):
     plt.close(figure)
 
 
+def _fid_infinity_supported(row, min_samples):
+    """A row's ``fid_infinity_supported``, from its count where an older metrics.json lacks it."""
+    if "fid_infinity_supported" in row:
+        return bool(row["fid_infinity_supported"])
+    count = row.get("num_samples", row.get("num_images"))
+    return min_samples is not None and count is not None and count >= min_samples
+
+
 def build_summary(stats, history, timings, metrics, retrieval, params):
     """The numbers of the run, as ``metrics.json`` stores them.
 
@@ -324,23 +359,45 @@ def build_summary(stats, history, timings, metrics, retrieval, params):
     Returns:
         A dict with "run", "training", "samplers" (per sampler: the timing — "seconds"
         with tracing, "trace_seconds", "sampling_seconds" without it, "images_per_second",
-        "sampling_images_per_second" —, FID, KID raw ("kid_mean", "kid_std") and ×10³
-        ("kid_x1000_mean", "kid_x1000_std"), classifier statistics, memorization),
-        "real_heldout", "baseline_gaussian", "feature_space", "warnings".
+        "sampling_images_per_second" —, FID with its interval and FID∞ (and
+        "fid_infinity_supported"), KID raw ("kid_mean", "kid_std" — None when the subsets
+        cannot vary —, "kid_standard_error") and ×10³ ("kid_x1000_*"), classifier
+        statistics, memorization, and "flags": ``[{"code", "detail"}]`` from
+        ``evaluate.row_flags``), "real_heldout", "baseline_gaussian", "feature_space",
+        "feature_dim", "fid_infinity_min_samples", "kid_scale" (the unit shown: 1 raw,
+        1000 ×10³) and "kid_label", "orderings" (``kdiff.comparisons.ordering_statements``
+        of the samplers) and "warnings".
     """
+    from kdiff import comparisons
+    from kdiff import metrics as kmetrics
+
+    dim = metrics.get("feature_dim")
+    min_samples = metrics.get("fid_infinity_min_samples") or (kmetrics.fid_infinity_min_samples(dim) if dim else None)
+    scale = metrics.get("kid_scale") or evaluate.kid_display_scale(
+        metrics.get("fid_features") or config_lib.field_default("fid_features")
+    )
 
     def with_kid(row):
         row = dict(row)
         if "kid_mean" in row:
-            row.update(kid_entries(row.get("kid_mean"), row.get("kid_std")))
+            row.update(kid_entries(row.get("kid_mean"), row.get("kid_std"), row.get("kid_standard_error")))
+        row["fid_infinity_supported"] = _fid_infinity_supported(row, min_samples)
         return row
 
+    baseline = with_kid(metrics.get("baseline_gaussian", {}))
     samplers = {}
     for name, timing in timings.items():
         row = dict(timing)
         row.update(metrics.get("samplers", {}).get(name, {}))
         row.update({f"retrieval_{k}": v for k, v in retrieval.get(name, {}).items() if not isinstance(v, (dict, list))})
-        samplers[name] = with_kid(row)
+        row = with_kid(row)
+        row["flags"] = [{"code": code, "detail": detail} for code, detail in evaluate.row_flags(row, baseline)]
+        samplers[name] = row
+    scored = {
+        name: dict(evaluate.comparable(row), kid=None if row.get("kid_mean") is None else row["kid_mean"] * scale)
+        for name, row in samplers.items()
+        if row.get("fid") is not None
+    }
     return {
         "run": {**params, "num_train": stats.get("num_train"), "num_eval": stats.get("num_eval")},
         "training": {
@@ -349,12 +406,18 @@ def build_summary(stats, history, timings, metrics, retrieval, params):
             "steps_per_second": history.get("steps_per_second"),
             "final_loss": (history.get("loss") or [None])[-1],
             "final_val_loss": (history.get("val_loss") or [None])[-1],
+            "epochs": len(history.get("loss") or []),
         },
         "samplers": samplers,
         "real_heldout": with_kid(metrics.get("real_heldout", {})),
-        "baseline_gaussian": with_kid(metrics.get("baseline_gaussian", {})),
+        "baseline_gaussian": baseline,
         "classifier_accuracy_heldout": metrics.get("classifier_accuracy_heldout"),
         "feature_space": metrics.get("feature_space"),
+        "feature_dim": dim,
+        "fid_infinity_min_samples": min_samples,
+        "kid_scale": scale,
+        "kid_label": evaluate.kid_label(scale),
+        "orderings": comparisons.ordering_statements(scored, kid_label=evaluate.kid_label(scale)),
         "num_real": metrics.get("num_real"),
         "warnings": metrics.get("warnings", []),
     }
@@ -369,12 +432,134 @@ def _references():
 NFE_PICTURE = "pictures/fid_vs_nfe.png"
 
 
+def sampler_phrase(name, row):
+    """A sampler row named for prose: "`ddim_10` (ddim sampler, 10 steps)".
+
+    Args:
+        name: the row's name.
+        row: its timing / summary row ("sampler", "steps", "guidance_scale", "nfe").
+
+    Returns:
+        Markdown text.
+    """
+    parts = []
+    if row.get("sampler"):
+        parts.append(f"{_text(row['sampler'])} sampler")
+    if row.get("steps") is not None:
+        parts.append(f"{_fmt(row['steps'])} step{'' if row['steps'] == 1 else 's'}")
+    if row.get("guidance_scale") is not None:
+        parts.append(f"guidance scale {_fmt(row['guidance_scale'])}")
+    return _code(name) + (f" ({', '.join(parts)})" if parts else "")
+
+
+def _kid_cell(row, scale):
+    """KID in the shown unit with its jackknife standard error: "6.61 ± 2.3", "6.61 ± n/a"."""
+    if row.get("kid_mean") is None:
+        return DASH
+    error = row.get("kid_standard_error")
+    return f"{_fmt(row['kid_mean'] * scale)} ± {'n/a' if error is None else _fmt(error * scale, 2)}"
+
+
+def _fid_infinity_cell(row):
+    return _fmt(row.get("fid_infinity")) if row.get("fid_infinity_supported") else DASH
+
+
+def _main_table(summary):
+    """The samplers' table with the held-out and baseline rows (lines of Markdown)."""
+    scale = summary["kid_scale"]
+    header = [
+        "sampler", "flags", "steps", "samples", "FID ↓", "FID 95 % interval", "FID∞ ↓",
+        f"{summary['kid_label']} ↓ (± s.e.)", "time with tracing (s)", "graph tracing (s)",
+        "sampling time without tracing (s)", "images/s (without tracing)", "classifier confidence",
+        "class entropy (1 = even)", "classes present", "memorization",
+    ]
+
+    def cells(name, row, flags, steps, count, timing, memorization):
+        return [
+            name, flags, steps, _fmt(count), _fmt(row.get("fid")), _interval(row), _fid_infinity_cell(row),
+            _kid_cell(row, scale), *timing, _fmt(row.get("classifier_confidence")), _fmt(row.get("class_entropy")),
+            _fmt(row.get("num_classes_present")), memorization,
+        ]
+
+    rows = []
+    for name, row in summary["samplers"].items():
+        flags = " ".join(f"⚠ {flag['code']}" for flag in row.get("flags", [])) or DASH
+        timing = [
+            _fmt(row.get(key))
+            for key in ("seconds", "trace_seconds", "sampling_seconds", "sampling_images_per_second")
+        ]
+        rows.append(
+            cells(_code(name), row, flags, _fmt(row.get("steps")), row.get("num_samples"), timing,
+                  _fmt(row.get("retrieval_memorization_ratio")))
+        )
+    real, base = summary["real_heldout"], summary["baseline_gaussian"]
+    rows.append(cells("held-out real images (reference)", real, DASH, DASH, real.get("num_images"), [DASH] * 4, DASH))
+    rows.append(cells("Gaussian fit to the pixels (baseline)", base, DASH, DASH, base.get("num_samples"), [DASH] * 4, DASH))
+    return table(header, rows)
+
+
+def _flag_notes(summary):
+    """The warning lines under the table: what each flag means and which rows carry it."""
+    lines = []
+    for code, meaning in evaluate.FLAGS:
+        flagged = [
+            f"{_code(name)} ({_text(flag['detail'])})"
+            for name, row in summary["samplers"].items()
+            for flag in row.get("flags", [])
+            if flag["code"] == code
+        ]
+        if flagged:
+            lines.append(f"- **⚠ {code}**: {_text(meaning)}. Flagged: {'; '.join(flagged)}.")
+    return ["**Flagged rows**", ""] + lines + [""] if lines else []
+
+
+def _fid_infinity_note(summary):
+    """The footnote on FID∞ withheld for too few samples (lines; none when all are shown)."""
+    named = [(_code(name), row) for name, row in summary["samplers"].items()]
+    named += [("the held-out real images", summary["real_heldout"]), ("the baseline", summary["baseline_gaussian"])]
+    withheld = [
+        f"{label} ({_fmt(row.get('num_samples', row.get('num_images')))})"
+        for label, row in named
+        if row.get("fid_infinity") is not None and not row.get("fid_infinity_supported")
+    ]
+    if not withheld:
+        return []
+    dim = summary.get("feature_dim")
+    return [
+        f"FID∞ is shown only from {_fmt(summary.get('fid_infinity_min_samples'))} samples, 10 per feature "
+        f"dimension ({_fmt(dim)} here): its fit's smallest subset, a fifth of the samples, then holds 2 rows per "
+        "dimension, about the ratio of Chong & Forsyth's smallest (5,000 Inception features of 2,048 "
+        "dimensions). Below that the small subsets' covariances are near-singular and the extrapolation "
+        f"overshoots, often below zero. Withheld (a dash) for: {', '.join(withheld)}; `metrics.json` keeps "
+        "the values with `fid_infinity_supported: false`.",
+        "",
+    ]
+
+
+def _orderings_section(summary):
+    """Which pairs of samplers the numbers order (lines; none with fewer than two samplers)."""
+    statements = summary.get("orderings") or []
+    if not statements:
+        return []
+    prefix = {"disagreement": "**Metrics disagree:** ", "resolved": "**Resolved:** ", "within_noise": "Within noise: "}
+    lines = [
+        "### Which orderings are resolved",
+        "",
+        "For each pair of samplers: whether their FID bootstrap intervals are apart (the order is resolved) "
+        "or overlap (within noise), and where FID∞ — or FID, at equal sample counts — and KID rank the two "
+        "differently.",
+        "",
+    ]
+    return lines + [f"- {prefix[s['kind']]}{_text(s['text'])}" for s in statements] + [""]
+
+
 def render_markdown(summary, pictures):
     """The report as Markdown.
 
     Args:
         summary: :func:`build_summary`'s dict.
-        pictures: ``(title, relative path)`` of each picture, in order.
+        pictures: ``(title, relative path, caption)`` of each picture, in order (the
+            caption is Markdown, shown in italics under the picture).
 
     Returns:
         The Markdown text.
@@ -382,13 +567,16 @@ def render_markdown(summary, pictures):
     run, training = summary["run"], summary["training"]
     family = run.get("family")
     about = FAMILIES.get(family, f"a {family} model")
+    ran = [sampler_phrase(name, row) for name, row in summary["samplers"].items()]
+    listed = ran[0] if len(ran) == 1 else ", ".join(ran[:-1]) + " and " + ran[-1] if ran else "no sampler"
+    real = summary["real_heldout"]
     lines = [
         f"# kdiff run: {_text(family)} on {_code(run.get('dataset'))}",
         "",
         "This report was written by kdiff's pipeline (`python -m pipeline.run`). The run trained one "
-        "diffusion model, drew samples from it with each sampler below and scored them against the real "
-        "images: the comparison of DDPM and DDIM sampling in the survey of Cerizza, Savazzi and Barbera "
-        "(2023, Table 2), at a small scale.",
+        f"diffusion model, drew samples from it with {listed}, and scored them against the real images, the "
+        "way the survey of Cerizza, Savazzi and Barbera (2023, Table 2) compares DDPM and DDIM sampling, at a "
+        "small scale.",
         "",
         f"The model is {about}.",
         "",
@@ -401,31 +589,10 @@ def render_markdown(summary, pictures):
         f"Feature space: {_text(summary.get('feature_space'))}. Real reference images: "
         f"{_fmt(summary.get('num_real'))}.",
         "",
-        "| sampler | steps | samples | FID ↓ | FID 95 % interval | FID∞ ↓ | KID ×10³ ↓ | time with tracing (s) "
-        "| graph tracing (s) | sampling time without tracing (s) | images/s (without tracing) "
-        "| classifier confidence | classes present | memorization |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, row in summary["samplers"].items():
-        lines.append(
-            f"| {_code(name)} | {_fmt(row.get('steps'))} | {_fmt(row.get('num_samples'))} | {_fmt(row.get('fid'))} | "
-            f"{_interval(row)} | {_fmt(row.get('fid_infinity'))} | "
-            f"{_pm(row.get('kid_x1000_mean'), row.get('kid_x1000_std'))} | {_fmt(row.get('seconds'))} | "
-            f"{_fmt(row.get('trace_seconds'))} | {_fmt(row.get('sampling_seconds'))} | "
-            f"{_fmt(row.get('sampling_images_per_second'))} | {_fmt(row.get('classifier_confidence'))} | "
-            f"{_fmt(row.get('num_classes_present'))} | {_fmt(row.get('retrieval_memorization_ratio'))} |"
-        )
-    real, base = summary["real_heldout"], summary["baseline_gaussian"]
-    lines += [
-        f"| held-out real images | – | {_fmt(real.get('num_images'))} | {_fmt(real.get('fid'))} | "
-        f"{_interval(real)} | {_fmt(real.get('fid_infinity'))} | – | – | – | – | – | "
-        f"{_fmt(real.get('classifier_confidence'))} | {_fmt(real.get('num_classes_present'))} | – |",
-        f"| Gaussian fit to the pixels (baseline) | – | {_fmt(base.get('num_samples'))} | {_fmt(base.get('fid'))} | "
-        f"{_interval(base)} | {_fmt(base.get('fid_infinity'))} | "
-        f"{_pm(base.get('kid_x1000_mean'), base.get('kid_x1000_std'))} | – | – | – | – | "
-        f"{_fmt(base.get('classifier_confidence'))} | {_fmt(base.get('num_classes_present'))} | – |",
-        "",
-    ]
+    lines += _main_table(summary) + [""]
+    lines += _flag_notes(summary)
+    lines += _fid_infinity_note(summary)
     counts = {name: row.get("num_samples") for name, row in summary["samplers"].items()}
     if len(set(counts.values())) > 1:
         drawn = ", ".join(f"{_code(name)} {_fmt(count)}" for name, count in counts.items())
@@ -434,6 +601,12 @@ def render_markdown(summary, pictures):
             "FID rises as the count falls, so compare their FID∞ and KID rather than their FID.",
             "",
         ]
+    lines += _orderings_section(summary)
+    kid_unit = (
+        "raw: on the classifier's unnormalized features raw KIDs are of order 1–30, so ×10³ would read in thousands"
+        if summary["kid_scale"] == 1
+        else "×10³, as is conventional in Inception features"
+    )
     lines += [
         "How to read the table:",
         "",
@@ -443,25 +616,35 @@ def render_markdown(summary, pictures):
         "samplers with each other and with the baseline. FID is biased upwards at small sample counts "
         "(and noisy): the **interval** is a 95 % bootstrap interval over the samples, and **FID∞** "
         "(Chong & Forsyth, 2020) extrapolates FID, fitted at several subset sizes, to infinitely many "
-        "samples — the value to compare between runs with different sample counts.",
-        "- **KID** (Kernel Inception Distance; Bińkowski et al., 2018) is an unbiased estimate of the "
-        "squared maximum mean discrepancy with a cubic polynomial kernel on the same features, shown "
-        "×10³ as is conventional (mean ± standard deviation over random subsets); lower is better, and it "
-        "is better suited than FID to small sample counts. Its kernel is not scale-invariant: compare KIDs "
-        "within one feature space only (unnormalized classifier features give far larger values than "
-        "Inception's).",
+        "samples — the value to compare between runs with different sample counts, shown only where the "
+        "sample count supports the fit.",
+        f"- **KID** (Kernel Inception Distance; Bińkowski et al., 2018) is an unbiased estimate of the "
+        "squared maximum mean discrepancy with a cubic polynomial kernel on the same features, averaged over "
+        "100 random subsets of up to 1,000 images as in the KID paper, torch-fidelity and clean-fid; lower is "
+        f"better, and it is better suited than FID to small sample counts. It is shown {kid_unit} "
+        "(`metrics.json` has both raw and ×10³). After ± comes its **standard error**: a jackknife over the "
+        "images of both sides (conservative), which covers the samples' own noise; the spread over subsets "
+        "that other tools print does not, and it is undefined when every subset is the whole sample set "
+        "(`kid_std` is then null in `metrics.json`). Its kernel is not scale-invariant: compare KIDs within "
+        "one feature space only.",
         "- **Time**: the wall time of sampling all images, with and without the one-off graph tracing "
         "of the sampling loop. The first batch of each sampler on a worker is the warm-up (it traces the "
         "graph); the tracing time is what that batch took beyond the steady per-image rate of the later "
-        "batches, and images/s is that steady rate. A dash means no later batch was measured (one "
-        "batch per worker).",
-        f"- **Classifier confidence** and **classes present** come from a small classifier trained on the "
-        f"labels (held-out accuracy {_fmt(summary.get('classifier_accuracy_heldout'))}): the mean top "
-        "probability of the samples and how many classes are predicted at least once.",
+        "batches, and images/s is that steady rate. A column is left out when no row has a value (one "
+        "batch per worker leaves no later batch to measure).",
+        f"- **Classifier confidence** (the mean top probability of the samples) comes from a small classifier "
+        f"trained on the labels (held-out accuracy {_fmt(summary.get('classifier_accuracy_heldout'))}). A "
+        "classifier can be confidently wrong on noise, so read it beside the **class entropy**: the entropy "
+        "of the predicted classes' shares over log(number of classes) — 1 when every class is predicted "
+        "equally often, 0 when all samples get one class — and **classes present**, how many classes are "
+        f"predicted at least once. The held-out real images are the reference (confidence "
+        f"{_fmt(real.get('classifier_confidence'))}, class entropy {_fmt(real.get('class_entropy'))}); "
+        "`metrics.json` also has each row's mean per-sample predictive entropy.",
         "- **Memorization** is the share of samples whose nearest training image (same features) is "
         "closer than the typical train–train nearest-neighbour distance (the median); about 0.5 for "
         "fresh images, 1.0 for copies. The nearest training images are shown below, as in the survey's "
         "similarity retrieval (Cerizza et al., 2023, section 5.5).",
+        "- **Flags** (⚠) mark what the numbers do not support: see *Flagged rows* under the table.",
         "",
     ]
     lines += _guidance_table(summary)
@@ -476,8 +659,8 @@ def render_markdown(summary, pictures):
         f"validation loss {_fmt(training['final_val_loss'])}.",
         "",
     ]
-    for title, path in pictures:
-        lines += [f"### {_text(title)}", "", f"![{_text(title)}]({path})", ""]
+    for title, path, caption in pictures:
+        lines += [f"### {_text(title)}", "", f"![{_text(title)}]({path})", "", f"*{caption}*", ""]
     lines += _references()
     return "\n".join(lines)
 
@@ -500,6 +683,53 @@ def render_html(markdown_text):
     )
 
 
+def loss_caption(training):
+    """The caption of the loss curve (Markdown).
+
+    Args:
+        training: :func:`build_summary`'s "training".
+
+    Returns:
+        One sentence.
+    """
+    return (
+        f"The training loss (and the validation loss, where recorded) at the end of each of the "
+        f"{_fmt(training.get('epochs'))} epochs; {_fmt(training.get('steps'))} optimizer steps in all."
+    )
+
+
+def picture_caption(kind, name, row, retrieval=None):
+    """The caption under a sampler's picture: what it shows, which sampler, how many steps.
+
+    Args:
+        kind: "grid", "trajectory" or "retrieval".
+        name: the sampler row's name.
+        row: its summary row ("sampler", "steps", "num_samples", …).
+        retrieval: its ``retrieval.json`` entry (for "retrieval": "knn", "panel").
+
+    Returns:
+        Markdown text (one or two sentences).
+    """
+    who = sampler_phrase(name, row)
+    count = row.get("num_samples")
+    if kind == "grid":
+        shown = count if count is None else min(count, GRID_MAX)
+        return f"The first {_fmt(shown)} of the {_fmt(count)} samples of {who}, one image per tile, unselected."
+    if kind == "trajectory":
+        return (
+            f"Denoising trajectories of {who}: each row is one sample, from the starting noise (left) to the "
+            f"final image (right), in {TRAJECTORY_FRAMES} evenly spaced states of the sampling loop."
+        )
+    retrieval = retrieval or {}
+    rows = len((retrieval.get("panel") or {}).get("sample_indices") or []) or "the first"
+    return (
+        f"Similarity retrieval for {who}: each row is one generated sample (left of the red bar, column "
+        f"\"sample\"), then its {_fmt(retrieval.get('knn', 'k'))} nearest training images in "
+        f"{_text(retrieval.get('feature_space', 'the FID features'))}, nearest first (columns \"1st\", \"2nd\", …); the first {_fmt(rows)} samples. A neighbour that "
+        "looks like a copy of its sample suggests memorization."
+    )
+
+
 class Executor:
     """Writes the report from the other stages' artifacts."""
 
@@ -518,23 +748,26 @@ class Executor:
         retrieval = read_json(os.path.join(inputs["retrieval"], "retrieval.json"))
         summary = build_summary(stats, history, timings, metrics, retrieval, {k: params[k] for k in SPEC.parameters})
         with atomic_directory(outputs["report"]) as out:
-            pictures = []
             os.makedirs(os.path.join(out, "pictures"))
             _loss_curve(history, os.path.join(out, "pictures", "loss.png"))
-            pictures.append(("Loss curve", "pictures/loss.png"))
+            pictures = [("Loss curve", "pictures/loss.png", loss_caption(summary["training"]))]
             curves = nfe_curves(summary)
             if curves:
                 _nfe_plot(curves, os.path.join(out, NFE_PICTURE))
             for name in timings:
-                for kind, title in (("grid", "samples"), ("trajectory", "denoising trajectory")):
-                    source = os.path.join(inputs["samples"], name, f"{kind}.png")
+                row = summary["samplers"][name]
+                for kind, title in (
+                    ("grid", "samples"), ("trajectory", "denoising trajectory"), ("retrieval", "nearest training images")
+                ):
+                    source = (
+                        os.path.join(inputs["retrieval"], "panels", f"{name}.png")
+                        if kind == "retrieval"
+                        else os.path.join(inputs["samples"], name, f"{kind}.png")
+                    )
                     if os.path.exists(source):
-                        shutil.copy(source, os.path.join(out, "pictures", f"{name}_{kind}.png"))
-                        pictures.append((f"{name}: {title}", f"pictures/{name}_{kind}.png"))
-                panel = os.path.join(inputs["retrieval"], "panels", f"{name}.png")
-                if os.path.exists(panel):
-                    shutil.copy(panel, os.path.join(out, "pictures", f"{name}_retrieval.png"))
-                    pictures.append((f"{name}: nearest training images", f"pictures/{name}_retrieval.png"))
+                        path = f"pictures/{name}_{kind}.png"
+                        shutil.copy(source, os.path.join(out, path))
+                        pictures.append((f"{name}: {title}", path, picture_caption(kind, name, row, retrieval.get(name))))
             text = render_markdown(summary, pictures)
             with open(os.path.join(out, "report.md"), "w", encoding="utf-8") as f:
                 f.write(text + "\n")

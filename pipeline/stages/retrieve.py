@@ -8,7 +8,9 @@ training images by Euclidean distance in the feature space the evaluate stage us
 ``features.npz``); a memorization statistic — the share of samples whose nearest training
 image is closer than the median train–train nearest-neighbour distance
 (``kdiff.metrics.memorization_ratio`` with ``kdiff.metrics.median_nn_distance``) — and
-panels: each row is a generated sample, then its nearest training images.
+panels: each row is a generated sample, then its nearest training images, under column
+titles drawn into the picture ("sample", then "nearest training images" over "1st",
+"2nd", … nearest first).
 
 The feature space is the evaluate stage's, or with ``retrieval_features="inception"``
 Keras' ImageNet InceptionV3 (``inception_weights``), the survey's own choice for its
@@ -50,6 +52,9 @@ PANEL_PADDING = 2  # pixels between tiles (after scaling)
 PANEL_GAP = 6  # extra pixels between the sample column and its neighbours
 PANEL_BACKGROUND = (255, 255, 255)
 PANEL_SEPARATOR = (220, 40, 40)  # a red bar after the generated sample
+PANEL_TEXT = (40, 40, 40)  # the column titles
+PANEL_LINE = 12  # pixels per line of column titles (PIL's default font is about 10 high)
+PANEL_TITLE_LINES = 2  # "sample" / "nearest training images", then "1st", "2nd", …
 
 
 def _log(message):
@@ -62,17 +67,78 @@ def panel_scale(height, width):
 
 
 def panel_layout(num_rows, k, height, width, scale):
-    """Top-left pixel corners of every tile: ``tops[row]``, ``lefts[column]`` (column 0 = sample)."""
+    """Top-left pixel corners of every tile: ``tops[row]``, ``lefts[column]`` (column 0 = sample).
+
+    The tiles start below ``PANEL_TITLE_LINES`` lines of column titles.
+
+    Returns:
+        ``(tops, lefts, (panel height, panel width))``.
+    """
     h, w = height * scale, width * scale
-    tops = [PANEL_PADDING + r * (h + PANEL_PADDING) for r in range(num_rows)]
+    header = PANEL_PADDING + PANEL_TITLE_LINES * PANEL_LINE
+    tops = [header + PANEL_PADDING + r * (h + PANEL_PADDING) for r in range(num_rows)]
     lefts = [PANEL_PADDING]
     lefts += [PANEL_PADDING + PANEL_GAP + c * (w + PANEL_PADDING) for c in range(1, k + 1)]
     size = (tops[-1] + h + PANEL_PADDING, lefts[-1] + w + PANEL_PADDING)
     return tops, lefts, size
 
 
+def ordinal(number):
+    """A column title: "1st", "2nd", "3rd", "4th", …, "11th", "12th", "13th", "21st", ….
+
+    Args:
+        number: an integer ≥ 1.
+
+    Returns:
+        The English ordinal as a string.
+    """
+    suffix = "th" if 10 <= number % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(number % 10, "th")
+    return f"{number}{suffix}"
+
+
+def _first_fitting(draw, font, texts, width):
+    """The first of ``texts`` that fits in ``width`` pixels (else the last, the shortest)."""
+    for text in texts:
+        if draw.textlength(text, font=font) <= width:
+            return text
+    return texts[-1]
+
+
+def draw_column_titles(panel, lefts, tile_width):
+    """Writes the column titles into the panel's top rows (in place).
+
+    Line 1: "sample" over column 0 and "nearest training images" over the neighbours (a
+    shorter form where it does not fit); line 2: "1st", "2nd", … over each neighbour.
+
+    Args:
+        panel: the uint8 ``[height, width, 3]`` panel, its top ``PANEL_TITLE_LINES`` lines blank.
+        lefts: the tiles' left edges (``panel_layout``), column 0 the sample.
+        tile_width: a tile's width in pixels.
+
+    Returns:
+        The panel.
+    """
+    from PIL import Image, ImageDraw, ImageFont
+
+    picture = Image.fromarray(panel)
+    draw = ImageDraw.Draw(picture)
+    font = ImageFont.load_default()
+
+    def centred(text, left, width, line):
+        x = left + (width - draw.textlength(text, font=font)) / 2
+        draw.text((max(0, x), PANEL_PADDING + line * PANEL_LINE), text, fill=PANEL_TEXT, font=font)
+
+    centred(_first_fitting(draw, font, ("sample", "gen."), tile_width + PANEL_GAP), lefts[0], tile_width, 0)
+    span = lefts[-1] + tile_width - lefts[1]
+    title = _first_fitting(draw, font, ("nearest training images", "nearest training", "nearest", "NN"), span)
+    centred(title, lefts[1], span, 0)
+    for column, left in enumerate(lefts[1:], start=1):
+        centred(ordinal(column), left, tile_width, 1)
+    return np.asarray(picture)
+
+
 def make_panel(samples, neighbors, scale):
-    """The retrieval panel as a uint8 RGB array.
+    """The retrieval panel as a uint8 RGB array, with column titles.
 
     Args:
         samples: uint8 ``[R, H, W, C]`` generated samples (one per row).
@@ -80,7 +146,8 @@ def make_panel(samples, neighbors, scale):
         scale: integer upscaling factor (nearest neighbour).
 
     Returns:
-        uint8 ``[height, width, 3]``: each row = the sample, a red bar, its k neighbours.
+        uint8 ``[height, width, 3]``: the titles ("sample", "nearest training images" over
+        "1st" … "kth"), then each row = the sample, a red bar, its k neighbours.
     """
     rows, k, height, width, _channels = neighbors.shape
     tops, lefts, size = panel_layout(rows, k, height, width, scale)
@@ -100,7 +167,7 @@ def make_panel(samples, neighbors, scale):
         panel[tops[r] : tops[r] + h, bar : bar + 2] = PANEL_SEPARATOR
         for c in range(k):
             panel[tops[r] : tops[r] + h, lefts[c + 1] : lefts[c + 1] + w] = tile(neighbors[r, c])
-    return panel
+    return draw_column_titles(panel, lefts, w)
 
 
 def inception_features(named_images, weights):
