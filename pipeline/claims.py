@@ -8,22 +8,23 @@ the retrieval finds no copies of training images. ``check`` says for each whethe
 rows support it, contradict it or cannot resolve it, with the numbers.
 
 Two FIDs are ordered only when they come from equal sample counts and their 95 %
-bootstrap intervals are apart (``order``): FID falls as the sample count grows, and rows
+bootstrap intervals are apart (``order``, ``kdiff.comparisons``): FID falls as the sample count grows, and rows
 drawn from different counts are compared at the count they share (the ``fid_equal*``
 entries of ``pipeline.experiments.run_results``). Overlapping intervals are "within
 noise", never an ordering.
 
 Rows are the dicts of ``pipeline.experiments.run_results``: ``run``, ``row``, ``sampler``,
 ``label``, ``fid_equal`` / ``fid_equal_low`` / ``fid_equal_high`` / ``equal_count``,
-``seconds_per_sample``, ``memorization_ratio``, ``num_samples``. This module imports
-neither TensorFlow nor kdiff.
+``seconds_per_sample``, ``memorization_ratio``, ``num_samples``, ``kid``. The interval
+logic is ``kdiff.comparisons``'; this module imports no TensorFlow.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
+
+from kdiff import comparisons
 
 SUPPORTS = "supports"
 CONTRADICTS = "contradicts"
@@ -55,13 +56,20 @@ class Verdict:
     evidence: str
 
 
-def _interval(row):
-    low, high = row.get("fid_equal_low"), row.get("fid_equal_high")
-    return None if low is None or high is None else (float(low), float(high))
+def comparable(row):
+    """A result row as ``kdiff.comparisons`` reads it: its FID at the equal count, KID raw."""
+    return {
+        "fid": row.get("fid_equal"),
+        "fid_low": row.get("fid_equal_low"),
+        "fid_high": row.get("fid_equal_high"),
+        "fid_infinity": None,  # the rows are compared at one count: raw FID, no extrapolation
+        "kid": row.get("kid"),
+        "num_samples": row.get("equal_count"),
+    }
 
 
 def order(a, b):
-    """How two rows' FIDs at equal sample counts compare.
+    """How two rows' FIDs at equal sample counts compare (``kdiff.comparisons.fid_intervals_order``).
 
     Args:
         a, b: result rows with ``fid_equal_low`` / ``fid_equal_high``.
@@ -70,14 +78,7 @@ def order(a, b):
         −1 when a's interval lies wholly below b's (a is better), 1 when wholly above,
         0 when they overlap (within noise), None when either has no interval.
     """
-    first, second = _interval(a), _interval(b)
-    if first is None or second is None:
-        return None
-    if first[1] < second[0]:
-        return -1
-    if second[1] < first[0]:
-        return 1
-    return 0
+    return comparisons.fid_intervals_order(comparable(a), comparable(b))
 
 
 def _name(row):
@@ -88,30 +89,24 @@ def _fid(row):
     value = row.get("fid_equal")
     if value is None:
         return "no FID"
-    low, high = _interval(row) or (None, None)
-    interval = "" if low is None else f" [{low:.3g}, {high:.3g}]"
+    low, high = row.get("fid_equal_low"), row.get("fid_equal_high")
+    interval = "" if low is None or high is None else f" [{float(low):.3g}, {float(high):.3g}]"
     return f"FID {float(value):.3g}{interval} at {row['equal_count']:,} samples"
 
 
-def orderings(rows):
-    """Which pairs of rows are ordered by FID and which are within noise.
+def orderings(rows, kid_label="KID"):
+    """Which pairs of rows FID orders, which are within noise, and where FID and KID disagree.
 
     Args:
-        rows: result rows (``fid_equal*`` entries at one sample count).
+        rows: result rows (``fid_equal*`` entries at one sample count; ``kid``).
+        kid_label: how the sentences name KID.
 
     Returns:
-        Markdown list lines, one per pair: "resolved" with the better row first, or
-        "within noise".
+        Markdown list lines (``kdiff.comparisons.ordering_statements``): disagreements,
+        then resolved pairs, then pairs within noise.
     """
-    lines = []
-    for a, b in itertools.combinations([r for r in rows if _interval(r) is not None], 2):
-        sign = order(a, b)
-        if sign == 0:
-            lines.append(f"- {_name(a)} and {_name(b)}: within noise ({_fid(a)}; {_fid(b)}: the intervals overlap)")
-        else:
-            better, worse = (a, b) if sign < 0 else (b, a)
-            lines.append(f"- {_name(better)} better than {_name(worse)}: resolved ({_fid(better)}; {_fid(worse)})")
-    return lines
+    table = {_name(row): comparable(row) for row in rows if row.get("fid_equal") is not None}
+    return [f"- {statement['text']}" for statement in comparisons.ordering_statements(table, kid_label)]
 
 
 def _find(rows, run=None, row=None, sampler=None):

@@ -676,9 +676,13 @@ def run_results(run, scale, run_dir):
         ``train_seconds``, ``sampling_seconds``, ``seconds_per_sample``, ``memorization_ratio``,
         ``mean_nn_distance``, ``retrieval_panel``, ``survey`` (the survey's figures).
     """
+    from pipeline.stages import evaluate
+
     history = _read(os.path.join(run_dir, "train", "model", "history.json"))
     timings = _read(os.path.join(run_dir, "sample", "samples", "timings.json"))
-    metrics = _read(os.path.join(run_dir, "evaluate", "metrics", "metrics.json")).get("samplers", {})
+    evaluated = _read(os.path.join(run_dir, "evaluate", "metrics", "metrics.json"))
+    metrics, baseline = evaluated.get("samplers", {}), evaluated.get("baseline_gaussian")
+    kid_scale = evaluate.kid_display_scale(evaluated.get("fid_features", "classifier"))
     retrieval = _read(os.path.join(run_dir, "retrieve", "retrieval", "retrieval.json"))
     features = os.path.join(run_dir, "evaluate", "metrics", "features.npz")
     results = []
@@ -697,6 +701,10 @@ def run_results(run, scale, run_dir):
             "nfe": timing.get("nfe"), "num_samples": n, "fid_survey_count": fid_100, "survey_count": used,
             "fid": scores.get("fid"), "fid_infinity": scores.get("fid_infinity"),
             "fid_low": scores.get("fid_low"), "fid_high": scores.get("fid_high"),
+            "fid_infinity_supported": scores.get("fid_infinity_supported"),
+            "kid": None if scores.get("kid_mean") is None else scores["kid_mean"] * kid_scale,
+            "kid_label": evaluate.kid_label(kid_scale),
+            "flags": [list(flag) for flag in evaluate.row_flags(scores, baseline)] if scores and baseline else [],
             "train_seconds": history.get("seconds"), "imported": history.get("imported", {}).get("path"),
             "sampling_seconds": seconds, "seconds_per_sample": seconds / n if seconds is not None and n else None,
             "memorization_ratio": found.get("memorization_ratio"), "mean_nn_distance": found.get("mean_nn_distance"),
@@ -768,9 +776,12 @@ def _cells(experiment, result):
             f"[{_num(result['fid_low'])}, {_num(result['fid_high'])}]"
             if result["fid_low"] is not None and result["fid_high"] is not None else "–"
         )
+        supported = result.get("fid_infinity_supported") is not False  # seed-scale rows predating the flag: shown
+        flagged = " ⚠ " + ", ".join(code for code, _ in result.get("flags", ())) if result.get("flags") else ""
         ours += [
             f"{_num(result['fid_survey_count'])} ({result['survey_count']:,})",
-            f"{_num(result['fid'])} ({result['num_samples']:,})", interval, _num(result["fid_infinity"]),
+            f"{_num(result['fid'])} ({result['num_samples']:,}){flagged}", interval,
+            _num(result["fid_infinity"]) if supported else "–",
         ]
         theirs.append("–" if survey.get("fid") is None else f"{survey['fid']:g}")  # as the survey prints it
     if "train_time" in experiment.columns:
@@ -835,6 +846,23 @@ def render_table(experiment, results, scale, measured_on):
     return lines
 
 
+def _flag_notes(results):
+    """Lines under the table: what FID∞'s dash means, and every flagged row with its reason."""
+    from pipeline.stages import evaluate
+
+    lines = []
+    if any(r.get("fid_infinity_supported") is False for r in results):
+        lines.append(
+            "- FID∞ shows a dash where the row's sample count is too small for its fit "
+            "(`kdiff.metrics.fid_infinity_min_samples`: 10 per feature dimension)."
+        )
+    meanings = dict(evaluate.FLAGS)
+    for result in results:
+        for code, detail in result.get("flags", ()):
+            lines.append(f"- ⚠ {code} `{result['run']}/{result['sampler']}`: {meanings.get(code, code)} — {detail}.")
+    return lines
+
+
 def render_report(experiment, results, scale, measured_on, pictures=(), verdicts=(), stage_times=None):
     """The experiment's report as Markdown.
 
@@ -869,8 +897,9 @@ def render_report(experiment, results, scale, measured_on, pictures=(), verdicts
         "",
     ]
     lines += render_table(experiment, results, scale, measured_on) + [""]
-    lines += [f"- {note}" for note in experiment.notes] + [""]
-    ordered = claims.orderings(results)
+    lines += [f"- {note}" for note in experiment.notes]
+    lines += _flag_notes(results) + [""]
+    ordered = claims.orderings(results, next((r["kid_label"] for r in results if r.get("kid_label")), "KID"))
     if ordered:
         count = next(r["equal_count"] for r in results if r.get("fid_equal") is not None)
         lines += ["## Which orderings are resolved", "",

@@ -17,10 +17,11 @@ def test_order_needs_intervals_apart():
     assert claims.order(_row("a", "x", 13), _row("a", "y", 10)) == 1
     assert claims.order(_row("a", "x", 10), _row("a", "y", 11.5)) == 0  # [9, 11] and [10.5, 12.5] overlap
     assert claims.order(_row("a", "x", 10) | {"fid_equal_low": None}, _row("a", "y", 3)) is None
-    lines = claims.orderings([_row("r", "x", 10), _row("r", "y", 11.5), _row("r", "z", 20)])
-    assert len(lines) == 3
-    assert "`r/x` and `r/y`: within noise" in lines[0]
-    assert "`r/x` better than `r/z`: resolved" in lines[1] and "`r/y` better than `r/z`: resolved" in lines[2]
+    lines = claims.orderings([_row("r", "x", 10, kid=2.0), _row("r", "y", 11.5, kid=1.0), _row("r", "z", 20, kid=3.0)])
+    assert len(lines) == 4  # one disagreement, then the three pairs
+    assert "order `r/x` and `r/y` differently" in lines[0]  # FID ranks x better, KID ranks y better
+    assert "`r/x` below `r/z` by FID" in lines[1] and "`r/y` below `r/z` by FID" in lines[2]
+    assert "`r/x` and `r/y`: FID intervals [9, 11] and [10.5, 12.5] overlap" in lines[3]
 
 
 def test_ddim_close_to_ddpm():

@@ -235,7 +235,7 @@ def test_rows_are_compared_at_the_count_they_share(tmp_path):
     assert rows[1]["fid_equal"] == pytest.approx(metrics.fid_from_features(train, far))
     assert rows[0]["fid_equal_low"] <= rows[0]["fid_equal"] <= rows[0]["fid_equal_high"] < rows[1]["fid_equal_low"]
     text = experiments.render_report(experiments.get("table1"), rows, "small", "cpu")
-    assert "## Which orderings are resolved" in text and "better than `ddpm_linear/ddpm_1000`: resolved" in text
+    assert "## Which orderings are resolved" in text and "`ddpm_linear/ddim_50` below `ddpm_linear/ddpm_1000` by FID" in text
 
 
 def test_stage_times_come_from_each_stages_done_file(tmp_path):
