@@ -27,8 +27,13 @@ def test_the_five_experiments_and_the_survey_figures():
     assert survey[("ddpm_linear", "ddim_50")] == {"fid": 103.322, "train_minutes": 127, "minutes_per_100": 4}
     assert survey[("ddpm_cosine", "ddim_50")] == {"fid": 113.433, "train_minutes": 125, "minutes_per_100": 4}
     (run,) = table["table2"].runs_at("seed")
-    assert [(r.key, r.survey["fid"], r.survey["minutes_per_100"]) for r in run.rows] == [
+    assert [(r.key, r.survey["fid"], r.survey["minutes_per_100"]) for r in run.rows[:4]] == [
         ("ddpm_50", 459.211, 10), ("ddpm_1000", 77.659, 213), ("ddim_50", 81.006, 10), ("ddim_1000", 94.843, 213)]
+    extra = run.rows[4]  # not in the survey: DDIM-1000 with ε recomputed from the clipped x̂₀
+    assert extra.key == "ddim_1000_clipped_eps" and not extra.survey
+    name, kwargs = experiments.sampler_config(extra)
+    assert kwargs == {**experiments.sampler_config(run.rows[3])[1], "clipped_eps": True}
+    assert experiments.sampler_config(run.rows[3])[1]["clipped_eps"] is False  # diffusers' DDIMPipeline
     assert table["ncsn"].runs[0].rows[0].survey == {"fid": 110.163, "seconds_per_sample": 100}
     sde_rows = table["sde"].runs[0].rows
     assert sde_rows[0].survey == {"fid": 63.514, "seconds_per_sample": 720}
@@ -59,7 +64,7 @@ def test_every_row_at_the_trained_scales_comes_from_a_trained_model():
     (shared,) = experiments.get("table2").runs_at("medium")
     assert shared.name == "ddpm_linear"
     linear = experiments.run_config(experiments.get("table1").runs[0], "medium")
-    assert sorted(linear.samplers) == ["ddim_1000", "ddim_50", "ddpm_1000", "ddpm_50"]
+    assert sorted(linear.samplers) == ["ddim_1000", "ddim_1000_clipped_eps", "ddim_50", "ddpm_1000", "ddpm_50"]
     assert linear == experiments.run_config(shared, "medium")
 
 
@@ -67,7 +72,7 @@ def test_long_rows_draw_fewer_samples_at_the_trained_scales():
     linear = experiments.run_config(experiments.get("table1").runs[0], "medium")
     counts = {name: kwargs.get("num_samples", linear.num_samples) for name, kwargs in linear.samplers.items()}
     assert linear.num_samples == 2048
-    assert counts == {"ddpm_1000": 500, "ddim_50": 2048, "ddpm_50": 2048, "ddim_1000": 500}
+    assert counts == {"ddpm_1000": 500, "ddim_50": 2048, "ddpm_50": 2048, "ddim_1000": 500, "ddim_1000_clipped_eps": 500}
     sde = experiments.run_config(experiments.get("sde").runs_at("small")[0], "small")
     assert sde.samplers["score_sde_ve_pc"]["num_samples"] == experiments.LONG_ROW_SAMPLES
     assert "num_samples" not in sde.samplers["dpm_solver_20"]
