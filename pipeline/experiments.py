@@ -155,11 +155,18 @@ class Experiment:
     notes: tuple = ()
 
     def runs_at(self, scale):
-        """Its runs at ``scale``, one per name, in definition order."""
+        """Its runs at ``scale``, one per name in definition order, each with the rows of
+        every definition of that name here (``retrieval`` lists table1's and table2's
+        ``ddpm_linear`` at the trained scales)."""
         found = {}
         for run in self.runs:
-            if scale in run.configs:
-                found.setdefault(run.name, run)
+            if scale not in run.configs:
+                continue
+            if run.name in found:
+                known = found[run.name]
+                keys = {row.key for row in known.rows}
+                run = dataclasses.replace(known, rows=known.rows + tuple(r for r in run.rows if r.key not in keys))
+            found[run.name] = run
         return tuple(found.values())
 
 

@@ -38,10 +38,12 @@ def test_the_five_experiments_and_the_survey_figures():
     sde_rows = table["sde"].runs[0].rows
     assert sde_rows[0].survey == {"fid": 63.514, "seconds_per_sample": 720}
     assert [r.key for r in sde_rows[1:]] == ["dpm_solver_20", "heun_20"] and not sde_rows[1].survey
-    # retrieval covers every model of the others, at every scale
+    # retrieval covers every model and row of the others, at every scale
     for scale in experiments.SCALES:
         others = list(dict.fromkeys(run.name for name in NAMES[:-1] for run in table[name].runs_at(scale)))
         assert [run.name for run in table["retrieval"].runs_at(scale)] == others
+        for run in table["retrieval"].runs_at(scale):
+            assert [row.key for row in run.rows] == [row.key for row in experiments.shared_rows(run.name, scale)]
     with pytest.raises(ValueError, match="table1"):
         experiments.get("table3")
     with pytest.raises(ValueError, match="scale"):
