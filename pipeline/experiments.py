@@ -341,7 +341,7 @@ def run_config(run, scale, overrides=None, paths=None):
             values["model_source"] = f"ncsn:{paths.get('ncsn_checkpoint') or 'CHECKPOINT'}"
         values.setdefault("dataset", "folder:CELEBA_HQ")
     values["samplers"] = dict(sampler_config(row, scale) for row in run.rows)
-    values.update(overrides or {})
+    values = config_lib.layered(values, overrides or {})  # a --train_steps replaces the run's epochs
     return config_lib.preset("tiny" if scale == "small" else "default", **values)
 
 

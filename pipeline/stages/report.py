@@ -342,7 +342,7 @@ def build_summary(stats, history, timings, metrics, retrieval, params):
         row.update({f"retrieval_{k}": v for k, v in retrieval.get(name, {}).items() if not isinstance(v, (dict, list))})
         samplers[name] = with_kid(row)
     return {
-        "run": {**params, "num_train": stats.get("num_train"), "num_eval": stats.get("num_eval")},
+        "run": {**params, "epochs": history.get("epochs", params.get("epochs")), "num_train": stats.get("num_train"), "num_eval": stats.get("num_eval")},
         "training": {
             "seconds": history.get("seconds"),
             "steps": history.get("steps"),
