@@ -7,6 +7,7 @@ milliseconds; the train-stage runs use the two-convolution ``TinyNet`` of
 
 import json
 import os
+import re
 
 import keras
 import numpy as np
@@ -120,9 +121,8 @@ def test_the_train_stage_reads_train_steps_and_keeps_it_out_of_the_checkpoint_ke
 
 def _params(train_steps, **overrides):
     """The train stage's params: the tiny preset at ``train_steps``, batch 8, checkpoints every 2 steps."""
-    cfg = config.preset(
-        "tiny", train_steps=train_steps, batch_size=BATCH, checkpoint_every_steps=2, learning_rate=1e-3, **overrides
-    )
+    values = {"batch_size": BATCH, "checkpoint_every_steps": 2, "learning_rate": 1e-3, **overrides}
+    cfg = config.preset("tiny", train_steps=train_steps, **values)
     params = cfg.section(train.SPEC.parameters)
     params.update(beam_args=["--runner=DirectRunner"], data_range=list(cfg.data_range), force=False, resume=False)
     return params
@@ -141,47 +141,61 @@ def tiny(monkeypatch):
 @pytest.mark.slow
 def test_train_steps_runs_exactly_that_many_steps_and_resumes_in_a_partial_epoch(tmp_path, examples, tiny,
                                                                                   monkeypatch, capsys):
-    """train_steps=23 on 6 batches an epoch: 4 epochs, the last of 5 batches; the optimizer
-    counts 23 steps. A crash at step 21 (checkpoint at 20) resumes into the partial last
+    """train_steps=29 on 6 batches an epoch: 5 epochs, the last of 5 batches; the optimizer
+    counts 29 steps. A crash at step 27 (checkpoint at 26) resumes into the partial last
     epoch and ends with the uninterrupted run's weights."""
-    params = _params(train_steps=23, lr_decay=True)
+    params = _params(train_steps=29, lr_decay=True)
     assert params["epochs"] is None  # the tiny preset's epochs gave way
     reference_dir = str(tmp_path / "reference")
     stage_tests.run_train(reference_dir, examples, params)
     out = capsys.readouterr().out
-    assert "train: training 23 steps: 3.8 epochs of 6 batches (48 images, batch 8); --train_steps" in out
-    assert "train: step 21/23 - " in out and " left" in out  # the time-left estimate, 20 steps after the first
-    assert "epoch 4/4" in out
+    assert "train: training 29 steps: 4.8 epochs of 6 batches (48 images, batch 8); --train_steps" in out
+    # the time left, from the second epoch on (the first one's end traces the validation)
+    assert re.search(r"train: epoch 1/5 - loss \S+ - val_loss \S+ - \S+ steps/s - step 6 - \S+ s\n", out)
+    assert re.search(r"train: epoch 2/5 - .* - step 12 - \S+ s - ≈ \d+ s left\n", out)
+    assert "epoch 5/5" in out
     model_dir = os.path.join(reference_dir, "train", "model")
     history = read_json(os.path.join(model_dir, "history.json"))
-    assert history["steps"] == 23 and history["epochs"] == 4 and len(history["loss"]) == 4
+    assert history["steps"] == 29 and history["epochs"] == 5 and len(history["loss"]) == 5
     reference = keras.saving.load_model(os.path.join(model_dir, "model.keras"))
-    assert int(reference.optimizer.iterations) == 23
-    # lr_decay ends at the last of the 23 steps
+    assert int(reference.optimizer.iterations) == 29
+    # lr_decay ends at the last of the 29 steps
     assert float(keras.ops.convert_to_numpy(reference.optimizer.learning_rate)) == pytest.approx(0.0, abs=1e-12)
 
     make_callbacks = train.make_callbacks
 
-    class CrashAt21(keras.callbacks.Callback):
+    class CrashAt27(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
-            if train._step(self.model) >= 21:
+            if train._step(self.model) >= 27:
                 raise stage_tests.Crash()
 
     run_dir = str(tmp_path / "crashed")
-    monkeypatch.setattr(train, "make_callbacks", lambda *a, **k: make_callbacks(*a, **k) + [CrashAt21()])
+    monkeypatch.setattr(train, "make_callbacks", lambda *a, **k: make_callbacks(*a, **k) + [CrashAt27()])
     with pytest.raises(stage_tests.Crash):
         stage_tests.run_train(run_dir, examples, params)
     state = read_json(os.path.join(run_dir, "train", "checkpoints", "state.json"))
-    assert (state["step"], state["epoch"], state["batch"]) == (20, 3, 2)
+    assert (state["step"], state["epoch"], state["batch"]) == (26, 4, 2)
     monkeypatch.setattr(train, "make_callbacks", make_callbacks)
     capsys.readouterr()
     stage_tests.run_train(run_dir, examples, params)
-    assert "resuming from the checkpoint at step 20 (epoch 4, batch 2)" in capsys.readouterr().out
+    assert "resuming from the checkpoint at step 26 (epoch 5, batch 2)" in capsys.readouterr().out
     resumed = keras.saving.load_model(os.path.join(run_dir, "train", "model", "model.keras"))
-    assert int(resumed.optimizer.iterations) == 23
+    assert int(resumed.optimizer.iterations) == 29
     for x, y in zip(resumed.ema_network.get_weights() + resumed.network.get_weights(),
                     reference.ema_network.get_weights() + reference.network.get_weights()):
         np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_the_console_says_the_time_left_20_steps_in_and_an_epoch_line_a_tenth(tmp_path, examples, tiny, capsys):
+    """480 steps of 24 batches an epoch (batch 2): 20 epochs, a line every 2nd (and the first);
+    the first time left 20 steps past the first step (which traces the train step)."""
+    stage_tests.run_train(str(tmp_path), examples, _params(train_steps=480, batch_size=2))
+    out = capsys.readouterr().out
+    assert "train: training 480 steps: 20 epochs of 24 batches (48 images, batch 2); --train_steps" in out
+    assert re.findall(r"train: step (\d+)/480 - \S+ steps/s - ≈ \S+ s left\n", out) == ["21"]
+    assert re.findall(r"train: epoch (\d+)/20 ", out) == ["1"] + [str(e) for e in range(2, 21, 2)]
+    assert "epoch 20/20" in out and "left" not in out.split("epoch 20/20")[1].split("\n")[0]
 
 
 @pytest.mark.slow

@@ -401,24 +401,29 @@ def make_callbacks(state, checkpoints, every_steps, summary_dir, chief=True, rec
             super().__init__()
             self.checkpointer = checkpointer
             self.writers = {}
-            self.anchor = None  # (perf_counter, step) at the end of this process's first step
-            self.estimated = False
+            # (perf_counter, step) the rate is measured from: the end of this process's first
+            # step, then of its first epoch (both carry tracing: the train step's, the validation's)
+            self.anchor = None
+            self.rate = None  # steps/s since the anchor (validation included), for the time left
+            self.epochs_seen = 0
+            self.told = False  # whether a time left has been printed
+
+        def _measure(self, step):
+            if self.anchor is not None and step > self.anchor[1]:
+                self.rate = (step - self.anchor[1]) / max(time.perf_counter() - self.anchor[0], 1e-9)
 
         def _left(self, step):
-            """The time left at ``step``, from the rate since the first step: text, or None."""
-            if self.anchor is None or step <= self.anchor[1]:
-                return None
-            rate = (step - self.anchor[1]) / max(time.perf_counter() - self.anchor[0], 1e-9)
-            return _duration((length.steps - step) / rate)
+            """The time left at ``step`` at the measured rate: text, or None before a measurement."""
+            return None if not self.rate else _duration((length.steps - step) / self.rate)
 
         def on_train_batch_end(self, batch, logs=None):
             step = _step(self.model)
             if self.anchor is None:
                 self.anchor = (time.perf_counter(), step)
-            elif not self.estimated and step - self.anchor[1] >= ESTIMATE_AFTER_STEPS and step < length.steps:
-                self.estimated = True
-                rate = (step - self.anchor[1]) / max(time.perf_counter() - self.anchor[0], 1e-9)
-                _log(f"step {step:,}/{length.steps:,} - {rate:.1f} steps/s - ≈ {self._left(step)} left")
+            elif not self.told and step - self.anchor[1] >= ESTIMATE_AFTER_STEPS and step < length.steps:
+                self._measure(step)
+                self.told = True
+                _log(f"step {step:,}/{length.steps:,} - {self.rate:.1f} steps/s - ≈ {self._left(step)} left")
 
         def _writer(self, name):
             import tensorflow as tf
@@ -452,11 +457,17 @@ def make_callbacks(state, checkpoints, every_steps, summary_dir, chief=True, rec
             if val_loss is not None:
                 parts.append(f"val_loss {_fmt(val_loss)}")
             parts += [f"{rate:.1f} steps/s", f"step {step}", f"{seconds:.1f} s"]
+            self.epochs_seen += 1
+            if self.epochs_seen == 1:
+                self.anchor = (time.perf_counter(), step)  # past the validation's tracing too
+            else:
+                self._measure(step)
             left = self._left(step)
             if left is not None and step < length.steps:
                 parts.append(f"≈ {left} left")
             if state.epoch == 0 or (state.epoch + 1) % line_every == 0 or step >= length.steps:
                 _log(" - ".join(parts))
+                self.told = self.told or left is not None
             if chief:
                 with self._writer("train").as_default():
                     if loss is not None:
