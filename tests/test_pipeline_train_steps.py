@@ -226,3 +226,8 @@ def test_stats_without_num_train_fail_clearly(tmp_path, examples, tiny):
     (broken / "stats.json").write_text(json.dumps(stats))
     with pytest.raises(StageError, match="lacks num_train"):
         stage_tests.run_train(str(tmp_path / "run"), str(broken), _params(train_steps=3))
+
+
+def test_lr_decay_over_a_run_no_longer_than_its_warm_up_fails_naming_the_flags(tmp_path, examples, tiny):
+    with pytest.raises(StageError, match=r"no more than --warmup_steps=10.*Received: train_steps=10, epochs=None"):
+        stage_tests.run_train(str(tmp_path), examples, _params(train_steps=10, warmup_steps=10, lr_decay=True))

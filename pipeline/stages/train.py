@@ -619,6 +619,13 @@ class Executor:
         except ValueError as error:
             raise StageError(f"train: {error}") from error
         if params["lr_decay"]:
+            if length.steps <= params["warmup_steps"]:
+                raise StageError(
+                    f"train: --lr_decay=true decays the learning rate after the warm-up, and the run's "
+                    f"{length.steps:,} steps are no more than --warmup_steps={params['warmup_steps']:,}. Expected "
+                    "more --train_steps (or --epochs), a shorter --warmup_steps, or --lr_decay=false. Received: "
+                    f"train_steps={params['train_steps']}, epochs={params['epochs']}, warmup_steps={params['warmup_steps']}"
+                )
             params["decay_steps"] = length.steps  # the decay ends at the last step
         chief = kdiff.distribute.is_chief(strategy)
         if params["class_conditional"] and stats.get("num_classes") is None:
