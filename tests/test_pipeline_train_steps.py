@@ -111,6 +111,16 @@ def test_describe_length_says_steps_epochs_and_why():
     assert [train._duration(s) for s in (40, 330, 9000)] == ["40 s", "5.5 min", "2.5 h"]
 
 
+def test_the_builders_decay_over_a_length_known_without_the_data():
+    decay = {"lr_decay": True, "warmup_steps": 200}
+    assert builders.make_optimizer(decay)._learning_rate.decay_steps == config.DEFAULT_TRAIN_STEPS
+    assert builders.make_optimizer({**decay, "train_steps": 500})._learning_rate.decay_steps == 500
+    assert builders.make_optimizer({**decay, "epochs": 3, "decay_steps": 420})._learning_rate.decay_steps == 420
+    with pytest.raises(ValueError, match=r"Expected `decay_steps`.*Received: decay_steps=None, epochs=3"):
+        builders.make_optimizer({**decay, "epochs": 3})  # an epoch's steps depend on the data
+    assert builders.make_optimizer({"lr_decay": False, "epochs": 3})._learning_rate.decay_steps is None
+
+
 def test_the_train_stage_reads_train_steps_and_keeps_it_out_of_the_checkpoint_key():
     assert "train_steps" in train.SPEC.parameters
     assert "train_steps" not in train.CHECKPOINT_KEY_PARAMETERS and "epochs" not in train.CHECKPOINT_KEY_PARAMETERS
