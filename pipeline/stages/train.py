@@ -539,8 +539,9 @@ def describe_length(length, num_train, batch_size):
         batch_size: the global batch size.
 
     Returns:
-        E.g. "training 3,000 steps: 115.4 epochs of 26 batches (1,617 images, batch 64);
-        the default length (--train_steps or --epochs set another)".
+        E.g. "training 4,000 steps: 153.8 epochs of 26 batches (1,617 images, batch 64);
+        the default length, 4,000 steps whatever the dataset's size (--train_steps or
+        --epochs sets another)".
     """
     epochs = length.steps / length.batches_per_epoch
     shown = f"{length.epochs}" if float(epochs).is_integer() else f"{epochs:.1f}"
