@@ -58,7 +58,7 @@ from pipeline.config import (  # noqa: F401 - the choices live with the config; 
 # The fields each builder reads (filled with their RunConfig defaults and checked).
 NETWORK_FIELDS = ("family", "network", "base_channels", "num_res_blocks", "num_sigmas", "precision")
 PROCESS_FIELDS = ("family", "schedule", "T", "sigma_max", "sigma_min", "num_sigmas", "sde", "sde_N")
-OPTIMIZER_FIELDS = ("learning_rate", "warmup_steps", "warmup_from", "lr_decay")
+OPTIMIZER_FIELDS = ("learning_rate", "warmup_steps", "warmup_from", "lr_decay", "train_steps", "epochs")
 MODEL_FIELDS = tuple(
     dict.fromkeys(
         NETWORK_FIELDS + PROCESS_FIELDS + OPTIMIZER_FIELDS
@@ -197,14 +197,19 @@ def make_optimizer(params):
 
     Args:
         params: config fields (``learning_rate``, ``warmup_steps``, ``warmup_from``,
-            ``lr_decay``) and, with ``lr_decay``, ``decay_steps``: the run's total steps
-            (the train stage sets it).
+            ``lr_decay``, ``train_steps``, ``epochs``) and, with ``lr_decay``,
+            ``decay_steps``: the run's total steps (the train stage sets it). Without it,
+            a run whose length does not depend on the data — ``train_steps``, or neither
+            ``train_steps`` nor ``epochs`` (``pipeline.config.DEFAULT_TRAIN_STEPS``) —
+            decays over that length.
 
     Returns:
         A Keras optimizer.
 
     Raises:
-        ValueError: ``lr_decay`` without a positive ``decay_steps``.
+        ValueError: ``lr_decay`` with ``epochs`` and without a positive ``decay_steps``
+            (the steps of an epoch depend on the data), or ``decay_steps`` no more than
+            ``warmup_steps``.
     """
     from kdiff import optim
 
@@ -214,10 +219,13 @@ def make_optimizer(params):
     decay_steps = None
     if params["lr_decay"]:
         decay_steps = params.get("decay_steps")
+        if decay_steps is None and params["epochs"] is None:
+            decay_steps = params["train_steps"] or config_lib.DEFAULT_TRAIN_STEPS
         if not decay_steps or int(decay_steps) < 1:
             raise ValueError(
-                "Expected `decay_steps` (the run's total training steps) with lr_decay=true. "
-                f"Received: decay_steps={decay_steps!r}"
+                "Expected `decay_steps` (the run's total training steps) with lr_decay=true and `epochs` "
+                f"(the steps of an epoch depend on the data). Received: decay_steps={decay_steps!r}, "
+                f"epochs={params['epochs']!r}"
             )
         decay_steps = int(decay_steps)
     return optim.adam(

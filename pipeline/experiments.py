@@ -473,7 +473,7 @@ def run_config(run, scale, overrides=None, paths=None):
         if "ncsn_checkpoint" in run.needs:
             values["model_source"] = f"ncsn:{paths.get('ncsn_checkpoint') or 'CHECKPOINT'}"
         values.setdefault("dataset", "folder:CELEBA_HQ")
-    values.update(overrides or {})
+    values = config_lib.layered(values, overrides or {})  # a --train_steps replaces the run's epochs
     samplers = {}
     for row in shared_rows(run.name, scale):
         name, kwargs = sampler_config(row)

@@ -215,7 +215,7 @@ def _experiment(known, beam_args, parser):
 
     overrides = config_lib.read_file(known.config) if known.config else {}
     given = vars(known)
-    overrides.update({name: given[name] for name in config_lib.FIELD_NAMES if name in given})
+    overrides = config_lib.layered(overrides, {name: given[name] for name in config_lib.FIELD_NAMES if name in given})
     paths = {"celeba_hq": known.celeba_hq, "ncsn_checkpoint": known.ncsn_checkpoint}
     try:
         run_experiment(
@@ -302,7 +302,8 @@ def make_config(known):
     """
     values = config_lib.read_file(known.config) if known.config else {}
     given = vars(known)
-    values.update({name: given[name] for name in config_lib.FIELD_NAMES if name in given})
+    # flags over the file: a --train_steps flag replaces the file's epochs, and the reverse
+    values = config_lib.layered(values, {name: given[name] for name in config_lib.FIELD_NAMES if name in given})
     return config_lib.preset(known.preset, **values)
 
 

@@ -184,7 +184,7 @@ def test_bad_family_names_the_field_and_its_choices(tmp_path, capsys, captured_r
 
 def test_cross_field_checks_apply_to_every_preset():
     for name in config.PRESETS:
-        with pytest.raises(ValueError, match="NCSN preset"):
+        with pytest.raises(ValueError, match=r"family=.ncsn. to be one of \[.ncsn_small., .ncsn_cifar10.\]"):
             config.preset(name, family="ncsn", network="unet_small")
         with pytest.raises(ValueError, match="sigma_min"):
             config.preset(name, sigma_min=2.0)
@@ -232,7 +232,11 @@ def test_default_run_uses_run_config_defaults(captured_run, tmp_path):
     assert run_lib.run([f"--output_dir={tmp_path}"]) == 0
     assert captured_run[-1]["config"] == config.RunConfig()
     default = config.RunConfig()
-    assert (default.learning_rate, default.ema_decay, default.image_size, default.num_shards) == (1e-3, 0.995, 8, 4)
+    assert (default.learning_rate, default.ema_decay, default.image_size, default.num_shards) == (1e-3, 0.999, 8, 4)
+    assert (default.train_steps, default.epochs, default.lr_decay, default.warmup_steps) == (None, None, True, 200)
+    # every default sampler row draws the run's count: their FIDs compare
+    assert sorted(default.samplers) == ["ddim_50", "dpm_solver_10"] and default.num_samples == 500
+    assert not any("num_samples" in kwargs for kwargs in default.samplers.values())
 
 
 def test_resolve_fills_run_config_defaults_and_checks():

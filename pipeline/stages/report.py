@@ -399,7 +399,7 @@ def build_summary(stats, history, timings, metrics, retrieval, params):
         if row.get("fid") is not None
     }
     return {
-        "run": {**params, "num_train": stats.get("num_train"), "num_eval": stats.get("num_eval")},
+        "run": {**params, "epochs": history.get("epochs", params.get("epochs")), "num_train": stats.get("num_train"), "num_eval": stats.get("num_eval")},
         "training": {
             "seconds": history.get("seconds"),
             "steps": history.get("steps"),

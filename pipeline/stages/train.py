@@ -12,6 +12,13 @@ eval split as validation, and writes, atomically, under ``outputs["model"]``:
 * ``logs/`` — TensorBoard summaries (``train/`` and ``validation/``: ``epoch_loss``,
   ``epoch_learning_rate``, ``epoch_steps_per_second``).
 
+Training length. ``train_steps`` optimizer steps exactly, whatever the dataset's size (the
+epochs follow: ceil(steps / batches per epoch), the last one partial when they do not
+divide), or ``epochs`` whole passes; with neither, ``pipeline.config.DEFAULT_TRAIN_STEPS``
+steps, so that a folder of 300 images trains as long as the digits (``pipeline.config.
+training_length``). The console says, before training, the steps and epochs, and some
+steps later the time left; then an epoch line every tenth of the run.
+
 Crash-resume. Every ``checkpoint_every_steps`` steps (and at the end of training) the model's
 weights — network, EMA copy and optimizer state, the step counter included — are
 written to ``<stage dir>/checkpoints/`` (beside the atomic output, so they survive a
@@ -30,7 +37,8 @@ size, precision, data): a checkpoint written for another is discarded with a mes
 A rerun resumes a checkpoint only with the recipe it was written with (learning rate,
 warm-up, precision: ``RECIPE_FIELDS``); with another, or with ``--force``, it trains
 afresh, unless ``--resume`` asks to continue from the checkpoint (``_should_resume``).
-Epochs and strategy may change between a crash and the rerun.
+The training length (``train_steps`` / ``epochs``) and the strategy may change between a
+crash and the rerun (a checkpoint already past the new length is exported as it is).
 
 A NaN (or infinite) loss stops training at once with a ``StageError`` naming the step,
 keeping the last good checkpoint: the last one whose weights are finite and whose
@@ -78,6 +86,7 @@ SPEC = StageSpec(
         "num_sigmas",
         "sde",
         "sde_N",
+        "train_steps",
         "epochs",
         "batch_size",
         "learning_rate",
@@ -95,11 +104,19 @@ SPEC = StageSpec(
 )
 
 # The parameters a checkpoint depends on: a checkpoint written under other values of these
-# belongs to another model and is not restored (learning rate, warm-up, epochs, strategy
-# and the checkpoint interval may change between a crash and the rerun).
+# belongs to another model and is not restored (learning rate, warm-up, the training length
+# — train_steps or epochs —, strategy and the checkpoint interval may change between a
+# crash and the rerun).
 CHECKPOINT_KEY_PARAMETERS = tuple(
-    name for name in SPEC.parameters if name not in ('epochs', 'learning_rate', 'warmup_steps', 'strategy', 'checkpoint_every_steps')
+    name for name in SPEC.parameters
+    if name not in ("train_steps", "epochs", "learning_rate", "warmup_steps", "strategy", "checkpoint_every_steps")
 ) + ("data_range",)
+
+# The time-left estimate is printed once this many steps have run after the first one
+# (which carries the train step's tracing).
+ESTIMATE_AFTER_STEPS = 20
+# About this many epoch lines in a run (and always the first and the last epoch's).
+EPOCH_LINES = 10
 
 STATE_FILE = "state.json"
 WEIGHTS_PATTERN = "ckpt-*.weights.h5"
@@ -253,11 +270,17 @@ def _keras():
 
 
 class TrainingState:
-    """What the callbacks share: the epoch, batches done in it, the history, the time."""
+    """What the callbacks share: the epoch, batches done in it, the history, the time.
 
-    def __init__(self, epochs, restored=None):
+    Args:
+        length: the run's ``pipeline.config.TrainingLength`` (its steps and epochs).
+        restored: a checkpoint's state (``Checkpoints.read``), or None for a fresh run.
+    """
+
+    def __init__(self, length, restored=None):
         restored = restored or {}
-        self.epochs = epochs
+        self.length = length
+        self.epochs = length.epochs
         self.epoch = int(restored.get("epoch", 0))
         self.batch = int(restored.get("batch", 0))  # batches done in the current epoch
         self.history = {
@@ -286,15 +309,32 @@ class TrainingState:
         }
 
 
-def make_callbacks(state, checkpoints, every_steps, summary_dir, chief=True, batches_per_epoch=None, recipe=None):
+def make_callbacks(state, checkpoints, every_steps, summary_dir, chief=True, recipe=None):
     """The stage's callbacks, in order: NaN guard, checkpoints, progress and summaries.
 
     A checkpoint falls due every ``every_steps`` steps; one due on an epoch's last batch
-    is written at the epoch's end instead (with the epoch's history, pointing at the next
-    epoch), as is the last epoch's. With ``batches_per_epoch`` unknown, every epoch end
-    is saved. ``recipe`` (the ``RECIPE_FIELDS`` values) is recorded with each checkpoint.
+    (``state.length.batches_in``: fewer in a partial last epoch) is written at the
+    epoch's end instead (with the epoch's history, pointing at the next epoch), as is the
+    last epoch's. ``recipe`` (the ``RECIPE_FIELDS`` values) is recorded with each
+    checkpoint.
+
+    The console gets one line per ``EPOCH_LINES``-th of the epochs (the first and the
+    last always) and, ``ESTIMATE_AFTER_STEPS`` steps after the first, the time left.
+
+    Args:
+        state: the ``TrainingState`` the callbacks share.
+        checkpoints: the ``Checkpoints`` to save to.
+        every_steps: steps between checkpoints (0: at epoch ends only).
+        summary_dir: where the TensorBoard summaries go.
+        chief: whether this process writes checkpoints and summaries.
+        recipe: the ``RECIPE_FIELDS`` values.
+
+    Returns:
+        The list of callbacks.
     """
     keras = _keras()
+    length = state.length
+    line_every = max(1, math.ceil(length.epochs / EPOCH_LINES))
 
     class NaNGuard(keras.callbacks.Callback):
         """Stops training at the first non-finite loss; the stage then raises StageError."""
@@ -320,7 +360,7 @@ def make_callbacks(state, checkpoints, every_steps, summary_dir, chief=True, bat
                 return
             step = _step(self.model)
             if every_steps and step % every_steps == 0:
-                if batches_per_epoch is not None and state.batch >= batches_per_epoch:
+                if state.batch >= length.batches_in(state.epoch):
                     self.pending = True  # the epoch's last batch: saved at its end
                 else:
                     self.save(step, running_loss=self._combined(self._running), running_batches=state.batch)
@@ -354,12 +394,36 @@ def make_callbacks(state, checkpoints, every_steps, summary_dir, chief=True, bat
             state.last_checkpoint_step = step
 
     class Progress(keras.callbacks.Callback):
-        """One line per epoch (loss, val_loss, steps/s) and TensorBoard epoch summaries."""
+        """Epoch lines (loss, val_loss, steps/s, time left), the first estimate of the time
+        left, and TensorBoard epoch summaries."""
 
         def __init__(self, checkpointer):
             super().__init__()
             self.checkpointer = checkpointer
             self.writers = {}
+            # (perf_counter, step) the rate is measured from: the end of this process's first
+            # step, then of its first epoch (both carry tracing: the train step's, the validation's)
+            self.anchor = None
+            self.rate = None  # steps/s since the anchor (validation included), for the time left
+            self.epochs_seen = 0
+            self.told = False  # whether a time left has been printed
+
+        def _measure(self, step):
+            if self.anchor is not None and step > self.anchor[1]:
+                self.rate = (step - self.anchor[1]) / max(time.perf_counter() - self.anchor[0], 1e-9)
+
+        def _left(self, step):
+            """The time left at ``step`` at the measured rate: text, or None before a measurement."""
+            return None if not self.rate else _duration((length.steps - step) / self.rate)
+
+        def on_train_batch_end(self, batch, logs=None):
+            step = _step(self.model)
+            if self.anchor is None:
+                self.anchor = (time.perf_counter(), step)
+            elif not self.told and step - self.anchor[1] >= ESTIMATE_AFTER_STEPS and step < length.steps:
+                self._measure(step)
+                self.told = True
+                _log(f"step {step:,}/{length.steps:,} - {self.rate:.1f} steps/s - ≈ {self._left(step)} left")
 
         def _writer(self, name):
             import tensorflow as tf
@@ -393,7 +457,17 @@ def make_callbacks(state, checkpoints, every_steps, summary_dir, chief=True, bat
             if val_loss is not None:
                 parts.append(f"val_loss {_fmt(val_loss)}")
             parts += [f"{rate:.1f} steps/s", f"step {step}", f"{seconds:.1f} s"]
-            _log(" - ".join(parts))
+            self.epochs_seen += 1
+            if self.epochs_seen == 1:
+                self.anchor = (time.perf_counter(), step)  # past the validation's tracing too
+            else:
+                self._measure(step)
+            left = self._left(step)
+            if left is not None and step < length.steps:
+                parts.append(f"≈ {left} left")
+            if state.epoch == 0 or (state.epoch + 1) % line_every == 0 or step >= length.steps:
+                _log(" - ".join(parts))
+                self.told = self.told or left is not None
             if chief:
                 with self._writer("train").as_default():
                     if loss is not None:
@@ -406,7 +480,7 @@ def make_callbacks(state, checkpoints, every_steps, summary_dir, chief=True, bat
             state.epoch += 1
             state.batch = 0
             state.partial_loss, state.partial_batches = None, 0
-            if self.checkpointer.pending or batches_per_epoch is None or state.epoch >= state.epochs:
+            if self.checkpointer.pending or state.epoch >= state.epochs:
                 self.checkpointer.save(step)
             self.checkpointer.pending = False
 
@@ -445,6 +519,42 @@ def _np():
 
 def _fmt(value):
     return "n/a" if value is None else f"{value:.4f}"
+
+
+def _duration(seconds):
+    """``seconds`` as the console says it: "40 s", "5.5 min", "1.2 h"."""
+    if seconds < 100:
+        return f"{seconds:.0f} s"
+    if seconds < 6000:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def describe_length(length, num_train, batch_size):
+    """The console line that says, before training, how long the run trains.
+
+    Args:
+        length: the run's ``pipeline.config.TrainingLength``.
+        num_train: images in the training split.
+        batch_size: the global batch size.
+
+    Returns:
+        E.g. "training 4,000 steps: 153.8 epochs of 26 batches (1,617 images, batch 64);
+        the default length, 4,000 steps whatever the dataset's size (--train_steps or
+        --epochs sets another)".
+    """
+    epochs = length.steps / length.batches_per_epoch
+    shown = f"{length.epochs}" if float(epochs).is_integer() else f"{epochs:.1f}"
+    why = {
+        "default": f"the default length, {config_lib.DEFAULT_TRAIN_STEPS:,} steps whatever the dataset's size "
+                   "(--train_steps or --epochs sets another)",
+        "train_steps": "--train_steps",
+        "epochs": f"--epochs={length.epochs}",
+    }[length.source]
+    return (
+        f"training {length.steps:,} steps: {shown} epoch{'s' if epochs != 1 else ''} of "
+        f"{length.batches_per_epoch:,} batches ({num_train:,} images, batch {batch_size}); {why}"
+    )
 
 
 # ----------------------------------------------------------------------------- executor
@@ -491,7 +601,7 @@ class Executor:
         except ValueError as error:
             raise StageError(f"train: {error}") from error
         params["data_range"] = [float(v) for v in params["data_range"]]
-        epochs, batch_size, seed = params["epochs"], params["batch_size"], params["seed"]
+        batch_size, seed = params["batch_size"], params["seed"]
         every = params["checkpoint_every_steps"]
         strategy_name, precision = params["strategy"], params["precision"]
         checkpoint_dir = checkpoint_dir_for(model_dir)
@@ -500,9 +610,24 @@ class Executor:
             _import(params, image_shape, model_dir)
             return
         num_train = stats.get("num_train")
-        batches_per_epoch = math.ceil(int(num_train) / batch_size) if num_train else None
+        if num_train is None:
+            raise StageError(
+                f"train: {examples_dir}/stats.json lacks num_train, which the training length (steps and "
+                "epochs) is derived from; rerun the ingest stage with --force."
+            )
+        try:
+            length = config_lib.training_length(num_train, batch_size, params["train_steps"], params["epochs"])
+        except ValueError as error:
+            raise StageError(f"train: {error}") from error
         if params["lr_decay"]:
-            params["decay_steps"] = epochs * (batches_per_epoch or 1)  # the decay ends at the last step
+            if length.steps <= params["warmup_steps"]:
+                raise StageError(
+                    f"train: --lr_decay=true decays the learning rate after the warm-up, and the run's "
+                    f"{length.steps:,} steps are no more than --warmup_steps={params['warmup_steps']:,}. Expected "
+                    "more --train_steps (or --epochs), a shorter --warmup_steps, or --lr_decay=false. Received: "
+                    f"train_steps={params['train_steps']}, epochs={params['epochs']}, warmup_steps={params['warmup_steps']}"
+                )
+            params["decay_steps"] = length.steps  # the decay ends at the last step
         chief = kdiff.distribute.is_chief(strategy)
         if params["class_conditional"] and stats.get("num_classes") is None:
             raise StageError(
@@ -534,17 +659,17 @@ class Executor:
                 f"resuming from the checkpoint at step {restored['step']} (epoch {restored['epoch'] + 1}, "
                 f"batch {restored['batch']}) in {checkpoint_dir}"
             )
-        state = TrainingState(epochs, restored)
-        summary_dir = os.path.join(checkpoint_dir, "logs")
-        callbacks = make_callbacks(
-            state, checkpoints, every, summary_dir, chief=chief, batches_per_epoch=batches_per_epoch,
-            recipe=recipe,
-        )
-        try:
-            self._train(
-                model, strategy, strategy_name, examples_dir, params, state, callbacks, batch_size, seed,
-                batches_per_epoch,
+        state = TrainingState(length, restored)
+        _log(describe_length(length, int(num_train), batch_size))
+        if length.steps < params["warmup_steps"]:
+            _log(
+                f"the warm-up ({params['warmup_steps']:,} steps) is longer than the run: the learning rate "
+                f"never reaches --learning_rate={params['learning_rate']}"
             )
+        summary_dir = os.path.join(checkpoint_dir, "logs")
+        callbacks = make_callbacks(state, checkpoints, every, summary_dir, chief=chief, recipe=recipe)
+        try:
+            self._train(model, strategy, strategy_name, examples_dir, params, state, callbacks, batch_size, seed)
         finally:
             for callback in callbacks:
                 if hasattr(callback, "close"):
@@ -577,9 +702,7 @@ class Executor:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)  # the run is complete
         _log(f"wrote {model_dir} ({steps} steps in {state.seconds:.1f} s)")
 
-    def _train(
-        self, model, strategy, strategy_name, examples_dir, params, state, callbacks, batch_size, seed, batches_per_epoch
-    ):
+    def _train(self, model, strategy, strategy_name, examples_dir, params, state, callbacks, batch_size, seed):
         import kdiff
         from pipeline import data as data_lib
 
@@ -593,15 +716,20 @@ class Executor:
                 )
             except Exception as error:  # noqa: BLE001 - validation is optional
                 _log(f"no validation data ({error}); training without val_loss")
-        if state.epoch >= state.epochs:
-            _log(f"the checkpoint already holds all {state.epochs} epochs; exporting it")
-        while state.epoch < state.epochs:
+        length = state.length
+        done = _step(model)
+        if done >= length.steps:
+            _log(f"the checkpoint already holds {done:,} steps, the {length.steps:,} asked for; exporting it")
+            return
+        while state.epoch < length.epochs:
             epoch = state.epoch
+            batches = length.batches_in(epoch)
             # One fit over every remaining whole epoch (one iterator and one set of Keras
             # per-fit costs, about a second an epoch here); a resumed epoch's remaining
-            # batches, a multi-worker run and an unknown epoch length go one epoch a fit.
-            whole = batches_per_epoch is not None and not state.batch and strategy_name != "multi_worker"
-            last = state.epochs if whole else epoch + 1
+            # batches, a partial last epoch (train_steps not a multiple of an epoch's
+            # batches) and a multi-worker run go one epoch a fit.
+            whole = not state.batch and batches == length.batches_per_epoch and strategy_name != "multi_worker"
+            last = length.whole_epochs if whole else epoch + 1
             seeds = [shuffle_seed(seed, e) for e in range(epoch, last)]
             dataset = data_lib.make_dataset(
                 examples_dir, data_range, batch_size, split="train", shuffle_seed=seeds,
@@ -609,12 +737,14 @@ class Executor:
             )
             if state.batch:
                 dataset = dataset.skip(state.batch)  # the batches this epoch had done before the restart
+            if not whole:
+                dataset = dataset.take(max(batches - state.batch, 0))  # a partial last epoch stops at the last step
             if strategy_name == "multi_worker":
                 kdiff.distribute.fit(model, dataset, epochs=1, strategy=strategy, callbacks=callbacks, verbose=0)
             else:
                 model.fit(
                     dataset, validation_data=validation, initial_epoch=epoch, epochs=last,
-                    steps_per_epoch=batches_per_epoch if whole else None,
+                    steps_per_epoch=length.batches_per_epoch if whole else None,
                     callbacks=callbacks, shuffle=False, verbose=0,
                 )
             if state.nan_step is not None:
