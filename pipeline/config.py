@@ -694,9 +694,10 @@ def check_network(family, network):
     """
     _network(network, "network")
     if network not in FAMILY_NETWORKS[family]:
+        why = " (its learned variance belongs to DDPM)" if network == "unet_improved" else ""
         raise ValueError(
             f"Expected `network` for family={family!r} to be one of {list(FAMILY_NETWORKS[family])}. "
-            f"Received: network={network!r}"
+            f"Received: network={network!r}{why}"
         )
 
 

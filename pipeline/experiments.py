@@ -676,7 +676,7 @@ def fid_at(features_path, name, count, bootstrap_rounds=0, seed=0):
 
 def stage_seconds(run_dir):
     """Each stage's wall time in a run's last execution (``_DONE.json``), stage → seconds or None."""
-    from pipeline.run import STAGE_ORDER
+    from pipeline.stages import STAGE_ORDER
 
     return {stage: _read(os.path.join(run_dir, stage, "_DONE.json")).get("seconds") for stage in STAGE_ORDER}
 
@@ -954,7 +954,7 @@ def render_stage_times(stage_times):
     Returns:
         Markdown lines.
     """
-    from pipeline.run import STAGE_ORDER
+    from pipeline.stages import STAGE_ORDER
 
     lines = ["## Time per stage", "",
              "Each run's stages as they last ran (a cached stage keeps the time it took); a run interrupted at "

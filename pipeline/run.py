@@ -27,12 +27,12 @@ import time
 from kdiff_console import quiet_logs
 from pipeline import config as config_lib
 from pipeline import errors
+from pipeline.stages import STAGE_ORDER
 
 # pipeline.stages (and with it kdiff and TensorFlow) is imported inside the functions that
 # run stages, after quiet_logs: --help and flag errors never load TensorFlow, and its
 # start-up lines stay hidden.
 
-STAGE_ORDER = ("ingest", "train", "sample", "evaluate", "retrieve", "report")
 
 # Where each artifact lives under output_dir.
 ARTIFACT_PATHS = {

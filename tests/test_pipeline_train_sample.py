@@ -197,7 +197,7 @@ def test_build_network_presets():
     "family, overrides, message",
     [
         ("ddpm", {"network": "ncsn_small"}, "family='ddpm'"),
-        ("ncsn", {"network": "unet_small"}, "NCSN preset"),
+        ("ncsn", {"network": "unet_small"}, "one of ['ncsn_small', 'ncsn_cifar10']"),
         ("sde", {"network": "unet_improved"}, "learned variance"),
         ("ddpm", {"network": "unet_huge"}, "Expected `network` in"),
         ("ddpm", {"network": "unet_improved", "loss": "simple"}, "loss='hybrid'"),
