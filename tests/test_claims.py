@@ -49,10 +49,14 @@ def test_schedule_claim_and_worse_than():
     table2 = [_row("m", "ddpm_50", 90), _row("m", "ddpm_1000", 10), _row("m", "ddim_50", 11), _row("m", "ddim_1000", 10)]
     verdicts = claims.check("table2", table2)
     assert [v.verdict for v in verdicts] == [claims.UNRESOLVED, claims.SUPPORTS, claims.UNRESOLVED]  # no times
+    # NCSN against each other model's best row: m's best is 10, so a broken ddpm_50 (90) does not count
     ncsn = claims.check("ncsn", [_row("ncsn", "ncsn_annealed_langevin", 30)], table2)
-    assert ncsn[0].verdict == claims.CONTRADICTS  # ddpm_50 (90) is worse
-    ncsn = claims.check("ncsn", [_row("ncsn", "ncsn_annealed_langevin", 30)], table2[1:])
-    assert ncsn[0].verdict == claims.SUPPORTS
+    assert ncsn[0].verdict == claims.SUPPORTS and "ddpm_50" not in ncsn[0].evidence
+    ncsn = claims.check("ncsn", [_row("ncsn", "ncsn_annealed_langevin", 30)], table2 + [_row("sde", "pc", 40)])
+    assert ncsn[0].verdict == claims.CONTRADICTS  # the sde model's best (40) is worse
+    ncsn = claims.check("ncsn", [_row("ncsn", "ncsn_annealed_langevin", 10.5)], table2)
+    assert ncsn[0].verdict == claims.UNRESOLVED
+    assert [r["row"] for r in claims.best_rows(table2 + [_row("sde", "pc", 40)])] == ["ddpm_1000", "pc"]
 
 
 def test_sde_quality_and_cost():
