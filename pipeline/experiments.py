@@ -736,7 +736,7 @@ def run_results(run, scale, run_dir):
     return results
 
 
-def add_equal_count_fids(results, bootstrap_rounds=100, seed=0):
+def add_equal_count_fids(results, bootstrap_rounds=None, seed=0):
     """Adds to each row its FID at the sample count every row has, with a bootstrap interval.
 
     FID falls as the sample count grows, so rows drawn from different counts (the long
@@ -746,12 +746,15 @@ def add_equal_count_fids(results, bootstrap_rounds=100, seed=0):
 
     Args:
         results: ``run_results`` rows (changed in place).
-        bootstrap_rounds: rounds of the bootstrap interval.
+        bootstrap_rounds: rounds of the bootstrap interval (None: the evaluate stage's).
         seed: its seed.
 
     Returns:
         ``results``.
     """
+    from pipeline.stages import evaluate
+
+    bootstrap_rounds = evaluate.BOOTSTRAP_ROUNDS if bootstrap_rounds is None else bootstrap_rounds
     counts = [r["num_samples"] for r in results if r.get("features") and r["num_samples"] >= 2]
     count = min(counts) if counts else 0
     for result in results:
