@@ -170,7 +170,7 @@ def _add_experiment_flags(parser):
 
 
 def run_experiment(name, scale, output_dir, beam_args, *, overrides=None, paths=None, force=False, allow_cpu=False,
-                   log=print):
+                   stages=STAGE_ORDER, log=print):
     """Runs an experiment's runs through the pipeline's stages and writes its report
     (``pipeline.experiments`` holds the experiments; this runs them).
 
@@ -184,10 +184,12 @@ def run_experiment(name, scale, output_dir, beam_args, *, overrides=None, paths=
         paths: ``{"celeba_hq": …, "ncsn_checkpoint": …}`` for the seed scale.
         force: rerun cached stages.
         allow_cpu: let table1 train without a GPU at the seed scale.
+        stages: the stages each run runs (``--stages``: e.g. ``("ingest", "train")`` trains
+            every model now and samples later); the report is written once they reach it.
         log: where progress lines go.
 
     Returns:
-        The report's path.
+        The report's path, or None when ``stages`` stop before the report.
 
     Raises:
         ValueError: an unknown experiment or scale, a bad override, or (seed scale) what
@@ -202,13 +204,17 @@ def run_experiment(name, scale, output_dir, beam_args, *, overrides=None, paths=
     root = os.path.join(output_dir, scale)
     for run_name, config in configs.items():
         log(f"[{name}] run {run_name} → {os.path.join(root, 'runs', run_name)}")
-        run_stages(config, os.path.join(root, "runs", run_name), beam_args, force=force)
+        run_stages(config, os.path.join(root, "runs", run_name), beam_args, force=force, stages=stages)
+    if "report" not in stages:
+        log(f"[{name}] report not written: --stages stops before it; run again without --stages to finish "
+            "(the stages that ran are cached)")
+        return None
     path = experiments.write_report(experiment, scale, root, experiments.hardware())
     log(f"[{name}] report: {os.path.abspath(path)}")
     return path
 
 
-def _experiment(known, beam_args, parser):
+def _experiment(known, stages, beam_args, parser):
     """Runs ``--experiment``: its runs and its report (exit code 0, or 1 on a stage error)."""
     from pipeline.lock import RunLockedError
     from pipeline.stages.base import StageError
@@ -220,7 +226,7 @@ def _experiment(known, beam_args, parser):
     try:
         run_experiment(
             known.experiment, known.scale, known.output_dir, beam_args, overrides=overrides, paths=paths,
-            force=known.force, allow_cpu=known.allow_cpu,
+            force=known.force, allow_cpu=known.allow_cpu, stages=stages,
         )
     except ValueError as error:
         parser.error(str(error))
@@ -541,7 +547,7 @@ def run(argv=None, save_main_session=True):
         if known.experiment is not None:
             if not any(arg.startswith("--runner") for arg in beam_args):
                 beam_args = ["--runner=DirectRunner"] + list(beam_args)
-            return _experiment(known, beam_args, parser)
+            return _experiment(known, stages, beam_args, parser)
         try:
             config = make_config(known)
             if "sample" in stages:

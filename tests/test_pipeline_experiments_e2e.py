@@ -38,10 +38,21 @@ def _results(path):
 def test_each_experiment_runs_end_to_end_at_small_scale(tmp_path):
     # One test for the five: retrieval reuses the others' runs (a module fixture shared by
     # parametrized tests can be set up twice when pytest-xdist interleaves other modules).
+    # --stages=ingest,train first: every model trains, no report; the full run then finds
+    # those stages cached and goes on from there.
+    first = run_lib.run_experiment("table1", "small", str(tmp_path), ["--runner=DirectRunner"], overrides=TINY,
+                                   stages=("ingest", "train"))
+    assert first is None and not os.path.exists(os.path.join(tmp_path, "small", "table1"))
+    for run in ("ddpm_linear", "ddpm_cosine"):
+        run_dir = os.path.join(tmp_path, "small", "runs", run)
+        assert os.path.exists(os.path.join(run_dir, "train", "_DONE.json"))
+        assert not os.path.exists(os.path.join(run_dir, "sample"))
+    trained_at = os.path.getmtime(os.path.join(tmp_path, "small", "runs", "ddpm_linear", "train", "_DONE.json"))
     paths = {}
     for name in NAMES:
         paths[name] = run_lib.run_experiment(name, "small", str(tmp_path), ["--runner=DirectRunner"], overrides=TINY)
         _check_report(name, paths[name])
+    assert os.path.getmtime(os.path.join(tmp_path, "small", "runs", "ddpm_linear", "train", "_DONE.json")) == trained_at
 
 
 def _check_report(name, path):
