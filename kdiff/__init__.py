@@ -1,21 +1,20 @@
 """kdiff: diffusion models for Keras 3 / TensorFlow.
 
 The four families of the survey — DDPM, DDIM, NCSN and score-based SDE models — as
-schedules and SDEs (``kdiff.schedules``, ``kdiff.sde``), losses (``kdiff.losses``),
-samplers (``kdiff.samplers``; DPM-Solver++ and Karras et al.'s in ``kdiff.solvers``), likelihoods (``kdiff.likelihood``) and metrics
-(``kdiff.metrics``), plus ``kdiff.sample`` (one call from a model to images) and
-``kdiff.slerp``; ``kdiff.guidance`` is classifier-free guidance; ``kdiff.recipes`` names reference sampling runs; ``kdiff.load`` opens an export once for many ``kdiff.sample`` calls. Every sampler is an entry of ``kdiff.registry``; every process (a
+schedules and SDEs (``kdiff.schedules``, ``kdiff.sde``), losses (``kdiff.losses``), every
+sampler (``kdiff.samplers``, with its registry, recipes, guidance and editing), likelihoods
+(``kdiff.likelihood``) and metrics (``kdiff.metrics``), plus ``kdiff.sample`` (one call from
+a model to images), ``kdiff.slerp``, ``kdiff.inpaint`` / ``kdiff.img2img``, and
+``kdiff.load`` (an export opened once for many ``kdiff.sample`` calls). Every process (a
 schedule, a σ ladder, an SDE) implements ``kdiff.process.Process``.
 """
 
+from kdiff import _moved
 from kdiff import (
     data,
     digits,
     distribute,
-    draw,
-    editing,
     export,
-    guidance,
     images,
     likelihood,
     losses,
@@ -24,15 +23,12 @@ from kdiff import (
     optim,
     process,
     processes,
-    recipes,
-    registry,
     samplers,
     schedules,
     sde,
-    solvers,
 )
 from kdiff.diffusion import DDPM, NCSN, ScoreSDE
-from kdiff.editing import img2img, inpaint
+from kdiff.samplers.editing import img2img, inpaint
 from kdiff.convert.diffusers import from_diffusers
 from kdiff.convert.ncsn import from_ncsn_checkpoint
 from kdiff.export import load
@@ -41,6 +37,16 @@ from kdiff.sampling import sample
 
 __version__ = "0.1.0"
 
+_moved.install()
+
+
+def __getattr__(name):
+    """``kdiff.registry`` and the other moved modules: their new home, with a warning."""
+    if f"kdiff.{name}" in _moved.MOVED:
+        return _moved.resolve(f"kdiff.{name}")
+    raise AttributeError(f"module 'kdiff' has no attribute {name!r}")
+
+
 __all__ = [
     "DDPM",
     "NCSN",
@@ -48,12 +54,9 @@ __all__ = [
     "data",
     "digits",
     "distribute",
-    "draw",
-    "editing",
     "export",
     "from_diffusers",
     "from_ncsn_checkpoint",
-    "guidance",
     "images",
     "img2img",
     "inpaint",
@@ -65,12 +68,9 @@ __all__ = [
     "models",
     "process",
     "processes",
-    "recipes",
-    "registry",
     "samplers",
     "schedules",
     "sde",
-    "solvers",
     "sample",
     "slerp",
     "__version__",

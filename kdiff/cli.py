@@ -12,10 +12,10 @@
 ``sample`` runs ``kdiff.sample`` on a directory written by ``kdiff.export.export`` and
 writes a PNG grid of the images (and, with ``--trajectory``, a picture of the denoising
 steps: one row per sample, ~10 evenly spaced states from noise to image). Its samplers
-are those of ``kdiff.registry`` that fit the model's process; ``--option KEY=VALUE`` sets
+are those of ``kdiff.samplers.registry`` that fit the model's process; ``--option KEY=VALUE`` sets
 any of the sampler's options, and DDPM / DDIM clip the predicted x₀ to the data range
 unless ``--no_clip``; ``--recipe`` takes a sampler and its options from
-``kdiff.recipes`` (explicit ``--steps`` / ``--option`` override them). ``info`` prints the
+``kdiff.samplers.recipes`` (explicit ``--steps`` / ``--option`` override them). ``info`` prints the
 export's ``config.json`` (with ``source``, where a converted model came from).
 ``convert`` reads a diffusers checkpoint (``kdiff.from_diffusers``: a folder or a hub id)
 or an ermongroup/ncsn checkpoint (``kdiff.from_ncsn_checkpoint``) and writes it with
@@ -84,7 +84,7 @@ def build_parser():
     Returns:
         An ``argparse.ArgumentParser``.
     """
-    from kdiff import recipes, registry
+    from kdiff.samplers import recipes, registry
 
     parser = argparse.ArgumentParser(
         prog="kdiff", description="Sample from exported kdiff diffusion models; convert pretrained checkpoints."
@@ -103,7 +103,7 @@ def build_parser():
     sample.add_argument("--num", type=_int_at_least(1), default=16, help="how many images (default 16)")
     sample.add_argument(
         "--recipe", choices=recipes.names(), default=None,
-        help="a reference run's sampler, steps and options (kdiff.recipes); --steps and --option override",
+        help="a reference run's sampler, steps and options (kdiff.samplers.recipes); --steps and --option override",
     )
     sample.add_argument(
         "--sampler", choices=registry.names(), default=None, help="the sampler (default: the model's)"
@@ -215,7 +215,7 @@ def _unit_interval(value):
 
 def _edit_arguments(command):
     """The arguments ``inpaint`` and ``img2img`` share."""
-    from kdiff import registry
+    from kdiff.samplers import registry
 
     command.add_argument("model", nargs="?", metavar="EXPORT_DIR", help="the export's directory")
     command.add_argument("--model", dest="model_option", metavar="PATH", default=None,
@@ -284,10 +284,11 @@ def _sample(args, parser):
     _check_out(parser, "--trajectory", args.trajectory)
     if args.trajectory is not None and os.path.abspath(args.trajectory) == os.path.abspath(args.out):
         parser.error("argument --trajectory: the same file as --out")
-    from kdiff import processes, registry
+    from kdiff import processes
+    from kdiff.samplers import registry
 
     process = processes.from_model_config(config, f"export config of {args.model!r}")
-    from kdiff import recipes
+    from kdiff.samplers import recipes
 
     recipe = recipes.get(args.recipe) if args.recipe else None
     if recipe is not None:
@@ -407,7 +408,8 @@ def _read_checkpoint(args):
 
 def _convert(args, parser):
     _check_export_target(parser, args.out, args.overwrite)
-    from kdiff import _io, export, recipes
+    from kdiff import _io, export
+    from kdiff.samplers import recipes
 
     try:
         model, source = _read_checkpoint(args)

@@ -21,10 +21,11 @@ import tensorflow as tf
 
 import keras
 
-from kdiff import _checks, _random, guidance, losses, registry
+from kdiff import _checks, _random, losses
+from kdiff.samplers import guidance, registry
 from kdiff import schedules as schedules_lib
 from kdiff import sde as sde_lib
-from kdiff.draw import DrawCache, SamplingSpec
+from kdiff.samplers.draw import DrawCache, SamplingSpec
 
 __all__ = ["DiffusionModel", "DDPM", "NCSN", "ScoreSDE"]
 
@@ -70,7 +71,7 @@ class DiffusionModel(keras.Model):
             and ``in_channels`` when None.
         num_classes: classes for class-conditional training (data is ``(x, y)``). A
             network with ``num_classes + 1`` classes has a null class (index
-            ``num_classes``) for classifier-free guidance (``kdiff.guidance``).
+            ``num_classes``) for classifier-free guidance (``kdiff.samplers.guidance``).
         label_dropout: the probability that a training label is replaced by the null
             class (Ho & Salimans 2022); None: 0.1 when the network has a null class,
             else 0.
@@ -376,7 +377,7 @@ class DiffusionModel(keras.Model):
                 (``inference_network``); the output is float32 either way.
             y: class labels [batch] for a class-conditional model.
             sampler: the sampler it is for (a learned-variance DDPM gives [ε, v] to
-                samplers that use it — ``kdiff.registry.Sampler.learned_variance``, as
+                samplers that use it — ``kdiff.samplers.registry.Sampler.learned_variance``, as
                 "ddpm" — and ε alone to the others).
 
         Returns:
@@ -400,12 +401,12 @@ class DiffusionModel(keras.Model):
 
         Args:
             ema: the EMA network (True) or the raw one.
-            precision: one of ``kdiff.draw.PRECISIONS``.
+            precision: one of ``kdiff.samplers.draw.PRECISIONS``.
 
         Returns:
             A Keras network.
         """
-        from kdiff.draw import PRECISIONS
+        from kdiff.samplers.draw import PRECISIONS
 
         network = self.ema_network if ema else self.network
         if precision not in PRECISIONS:
@@ -427,7 +428,7 @@ class DiffusionModel(keras.Model):
         return twin
 
     def sampling_spec(self):
-        """What ``kdiff.sample`` needs: see ``kdiff.draw.SamplingSpec``."""
+        """What ``kdiff.sample`` needs: see ``kdiff.samplers.draw.SamplingSpec``."""
 
         def at_precision(precision):
             self.inference_network(True, precision)  # here, eagerly: the copy takes the current weights

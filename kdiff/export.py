@@ -17,17 +17,17 @@ serving signatures) and a ``config.json`` describing the model:
     Langevin steps per noise level, predictor steps …), and ``class_labels`` int32
     [num_samples], [1] (one class for all) or [0] (the classes in turn) for a
     class-conditional model; ``guidance_scale`` float32 scalar for a model trained with a
-    null class (classifier-free guidance, ``kdiff.guidance``: 1 is the conditional model,
+    null class (classifier-free guidance, ``kdiff.samplers.guidance``: 1 is the conditional model,
     0 the unconditional one; ``denoise`` then accepts the null class as ``y``). Output
     ``images`` uint8 [num_samples, H, W, C], mapped from
-    ``data_range`` as ``kdiff.draw.to_uint8`` does. ``serving_default`` is ``generate``.
+    ``data_range`` as ``kdiff.samplers.draw.to_uint8`` does. ``serving_default`` is ``generate``.
 
-``generate`` holds no sampling code of its own: it traces ``kdiff.draw.draw_batch`` —
+``generate`` holds no sampling code of its own: it traces ``kdiff.samplers.draw.draw_batch`` —
 the registry's sampler function, the code ``kdiff.sample`` runs — with ``steps`` and
 ``num_samples`` as graph tensors. Every sampler computes its per-step tables in
 TensorFlow (``kdiff._steps``), so one traced loop serves every number of steps; any
 registered sampler that accepts the model's process and runs in a graph can be the
-export's (``kdiff.registry.Sampler.in_graph``). Randomness is stateless and derived from
+export's (``kdiff.samplers.registry.Sampler.in_graph``). Randomness is stateless and derived from
 ``seed`` exactly as ``kdiff.sample`` derives it, so ``generate`` gives the images of
 ``kdiff.sample(model, n, sampler=<the export's sampler>, steps=k, seed=s)`` for n ≤ 64
 (one batch), up to float round-off.
@@ -49,9 +49,10 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from kdiff import _checks, _io, _random, processes, registry
-from kdiff.draw import DrawCache, SamplingSpec, draw_batch, to_uint8_tensor
-from kdiff.draw import sampler_options as resolve_sampler_options
+from kdiff import _checks, _io, _random, processes
+from kdiff.samplers import registry
+from kdiff.samplers.draw import DrawCache, SamplingSpec, draw_batch, to_uint8_tensor
+from kdiff.samplers.draw import sampler_options as resolve_sampler_options
 
 __all__ = ["export", "load", "read_config", "ExportedModel", "FORMAT_VERSION"]
 
@@ -90,7 +91,7 @@ def export(
         default_steps: the steps ``ExportedModel.generate`` uses when none are given
             (default: the registry's, as ``kdiff.sample``: 50 DDIM steps, 100 Langevin
             steps per level, N SDE steps).
-        sampler: the sampler of ``generate``: any name in ``kdiff.registry`` that fits
+        sampler: the sampler of ``generate``: any name in ``kdiff.samplers.registry`` that fits
             the model's process and runs in a graph (default: the process's, as
             ``kdiff.sample``).
         sampler_options: that sampler's options, fixed in the graph (the function's
@@ -577,7 +578,7 @@ class ExportedModel:
         Returns:
             uint8 images [num_samples, H, W, C].
         """
-        from kdiff import guidance
+        from kdiff.samplers import guidance
 
         generate = self.config.get("generate", {})
         num_samples = _checks.positive_int(num_samples, "num_samples")

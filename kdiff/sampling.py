@@ -2,7 +2,7 @@
 
 The model may be a SavedModel directory written by ``kdiff.export``, a trained kdiff
 diffusion model, or a plain Python function with its process; the sampler is any entry
-of ``kdiff.registry``. The batch itself is drawn by ``kdiff.draw.draw_batch``, the code an
+of ``kdiff.samplers.registry``. The batch itself is drawn by ``kdiff.samplers.draw.draw_batch``, the code an
 export's ``generate`` signature runs too.
 """
 
@@ -14,8 +14,18 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from kdiff import _checks, _loop, _random, export, processes, recipes, registry
-from kdiff.draw import DrawCache, SamplingSpec, draw_batch, sampler_options, to_uint8
+from kdiff import _checks, _random, export, processes
+from kdiff.samplers import recipes, registry
+from kdiff.samplers.draw import (
+    DrawCache,
+    SamplingSpec,
+    class_batches,
+    draw_batch,
+    quiet_retracing_warning,
+    resolve_jit_compile,
+    sampler_options,
+    to_uint8,
+)
 
 __all__ = ["sample", "SamplingSpec", "spec_for", "to_uint8"]
 
@@ -110,22 +120,6 @@ def spec_for(model, *, schedule=None, sde=None, sigmas=None, image_shape=None, d
     )
 
 
-def _class_batches(class_labels, num_samples, num_classes):
-    if num_classes is None:
-        if class_labels is not None:
-            raise ValueError(f"Expected no `class_labels` for an unconditional model. Received: {class_labels!r}")
-        return None
-    if class_labels is None:
-        return np.arange(num_samples) % num_classes  # every class in turn
-    labels = np.broadcast_to(np.asarray(class_labels, dtype=np.int64), (num_samples,))
-    if labels.min() < 0 or labels.max() >= num_classes:
-        raise ValueError(
-            f"Expected `class_labels` in [0, {num_classes - 1}]. "
-            f"Received: min={labels.min()}, max={labels.max()}"
-        )
-    return labels
-
-
 def sample(
     model,
     num_samples,
@@ -160,7 +154,7 @@ def sample(
             (sampled with its EMA weights), or a Python callable — ``eps_fn(x, t)`` for
             "ddpm" / "ddim", ``score_fn(x, s)`` for the score-based samplers.
         num_samples: how many images.
-        sampler: a name in ``kdiff.registry.names()`` ("ddpm", "ddim",
+        sampler: a name in ``kdiff.samplers.registry.names()`` ("ddpm", "ddim",
             "annealed_langevin", "euler_maruyama", "predictor_corrector",
             "probability_flow", and any registered since); None for the model's default
             (the process's: "ddim" for a schedule).
@@ -178,7 +172,7 @@ def sample(
             (−1, 1) for a schedule or an SDE, (0, 1) for NCSN's σ's.
         class_labels: for a class-conditional model, an int or [num_samples] ints
             (default: the classes in turn).
-        guidance_scale: classifier-free guidance's s (``kdiff.guidance``), for a
+        guidance_scale: classifier-free guidance's s (``kdiff.samplers.guidance``), for a
             class-conditional model trained with a null class: ε_u + s·(ε_c − ε_u), one
             network call on a doubled batch per step. None or 1: the conditional model
             alone; 0: the unconditional one; above 1 (diffusers' usual 3–8 for images):
@@ -193,11 +187,11 @@ def sample(
         progress: show a progress bar of the sampler's steps, over all batches (of the
             images for samplers that do not count steps: an adaptive ODE solver, an
             XLA-compiled loop).
-        recipe: a name in ``kdiff.recipes.names()`` ("ddpm_1000", "ddim_50",
+        recipe: a name in ``kdiff.samplers.recipes.names()`` ("ddpm_1000", "ddim_50",
             "score_sde_ve_pc", "ncsn_annealed_langevin", …): the sampler, steps and
             options of a reference run; ``steps``, ``eta`` and sampler options given here
             override the recipe's, and ``sampler`` may only name the recipe's own.
-        **sampler_kwargs: the sampler's options (``kdiff.registry.get(name).options()``:
+        **sampler_kwargs: the sampler's options (``kdiff.samplers.registry.get(name).options()``:
             e.g. ``variance``, ``clip_x0``, ``predictor``, ``corrector``, ``snr``,
             ``denoise``, ``method``). DDPM and DDIM clip the predicted x₀ to the model's
             data range by default (as diffusers does); ``clip_x0=None`` turns it off.
@@ -226,7 +220,7 @@ def sample(
             raise ValueError(f"Expected `eta` only with a sampler that takes it (ddim). Received: eta={eta!r}, sampler={entry.name!r}")
         sampler_kwargs["eta"] = eta
     options = sampler_options(spec, entry, steps, sampler_kwargs)
-    labels = _class_batches(class_labels, num_samples, spec.num_classes)
+    labels = class_batches(class_labels, num_samples, spec.num_classes)
     base = _random.seed_pair(seed)
 
     num_batches = -(-num_samples // batch_size)
@@ -240,7 +234,7 @@ def sample(
 
     graph, dynamic_count, relay = run, False, None
     if entry.runs_in_graph(options):
-        jit = _loop.resolve_jit_compile(jit_compile)
+        jit = resolve_jit_compile(jit_compile)
         steps_reported = progress is not None and not jit  # an XLA loop cannot call Python: images are counted
         key = DrawCache.key(
             entry.name, options, spec.data_range, bool(return_trajectory), jit, spec.precision, steps_reported,
@@ -264,7 +258,7 @@ def sample(
             batch_seed = _random.fold_in(base, index)
             count = min(batch_size, num_samples - start)
             y = None if labels is None else tf.constant(labels[start : start + count], tf.int32)
-            with _loop.quiet_retracing_warning():
+            with quiet_retracing_warning():
                 out = graph(batch_seed, tf.constant(count, tf.int32) if dynamic_count else count, y)
             final = out[0] if return_trajectory else out
             if not bool(tf.reduce_all(tf.math.is_finite(final))):

@@ -284,7 +284,7 @@ def _names(text):
 def with_nfe_sweep(samplers, budgets, swept):
     """The sampler configs plus a row ``<sampler>_nfe<N>`` for each swept sampler and budget N.
 
-    Each row takes the steps that spend N network evaluations (``kdiff.registry.Sampler.
+    Each row takes the steps that spend N network evaluations (``kdiff.samplers.registry.Sampler.
     steps_for_nfe``: Heun's steps cost two but the last); rows already there (a config read
     back from a run) are replaced by the same.
 
@@ -300,7 +300,7 @@ def with_nfe_sweep(samplers, budgets, swept):
         ValueError: a sampler that is not registered or whose cost per step depends on its
             options (a predictor-corrector), or a budget it cannot spend exactly.
     """
-    from kdiff import registry
+    from kdiff.samplers import registry
 
     result = {name: dict(kwargs) for name, kwargs in samplers.items()}
     for sampler in swept:
@@ -341,7 +341,7 @@ def family_data_range(family):
     Returns:
         A (low, high) tuple of floats.
     """
-    from kdiff import processes  # imports TensorFlow: on first use, as _checks()
+    from kdiff import processes  # imports TensorFlow: on first use, as _checks
 
     family = _checks().one_of(family, "family", FAMILIES)
     return tuple(float(v) for v in processes.FAMILIES[family].default_data_range)

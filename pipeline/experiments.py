@@ -18,7 +18,7 @@ The experiments:
   with the same recipe; kdiff samples one trained model both ways: DDIM needs no other
   training).
 - ``table2``: the survey's Table 2: a DDPM sampled with DDPM and DDIM at 50 and 1,000
-  steps (diffusers' pipelines, ``kdiff.recipes``) — google/ddpm-celebahq-256 at
+  steps (diffusers' pipelines, ``kdiff.samplers.recipes``) — google/ddpm-celebahq-256 at
   ``--scale=seed``, the linear-schedule DDPM of ``table1`` at the trained scales.
 - ``ncsn``: the survey's 5.4.3: an NCSN (RefineNet) sampled by annealed Langevin dynamics
   (10 levels × 100 steps, ε = 2e-5; the survey's 5.2.3) — NCSN's CelebA checkpoint at
@@ -85,7 +85,7 @@ class Row:
     Attributes:
         key: the row's id within its run, and its sampler's name.
         label: what the survey calls it (e.g. "DDPM linear, DDPM 1,000 steps").
-        sampler: ``kdiff.sample`` arguments, or a recipe name of ``kdiff.recipes`` (a string).
+        sampler: ``kdiff.sample`` arguments, or a recipe name of ``kdiff.samplers.recipes`` (a string).
         survey: the survey's figures (``fid``, ``train_minutes``, ``minutes_per_100``,
             ``seconds_per_sample``; absent: not in the survey).
         long: 1,000 or more network evaluations per sample: at the trained scales the row
@@ -356,7 +356,7 @@ def experiments():
     table2 = Experiment(
         "table2", "DDPM and DDIM sampling at 50 and 1,000 steps (the survey's Table 2)",
         "Table 2, section 5.4.2", _table2_runs(), ("fid", "time_per_100"), COLAB,
-        ("The recipes are diffusers' DDPMPipeline and DDIMPipeline (kdiff.recipes: ddpm_50, ddpm_1000, "
+        ("The recipes are diffusers' DDPMPipeline and DDIMPipeline (kdiff.samplers.recipes: ddpm_50, ddpm_1000, "
          "ddim_50, ddim_1000). At --scale=seed the model is google/ddpm-celebahq-256; at the trained scales it is "
          "table1's linear-schedule DDPM (one run serves both).",
          "DDIMPipeline clips the predicted x̂₀ but keeps the network's ε for the step's direction "
@@ -441,7 +441,7 @@ def sampler_config(row):
     Returns:
         ``(name, kwargs)``.
     """
-    from kdiff import recipes
+    from kdiff.samplers import recipes
 
     if isinstance(row.sampler, str):
         recipe = recipes.get(row.sampler)

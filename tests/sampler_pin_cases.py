@@ -6,7 +6,8 @@ import numpy as np
 import tensorflow as tf
 
 import kdiff
-from kdiff import registry, samplers, schedules, sde
+from kdiff import samplers, schedules, sde
+from kdiff.samplers import registry
 
 SHAPE = (3, 4, 4, 1)
 

@@ -1,4 +1,4 @@
-"""Inpainting and img2img (kdiff.editing) on the Gaussian oracle, and the CLI commands.
+"""Inpainting and img2img (kdiff.samplers.editing) on the Gaussian oracle, and the CLI commands.
 
 Gaussian data has an exact ε and score at every level, so the statistics of the filled
 pixels can be checked against closed forms: with independent pixels the filled ones must
@@ -14,7 +14,8 @@ from PIL import Image
 from tiny_network import TinyNet
 
 import kdiff
-from kdiff import editing, export, registry, schedules
+from kdiff import export, schedules
+from kdiff.samplers import editing, registry
 from kdiff import sde as sde_lib
 from kdiff.cli import main
 from kdiff.diffusion import DDPM

@@ -38,7 +38,7 @@ def _models():
         # turn float round-off into different pixels.
         "ve_em": (ScoreSDE(TinyNet(), sde=sde_lib.VESDE(0.01, 1.0, N=100)), {"sampler": "euler_maruyama"}),
         "ddim_eta": (DDPM(TinyNet(), schedule=schedules.linear(T=100)), {"sampler_options": {"eta": 1.0}}),
-        # the fast samplers (kdiff.solvers) run in the export's graph like the others
+        # the fast samplers (kdiff.samplers) run in the export's graph like the others
         "dpm_solver": (DDPM(TinyNet(), schedule=schedules.linear(T=100), seed=2), {"sampler": "dpm_solver"}),
         "heun_sde": (ScoreSDE(TinyNet(), sde=sde_lib.VPSDE(N=100)), {"sampler": "heun"}),
         "euler_ancestral_ncsn": (

@@ -18,7 +18,8 @@ from test_samplers import DIM, N, _assert_recovers, _start  # the oracle's sampl
 from tiny_network import TinyNet
 
 import kdiff
-from kdiff import registry, samplers, schedules, solvers
+from kdiff import samplers, schedules
+from kdiff.samplers import registry
 from kdiff import sde as sde_lib
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "dpm_solver")
@@ -46,7 +47,7 @@ def _flow_error(x, x_T, sigma_0, gaussian):
 
 @pytest.mark.parametrize("order", [1, 2, 3])
 def test_dpm_solver_500_steps_recovers_gaussian(gaussian, linear, order):
-    x = solvers.dpm_solver(gaussian.eps_fn(linear), _start(), linear, steps=500, order=order)
+    x = samplers.dpm_solver(gaussian.eps_fn(linear), _start(), linear, steps=500, order=order)
     _assert_recovers(x, gaussian)
 
 
@@ -55,12 +56,12 @@ def test_sde_dpm_solver_recovers_gaussian(gaussian, linear, order):
     """First order (an SDE's ancestral step) needs more steps. Order 3 is k-diffusion's
     third-order SDE step: diffusers' keeps a bias that does not fall with the steps (std
     0.326 for s = 0.3 at 50 and at 200 steps, measured)."""
-    x = solvers.dpm_solver(gaussian.eps_fn(linear), _start(), linear, steps=500 if order == 1 else 200, order=order,
+    x = samplers.dpm_solver(gaussian.eps_fn(linear), _start(), linear, steps=500 if order == 1 else 200, order=order,
                            algorithm="sde-dpmsolver++", seed=0)
     _assert_recovers(x, gaussian)
 
 
-@pytest.mark.parametrize("sampler", [solvers.heun, solvers.euler, solvers.euler_ancestral], ids=lambda f: f.__name__)
+@pytest.mark.parametrize("sampler", [samplers.heun, samplers.euler, samplers.euler_ancestral], ids=lambda f: f.__name__)
 def test_karras_samplers_500_steps_recover_gaussian(gaussian, linear, sampler):
     x = sampler(gaussian.eps_fn(linear), _start(), linear, steps=500, seed=0)
     _assert_recovers(x, gaussian)
@@ -70,7 +71,7 @@ SDES = [sde_lib.VPSDE(), sde_lib.SubVPSDE(), sde_lib.VESDE()]
 
 
 @pytest.mark.parametrize("sde", SDES, ids=repr)
-@pytest.mark.parametrize("sampler", [solvers.dpm_solver, solvers.heun, solvers.euler_ancestral],
+@pytest.mark.parametrize("sampler", [samplers.dpm_solver, samplers.heun, samplers.euler_ancestral],
                          ids=lambda f: f.__name__)
 def test_score_models_through_the_sde(gaussian, sde, sampler):
     """The ε ↔ score conversion of the SDE's marginal (ε = −std·score)."""
@@ -79,7 +80,7 @@ def test_score_models_through_the_sde(gaussian, sde, sampler):
     _assert_recovers(x, gaussian, tol=0.05)
 
 
-@pytest.mark.parametrize("sampler", [solvers.heun, solvers.euler, solvers.euler_ancestral], ids=lambda f: f.__name__)
+@pytest.mark.parametrize("sampler", [samplers.heun, samplers.euler, samplers.euler_ancestral], ids=lambda f: f.__name__)
 def test_karras_samplers_on_a_sigma_ladder_start_from_ncsn_uniform_noise(gaussian, sampler):
     """A σ ladder's prior (uniform over the data range) is taken to σ_max by adding σ_max·z."""
     ladder = schedules.Sigmas(schedules.geometric_sigmas(50.0, 0.01, 10))
@@ -93,9 +94,9 @@ def test_dpm_solver_500_steps_is_the_exact_flow(gaussian, linear):
     errors = {
         "ddim": _flow_error(samplers.ddim(gaussian.eps_fn(linear), x_T, linear, steps=500), x_T,
                             _sigma(linear, 998), gaussian),
-        "dpm_solver": _flow_error(solvers.dpm_solver(gaussian.eps_fn(linear), x_T, linear, steps=500), x_T,
+        "dpm_solver": _flow_error(samplers.dpm_solver(gaussian.eps_fn(linear), x_T, linear, steps=500), x_T,
                                   _sigma(linear, 999), gaussian),
-        "heun": _flow_error(solvers.heun(gaussian.eps_fn(linear), x_T, linear, steps=250), x_T,
+        "heun": _flow_error(samplers.heun(gaussian.eps_fn(linear), x_T, linear, steps=250), x_T,
                             _sigma(linear, 999), gaussian),
     }
     assert errors["heun"] < errors["dpm_solver"] < errors["ddim"] < 0.02, errors
@@ -113,10 +114,10 @@ def _nfe_errors(gaussian, schedule, x_T, nfe):
     return {
         "ddim": _flow_error(samplers.ddim(eps_fn, x_T, schedule, steps=nfe), x_T,
                             _sigma(schedule, (nfe - 1) * (schedule.T // nfe)), gaussian),
-        **{f"dpm_solver_{order}": _flow_error(solvers.dpm_solver(eps_fn, x_T, schedule, steps=nfe, order=order),
+        **{f"dpm_solver_{order}": _flow_error(samplers.dpm_solver(eps_fn, x_T, schedule, steps=nfe, order=order),
                                               x_T, top, gaussian) for order in (2, 3)},
-        "euler": _flow_error(solvers.euler(eps_fn, x_T, schedule, steps=nfe), x_T, top, gaussian),
-        f"heun_{2 * heun_steps - 1}": _flow_error(solvers.heun(eps_fn, x_T, schedule, steps=heun_steps), x_T,
+        "euler": _flow_error(samplers.euler(eps_fn, x_T, schedule, steps=nfe), x_T, top, gaussian),
+        f"heun_{2 * heun_steps - 1}": _flow_error(samplers.heun(eps_fn, x_T, schedule, steps=heun_steps), x_T,
                                                    top, gaussian),
     }
 
@@ -176,9 +177,9 @@ def test_dpm_solver_equals_diffusers_multistep_scheduler(gaussian, linear, case)
     with np.load(os.path.join(FIXTURES, "runs.npz")) as ref:
         x_T, want, timesteps = ref["x_T"], ref[f"{case}/trajectory"], ref[f"{case}/timesteps"]
         noise = ref[f"{case}/noise"] if f"{case}/noise" in ref else None
-    np.testing.assert_array_equal(solvers.dpm_timesteps(linear.T, spec["steps"]), timesteps)
+    np.testing.assert_array_equal(samplers.dpm_timesteps(linear.T, spec["steps"]), timesteps)
     draws = iter(() if noise is None else noise)
-    x, trajectory = solvers.dpm_solver(
+    x, trajectory = samplers.dpm_solver(
         gaussian.eps_fn(linear), tf.constant(x_T), linear, steps=spec["steps"], return_trajectory=True,
         noise_fn=None if noise is None else (lambda shape: tf.constant(next(draws))),
         **_kdiff_options(spec["options"]),
@@ -254,7 +255,7 @@ def test_karras_samplers_are_k_diffusions_algorithms(gaussian, method):
     rng = np.random.default_rng(0)
     noises = rng.standard_normal((6, 64, DIM)).astype(np.float32)
     draws = iter(noises)
-    x = getattr(solvers, method)(gaussian.sde_score_fn(sde), x_T, sde, steps=6, eps=1e-3,
+    x = getattr(samplers, method)(gaussian.sde_score_fn(sde), x_T, sde, steps=6, eps=1e-3,
                                  noise_fn=lambda shape: tf.constant(next(draws)))
     sigmas = schedules.karras_sigmas(6, float(sde.sigma(1e-3)), 20.0)
     want = _ve_by_hand(method, gaussian, x_T.numpy().astype(np.float64), sigmas, noises)
@@ -270,7 +271,7 @@ def test_euler_on_a_schedule_scales_x_T_and_evaluates_the_nearest_timestep(linea
         return tf.zeros_like(x)
 
     x_T = _start(shape=(3, DIM))
-    x = solvers.euler(eps_fn, x_T, linear, steps=4, compiled=False)
+    x = samplers.euler(eps_fn, x_T, linear, steps=4, compiled=False)
     sigmas = schedules.karras_sigmas(4, _sigma(linear, 0), _sigma(linear, 999))
     log_sigmas = np.log(np.sqrt((1 - linear.alphas_cumprod) / linear.alphas_cumprod))
     assert [int(t[0]) for _, t in seen] == [int(np.argmin(np.abs(np.log(s) - log_sigmas))) for s in sigmas[:-1]]
@@ -302,17 +303,17 @@ def test_processes_of_the_entries():
     for name in ("heun", "euler", "euler_ancestral"):
         assert registry.get(name).processes == ("schedule", "sigmas", "sde")
     with pytest.raises(ValueError, match="schedule or sde"):
-        solvers.dpm_solver(lambda x, s: -x, _start(shape=(2, DIM)), [1.0, 0.5])
+        samplers.dpm_solver(lambda x, s: -x, _start(shape=(2, DIM)), [1.0, 0.5])
 
 
 @pytest.mark.parametrize(
     "name, run",
     [
-        ("dpm_solver", lambda f, x, p, s: solvers.dpm_solver(f, x, p, steps=s, order=3)),
-        ("sde_dpm_solver", lambda f, x, p, s: solvers.dpm_solver(f, x, p, steps=s, algorithm="sde-dpmsolver++", seed=3)),
-        ("heun", lambda f, x, p, s: solvers.heun(f, x, p, steps=s, s_churn=1.0, seed=3)),
-        ("euler", lambda f, x, p, s: solvers.euler(f, x, p, steps=s)),
-        ("euler_ancestral", lambda f, x, p, s: solvers.euler_ancestral(f, x, p, steps=s, seed=3)),
+        ("dpm_solver", lambda f, x, p, s: samplers.dpm_solver(f, x, p, steps=s, order=3)),
+        ("sde_dpm_solver", lambda f, x, p, s: samplers.dpm_solver(f, x, p, steps=s, algorithm="sde-dpmsolver++", seed=3)),
+        ("heun", lambda f, x, p, s: samplers.heun(f, x, p, steps=s, s_churn=1.0, seed=3)),
+        ("euler", lambda f, x, p, s: samplers.euler(f, x, p, steps=s)),
+        ("euler_ancestral", lambda f, x, p, s: samplers.euler_ancestral(f, x, p, steps=s, seed=3)),
     ],
 )
 def test_runtime_steps_give_the_samples_of_python_steps(name, run):
@@ -328,12 +329,12 @@ def test_runtime_steps_give_the_samples_of_python_steps(name, run):
 
 def test_same_seed_same_samples_and_eager_equals_compiled(gaussian, linear):
     x_T = _start(shape=(16, DIM))
-    run = lambda seed, compiled=True: solvers.euler_ancestral(  # noqa: E731
+    run = lambda seed, compiled=True: samplers.euler_ancestral(  # noqa: E731
         gaussian.eps_fn(linear), x_T, linear, steps=10, seed=seed, compiled=compiled).numpy()
     np.testing.assert_array_equal(run(5), run(5))
     np.testing.assert_allclose(run(5, compiled=False), run(5), rtol=1e-5, atol=1e-6)
     assert not np.allclose(run(5), run(6))
-    sde = lambda seed: solvers.dpm_solver(  # noqa: E731
+    sde = lambda seed: samplers.dpm_solver(  # noqa: E731
         gaussian.eps_fn(linear), x_T, linear, steps=10, algorithm="sde-dpmsolver++", seed=seed).numpy()
     np.testing.assert_array_equal(sde(5), sde(5))
     assert not np.allclose(sde(5), sde(6))
@@ -341,11 +342,11 @@ def test_same_seed_same_samples_and_eager_equals_compiled(gaussian, linear):
 
 def test_trajectory_holds_the_process_states(gaussian, linear):
     x_T = _start(shape=(8, DIM))
-    x, trajectory = solvers.heun(gaussian.eps_fn(linear), x_T, linear, steps=5, return_trajectory=True)
+    x, trajectory = samplers.heun(gaussian.eps_fn(linear), x_T, linear, steps=5, return_trajectory=True)
     assert len(trajectory) == 6
     np.testing.assert_allclose(trajectory[0].numpy(), x_T.numpy(), rtol=1e-5)  # x_t = α x_σ
     np.testing.assert_array_equal(trajectory[-1].numpy(), x.numpy())
-    x, trajectory = solvers.dpm_solver(gaussian.eps_fn(linear), x_T, linear, steps=5, order=3, return_trajectory=True)
+    x, trajectory = samplers.dpm_solver(gaussian.eps_fn(linear), x_T, linear, steps=5, order=3, return_trajectory=True)
     assert len(trajectory) == 6 and trajectory[0].shape == x_T.shape
     np.testing.assert_array_equal(trajectory[0].numpy(), x_T.numpy())
 
@@ -353,7 +354,7 @@ def test_trajectory_holds_the_process_states(gaussian, linear):
 def test_clip_x0_bounds_the_prediction(linear):
     far = lambda x, t: -100.0 * tf.ones_like(x)  # noqa: E731
     x_T = _start(shape=(4, DIM))
-    for sampler in (solvers.dpm_solver, solvers.euler):
+    for sampler in (samplers.dpm_solver, samplers.euler):
         x = sampler(far, x_T, linear, steps=4, clip_x0=(0.0, 0.5))
         assert float(tf.reduce_min(x)) >= -1e-6 and float(tf.reduce_max(x)) <= 0.5 + 1e-6, sampler.__name__
 
@@ -364,19 +365,19 @@ def test_clip_x0_bounds_the_prediction(linear):
 @pytest.mark.parametrize(
     "call, match",
     [
-        (lambda f, x, s: solvers.dpm_solver(f, x, s, order=4), r"`order` in \[1, 3\]. Received: order=4"),
-        (lambda f, x, s: solvers.dpm_solver(f, x, s, order=0), r"`order` in \[1, 3\]"),
-        (lambda f, x, s: solvers.dpm_solver(f, x, s, algorithm="dpmsolver"), r"`algorithm` to be one of"),
-        (lambda f, x, s: solvers.dpm_solver(f, x, s, solver_type="bh2"), r"`solver_type` to be one of"),
-        (lambda f, x, s: solvers.dpm_solver(f, x, s, steps=0), r"`steps` in \[1, 1000\]. Received: steps=0"),
-        (lambda f, x, s: solvers.dpm_solver(f, x, s, steps=1001), r"`steps` in \[1, 1000\]"),
-        (lambda f, x, s: solvers.heun(f, x, s, steps=0), r"`steps` >= 1. Received: steps=0"),
-        (lambda f, x, s: solvers.euler(f, x, s, s_churn=-1.0), r"`s_churn` >= 0"),
-        (lambda f, x, s: solvers.euler_ancestral(f, x, s, eta=-0.5), r"`eta` >= 0"),
-        (lambda f, x, s: solvers.euler(f, x, s, rho=0.0), r"`rho` > 0"),
-        (lambda f, x, s: solvers.heun(f, x, s, sigma_min=2.0, sigma_max=1.0), r"sigma_min <= sigma_max"),
-        (lambda f, x, s: solvers.euler(f, x, s, s_tmax="big"), r"`s_tmax`"),
-        (lambda f, x, s: solvers.heun(f, x, sde_lib.VESDE(), eps=2.0), r"0 < eps < 1.0"),
+        (lambda f, x, s: samplers.dpm_solver(f, x, s, order=4), r"`order` in \[1, 3\]. Received: order=4"),
+        (lambda f, x, s: samplers.dpm_solver(f, x, s, order=0), r"`order` in \[1, 3\]"),
+        (lambda f, x, s: samplers.dpm_solver(f, x, s, algorithm="dpmsolver"), r"`algorithm` to be one of"),
+        (lambda f, x, s: samplers.dpm_solver(f, x, s, solver_type="bh2"), r"`solver_type` to be one of"),
+        (lambda f, x, s: samplers.dpm_solver(f, x, s, steps=0), r"`steps` in \[1, 1000\]. Received: steps=0"),
+        (lambda f, x, s: samplers.dpm_solver(f, x, s, steps=1001), r"`steps` in \[1, 1000\]"),
+        (lambda f, x, s: samplers.heun(f, x, s, steps=0), r"`steps` >= 1. Received: steps=0"),
+        (lambda f, x, s: samplers.euler(f, x, s, s_churn=-1.0), r"`s_churn` >= 0"),
+        (lambda f, x, s: samplers.euler_ancestral(f, x, s, eta=-0.5), r"`eta` >= 0"),
+        (lambda f, x, s: samplers.euler(f, x, s, rho=0.0), r"`rho` > 0"),
+        (lambda f, x, s: samplers.heun(f, x, s, sigma_min=2.0, sigma_max=1.0), r"sigma_min <= sigma_max"),
+        (lambda f, x, s: samplers.euler(f, x, s, s_tmax="big"), r"`s_tmax`"),
+        (lambda f, x, s: samplers.heun(f, x, sde_lib.VESDE(), eps=2.0), r"0 < eps < 1.0"),
     ],
 )
 def test_bad_input_names_the_argument(gaussian, linear, call, match):

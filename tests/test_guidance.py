@@ -15,8 +15,8 @@ import tensorflow as tf
 import keras
 
 import kdiff
-from kdiff import guidance
-from kdiff.draw import SamplingSpec
+from kdiff.samplers import guidance
+from kdiff.samplers.draw import SamplingSpec
 
 from tiny_network import TinyNet
 

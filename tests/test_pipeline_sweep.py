@@ -4,7 +4,7 @@ FID-against-NFE section and plot."""
 import numpy as np
 import pytest
 
-from kdiff import registry
+from kdiff.samplers import registry
 from pipeline import config
 from pipeline import run as run_lib
 from pipeline.stages import report, sample

@@ -1,4 +1,4 @@
-"""kdiff.recipes: the survey's sampling runs by name, resolved to a sampler and its options."""
+"""kdiff.samplers.recipes: the survey's sampling runs by name, resolved to a sampler and its options."""
 
 import dataclasses
 import functools
@@ -8,7 +8,8 @@ import pytest
 import tensorflow as tf
 
 import kdiff
-from kdiff import recipes, registry, schedules, sde
+from kdiff import schedules, sde
+from kdiff.samplers import recipes, registry
 
 SEED_RECIPES = {
     "ddpm_1000": ("ddpm", 1000, {"variance": "beta_tilde", "spacing": "leading"}),

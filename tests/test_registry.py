@@ -10,7 +10,8 @@ import tensorflow as tf
 from tiny_network import TinyNet
 
 import kdiff
-from kdiff import processes, registry, schedules
+from kdiff import processes, schedules
+from kdiff.samplers import registry
 from kdiff import sde as sde_lib
 from kdiff.cli import main as cli_main
 from pipeline import config

@@ -169,5 +169,5 @@ def test_a_second_call_reuses_the_traced_loop_and_draws_the_same_images():
     # Other options, another entry; an option that is not a plain value is not cached.
     kdiff.sample(model, 2, sampler="ddim", steps=5, seed=0)
     assert len(cache) == 2
-    assert kdiff.draw.DrawCache.key("ddim", {"eta": tf.constant(0.5)}) is None
-    assert kdiff.draw.DrawCache.key("ddim", {"eta": 0.5}) != kdiff.draw.DrawCache.key("ddim", {"eta": 0})
+    assert kdiff.samplers.draw.DrawCache.key("ddim", {"eta": tf.constant(0.5)}) is None
+    assert kdiff.samplers.draw.DrawCache.key("ddim", {"eta": 0.5}) != kdiff.samplers.draw.DrawCache.key("ddim", {"eta": 0})

@@ -12,7 +12,8 @@ import pytest
 import tensorflow as tf
 
 import kdiff
-from kdiff import recipes, samplers
+from kdiff import samplers
+from kdiff.samplers import recipes
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "diffusers")
 

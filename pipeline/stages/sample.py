@@ -21,7 +21,7 @@ writes, atomically, under ``outputs["samples"]``:
   tracing of the warm-up batch), ``sampling_seconds`` (without it), ``images_per_second``
   (with tracing), ``sampling_images_per_second`` (without), ``warmup_seconds``,
   ``warmup_images``, ``num_samples``, ``sampler``, ``steps``, ``guidance_scale``, ``nfe``
-  (network evaluations per sample, ``kdiff.registry.Sampler.nfe``), ``shards``,
+  (network evaluations per sample, ``kdiff.samplers.registry.Sampler.nfe``), ``shards``,
   ``trajectory_seconds``.
 
 Every shard's seed is derived from (``seed``, sampler name, shard index), so the same
@@ -171,7 +171,7 @@ def _network_evaluations(kwargs):
     """The network evaluations per sample of a sampler config (doubled batches of guidance
     count once), or None where the registry cannot tell (no steps given, or a cost per step
     that depends on the options)."""
-    from kdiff import registry
+    from kdiff.samplers import registry
 
     steps = kwargs.get("steps")
     if steps is None or kwargs.get("sampler") not in registry.names():
@@ -445,7 +445,7 @@ _SAMPLE_ARGUMENTS = ("sampler", "steps", "eta", "class_labels", "guidance_scale"
 
 def sampler_arguments(sampler):
     """The keys a sampler config may hold: kdiff.sample's own plus the registered sampler's options."""
-    from kdiff import registry
+    from kdiff.samplers import registry
 
     return set(_SAMPLE_ARGUMENTS) | set(registry.get(sampler).options())
 
@@ -457,8 +457,8 @@ def check_samplers(samplers, process):
         samplers: name → ``kdiff.sample`` arguments.
         process: the model's ``kdiff.process.Process`` (the samplers must walk it).
     """
-    from kdiff import registry
-    from kdiff.draw import PRECISIONS
+    from kdiff.samplers import registry
+    from kdiff.samplers.draw import PRECISIONS
 
     if not isinstance(samplers, dict) or not samplers:
         raise StageError(f"sample: expected `samplers` as a non-empty dict name → kdiff.sample arguments. Received: {samplers!r}")

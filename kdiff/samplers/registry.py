@@ -10,7 +10,7 @@ from the function's own signature, so they are written once.
 
 Adding a sampler is one function plus one entry::
 
-    kdiff.registry.register(kdiff.registry.Sampler(
+    kdiff.samplers.registry.register(kdiff.samplers.registry.Sampler(
         "my_sampler", my_sampler, processes=("schedule",), default_steps=20))
 
 and it is at once a ``kdiff.sample(..., sampler="my_sampler")`` choice, a
@@ -71,7 +71,7 @@ class Sampler:
         in_graph: True, False, or ``fn(options) -> bool``: whether it runs inside a
             ``tf.function`` with a tensor number of steps (an export's ``generate``).
         edits: True, False, or ``fn(options) -> bool``: whether it takes an ``edit``
-            (``kdiff._loop.StepEdit``: inpainting and img2img, ``kdiff.editing``) — a
+            (``kdiff.samplers._loop.StepEdit``: inpainting and img2img, ``kdiff.samplers.editing``) — a
             fixed-step loop that reports the level of its state.
         resamples: True, False, or ``fn(options) -> bool``: whether RePaint's resampling
             (re-noising the state and repeating steps) fits it — its steps carry no
@@ -234,7 +234,7 @@ def _is_positive_int(value):
 
 
 def _fixed_step_ode(options):
-    from kdiff.samplers import ODE_FIXED_METHODS
+    from kdiff.samplers.reverse_sde import ODE_FIXED_METHODS
 
     return options.get("method") in ODE_FIXED_METHODS
 
@@ -256,14 +256,14 @@ _BUILTIN = (
             description="predictor-corrector sampling of the reverse SDE"),
     Sampler("probability_flow", "kdiff.samplers:probability_flow", ("sde",), in_graph=_fixed_step_ode, nfe_per_step=None,
             edits=_fixed_step_ode, resamples=_fixed_step_ode, description="the probability-flow ODE (adaptive RK45, or euler / heun / rk4)"),
-    Sampler("dpm_solver", "kdiff.solvers:dpm_solver", ("schedule", "sde"), default_steps=20, clips_x0=True,
+    Sampler("dpm_solver", "kdiff.samplers:dpm_solver", ("schedule", "sde"), default_steps=20, clips_x0=True,
             edits=True, description="multistep DPM-Solver++ (orders 1-3; diffusers' DPMSolverMultistepScheduler)"),
-    Sampler("heun", "kdiff.solvers:heun", ("schedule", "sigmas", "sde"), default_steps=20, clips_x0=True,
+    Sampler("heun", "kdiff.samplers:heun", ("schedule", "sigmas", "sde"), default_steps=20, clips_x0=True,
             nfe_per_step=2, nfe_saved=1, **_EDITS,
             description="Karras et al.'s Heun sampler on Karras sigmas (2 evaluations a step but the last)"),
-    Sampler("euler", "kdiff.solvers:euler", ("schedule", "sigmas", "sde"), default_steps=20, clips_x0=True, **_EDITS,
+    Sampler("euler", "kdiff.samplers:euler", ("schedule", "sigmas", "sde"), default_steps=20, clips_x0=True, **_EDITS,
             description="Euler's method on the probability-flow ODE over Karras sigmas"),
-    Sampler("euler_ancestral", "kdiff.solvers:euler_ancestral", ("schedule", "sigmas", "sde"), default_steps=20,
+    Sampler("euler_ancestral", "kdiff.samplers:euler_ancestral", ("schedule", "sigmas", "sde"), default_steps=20,
             clips_x0=True, **_EDITS, description="ancestral Euler sampling over Karras sigmas (k-diffusion's, eta = 1)"),
 )
 
@@ -286,7 +286,7 @@ class _Registry:
 
     def add(self, entry, overwrite):
         if not isinstance(entry, Sampler):
-            raise ValueError(f"Expected a kdiff.registry.Sampler. Received: {entry!r}")
+            raise ValueError(f"Expected a kdiff.samplers.registry.Sampler. Received: {entry!r}")
         if entry.name in self._entries and not overwrite:
             raise ValueError(
                 f"Expected a new sampler name. Received: name={entry.name!r} is registered (pass overwrite=True)"

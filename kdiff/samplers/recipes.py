@@ -1,4 +1,4 @@
-"""Sampling recipes by name: a sampler of ``kdiff.registry`` with the options of a reference run.
+"""Sampling recipes by name: a sampler of ``kdiff.samplers.registry`` with the options of a reference run.
 
 A recipe fixes what a paper or a reference pipeline samples with, so that one name
 reproduces it::
@@ -47,7 +47,7 @@ class Recipe:
 
     Attributes:
         name: the name users pass (``recipe="ddim_50"``).
-        sampler: a sampler name of ``kdiff.registry``.
+        sampler: a sampler name of ``kdiff.samplers.registry``.
         steps: the sampler's steps argument (DDIM steps, Langevin steps per level,
             predictor steps).
         options: the sampler's options (a read-only mapping).
@@ -109,7 +109,7 @@ def names(kind=None):
     Returns:
         A list of names.
     """
-    from kdiff import registry
+    from kdiff.samplers import registry
 
     kind = getattr(kind, "kind", kind)
     return [n for n, r in _table().items() if kind is None or registry.get(r.sampler).accepts(kind)]
@@ -125,7 +125,7 @@ def check_fits(recipe, process):
     Raises:
         ValueError: naming the recipes that fit.
     """
-    from kdiff import registry
+    from kdiff.samplers import registry
 
     entry = get(recipe)
     if not registry.get(entry.sampler).accepts(process):

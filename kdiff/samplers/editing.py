@@ -10,12 +10,12 @@
   run (diffusers' convention: strength 1 starts from noise, 0 returns the input).
 
 No sampler is copied: every fixed-step sampler reports the level (α, std) of its state
-before and after each step to ``kdiff._loop.run_steps`` (x ≈ α·x₀ + std·z in the
+before and after each step to ``kdiff.samplers._loop.run_steps`` (x ≈ α·x₀ + std·z in the
 sampler's own parametrization: x_t for DDPM / DDIM / DPM-Solver++ and the SDE samplers,
 x_σ = x_t/α for Karras et al.'s samplers, the perturbed x for Langevin dynamics), and
-``_Edit`` below is a ``kdiff._loop.StepEdit`` whose hooks use those levels. Which samplers
+``_Edit`` below is a ``kdiff.samplers._loop.StepEdit`` whose hooks use those levels. Which samplers
 take an edit, and which RePaint's resampling, is written in their registry entries
-(``kdiff.registry.Sampler.edits`` / ``resamples``).
+(``kdiff.samplers.registry.Sampler.edits`` / ``resamples``).
 
 Masks: by default 1 marks a KNOWN pixel (kept), 0 one to fill — RePaint's and score_sde's
 convention; ``mask_convention="repaint"`` reads 1 as a pixel to repaint (diffusers'
@@ -29,9 +29,10 @@ import numbers
 import numpy as np
 import tensorflow as tf
 
-from kdiff import _checks, _loop, _random, registry
-from kdiff.draw import draw_batch, sampler_options, to_uint8
-from kdiff.sampling import _class_batches, spec_for
+from kdiff import _checks, _random
+from kdiff.samplers import _loop, registry
+from kdiff.samplers.draw import class_batches, draw_batch, sampler_options, to_uint8
+from kdiff.sampling import spec_for
 
 __all__ = ["MASK_CONVENTIONS", "inpaint", "img2img", "repaint_visits", "editable_samplers"]
 
@@ -269,7 +270,7 @@ def _edited(
     x0, pixels = _images(images, spec)
     count = len(x0)
     batch_size = min(count, 64) if batch_size is None else _checks.positive_int(batch_size, "batch_size")
-    labels = _class_batches(class_labels, count, spec.num_classes)
+    labels = class_batches(class_labels, count, spec.num_classes)
 
     def run(make_edit):
         base, results = _random.seed_pair(seed), []

@@ -19,10 +19,15 @@ from typing import Callable, Optional
 import numpy as np
 import tensorflow as tf
 
-from kdiff import _random, guidance, registry
+from kdiff import _random
+from kdiff.samplers import guidance, registry
+from kdiff.samplers._loop import quiet_retracing_warning, resolve_jit_compile  # the loop's policy, for kdiff.sample
 from kdiff.process import Process
 
-__all__ = ["PRECISIONS", "DrawCache", "SamplingSpec", "draw_batch", "sampler_options", "to_uint8", "to_uint8_tensor"]
+__all__ = [
+    "PRECISIONS", "DrawCache", "SamplingSpec", "class_batches", "draw_batch", "quiet_retracing_warning",
+    "resolve_jit_compile", "sampler_options", "to_uint8", "to_uint8_tensor",
+]
 
 # What a network can compute in at sampling time (float32 sampler state either way).
 PRECISIONS = ("float32", "bfloat16")
@@ -107,7 +112,7 @@ class SamplingSpec:
         null_label: the null class of a model trained for classifier-free guidance (its
             network has ``num_classes + 1`` classes), else None.
         guidance_scale: the classifier-free guidance scale s the samples are drawn with
-            (None: the conditional model as it is; see ``kdiff.guidance``).
+            (None: the conditional model as it is; see ``kdiff.samplers.guidance``).
         draw_cache: the model's ``DrawCache`` (None: ``kdiff.sample`` traces every call).
         precision: what the network computes in: "float32", or "bfloat16" (the sampler's
             state and arithmetic stay float32 either way).
@@ -222,7 +227,7 @@ def sampler_options(spec, entry, steps=None, options=None, name="sampler options
 
     Args:
         spec: the model's ``SamplingSpec``.
-        entry: a ``kdiff.registry.Sampler``.
+        entry: a ``kdiff.samplers.registry.Sampler``.
         steps: the number of steps (None: the entry's default; an int tensor inside a graph).
         options: the user's sampler options.
         name: what the options are called, for the message.
@@ -243,6 +248,32 @@ def sampler_options(spec, entry, steps=None, options=None, name="sampler options
             raise ValueError(f"Expected no `steps` for sampler {entry.name!r}. Received: steps={steps!r}")
         merged[entry.steps_arg] = steps
     return merged
+
+
+def class_batches(class_labels, num_samples, num_classes):
+    """The class label of each sample, checked against the model's classes.
+
+    Args:
+        class_labels: an int or [num_samples] ints; None: every class in turn.
+        num_samples: how many samples.
+        num_classes: the model's classes (None: an unconditional model, which takes none).
+
+    Returns:
+        int labels [num_samples], or None for an unconditional model.
+    """
+    if num_classes is None:
+        if class_labels is not None:
+            raise ValueError(f"Expected no `class_labels` for an unconditional model. Received: {class_labels!r}")
+        return None
+    if class_labels is None:
+        return np.arange(num_samples) % num_classes  # every class in turn
+    labels = np.broadcast_to(np.asarray(class_labels, dtype=np.int64), (num_samples,))
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise ValueError(
+            f"Expected `class_labels` in [0, {num_classes - 1}]. "
+            f"Received: min={labels.min()}, max={labels.max()}"
+        )
+    return labels
 
 
 def draw_batch(

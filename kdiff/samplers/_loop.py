@@ -12,7 +12,7 @@ draws each step adds; this module runs the steps
 Noise is stateless and derived from the seed and the step, so the compiled and the
 eager paths give the same numbers for the same seed.
 
-A ``StepEdit`` (inpainting, img2img: ``kdiff.editing``) changes the walk through hooks of
+A ``StepEdit`` (inpainting, img2img: ``kdiff.samplers.editing``) changes the walk through hooks of
 this one loop, given the level of the state that the sampler reports (``levels``): no
 sampler is copied to be edited.
 """
@@ -26,33 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from kdiff import _random
-
-
-class NonFiniteSampleError(FloatingPointError):
-    """Raised when NaN or Inf appears in the samples mid-sampling.
-
-    Attributes:
-        sampler: the sampler's name.
-        step: 0-based index of the first step whose output was not finite.
-        num_steps: the number of steps the sampler was running.
-
-    ``NonFiniteSampleError(message)`` (one argument) rebuilds one from its message, with
-    the attributes None.
-    """
-
-    def __init__(self, sampler, step=None, num_steps=None, label=None):
-        if step is None:  # rebuilt from a message (a worker process's error reaches a driver as text)
-            self.sampler, self.step, self.num_steps = None, None, None
-            super().__init__(sampler)
-            return
-        self.sampler, self.step, self.num_steps = sampler, int(step), int(num_steps)
-        where = f"step {self.step} of {self.num_steps}"
-        if label is not None:
-            where += f" ({label})"
-        super().__init__(
-            f"{sampler}: the samples became NaN or Inf at {where}. Check the model's "
-            "outputs at that noise level (a diverged network, or a step size too large)."
-        )
+from kdiff.samplers.errors import NonFiniteSampleError
 
 
 def resolve_jit_compile(jit_compile):
@@ -85,7 +59,7 @@ def quiet_retracing_warning():
 
 
 class StepEdit:
-    """Changes to a sampler's walk made through the shared loop's hooks (``kdiff.editing``).
+    """Changes to a sampler's walk made through the shared loop's hooks (``kdiff.samplers.editing``).
 
     A sampler that can be edited reports the level of its state: ``levels = (alpha, std)``,
     two tables of ``num_steps + 1`` values such that for data x₀ its state before step 0

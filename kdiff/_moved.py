@@ -1,0 +1,55 @@
+"""The modules that moved into ``kdiff.samplers``, still importable by their old names for one
+release, with a ``DeprecationWarning`` that names the new home."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import importlib.util
+import sys
+import warnings
+
+# old name → new home
+MOVED = {
+    "kdiff.solvers": "kdiff.samplers",
+    "kdiff.registry": "kdiff.samplers.registry",
+    "kdiff.recipes": "kdiff.samplers.recipes",
+    "kdiff.guidance": "kdiff.samplers.guidance",
+    "kdiff.editing": "kdiff.samplers.editing",
+    "kdiff.draw": "kdiff.samplers.draw",
+}
+
+
+def resolve(old):
+    """The module now at ``MOVED[old]``, after a warning that names it.
+
+    Args:
+        old: a key of ``MOVED``.
+
+    Returns:
+        The module.
+    """
+    new = MOVED[old]
+    warnings.warn(f"{old} is now {new}; the old name goes in the next release.", DeprecationWarning, stacklevel=3)
+    return importlib.import_module(new)
+
+
+class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """``import kdiff.solvers`` (and the others) load the module at its new home."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname not in MOVED:
+            return None
+        return importlib.util.spec_from_loader(fullname, self)
+
+    def create_module(self, spec):
+        return resolve(spec.name)
+
+    def exec_module(self, module):
+        pass  # the module at its new home is already executed
+
+
+def install():
+    """Puts the alias finder on ``sys.meta_path`` once (``import kdiff`` calls it)."""
+    if not any(isinstance(finder, _Alias) for finder in sys.meta_path):
+        sys.meta_path.append(_Alias())
