@@ -17,8 +17,10 @@ any of the sampler's options, and DDPM / DDIM clip the predicted x₀ to the dat
 unless ``--no_clip``; ``--recipe`` takes a sampler and its options from
 ``kdiff.recipes`` (explicit ``--steps`` / ``--option`` override them). ``info`` prints the
 export's ``config.json`` (with ``source``, where a converted model came from).
-``convert`` reads a diffusers checkpoint (``kdiff.from_diffusers``: a folder or a hub id)
-or an ermongroup/ncsn checkpoint (``kdiff.from_ncsn_checkpoint``) and writes it with
+``convert`` reads a diffusers checkpoint (``kdiff.from_diffusers``: a folder or a hub id;
+one without a scheduler needs ``--scheduler``, a scheduler_config.json or
+``DDPMScheduler`` for its defaults) or an ermongroup/ncsn checkpoint
+(``kdiff.from_ncsn_checkpoint``) and writes it with
 ``kdiff.export.export`` — a SavedModel with ``denoise`` and ``generate`` for TF Serving,
 ``generate`` sampling with a recipe (``--recipe``; default ``ddim_50`` for DDPM,
 ``score_sde_ve_pc`` for NCSN++, ``ncsn_annealed_langevin`` for NCSN) — recording the
@@ -162,6 +164,12 @@ def build_parser():
         help="the sampling recipe of `generate` (default: ddim_50, score_sde_ve_pc or ncsn_annealed_langevin)",
     )
     convert.add_argument("--revision", default=None, help="diffusers hub ids: the revision (branch, tag, commit)")
+    convert.add_argument(
+        "--scheduler", default=None, metavar="PATH|NAME",
+        help="diffusers: the scheduler of a checkpoint that has none (or to override its own): a "
+        "scheduler_config.json or its folder, or DDPMScheduler / DDIMScheduler / ScoreSdeVeScheduler for "
+        "that scheduler's defaults",
+    )
     convert.add_argument("--config", default=None, choices=("celeba", "cifar10", "mnist"),
                          help="ncsn: the reference's anneal.yml preset (default: read off the weights, 32x32)")
     convert.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out")
@@ -395,18 +403,32 @@ def _read_checkpoint(args):
 
         if args.config is not None:
             raise ValueError(f"Expected --config only with --from ncsn. Received: --config={args.config}")
-        model = diffusers.from_diffusers(args.src, revision=args.revision)
-        return model, diffusers.describe_source(args.src, revision=args.revision)
+        model = diffusers.from_diffusers(args.src, scheduler=args.scheduler, revision=args.revision)
+        return model, diffusers.describe_source(args.src, scheduler=args.scheduler, revision=args.revision)
     from kdiff.convert import ncsn
 
-    if args.revision is not None:
-        raise ValueError(f"Expected --revision only with --from diffusers. Received: --revision={args.revision}")
+    for flag in ("revision", "scheduler"):
+        if getattr(args, flag) is not None:
+            raise ValueError(f"Expected --{flag} only with --from diffusers. Received: --{flag}={getattr(args, flag)}")
     model = ncsn.from_ncsn_checkpoint(args.src, config=args.config)
     return model, ncsn.describe_source(args.src, model)
 
 
+def _check_scheduler(parser, value):
+    """``--scheduler`` of ``convert``: a scheduler class name, or a file or folder that exists."""
+    from kdiff.convert.diffusers import SCHEDULER_NAMES
+
+    if value is None or value in SCHEDULER_NAMES or os.path.exists(value):
+        return
+    parser.error(
+        f"argument --scheduler: expected a scheduler_config.json, its folder or one of {list(SCHEDULER_NAMES)}; "
+        f"got {value!r} (no such file)"
+    )
+
+
 def _convert(args, parser):
     _check_export_target(parser, args.out, args.overwrite)
+    _check_scheduler(parser, args.scheduler)
     from kdiff import _io, export, recipes
 
     try:
