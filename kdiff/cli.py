@@ -246,12 +246,81 @@ def _edit_arguments(command):
 
 
 def _read_config(parser, path):
+    """The export's config.json; exit 2 naming --model when ``path`` is no kdiff export (with
+    the ``kdiff convert`` command when it is a checkpoint that ``convert`` reads)."""
     from kdiff import export
 
     try:
         return export.read_config(path)
     except ValueError as error:
+        hint = _conversion_hint(path)
+        if hint is not None:  # one line: not a usage error, so no usage text
+            parser.exit(2, f"{parser.prog}: error: argument --model: {hint}\n")
         parser.error(f"argument --model: {error}")
+
+
+def _diffusers_evidence(folder):
+    """What marks ``folder`` as a diffusers checkpoint (a file name), or None."""
+    for name in ("model_index.json", os.path.join("unet", "config.json")):
+        if os.path.isfile(os.path.join(folder, name)):
+            return name
+    try:
+        weights = sorted(n for n in os.listdir(folder) if n.startswith("diffusion_pytorch_model."))
+    except OSError:  # an unreadable folder: read_config's own error says enough
+        return None
+    if weights:
+        return weights[0]
+    config = os.path.join(folder, "config.json")
+    if os.path.isfile(config):
+        try:
+            with open(config, encoding="utf-8") as file:
+                name = json.load(file).get("_class_name")
+        except (OSError, ValueError, AttributeError):
+            return None
+        if name == "UNet2DModel":
+            return "config.json of a UNet2DModel"
+    return None
+
+
+def _foreign_checkpoint(path):
+    """A checkpoint ``kdiff convert`` reads, at ``path``.
+
+    Args:
+        path: what ``--model`` was given.
+
+    Returns:
+        ``(kind, evidence, src)``: the ``--from`` kind ("diffusers" or "ncsn"), what was
+        found, and the SRC to convert; or None.
+    """
+    if os.path.isfile(path):
+        return ("ncsn", "a PyTorch .pth checkpoint", path) if path.endswith(".pth") else None
+    if not os.path.isdir(path):
+        return None
+    evidence = _diffusers_evidence(path)
+    if evidence is not None:
+        return "diffusers", evidence, path
+    checkpoint = os.path.join(path, "checkpoint.pth")
+    if os.path.isfile(checkpoint):
+        return "ncsn", "checkpoint.pth", checkpoint
+    return None
+
+
+def _conversion_hint(path):
+    """One line for a ``--model`` that is a convertible checkpoint: what was found and the
+    ``kdiff convert`` command (None for anything else)."""
+    import shlex
+
+    found = _foreign_checkpoint(path)
+    if found is None:
+        return None
+    kind, evidence, src = found
+    out = (os.path.normpath(path) if os.path.isdir(path) else os.path.splitext(path)[0]) + "_kdiff"
+    command = f"kdiff convert --from {kind} {shlex.quote(src)} --out {shlex.quote(out)}"
+    if kind == "ncsn":
+        command += " [--config celeba|cifar10|mnist]"
+    what = "a diffusers checkpoint" if kind == "diffusers" else "an ermongroup/ncsn checkpoint"
+    return (f"expected a kdiff export; {path!r} is {what} ({evidence}). Convert it first: {command}, "
+            f"then pass --model {shlex.quote(out)}")
 
 
 def _check_out(parser, flag, path):
