@@ -6,8 +6,8 @@
     kdiff info --model saved_models/digits
     kdiff convert --from diffusers google/ddpm-celebahq-256 --out exports/ddpm_celebahq
     kdiff convert --from ncsn run/logs/celeba/checkpoint.pth --config celeba --out exports/ncsn_celeba
-    kdiff inpaint export/ --image a.png b.png --mask mask.png --out filled/ [--resample 10 --jump_length 10]
-    kdiff img2img export/ --image a.png --strength 0.5 --out edited/
+    kdiff inpaint --model export/ --image a.png b.png --mask mask.png --out filled/ [--resample 10 --jump_length 10]
+    kdiff img2img --model export/ --image a.png --strength 0.5 --out edited/
 
 ``sample`` runs ``kdiff.sample`` on a directory written by ``kdiff.export.export`` and
 writes a PNG grid of the images (and, with ``--trajectory``, a picture of the denoising
@@ -225,9 +225,10 @@ def _edit_arguments(command):
     """The arguments ``inpaint`` and ``img2img`` share."""
     from kdiff import registry
 
-    command.add_argument("model", nargs="?", metavar="EXPORT_DIR", help="the export's directory")
-    command.add_argument("--model", dest="model_option", metavar="PATH", default=None,
-                         help="the export's directory (as kdiff sample takes it)")
+    command.add_argument("--model", metavar="PATH", default=None, help="the export's directory (required)")
+    # Deprecated: the export as a positional argument (documented until this release); still
+    # read, with a warning, for one release. Not in --help or usage: --model is the one way.
+    command.add_argument("positional_model", nargs="?", metavar="EXPORT_DIR", help=argparse.SUPPRESS)
     command.add_argument("--image", required=True, nargs="+", metavar="FILE",
                          help="image files of the model's size and channels (PNG, JPEG, ...)")
     command.add_argument("--out", required=True, metavar="DIR",
@@ -534,12 +535,17 @@ def _convert(args, parser):
 
 
 def _edit_model(args, parser):
-    """The export of ``inpaint`` / ``img2img`` (EXPORT_DIR or --model) and its config."""
-    if args.model and args.model_option and os.path.abspath(args.model) != os.path.abspath(args.model_option):
-        parser.error(f"argument --model: {args.model_option!r} differs from EXPORT_DIR {args.model!r}; give one")
-    path = args.model or args.model_option
+    """The export of ``inpaint`` / ``img2img`` (``--model``; the deprecated positional
+    EXPORT_DIR still read, with a warning on stderr) and its config."""
+    path, positional = args.model, args.positional_model
+    if positional is not None:
+        print(f"{parser.prog}: warning: the export as a positional argument is deprecated and will be removed "
+              f"in the next release; pass --model {positional}", file=sys.stderr)
+        if path is not None and os.path.abspath(path) != os.path.abspath(positional):
+            parser.error(f"argument --model: {path!r} differs from the positional export {positional!r}; give one")
+        path = positional
     if not path:
-        parser.error("the following arguments are required: EXPORT_DIR (or --model)")
+        parser.error("the following arguments are required: --model")
     return path, _read_config(parser, path)
 
 

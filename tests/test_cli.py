@@ -277,3 +277,46 @@ def test_a_folder_that_is_no_checkpoint_keeps_the_plain_error(tmp_path, capsys):
         main(["info", "--model", str(tmp_path)])
     err = capsys.readouterr().err
     assert "Expected a kdiff export" in err and "kdiff convert" not in err
+
+
+# ------------------------------------------------------------------------------ inpaint / img2img: --model
+
+OWN = {"inpaint": ["--mask", "m.png"], "img2img": ["--strength", "0"]}  # each command's required flag
+
+
+@pytest.mark.parametrize("command", ["inpaint", "img2img"])
+def test_edits_take_the_export_as_model_like_sample(command, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    usage = capsys.readouterr().out
+    assert "--model PATH" in usage and "EXPORT_DIR" not in usage
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--image", "a.png", "--out", str(tmp_path / "out"), *OWN[command]])
+    assert exit_info.value.code == 2
+    assert "the following arguments are required: --model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["inpaint", "img2img"])
+def test_the_positional_export_is_deprecated_with_a_warning(command, tmp_path, capsys):
+    missing = str(tmp_path / "missing")
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, missing, "--image", "a.png", "--out", str(tmp_path / "out"), *OWN[command]])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert (f"kdiff {command}: warning: the export as a positional argument is deprecated and will be removed in "
+            f"the next release; pass --model {missing}") in err
+    assert f"argument --model: Expected a kdiff export directory. Received: path='{missing}' does not exist" in err
+    with pytest.raises(SystemExit):
+        main([command, missing, "--model", str(tmp_path), "--image", "a.png", "--out", str(tmp_path / "out"),
+              *OWN[command]])
+    assert "differs from the positional export" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_positional_export_still_runs_for_one_release(exports, tmp_path, capsys):
+    picture = tmp_path / "a.png"
+    Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8), mode="L").save(picture)
+    out = tmp_path / "out"
+    assert main(["img2img", exports["ddpm"][1], "--image", str(picture), "--strength", "0", "--out", str(out)]) == 0
+    assert "is deprecated" in capsys.readouterr().err
+    np.testing.assert_array_equal(_png(out / "a.png"), _png(picture))
