@@ -48,7 +48,10 @@ def test_sample_writes_a_png_grid_of_the_samples(exports, tmp_path, capsys):
     out = tmp_path / "grid.png"
     status = main(["sample", "--model", path, "--num", "6", "--sampler", "ddim", "--steps", "5",
                    "--seed", "3", "--out", str(out), "--batch_size", "4"])
-    assert status == 0 and "wrote" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert status == 0 and "wrote" in printed
+    # stdout is no terminal here (a log): the progress is one plain line, without a bar's control bytes
+    assert "10/10 - " in printed and not [c for c in ("\x08", "\r", "\x1b[") if c in printed], repr(printed)
     grid = _png(out)
     assert grid.shape == (2 * 10 + 2, 3 * 10 + 2) and grid.dtype == np.uint8  # 3 per row, 2 px padding
     expected = kdiff.sample(model, 6, sampler="ddim", steps=5, seed=3, batch_size=4)
