@@ -261,7 +261,15 @@ def _read_config(parser, path):
 
 
 def _diffusers_evidence(folder):
-    """What marks ``folder`` as a diffusers checkpoint (a file name), or None."""
+    """What marks ``folder`` as a diffusers checkpoint.
+
+    Args:
+        folder: an existing directory.
+
+    Returns:
+        The marking file's name (``model_index.json``, ``unet/config.json``, a
+        ``diffusion_pytorch_model.*`` file, or a UNet2DModel's ``config.json``), or None.
+    """
     for name in ("model_index.json", os.path.join("unet", "config.json")):
         if os.path.isfile(os.path.join(folder, name)):
             return name
@@ -307,8 +315,15 @@ def _foreign_checkpoint(path):
 
 
 def _conversion_hint(path):
-    """One line for a ``--model`` that is a convertible checkpoint: what was found and the
-    ``kdiff convert`` command (None for anything else)."""
+    """The message for a ``--model`` that is a checkpoint ``kdiff convert`` reads.
+
+    Args:
+        path: what ``--model`` was given.
+
+    Returns:
+        One line: what was found and the ``kdiff convert`` command (its ``--out`` beside
+        ``path``), then the ``--model`` to pass; None for anything else.
+    """
     import shlex
 
     found = _foreign_checkpoint(path)

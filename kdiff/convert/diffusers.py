@@ -680,7 +680,17 @@ def _no_scheduler_error(model_dir):
 
 
 def _scheduler_file(path):
-    """A scheduler_config.json given as itself or as its folder (or the folder's ``scheduler/``)."""
+    """The scheduler_config.json that ``scheduler=`` names.
+
+    Args:
+        path: the file itself, or a folder holding it (directly or in ``scheduler/``).
+
+    Returns:
+        The file's path.
+
+    Raises:
+        ValueError: naming ``path`` when there is no such file.
+    """
     if os.path.isdir(path):
         for candidate in (os.path.join(path, "scheduler_config.json"),
                           os.path.join(path, "scheduler", "scheduler_config.json")):

@@ -177,6 +177,13 @@ def offline_hint(features):
 def _fetch_default_weights(spec):
     """The spec's default weights as a local file path (downloaded when not cached), or None.
 
+    Args:
+        spec: what :func:`extractor_spec` returned.
+
+    Returns:
+        The local path of pytorch-fid's weights (``fid_inception`` without ``--weights``) or
+        of Keras' ImageNet weights (``inception`` without ``--weights``); None otherwise.
+
     Raises:
         OSError: the download failed; FileNotFoundError: ``$KDIFF_FID_WEIGHTS`` names no file.
     """
