@@ -6,8 +6,8 @@
     kdiff info --model saved_models/digits
     kdiff convert --from diffusers google/ddpm-celebahq-256 --out exports/ddpm_celebahq
     kdiff convert --from ncsn run/logs/celeba/checkpoint.pth --config celeba --out exports/ncsn_celeba
-    kdiff inpaint export/ --image a.png b.png --mask mask.png --out filled/ [--resample 10 --jump_length 10]
-    kdiff img2img export/ --image a.png --strength 0.5 --out edited/
+    kdiff inpaint --model export/ --image a.png b.png --mask mask.png --out filled/ [--resample 10 --jump_length 10]
+    kdiff img2img --model export/ --image a.png --strength 0.5 --out edited/
 
 ``sample`` runs ``kdiff.sample`` on a directory written by ``kdiff.export.export`` and
 writes a PNG grid of the images (and, with ``--trajectory``, a picture of the denoising
@@ -17,8 +17,10 @@ any of the sampler's options, and DDPM / DDIM clip the predicted x₀ to the dat
 unless ``--no_clip``; ``--recipe`` takes a sampler and its options from
 ``kdiff.samplers.recipes`` (explicit ``--steps`` / ``--option`` override them). ``info`` prints the
 export's ``config.json`` (with ``source``, where a converted model came from).
-``convert`` reads a diffusers checkpoint (``kdiff.from_diffusers``: a folder or a hub id)
-or an ermongroup/ncsn checkpoint (``kdiff.from_ncsn_checkpoint``) and writes it with
+``convert`` reads a diffusers checkpoint (``kdiff.from_diffusers``: a folder or a hub id;
+one without a scheduler needs ``--scheduler``, a scheduler_config.json or
+``DDPMScheduler`` for its defaults) or an ermongroup/ncsn checkpoint
+(``kdiff.from_ncsn_checkpoint``) and writes it with
 ``kdiff.export.export`` — a SavedModel with ``denoise`` and ``generate`` for TF Serving,
 ``generate`` sampling with a recipe (``--recipe``; default ``ddim_50`` for DDPM,
 ``score_sde_ve_pc`` for NCSN++, ``ncsn_annealed_langevin`` for NCSN) — recording the
@@ -162,6 +164,12 @@ def build_parser():
         help="the sampling recipe of `generate` (default: ddim_50, score_sde_ve_pc or ncsn_annealed_langevin)",
     )
     convert.add_argument("--revision", default=None, help="diffusers hub ids: the revision (branch, tag, commit)")
+    convert.add_argument(
+        "--scheduler", default=None, metavar="PATH|NAME",
+        help="diffusers: the scheduler of a checkpoint that has none (or to override its own): a "
+        "scheduler_config.json or its folder, or DDPMScheduler / DDIMScheduler / ScoreSdeVeScheduler for "
+        "that scheduler's defaults",
+    )
     convert.add_argument("--config", default=None, choices=("celeba", "cifar10", "mnist"),
                          help="ncsn: the reference's anneal.yml preset (default: read off the weights, 32x32)")
     convert.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out")
@@ -217,9 +225,10 @@ def _edit_arguments(command):
     """The arguments ``inpaint`` and ``img2img`` share."""
     from kdiff.samplers import registry
 
-    command.add_argument("model", nargs="?", metavar="EXPORT_DIR", help="the export's directory")
-    command.add_argument("--model", dest="model_option", metavar="PATH", default=None,
-                         help="the export's directory (as kdiff sample takes it)")
+    command.add_argument("--model", metavar="PATH", default=None, help="the export's directory (required)")
+    # Deprecated: the export as a positional argument (documented until this release); still
+    # read, with a warning, for one release. Not in --help or usage: --model is the one way.
+    command.add_argument("positional_model", nargs="?", metavar="EXPORT_DIR", help=argparse.SUPPRESS)
     command.add_argument("--image", required=True, nargs="+", metavar="FILE",
                          help="image files of the model's size and channels (PNG, JPEG, ...)")
     command.add_argument("--out", required=True, metavar="DIR",
@@ -238,12 +247,96 @@ def _edit_arguments(command):
 
 
 def _read_config(parser, path):
+    """The export's config.json; exit 2 naming --model when ``path`` is no kdiff export (with
+    the ``kdiff convert`` command when it is a checkpoint that ``convert`` reads)."""
     from kdiff import export
 
     try:
         return export.read_config(path)
     except ValueError as error:
+        hint = _conversion_hint(path)
+        if hint is not None:  # one line: not a usage error, so no usage text
+            parser.exit(2, f"{parser.prog}: error: argument --model: {hint}\n")
         parser.error(f"argument --model: {error}")
+
+
+def _diffusers_evidence(folder):
+    """What marks ``folder`` as a diffusers checkpoint.
+
+    Args:
+        folder: an existing directory.
+
+    Returns:
+        The marking file's name (``model_index.json``, ``unet/config.json``, a
+        ``diffusion_pytorch_model.*`` file, or a UNet2DModel's ``config.json``), or None.
+    """
+    for name in ("model_index.json", os.path.join("unet", "config.json")):
+        if os.path.isfile(os.path.join(folder, name)):
+            return name
+    try:
+        weights = sorted(n for n in os.listdir(folder) if n.startswith("diffusion_pytorch_model."))
+    except OSError:  # an unreadable folder: read_config's own error says enough
+        return None
+    if weights:
+        return weights[0]
+    config = os.path.join(folder, "config.json")
+    if os.path.isfile(config):
+        try:
+            with open(config, encoding="utf-8") as file:
+                name = json.load(file).get("_class_name")
+        except (OSError, ValueError, AttributeError):
+            return None
+        if name == "UNet2DModel":
+            return "config.json of a UNet2DModel"
+    return None
+
+
+def _foreign_checkpoint(path):
+    """A checkpoint ``kdiff convert`` reads, at ``path``.
+
+    Args:
+        path: what ``--model`` was given.
+
+    Returns:
+        ``(kind, evidence, src)``: the ``--from`` kind ("diffusers" or "ncsn"), what was
+        found, and the SRC to convert; or None.
+    """
+    if os.path.isfile(path):
+        return ("ncsn", "a PyTorch .pth checkpoint", path) if path.endswith(".pth") else None
+    if not os.path.isdir(path):
+        return None
+    evidence = _diffusers_evidence(path)
+    if evidence is not None:
+        return "diffusers", evidence, path
+    checkpoint = os.path.join(path, "checkpoint.pth")
+    if os.path.isfile(checkpoint):
+        return "ncsn", "checkpoint.pth", checkpoint
+    return None
+
+
+def _conversion_hint(path):
+    """The message for a ``--model`` that is a checkpoint ``kdiff convert`` reads.
+
+    Args:
+        path: what ``--model`` was given.
+
+    Returns:
+        One line: what was found and the ``kdiff convert`` command (its ``--out`` beside
+        ``path``), then the ``--model`` to pass; None for anything else.
+    """
+    import shlex
+
+    found = _foreign_checkpoint(path)
+    if found is None:
+        return None
+    kind, evidence, src = found
+    out = (os.path.normpath(path) if os.path.isdir(path) else os.path.splitext(path)[0]) + "_kdiff"
+    command = f"kdiff convert --from {kind} {shlex.quote(src)} --out {shlex.quote(out)}"
+    if kind == "ncsn":
+        command += " [--config celeba|cifar10|mnist]"
+    what = "a diffusers checkpoint" if kind == "diffusers" else "an ermongroup/ncsn checkpoint"
+    return (f"expected a kdiff export; {path!r} is {what} ({evidence}). Convert it first: {command}, "
+            f"then pass --model {shlex.quote(out)}")
 
 
 def _check_out(parser, flag, path):
@@ -396,20 +489,38 @@ def _read_checkpoint(args):
 
         if args.config is not None:
             raise ValueError(f"Expected --config only with --from ncsn. Received: --config={args.config}")
-        model = diffusers.from_diffusers(args.src, revision=args.revision)
-        return model, diffusers.describe_source(args.src, revision=args.revision)
+        model = diffusers.from_diffusers(args.src, scheduler=args.scheduler, revision=args.revision)
+        return model, diffusers.describe_source(args.src, scheduler=args.scheduler, revision=args.revision)
     from kdiff.convert import ncsn
 
-    if args.revision is not None:
-        raise ValueError(f"Expected --revision only with --from diffusers. Received: --revision={args.revision}")
+    for flag in ("revision", "scheduler"):
+        if getattr(args, flag) is not None:
+            raise ValueError(f"Expected --{flag} only with --from diffusers. Received: --{flag}={getattr(args, flag)}")
     model = ncsn.from_ncsn_checkpoint(args.src, config=args.config)
     return model, ncsn.describe_source(args.src, model)
 
 
+def _check_scheduler(parser, value):
+    """``--scheduler`` of ``convert``: a scheduler class name, or a file or folder that exists."""
+    from kdiff.convert.diffusers import SCHEDULER_NAMES
+
+    if value is None or value in SCHEDULER_NAMES or os.path.exists(value):
+        return
+    parser.error(
+        f"argument --scheduler: expected a scheduler_config.json, its folder or one of {list(SCHEDULER_NAMES)}; "
+        f"got {value!r} (no such file)"
+    )
+
+
 def _convert(args, parser):
     _check_export_target(parser, args.out, args.overwrite)
+<<<<<<< HEAD
     from kdiff import _io, export
     from kdiff.samplers import recipes
+=======
+    _check_scheduler(parser, args.scheduler)
+    from kdiff import _io, export, recipes
+>>>>>>> wip-cuts
 
     try:
         model, source = _read_checkpoint(args)
@@ -445,12 +556,17 @@ def _convert(args, parser):
 
 
 def _edit_model(args, parser):
-    """The export of ``inpaint`` / ``img2img`` (EXPORT_DIR or --model) and its config."""
-    if args.model and args.model_option and os.path.abspath(args.model) != os.path.abspath(args.model_option):
-        parser.error(f"argument --model: {args.model_option!r} differs from EXPORT_DIR {args.model!r}; give one")
-    path = args.model or args.model_option
+    """The export of ``inpaint`` / ``img2img`` (``--model``; the deprecated positional
+    EXPORT_DIR still read, with a warning on stderr) and its config."""
+    path, positional = args.model, args.positional_model
+    if positional is not None:
+        print(f"{parser.prog}: warning: the export as a positional argument is deprecated and will be removed "
+              f"in the next release; pass --model {positional}", file=sys.stderr)
+        if path is not None and os.path.abspath(path) != os.path.abspath(positional):
+            parser.error(f"argument --model: {path!r} differs from the positional export {positional!r}; give one")
+        path = positional
     if not path:
-        parser.error("the following arguments are required: EXPORT_DIR (or --model)")
+        parser.error("the following arguments are required: --model")
     return path, _read_config(parser, path)
 
 

@@ -240,6 +240,28 @@ class DiffusionModel(keras.Model):
                 self.optimizer.build(self.network.trainable_weights)
         return super().make_train_function(force=force)
 
+    def fit(self, *args, **kwargs):
+        """``keras.Model.fit``, whose default ``verbose="auto"`` suits where stdout goes.
+
+        Keras' "auto" is its progress bar, which redraws itself with backspaces, carriage
+        returns and ANSI colours even into a file or a pipe; here "auto" is the bar on a
+        terminal (or Jupyter) and one line per epoch (``verbose=2``) otherwise. An explicit
+        0, 1 or 2 is Keras' own.
+
+        Args:
+            *args, **kwargs: ``keras.Model.fit``'s (``verbose`` the fifth positional).
+
+        Returns:
+            The ``keras.callbacks.History``.
+        """
+        from kdiff import _terminal
+
+        if len(args) > 4:  # x, y, batch_size, epochs, verbose
+            args = args[:4] + (_terminal.keras_verbosity(args[4]),) + args[5:]
+        else:
+            kwargs["verbose"] = _terminal.keras_verbosity(kwargs.get("verbose", "auto"))
+        return super().fit(*args, **kwargs)
+
     @property
     def metrics(self):
         return [self.loss_tracker]

@@ -80,7 +80,7 @@ def load(image_size=16, data_range=(-1.0, 1.0), return_labels=False):
     return images
 
 
-def train(output, *, image_size=8, epochs=100, batch_size=64, learning_rate=1e-3, seed=0, T=1000, verbose=1,
+def train(output, *, image_size=8, epochs=100, batch_size=64, learning_rate=1e-3, seed=0, T=1000, verbose="auto",
           ema_decay=0.999, lr_decay=True):
     """Trains a small DDPM (``UNet.small``) on the digits and exports it to ``output``.
 
@@ -96,7 +96,8 @@ def train(output, *, image_size=8, epochs=100, batch_size=64, learning_rate=1e-3
         learning_rate: peak learning rate (after a 200-step warm-up from a tenth of it).
         seed: seed of the weights and the training noise.
         T: diffusion steps of the linear schedule.
-        verbose: Keras' fit verbosity.
+        verbose: Keras' fit verbosity; "auto": the progress bar on a terminal, one line per
+            epoch where stdout is a file or a pipe (no control characters in logs).
         ema_decay: decay of the EMA copy of the weights (the exported one).
         lr_decay: decay the learning rate linearly to 0 at the last step, when the run is
             longer than the warm-up (a shorter one keeps the warm-up's rate).
@@ -107,7 +108,7 @@ def train(output, *, image_size=8, epochs=100, batch_size=64, learning_rate=1e-3
     import keras
     import tensorflow as tf
 
-    from kdiff import data, export, optim, schedules
+    from kdiff import _terminal, data, export, optim, schedules
     from kdiff.diffusion import DDPM
     from kdiff.models import UNet
 
@@ -124,7 +125,7 @@ def train(output, *, image_size=8, epochs=100, batch_size=64, learning_rate=1e-3
         learning_rate, warmup_steps=warmup_steps, warmup_from=learning_rate / 10, decay_steps=decay_steps
     ))
     start = time.perf_counter()
-    model.fit(dataset, epochs=epochs, verbose=verbose)
+    model.fit(dataset, epochs=epochs, verbose=_terminal.keras_verbosity(verbose))
     print(f"trained {int(model.optimizer.iterations)} steps in {time.perf_counter() - start:.0f} s")
     export.export(model, output, overwrite=True)
     return model
@@ -139,7 +140,7 @@ def main(argv=None):
     parser.add_argument("--image_size", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    train(args.out, image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, verbose=2)
+    train(args.out, image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed)
     return 0
 
 

@@ -42,10 +42,17 @@ class _StepRelay:
             self.target(i, num_steps)
 
 
+def _verbosity():
+    """The progress bar's Keras verbosity: a live bar on a terminal, one final line in a log."""
+    from kdiff import _terminal
+
+    return _terminal.keras_verbosity("auto")
+
+
 class _Progress:
     """``kdiff.sample``'s progress bar: the sampler's steps over all batches, where the
     sampler reports them (fixed-step samplers); images otherwise (an adaptive ODE solver,
-    an XLA-compiled loop)."""
+    an XLA-compiled loop). Where stdout is no terminal, one line when it is done."""
 
     def __init__(self, num_samples, num_batches):
         self.num_samples, self.num_batches = num_samples, num_batches
@@ -55,7 +62,7 @@ class _Progress:
         if self.bar is None:
             import keras
 
-            self.bar = keras.utils.Progbar(self.num_batches * num_steps, unit_name="step")
+            self.bar = keras.utils.Progbar(self.num_batches * num_steps, unit_name="step", verbose=_verbosity())
         self.counts_steps = True
         self.bar.update(self.batches_done * num_steps + i + 1)
 
@@ -66,7 +73,7 @@ class _Progress:
         if self.bar is None:
             import keras
 
-            self.bar = keras.utils.Progbar(self.num_samples, unit_name="image")
+            self.bar = keras.utils.Progbar(self.num_samples, unit_name="image", verbose=_verbosity())
         self.bar.add(count)
 
 
@@ -186,7 +193,7 @@ def sample(
             check your model's samples).
         progress: show a progress bar of the sampler's steps, over all batches (of the
             images for samplers that do not count steps: an adaptive ODE solver, an
-            XLA-compiled loop).
+            XLA-compiled loop); where stdout is no terminal (a log), one line at the end.
         recipe: a name in ``kdiff.samplers.recipes.names()`` ("ddpm_1000", "ddim_50",
             "score_sde_ve_pc", "ncsn_annealed_langevin", …): the sampler, steps and
             options of a reference run; ``steps``, ``eta`` and sampler options given here

@@ -48,7 +48,10 @@ def test_sample_writes_a_png_grid_of_the_samples(exports, tmp_path, capsys):
     out = tmp_path / "grid.png"
     status = main(["sample", "--model", path, "--num", "6", "--sampler", "ddim", "--steps", "5",
                    "--seed", "3", "--out", str(out), "--batch_size", "4"])
-    assert status == 0 and "wrote" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert status == 0 and "wrote" in printed
+    # stdout is no terminal here (a log): the progress is one plain line, without a bar's control bytes
+    assert "10/10 - " in printed and not [c for c in ("\x08", "\r", "\x1b[") if c in printed], repr(printed)
     grid = _png(out)
     assert grid.shape == (2 * 10 + 2, 3 * 10 + 2) and grid.dtype == np.uint8  # 3 per row, 2 px padding
     expected = kdiff.sample(model, 6, sampler="ddim", steps=5, seed=3, batch_size=4)
@@ -211,3 +214,112 @@ def test_save_trajectory_picks_evenly_spaced_states(tmp_path):
     np.testing.assert_array_equal(_png(tmp_path / "t.png"), picture[..., 0])
     rgb = images.save_grid(np.full((4, 3, 3, 3), 200, np.uint8), tmp_path / "rgb.png", scale=3)
     assert _png(tmp_path / "rgb.png").shape == (rgb.shape[0] * 3, rgb.shape[1] * 3, 3)
+
+
+# ------------------------------------------------------------------------------ foreign checkpoints
+
+
+def _diffusers_folder(root, kind):
+    folder = root / kind
+    folder.mkdir()
+    if kind == "pipeline":
+        (folder / "model_index.json").write_text(json.dumps({"unet": ["diffusers", "UNet2DModel"]}))
+    elif kind == "unet_subfolder":
+        (folder / "unet").mkdir()
+        (folder / "unet" / "config.json").write_text("{}")
+    elif kind == "weights":
+        (folder / "diffusion_pytorch_model.safetensors").write_bytes(b"")
+    else:
+        (folder / "config.json").write_text(json.dumps({"_class_name": "UNet2DModel"}))
+    return folder
+
+
+@pytest.mark.parametrize("kind, evidence", [
+    ("pipeline", "(model_index.json)"), ("unet_subfolder", "(unet/config.json)"),
+    ("weights", "(diffusion_pytorch_model.safetensors)"), ("config", "(config.json of a UNet2DModel)"),
+])
+def test_a_diffusers_folder_as_model_exits_2_with_the_convert_command(tmp_path, capsys, kind, evidence):
+    import shlex
+
+    folder = _diffusers_folder(tmp_path, kind)
+    commands = (["sample", "--model", str(folder), "--out", str(tmp_path / "g.png")], ["info", "--model", str(folder)],
+                ["img2img", "--model", str(folder), "--image", "a.png", "--strength", "0.5", "--out", str(tmp_path)],
+                ["inpaint", "--model", str(folder), "--image", "a.png", "--mask", "m.png", "--out", str(tmp_path)])
+    for argv in commands:
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"kdiff {argv[0]}: error: argument --model: expected a kdiff "
+                                                       f"export; '{folder}' is a diffusers checkpoint {evidence}")
+        command = err.split("Convert it first: ")[1].split(", then")[0]
+        assert command == f"kdiff convert --from diffusers {folder} --out {folder}_kdiff"
+        convert = kdiff.cli.build_parser().parse_args(shlex.split(command)[1:])  # the real syntax
+        assert (convert.source_kind, convert.src, convert.out) == ("diffusers", str(folder), f"{folder}_kdiff")
+    assert sorted(os.listdir(tmp_path)) == [kind]
+
+
+def test_an_ncsn_checkpoint_as_model_exits_2_with_the_convert_command(tmp_path, capsys):
+    run = tmp_path / "celeba"
+    run.mkdir()
+    (run / "checkpoint.pth").write_bytes(b"")
+    checkpoint = run / "checkpoint.pth"
+    for given, out in ((run, f"{run}_kdiff"), (checkpoint, f"{run / 'checkpoint'}_kdiff")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["sample", "--model", str(given), "--out", str(tmp_path / "g.png")])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "is an ermongroup/ncsn checkpoint" in err
+        assert (f"Convert it first: kdiff convert --from ncsn {checkpoint} --out {out} "
+                f"[--config celeba|cifar10|mnist], then pass --model {out}") in err
+
+
+def test_a_folder_that_is_no_checkpoint_keeps_the_plain_error(tmp_path, capsys):
+    (tmp_path / "config.json").write_text(json.dumps({"_class_name": "Something"}))
+    with pytest.raises(SystemExit):
+        main(["info", "--model", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert "Expected a kdiff export" in err and "kdiff convert" not in err
+
+
+# ------------------------------------------------------------------------------ inpaint / img2img: --model
+
+OWN = {"inpaint": ["--mask", "m.png"], "img2img": ["--strength", "0"]}  # each command's required flag
+
+
+@pytest.mark.parametrize("command", ["inpaint", "img2img"])
+def test_edits_take_the_export_as_model_like_sample(command, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    usage = capsys.readouterr().out
+    assert "--model PATH" in usage and "EXPORT_DIR" not in usage
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--image", "a.png", "--out", str(tmp_path / "out"), *OWN[command]])
+    assert exit_info.value.code == 2
+    assert "the following arguments are required: --model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["inpaint", "img2img"])
+def test_the_positional_export_is_deprecated_with_a_warning(command, tmp_path, capsys):
+    missing = str(tmp_path / "missing")
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, missing, "--image", "a.png", "--out", str(tmp_path / "out"), *OWN[command]])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert (f"kdiff {command}: warning: the export as a positional argument is deprecated and will be removed in "
+            f"the next release; pass --model {missing}") in err
+    assert f"argument --model: Expected a kdiff export directory. Received: path='{missing}' does not exist" in err
+    with pytest.raises(SystemExit):
+        main([command, missing, "--model", str(tmp_path), "--image", "a.png", "--out", str(tmp_path / "out"),
+              *OWN[command]])
+    assert "differs from the positional export" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_positional_export_still_runs_for_one_release(exports, tmp_path, capsys):
+    picture = tmp_path / "a.png"
+    Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8), mode="L").save(picture)
+    out = tmp_path / "out"
+    assert main(["img2img", exports["ddpm"][1], "--image", str(picture), "--strength", "0", "--out", str(out)]) == 0
+    assert "is deprecated" in capsys.readouterr().err
+    np.testing.assert_array_equal(_png(out / "a.png"), _png(picture))

@@ -160,3 +160,37 @@ def test_an_existing_or_unplaced_out_exits_2_before_converting(tmp_path, capsys)
     assert os.listdir(taken) == ["keep.txt"]
     _fails(capsys, ["convert", "--from", "diffusers", NCSNPP, "--out", str(tmp_path / "a" / "b")], "does not exist")
     assert sorted(os.listdir(tmp_path)) == ["taken"]
+
+
+def test_a_diffusers_model_without_a_scheduler_exits_2_saying_how_to_pass_one(tmp_path, capsys):
+    import shutil
+
+    bare = tmp_path / "bare"
+    shutil.copytree(os.path.join(ROOT, "tests", "fixtures", "diffusers", "unet_multihead"), bare)
+    os.remove(bare / "scheduler_config.json")
+    out = tmp_path / "export"
+    err = _fails(capsys, ["convert", "--from", "diffusers", str(bare), "--out", str(out)],
+                 "argument SRC: Expected a scheduler for the diffusers model in")
+    assert str(bare) in err and "--scheduler PATH|DDPMScheduler" in err
+    _fails(capsys, ["convert", "--from", "diffusers", str(bare), "--out", str(out), "--scheduler", "PNDM"],
+           "argument --scheduler: expected a scheduler_config.json, its folder or one of ['DDIMScheduler', ")
+    _fails(capsys, ["convert", "--from", "ncsn", str(bare), "--out", str(out), "--scheduler", "DDPMScheduler"],
+           "--scheduler only with --from diffusers")
+    assert sorted(os.listdir(tmp_path)) == ["bare"]
+
+
+@pytest.mark.slow
+def test_convert_with_scheduler_records_it(tmp_path, capsys):
+    import shutil
+
+    bare = tmp_path / "bare"
+    shutil.copytree(os.path.join(ROOT, "tests", "fixtures", "diffusers", "unet_multihead"), bare)
+    os.remove(bare / "scheduler_config.json")
+    out = tmp_path / "export"
+    assert _convert("diffusers", str(bare), out, "--scheduler", "DDPMScheduler") == 0
+    with open(out / "config.json") as file:
+        config = json.load(file)
+    source = config["source"]
+    assert (source["scheduler_type"], source["scheduler_source"]) == ("DDPMScheduler", "DDPMScheduler's defaults")
+    process = kdiff.processes.from_model_config(config)
+    np.testing.assert_allclose(process.betas, kdiff.schedules.linear(T=1000).betas, rtol=1e-6)

@@ -223,3 +223,87 @@ def test_bad_input_is_named(tmp_path, case):
         _edit_json(folder / "scheduler_config.json", prediction_type="v_prediction")
     with pytest.raises(ValueError, match=expected):
         kdiff.from_diffusers(path)
+
+
+# --------------------------------------------------------------------------- no scheduler
+
+
+def _bare(tmp_path, name="unet_multihead"):
+    folder = _copy(name, tmp_path)
+    os.remove(folder / "scheduler_config.json")
+    return folder
+
+
+def test_a_model_folder_without_a_scheduler_is_refused_saying_how_to_pass_one(tmp_path):
+    folder = _bare(tmp_path)
+    with pytest.raises(ValueError) as info:
+        kdiff.from_diffusers(folder)
+    message = str(info.value)
+    for part in (str(folder), "no scheduler_config.json or scheduler/scheduler_config.json", "scheduler=",
+                 "'DDPMScheduler'", "linear betas 1e-4 to 0.02, num_train_timesteps=1000",
+                 "--scheduler PATH|DDPMScheduler"):
+        assert part in message, part
+    with pytest.raises(ValueError, match="Expected a scheduler"):
+        conv.describe_source(folder)
+
+
+def test_a_pipeline_without_its_scheduler_is_refused(tmp_path):
+    folder = _copy("ddpm_pipeline", tmp_path)
+    shutil.rmtree(folder / "scheduler")
+    with pytest.raises(ValueError, match=r"Expected a scheduler for the diffusers model in .*unet"):
+        kdiff.from_diffusers(folder)
+
+
+def test_the_unet_folder_of_a_pipeline_takes_the_pipelines_scheduler(tmp_path, schedules):
+    folder = _copy("ddpm_pipeline", tmp_path)
+    _edit_json(folder / "scheduler" / "scheduler_config.json", beta_schedule="squaredcos_cap_v2")
+    model = kdiff.from_diffusers(folder / "unet")
+    arrays, _ = schedules
+    np.testing.assert_array_equal(model.process.betas, arrays["squaredcos_cap_v2"].astype(np.float64))
+    _assert_matches(model.network, _reference("ddpm_pipeline"))
+    source = conv.describe_source(folder / "unet")
+    assert source["scheduler_source"] == str(folder / "scheduler" / "scheduler_config.json")
+
+
+def test_the_scheduler_argument_in_each_form(tmp_path, schedules):
+    folder = _bare(tmp_path)
+    arrays, configs = schedules
+    config_file = tmp_path / "sched" / "scheduler_config.json"
+    config_file.parent.mkdir()
+    config_file.write_text(json.dumps({"_class_name": "DDIMScheduler", **configs["squaredcos_cap_v2"]}))
+
+    class DDPMScheduler:  # what a diffusers scheduler offers: .config without _class_name
+        config = dict(configs["scaled_linear"])
+
+    for scheduler, betas in (
+        ("DDPMScheduler", arrays["linear"]), (str(config_file), arrays["squaredcos_cap_v2"]),
+        (config_file.parent, arrays["squaredcos_cap_v2"]),
+        ({"_class_name": "DDPMScheduler", **configs["sigmoid"]}, conv.diffusers_betas(configs["sigmoid"])),
+        (DDPMScheduler(), arrays["scaled_linear"]),
+    ):
+        model = kdiff.from_diffusers(folder, scheduler=scheduler)
+        np.testing.assert_array_equal(model.process.betas, betas.astype(np.float64), err_msg=str(scheduler))
+    assert conv.describe_source(folder, scheduler="DDPMScheduler")["scheduler_source"] == "DDPMScheduler's defaults"
+    # given beside a checkpoint's own, the argument wins
+    own = kdiff.from_diffusers(os.path.join(FIXTURES, "unet_multihead"), scheduler="DDPMScheduler")
+    np.testing.assert_array_equal(own.process.betas, arrays["linear"].astype(np.float64))
+
+
+@pytest.mark.parametrize("scheduler, message", [
+    ("PNDMScheduler", r"scheduler='PNDMScheduler', no such file"),
+    ({"beta_schedule": "linear"}, r"dict with `_class_name`.*Received: keys \['beta_schedule'\]"),
+    ({"_class_name": "KarrasVeScheduler"}, r"_class_name.*the scheduler dict.*KarrasVeScheduler"),
+    (3, r"Received: int"),
+])
+def test_a_bad_scheduler_argument_is_named(tmp_path, scheduler, message):
+    with pytest.raises(ValueError, match=message):
+        kdiff.from_diffusers(_bare(tmp_path), scheduler=scheduler)
+
+
+def test_a_fourier_model_needs_a_ve_scheduler(tmp_path):
+    folder = _bare(tmp_path, "ncsnpp")
+    with pytest.raises(ValueError, match="'ScoreSdeVeScheduler' for an NCSN\\+\\+ model"):
+        kdiff.from_diffusers(folder)
+    assert isinstance(kdiff.from_diffusers(folder, scheduler="ScoreSdeVeScheduler"), kdiff.ScoreSDE)
+    with pytest.raises(ValueError, match="Expected a ScoreSdeVeScheduler.*DDPMScheduler's defaults"):
+        kdiff.from_diffusers(folder, scheduler="DDPMScheduler")

@@ -290,3 +290,50 @@ def test_bad_data_fails_with_a_clear_message():
         model.fit(np.zeros((16, 8, 8, 3), "float32"), batch_size=16, epochs=1, verbose=0)
     with pytest.raises(ValueError, match="float images"):
         model.fit(np.zeros((16, 8, 8, 1), "uint8"), batch_size=16, epochs=1, verbose=0)
+
+
+# ------------------------------------------------------------------------------ progress output in logs
+
+CONTROL = ("\x08", "\r", "\x1b[")  # a progress bar's backspaces, carriage returns and ANSI codes
+
+
+class _Terminal:
+    def isatty(self):
+        return True
+
+
+def test_auto_verbosity_is_the_bar_on_a_terminal_and_lines_elsewhere(tmp_path):
+    from kdiff import _terminal
+
+    assert _terminal.keras_verbosity("auto", _Terminal()) == 1
+    with open(tmp_path / "log.txt", "w") as log:
+        assert _terminal.keras_verbosity("auto", log) == 2
+    assert _terminal.keras_verbosity("auto", object()) == 2  # no isatty at all
+    assert [_terminal.keras_verbosity(v, _Terminal()) for v in (0, 1, 2)] == [0, 1, 2]
+
+
+@pytest.mark.slow
+def test_fit_writes_plain_lines_when_stdout_is_not_a_terminal(capsys):
+    model = _build("ddpm_simple")
+    model.fit(_digits(32), batch_size=16, epochs=2)  # Keras' default verbose="auto"
+    out = capsys.readouterr().out
+    assert "Epoch 1/2" in out and "Epoch 2/2" in out and "loss:" in out
+    assert not [c for c in CONTROL if c in out], repr(out)
+    model.fit(_digits(32), batch_size=16, epochs=1, verbose=0)
+    assert capsys.readouterr().out == ""
+
+
+@pytest.mark.slow
+def test_digits_train_writes_plain_lines_when_stdout_is_not_a_terminal(monkeypatch, capsys):
+    """``kdiff.digits.train`` (``python -m kdiff.digits``) into a log: one line per epoch, no progress-bar bytes."""
+    from kdiff import export as export_lib
+    from kdiff import models
+
+    monkeypatch.setattr(kdiff.digits, "load", lambda image_size: _digits(16))
+    monkeypatch.setattr(models.UNet, "small", staticmethod(lambda **kwargs: TinyNet()))
+    written = []
+    monkeypatch.setattr(export_lib, "export", lambda model, path, **kwargs: written.append(path))
+    kdiff.digits.train("unused", epochs=2, batch_size=8)  # its default verbose
+    out = capsys.readouterr().out
+    assert written == ["unused"] and "Epoch 2/2" in out and "2/2 - " in out and "trained 4 steps" in out
+    assert not [c for c in CONTROL if c in out], repr(out)

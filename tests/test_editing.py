@@ -319,7 +319,7 @@ def _read(path):
 
 def test_cli_inpaint_and_img2img_write_one_png_per_image(exported, tmp_path, capsys):
     out = tmp_path / "filled"
-    status = main(["inpaint", exported["path"], "--image", *exported["images"], "--mask", exported["mask"],
+    status = main(["inpaint", "--model", exported["path"], "--image", *exported["images"], "--mask", exported["mask"],
                    "--out", str(out), "--sampler", "ddim", "--steps", "4", "--seed", "1"])
     assert status == 0 and "wrote 2 images" in capsys.readouterr().out
     for name, source in zip(("a.png", "b.png"), exported["images"]):
@@ -363,7 +363,7 @@ def test_cli_inpaint_bad_input_exits_2_naming_it_and_writes_nothing(exported, tm
     names = {**_bad_files(tmp_path), "mask": exported["mask"], "a": exported["images"][0]}
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as exit_info:
-        main(["inpaint", exported["path"], *[a.format(**names) for a in args], "--out", str(out)])
+        main(["inpaint", "--model", exported["path"], *[a.format(**names) for a in args], "--out", str(out)])
     assert exit_info.value.code == 2
     assert __import__("re").search(message, capsys.readouterr().err)
     assert not out.exists()
@@ -372,9 +372,9 @@ def test_cli_inpaint_bad_input_exits_2_naming_it_and_writes_nothing(exported, tm
 def test_cli_img2img_bad_strength_and_model_exit_2(exported, tmp_path, capsys):
     out = tmp_path / "out"
     for args, message in (
-        ([exported["path"], "--strength", "1.5"], "--strength: expected a number in \\[0, 1\\]"),
-        ([str(tmp_path / "missing"), "--strength", "0.5"], "missing' does not exist"),
-        (["--strength", "0.5"], "EXPORT_DIR"),
+        (["--model", exported["path"], "--strength", "1.5"], "--strength: expected a number in \\[0, 1\\]"),
+        (["--model", str(tmp_path / "missing"), "--strength", "0.5"], "missing' does not exist"),
+        (["--strength", "0.5"], "required: --model"),
     ):
         with pytest.raises(SystemExit) as exit_info:
             main(["img2img", *args, "--image", exported["images"][0], "--out", str(out)])

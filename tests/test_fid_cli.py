@@ -162,3 +162,65 @@ def test_python_dash_m_runs_the_command(tmp_path, classifier):
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("FID: ")
+
+
+# --------------------------------------------------------------------------- offline
+
+
+@pytest.fixture
+def offline(tmp_path, monkeypatch):
+    """Downloads fail as they do offline: each goes to a closed port of 127.0.0.1; nothing is cached."""
+    import socket
+
+    from kdiff.fid import weights as weights_lib
+
+    with socket.socket() as probe:  # a port nothing listens on once the probe is closed
+        probe.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{probe.getsockname()[1]}/"
+    real_download = weights_lib._download
+    monkeypatch.setattr(weights_lib, "_download", lambda url, path: real_download(closed + "pt_inception.pth", path))
+    monkeypatch.setattr(extractors, "IMAGENET_NOTOP_URL", closed + "kdiff_test_never_cached_notop.h5")
+    monkeypatch.delenv("KDIFF_FID_WEIGHTS", raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.setenv("NO_GCE_CHECK", "True")
+    return tmp_path / "torch_home"
+
+
+@pytest.mark.parametrize("features, own_way", [
+    ("inception", "pass --weights FILE (Keras' {notop}); or use "
+                  "a feature space read from local files: --features fid_inception --weights "
+                  "pt_inception-2015-12-05-6726825d.pth (or its .npz), "),
+    ("fid_inception", "pass --weights FILE (pt_inception-2015-12-05-6726825d.pth, read with torch, or its .npz from "
+                      "`python -m kdiff.fid.weights convert`), set $KDIFF_FID_WEIGHTS=FILE or put the file at "),
+])
+def test_offline_default_weights_exit_2_with_a_one_line_way_forward(tmp_path, offline, capsys, features, own_way):
+    a = _write_folder(tmp_path / "a", _images(3, 0))
+    b = _write_folder(tmp_path / "b", _images(3, 1))
+    status, out, err = _run(capsys, a, b, "--features", features)
+    assert status == 2 and "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert all(line.startswith("Downloading ") for line in lines[:-1]), lines  # fetch_weights says what it tries
+    error = lines[-1]
+    assert error.startswith(f"error: --features {features}: could not download ") and "Connection refused" in error
+    notop = os.path.basename(extractors.IMAGENET_NOTOP_URL)  # the file that the URL in effect names
+    assert "Offline: " + own_way.format(notop=notop) in error
+    assert error.endswith("--features classifier --classifier FILE.keras, or --features inception_graph "
+                          "--inception-graph classify_image_graph_def.pb")
+    assert not os.path.exists(offline / "hub" / "checkpoints" / "pt_inception-2015-12-05-6726825d.pth")
+
+
+def test_a_kdiff_fid_weights_that_names_no_file_is_one_line(tmp_path, offline, monkeypatch, capsys):
+    monkeypatch.setenv("KDIFF_FID_WEIGHTS", str(tmp_path / "nowhere.npz"))
+    a = _write_folder(tmp_path / "a", _images(3, 0))
+    status, _, err = _run(capsys, a, a)
+    assert status == 2 and err.strip().splitlines() == [
+        f"error: --features fid_inception: Expected $KDIFF_FID_WEIGHTS to name pytorch-fid's weights file (.pth or "
+        f".npz). Received: KDIFF_FID_WEIGHTS='{tmp_path / 'nowhere.npz'}', which is not a file"]
+
+
+def test_a_pth_without_torch_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch → ImportError
+    (tmp_path / "w.pth").write_bytes(b"not read without torch")
+    a = _write_folder(tmp_path / "a", _images(3, 0))
+    status, _, err = _run(capsys, a, a, "--weights", tmp_path / "w.pth")
+    assert status == 2 and len(err.strip().splitlines()) == 1 and "python -m kdiff.fid.weights convert" in err

@@ -2,8 +2,9 @@
 
 Reads a ``UNet2DModel`` and its scheduler in the Hugging Face layout — a pipeline folder
 (``model_index.json``, ``unet/``, ``scheduler/``), a bare model folder (``config.json`` and
-``diffusion_pytorch_model.safetensors`` or ``.bin``, plus ``scheduler_config.json`` when
-present), or a hub id that ``huggingface_hub`` downloads — and returns
+``diffusion_pytorch_model.safetensors`` or ``.bin``, and ``scheduler_config.json``; a
+pipeline's ``unet/`` takes the pipeline's ``../scheduler/``), or a hub id that
+``huggingface_hub`` downloads — and returns
 
 * ``kdiff.DDPM`` for a ``DDPMScheduler`` / ``DDIMScheduler``, its schedule holding exactly
   the scheduler's float32 betas, its network a ``kdiff.models.UNet`` (the DDPM layout:
@@ -22,7 +23,9 @@ Safetensors files are read with the ``safetensors`` package's NumPy API (no torc
 ``proj_attn`` of the 2022 checkpoints, ``to_q`` / ``to_k`` / ``to_v`` / ``to_out.0`` of
 today's), and both ``time_proj.W`` and ``time_proj.weight``. Every weight of the file
 must be used and every kdiff weight found, with matching shapes; otherwise a ValueError
-names the file and the key. Sampling options of the scheduler (``clip_sample``,
+names the file and the key. A checkpoint without a scheduler needs ``scheduler=`` (a
+config file, its dict, a diffusers scheduler, or "DDPMScheduler" for its defaults): the
+noise schedule is not guessed. Sampling options of the scheduler (``clip_sample``,
 ``variance_type`` other than ``learned_range``, timestep spacing) are sampling-time
 choices in kdiff and are not read.
 """
@@ -36,7 +39,7 @@ import re
 
 import numpy as np
 
-__all__ = ["from_diffusers", "diffusers_betas", "describe_source", "load_weights", "read_state_dict", "unet_from_config"]
+__all__ = ["SCHEDULER_NAMES", "from_diffusers", "diffusers_betas", "describe_source", "load_weights", "read_state_dict", "unet_from_config"]
 
 WEIGHTS_NAME = "diffusion_pytorch_model"
 _DDPM_SCHEDULERS = ("DDPMScheduler", "DDIMScheduler")
@@ -175,11 +178,22 @@ def _locate(path, revision):
             "Expected a diffusers folder: model_index.json (a pipeline) or config.json (a "
             f"model). Received: path={path!r} holding {sorted(os.listdir(path))[:10]}"
         )
-    for candidate in (os.path.join(path, "scheduler_config.json"),
-                      os.path.join(path, "scheduler", "scheduler_config.json")):
+    for candidate in _scheduler_candidates(path):
         if os.path.isfile(candidate):
             return path, candidate
     return path, None
+
+
+def _scheduler_candidates(model_dir):
+    """Where a model folder's scheduler config may be: beside it, in ``scheduler/``, or —
+    for the ``unet/`` of a pipeline (its parent holds ``model_index.json``) — the
+    pipeline's ``../scheduler/``."""
+    candidates = [os.path.join(model_dir, "scheduler_config.json"),
+                  os.path.join(model_dir, "scheduler", "scheduler_config.json")]
+    parent = os.path.dirname(os.path.abspath(model_dir))
+    if os.path.isfile(os.path.join(parent, "model_index.json")):
+        candidates.append(os.path.join(parent, "scheduler", "scheduler_config.json"))
+    return candidates
 
 
 def read_state_dict(model_dir, variant=None):
@@ -647,31 +661,133 @@ def load_weights(network, state, source="state dict"):
 # --------------------------------------------------------------------------- models
 
 
-def _scheduler(path, network):
-    """(kind, config) of the scheduler: "ddpm" or "ve"; diffusers' defaults when there is none."""
-    from kdiff.models import NCSNpp
+_SCHEDULER_DEFAULTS = {**{name: _DDPM_DEFAULTS for name in _DDPM_SCHEDULERS},
+                       **{name: _VE_DEFAULTS for name in _VE_SCHEDULERS}}
+# The scheduler class names ``scheduler=`` takes for that scheduler's defaults.
+SCHEDULER_NAMES = tuple(sorted(_SCHEDULER_DEFAULTS))
 
-    if path is None:
-        fourier = isinstance(network, NCSNpp) and network.embedding == "fourier"
-        return ("ve", dict(_VE_DEFAULTS)) if fourier else ("ddpm", dict(_DDPM_DEFAULTS))
-    config = _read_json(path)
+
+def _no_scheduler_error(model_dir):
+    """The ValueError for a model folder without a scheduler: where kdiff looked, how to pass one."""
+    looked = [os.path.relpath(p, model_dir) for p in _scheduler_candidates(model_dir)]
+    return ValueError(
+        f"Expected a scheduler for the diffusers model in {model_dir!r} (as DDPMPipeline.from_pretrained "
+        f"needs one). Received: no {' or '.join(looked)} there. Pass it: scheduler= a scheduler_config.json "
+        "(or its folder), its dict, a diffusers scheduler, or 'DDPMScheduler' for DDPMScheduler()'s defaults "
+        "(linear betas 1e-4 to 0.02, num_train_timesteps=1000; 'ScoreSdeVeScheduler' for an NCSN++ model); "
+        "with kdiff convert: --scheduler PATH|DDPMScheduler"
+    )
+
+
+def _scheduler_file(path):
+    """The scheduler_config.json that ``scheduler=`` names.
+
+    Args:
+        path: the file itself, or a folder holding it (directly or in ``scheduler/``).
+
+    Returns:
+        The file's path.
+
+    Raises:
+        ValueError: naming ``path`` when there is no such file.
+    """
+    if os.path.isdir(path):
+        for candidate in (os.path.join(path, "scheduler_config.json"),
+                          os.path.join(path, "scheduler", "scheduler_config.json")):
+            if os.path.isfile(candidate):
+                return candidate
+        raise ValueError(
+            f"Expected `scheduler` to be a scheduler_config.json or a folder holding one. Received: "
+            f"scheduler={path!r}, a folder without scheduler_config.json"
+        )
+    if not os.path.isfile(path):
+        raise ValueError(
+            f"Expected `scheduler` to be a scheduler_config.json (or its folder), a dict, a diffusers "
+            f"scheduler or one of {sorted(_SCHEDULER_DEFAULTS)}. Received: scheduler={path!r}, no such file"
+        )
+    return path
+
+
+def _given_scheduler(scheduler):
+    """(config, source) of a ``scheduler=`` argument: a class name, a path, a dict or a diffusers scheduler.
+
+    Args:
+        scheduler: "DDPMScheduler" / "DDIMScheduler" / "ScoreSdeVeScheduler" (that
+            scheduler's defaults), the path of a scheduler_config.json or its folder, a
+            config dict with ``_class_name``, or a diffusers scheduler (its ``.config``).
+
+    Returns:
+        The config dict and a label of where it came from, for messages.
+    """
+    if isinstance(scheduler, str) and scheduler in _SCHEDULER_DEFAULTS:
+        return {"_class_name": scheduler}, f"{scheduler}'s defaults"
+    if isinstance(scheduler, (str, os.PathLike)):
+        path = _scheduler_file(os.fspath(scheduler))
+        return _read_json(path), path
+    if isinstance(scheduler, dict):
+        if "_class_name" not in scheduler:
+            raise ValueError(
+                f"Expected a scheduler dict with `_class_name` (one of {sorted(_SCHEDULER_DEFAULTS)}), as in "
+                f"scheduler_config.json. Received: keys {sorted(scheduler)}"
+            )
+        return dict(scheduler), "the scheduler dict"
+    config = getattr(scheduler, "config", None)
+    if config is None or not hasattr(config, "items"):
+        raise ValueError(
+            f"Expected `scheduler` to be a scheduler_config.json (or its folder), a dict, a diffusers "
+            f"scheduler or one of {sorted(_SCHEDULER_DEFAULTS)}. Received: {type(scheduler).__name__}"
+        )
+    name = type(scheduler).__name__
+    return {**dict(config.items()), "_class_name": name}, f"the {name} given"
+
+
+def _scheduler_config(scheduler, found, model_dir):
+    """(config, source): the scheduler given, else the one found with the model, else an error.
+
+    Args:
+        scheduler: ``from_diffusers``' ``scheduler`` argument (None: the checkpoint's).
+        found: the scheduler_config.json found with the model, or None.
+        model_dir: the model folder, for the message.
+
+    Returns:
+        The scheduler's config dict and where it came from (a path or a label).
+
+    Raises:
+        ValueError: no scheduler given or found (naming the folder and how to pass one),
+            or a ``scheduler`` of an unknown kind.
+    """
+    if scheduler is not None:
+        return _given_scheduler(scheduler)
+    if found is None:
+        raise _no_scheduler_error(model_dir)
+    return _read_json(found), found
+
+
+def _scheduler(config, source):
+    """(kind, config) of a scheduler config: "ddpm" or "ve", its missing keys the defaults."""
     name = config.get("_class_name")
     if name in _DDPM_SCHEDULERS:
         return "ddpm", {**_DDPM_DEFAULTS, **config}
     if name in _VE_SCHEDULERS:
         return "ve", {**_VE_DEFAULTS, **config}
-    raise _config_error("_class_name", f"one of {list(_DDPM_SCHEDULERS + _VE_SCHEDULERS)}", name, path)
+    raise _config_error("_class_name", f"one of {list(_DDPM_SCHEDULERS + _VE_SCHEDULERS)}", name, source)
 
 
-def from_diffusers(path, *, revision=None, variant=None, **model_kwargs):
+def from_diffusers(path, *, scheduler=None, revision=None, variant=None, **model_kwargs):
     """A diffusers ``UNet2DModel`` checkpoint and its scheduler as a kdiff model.
 
     Args:
         path: a local folder in the Hugging Face layout — a pipeline (``model_index.json``,
-            ``unet/``, ``scheduler/``) or a model (``config.json``, weights,
-            ``scheduler_config.json`` when present) — or a hub id such as
+            ``unet/``, ``scheduler/``), a model (``config.json``, weights, and
+            ``scheduler_config.json`` or ``scheduler/``; a pipeline's ``unet/`` takes the
+            pipeline's ``../scheduler/``) — or a hub id such as
             "google/ddpm-celebahq-256", downloaded with ``huggingface_hub`` (where there is
             internet).
+        scheduler: the scheduler, for a checkpoint without one or to override its own: the
+            path of a ``scheduler_config.json`` (or its folder), its dict (with
+            ``_class_name``), a diffusers scheduler object, or a scheduler class name —
+            "DDPMScheduler" / "DDIMScheduler" (diffusers' defaults: linear betas 1e-4 to
+            0.02 over 1000 steps) or "ScoreSdeVeScheduler". None: the checkpoint's own.
         revision: the hub revision (branch, tag or commit) of a hub id.
         variant: the weights file variant ("fp16" reads ``….fp16.safetensors``).
         **model_kwargs: more ``kdiff.DDPM`` / ``kdiff.ScoreSDE`` arguments (``ema_decay``,
@@ -681,13 +797,13 @@ def from_diffusers(path, *, revision=None, variant=None, **model_kwargs):
         ``kdiff.DDPM`` (``DDPMScheduler`` / ``DDIMScheduler``: the scheduler's betas exactly)
         or ``kdiff.ScoreSDE`` (``ScoreSdeVeScheduler``: ``VESDE(sigma_min, sigma_max,
         num_train_timesteps)``, σ conditioning, data in [0, 1] for ``center_input_sample``
-        models); ``network`` and ``ema_network`` both hold the checkpoint's weights. Without
-        a scheduler config, diffusers' defaults (a linear DDPM schedule; a
-        ``ScoreSdeVeScheduler`` for a Fourier-feature model).
+        models); ``network`` and ``ema_network`` both hold the checkpoint's weights.
 
     Raises:
         ValueError: naming the file and key for a missing or unreadable file, an
-            unsupported model or scheduler, or weights that disagree with the config.
+            unsupported model or scheduler, or weights that disagree with the config; a
+            checkpoint without a scheduler and no ``scheduler`` (naming the folder and the
+            ways to pass one: kdiff does not guess the noise schedule).
     """
     import kdiff
     from kdiff import schedules, sde
@@ -697,14 +813,13 @@ def from_diffusers(path, *, revision=None, variant=None, **model_kwargs):
     if not os.path.isfile(config_path):
         raise ValueError(f"Expected the model's config.json. Received: no file {config_path!r}")
     config = _read_json(config_path)
-    scheduler_config = _read_json(scheduler_path) if scheduler_path else {}
+    scheduler_config, source = _scheduler_config(scheduler, scheduler_path, model_dir)
+    kind, scheduler_config = _scheduler(scheduler_config, source)
     learned = scheduler_config.get("variance_type") == "learned_range"
     network = unet_from_config(config, config_path, learned_variance=learned)
     state, weights_file = read_state_dict(model_dir, variant)
     load_weights(network, state, weights_file)
 
-    kind, scheduler_config = _scheduler(scheduler_path, network)
-    source = scheduler_path or "the scheduler defaults"
     fourier = getattr(network, "embedding", None) == "fourier"
     if kind == "ddpm":
         if fourier:
@@ -731,32 +846,39 @@ def from_diffusers(path, *, revision=None, variant=None, **model_kwargs):
     return kdiff.ScoreSDE(network, ve, conditioning="sigma", **model_kwargs)
 
 
-def describe_source(path, *, revision=None):
+def describe_source(path, *, scheduler=None, revision=None):
     """Where a diffusers checkpoint comes from, as ``kdiff convert`` records it in an export.
 
     Args:
         path: what ``from_diffusers`` was given: a local folder or a hub id.
+        scheduler: what ``from_diffusers`` was given as ``scheduler`` (None: the
+            checkpoint's own).
         revision: the hub revision of a hub id.
 
     Returns:
         A dict: ``kind`` "diffusers", ``path`` (the absolute folder, or the hub id as
         given), ``revision`` (hub ids), ``model_type`` and ``scheduler_type`` (the configs'
-        ``_class_name``), ``diffusers_version`` (the model config's ``_diffusers_version``)
-        and ``config`` (the model's config.json).
+        ``_class_name``), ``scheduler_source`` (the scheduler_config.json read, or how the
+        scheduler was given), ``diffusers_version`` (the model config's
+        ``_diffusers_version``) and ``config`` (the model's config.json).
 
     Raises:
-        ValueError: as ``from_diffusers``, for a path that is not a diffusers checkpoint.
+        ValueError: as ``from_diffusers``, for a path that is not a diffusers checkpoint
+            or has no scheduler.
     """
     given = os.fspath(path)
     model_dir, scheduler_path = _locate(given, revision)
     config = _read_json(os.path.join(model_dir, "config.json"))
-    scheduler = _read_json(scheduler_path) if scheduler_path else {}
+    scheduler_config, scheduler_source = _scheduler_config(scheduler, scheduler_path, model_dir)
+    if os.path.isfile(scheduler_source):
+        scheduler_source = os.path.abspath(scheduler_source)
     local = os.path.exists(given)
     info = {
         "kind": "diffusers",
         "path": os.path.abspath(given) if local else given,
         "model_type": config.get("_class_name"),
-        "scheduler_type": scheduler.get("_class_name"),
+        "scheduler_type": scheduler_config.get("_class_name"),
+        "scheduler_source": scheduler_source,
         "diffusers_version": config.get("_diffusers_version"),
         "config": config,
     }

@@ -20,7 +20,10 @@ jackknife standard error when both sides are images; both sample counts; the fea
 and a warning below 2,048 samples. ``--json FILE`` writes the same as JSON.
 
 Exit status: 0, or 2 for bad input (a missing or empty folder, an unreadable image — named —,
-a statistics file of the wrong shape, fewer than 2 images), with nothing written.
+a statistics file of the wrong shape, fewer than 2 images), with nothing written. Default
+weights that cannot be downloaded (offline: pytorch-fid's for ``fid_inception``, Keras'
+ImageNet ones for ``inception``) exit 2 too, with one line saying what to do instead:
+``--weights FILE``, ``$KDIFF_FID_WEIGHTS``, or a feature space read from local files.
 """
 
 from __future__ import annotations
@@ -135,6 +138,97 @@ def extractor_spec(args):
             )
         spec.update(kind="inception_graph", path=args.inception_graph)
     return spec
+
+
+# The feature spaces that read only local files: what to use where nothing downloads.
+LOCAL_FEATURES = (
+    "--features classifier --classifier FILE.keras, or --features inception_graph "
+    "--inception-graph classify_image_graph_def.pb"
+)
+
+
+def offline_hint(features):
+    """The way forward when a feature space's default weights cannot be downloaded.
+
+    Args:
+        features: the ``--features`` value ("fid_inception" or "inception").
+
+    Returns:
+        One sentence naming the flags, the environment variable and the other feature
+        spaces that work offline.
+    """
+    from kdiff.fid import weights as weights_lib
+
+    if features == "fid_inception":
+        return (
+            f"Offline: pass --weights FILE ({weights_lib.FID_WEIGHTS_FILENAME}, read with torch, or its .npz "
+            f"from `python -m kdiff.fid.weights convert`), set ${weights_lib.WEIGHTS_ENV}=FILE or put the file at "
+            f"{weights_lib.default_weights_path()}; or use a feature space read from local files: {LOCAL_FEATURES}"
+        )
+    from kdiff.fid import extractors
+
+    return (
+        f"Offline: pass --weights FILE (Keras' {os.path.basename(extractors.IMAGENET_NOTOP_URL)}); or use a "
+        f"feature space read from local files: --features fid_inception --weights "
+        f"{weights_lib.FID_WEIGHTS_FILENAME} (or its .npz), {LOCAL_FEATURES}"
+    )
+
+
+def _fetch_default_weights(spec):
+    """The spec's default weights as a local file path (downloaded when not cached), or None.
+
+    Args:
+        spec: what :func:`extractor_spec` returned.
+
+    Returns:
+        The local path of pytorch-fid's weights (``fid_inception`` without ``--weights``) or
+        of Keras' ImageNet weights (``inception`` without ``--weights``); None otherwise.
+
+    Raises:
+        OSError: the download failed; FileNotFoundError: ``$KDIFF_FID_WEIGHTS`` names no file.
+    """
+    from kdiff.fid import extractors
+    from kdiff.fid import weights as weights_lib
+
+    if spec["kind"] == "fid_inception" and spec.get("weights") is None:
+        try:
+            return weights_lib.fetch_weights()
+        except FileNotFoundError:
+            raise
+        except OSError as error:  # fetch_weights' own message names the by-hand fix; say it once, below
+            raise OSError(
+                f"could not download pytorch-fid's Inception weights from {weights_lib.FID_WEIGHTS_URL} "
+                f"({error.__cause__ or error})"
+            ) from None
+    if spec["kind"] == "inception_v3" and spec.get("weights") == "imagenet":
+        return extractors.resolve_inception_weights("imagenet")
+    return None
+
+
+def local_spec(spec, features):
+    """``spec`` with its default weights fetched to a local file, before the network is built.
+
+    Args:
+        spec: what :func:`extractor_spec` returned.
+        features: the ``--features`` value, for messages.
+
+    Returns:
+        The spec, its ``weights`` a local path where they were a download (``source``
+        keeping "imagenet" for Keras' weights); unchanged otherwise.
+
+    Raises:
+        InputError: the download failed (offline): one line with the way forward.
+    """
+    try:
+        path = _fetch_default_weights(spec)
+    except FileNotFoundError as error:
+        raise InputError(f"--features {features}: {error}") from None
+    except OSError as error:
+        raise InputError(f"--features {features}: {error}. {offline_hint(features)}") from None
+    if path is None:
+        return spec
+    extra = {"source": "imagenet"} if spec["kind"] == "inception_v3" else {}
+    return {**spec, "weights": path, **extra}
 
 
 def list_images(folder):
@@ -380,9 +474,10 @@ def main(argv=None):
         if "extractor" not in cache:
             from kdiff.fid import extractors
 
+            spec = local_spec(cache["spec"], args.features)
             try:
-                cache["extractor"] = extractors.load_extractor(cache["spec"])
-            except (OSError, ValueError) as error:
+                cache["extractor"] = extractors.load_extractor(spec)
+            except (OSError, ValueError, ImportError) as error:  # ImportError: a .pth and no torch
                 raise InputError(f"--features {args.features}: {error}") from None
         return cache["extractor"]
 
