@@ -519,7 +519,8 @@ def _convert(args, parser):
     from kdiff.samplers import recipes
 =======
     _check_scheduler(parser, args.scheduler)
-    from kdiff import _io, export, recipes
+    from kdiff import _io, export
+    from kdiff.samplers import recipes
 >>>>>>> wip-cuts
 
     try:
