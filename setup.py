@@ -2,6 +2,8 @@
 
 from setuptools import find_packages, setup
 
+DOCS = ["mkdocs>=1.6", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.26"]
+
 setup(
     name="kdiff",
     version="0.1.0",
@@ -34,7 +36,10 @@ setup(
         "safetensors>=0.4",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3.5"],
+        # the test extra builds the docs too: tests/test_docs.py runs `mkdocs build --strict`
+        "test": ["pytest>=8", "pytest-xdist>=3.5", *DOCS],
+        # the MkDocs site under docs/ (mkdocs.yml): `mkdocs build --strict`, `mkdocs serve`
+        "docs": DOCS,
         # `python -m kdiff.benchmark` against diffusers / PyTorch on the same cores.
         "bench": ["torch", "diffusers"],
         # kdiff.from_diffusers / kdiff convert with a hub id ("google/ddpm-celebahq-256"): downloads it.

@@ -3,9 +3,7 @@
 ``without_autotuning(dataset)`` turns off ``tf.data``'s autotuning model for a dataset.
 With it on (TensorFlow's default), deleting an iterator — at the end of every ``fit()``,
 ``evaluate()``, validation pass and ``predict()`` — waits for the autotuning thread's
-next wake-up, whose period doubles from 10 ms up to 60 s: an iterator that lived 11 s
-took 9.7 s to delete on this project's 2-core machine (TF 2.21), and a ``fit()`` of 15
-steps took 2.55 s instead of 1.5 in about a third of the calls. Without the model, a
+next wake-up, up to a minute (measured in docs/benchmarks.md). Without the model, a
 parallel ``map`` with ``tf.data.AUTOTUNE`` runs one call a core and ``prefetch`` keeps
 its own buffer sizing; the batches are the same.
 """

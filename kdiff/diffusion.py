@@ -233,7 +233,7 @@ class DiffusionModel(keras.Model):
 
         Keras builds them on the first ``train_step`` otherwise, inside its trace: a
         ``tf.function`` that creates variables is traced twice, which for a U-Net costs
-        more than the first epoch of a small run (measured: 41 s → 24 s for ``UNet.small``).
+        more than the first epoch of a small run (docs/benchmarks.md).
         """
         if self.optimizer is not None and not self.optimizer.built:
             with self.distribute_strategy.scope():

@@ -64,9 +64,9 @@ class FusedAdam(keras.optimizers.Adam):
 
     The update is Adam's as Keras computes it (ε added to √v, bias correction folded
     into the step size), so its slots, checkpoints and results are ``Adam``'s up to
-    float32 round-off. A U-Net has hundreds of weights: the fused update halves the time
-    to trace a train step (measured: the first step of ``UNet.small`` 18–27 s → 13–14 s)
-    and leaves the steady step's time unchanged. ``global_clipnorm`` takes the global norm
+    float32 round-off. A U-Net has hundreds of weights: the fused update makes the train
+    step's graph far smaller, so its first step comes sooner (docs/benchmarks.md), and
+    leaves the steady step's time unchanged. ``global_clipnorm`` takes the global norm
     from one ``L2Loss`` op per gradient (Keras: a square, a sum and a constant), the same
     clipping to round-off. ``amsgrad`` and tf.distribute work as in ``Adam`` (``amsgrad``
     takes Keras' own update).

@@ -51,8 +51,8 @@ STAGE_GROUPS = ("ingest", "train", "sample", "evaluate", "run")
 DEFAULT_SAMPLERS = {
     "ddpm": {
         # Both draw the run's num_samples, so that their FIDs compare. DDPM's 1,000 steps are
-        # no longer a default row: at 500 images they would take about 3.5 of the default run's
-        # 10-minute budget (0.43 s an image on 2 cores); --samplers adds them back, e.g.
+        # not a default row: at 500 images they would take a third of the default run's
+        # 10-minute budget (docs/benchmarks.md); --samplers adds them back, e.g.
         # '{"ddpm_1000": {"sampler": "ddpm", "steps": 1000, "clip_x0": 1.0}}'.
         "ddim_50": {"sampler": "ddim", "steps": 50, "clip_x0": 1.0},
         # third order: what Lu et al. advise for unconditional sampling (the second order for
@@ -794,15 +794,15 @@ PRESETS = {
         "image_size": 8,
         "num_shards": 2,
         "base_channels": 32,
-        # one residual block per resolution: the U-Net's graph half the size (measured:
-        # train-step trace 28 s → 14 s, export 8 s → 5 s for unet_small at 8×8)
+        # one residual block per resolution: the U-Net's graph half the size, so half the
+        # tracing (docs/benchmarks.md)
         "num_res_blocks": 1,
         "T": 100,
         "num_sigmas": 5,
         "sde_N": 100,
         "epochs": 1,
         # the digits' 86 training images of `limit` 96 in two full batches: a partial last
-        # batch would trace the train step a second time (measured: 16 s of a 56 s fit)
+        # batch would trace the train step a second time (docs/benchmarks.md)
         "batch_size": 43,
         "warmup_steps": 0,
         # no decay over its 2 steps: the default decays over the run's steps, which an

@@ -119,8 +119,8 @@ def train_classifier(
     """Trains the feature classifier on labelled uint8 images and saves it to ``path``.
 
     A small CNN (3×3 convolutions with max pooling, a ``feature_dim``-unit ReLU layer named
-    "penultimate", dropout, softmax) trained with Adam. On the digits (1,617 training
-    images, 8×8 or 16×16) it reaches ≥ 98% held-out accuracy in about 5–10 s on 2 CPUs.
+    "penultimate", dropout, softmax) trained with Adam: seconds on the digits on a CPU
+    (docs/benchmarks.md).
 
     Args:
         images: uint8 ``[N, H, W, C]``.

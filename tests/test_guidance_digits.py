@@ -62,26 +62,26 @@ def test_guidance_makes_samples_the_digit_they_were_drawn_for(tmp_path):
     assert agreement[1.0] > 0.3 and agreement[3.0] > 0.7, agreement
 
 
-def _readme_guidance_example():
-    readme = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
-    with open(readme, encoding="utf-8") as f:
+def _guide_guidance_example():
+    guide = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "samplers.md")
+    with open(guide, encoding="utf-8") as f:
         text = f.read()
-    section = text[text.index("### Classifier-free guidance"):]
+    section = text[text.index("## Classifier-free guidance"):]
     start = section.index("```python\n") + len("```python\n")
     return section[start:section.index("```", start)]
 
 
 @pytest.mark.slow
-def test_the_readme_guidance_example_runs_as_printed(tmp_path, monkeypatch, capsys):
-    """The README's snippet, with one epoch and 20 samples instead of 30 and 100: every
-    name it uses is defined, and it prints the two class agreements it describes."""
-    code = _readme_guidance_example()
+def test_the_guide_guidance_example_runs_as_printed(tmp_path, monkeypatch, capsys):
+    """The guide's snippet (docs/samplers.md), with one epoch and 20 samples instead of 30
+    and 100: every name it uses is defined, and it prints the two class agreements it describes."""
+    code = _guide_guidance_example()
     for full, short in (("epochs=30", "epochs=1"), ("np.arange(100)", "np.arange(20)"), ("generate(100,", "generate(20,")):
         assert full in code
         code = code.replace(full, short)
     monkeypatch.chdir(tmp_path)
     namespace = {}
-    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - the project's own README
+    exec(compile(code, "docs/samplers.md", "exec"), namespace)  # noqa: S102 - the project's own guide
     assert namespace["sevens"].shape == (16, 8, 8, 1) and namespace["sevens"].dtype == np.uint8
     printed = capsys.readouterr().out
     assert "guidance scale 1.0: class agreement" in printed and "guidance scale 3.0: class agreement" in printed

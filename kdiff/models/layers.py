@@ -102,12 +102,10 @@ class GroupNorm(keras.layers.GroupNormalization):
     per-channel sums over the spatial axes, averaged within each group by two small
     constant matmuls (none when each group is one channel): TensorFlow's reductions over
     the leading spatial axes are several times faster than Keras' reduction over a
-    ``[..., groups, channels / groups]`` view (GroupNorm was a fifth of the CIFAR-10
-    U-Net's forward pass), and the sums' gradients take far fewer ops than a dynamic-shape
-    mean's (a GroupNorm's forward and backward pass: 209 graph ops → 82–112; the default
-    run's train step has 31 of them). The variance is the centered (two-pass) one, as
-    Keras computes it; statistics are taken in float32 under mixed precision. Other ranks
-    and axes use Keras' implementation.
+    ``[..., groups, channels / groups]`` view, and the sums' gradients take far fewer ops
+    than a dynamic-shape mean's (op counts in docs/benchmarks.md). The variance is the
+    centered (two-pass) one, as Keras computes it; statistics are taken in float32 under
+    mixed precision. Other ranks and axes use Keras' implementation.
     """
 
     def call(self, inputs):
@@ -683,10 +681,10 @@ class AttentionBlock(keras.layers.Layer):
         h = self.norm(x) if self.norm is not None else x
         # The projections on [batch·positions, channels] rows are plain MatMuls (Keras'
         # Dense on a rank-4 input is a tensordot with its shape arithmetic), and the
-        # attention two batched matmuls: 191 graph ops forward and backward → 131.
+        # attention two batched matmuls: fewer graph ops (docs/benchmarks.md).
         # q, k and v are split off as columns (a Split, whose gradient is a concat): indexing
         # a stacked [3, …] tensor is three StridedSlices, whose gradients each write a zero
-        # tensor of the stack's size (a tenth of the default run's train step).
+        # tensor of the stack's size.
         q, k, v = (
             ops.transpose(ops.reshape(part, (-1, height * width, heads, d)), (0, 2, 1, 3))  # [batch, heads, positions, d]
             for part in ops.split(self.qkv(ops.reshape(h, (-1, channels))), 3, axis=-1)

@@ -32,7 +32,7 @@ from kdiff.samplers.errors import NonFiniteSampleError
 def resolve_jit_compile(jit_compile):
     """``"auto"`` compiles with XLA only where a GPU or TPU is visible.
 
-    On CPU oneDNN's kernels beat XLA's (measured: see the README), so eager-graph
+    On CPU oneDNN's kernels beat XLA's (docs/benchmarks.md), so eager-graph
     ``tf.function`` is the CPU default.
     """
     if jit_compile == "auto":
