@@ -514,14 +514,9 @@ def _check_scheduler(parser, value):
 
 def _convert(args, parser):
     _check_export_target(parser, args.out, args.overwrite)
-<<<<<<< HEAD
-    from kdiff import _io, export
-    from kdiff.samplers import recipes
-=======
     _check_scheduler(parser, args.scheduler)
     from kdiff import _io, export
     from kdiff.samplers import recipes
->>>>>>> wip-cuts
 
     try:
         model, source = _read_checkpoint(args)
