@@ -272,13 +272,8 @@ def heun(
     """Karras et al.'s Heun sampler (2022, Algorithm 2; k-diffusion's ``sample_heun``).
 
     Each step is Euler's to σ_{i+1}, corrected by the slope there (the trapezoidal rule);
-    the last step, to σ = 0, is Euler's alone. Network evaluations: 2·steps − 1. Churn
-    options as ``euler``.
-
-    Args:
-        model_fn, x_start, process, steps, rho, sigma_min, sigma_max, clip_x0, s_churn,
-        s_tmin, s_tmax, s_noise, eps, seed, noise_fn, return_trajectory, compiled,
-        jit_compile, callback, edit: as ``euler``.
+    the last step, to σ = 0, is Euler's alone. Network evaluations: 2·steps − 1. Its
+    arguments, churn options included, are ``euler``'s.
 
     Returns:
         x₀, or ``(x₀, trajectory)``.
@@ -317,10 +312,9 @@ def euler_ancestral(
     Step i takes Euler's step from σ_i down to σ_down, then adds σ_up·s_noise·z, with
     σ_up = min(σ_{i+1}, η √(σ_{i+1}² (σ_i² − σ_{i+1}²)/σ_i²)) and σ_down = √(σ_{i+1}² − σ_up²):
     η = 1 is DDPM-like ancestral sampling, η = 0 is ``euler``. No noise on the last step.
+    Its other arguments are ``euler``'s (it has no churn).
 
     Args:
-        model_fn, x_start, process, steps, rho, sigma_min, sigma_max, clip_x0, s_noise,
-        eps, seed, noise_fn, return_trajectory, compiled, jit_compile, callback, edit: as ``euler``.
         eta: η ≥ 0.
 
     Returns:
