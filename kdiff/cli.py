@@ -371,6 +371,20 @@ def _info(args, parser):
     return 0
 
 
+# The sampler options that have flags of their own.
+_OPTION_FLAGS = {"eta": "--eta", "clip_x0": "--no_clip"}
+
+
+def _request_flag(args, error):
+    """The flag a refused sampling request comes from (``kdiff.samplers.request.RequestError``)."""
+    if error.argument == "options":
+        flags = {_OPTION_FLAGS.get(name, "--option") for name in error.options}
+        return "/".join(sorted(flags)) or "--option"
+    if error.argument == "steps" and args.steps is None and args.recipe:
+        return "--recipe"
+    return f"--{error.argument}"
+
+
 def _sample(args, parser):
     config = _read_config(parser, args.model)
     _check_out(parser, "--out", args.out)
@@ -378,44 +392,18 @@ def _sample(args, parser):
     if args.trajectory is not None and os.path.abspath(args.trajectory) == os.path.abspath(args.out):
         parser.error("argument --trajectory: the same file as --out")
     from kdiff import processes
-    from kdiff.samplers import registry
+    from kdiff.samplers import request
 
     process = processes.from_model_config(config, f"export config of {args.model!r}")
-    from kdiff.samplers import recipes
-
-    recipe = recipes.get(args.recipe) if args.recipe else None
-    if recipe is not None:
-        if args.sampler is not None and args.sampler != recipe.sampler:
-            parser.error(f"argument --sampler: recipe {recipe.name!r} samples with {recipe.sampler!r}; drop --sampler")
-        try:
-            recipes.check_fits(recipe.name, process)
-        except ValueError as error:
-            parser.error(f"argument --recipe: {error}")
-    sampler = args.sampler or (recipe and recipe.sampler) or config.get("default_sampler") or process.default_sampler
-    fitting = registry.names(process.kind)
-    if sampler not in fitting:
-        parser.error(
-            f"argument --sampler: {sampler!r} does not fit this {config.get('family')} model; choose one of {fitting}"
-        )
-    entry = registry.get(sampler)
-    options = {**(recipe.options if recipe else {}), **dict(args.option)}
-    steps = args.steps if args.steps is not None or recipe is None else recipe.steps
+    options = dict(args.option)
     if args.eta != 0.0:
-        if "eta" not in entry.options():
-            takers = [e.name for e in registry.entries(process.kind) if "eta" in e.options()]
-            parser.error(f"argument --eta: only with --sampler {' or '.join(takers) or '(none fits this model)'} (sampler: {sampler})")
-        options["eta"] = args.eta
+        options["eta"] = args.eta  # a sampler option: refused below by samplers without one
     if args.no_clip:
-        if not entry.clips_x0:
-            parser.error(f"argument --no_clip: sampler {sampler!r} does not clip x0")
         options["clip_x0"] = None
-    flag = "--steps" if args.steps is not None else "--recipe"
-    if steps is not None and entry.steps_arg is None:
-        parser.error(f"argument {flag}: sampler {sampler!r} takes no steps")
-    if steps is not None and entry.steps_arg == "steps" and process.max_steps is not None and steps > process.max_steps:
-        parser.error(
-            f"argument {flag}: expected at most the model's {process.steps_name}={process.max_steps} steps for {sampler}, got {steps}"
-        )
+    try:  # before the model loads: the request check kdiff.sample makes again
+        request.resolve(process, args.sampler, args.steps, options, args.recipe, default_sampler=config.get("default_sampler"))
+    except request.RequestError as error:
+        parser.error(f"argument {_request_flag(args, error)}: {error}")
     num_classes = config.get("num_classes")
     if args.class_label is not None:
         if num_classes is None:
@@ -439,8 +427,9 @@ def _sample(args, parser):
         result = kdiff.sample(
             args.model,
             args.num,
-            sampler=sampler,
-            steps=steps,
+            sampler=args.sampler,
+            steps=args.steps,
+            recipe=args.recipe,
             seed=args.seed,
             batch_size=args.batch_size,
             return_trajectory=args.trajectory is not None,

@@ -52,7 +52,6 @@ import tensorflow as tf
 from kdiff import _checks, _io, _random, processes
 from kdiff.samplers import registry
 from kdiff.samplers.draw import DrawCache, SamplingSpec, draw_batch, to_uint8_tensor
-from kdiff.samplers.draw import sampler_options as resolve_sampler_options
 
 __all__ = ["export", "load", "read_config", "ExportedModel", "FORMAT_VERSION"]
 
@@ -117,12 +116,11 @@ def export(
     """
     _check_model(model)
     spec = model.sampling_spec().with_precision(precision)
-    entry = spec.entry(sampler)
+    entry, options = spec.request(sampler, None, _options_dict(sampler_options), name="`sampler_options`")
     if entry.steps_arg is None:
         raise ValueError(
             f"Expected a sampler with a steps argument for `generate`. Received: sampler={entry.name!r}"
         )
-    options = resolve_sampler_options(spec, entry, None, _options_dict(sampler_options), "`sampler_options`")
     options.pop(entry.steps_arg, None)
     if not entry.runs_in_graph(options):
         raise ValueError(

@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from kdiff import _checks, _random, export, processes
-from kdiff.samplers import recipes, registry
+from kdiff.samplers import registry
 from kdiff.samplers.draw import (
     DrawCache,
     SamplingSpec,
@@ -23,7 +23,6 @@ from kdiff.samplers.draw import (
     draw_batch,
     quiet_retracing_warning,
     resolve_jit_compile,
-    sampler_options,
     to_uint8,
 )
 
@@ -133,7 +132,6 @@ def sample(
     *,
     sampler=None,
     steps=None,
-    eta=0.0,
     seed=0,
     batch_size=None,
     return_trajectory=False,
@@ -169,7 +167,6 @@ def sample(
             "probability_flow": steps of a fixed-step ``method``). None: the registry's
             default (DDIM 50, annealed Langevin 100, all T for DDPM, N for the SDE
             samplers).
-        eta: DDIM's η.
         seed: same seed, same batch size → same images.
         batch_size: images per batch (default: min(num_samples, 64)).
         return_trajectory: also return the intermediate images.
@@ -196,10 +193,10 @@ def sample(
             XLA-compiled loop); where stdout is no terminal (a log), one line at the end.
         recipe: a name in ``kdiff.samplers.recipes.names()`` ("ddpm_1000", "ddim_50",
             "score_sde_ve_pc", "ncsn_annealed_langevin", …): the sampler, steps and
-            options of a reference run; ``steps``, ``eta`` and sampler options given here
+            options of a reference run; ``steps`` and sampler options given here
             override the recipe's, and ``sampler`` may only name the recipe's own.
         **sampler_kwargs: the sampler's options (``kdiff.samplers.registry.get(name).options()``:
-            e.g. ``variance``, ``clip_x0``, ``predictor``, ``corrector``, ``snr``,
+            e.g. DDIM's ``eta``, ``variance``, ``clip_x0``, ``predictor``, ``snr``, ``grid``,
             ``denoise``, ``method``). DDPM and DDIM clip the predicted x₀ to the model's
             data range by default (as diffusers does); ``clip_x0=None`` turns it off.
 
@@ -214,19 +211,11 @@ def sample(
     """
     num_samples = _checks.positive_int(num_samples, "num_samples")
     batch_size = min(num_samples, 64) if batch_size is None else _checks.positive_int(batch_size, "batch_size")
-    sampler, steps, sampler_kwargs = recipes.resolve(recipe, sampler, steps, sampler_kwargs)
     if sampler is not None:
         registry.get(sampler)  # an unknown name fails first, naming the registered ones
     spec = spec_for(model, schedule=schedule, sde=sde, sigmas=sigmas, image_shape=image_shape, data_range=data_range)
     spec = spec.with_precision(precision).with_guidance(guidance_scale)
-    if recipe is not None:
-        recipes.check_fits(recipe, spec.process)
-    entry = spec.entry(sampler)
-    if eta != 0.0:
-        if "eta" not in entry.options():
-            raise ValueError(f"Expected `eta` only with a sampler that takes it (ddim). Received: eta={eta!r}, sampler={entry.name!r}")
-        sampler_kwargs["eta"] = eta
-    options = sampler_options(spec, entry, steps, sampler_kwargs)
+    entry, options = spec.request(sampler, steps, sampler_kwargs, recipe)
     labels = class_batches(class_labels, num_samples, spec.num_classes)
     base = _random.seed_pair(seed)
 

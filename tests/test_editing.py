@@ -286,7 +286,7 @@ def test_bad_input_raises_naming_the_argument(gaussian, linear, call, message):
 def test_images_must_fit_the_model_and_an_adaptive_solver_is_refused(gaussian):
     model = DDPM(TinyNet(image_size=4), schedule=schedules.linear(T=10), image_shape=SHAPE)
     with pytest.raises(ValueError, match=r"Expected `images` of shape \[N, 4, 4, 1\].*\[2, 4, 4, 3\]"):
-        kdiff.img2img(model, np.zeros((2, 4, 4, 3), np.uint8), 0.5)
+        kdiff.img2img(model, np.zeros((2, 4, 4, 3), np.uint8), 0.5, steps=5)
     vp = sde_lib.VPSDE(N=10)
     with pytest.raises(ValueError, match=r"supports inpainting for a sde process: one of \[.*'probability_flow'.*"
                                          r"Received: sampler='probability_flow' with method='RK45'"):

@@ -1,10 +1,9 @@
 """One batch of samples from a model: the code ``kdiff.sample`` and an export's ``generate`` share.
 
 A ``SamplingSpec`` says what a model is to a sampler (its network as a function, its
-process, image shape, data range, classes). ``sampler_options`` turns a user's options
-into a registered sampler's keyword arguments (one place for defaults), ``draw_batch``
-draws the start noise from the process and runs the sampler, and ``to_uint8`` maps the
-result to pixels. Every piece works eagerly and inside a ``tf.function`` (where the number
+process, image shape, data range, classes). ``SamplingSpec.request`` checks a request
+(``kdiff.samplers.request``), ``draw_batch`` draws the start noise from the process and
+runs the sampler, and ``to_uint8`` maps the result to pixels. Every piece works eagerly and inside a ``tf.function`` (where the number
 of samples and of steps may be tensors), so the exported ``generate`` signature holds no
 sampling code of its own.
 """
@@ -20,13 +19,13 @@ import numpy as np
 import tensorflow as tf
 
 from kdiff import _random
-from kdiff.samplers import guidance, registry
+from kdiff.samplers import guidance, request
 from kdiff.samplers._loop import quiet_retracing_warning, resolve_jit_compile  # the loop's policy, for kdiff.sample
 from kdiff.process import Process
 
 __all__ = [
     "PRECISIONS", "DrawCache", "SamplingSpec", "class_batches", "draw_batch", "quiet_retracing_warning",
-    "resolve_jit_compile", "sampler_options", "to_uint8", "to_uint8_tensor",
+    "resolve_jit_compile", "to_uint8", "to_uint8_tensor",
 ]
 
 # What a network can compute in at sampling time (float32 sampler state either way).
@@ -200,54 +199,16 @@ class SamplingSpec:
             self.make_model_fn, y, self.null_label, self.guidance_scale, self.image_shape[2], sampler=sampler
         )
 
-    def entry(self, sampler=None):
-        """The registry entry of ``sampler`` (default: the model's), checked to fit the process.
+    def request(self, sampler=None, steps=None, options=None, recipe=None, name="sampler options"):
+        """A sampling request for this model, checked (``kdiff.samplers.request.resolve``).
 
-        Raises:
-            ValueError: naming the sampler and the ones that fit.
+        Returns:
+            ``(entry, kwargs)``: the registry entry and its function's keyword arguments.
         """
-        entry = registry.get(self.default_sampler if sampler is None else sampler)
-        if not entry.accepts(self.process):
-            kind = self.process.kind
-            raise ValueError(
-                f"Expected a sampler for a {kind} ({type(self.process).__name__}) process: one of "
-                f"{registry.names(kind)}. Received: sampler={entry.name!r}, which needs a "
-                f"{' or '.join(entry.processes)} (pass {entry.processes[0]}=... with a callable model)"
-            )
-        return entry
-
-
-def sampler_options(spec, entry, steps=None, options=None, name="sampler options"):
-    """The keyword arguments of ``entry``'s function for this model: one place for defaults.
-
-    In order of precedence: the given ``options``, the model's per-sampler defaults
-    (``spec.sampler_defaults``), for samplers that predict x₀ a clip to the model's data
-    range (user-facing sampling clips by default, as diffusers does; ``clip_x0=None``
-    turns it off), and the function's own defaults. ``steps`` defaults to the entry's.
-
-    Args:
-        spec: the model's ``SamplingSpec``.
-        entry: a ``kdiff.samplers.registry.Sampler``.
-        steps: the number of steps (None: the entry's default; an int tensor inside a graph).
-        options: the user's sampler options.
-        name: what the options are called, for the message.
-
-    Returns:
-        A dict of keyword arguments (steps included under the entry's ``steps_arg``).
-
-    Raises:
-        ValueError: on an unknown option, naming it and the accepted ones.
-    """
-    given = {**spec.sampler_defaults.get(entry.name, {}), **dict(options or {})}
-    if entry.clips_x0 and "clip_x0" not in given:
-        given["clip_x0"] = spec.data_range
-    merged = entry.check_options(given, name)
-    steps = entry.steps_for(spec.process, steps)
-    if steps is not None:
-        if entry.steps_arg is None:
-            raise ValueError(f"Expected no `steps` for sampler {entry.name!r}. Received: steps={steps!r}")
-        merged[entry.steps_arg] = steps
-    return merged
+        return request.resolve(
+            self.process, sampler, steps, options, recipe, default_sampler=self.default_sampler,
+            sampler_defaults=self.sampler_defaults, data_range=self.data_range, name=name,
+        )
 
 
 def class_batches(class_labels, num_samples, num_classes):
@@ -286,7 +247,7 @@ def draw_batch(
     Args:
         spec: the model's ``SamplingSpec``.
         entry: the sampler's registry entry.
-        options: ``sampler_options(spec, entry, ...)``.
+        options: the entry's keyword arguments (``SamplingSpec.request``).
         count: the batch size (an int, or an int tensor inside a graph).
         seed: the batch's shape-[2] seed.
         labels: int32 class labels [count] for a class-conditional model.

@@ -31,7 +31,7 @@ import tensorflow as tf
 
 from kdiff import _checks, _random
 from kdiff.samplers import _loop, registry
-from kdiff.samplers.draw import class_batches, draw_batch, sampler_options, to_uint8
+from kdiff.samplers.draw import class_batches, draw_batch, to_uint8
 from kdiff.sampling import spec_for
 
 __all__ = ["MASK_CONVENTIONS", "inpaint", "img2img", "repaint_visits", "editable_samplers"]
@@ -264,8 +264,7 @@ def _edited(
     shape = np.shape(images)[1:] if image_shape is None else image_shape
     spec = spec_for(model, schedule=schedule, sde=sde, sigmas=sigmas, image_shape=shape, data_range=data_range)
     spec = spec.with_guidance(guidance_scale)
-    entry = spec.entry(sampler)
-    options = sampler_options(spec, entry, steps, sampler_kwargs)
+    entry, options = spec.request(sampler, steps, sampler_kwargs)
     _check_sampler(entry, options, spec.process.kind, what, resampling)
     x0, pixels = _images(images, spec)
     count = len(x0)

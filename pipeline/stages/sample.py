@@ -440,14 +440,7 @@ def build_pipeline(root, items, export_path, work_dir, out_dir, samplers, num_sa
 # ----------------------------------------------------------------------------- executor
 
 # kdiff.sample's own arguments that a sampler config may set, besides the sampler's options.
-_SAMPLE_ARGUMENTS = ("sampler", "steps", "eta", "class_labels", "guidance_scale", "jit_compile", "precision")
-
-
-def sampler_arguments(sampler):
-    """The keys a sampler config may hold: kdiff.sample's own plus the registered sampler's options."""
-    from kdiff.samplers import registry
-
-    return set(_SAMPLE_ARGUMENTS) | set(registry.get(sampler).options())
+_SAMPLE_ARGUMENTS = ("sampler", "steps", "class_labels", "guidance_scale", "jit_compile", "precision")
 
 
 def check_samplers(samplers, process):
@@ -457,7 +450,7 @@ def check_samplers(samplers, process):
         samplers: name → ``kdiff.sample`` arguments.
         process: the model's ``kdiff.process.Process`` (the samplers must walk it).
     """
-    from kdiff.samplers import registry
+    from kdiff.samplers import registry, request
     from kdiff.samplers.draw import PRECISIONS
 
     if not isinstance(samplers, dict) or not samplers:
@@ -470,22 +463,13 @@ def check_samplers(samplers, process):
         if not isinstance(kwargs, dict):
             raise StageError(f"sample: the arguments of sampler {name!r} must be a dict. Received: {kwargs!r}")
         sampler = kwargs.get("sampler")
-        if sampler not in registry.names():
-            raise StageError(
-                f"sample: sampler {name!r} names sampler={sampler!r}; expected one of {sorted(registry.names())}."
-            )
-        if not registry.get(sampler).accepts(process):
-            raise StageError(
-                f"sample: sampler {name!r} ({sampler}) does not apply to a {process.family} model; "
-                f"use one of {sorted(registry.names(process.kind))}."
-            )
-        accepted = sampler_arguments(sampler) | set(_STAGE_ARGUMENTS)
-        unknown = sorted(set(kwargs) - accepted - set(_RESERVED))
-        if unknown:
-            raise StageError(
-                f"sample: sampler {name!r} ({sampler}) has unknown option(s) {unknown}; its options are "
-                f"{sorted(accepted)}."
-            )
+        if sampler is None:
+            raise StageError(f"sample: sampler {name!r} names no sampler; expected one of {sorted(registry.names())}.")
+        options = {k: v for k, v in kwargs.items() if k not in _SAMPLE_ARGUMENTS + _STAGE_ARGUMENTS + _RESERVED}
+        try:  # the request check kdiff.sample makes: sampler, steps, options, fit to the process
+            request.resolve(process, sampler, kwargs.get("steps"), options)
+        except request.RequestError as error:
+            raise StageError(f"sample: sampler {name!r} ({sampler}): {error}") from None
         precision = kwargs.get("precision")
         if precision is not None and precision not in PRECISIONS:
             raise StageError(
