@@ -6,8 +6,7 @@ losses and samplers live elsewhere (``kdiff.diffusion`` wraps a network into a m
 ``kdiff.NCSN`` is the diffusion model that takes a ``RefineNet``.
 """
 
-import warnings
-
+from kdiff import _moved
 from kdiff.models import layers
 from kdiff.models.layers import *  # noqa: F403 — the layers' own __all__
 from kdiff.models.ncsnpp import NCSNpp
@@ -17,21 +16,5 @@ from kdiff.models.unet import UNet
 __all__ = ["UNet", "RefineNet", "NCSNpp", *layers.__all__]
 
 
-def __getattr__(name):
-    """``kdiff.models.NCSN``: the RefineNet by its old name, with a ``DeprecationWarning``.
-
-    Args:
-        name: the attribute looked up (only ``"NCSN"`` is known here).
-
-    Returns:
-        ``RefineNet``.
-    """
-    if name == "NCSN":
-        warnings.warn(
-            "kdiff.models.NCSN is now kdiff.models.RefineNet (kdiff.NCSN is the diffusion model); "
-            "the old name goes in the next release.",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return RefineNet
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# The network's old name, for one release (kdiff.NCSN is the diffusion model).
+__getattr__ = _moved.renamed(__name__, {"NCSN": "kdiff.models.RefineNet"}, " (kdiff.NCSN is the diffusion model)")

@@ -458,7 +458,7 @@ def check_samplers(samplers, process):
         process: the model's ``kdiff.process.Process`` (the samplers must walk it).
     """
     from kdiff.samplers import registry
-    from kdiff.samplers.draw import PRECISIONS
+    from kdiff.samplers.draw import SAMPLING_PRECISIONS as PRECISIONS
 
     if not isinstance(samplers, dict) or not samplers:
         raise StageError(f"sample: expected `samplers` as a non-empty dict name → kdiff.sample arguments. Received: {samplers!r}")
