@@ -34,3 +34,21 @@ def gather_per_example(values, t, x):
     x = tf.convert_to_tensor(x)
     out = tf.gather(tf.constant(values, dtype=x.dtype), tf.cast(t, tf.int32))
     return tf.reshape(out, [-1] + [1] * (len(x.shape) - 1))
+
+
+def interpolate(x, xp, fp):
+    """``np.interp`` in TensorFlow: piecewise-linear f(x) through (xp, fp), xp ascending, clamped.
+
+    Args:
+        x: the points, a float tensor.
+        xp: ascending abscissae, at least 2.
+        fp: the values at ``xp``.
+
+    Returns:
+        f(x), shaped like ``x``.
+    """
+    last = tf.shape(xp)[0] - 2
+    index = tf.clip_by_value(tf.searchsorted(xp, x, side="right") - 1, 0, last)
+    x0, x1 = tf.gather(xp, index), tf.gather(xp, index + 1)
+    weight = tf.clip_by_value((x - x0) / (x1 - x0), 0.0, 1.0)
+    return tf.gather(fp, index) + weight * (tf.gather(fp, index + 1) - tf.gather(fp, index))

@@ -15,7 +15,13 @@ network level                 int32 timestep t    float32 σ          float32 ti
 ``model_output``              "eps"               "score"            "score"
 ``default_sampler``           "ddim"              annealed_langevin  predictor_corrector
 ``num_steps``                 T                   L (levels)         N
+``marginal(level)``           (√ᾱ_t, √(1 − ᾱ_t))  (1, σ)             (mean coef., std)
+``at_sigma(σ)``               nearest t in log σ  σ itself           t with std/α = σ
 ============================  ==================  =================  ==================
+
+``marginal``, ``sigma_range`` and ``at_sigma`` are the conversions between a network level,
+the state's x = α x₀ + std z and the σ = std/α parametrization: samplers call them instead
+of branching on ``kind``.
 
 ``kdiff.schedules.Schedule``, ``kdiff.schedules.Sigmas`` and ``kdiff.sde.SDE`` subclass
 ``Process``; ``kdiff.processes.from_config`` rebuilds any of them from its config. This
@@ -47,6 +53,9 @@ class Process(abc.ABC):
         model_output: what the family's network predicts ("eps" or "score"; the name of
             an export's ``denoise`` output).
         steps_name: the symbol of ``num_steps`` ("T", "L", "N"), for messages.
+        continuous_time: levels are times in (0, T] and samplers stop at ``eps`` > 0.
+        noised_prior: ``prior_sample`` is the state at the largest level (x = α x_σmax);
+            False for NCSN's uniform start, which σ-space samplers noise to σ_max first.
     """
 
     kind = None
@@ -57,6 +66,8 @@ class Process(abc.ABC):
     default_sampler = None
     model_output = "score"
     steps_name = None
+    continuous_time = False  # an SDE: its samplers stop at a smallest time ``eps`` > 0
+    noised_prior = True  # the prior is the process's own state at its largest level (not NCSN's uniform noise)
 
     @property
     @abc.abstractmethod
@@ -68,6 +79,40 @@ class Process(abc.ABC):
         """The most sampling steps the process allows: ``num_steps`` (a schedule's T — a
         sampler visits each timestep at most once —, an SDE's N); None: no limit."""
         return self.num_steps
+
+    @abc.abstractmethod
+    def marginal(self, level):
+        """α and std of x at ``level`` given x₀ (x = α x₀ + std z).
+
+        Args:
+            level: a [n] tensor of network levels (``level_dtype``, or float64 times).
+
+        Returns:
+            ``(alpha, std)``: float64 tensors [n].
+        """
+
+    @abc.abstractmethod
+    def sigma_range(self, eps=None):
+        """The process's σ = std/α at its ends.
+
+        Args:
+            eps: an SDE's smallest time (its σ_min is σ(eps)); ignored by the others.
+
+        Returns:
+            ``(sigma_min, sigma_max)``: Python floats.
+        """
+
+    @abc.abstractmethod
+    def at_sigma(self, sigmas, eps=None):
+        """The network level and α at each σ (σ = 0 allowed: the data, where α = 1).
+
+        Args:
+            sigmas: a float64 tensor [n] of σ ≥ 0.
+            eps: an SDE's smallest time (the σ's below σ(eps) map to it); ignored by the others.
+
+        Returns:
+            ``(level, alpha)``: a tensor of ``level_dtype`` and a float64 tensor, [n] each.
+        """
 
     @abc.abstractmethod
     def get_config(self):

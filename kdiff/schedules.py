@@ -15,7 +15,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from kdiff import _checks, _ops, _random, _steps
+from kdiff import _checks, _ops, _random, grids
 from kdiff.process import Process
 
 __all__ = [
@@ -99,6 +99,28 @@ class Schedule(Process):
     def num_steps(self):
         """T."""
         return self.T
+
+    def marginal(self, level):
+        """(√ᾱ_t, √(1 − ᾱ_t)) at timesteps ``level`` (float64 tensors)."""
+        abar = tf.gather(tf.constant(self.alphas_cumprod, tf.float64), level)
+        return tf.sqrt(abar), tf.sqrt(1.0 - abar)
+
+    def _log_sigmas(self):
+        """log σ_t = log √((1 − ᾱ_t)/ᾱ_t), ascending in t (numpy float64)."""
+        abar = self.alphas_cumprod
+        return np.log(np.sqrt((1.0 - abar) / abar))
+
+    def sigma_range(self, eps=None):
+        """(σ_0, σ_{T−1}) with σ_t = √((1 − ᾱ_t)/ᾱ_t)."""
+        log_sigmas = self._log_sigmas()
+        return float(np.exp(log_sigmas[0])), float(np.exp(log_sigmas[-1]))
+
+    def at_sigma(self, sigmas, eps=None):
+        """The timestep nearest each σ in log σ (k-diffusion's ``DiscreteEpsDDPMDenoiser`` with
+        ``quantize=True``) and α = 1/√(1 + σ²) of σ itself."""
+        positive = tf.where(sigmas > 0, sigmas, tf.constant(self.sigma_range()[0], tf.float64))
+        distance = tf.abs(tf.math.log(positive)[:, None] - tf.constant(self._log_sigmas())[None, :])
+        return tf.cast(tf.argmin(distance, axis=1), tf.int32), 1.0 / tf.sqrt(1.0 + sigmas**2)
 
     def level_checks(self, level):
         """Graph assertions that ``level`` holds timesteps in [0, T)."""
@@ -252,88 +274,6 @@ def cosine(T=1000, s=0.008, max_beta=0.999):
     return Schedule(np.array(betas, dtype=np.float64), config)
 
 
-def spaced_timesteps(T, steps):
-    """Evenly spaced timesteps for a respaced sampler, as Improved DDPM's ``space_timesteps``.
-
-    Args:
-        T: the original number of steps.
-        steps: how many to keep, 1 ≤ steps ≤ T (an int, or an int tensor inside a graph).
-
-    Returns:
-        An increasing int64 array of ``steps`` values from 0 to T−1 (both ends kept): a
-        numpy array for an int ``steps``, a tensor for a tensor.
-    """
-    steps = _steps.check(steps, "steps", 1, T)
-
-    def build():
-        n = tf.cast(steps, tf.int64)
-        stride = tf.cast(T - 1, tf.float64) / tf.cast(tf.maximum(n - 1, 1), tf.float64)
-        spaced = tf.cast(tf.round(tf.cast(tf.range(n), tf.float64) * stride), tf.int64)
-        return tf.where(tf.equal(n, 1), tf.fill([n], tf.constant(T - 1, tf.int64)), spaced)
-
-    return _steps.plan(build, steps)
-
-
-def geometric_sigmas(sigma_max=1.0, sigma_min=0.01, num=10):
-    """NCSN's noise levels: a geometric sequence from ``sigma_max`` down to ``sigma_min``.
-
-    Args:
-        sigma_max: σ_1, the largest level.
-        sigma_min: σ_L, the smallest level.
-        num: L, the number of levels.
-
-    Returns:
-        A descending float64 array of length ``num``.
-    """
-    num = _checks.positive_int(num, "num")
-    if not 0 < sigma_min <= sigma_max:
-        raise ValueError(
-            "Expected 0 < sigma_min <= sigma_max. "
-            f"Received: sigma_min={sigma_min!r}, sigma_max={sigma_max!r}"
-        )
-    return np.exp(np.linspace(np.log(sigma_max), np.log(sigma_min), num))
-
-
-def karras_sigmas(n, sigma_min, sigma_max, rho=7.0):
-    """Karras et al.'s noise levels (2022, eq. 5), with a final 0 (k-diffusion's ``get_sigmas_karras``).
-
-    σ_i = (σ_max^{1/ρ} + i/(n−1) (σ_min^{1/ρ} − σ_max^{1/ρ}))^ρ for i = 0 … n−1 (σ_max
-    alone for n = 1), then σ_n = 0: the levels of an n-step sampler that ends on the data.
-    The ends are σ_max and σ_min exactly.
-
-    Args:
-        n: the number of steps, an int ≥ 1 (or an int tensor inside a graph).
-        sigma_min: σ_{n−1}, the smallest positive level.
-        sigma_max: σ_0, the largest level (≥ ``sigma_min``).
-        rho: ρ > 0; 7 is Karras et al.'s choice, 1 spaces the levels linearly, large ρ
-            approaches geometric spacing.
-
-    Returns:
-        A descending float64 array of n + 1 values, the last 0 (a tensor for a tensor ``n``).
-
-    Raises:
-        ValueError: when ``n`` < 1, ``rho`` ≤ 0, or not 0 < sigma_min ≤ sigma_max.
-    """
-    n = _steps.check(n, "n", 1)
-    rho = _checks.positive(rho, "rho")
-    low, high = _checks.positive(sigma_min, "sigma_min"), _checks.positive(sigma_max, "sigma_max")
-    if low > high:
-        raise ValueError(
-            f"Expected 0 < sigma_min <= sigma_max. Received: sigma_min={sigma_min!r}, sigma_max={sigma_max!r}"
-        )
-
-    def build():
-        count = tf.cast(n, tf.float64)
-        ramp = tf.range(count, dtype=tf.float64) / tf.maximum(count - 1.0, 1.0)
-        sigmas = (high ** (1.0 / rho) + ramp * (low ** (1.0 / rho) - high ** (1.0 / rho))) ** rho
-        # the ends exactly (the power of a root is off by an ulp)
-        sigmas = tf.where(tf.equal(ramp, 1.0), tf.constant(low, tf.float64), sigmas)
-        sigmas = tf.where(tf.equal(ramp, 0.0), tf.constant(high, tf.float64), sigmas)
-        return tf.concat([sigmas, tf.zeros([1], tf.float64)], 0)
-
-    return _steps.plan(build, n)
-
-
 class Sigmas(Process):
     """NCSN's noise levels σ_1 > … > σ_L as a process (Song & Ermon 2019).
 
@@ -353,6 +293,7 @@ class Sigmas(Process):
     level_description = "noise level sigma > 0 (the nearest of the model's sigmas is used)"
     default_data_range = (0.0, 1.0)
     default_sampler = "annealed_langevin"
+    noised_prior = False
     steps_name = "L"
 
     def __init__(self, sigmas, config=None):
@@ -386,6 +327,20 @@ class Sigmas(Process):
     def max_steps(self):
         """None: annealed Langevin takes any number of steps per level."""
         return None
+
+    def marginal(self, level):
+        """(1, σ): x = x₀ + σ z at level σ (float64 tensors)."""
+        level = tf.cast(level, tf.float64)
+        return tf.ones_like(level), level
+
+    def sigma_range(self, eps=None):
+        """(σ_L, σ_1)."""
+        return float(self.sigmas[-1]), float(self.sigmas[0])
+
+    def at_sigma(self, sigmas, eps=None):
+        """σ itself as the level (σ = 0 becomes σ_L), α = 1."""
+        positive = tf.where(sigmas > 0, sigmas, tf.constant(self.sigma_range()[0], tf.float64))
+        return tf.cast(positive, tf.float32), tf.ones_like(sigmas)
 
     def get_config(self):
         """A JSON-serializable description; ``sigmas_from_config`` rebuilds it."""
@@ -443,3 +398,9 @@ def from_config(config):
             f"Expected a schedule config with name in {list(builders)}. Received: name={name!r}"
         )
     return builders[name](**config)
+
+
+# The grids' names before kdiff.grids (the same functions).
+spaced_timesteps = grids.spaced
+geometric_sigmas = grids.geometric
+karras_sigmas = grids.karras

@@ -15,7 +15,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from kdiff import _checks, _ops, _random
+from kdiff import _checks, _ops, _random, _steps
 from kdiff.process import Process
 
 __all__ = ["SDE", "VPSDE", "SubVPSDE", "VESDE", "ReverseSDE", "from_config"]
@@ -38,6 +38,8 @@ class SDE(Process):
     level_description = "continuous time t in (0, 1]"
     default_sampler = "predictor_corrector"
     steps_name = "N"
+    continuous_time = True
+    _SIGMA_TABLE = 4097  # points of the σ(t) table that maps σ back to t
 
     def __init__(self, N):
         self.N = _checks.positive_int(N, "N")
@@ -50,6 +52,41 @@ class SDE(Process):
     def prior_sample(self, shape, seed, data_range=None):
         """A draw from the prior p_T (``prior_sampling``)."""
         return self.prior_sampling(shape, seed=seed)
+
+    def marginal(self, level):
+        """α(t) (the mean coefficient) and std(t) of x_t | x₀ at times ``level``, float64."""
+        t = tf.cast(level, tf.float64)
+        mean, std = self.marginal_prob(tf.ones([tf.shape(t)[0], 1], tf.float64), t)
+        return tf.cast(mean[:, 0], tf.float64), tf.cast(std, tf.float64)
+
+    def _sigma_table(self, eps):
+        """Times on [eps, T] and log σ(t) = log(std/α) there (numpy float64), σ(t) checked to increase."""
+        if eps is None:
+            raise ValueError(f"Expected `eps`, the smallest time, for an SDE's σ's. Received: eps=None for {self!r}")
+
+        def build():
+            times = tf.constant(np.linspace(eps, self.T, self._SIGMA_TABLE), tf.float64)
+            alpha, std = self.marginal(times)
+            return times, tf.math.log(std / alpha)
+
+        times, log_sigmas = _steps.plan(build)
+        if np.any(np.diff(log_sigmas) <= 0):
+            raise ValueError(f"Expected an SDE whose σ(t) = std/α increases in t. Received: sde={self!r}")
+        return times, log_sigmas
+
+    def sigma_range(self, eps=None):
+        """(σ(eps), σ(T)) with σ = std/α."""
+        _, log_sigmas = self._sigma_table(eps)
+        return float(np.exp(log_sigmas[0])), float(np.exp(log_sigmas[-1]))
+
+    def at_sigma(self, sigmas, eps=None):
+        """The time t in [eps, T] where std/α = σ (interpolated in log σ), and α(t) there
+        (α = 1 at σ = 0)."""
+        times, log_sigmas = self._sigma_table(eps)
+        positive = tf.where(sigmas > 0, sigmas, tf.constant(float(np.exp(log_sigmas[0])), tf.float64))
+        t = _ops.interpolate(tf.math.log(positive), tf.constant(log_sigmas), tf.constant(times))
+        alpha, _ = self.marginal(t)
+        return tf.cast(t, tf.float32), tf.where(sigmas > 0, alpha, tf.ones_like(alpha))
 
     def level_checks(self, level):
         """Graph assertions that ``level`` holds times in (0, T]."""

@@ -1,14 +1,11 @@
-"""What the samplers share: argument checks, per-step table access, the model call, and the σ view of a process."""
+"""What the samplers share: argument checks, per-step table access and the model call."""
 
 from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
 
-from kdiff import _checks, _steps, processes
-
-_SIGMA_GRID = 4097  # points of an SDE's σ(t) table, which maps σ back to t
-
+from kdiff import _checks, processes
 
 def as_start(x, name):
     return _checks.float_tensor(x, name)
@@ -83,19 +80,13 @@ def vp_levels(state_abar):
     return tf.sqrt(state_abar), tf.sqrt(1.0 - state_abar)
 
 
-def sde_alpha_std(sde, t):
-    """α(t) (the mean coefficient) and std(t) of the SDE's x_t | x₀, float64 tensors like t."""
-    mean, std = sde.marginal_prob(tf.ones([tf.shape(t)[0], 1], tf.float64), tf.cast(t, tf.float64))
-    return tf.cast(mean[:, 0], tf.float64), tf.cast(std, tf.float64)
-
-
 def sde_levels(sde, times, end):
     """``levels`` of an SDE sampler whose step i starts at ``times[i]`` and whose last step
     ends at time ``end`` (None: on the data, α = 1 and std = 0)."""
-    alpha, std = sde_alpha_std(sde, times)
+    alpha, std = sde.marginal(times)
     if end is None:
         return tf.concat([alpha, [1.0]], 0), tf.concat([std, [0.0]], 0)
-    end_alpha, end_std = sde_alpha_std(sde, tf.reshape(tf.cast(end, tf.float64), [1]))
+    end_alpha, end_std = sde.marginal(tf.reshape(tf.cast(end, tf.float64), [1]))
     return tf.concat([alpha, end_alpha], 0), tf.concat([std, end_std], 0)
 
 
@@ -117,7 +108,7 @@ def check_process(process, kinds, name):
 
 def check_eps(eps, process):
     """An SDE's last time, checked to lie in (0, T); None for the other processes."""
-    if process.kind != "sde":
+    if not process.continuous_time:
         return None
     eps = _checks.positive(eps, "eps")
     if eps >= process.T:
@@ -125,61 +116,54 @@ def check_eps(eps, process):
     return eps
 
 
-class SigmaView:
-    """A process seen in the σ parametrization x_σ = x_t / α: the network level and the α of a σ.
+def sigma_grid(grid, sigma_min=None, sigma_max=None):
+    """An explicit σ grid, checked: 1-D, at least two values, finite, ≥ 0 and descending.
 
     Args:
-        process: a ``Schedule``, ``Sigmas`` or ``SDE``.
-        eps: an SDE's smallest time (its σ_min is σ(eps)); None for the others.
+        grid: the σ's (a list, numpy array or constant tensor).
+        sigma_min, sigma_max: what the caller also received; they must be None with a grid.
 
-    Attributes:
-        sigma_min, sigma_max: the process's range of σ (Python floats).
+    Returns:
+        A float64 numpy array.
     """
-
-    def __init__(self, process, eps):
-        self.process = process
-        if process.kind == "schedule":
-            abar = process.alphas_cumprod
-            self._log_sigmas = np.log(np.sqrt((1.0 - abar) / abar))  # ascending in t
-            self.sigma_min, self.sigma_max = float(np.exp(self._log_sigmas[0])), float(np.exp(self._log_sigmas[-1]))
-        elif process.kind == "sigmas":
-            self.sigma_min, self.sigma_max = float(process.sigmas[-1]), float(process.sigmas[0])
-        else:
-            def grid():
-                times = tf.constant(np.linspace(eps, process.T, _SIGMA_GRID), tf.float64)
-                alpha, std = sde_alpha_std(process, times)
-                return times, tf.math.log(std / alpha)
-
-            self._times, self._log_sigmas = _steps.plan(grid)
-            if np.any(np.diff(self._log_sigmas) <= 0):
-                raise ValueError(f"Expected an SDE whose σ(t) = std/α increases in t. Received: sde={process!r}")
-            self.sigma_min, self.sigma_max = float(np.exp(self._log_sigmas[0])), float(np.exp(self._log_sigmas[-1]))
-
-    def levels(self, sigmas):
-        """The network level and α at each σ (a float64 tensor, σ = 0 allowed: α = 1 there).
-
-        Returns:
-            ``(level, alpha)``: tensors of the process's ``level_dtype`` and float64.
-        """
-        positive = tf.where(sigmas > 0, sigmas, tf.constant(self.sigma_min, tf.float64))
-        kind = self.process.kind
-        if kind == "schedule":
-            distance = tf.abs(tf.math.log(positive)[:, None] - tf.constant(self._log_sigmas)[None, :])
-            return tf.cast(tf.argmin(distance, axis=1), tf.int32), 1.0 / tf.sqrt(1.0 + sigmas**2)
-        if kind == "sigmas":
-            return tf.cast(positive, tf.float32), tf.ones_like(sigmas)
-        times = interpolate(tf.math.log(positive), tf.constant(self._log_sigmas), tf.constant(self._times))
-        alpha, _ = sde_alpha_std(self.process, times)
-        return tf.cast(times, tf.float32), tf.where(sigmas > 0, alpha, tf.ones_like(alpha))
+    if sigma_min is not None or sigma_max is not None:
+        raise ValueError(
+            "Expected `sigma_min` and `sigma_max` unset with a `grid` (its σ's are the range). "
+            f"Received: sigma_min={sigma_min!r}, sigma_max={sigma_max!r}"
+        )
+    values = np.asarray(grid, np.float64)
+    if values.ndim != 1 or values.size < 2 or not np.all(np.isfinite(values)) or np.any(values < 0):
+        raise ValueError(f"Expected `grid` to be at least two finite σ's >= 0. Received: grid={grid!r}")
+    if np.any(np.diff(values) >= 0):
+        raise ValueError(f"Expected `grid` to descend strictly. Received: grid={values.tolist()}")
+    return values
 
 
-def interpolate(x, xp, fp):
-    """``np.interp`` in TensorFlow: piecewise-linear f(x) through (xp, fp), xp ascending, clamped."""
-    last = tf.shape(xp)[0] - 2
-    index = tf.clip_by_value(tf.searchsorted(xp, x, side="right") - 1, 0, last)
-    x0, x1 = tf.gather(xp, index), tf.gather(xp, index + 1)
-    weight = tf.clip_by_value((x - x0) / (x1 - x0), 0.0, 1.0)
-    return tf.gather(fp, index) + weight * (tf.gather(fp, index + 1) - tf.gather(fp, index))
+def timestep_grid(grid, schedule):
+    """An explicit timestep grid for a schedule, checked: ascending ints in [0, T), or
+    descending σ's mapped to the distinct timesteps nearest them (σ = 0 dropped).
+
+    Args:
+        grid: ints or σ's (a list, numpy array or constant tensor).
+        schedule: the ``Schedule``.
+
+    Returns:
+        An ascending int64 numpy array.
+    """
+    values = np.asarray(grid)
+    if values.ndim != 1 or values.size < 1:
+        raise ValueError(f"Expected `grid` to be a 1-D list of timesteps or σ's. Received: grid={grid!r}")
+    if np.issubdtype(values.dtype, np.floating):
+        sigmas = sigma_grid(values) if values.size > 1 else values
+        sigmas = sigmas[sigmas > 0]
+        levels, _ = schedule.at_sigma(tf.constant(sigmas, tf.float64))
+        return np.unique(np.asarray(levels, np.int64))
+    values = values.astype(np.int64)
+    if values[0] < 0 or values[-1] >= schedule.T or np.any(np.diff(values) <= 0):
+        raise ValueError(
+            f"Expected `grid` to be ascending timesteps in [0, {schedule.T}). Received: grid={values.tolist()}"
+        )
+    return values
 
 
 def state_noise_fn(noise_fn, history):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from kdiff import _checks, _ops, _steps
+from kdiff import _checks, _steps
 from kdiff.samplers import _loop
 from kdiff.samplers._common import (
     as_start,
@@ -15,13 +15,17 @@ from kdiff.samplers._common import (
     check_clip,
     clip_to,
     loop_options,
+    timestep_grid,
     reverse,
     step_labels,
     vp_levels,
 )
-from kdiff.schedules import Schedule, spaced_timesteps
+from kdiff.grids import leading, spaced
+from kdiff.schedules import Schedule
 
 __all__ = ["ddpm", "ddim", "ddim_invert", "ddim_timesteps"]
+
+ddim_timesteps = leading  # the name before kdiff.grids
 
 _DDPM_VARIANCES = ("beta", "beta_tilde", "learned")
 _DDPM_SPACINGS = ("even", "leading")
@@ -124,7 +128,7 @@ def _ddpm_plan(schedule, steps, spacing="even"):
         betas = tf.constant(schedule.betas, tf.float64)
         abar = tf.constant(schedule.alphas_cumprod, tf.float64)
     else:  # respaced (Improved DDPM §4): β'_i = 1 − ᾱ_{t_i} / ᾱ_{t_{i−1}}
-        timesteps = spaced_timesteps(schedule.T, steps) if spacing == "even" else ddim_timesteps(schedule.T, steps)
+        timesteps = spaced(schedule.T, steps) if spacing == "even" else leading(schedule.T, steps)
         picked = tf.gather(tf.constant(schedule.alphas_cumprod, tf.float64), timesteps)
         betas = 1.0 - picked / tf.concat([[1.0], picked[:-1]], 0)
         abar = tf.math.cumprod(1.0 - betas)
@@ -152,26 +156,6 @@ def _ddpm_plan(schedule, steps, spacing="even"):
 # ------------------------------------------------------------------------------ DDIM
 
 
-def ddim_timesteps(T, steps):
-    """DDIM's uniform timesteps t_i = i·(T // steps), i = 0 … steps−1 (ascending).
-
-    Args:
-        T: the schedule's number of steps.
-        steps: the number of sampling steps, 1 ≤ steps ≤ T (an int, or an int tensor
-            inside a graph).
-
-    Returns:
-        An int64 array of length ``steps`` (a tensor for a tensor ``steps``).
-    """
-    steps = _steps.check(steps, "steps", 1, T)
-
-    def build():
-        n = tf.cast(steps, tf.int64)
-        return tf.range(n) * (T // n)
-
-    return _steps.plan(build, steps)
-
-
 def ddim(
     eps_fn,
     x_T,
@@ -188,6 +172,7 @@ def ddim(
     jit_compile="auto",
     callback=None,
     edit=None,
+    grid=None,
 ):
     """DDIM sampling (Song et al. 2020, eq. 31).
 
@@ -208,6 +193,10 @@ def ddim(
             ``use_clipped_model_output=True``); False keeps the network's ε, as diffusers'
             ``DDIMPipeline`` does by default.
         seed, noise_fn, return_trajectory, compiled, jit_compile, callback, edit: see the module doc.
+        grid: the timesteps to walk instead of ``grids.leading``'s: ascending ints in
+            [0, T) (``kdiff.grids``), or descending σ's (``grids.karras(...)``), walked at
+            the distinct timesteps nearest them in log σ (``Schedule.at_sigma``). It sets
+            the number of steps; ``steps`` is then unused.
 
     Returns:
         x_0, or ``(x_0, trajectory)``.
@@ -216,8 +205,13 @@ def ddim(
     schedule = Schedule.check(schedule)
     eta = _checks.non_negative(eta, "eta")
     clip_x0 = check_clip(clip_x0)
-    steps = _steps.check(steps, "steps", 1, schedule.T)
-    plan = _steps.plan(lambda: _ddim_plan(schedule, steps, eta), steps)
+    if grid is None:
+        steps = _steps.check(steps, "steps", 1, schedule.T)
+        timesteps = lambda: leading(schedule.T, steps)  # noqa: E731
+    else:
+        grid = timestep_grid(grid, schedule)
+        steps, timesteps = len(grid), lambda: grid  # noqa: E731
+    plan = _steps.plan(lambda: _ddim_plan(schedule, timesteps(), eta), steps)
 
     def step(i, x, noises):
         t = batch_fill(at_step(plan["model_t"], i, tf.int32), x, tf.int32)
@@ -246,11 +240,10 @@ def ddim(
     )
 
 
-def _ddim_plan(schedule, steps, eta):
-    """DDIM's per-step tables in step order: ``model_t``, ``abar``, ``abar_prev``,
+def _ddim_plan(schedule, ascending, eta):
+    """DDIM's per-step tables, over ascending timesteps, in step order: ``model_t``, ``abar``, ``abar_prev``,
     ``sigma`` (eq. 31's σ for η), ``direction`` (√(1 − ᾱ_prev − σ²)), ``noise_counts``,
     and the state's ``level_alpha`` / ``level_std``."""
-    ascending = ddim_timesteps(schedule.T, steps)
     abar = tf.gather(tf.constant(schedule.alphas_cumprod, tf.float64), ascending)
     abar_prev = tf.concat([[1.0], abar[:-1]], 0)
     sigma = eta * tf.sqrt((1 - abar_prev) / (1 - abar)) * tf.sqrt(1 - abar / abar_prev)
@@ -301,7 +294,7 @@ def ddim_invert(
     x = as_start(x_0, "x_0")
     schedule = Schedule.check(schedule)
     steps = _checks.int_in_range(steps, "steps", 1, schedule.T)
-    ascending = ddim_timesteps(schedule.T, steps)
+    ascending = leading(schedule.T, steps)
     abar = schedule.alphas_cumprod[ascending]
     abar_from = np.append(1.0, abar[:-1])
     eval_t = np.append(ascending[0], ascending[:-1]).astype(np.int32)

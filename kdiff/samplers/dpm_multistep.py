@@ -3,12 +3,9 @@ it reproduces diffusers' ``DPMSolverMultistepScheduler`` with its defaults."""
 
 from __future__ import annotations
 
-import math
-
-import numpy as np
 import tensorflow as tf
 
-from kdiff import _checks, _random, _steps
+from kdiff import _checks, _steps, grids
 from kdiff.samplers import _loop
 from kdiff.samplers._common import (
     as_start,
@@ -22,12 +19,13 @@ from kdiff.samplers._common import (
     eps_of,
     first_row,
     loop_options,
-    sde_alpha_std,
     state_noise_fn,
     step_labels,
 )
 
 __all__ = ["dpm_solver", "dpm_timesteps", "DPM_ALGORITHMS", "DPM_SOLVER_TYPES"]
+
+dpm_timesteps = grids.linspace  # the name before kdiff.grids
 
 DPM_ALGORITHMS = ("dpmsolver++", "sde-dpmsolver++")
 DPM_SOLVER_TYPES = ("midpoint", "heun")
@@ -111,7 +109,7 @@ def dpm_solver(
     _checks.one_of(solver_type, "solver_type", DPM_SOLVER_TYPES)
     clip_x0 = check_clip(clip_x0)
     eps = check_eps(eps, process)
-    steps = _steps.check(steps, "steps", 1, process.T if process.kind == "schedule" else None)
+    steps = _steps.check(steps, "steps", 1, None if process.continuous_time else process.max_steps)
     first = 0 if _steps.is_tensor(steps) else _loop.first_visit(edit, steps)
     plan = _steps.plan(
         lambda: _dpm_plan(process, steps, order, algorithm == "sde-dpmsolver++", solver_type,
@@ -145,34 +143,11 @@ def dpm_solver(
         plan["noise_counts"],
         num_draws=1 if stochastic else 0,
         name=f"dpm_solver({algorithm}, order {order})",
-        step_labels=step_labels("t=", plan["level"], "{}" if process.kind == "schedule" else "{:.4g}"),
+        step_labels=step_labels("t=", plan["level"], "{}" if process.level_dtype.is_integer else "{:.4g}"),
         levels=(plan["level_alpha"], plan["level_std"]),
         **options,
     )
     return first_row(result, return_trajectory)
-
-
-def dpm_timesteps(T, steps):
-    """The timesteps of ``dpm_solver`` on a schedule: round(linspace(0, T − 1, steps + 1)),
-    descending, without the 0 (diffusers' ``timestep_spacing="linspace"``).
-
-    Args:
-        T: the schedule's number of steps.
-        steps: 1 ≤ steps ≤ T (an int, or an int tensor inside a graph).
-
-    Returns:
-        An int64 array of ``steps`` values from T − 1 down (a tensor for a tensor ``steps``).
-    """
-    steps = _steps.check(steps, "steps", 1, T)
-
-    def build():
-        n = tf.cast(steps, tf.int32)
-        # numpy's linspace: i · ((T − 1)/n), its last point set to T − 1 exactly
-        grid = tf.range(n + 1, dtype=tf.float64) * (tf.constant(T - 1, tf.float64) / tf.cast(n, tf.float64))
-        grid = tf.concat([grid[:-1], [float(T - 1)]], 0)
-        return tf.reverse(tf.cast(tf.round(grid), tf.int64), [0])[:-1]  # tf.round: half to even, as numpy
-
-    return _steps.plan(build, steps)
 
 
 def _dpm_plan(process, steps, order, stochastic, solver_type, lower_order_final, final_sigma_zero, eps, first=0):
@@ -182,18 +157,15 @@ def _dpm_plan(process, steps, order, stochastic, solver_type, lower_order_final,
     ``level_alpha`` / ``level_std`` the state before each step and after the last. The
     history fills from step ``first`` (where an img2img walk begins)."""
     n = tf.cast(steps, tf.int32)
-    if process.kind == "schedule":
-        timesteps = dpm_timesteps(process.T, steps)
-        abar = tf.gather(tf.constant(process.alphas_cumprod, tf.float64), timesteps)
-        level, alpha, std = tf.cast(timesteps, tf.int32), tf.sqrt(abar), tf.sqrt(1.0 - abar)
-        abar_0 = float(process.alphas_cumprod[0])
-        end = (1.0, 0.0) if final_sigma_zero else (math.sqrt(abar_0), math.sqrt(1.0 - abar_0))
-    else:
-        level = process.T - (process.T - eps) * tf.range(n, dtype=tf.float64) / tf.cast(n, tf.float64)
-        alpha, std = sde_alpha_std(process, level)
-        level = tf.cast(level, tf.float32)
-        end_alpha, end_std = sde_alpha_std(process, tf.constant([eps], tf.float64))
-        end = (1.0, 0.0) if final_sigma_zero else (end_alpha[0], end_std[0])
+    if process.continuous_time:  # times T … eps, uniform
+        levels = process.T - (process.T - eps) * tf.range(n, dtype=tf.float64) / tf.cast(n, tf.float64)
+        end_level = tf.constant([eps], tf.float64)
+    else:  # diffusers' linspace timesteps, ending at t = 0
+        levels, end_level = grids.linspace(process.T, steps), tf.constant([0], tf.int64)
+    alpha, std = process.marginal(levels)
+    level = tf.cast(levels, process.level_dtype)
+    end_alpha, end_std = process.marginal(end_level)
+    end = (1.0, 0.0) if final_sigma_zero else (end_alpha[0], end_std[0])
     alpha_next = tf.concat([alpha[1:], tf.reshape(tf.cast(end[0], tf.float64), [1])], 0)
     std_next = tf.concat([std[1:], tf.reshape(tf.cast(end[1], tf.float64), [1])], 0)
     # e^{−h} = σ_next/σ in the VE σ = std/α; h = ∞ on a last step to σ = 0

@@ -3,7 +3,7 @@
 * ``euler``, ``heun``, ``euler_ancestral`` — Karras et al. (2022)'s samplers on the
   denoiser D(x, σ) = x + σ² ∇log p_σ(x), as k-diffusion's ``sample_euler``,
   ``sample_heun`` (Algorithm 2, with its "churn" options) and ``sample_euler_ancestral``,
-  over ``kdiff.schedules.karras_sigmas``.
+  over ``kdiff.grids.karras``.
 
 They take every process that can say what x̂₀ its model predicts: a discrete schedule
 (an ε-model ``eps_fn(x, t)``), a σ ladder and any SDE
@@ -24,13 +24,11 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import tensorflow as tf
 
 from kdiff import _checks, _random, _steps
 from kdiff.samplers import _loop
 from kdiff.samplers._common import (
-    SigmaView,
     as_start,
     at_step,
     batch_fill,
@@ -41,20 +39,22 @@ from kdiff.samplers._common import (
     clip_to,
     eps_of,
     loop_options,
+    sigma_grid,
     step_labels,
 )
-from kdiff.schedules import karras_sigmas
+from kdiff.grids import karras
 
 __all__ = ["euler", "heun", "euler_ancestral"]
 
 
-def _karras_plan(view, steps, sigma_min, sigma_max, rho, s_churn, s_tmin, s_tmax, eta):
-    """The per-step tables of Karras' samplers over ``karras_sigmas(steps, …)``.
+def _karras_plan(process, eps, sigmas, s_churn, s_tmin, s_tmax, eta):
+    """The per-step tables of Karras' samplers over descending ``sigmas`` (``karras(steps, …)``
+    unless a grid is given).
 
     Step i goes from σ_i (raised to σ̂_i = σ_i (1 + γ_i) by churn) to σ_{i+1}; the
     ancestral step to σ_down_i, then adds σ_up_i z (k-diffusion's ``get_ancestral_step``).
     """
-    sigmas = tf.convert_to_tensor(karras_sigmas(steps, sigma_min, sigma_max, rho), tf.float64)
+    sigmas = tf.convert_to_tensor(sigmas, tf.float64)
     current, following = sigmas[:-1], sigmas[1:]
     n = tf.cast(tf.shape(current)[0], tf.float64)
     gamma = tf.where(
@@ -63,10 +63,10 @@ def _karras_plan(view, steps, sigma_min, sigma_max, rho, s_churn, s_tmin, s_tmax
         tf.zeros_like(current),
     )
     hat = current * (1.0 + gamma)
-    hat_level, hat_alpha = view.levels(hat)
-    next_level, next_alpha = view.levels(following)
-    level, alpha = view.levels(current)
-    _, every_alpha = view.levels(sigmas)
+    hat_level, hat_alpha = process.at_sigma(hat, eps)
+    next_level, next_alpha = process.at_sigma(following, eps)
+    level, alpha = process.at_sigma(current, eps)
+    _, every_alpha = process.at_sigma(sigmas, eps)
     up = tf.minimum(following, eta * tf.sqrt(following**2 * (current**2 - following**2) / current**2))
     return {
         "sigmas": sigmas,
@@ -91,9 +91,9 @@ def _karras_plan(view, steps, sigma_min, sigma_max, rho, s_churn, s_tmin, s_tmax
 
 
 def _karras_run(method, model_fn, x_start, process, steps, sigma_min, sigma_max, rho, churn, eta, s_noise,
-                clip_x0, eps, loop):
-    """Runs ``method`` ("euler", "heun", "euler_ancestral") over Karras' σ's: the shared body
-    of the three samplers (their arguments, checked here)."""
+                clip_x0, eps, loop, grid):
+    """Runs ``method`` ("euler", "heun", "euler_ancestral") over Karras' σ's, or over ``grid``:
+    the shared body of the three samplers (their arguments, checked here)."""
     x = as_start(x_start, "x_start")
     process = check_process(process, ("schedule", "sigmas", "sde"), method)
     s_churn, s_tmin, s_tmax = churn
@@ -107,13 +107,19 @@ def _karras_run(method, model_fn, x_start, process, steps, sigma_min, sigma_max,
     eta = _checks.non_negative(eta, "eta")
     s_noise = _checks.non_negative(s_noise, "s_noise")
     clip_x0 = check_clip(clip_x0)
-    view = SigmaView(process, check_eps(eps, process))
-    sigma_min = view.sigma_min if sigma_min is None else _checks.positive(sigma_min, "sigma_min")
-    sigma_max = view.sigma_max if sigma_max is None else _checks.positive(sigma_max, "sigma_max")
-    steps = _steps.check(steps, "steps", 1)
+    eps = check_eps(eps, process)
+    grid = None if grid is None else sigma_grid(grid, sigma_min, sigma_max)
+    low, high = process.sigma_range(eps)
+    sigma_min = low if sigma_min is None else _checks.positive(sigma_min, "sigma_min")
+    sigma_max = high if sigma_max is None else _checks.positive(sigma_max, "sigma_max")
+    if grid is None:
+        steps = _steps.check(steps, "steps", 1)
+        sigmas = lambda: karras(steps, sigma_min, sigma_max, rho)  # noqa: E731
+    else:
+        steps, sigmas = len(grid) - 1, lambda: grid  # noqa: E731
     plan = _steps.plan(
-        lambda: _karras_plan(view, steps, sigma_min, sigma_max, rho, s_churn, s_tmin,
-                             math.inf if s_tmax is None else float(s_tmax), eta),
+        lambda: _karras_plan(process, eps, sigmas(), s_churn, s_tmin, math.inf if s_tmax is None else float(s_tmax),
+                             eta),
         steps,
     )
     level_dtype = process.level_dtype
@@ -155,7 +161,7 @@ def _karras_run(method, model_fn, x_start, process, steps, sigma_min, sigma_max,
         x = x + d * (at_step(plan["down"], i, x.dtype) - sigma)
         return x + s_noise * at_step(plan["up"], i, x.dtype) * noises[0]
 
-    if process.kind == "sigmas":  # NCSN's prior is noise over the data range: take it to σ_max
+    if not process.noised_prior:  # NCSN's prior is noise over the data range: take it to σ_max
         if noise_fn is None:
             z = tf.random.stateless_normal(tf.shape(x), seed=_random.fold_in(seed, -1), dtype=x.dtype)
         else:  # the first draw
@@ -206,9 +212,10 @@ def euler(
     jit_compile="auto",
     callback=None,
     edit=None,
+    grid=None,
 ):
     """Euler's method on the probability-flow ODE dx_σ/dσ = (x_σ − D(x_σ, σ))/σ (k-diffusion's
-    ``sample_euler``): one network evaluation a step, over ``karras_sigmas(steps, …)``.
+    ``sample_euler``): one network evaluation a step, over ``karras(steps, …)``.
 
     With churn (``s_churn`` > 0) step i first raises σ_i to σ̂ = σ_i (1 + γ), γ =
     min(s_churn/steps, √2 − 1) where s_tmin ≤ σ_i ≤ s_tmax, adding √(σ̂² − σ_i²)·s_noise·z
@@ -233,6 +240,9 @@ def euler(
         seed, noise_fn, return_trajectory, compiled, jit_compile, callback, edit: see
             ``kdiff.samplers``; the trajectory holds the process's states x_t = α x_σ,
             and an edit sees the states x_σ (α = 1, std = σ).
+        grid: the σ's to walk instead of Karras' (k-diffusion's ``sigmas``): descending,
+            ≥ 0, at least two, usually ending in 0 (``kdiff.grids``); it sets the number
+            of steps, and ``steps``, ``rho``, ``sigma_min`` and ``sigma_max`` are then unused.
 
     Returns:
         x₀, or ``(x₀, trajectory)``.
@@ -243,7 +253,7 @@ def euler(
     """
     return _karras_run("euler", model_fn, x_start, process, steps, sigma_min, sigma_max, rho,
                        (s_churn, s_tmin, s_tmax), 0.0, s_noise, clip_x0, eps,
-                       loop_options(seed, noise_fn, return_trajectory, compiled, jit_compile, callback, edit))
+                       loop_options(seed, noise_fn, return_trajectory, compiled, jit_compile, callback, edit), grid)
 
 
 def heun(
@@ -268,6 +278,7 @@ def heun(
     jit_compile="auto",
     callback=None,
     edit=None,
+    grid=None,
 ):
     """Karras et al.'s Heun sampler (2022, Algorithm 2; k-diffusion's ``sample_heun``).
 
@@ -283,7 +294,7 @@ def heun(
     """
     return _karras_run("heun", model_fn, x_start, process, steps, sigma_min, sigma_max, rho,
                        (s_churn, s_tmin, s_tmax), 0.0, s_noise, clip_x0, eps,
-                       loop_options(seed, noise_fn, return_trajectory, compiled, jit_compile, callback, edit))
+                       loop_options(seed, noise_fn, return_trajectory, compiled, jit_compile, callback, edit), grid)
 
 
 def euler_ancestral(
@@ -306,6 +317,7 @@ def euler_ancestral(
     jit_compile="auto",
     callback=None,
     edit=None,
+    grid=None,
 ):
     """Ancestral Euler sampling (k-diffusion's ``sample_euler_ancestral``).
 
@@ -325,4 +337,4 @@ def euler_ancestral(
     """
     return _karras_run("euler_ancestral", model_fn, x_start, process, steps, sigma_min, sigma_max, rho,
                        (0.0, 0.0, None), eta, s_noise, clip_x0, eps,
-                       loop_options(seed, noise_fn, return_trajectory, compiled, jit_compile, callback, edit))
+                       loop_options(seed, noise_fn, return_trajectory, compiled, jit_compile, callback, edit), grid)

@@ -6,7 +6,7 @@ import numpy as np
 import scipy.integrate
 import tensorflow as tf
 
-from kdiff import _checks, _ops, _steps
+from kdiff import _checks, _ops, _steps, grids
 from kdiff.samplers import _loop
 from kdiff.samplers.errors import NonFiniteSampleError
 from kdiff.samplers._common import (
@@ -15,7 +15,6 @@ from kdiff.samplers._common import (
     batch_fill,
     call_model,
     loop_options,
-    reverse,
     scalar_like,
     sde_levels,
     step_labels,
@@ -28,55 +27,6 @@ _PREDICTORS = ("euler_maruyama", "reverse_diffusion")
 _CORRECTORS = ("langevin", None)
 _SDE_GRIDS = ("continuous", "discrete")  # predictor_corrector's time grids
 ODE_FIXED_METHODS = ("euler", "heun", "rk4")  # probability_flow's fixed-step (in-graph) methods
-
-
-def _sde_times(sde, steps, eps):
-    """Start times t_i = T − i·h, i = 0 … steps−1, with h = (T − eps)/steps.
-
-    Returns:
-        ``(times, h)``: numpy float64 for an int ``steps``, float64 tensors for a tensor.
-    """
-    steps = _steps.check(steps, "steps", 1)
-    eps = _checks.positive(eps, "eps")
-    if eps >= sde.T:
-        raise ValueError(f"Expected 0 < eps < {sde.T}. Received: eps={eps!r}")
-
-    def build():
-        n = tf.cast(steps, tf.float64)
-        h = (sde.T - eps) / n
-        return sde.T - h * tf.range(n, dtype=tf.float64), h
-
-    return _steps.plan(build, steps)
-
-
-def _discrete_sde_times(sde, steps, eps):
-    """score_sde's grid: times t_i = linspace(T, eps, steps) (both ends), and the levels of
-    the ``steps``-level discretization that the reverse-diffusion predictor steps between.
-
-    Step i's predictor goes from level k_i = ⌊t_i (steps − 1) / T⌋ (time k_i·T/(steps − 1))
-    to the level below it (none below level 0): the VE levels are score_sde's /
-    diffusers' ``discrete_sigmas`` of ``steps`` values. The model is evaluated at t_i.
-
-    Returns:
-        ``(times, level_times, level_dt)``: numpy float64 for an int ``steps``, float64
-        tensors for a tensor.
-    """
-    steps = _steps.check(steps, "steps", 1)
-    eps = _checks.positive(eps, "eps")
-    if eps >= sde.T:
-        raise ValueError(f"Expected 0 < eps < {sde.T}. Received: eps={eps!r}")
-
-    def build():
-        gaps = tf.maximum(tf.cast(steps, tf.float64) - 1.0, 1.0)  # one step: t = T, level 0
-        index = tf.range(tf.cast(steps, tf.float64), dtype=tf.float64)
-        times = sde.T - (sde.T - eps) * index / gaps
-        ones = tf.cast(steps, tf.float64) - 1.0
-        # ⌊·⌋ of a value that is an integer up to round-off (i·eps/T past it) must not drop below it.
-        level = tf.floor(times * ones / sde.T + 1e-9)
-        level_dt = sde.T / gaps
-        return times, level * level_dt, level_dt
-
-    return _steps.plan(build, steps)
 
 
 def predictor_corrector(
@@ -141,10 +91,10 @@ def predictor_corrector(
     n_corrector = _checks.int_in_range(n_corrector, "n_corrector", 0, None) if corrector else 0
     snr = _checks.positive(snr, "snr")
     if grid == "continuous":
-        times, h = _sde_times(sde, steps, eps)
+        times, h = grids.sde_uniform(sde.T, steps, eps)
         level_times = level_dt = None
     else:
-        times, level_times, level_dt = _discrete_sde_times(sde, steps, eps)
+        times, level_times, level_dt = grids.sde_linspace(sde.T, steps, eps)
         h = _steps.plan(lambda: tf.constant(sde.T, tf.float64) / tf.cast(steps, tf.float64), steps)
 
     def counts():
@@ -281,7 +231,7 @@ def probability_flow(
         return flow.sde(x, batch_fill(t, x))[0]
 
     if method in ODE_FIXED_METHODS:
-        times, h = _sde_times(sde, 100 if steps is None else steps, eps)
+        times, h = grids.sde_uniform(sde.T, 100 if steps is None else steps, eps)
 
         def step(i, x, noises):
             t, dt = at_step(times, i, x.dtype), scalar_like(h, x)
