@@ -21,8 +21,9 @@ statistics are taken in float32.
 """
 
 from kdiff.models._shared import image_output_shape  # noqa: F401 — a network helper, importable here as before
-from kdiff.models.layers.embeddings import GaussianFourierFeatures, SinusoidalEmbedding
-from kdiff.models.layers.refinenet_blocks import (
+from kdiff.models.layers import embeddings, refinenet_blocks, resampling, unet_blocks
+from kdiff.models.layers.embeddings import GaussianFourierFeatures, SinusoidalEmbedding  # noqa: F401 — in __all__
+from kdiff.models.layers.refinenet_blocks import (  # noqa: F401 — in __all__
     CondCRPBlock,
     CondMSFBlock,
     CondRCUBlock,
@@ -30,30 +31,14 @@ from kdiff.models.layers.refinenet_blocks import (
     ConditionalInstanceNorm2dPlus,
     ConditionalResidualBlock,
 )
-from kdiff.models.layers.resampling import (  # noqa: F401 — resize_bilinear_align_corners: public, not starred
+from kdiff.models.layers.resampling import (  # noqa: F401 — in __all__, and resize_bilinear_align_corners as before
     Downsample,
     Upsample,
     fir_downsample,
     fir_upsample,
     resize_bilinear_align_corners,
 )
-from kdiff.models.layers.unet_blocks import AttentionBlock, GroupNorm, ResBlock, silu
+from kdiff.models.layers.unet_blocks import AttentionBlock, GroupNorm, ResBlock, silu  # noqa: F401 — in __all__
 
-__all__ = [
-    "silu",
-    "GroupNorm",
-    "SinusoidalEmbedding",
-    "GaussianFourierFeatures",
-    "ResBlock",
-    "AttentionBlock",
-    "Downsample",
-    "Upsample",
-    "fir_downsample",
-    "fir_upsample",
-    "ConditionalInstanceNorm2dPlus",
-    "ConditionalResidualBlock",
-    "CondRCUBlock",
-    "CondCRPBlock",
-    "CondMSFBlock",
-    "CondRefineBlock",
-]
+# Each family module's __all__ is its layers; the helpers they share stay out of it.
+__all__ = [*embeddings.__all__, *unet_blocks.__all__, *resampling.__all__, *refinenet_blocks.__all__]

@@ -25,8 +25,7 @@ __all__ = [
     "CondCRPBlock",
     "CondMSFBlock",
     "CondRefineBlock",
-    "torch_uniform",
-]
+]  # also torch_uniform: RefineNet's convolutions
 
 _IN_EPSILON = 1e-5  # torch.nn.InstanceNorm2d, as in the NCSN reference code
 

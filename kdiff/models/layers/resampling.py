@@ -16,16 +16,9 @@ from keras import ops
 from kdiff import _checks
 from kdiff.models.layers._common import PACKAGE, check_channels, check_rank, conv_layer
 
-__all__ = [
-    "Downsample",
-    "Upsample",
-    "fir_downsample",
-    "fir_upsample",
-    "resize_bilinear_align_corners",
-    "upsample_nearest",
-    "avg_pool2",
-    "resampled_shape",
-]
+# Also resize_bilinear_align_corners, upsample_nearest, avg_pool2 and resampled_shape: what
+# the residual blocks of both families resample with.
+__all__ = ["Downsample", "Upsample", "fir_downsample", "fir_upsample"]
 
 
 def upsample_nearest(x):

@@ -32,7 +32,7 @@ from kdiff.models.layers.resampling import (
     upsample_nearest,
 )
 
-__all__ = ["silu", "GroupNorm", "ResBlock", "AttentionBlock", "attention_heads", "GN_EPSILON"]
+__all__ = ["silu", "GroupNorm", "ResBlock", "AttentionBlock"]  # also GN_EPSILON, attention_heads: UNet's
 
 GN_EPSILON = 1e-6  # tf.contrib.layers.group_norm, as in the DDPM reference code
 
