@@ -1,5 +1,6 @@
-"""The modules that moved into ``kdiff.samplers``, still importable by their old names for one
-release, with a ``DeprecationWarning`` that names the new home."""
+"""The modules that moved into ``kdiff.samplers``, and the names that were renamed, still
+importable by their old names for one release, with a ``DeprecationWarning`` that names the
+new home."""
 
 from __future__ import annotations
 
@@ -32,6 +33,33 @@ def resolve(old):
     new = MOVED[old]
     warnings.warn(f"{old} is now {new}; the old name goes in the next release.", DeprecationWarning, stacklevel=3)
     return importlib.import_module(new)
+
+
+def renamed(module, renames, why=""):
+    """A module's ``__getattr__`` that serves renamed attributes by their old names, warning.
+
+    Args:
+        module: the module's name (``__name__``), for the messages.
+        renames: old name → the new one's full dotted path (``"kdiff.models.RefineNet"``).
+        why: added to the warning after the new name (e.g. what the old name now means).
+
+    Returns:
+        ``__getattr__(name)``: the renamed object after a ``DeprecationWarning``; an
+        ``AttributeError`` for any other name.
+    """
+
+    def __getattr__(name):
+        if name not in renames:
+            raise AttributeError(f"module {module!r} has no attribute {name!r}")
+        home, _, new = renames[name].rpartition(".")
+        warnings.warn(
+            f"{module}.{name} is now {renames[name]}{why}; the old name goes in the next release.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(importlib.import_module(home), new)
+
+    return __getattr__
 
 
 class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):

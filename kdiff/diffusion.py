@@ -423,16 +423,16 @@ class DiffusionModel(keras.Model):
 
         Args:
             ema: the EMA network (True) or the raw one.
-            precision: one of ``kdiff.samplers.draw.PRECISIONS``.
+            precision: one of ``kdiff.samplers.draw.SAMPLING_PRECISIONS``.
 
         Returns:
             A Keras network.
         """
-        from kdiff.samplers.draw import PRECISIONS
+        from kdiff.samplers.draw import SAMPLING_PRECISIONS
 
         network = self.ema_network if ema else self.network
-        if precision not in PRECISIONS:
-            raise ValueError(f"Expected `precision` in {list(PRECISIONS)}. Received: precision={precision!r}")
+        if precision not in SAMPLING_PRECISIONS:
+            raise ValueError(f"Expected `precision` in {list(SAMPLING_PRECISIONS)}. Received: precision={precision!r}")
         if precision == "float32" or network.dtype_policy.compute_dtype == precision:
             return network
         policy = f"mixed_{precision}"

@@ -19,12 +19,20 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from kdiff import _checks
+from kdiff import _checks, _moved
 
-__all__ = ["STRATEGIES", "PRECISIONS", "get_strategy", "precision_policy", "set_precision", "is_chief", "fit"]
+__all__ = ["STRATEGIES", "POLICIES", "get_strategy", "precision_policy", "set_precision", "is_chief", "fit"]
 
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+# The Keras dtype policies a network can train in (``precision_policy``); what it samples in
+# is ``kdiff.samplers.draw.SAMPLING_PRECISIONS``.
+POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
+
+# The old name, for one release.
+__getattr__ = _moved.renamed(
+    __name__, {"PRECISIONS": "kdiff.distribute.POLICIES"},
+    " (what a network samples in is kdiff.samplers.draw.SAMPLING_PRECISIONS)",
+)
 
 
 def get_strategy(name="default", *, devices=None, tpu=None):
@@ -71,7 +79,7 @@ def precision_policy(precision="float32"):
     Returns:
         A ``keras.DTypePolicy``.
     """
-    return keras.DTypePolicy(_checks.one_of(precision, "precision", PRECISIONS))
+    return keras.DTypePolicy(_checks.one_of(precision, "precision", POLICIES))
 
 
 def set_precision(policy="float32"):

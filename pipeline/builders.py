@@ -85,10 +85,10 @@ def build_network(params, image_shape, *, loss=None, num_classes=None):
         num_classes: a U-Net's class embeddings (None: unconditional).
 
     Returns:
-        A ``kdiff.models.UNet`` or ``kdiff.models.NCSN``.
+        A ``kdiff.models.UNet`` or ``kdiff.models.RefineNet``.
     """
     from kdiff import distribute
-    from kdiff.models import NCSN, NCSNpp, UNet
+    from kdiff.models import NCSNpp, RefineNet, UNet
 
     params = config_lib.resolve(params, NETWORK_FIELDS)
     family, network = params["family"], params["network"]
@@ -103,7 +103,7 @@ def build_network(params, image_shape, *, loss=None, num_classes=None):
     if network in NCSN_PRESETS:
         levels = params["num_sigmas"]
         overrides = {"dtype": dtype} if base is None else {"ngf": base, "dtype": dtype}
-        factory = NCSN.small if network == "ncsn_small" else NCSN.cifar10
+        factory = RefineNet.small if network == "ncsn_small" else RefineNet.cifar10
         return factory(image_size=size, in_channels=channels, num_classes=levels, **overrides)
 
     config_lib.check_base_channels(network, base)

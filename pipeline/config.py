@@ -448,7 +448,7 @@ def _strategy(value, name):
 def _precision(value, name):
     from kdiff import distribute
 
-    return _checks().one_of(value, name, distribute.PRECISIONS)
+    return _checks().one_of(value, name, distribute.POLICIES)
 
 
 def _network(value, name):

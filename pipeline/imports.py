@@ -67,7 +67,7 @@ def standin_model(name, image_shape, seed=0):
     """
     import kdiff
     from kdiff import schedules, sde
-    from kdiff.models import NCSN, NCSNpp, UNet
+    from kdiff.models import NCSNpp, RefineNet, UNet
 
     from pipeline.builders import seeded_initializers
 
@@ -82,7 +82,7 @@ def standin_model(name, image_shape, seed=0):
             process = sde.VESDE(sigma_min=0.01, sigma_max=diameter, N=STANDIN_VE_N)
             return kdiff.ScoreSDE(network, process, conditioning="sigma", data_range=(0.0, 1.0), seed=seed)
         if name == "ncsn":
-            network = NCSN.small(image_size=size, in_channels=channels, num_classes=STANDIN_NCSN_LEVELS,
+            network = RefineNet.small(image_size=size, in_channels=channels, num_classes=STANDIN_NCSN_LEVELS,
                                  center_input=True)
             sigmas = schedules.geometric_sigmas(1.0, 0.01, STANDIN_NCSN_LEVELS)
             return kdiff.NCSN(network, sigmas, data_range=(0.0, 1.0), seed=seed)

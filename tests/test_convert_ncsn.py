@@ -15,7 +15,7 @@ import pytest
 
 import kdiff
 from kdiff.convert import ncsn as convert
-from kdiff.models import NCSN
+from kdiff.models import RefineNet
 
 # Keras' own variable-to-numpy conversion (get_weights) warns under NumPy 2.
 pytestmark = pytest.mark.filterwarnings(
@@ -104,8 +104,8 @@ def test_round_trip_to_the_reference_layout_is_exact(converted, state_dict):
 
 def test_round_trip_from_kdiff_and_center_input():
     """kdiff → reference layout → kdiff; center_input=True is the network on 2x − 1."""
-    plain = NCSN(image_size=8, in_channels=1, num_classes=3, ngf=4)
-    centered = NCSN(image_size=8, in_channels=1, num_classes=3, ngf=4, center_input=True)
+    plain = RefineNet(image_size=8, in_channels=1, num_classes=3, ngf=4)
+    centered = RefineNet(image_size=8, in_channels=1, num_classes=3, ngf=4, center_input=True)
     exported = kdiff.convert.to_ncsn_state_dict(plain)
     assert all(key.startswith("module.") for key in exported)
     assert len(exported) == len(plain.weights)
@@ -116,7 +116,7 @@ def test_round_trip_from_kdiff_and_center_input():
     labels = np.array([0, 2])
     np.testing.assert_allclose(centered(x, labels).numpy(), plain(2 * x - 1, labels).numpy(),
                                rtol=0, atol=1e-5)
-    assert NCSN.from_config(centered.get_config()).center_input
+    assert RefineNet.from_config(centered.get_config()).center_input
 
 
 # --------------------------------------------------------------------------- bad inputs

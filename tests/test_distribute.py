@@ -135,3 +135,16 @@ def test_precision_policy_leaves_the_global_policy_alone():
     assert dense.compute_dtype == "bfloat16"
     with pytest.raises(ValueError, match="precision"):
         kdiff.distribute.precision_policy("float8")
+
+
+def test_training_policies_and_sampling_precisions_have_their_own_names():
+    """``distribute.POLICIES`` (dtype policies to train in) and ``draw.SAMPLING_PRECISIONS``
+    (what a network samples in); ``distribute.PRECISIONS`` is the first's old name, warning."""
+    from kdiff.samplers import draw
+
+    assert kdiff.distribute.POLICIES == ("float32", "mixed_float16", "mixed_bfloat16")
+    assert draw.SAMPLING_PRECISIONS == ("float32", "bfloat16")
+    with pytest.warns(DeprecationWarning, match=r"kdiff\.distribute\.POLICIES"):
+        assert kdiff.distribute.PRECISIONS is kdiff.distribute.POLICIES
+    with pytest.raises(AttributeError, match="NO_SUCH_NAME"):
+        kdiff.distribute.NO_SUCH_NAME

@@ -5,6 +5,7 @@ every option, config / ``.keras`` round trips, XLA, mixed precision and argument
 Forward passes use small configurations so that the file runs in well under a minute.
 """
 
+import json
 import math
 
 import keras
@@ -13,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 from kdiff import models
-from kdiff.models import NCSN, UNet
+from kdiff.models import RefineNet, UNet
 from kdiff.models import layers as L
 
 # Keras' own variable-to-numpy conversion (saving, get_weights) warns under NumPy 2.
@@ -99,13 +100,13 @@ def _ncsn_reference_count(ngf, channels, num_classes):
 
 
 def test_ncsn_cifar10_parameter_count_matches_reference_layer_list():
-    net = NCSN.cifar10()
+    net = RefineNet.cifar10()
     assert net.count_params() == _ncsn_reference_count(128, 3, 10)
 
 
 def test_small_presets_are_cpu_sized():
     assert 0.5e6 <= UNet.small().count_params() <= 2e6
-    assert NCSN.small().count_params() < 2e6
+    assert RefineNet.small().count_params() < 2e6
 
 
 # --------------------------------------------------------------------------- layers
@@ -333,7 +334,7 @@ def test_unet_gradients_reach_every_weight():
 
 
 def test_ncsn_shapes_and_label_dependence():
-    net = NCSN.small(image_size=8, in_channels=3, num_classes=4)
+    net = RefineNet.small(image_size=8, in_channels=3, num_classes=4)
     x = _images((2, 8, 8, 3))
     out = net(x, np.array([0, 3], np.int32))
     assert out.shape == (2, 8, 8, 3)
@@ -351,7 +352,7 @@ def _round_trip_cases():
         (lambda: UNet.small(image_size=8, num_res_blocks=1, embedding="fourier",
                             resblock_updown=True, skip_rescale=True),
          (x8, np.array([0.1, 0.9], np.float32))),
-        (lambda: NCSN.small(image_size=8, num_classes=4), (x8, np.array([1, 3]))),
+        (lambda: RefineNet.small(image_size=8, num_classes=4), (x8, np.array([1, 3]))),
     ]
 
 
@@ -399,7 +400,7 @@ def test_mixed_bfloat16_forward_is_finite(mixed_bfloat16):
     x = _images((2, 8, 8, 1))
     out = net(x, np.array([10, 990]))
     assert np.all(np.isfinite(out.numpy().astype(np.float32)))
-    ncsn = NCSN.small(image_size=8, num_classes=4)
+    ncsn = RefineNet.small(image_size=8, num_classes=4)
     out = ncsn(x, np.array([0, 3]))
     assert np.all(np.isfinite(out.numpy().astype(np.float32)))
     # Timestep embeddings stay exact in float32 before the cast (999 is not a bfloat16).
@@ -447,15 +448,15 @@ def test_bad_call_inputs():
         net(_images((2, 16, 16, 1)), t)
     with pytest.raises(ValueError, match="`t`"):
         net(_images((2, 8, 8, 1)))
-    ncsn = NCSN.small(image_size=8, num_classes=4)
+    ncsn = RefineNet.small(image_size=8, num_classes=4)
     with pytest.raises(ValueError, match="x.shape"):
         ncsn(_images((2, 8, 8, 3)), np.array([0, 1]))
     with pytest.raises(ValueError, match="integer noise-level"):
         ncsn(_images((2, 8, 8, 1)), np.array([0.1, 0.2], np.float32))
     with pytest.raises(ValueError, match="image_size"):
-        NCSN(image_size=15)
+        RefineNet(image_size=15)
     with pytest.raises(ValueError, match="ngf"):
-        NCSN(image_size=16, ngf=1)
+        RefineNet(image_size=16, ngf=1)
     with pytest.raises(ValueError, match="resample"):
         L.ConditionalResidualBlock(8, 4, resample="up")
     with pytest.raises(ValueError, match="dim"):
@@ -473,15 +474,92 @@ def test_exports():
 def test_registered_names_do_not_clash_with_the_diffusion_wrappers(tmp_path):
     """kdiff.diffusion registers its own ``NCSN``; the networks live under "kdiff.models"."""
     diffusion = pytest.importorskip("kdiff.diffusion")
-    assert keras.saving.get_registered_name(NCSN) == "kdiff.models>NCSN"
-    assert keras.saving.get_registered_object("kdiff.models>NCSN") is NCSN
+    assert keras.saving.get_registered_name(RefineNet) == "kdiff.models>NCSN"
+    assert keras.saving.get_registered_object("kdiff.models>NCSN") is RefineNet
     assert keras.saving.get_registered_object("kdiff.models>UNet") is UNet
-    net = NCSN.small(image_size=8, num_classes=10)
+    net = RefineNet.small(image_size=8, num_classes=10)
     model = diffusion.NCSN(net, ema_decay=0.0)
     x = np.random.default_rng(0).uniform(size=(4, 8, 8, 1)).astype(np.float32)
     path = str(tmp_path / "ncsn.keras")
     keras.saving.save_model(model, path)
     loaded = keras.saving.load_model(path)
-    assert type(loaded.network) is NCSN
+    assert type(loaded.network) is RefineNet
     labels = np.array([0, 9, 3, 5])
     np.testing.assert_allclose(loaded.network(x, labels).numpy(), net(x, labels).numpy(), atol=1e-6)
+
+
+def test_the_old_network_name_warns_and_gives_refinenet():
+    """``kdiff.models.NCSN`` (and ``kdiff.models.ncsn.NCSN``) is the RefineNet for one release."""
+    with pytest.warns(DeprecationWarning, match=r"kdiff\.models\.RefineNet"):
+        assert models.NCSN is RefineNet
+    with pytest.warns(DeprecationWarning, match=r"kdiff\.models\.RefineNet"):
+        from kdiff.models.ncsn import NCSN
+    assert NCSN is RefineNet
+    assert "NCSN" not in models.__all__  # a star import stays quiet
+    with pytest.raises(AttributeError, match="NoSuchNetwork"):
+        models.NoSuchNetwork
+
+
+def _as_saved_before_the_split(path):
+    """Rewrites a ``.keras`` file as kdiff wrote it before the layers' split and the network's
+    rename: in config.json every layer's module ``kdiff.models.layers`` and the RefineNet's
+    class ``NCSN`` of module ``kdiff.models.ncsn`` (the registered names never changed); in
+    the weights, a RefineNet held in a list (a diffusion model's ``layers``) under ``ncsn``,
+    Keras' snake-cased class name."""
+    import io
+    import zipfile
+
+    import h5py
+
+    def old(node):
+        if isinstance(node, dict):
+            if str(node.get("module", "")).startswith("kdiff.models.layers."):
+                node["module"] = "kdiff.models.layers"
+            if node.get("class_name") == "RefineNet":
+                node.update(class_name="NCSN", module="kdiff.models.ncsn")
+            for value in node.values():
+                old(value)
+        elif isinstance(node, list):
+            for value in node:
+                old(value)
+
+    with zipfile.ZipFile(path) as z:
+        files = {name: z.read(name) for name in z.namelist()}
+    config = json.loads(files["config.json"])
+    old(config)
+    files["config.json"] = json.dumps(config).encode()
+    weights = io.BytesIO(files["model.weights.h5"])
+    with h5py.File(weights, "r+") as f:
+        if "layers/refine_net" in f:
+            f.move("layers/refine_net", "layers/ncsn")
+    files["model.weights.h5"] = weights.getvalue()
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in files.items():
+            z.writestr(name, data)
+    return json.dumps(config)
+
+
+def test_models_saved_before_the_split_and_the_rename_load(tmp_path):
+    """Saved ``.keras`` files name the layers' old module and the network's old class, and
+    hold a diffusion model's RefineNet under its old name: they load (by the registered
+    names, which the split and the rename kept) with the same outputs."""
+    from kdiff import diffusion, schedules
+
+    for layer in (L.ResBlock, L.AttentionBlock, L.Downsample, L.SinusoidalEmbedding, L.CondRCUBlock,
+                  L.ConditionalInstanceNorm2dPlus):
+        assert keras.saving.get_registered_name(layer) == f"kdiff.models>{layer.__name__}"
+    x = _images((2, 8, 8, 32))
+    blocks = keras.Sequential([keras.Input((8, 8, 32)), L.ResBlock(32), L.AttentionBlock(),
+                               L.Downsample(), L.Upsample(out_channels=16)])
+    _randomize_zero_weights(blocks)
+    net = RefineNet(image_size=4, in_channels=1, num_classes=2, ngf=2)
+    ncsn = diffusion.NCSN(net, schedules.geometric_sigmas(1.0, 0.1, 2), ema_decay=0.0)
+    x4, labels = _images((2, 4, 4, 1)), np.array([0, 1])
+    for model, call, was in ((blocks, lambda m: m(x), '"module": "kdiff.models.layers"'),
+                             (ncsn, lambda m: m.network(x4, labels), '"module": "kdiff.models.ncsn"')):
+        path = str(tmp_path / f"{model.name}.keras")
+        keras.saving.save_model(model, path)
+        assert was in _as_saved_before_the_split(path)
+        loaded = keras.saving.load_model(path)
+        assert type(loaded) is type(model)
+        np.testing.assert_array_equal(call(loaded).numpy(), call(model).numpy())

@@ -69,7 +69,7 @@ def test_builder_defaults_are_run_config_defaults():
     model = builders.build_model({"family": "ncsn", "base_channels": 16, "num_sigmas": 3}, SHAPE)
     assert model.ema_decay == pytest.approx(defaults.ema_decay)
     assert model.data_range == config.family_data_range("ncsn") == (0.0, 1.0)
-    assert type(model.network).__name__ == "NCSN"  # the family's default network
+    assert type(model.network).__name__ == "RefineNet"  # the family's default network
     assert len(builders.build_process({"family": "ddpm"}).betas) == defaults.T
 
 

@@ -6,7 +6,7 @@ reference's ``AnnealRunner`` saves: ``torch.save([state_dict, optimizer_state])`
 dict taken from a ``DataParallel`` model, so that every key starts with ``module.``.
 
 ``from_ncsn_checkpoint`` reads such a file (or the same state dict saved as ``.npz``) and
-returns a ``kdiff.NCSN`` whose network, ``kdiff.models.NCSN(center_input=True)``, computes
+returns a ``kdiff.NCSN`` whose network, ``kdiff.models.RefineNet(center_input=True)``, computes
 what the reference's ``net(x, labels)`` computes on x in [0, 1] (NCHW there, NHWC here),
 with the reference's σ ladder and data range (0, 1), ready for ``kdiff.sample`` with
 annealed Langevin dynamics. ``load_ncsn_state_dict`` loads a state dict into an existing
@@ -182,7 +182,7 @@ def ncsn_key_map(network):
     """Each key of the reference's state dict, with the kdiff weight that holds it.
 
     Args:
-        network: a ``kdiff.models.NCSN``.
+        network: a ``kdiff.models.RefineNet``.
 
     Returns:
         A list of ``(key, variable)`` pairs in the reference's naming (without the
@@ -190,11 +190,11 @@ def ncsn_key_map(network):
         here and OIHW in the reference (keys ending in ``.weight`` of a rank-4 variable);
         everything else has the same layout.
     """
-    from kdiff.models.ncsn import NCSN
+    from kdiff.models.refinenet import RefineNet
 
-    if not isinstance(network, NCSN):
+    if not isinstance(network, RefineNet):
         raise ValueError(
-            f"Expected a kdiff.models.NCSN. Received: network={type(network).__name__}"
+            f"Expected a kdiff.models.RefineNet. Received: network={type(network).__name__}"
         )
     pairs = _conv("begin_conv", network.conv_in)
     for stage in range(1, 5):
@@ -228,13 +228,13 @@ def _key_list(keys, limit=8):
 
 
 def load_ncsn_state_dict(network, state_dict):
-    """Loads a reference state dict into a kdiff NCSN network, every key checked first.
+    """Loads a reference state dict into a kdiff RefineNet, every key checked first.
 
     Nothing is assigned unless every key of ``network``'s layout is present, no other key
     is, and every shape matches.
 
     Args:
-        network: a built ``kdiff.models.NCSN`` of the checkpoint's configuration.
+        network: a built ``kdiff.models.RefineNet`` of the checkpoint's configuration.
         state_dict: a mapping of the reference's keys (with or without ``module.``) to
             arrays (OIHW convolution kernels).
 
@@ -273,7 +273,7 @@ def load_ncsn_state_dict(network, state_dict):
 
 
 def to_ncsn_state_dict(network, prefix=_PREFIX):
-    """A kdiff NCSN network's weights in the reference's key layout.
+    """A kdiff RefineNet's weights in the reference's key layout.
 
     The result loads into the reference's ``CondRefineNetDilated`` (after
     ``torch.from_numpy``; with the default prefix, into the ``DataParallel`` wrapper its
@@ -281,7 +281,7 @@ def to_ncsn_state_dict(network, prefix=_PREFIX):
     reference's outputs only for a network with ``center_input=True``.
 
     Args:
-        network: a ``kdiff.models.NCSN``.
+        network: a ``kdiff.models.RefineNet``.
         prefix: prepended to every key (``"module."``, as in the released checkpoints; ""
             for a bare model).
 
@@ -349,7 +349,7 @@ def from_ncsn_checkpoint(path, config=None, *, image_size=None, channels=None, n
             ``load_ncsn_state_dict``; a given setting that disagrees with the weights.
     """
     from kdiff import diffusion, schedules
-    from kdiff.models.ncsn import NCSN
+    from kdiff.models.refinenet import RefineNet
 
     settings = _resolve_config(config, dict(image_size=image_size, channels=channels, ngf=ngf,
                                             num_classes=num_classes))
@@ -361,7 +361,7 @@ def from_ncsn_checkpoint(path, config=None, *, image_size=None, channels=None, n
                 f"Expected `{name}` to match the checkpoint's weights ({value}). "
                 f"Received: {name}={given!r} for path={os.fspath(path)!r}"
             )
-    network = NCSN(
+    network = RefineNet(
         image_size=_checks.positive_int(settings.get("image_size", 32), "image_size"),
         in_channels=settings["channels"],
         num_classes=settings["num_classes"],

@@ -35,8 +35,9 @@ import keras
 from keras import ops
 
 from kdiff import _checks
+from kdiff.models import _shared
 from kdiff.models import layers as L
-from kdiff.models.unet import _resolutions, unpack_inputs
+from kdiff.models.layers._common import check_rate
 
 __all__ = ["NCSNpp"]
 
@@ -128,8 +129,8 @@ class NCSNpp(keras.Model):
             out_channels, "out_channels")
         self.channels = _channels(channels)
         self.num_res_blocks = _checks.positive_int(num_res_blocks, "num_res_blocks")
-        self.attention_resolutions = _resolutions(attention_resolutions)
-        self.dropout = L._check_rate(dropout)
+        self.attention_resolutions = _shared.attention_resolutions(attention_resolutions)
+        self.dropout = check_rate(dropout)
         self.embedding = _checks.one_of(embedding, "embedding", ("fourier", "sinusoidal"))
         self.fourier_scale = _checks.positive(fourier_scale, "fourier_scale")
         self.flip_sin_to_cos = bool(flip_sin_to_cos)
@@ -290,7 +291,7 @@ class NCSNpp(keras.Model):
     # ------------------------------------------------------------------ forward pass
 
     def call(self, x, level=None, training=None):
-        x, level, _ = unpack_inputs(self, x, level, None)
+        x, level, _ = _shared.unpack_inputs(self, x, level, None)
         return self._forward(x, level, training)
 
     def _forward(self, x, level, training):
@@ -342,7 +343,7 @@ class NCSNpp(keras.Model):
         return h
 
     def compute_output_shape(self, x_shape, level_shape=None):
-        return L.image_output_shape(x_shape, self.image_size, self.output_channels)
+        return _shared.image_output_shape(x_shape, self.image_size, self.output_channels)
 
     # ------------------------------------------------------------------ config and presets
 

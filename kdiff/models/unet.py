@@ -24,13 +24,14 @@ Options for reproducing diffusers' ``UNet2DModel`` exactly (``kdiff.from_diffuse
 
 from __future__ import annotations
 
-import numbers
-
 import keras
 from keras import ops
 
 from kdiff import _checks
+from kdiff.models import _shared
 from kdiff.models import layers as L
+from kdiff.models.layers._common import check_rate
+from kdiff.models.layers.unet_blocks import GN_EPSILON, attention_heads
 
 __all__ = ["UNet"]
 
@@ -44,78 +45,6 @@ def _channel_mult(value):
             f"Received: channel_mult={value!r}"
         )
     return tuple(_checks.positive_int(m, "channel_mult") for m in value)
-
-
-def _resolutions(value):
-    if isinstance(value, numbers.Integral):
-        value = (value,)
-    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
-        raise ValueError(
-            "Expected `attention_resolutions` to be a sequence of resolutions (e.g. (16,)). "
-            f"Received: attention_resolutions={value!r}"
-        )
-    return tuple(_checks.positive_int(r, "attention_resolutions") for r in value)
-
-
-def unpack_inputs(network, x, t, y):
-    """Checks and converts a network's call inputs (shared by ``UNet`` and ``NCSNpp``).
-
-    Args:
-        network: the network, with ``image_size``, ``in_channels``, ``num_classes`` and a
-            compute dtype.
-        x: images ``[batch, image_size, image_size, in_channels]``, or a list ``[x, t]`` /
-            ``[x, t, y]``.
-        t: ``[batch]`` levels (a scalar is broadcast to the batch), or None when in ``x``.
-        y: ``[batch]`` class labels or None.
-
-    Returns:
-        ``(x, t, y)``: x in the compute dtype, t float32 ``[batch]``, y int32 or None.
-    """
-    if isinstance(x, (list, tuple)):
-        if t is not None or y is not None or len(x) not in (2, 3):
-            raise ValueError(
-                "Expected the network called as network(x, t[, y]) or network([x, t[, y]]). "
-                f"Received: a {type(x).__name__} of {len(x)} inputs"
-                + (" plus t" if t is not None else "") + (" plus y" if y is not None else "")
-            )
-        x, t, y = (list(x) + [None])[:3]
-    if t is None:
-        raise ValueError("Expected `t` (timesteps or noise levels [batch]). Received: t=None")
-    x = ops.convert_to_tensor(x)
-    expected = [None, network.image_size, network.image_size, network.in_channels]
-    shape = list(x.shape)
-    if len(shape) != 4 or any(e is not None and s is not None and s != e
-                              for s, e in zip(shape, expected)):
-        raise ValueError(
-            f"Expected `x` of shape {expected}. Received: x.shape={shape}"
-        )
-    if not keras.backend.is_float_dtype(x.dtype):
-        raise ValueError(
-            f"Expected `x` to be a floating-point tensor. Received: dtype={x.dtype}"
-        )
-    x = ops.cast(x, network.compute_dtype)
-    t = ops.convert_to_tensor(t)
-    if len(t.shape) == 0:
-        t = ops.broadcast_to(t, (ops.shape(x)[0],))
-    elif len(t.shape) != 1:
-        raise ValueError(f"Expected `t` of shape [batch]. Received: t.shape={list(t.shape)}")
-    t = ops.cast(t, "float32")
-    if network.num_classes is None and y is not None:
-        raise ValueError(
-            f"Expected no class labels for an unconditional {type(network).__name__} "
-            "(num_classes=None). Received: y"
-        )
-    if network.num_classes is not None:
-        if y is None:
-            raise ValueError(
-                f"Expected class labels `y` [batch] for a class-conditional "
-                f"{type(network).__name__} (num_classes={network.num_classes}). Received: y=None"
-            )
-        y = ops.convert_to_tensor(y)
-        if len(y.shape) != 1:
-            raise ValueError(f"Expected `y` of shape [batch]. Received: y.shape={list(y.shape)}")
-        y = ops.cast(y, "int32")
-    return x, t, y
 
 
 @keras.saving.register_keras_serializable(package="kdiff.models")
@@ -198,7 +127,7 @@ class UNet(keras.Model):
         fourier_scale=16.0,
         max_period=10000,
         norm_groups=_GROUPS,
-        norm_eps=L._GN_EPSILON,
+        norm_eps=GN_EPSILON,
         downsample_padding=0,
         flip_sin_to_cos=False,
         freq_shift=1,
@@ -216,8 +145,8 @@ class UNet(keras.Model):
         self.base_channels = _checks.positive_int(base_channels, "base_channels")
         self.channel_mult = _channel_mult(channel_mult)
         self.num_res_blocks = _checks.positive_int(num_res_blocks, "num_res_blocks")
-        self.attention_resolutions = _resolutions(attention_resolutions)
-        self.dropout = L._check_rate(dropout)
+        self.attention_resolutions = _shared.attention_resolutions(attention_resolutions)
+        self.dropout = check_rate(dropout)
         self.num_heads = _checks.positive_int(num_heads, "num_heads")
         self.head_channels = None if head_channels is None else _checks.positive_int(
             head_channels, "head_channels")
@@ -269,7 +198,7 @@ class UNet(keras.Model):
             if r in self.attention_resolutions:
                 attention_channels.add(self.base_channels * self.channel_mult[level])
         for channels in sorted(attention_channels):
-            L._heads_for(channels, self.num_heads, self.head_channels)
+            attention_heads(channels, self.num_heads, self.head_channels)
 
         self._make_layers()
         self.build()
@@ -377,7 +306,7 @@ class UNet(keras.Model):
     # ------------------------------------------------------------------ forward pass
 
     def call(self, x, t=None, y=None, training=None):
-        x, t, y = unpack_inputs(self, x, t, y)
+        x, t, y = _shared.unpack_inputs(self, x, t, y)
         return self._forward(x, t, y, training)
 
     def _forward(self, x, t, y, training):
@@ -418,7 +347,7 @@ class UNet(keras.Model):
         return self.conv_out(h)
 
     def compute_output_shape(self, x_shape, t_shape=None, y_shape=None):
-        return L.image_output_shape(x_shape, self.image_size, self.output_channels)
+        return _shared.image_output_shape(x_shape, self.image_size, self.output_channels)
 
     # ------------------------------------------------------------------ config and presets
 

@@ -24,12 +24,12 @@ from kdiff.samplers._loop import quiet_retracing_warning, resolve_jit_compile  #
 from kdiff.process import Process
 
 __all__ = [
-    "PRECISIONS", "DrawCache", "SamplingSpec", "class_batches", "draw_batch", "quiet_retracing_warning",
+    "SAMPLING_PRECISIONS", "DrawCache", "SamplingSpec", "class_batches", "draw_batch", "quiet_retracing_warning",
     "resolve_jit_compile", "to_uint8", "to_uint8_tensor",
 ]
 
 # What a network can compute in at sampling time (float32 sampler state either way).
-PRECISIONS = ("float32", "bfloat16")
+SAMPLING_PRECISIONS = ("float32", "bfloat16")
 
 
 class DrawCache:
@@ -155,8 +155,8 @@ class SamplingSpec:
         """
         if precision is None or precision == self.precision:
             return self
-        if precision not in PRECISIONS:
-            raise ValueError(f"Expected `precision` in {list(PRECISIONS)} or None. Received: precision={precision!r}")
+        if precision not in SAMPLING_PRECISIONS:
+            raise ValueError(f"Expected `precision` in {list(SAMPLING_PRECISIONS)} or None. Received: precision={precision!r}")
         if self.at_precision is None:
             raise ValueError(
                 f"Expected `precision` None or {self.precision!r} for this model: its network computes in "

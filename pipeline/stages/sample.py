@@ -451,7 +451,7 @@ def check_samplers(samplers, process):
         process: the model's ``kdiff.process.Process`` (the samplers must walk it).
     """
     from kdiff.samplers import registry, request
-    from kdiff.samplers.draw import PRECISIONS
+    from kdiff.samplers.draw import SAMPLING_PRECISIONS
 
     if not isinstance(samplers, dict) or not samplers:
         raise StageError(f"sample: expected `samplers` as a non-empty dict name → kdiff.sample arguments. Received: {samplers!r}")
@@ -471,9 +471,9 @@ def check_samplers(samplers, process):
         except request.RequestError as error:
             raise StageError(f"sample: sampler {name!r} ({sampler}): {error}") from None
         precision = kwargs.get("precision")
-        if precision is not None and precision not in PRECISIONS:
+        if precision is not None and precision not in SAMPLING_PRECISIONS:
             raise StageError(
-                f"sample: sampler {name!r} has precision={precision!r}; expected one of {list(PRECISIONS)} "
+                f"sample: sampler {name!r} has precision={precision!r}; expected one of {list(SAMPLING_PRECISIONS)} "
                 "(what its network computes in)."
             )
         count = kwargs.get("num_samples", 1)
