@@ -6,7 +6,7 @@ run reads (image folders, IDX files, ``--config``) are all read and written with
 functions below; no other module of ``pipeline/`` opens, lists, renames or removes a file
 itself (``tests/test_pipeline_io.py`` greps for it). Making ``--output_dir`` a URL of
 another store (``s3://``, ``gs://``, Beam's ``FileSystems``) is then a change of this
-module alone.
+module, and of the library calls listed at the end.
 
 This implementation is the local file system's. What a remote one must provide, function
 by function:
@@ -34,6 +34,14 @@ by function:
 * ``local_output``: a local path to write with them; here a temporary name beside the
   target renamed into place, remotely a temporary local file or folder uploaded on success.
 * ``join`` / ``abspath``: a URL is joined with ``/`` and never made absolute.
+
+Libraries still read or write by name, outside this module: inside an
+``atomic_directory`` that is local by its contract (Beam's ``WriteToTFRecord``, Keras'
+``save`` and SavedModel ``export``, PIL, ``kdiff.images``), but also, on run paths, the
+train stage's TensorBoard writer (``<output_dir>/train/checkpoints/logs``) and
+``tf.data.TFRecordDataset`` over the Examples (TensorFlow's own file systems: ``gs://``
+yes, ``s3://`` only with tensorflow-io), and the extractors' weight files, which kdiff
+opens itself. A remote store needs those on ``local_copy`` / ``local_output`` paths too.
 """
 
 from __future__ import annotations

@@ -172,9 +172,9 @@ DIRECT = re.compile(
     r"|\bImage\.open\((?!local\b|BytesIO\()|\.savefig\((?!f\b)|\btf\.io\.gfile\b|\bgfile\."
 )
 # (file, the start of the line's code) of a direct call that cannot go through the seam.
-# Empty: what reads or writes by name through a library (TensorFlow's summary writer and
-# TFRecordDataset, Keras' save and export, PIL, Matplotlib) does so under a path that
-# io.atomic_directory, io.local_output or io.local_copy gave it, and matches no pattern.
+# Empty: every Python-level call goes through pipeline.io. Libraries that read or write by
+# name (TensorFlow, Keras, PIL, Beam) match no pattern; pipeline/io.py's docstring lists
+# the ones a remote store still needs to reach through it.
 ALLOWED = set()
 
 
