@@ -20,6 +20,8 @@ import math
 import typing
 from typing import Optional
 
+from pipeline import io
+
 FAMILIES = ("ddpm", "ncsn", "sde")
 
 UNET_PRESETS = ("unet_small", "unet_medium", "unet_ddpm_cifar10", "unet_improved")
@@ -876,11 +878,10 @@ def read_file(path):
             (named, with the closest field).
         OSError: the file cannot be read.
     """
-    with open(path, encoding="utf-8") as f:
-        try:
-            values = json.load(f)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"Expected a JSON object of RunConfig fields in {path}. Received: {error}") from None
+    try:
+        values = io.read_json(path)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"Expected a JSON object of RunConfig fields in {path}. Received: {error}") from None
     if not isinstance(values, dict):
         raise ValueError(
             f"Expected a JSON object of RunConfig fields in {path}. Received: a {type(values).__name__}"

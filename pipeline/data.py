@@ -69,12 +69,11 @@ a path relative to the folder). ``load_examples`` and ``make_dataset`` read them
 from __future__ import annotations
 
 import dataclasses
-import glob
 import hashlib
-import io
 import math
 import os
 import re
+from io import BytesIO
 
 import numpy as np
 
@@ -83,7 +82,8 @@ from kdiff import data as kdiff_data
 from kdiff import digits as digits_lib
 from pipeline import config as config_lib
 from pipeline import idx as idx_lib
-from pipeline.stages.base import StageError, read_json
+from pipeline import io
+from pipeline.stages.base import StageError
 
 SOURCE_FORMS = ("digits", "fashion_mnist", "tfds:NAME[/CONFIG]", "folder:PATH", "idx:DIR")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -384,8 +384,8 @@ def list_images(root):
     """Image files under ``root`` (recursively, following links once), as sorted relative POSIX paths."""
     found = []
     seen = set()
-    for directory, subdirs, files in os.walk(root, followlinks=True):
-        real = os.path.realpath(directory)
+    for directory, subdirs, files in io.walk(root, follow_links=True):
+        real = os.path.realpath(directory)  # a local folder's links, resolved: the cycle check
         if real in seen:  # a link cycle
             subdirs[:] = []
             continue
@@ -402,9 +402,9 @@ def list_images(root):
 def _check_folder(source, hint):
     """Fails unless ``source.name`` is an existing folder; ``hint`` says what to pass instead."""
     root = source.name
-    if not os.path.exists(root):
+    if not io.exists(root):
         raise StageError(f"Dataset {source.spec!r}: folder {root} does not exist. Pass {hint.replace('a folder', 'an existing folder', 1)}.")
-    if not os.path.isdir(root):
+    if not io.isdir(root):
         raise StageError(f"Dataset {source.spec!r}: {root} is not a folder. Pass {hint}.")
 
 
@@ -660,7 +660,7 @@ def download_fashion_mnist():
 def _fashion_mnist_files(folder):
     """A folder's state as a Fashion-MNIST copy: "" when it holds the training images and
     labels (IDX, gzipped or not), else what is wrong with it."""
-    if not os.path.isdir(folder):
+    if not io.isdir(folder):
         return "does not exist"
     try:
         found = idx_lib.find_idx_set(folder)
@@ -907,7 +907,7 @@ def read_image_file(path):
     from PIL import Image, ImageOps
 
     try:
-        with Image.open(path) as image:
+        with io.local_copy(path) as local, Image.open(local) as image:
             image.load()
             image = ImageOps.exif_transpose(image)
             image.load()
@@ -1066,7 +1066,7 @@ def encode_png(image):
 
     image = np.asarray(image, np.uint8)
     pil = Image.fromarray(image[..., 0], "L") if image.shape[-1] == 1 else Image.fromarray(image, "RGB")
-    buffer = io.BytesIO()
+    buffer = BytesIO()
     pil.save(buffer, format="PNG")
     return buffer.getvalue()
 
@@ -1090,7 +1090,7 @@ def decode_example(serialized):
 
     example = tf.train.Example.FromString(serialized)
     features = example.features.feature
-    with Image.open(io.BytesIO(features["image"].bytes_list.value[0])) as pil:
+    with Image.open(BytesIO(features["image"].bytes_list.value[0])) as pil:
         image = np.asarray(pil.convert("L") if pil.mode in ("L", "1", "P") else pil.convert("RGB"), np.uint8)
     if image.ndim == 2:
         image = image[..., None]
@@ -1102,9 +1102,9 @@ def example_files(examples_dir, split="train"):
     """The sorted ``<split>-*.tfrecord`` shards of an Examples directory."""
     if split not in ("train", "eval"):
         raise ValueError(f"Expected `split` in ('train', 'eval'). Received: split={split!r}")
-    if not os.path.isdir(examples_dir):
+    if not io.isdir(examples_dir):
         raise StageError(f"Examples directory {examples_dir} does not exist; run the ingest stage first.")
-    files = sorted(glob.glob(os.path.join(glob.escape(examples_dir), f"{split}-*.tfrecord")))
+    files = io.glob(examples_dir, f"{split}-*.tfrecord")
     if not files:
         raise StageError(f"No {split}-*.tfrecord shards in {examples_dir}; run the ingest stage (again).")
     return files
@@ -1112,7 +1112,7 @@ def example_files(examples_dir, split="train"):
 
 def _read_stats(examples_dir):
     path = os.path.join(examples_dir, STATS_FILE)
-    return read_json(path) if os.path.exists(path) else None
+    return io.read_json(path) if io.exists(path) else None
 
 
 def _parse_fn(channels, image_size):

@@ -3,8 +3,8 @@
 Each experiment of the survey (Cerizza, Savazzi, Barbera, 2023, section 5) is data here:
 the runs it makes (``RunConfig`` overrides at each scale), the rows of its table (a run's
 sampler) and the survey's own figures for each row — the one place they are written. An
-experiment runs its runs through the pipeline's stages (``pipeline.run.run_stages``:
-caching and resume, stage by stage) into ``<output_dir>/<scale>/runs/<run>/`` — runs are
+experiment runs its runs through the pipeline's stages (``pipeline.experiment_runner``,
+with ``pipeline.orchestrator.run_stages``: caching and resume, stage by stage) into ``<output_dir>/<scale>/runs/<run>/`` — runs are
 shared between experiments, so ``retrieval`` reuses the others', and at the trained
 scales ``table2`` samples ``table1``'s linear-schedule DDPM — and writes
 ``<output_dir>/<scale>/<experiment>/report.md`` (and ``report.html``, ``results.json``,
@@ -55,8 +55,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import platform
-import shutil
 import types
+
+from pipeline import io
 
 SCALES = ("small", "medium", "seed")
 TRAINED_SCALES = ("small", "medium")  # every row from a model the run trains
@@ -506,13 +507,13 @@ def requirements(experiment, scale, paths=None, configs=None, allow_cpu=False):
     needs = {need for run in experiment.runs_at(scale) for need in run.needs}
     problems = []
     folder = paths.get("celeba_hq")
-    if "celeba_hq" in needs and not (folder and os.path.isdir(folder)):
+    if "celeba_hq" in needs and not (folder and io.isdir(folder)):
         problems.append(
             f"the CelebA-HQ 256×256 folder (--celeba_hq=PATH; Kaggle's 'CelebA-HQ resized 256x256' release): "
             f"{'not given' if not folder else f'no folder {folder!r}'}"
         )
     checkpoint = paths.get("ncsn_checkpoint")
-    if "ncsn_checkpoint" in needs and not (checkpoint and os.path.isfile(checkpoint)):
+    if "ncsn_checkpoint" in needs and not (checkpoint and io.isfile(checkpoint)):
         problems.append(
             "NCSN's CelebA checkpoint (--ncsn_checkpoint=PATH: run/logs/celeba/checkpoint.pth from the run.zip "
             f"linked in the ermongroup/ncsn README): {'not given' if not checkpoint else f'no file {checkpoint!r}'}"
@@ -559,7 +560,7 @@ def _tfds_missing(name):
         return f"tfds:{name} needs tensorflow-datasets (pip install tensorflow-datasets)"
     try:
         builder = tfds.builder(name)
-        if os.path.isdir(builder.data_dir) and os.listdir(builder.data_dir):
+        if io.isdir(builder.data_dir) and io.listdir(builder.data_dir):
             return None
     except Exception as error:  # noqa: BLE001 - an unknown name, a broken install
         return f"tfds:{name}: {type(error).__name__}: {error}"
@@ -582,14 +583,14 @@ def _weights_missing(configs):
             from kdiff.fid import weights
 
             path = weights.default_weights_path()
-            if not os.path.isfile(path) and not imports.reachable("github.com"):
+            if not io.isfile(path) and not imports.reachable("github.com"):
                 problems.append(
                     f"pytorch-fid's weights for FID: not at {path} and github.com cannot be reached; download "
                     f"{weights.FID_WEIGHTS_URL} and pass --fid_weights=PATH"
                 )
         if config.retrieval_features == "inception" and config.inception_weights == "imagenet":
             cached = os.path.expanduser("~/.keras/models/inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5")
-            if not os.path.isfile(cached) and not imports.reachable("storage.googleapis.com"):
+            if not io.isfile(cached) and not imports.reachable("storage.googleapis.com"):
                 problems.append(
                     "Keras' ImageNet InceptionV3 weights for the retrieval: not in ~/.keras/models and "
                     "storage.googleapis.com cannot be reached; pass --inception_weights=PATH"
@@ -619,8 +620,8 @@ def hardware():
     """
     model = platform.processor() or platform.machine()
     try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        lines = io.read_text("/proc/cpuinfo").splitlines()
+        names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
         model = names[0] if names else model
     except OSError:
         pass
@@ -639,9 +640,7 @@ def hardware():
 
 
 def _read(path):
-    from pipeline.stages.base import read_json
-
-    return read_json(path) if os.path.exists(path) else {}
+    return io.read_json(path) if io.exists(path) else {}
 
 
 def fid_at(features_path, name, count, bootstrap_rounds=0, seed=0):
@@ -658,12 +657,10 @@ def fid_at(features_path, name, count, bootstrap_rounds=0, seed=0):
         A dict: ``fid``, ``low``, ``high`` (None without an interval, or all None with
         fewer than 2 samples) and ``count``, the samples used.
     """
-    import numpy as np
-
     from kdiff import metrics
 
-    with np.load(features_path) as data:
-        train, samples = data["train"], data[f"samples/{name}"][:count]
+    arrays = io.read_npz(features_path, ["train", f"samples/{name}"])
+    train, samples = arrays["train"], arrays[f"samples/{name}"][:count]
     if len(samples) < 2:
         return {"fid": None, "low": None, "high": None, "count": len(samples)}
     fid = float(metrics.fid_from_features(train, samples))
@@ -712,7 +709,7 @@ def run_results(run, scale, run_dir):
         n = timing.get("num_samples") or 0
         seconds = timing.get("sampling_seconds") if timing.get("sampling_seconds") is not None else timing.get("seconds")
         fid_100, used = None, 0
-        if os.path.exists(features):
+        if io.exists(features):
             first = fid_at(features, name, SURVEY_SAMPLES)
             fid_100, used = first["fid"], first["count"]
         panel = found.get("panel", {}).get("path")
@@ -730,7 +727,7 @@ def run_results(run, scale, run_dir):
             "memorization_ratio": found.get("memorization_ratio"), "mean_nn_distance": found.get("mean_nn_distance"),
             "retrieval_features": found.get("feature_space"),
             "retrieval_panel": os.path.join(run_dir, "retrieve", "retrieval", panel) if panel else None,
-            "features": features if os.path.exists(features) else None,
+            "features": features if io.exists(features) else None,
             "survey": dict(row.survey),
         })
     return results
@@ -770,9 +767,9 @@ def add_equal_count_fids(results, bootstrap_rounds=None, seed=0):
 
 
 def _num(value, digits=3):
-    from pipeline.stages.report import _fmt
+    from pipeline.stages.report import format_value
 
-    return _fmt(None if value is None else float(value), digits)
+    return format_value(None if value is None else float(value), digits)
 
 
 def _duration(seconds):
@@ -903,7 +900,7 @@ def render_report(experiment, results, scale, measured_on, pictures=(), verdicts
         The Markdown text.
     """
     from pipeline import claims
-    from pipeline.stages.report import _references
+    from pipeline.stages.report import references
 
     lines = [f"# {experiment.title}", ""]
     if scale in TRAINED_SCALES:
@@ -944,7 +941,7 @@ def render_report(experiment, results, scale, measured_on, pictures=(), verdicts
     lines.append("")
     for title, path, caption in pictures:
         lines += [f"### {title}", "", f"![{title}]({path})", "", f"*{caption}*", ""]
-    lines += _references()
+    lines += references()
     return "\n".join(lines)
 
 
@@ -984,7 +981,7 @@ def every_result(scale, root):
     for experiment in experiments().values():
         for run in experiment.runs_at(scale):
             run_dir = os.path.join(root, "runs", run.name)
-            if run.name in seen or not os.path.exists(os.path.join(run_dir, "evaluate", "_DONE.json")):
+            if run.name in seen or not io.exists(os.path.join(run_dir, "evaluate", "_DONE.json")):
                 continue
             seen.add(run.name)
             rows += run_results(dataclasses.replace(run, rows=shared_rows(run.name, scale)), scale, run_dir)
@@ -1003,10 +1000,8 @@ def write_report(experiment, scale, root, measured_on):
     Returns:
         The report's path.
     """
-    from pipeline.stages.base import atomic_directory, write_json
-    from pipeline.stages.report import render_html
-
     from pipeline import claims
+    from pipeline.stages.report import write_markdown_and_html
 
     runs = experiment.runs_at(scale)
     results = add_equal_count_fids(
@@ -1014,25 +1009,22 @@ def write_report(experiment, scale, root, measured_on):
     others = add_equal_count_fids(every_result(scale, root))
     verdicts = claims.check(experiment.name, results, others)
     times = {run.name: stage_seconds(os.path.join(root, "runs", run.name)) for run in runs}
-    with atomic_directory(os.path.join(root, experiment.name)) as out:
+    with io.atomic_directory(os.path.join(root, experiment.name)) as out:
         pictures = []
         if "retrieval" in experiment.columns:
-            os.makedirs(os.path.join(out, "pictures"))
+            io.makedirs(os.path.join(out, "pictures"), exist_ok=False)
             for result in results:
-                if result["retrieval_panel"] and os.path.exists(result["retrieval_panel"]):
+                if result["retrieval_panel"] and io.exists(result["retrieval_panel"]):
                     relative = f"pictures/{result['run']}_{result['sampler']}_retrieval.png"
-                    shutil.copy(result["retrieval_panel"], os.path.join(out, relative))
+                    io.copy(result["retrieval_panel"], os.path.join(out, relative))
                     pictures.append((
                         f"{result['label']} (`{result['sampler']}`): nearest training images", relative,
                         "Each line: a sample (left), then its nearest training images, nearest first, in the "
                         "retrieval's feature space.",
                     ))
         text = render_report(experiment, results, scale, measured_on, pictures, verdicts, times)
-        with open(os.path.join(out, "report.md"), "w", encoding="utf-8") as f:
-            f.write(text + "\n")
-        with open(os.path.join(out, "report.html"), "w", encoding="utf-8") as f:
-            f.write(render_html(text))
-        write_json(os.path.join(out, "results.json"), {
+        write_markdown_and_html(out, text)
+        io.write_json(os.path.join(out, "results.json"), {
             "experiment": experiment.name, "scale": scale, "measured_on": measured_on,
             "survey_hardware": experiment.survey_hardware, "rows": results,
             "claims": [dataclasses.asdict(verdict) for verdict in verdicts], "stage_seconds": times,

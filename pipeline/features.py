@@ -23,14 +23,12 @@ from kdiff.fid.extractors import (  # noqa: F401  (the extractors live in kdiff;
     ClassifierFeatures,
     InceptionGraphFeatures,
     InceptionV3Features,
-    _check_images,
-    _chunks,
-    _to_channels,
     describe,
     load_extractor,
     read_inception_graph,
     resolve_inception_weights,
 )
+from kdiff.fid.inception import image_batch
 
 try:  # Beam is only needed for the transforms at the bottom of this module.
     import apache_beam as beam
@@ -140,7 +138,9 @@ def train_classifier(
     import keras
     import tensorflow as tf
 
-    images = _check_images(images)
+    images = image_batch(images)
+    if images.dtype != np.uint8:
+        raise ValueError(f"Expected uint8 images (pixels 0..255). Received: dtype={images.dtype}")
     labels = np.asarray(labels).astype(np.int64).reshape(-1)
     if len(labels) != len(images):
         raise ValueError(
@@ -293,8 +293,8 @@ if beam is not None:
         """``(key, (batch_index, images))`` elements for a dict key → uint8 images."""
         elements = []
         for key, images in named_images.items():
-            for index, (a, b) in enumerate(_chunks(len(images), batch_size)):
-                elements.append((key, (index, np.ascontiguousarray(images[a:b]))))
+            for index, start in enumerate(range(0, len(images), batch_size)):
+                elements.append((key, (index, np.ascontiguousarray(images[start : start + batch_size]))))
         return elements
 
     def concatenate_batches(element):

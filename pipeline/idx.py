@@ -36,6 +36,8 @@ import zlib
 
 import numpy as np
 
+from pipeline import io
+
 GZIP_MAGIC = b"\x1f\x8b"
 UINT8 = 0x08
 DTYPE_NAMES = {0x08: "uint8", 0x09: "int8", 0x0B: "int16", 0x0C: "int32", 0x0D: "float32", 0x0E: "float64"}
@@ -52,8 +54,7 @@ class IdxError(ValueError):
 
 def _read_bytes(path):
     """The file's bytes, decompressed when it starts with gzip's magic number."""
-    with open(path, "rb") as f:
-        raw = f.read()
+    raw = io.read_bytes(path)
     if not raw.startswith(GZIP_MAGIC):
         return raw
     try:
@@ -132,7 +133,7 @@ def _pick(folder, stem):
     """``stem`` in ``folder``, else ``stem.gz``, else None (the uncompressed file first)."""
     for name in (stem, stem + ".gz"):
         path = os.path.join(folder, name)
-        if os.path.isfile(path):
+        if io.isfile(path):
             return path
     return None
 
@@ -154,7 +155,7 @@ def find_idx_set(folder):
         OSError: the folder cannot be listed (e.g. it does not exist).
     """
     folder = os.fspath(folder)
-    names = sorted(n for n in os.listdir(folder) if not n.startswith(".") and os.path.isfile(os.path.join(folder, n)))
+    names = [n for n in io.listdir(folder) if not n.startswith(".") and io.isfile(os.path.join(folder, n))]
     prefixes = sorted({m.group("prefix") for m in map(_IMAGES_NAME.match, names) if m})
     if not prefixes:
         near = [name for name in names if "idx" in name.lower()]

@@ -24,6 +24,7 @@ import os
 import socket
 
 from pipeline import config as config_lib
+from pipeline import io
 
 STANDINS = ("ddpm", "ncsnpp", "ncsn")
 HUB_HOST = "huggingface.co"
@@ -136,8 +137,8 @@ def missing(model_source, timeout=3.0):
     kind, target = parse_model_source(model_source)
     if kind == "standin":
         return None
-    if kind == "ncsn" or os.path.exists(target) or target.startswith((".", "/", "~")):
-        if not os.path.exists(os.path.expanduser(target)):
+    if kind == "ncsn" or io.exists(target) or target.startswith((".", "/", "~")):
+        if not io.exists(os.path.expanduser(target)):
             return f"--model_source={model_source}: no file or folder {target!r}"
         return None
     try:

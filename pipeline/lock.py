@@ -1,20 +1,21 @@
 """One run per output folder: an exclusive lock on ``<output_dir>/.lock``.
 
 Two runs writing one folder at once delete each other's temporary files and can leave
-cached samples that belong to a model the other run replaced. ``RunLock`` takes an
-exclusive ``fcntl.flock`` on a lock file that records the holder's pid, host and start
-time. The operating system releases the lock when the holding process ends — however it
-ends, ``kill -9`` included — so a lock is never stale; the file left behind only says who
-held it last.
+cached samples that belong to a model the other run replaced. ``RunLock`` holds an
+exclusive lock (``pipeline.io.exclusive_lock``) on a lock file that records the holder's
+pid, host and start time. The lock is released when the holding process ends — however
+it ends, ``kill -9`` included — so a lock is never stale; the file left behind only says
+who held it last.
 """
 
 from __future__ import annotations
 
-import fcntl
-import json
+import contextlib
 import os
 import socket
 import time
+
+from pipeline import io
 
 LOCK_FILE = ".lock"
 
@@ -34,44 +35,32 @@ class RunLock:
     """
 
     def __init__(self, output_dir):
-        self.output_dir = os.path.abspath(output_dir)
-        self.path = os.path.join(self.output_dir, LOCK_FILE)
-        self._file = None
+        self.output_dir = io.abspath(output_dir)
+        self.path = io.join(self.output_dir, LOCK_FILE)
+        self._held = None
 
     def __enter__(self):
-        os.makedirs(self.output_dir, exist_ok=True)
-        handle = open(self.path, "a+", encoding="utf-8")
+        held = contextlib.ExitStack()
+        record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
         try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _describe(handle)
-            handle.close()
+            held.enter_context(io.exclusive_lock(self.path, record))
+        except io.LockHeld as error:
             raise RunLockedError(
                 f"Expected no other run on --output_dir={self.output_dir}. Received: it is in use by "
-                f"{holder}; wait for that run to end, or use another --output_dir."
+                f"{_describe(error.record)}; wait for that run to end, or use another --output_dir."
             ) from None
-        handle.seek(0)
-        handle.truncate()
-        json.dump({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}, handle)
-        handle.flush()
-        self._file = handle
+        self._held = held
         return self
 
     def __exit__(self, *exc):
-        if self._file is not None:
-            fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
-            self._file.close()
-            self._file = None
+        if self._held is not None:
+            self._held.close()
+            self._held = None
         return False
 
 
-def _describe(handle):
+def _describe(record):
     """Who holds the lock, from the lock file's record."""
-    try:
-        handle.seek(0)
-        record = json.loads(handle.read() or "{}")
-    except (OSError, ValueError):
-        record = {}
     if not record:
         return "another run"
     started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.get("started", 0)))

@@ -1,4 +1,4 @@
-"""The kdiff pipeline: ``python -m pipeline.run --runner=DirectRunner``.
+"""The kdiff pipeline's command line: ``python -m pipeline.run --runner=DirectRunner``.
 
 ingest → train → sample → evaluate → retrieve → report, each stage writing to
 ``<output_dir>/<stage>/`` with a fingerprint of its parameters and inputs: a rerun skips
@@ -9,6 +9,10 @@ Beam's pipeline flags (``--runner``, ``--direct_num_workers``, ``--direct_runnin
 Dataflow / Flink / Spark options), which are passed to the Beam stages untouched. A flag
 that is neither fails, naming the closest known flag. TensorFlow's and Beam's logs are
 hidden unless ``--verbose``; the root logger is left alone.
+
+This module parses and checks the flags; ``pipeline.orchestrator`` runs the stages,
+``pipeline.experiment_runner`` the survey's experiments (``--experiment``), and the report
+stage (``pipeline.stages.report``) prints the headline numbers.
 """
 
 from __future__ import annotations
@@ -16,33 +20,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
-import glob
-import importlib
 import json
-import os
-import shutil
 import sys
-import time
 
 from kdiff_console import quiet_logs
 from pipeline import config as config_lib
-from pipeline import errors
+from pipeline import orchestrator
 from pipeline.stages import STAGE_ORDER
 
-# pipeline.stages (and with it kdiff and TensorFlow) is imported inside the functions that
-# run stages, after quiet_logs: --help and flag errors never load TensorFlow, and its
-# start-up lines stay hidden.
-
-
-# Where each artifact lives under output_dir.
-ARTIFACT_PATHS = {
-    "examples": ("ingest", "examples"),
-    "model": ("train", "model"),
-    "samples": ("sample", "samples"),
-    "metrics": ("evaluate", "metrics"),
-    "retrieval": ("retrieve", "retrieval"),
-    "report": ("report", "report"),
-}
+# pipeline.stages' modules (and with them kdiff and TensorFlow) are imported inside the
+# functions that run stages, after quiet_logs: --help and flag errors never load
+# TensorFlow, and its start-up lines stay hidden.
 
 
 GROUP_TITLES = {
@@ -169,53 +157,9 @@ def _add_experiment_flags(parser):
     group.add_argument("--allow_cpu", action="store_true", help="--scale=seed: let table1 train without a GPU")
 
 
-def run_experiment(name, scale, output_dir, beam_args, *, overrides=None, paths=None, force=False, allow_cpu=False,
-                   stages=STAGE_ORDER, log=print):
-    """Runs an experiment's runs through the pipeline's stages and writes its report
-    (``pipeline.experiments`` holds the experiments; this runs them).
-
-    Args:
-        name: the experiment (a key of ``pipeline.experiments.experiments()``).
-        scale: "small", "medium" or "seed" (``pipeline.experiments.SCALES``).
-        output_dir: the root; runs go to ``<output_dir>/<scale>/runs/<run>``, the report to
-            ``<output_dir>/<scale>/<name>/``.
-        beam_args: Beam pipeline flags.
-        overrides: ``RunConfig`` fields applied over every run's (the command line's).
-        paths: ``{"celeba_hq": …, "ncsn_checkpoint": …}`` for the seed scale.
-        force: rerun cached stages.
-        allow_cpu: let table1 train without a GPU at the seed scale.
-        stages: the stages each run runs (``--stages``: e.g. ``("ingest", "train")`` trains
-            every model now and samples later); the report is written once they reach it.
-        log: where progress lines go.
-
-    Returns:
-        The report's path, or None when ``stages`` stop before the report.
-
-    Raises:
-        ValueError: an unknown experiment or scale, a bad override, or (seed scale) what
-            is missing, all named before anything runs.
-        StageError: a stage failed.
-    """
-    from pipeline import experiments
-
-    experiment, configs = experiments.plan(name, scale, overrides, paths, allow_cpu)
-    for config in configs.values():
-        check_samplers(config)
-    root = os.path.join(output_dir, scale)
-    for run_name, config in configs.items():
-        log(f"[{name}] run {run_name} → {os.path.join(root, 'runs', run_name)}")
-        run_stages(config, os.path.join(root, "runs", run_name), beam_args, force=force, stages=stages)
-    if "report" not in stages:
-        log(f"[{name}] report not written: --stages stops before it; run again without --stages to finish "
-            "(the stages that ran are cached)")
-        return None
-    path = experiments.write_report(experiment, scale, root, experiments.hardware())
-    log(f"[{name}] report: {os.path.abspath(path)}")
-    return path
-
-
 def _experiment(known, stages, beam_args, parser):
     """Runs ``--experiment``: its runs and its report (exit code 0, or 1 on a stage error)."""
+    from pipeline import experiment_runner
     from pipeline.lock import RunLockedError
     from pipeline.stages.base import StageError
 
@@ -224,7 +168,7 @@ def _experiment(known, stages, beam_args, parser):
     overrides = config_lib.layered(overrides, {name: given[name] for name in config_lib.FIELD_NAMES if name in given})
     paths = {"celeba_hq": known.celeba_hq, "ncsn_checkpoint": known.ncsn_checkpoint}
     try:
-        run_experiment(
+        experiment_runner.run_experiment(
             known.experiment, known.scale, known.output_dir, beam_args, overrides=overrides, paths=paths,
             force=known.force, allow_cpu=known.allow_cpu, stages=stages,
         )
@@ -313,218 +257,6 @@ def make_config(known):
     return config_lib.preset(known.preset, **values)
 
 
-def check_samplers(config):
-    """The config's samplers checked against the registry and the family's process, before
-    any stage runs (a bad sampler name or option fails in seconds, not after training).
-
-    Args:
-        config: the ``RunConfig``.
-
-    Raises:
-        ValueError: naming the sampler config and what is wrong with it.
-    """
-    from kdiff import processes
-
-    from pipeline import builders
-    from pipeline.stages import sample
-    from pipeline.stages.base import StageError
-
-    try:
-        process = processes.as_process(builders.build_process(config.to_dict()))  # NCSN's: a σ array
-        sample.check_samplers(config.samplers, process)
-    except StageError as error:
-        raise ValueError(str(error).removeprefix("sample: ")) from None
-
-
-def check_feature_labels(config, examples_dir):
-    """Fails before training when the evaluate stage will need labels the data lacks.
-
-    Args:
-        config: the ``RunConfig`` (its ``fid_features``).
-        examples_dir: the ingested Examples (their ``stats.json``).
-
-    Raises:
-        StageError: ``--fid_features=classifier`` on an unlabelled dataset.
-    """
-    from pipeline.stages.base import StageError, read_json
-
-    stats_path = os.path.join(examples_dir, "stats.json")
-    if config.fid_features != "classifier" or not os.path.exists(stats_path):
-        return
-    if read_json(stats_path).get("num_classes") is None:
-        raise StageError(
-            f"evaluate: --fid_features=classifier trains a classifier on the labels, and the dataset "
-            f"{config.dataset} has none ({stats_path}: num_classes is null); pass --fid_features=inception "
-            "(or inception_graph), or a dataset with labels (class subfolders for folder:PATH)."
-        )
-
-
-def check_dataset(config):
-    """Fails before the ingest stage runs when its source is plainly not there: an unknown
-    form, a missing folder, an IDX folder without an images file, Fashion-MNIST found
-    nowhere (``pipeline.data.check_source``; Fashion-MNIST is downloaded with TFDS here
-    only when no copy is present).
-
-    Args:
-        config: the ``RunConfig`` (its ``dataset``).
-
-    Raises:
-        StageError: naming the dataset, what is missing and how to get it.
-    """
-    from pipeline import data
-
-    data.check_source(config.dataset)
-
-
-def _stage_module(name):
-    return importlib.import_module(f"pipeline.stages.{name}")
-
-
-def _artifact_dir(output_dir, artifact):
-    stage, name = ARTIFACT_PATHS[artifact]
-    return os.path.join(output_dir, stage, name)
-
-
-def run_stages(config, output_dir, beam_args, *, force=False, resume=False, stages=STAGE_ORDER):
-    """Runs the stages in order, skipping cached ones.
-
-    Args:
-        config: the ``RunConfig``.
-        output_dir: the run's directory.
-        beam_args: Beam pipeline flags for the Beam stages.
-        force: rerun cached stages (and train afresh, unless ``resume``).
-        resume: let the train stage continue from a checkpoint that ``force`` or a
-            changed recipe would discard.
-        stages: the stages to run (upstream artifacts must exist for the others).
-
-    Returns:
-        A dict stage → {"cached": bool, "seconds": float, "fingerprint": str}.
-
-    Raises:
-        pipeline.lock.RunLockedError: another run holds ``output_dir``.
-        StageError: a stage failed on bad input, or a stage not selected in ``stages``
-            has no output that matches this config for the stages after it to read.
-    """
-    from pipeline.lock import RunLock
-
-    with RunLock(output_dir):
-        return _run_locked(config, output_dir, beam_args, force, resume, stages)
-
-
-def _run_locked(config, output_dir, beam_args, force, resume, stages):
-    from pipeline.stages.base import DONE_FILE, StageError, changed_file, fingerprint, manifest, read_done, write_json
-
-    write_json(os.path.join(output_dir, "config.json"), config.to_dict())
-    fingerprints, summary = {}, {}
-    for name in STAGE_ORDER:
-        module = _stage_module(name)
-        spec = module.SPEC
-        params = config.section(spec.parameters)
-        inputs = {artifact: _artifact_dir(output_dir, artifact) for artifact in spec.inputs}
-        outputs = {artifact: _artifact_dir(output_dir, artifact) for artifact in spec.outputs}
-        upstream = {artifact: fingerprints.get(ARTIFACT_PATHS[artifact][0]) for artifact in spec.inputs}
-        for artifact, value in list(upstream.items()):
-            if value is None:
-                done = read_done(os.path.dirname(inputs[artifact]))
-                upstream[artifact] = done and done.get("fingerprint")
-        if name == "train" and "evaluate" in stages:
-            check_feature_labels(config, inputs["examples"])
-        stamp = fingerprint(spec, params, upstream)
-        stage_dir = os.path.join(output_dir, name)
-        done = read_done(stage_dir)
-        problem = None
-        if done is None:
-            problem = "it has no completed output (no _DONE.json)"
-        elif done.get("fingerprint") != stamp:
-            problem = "its output was written with other settings or inputs"
-        elif not all(os.path.isdir(path) for path in outputs.values()):
-            problem = "its output folder is missing"
-        else:
-            changed = changed_file(done.get("files"), outputs)
-            if changed is not None:
-                problem = f"its output no longer matches what it wrote: {changed}"
-                print(f"[{name}] {problem}", flush=True)
-        cached = problem is None
-        if name not in stages or (cached and not force):
-            if not cached:
-                if any(n in stages for n in STAGE_ORDER[STAGE_ORDER.index(name) + 1 :]):
-                    raise StageError(
-                        f"{name}: not selected in --stages, and {problem} ({stage_dir}); the stages "
-                        f"after it would read it. Add {name} to --stages to rerun it."
-                    )
-            else:
-                print(f"[{name}] cached ({stamp}); --force reruns it", flush=True)
-            fingerprints[name] = stamp if cached else (done or {}).get("fingerprint")
-            summary[name] = {"cached": True, "seconds": 0.0, "fingerprint": fingerprints[name]}
-            continue
-        if name == "ingest":  # the first stage: a missing source fails before anything runs
-            check_dataset(config)
-        for artifact, path in inputs.items():
-            if not os.path.isdir(path):
-                raise StageError(f"{name}: its input {artifact} is missing at {path}; run the stages before it.")
-        for path in outputs.values():  # what a killed earlier attempt left behind
-            for leftover in glob.glob(os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp-*")):
-                shutil.rmtree(leftover, ignore_errors=True)
-        print(f"[{name}] running", flush=True)
-        start = time.perf_counter()
-        done_path = os.path.join(stage_dir, DONE_FILE)
-        if os.path.exists(done_path):
-            os.remove(done_path)  # the old outputs no longer match what is being written
-        params = dict(
-            params, beam_args=list(beam_args), data_range=list(config.data_range), force=force, resume=resume
-        )
-        try:
-            module.Executor().Do(inputs, outputs, params)
-        except StageError:
-            raise
-        except Exception as error:  # an I/O failure becomes a message naming the path
-            failure = errors.io_error(error)
-            if failure is None:
-                raise
-            raise StageError(errors.io_error_message(name, failure, where=stage_dir)) from error
-        seconds = time.perf_counter() - start
-        write_json(done_path, {"fingerprint": stamp, "seconds": seconds, "outputs": outputs, "files": manifest(outputs)})
-        fingerprints[name] = stamp
-        summary[name] = {"cached": False, "seconds": seconds, "fingerprint": stamp}
-        print(f"[{name}] done in {seconds:.1f} s", flush=True)
-    return summary
-
-
-def _headline(output_dir):
-    path = os.path.join(_artifact_dir(output_dir, "report"), "metrics.json")
-    if not os.path.exists(path):
-        return
-    with open(path, encoding="utf-8") as f:
-        summary = json.load(f)
-    report = os.path.join(_artifact_dir(output_dir, "report"), "report.html")
-    print(f"\nReport: {os.path.abspath(report)}")
-    print(f"Feature space: {summary.get('feature_space')}")
-
-    def rounded(value, digits=3):
-        return None if value is None else round(value, digits)
-
-    scale = summary.get("kid_scale") or 1
-    label = summary.get("kid_label") or "KID"
-
-    def line(title, row, seconds=""):
-        kid = row.get("kid_mean")
-        error = row.get("kid_standard_error")
-        print(
-            f"  {title:>20s}: FID {rounded(row.get('fid'))}  "
-            f"{label} {rounded(None if kid is None else kid * scale)}"
-            f" ± {'n/a' if error is None else round(error * scale, 3)}{seconds}  "
-            f"classifier confidence {rounded(row.get('classifier_confidence'))}  "
-            f"class entropy {rounded(row.get('class_entropy'))}"
-            + "".join(f"\n  {'':>20s}  ⚠ {flag['code']}: {flag['detail']}" for flag in row.get("flags", []))
-        )
-
-    for name, row in summary.get("samplers", {}).items():
-        seconds = row.get("seconds")
-        line(name, row, f"  time {seconds if seconds is None else round(seconds, 1)} s")
-    line("held-out real", summary.get("real_heldout", {}))
-    line("Gaussian baseline", summary.get("baseline_gaussian", {}))
-
-
 def run(argv=None, save_main_session=True):
     """Parses flags, runs the stages, prints where the report is and the headline numbers.
 
@@ -551,7 +283,7 @@ def run(argv=None, save_main_session=True):
         try:
             config = make_config(known)
             if "sample" in stages:
-                check_samplers(config)
+                orchestrator.check_samplers(config)
         except (ValueError, OSError) as error:
             parser.error(str(error))
         if not any(arg.startswith("--runner") for arg in beam_args):
@@ -562,13 +294,14 @@ def run(argv=None, save_main_session=True):
         from pipeline.stages.base import StageError
 
         try:
-            run_stages(
+            orchestrator.run_stages(
                 config, known.output_dir, beam_args, force=known.force, resume=known.resume, stages=stages
             )
         except (StageError, RunLockedError) as error:
             print(f"error: {error}", file=sys.stderr, flush=True)
             return 1
-    _headline(known.output_dir)
+        from pipeline.stages import report  # (TensorFlow with it: inside quiet_logs)
+    report.print_headline(orchestrator.artifact_dir(known.output_dir, "report"))
     return 0
 
 

@@ -19,7 +19,8 @@ from test_pipeline_data import run_ingest
 from pipeline import data, idx
 from pipeline import run as run_lib
 from pipeline.stages import ingest
-from pipeline.stages.base import StageError, read_json
+from pipeline.io import read_json
+from pipeline.stages.base import StageError
 
 FASHION_COMMANDS = (
     "tfds build fashion_mnist",

@@ -16,7 +16,8 @@ from PIL import Image
 from pipeline import data
 from pipeline.config import preset
 from pipeline.stages import ingest
-from pipeline.stages.base import StageError, read_json
+from pipeline.io import read_json
+from pipeline.stages.base import StageError
 
 BEAM_ARGS = ["--runner=DirectRunner"]
 

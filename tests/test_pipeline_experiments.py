@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import config, data, experiments, imports
+from pipeline import config, data, experiment_runner, experiments, imports
 from pipeline import run as run_lib
 
 NAMES = ["table1", "table2", "ncsn", "sde", "retrieval"]
@@ -155,14 +155,14 @@ def test_seed_scale_fails_early_naming_what_is_missing(tmp_path, monkeypatch):
     monkeypatch.setenv("KDIFF_FID_WEIGHTS", str(tmp_path / "absent.pth"))
     out = tmp_path / "out"
     with pytest.raises(ValueError) as info:
-        run_lib.run_experiment("table1", "seed", str(out), [])
+        experiment_runner.run_experiment("table1", "seed", str(out), [])
     text = str(info.value)
     assert "--celeba_hq=PATH" in text and "not given" in text and "a GPU" in text and "--allow_cpu" in text
     assert "pytorch-fid's weights" in text and not out.exists()  # nothing ran, nothing written
     with pytest.raises(ValueError, match="--ncsn_checkpoint=PATH"):
-        run_lib.run_experiment("ncsn", "seed", str(out), [], paths={"ncsn_checkpoint": str(tmp_path / "no.pth")})
+        experiment_runner.run_experiment("ncsn", "seed", str(out), [], paths={"ncsn_checkpoint": str(tmp_path / "no.pth")})
     with pytest.raises(ValueError) as info:
-        run_lib.run_experiment("table2", "seed", str(out), [], paths={"celeba_hq": str(tmp_path)})
+        experiment_runner.run_experiment("table2", "seed", str(out), [], paths={"celeba_hq": str(tmp_path)})
     assert "google/ddpm-celebahq-256" in str(info.value) and "--celeba_hq" not in str(info.value)
     assert experiments.requirements(experiments.get("table1"), "small") == []
 
@@ -171,7 +171,7 @@ def test_medium_scale_stops_before_anything_runs_without_fashion_mnist(tmp_path,
     monkeypatch.setenv("KDIFF_FASHION_MNIST_DIR", str(tmp_path / "nowhere"))  # the only place looked at
     out = tmp_path / "out"
     with pytest.raises(ValueError) as info:
-        run_lib.run_experiment("table1", "medium", str(out), [])
+        experiment_runner.run_experiment("table1", "medium", str(out), [])
     text = str(info.value)
     assert "--scale=medium needs what is missing" in text and "fashion_mnist" in text.lower()
     assert not out.exists()  # nothing ran, nothing written
@@ -245,7 +245,7 @@ def test_rows_are_compared_at_the_count_they_share(tmp_path):
 
 
 def test_stage_times_come_from_each_stages_done_file(tmp_path):
-    from pipeline.stages.base import write_json
+    from pipeline.io import write_json
 
     for stage, seconds in (("ingest", 1.5), ("train", 600.0)):
         os.makedirs(tmp_path / stage)
@@ -263,7 +263,7 @@ def test_hardware_describes_this_machine():
 
 def test_the_command_line_runs_an_experiment_with_its_overrides(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(run_lib, "run_experiment", lambda *args, **kwargs: calls.append((args, kwargs)))
+    monkeypatch.setattr(experiment_runner, "run_experiment", lambda *args, **kwargs: calls.append((args, kwargs)))
     argv = [f"--output_dir={tmp_path}", "--experiment=table2", "--num_samples=5", "--celeba_hq=/data/hq"]
     assert run_lib.run(argv) == 0
     ((args, kwargs),) = calls

@@ -11,8 +11,7 @@ import os
 
 import pytest
 
-from pipeline import experiments
-from pipeline import run as run_lib
+from pipeline import experiment_runner, experiments
 
 NAMES = ["table1", "table2", "ncsn", "sde", "retrieval"]
 
@@ -40,7 +39,7 @@ def test_each_experiment_runs_end_to_end_at_small_scale(tmp_path):
     # parametrized tests can be set up twice when pytest-xdist interleaves other modules).
     # --stages=ingest,train first: every model trains, no report; the full run then finds
     # those stages cached and goes on from there.
-    first = run_lib.run_experiment("table1", "small", str(tmp_path), ["--runner=DirectRunner"], overrides=TINY,
+    first = experiment_runner.run_experiment("table1", "small", str(tmp_path), ["--runner=DirectRunner"], overrides=TINY,
                                    stages=("ingest", "train"))
     assert first is None and not os.path.exists(os.path.join(tmp_path, "small", "table1"))
     for run in ("ddpm_linear", "ddpm_cosine"):
@@ -50,7 +49,7 @@ def test_each_experiment_runs_end_to_end_at_small_scale(tmp_path):
     trained_at = os.path.getmtime(os.path.join(tmp_path, "small", "runs", "ddpm_linear", "train", "_DONE.json"))
     paths = {}
     for name in NAMES:
-        paths[name] = run_lib.run_experiment(name, "small", str(tmp_path), ["--runner=DirectRunner"], overrides=TINY)
+        paths[name] = experiment_runner.run_experiment(name, "small", str(tmp_path), ["--runner=DirectRunner"], overrides=TINY)
         _check_report(name, paths[name])
     assert os.path.getmtime(os.path.join(tmp_path, "small", "runs", "ddpm_linear", "train", "_DONE.json")) == trained_at
 

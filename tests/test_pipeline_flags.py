@@ -15,7 +15,7 @@ import pytest
 
 import kdiff_console
 
-from pipeline import config, errors
+from pipeline import config, errors, orchestrator
 from pipeline import run as run_lib
 from pipeline.stages.base import StageError
 
@@ -35,7 +35,7 @@ def captured_run(monkeypatch):
         })
         return {}
 
-    monkeypatch.setattr(run_lib, "run_stages", fake_run_stages)
+    monkeypatch.setattr(orchestrator, "run_stages", fake_run_stages)
     return calls
 
 
@@ -271,7 +271,7 @@ def test_run_leaves_the_root_logger_and_log_levels_alone(tmp_path, captured_run,
         seen["env"] = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
         return {}
 
-    monkeypatch.setattr(run_lib, "run_stages", spy)
+    monkeypatch.setattr(orchestrator, "run_stages", spy)
     assert run_lib.run([f"--output_dir={tmp_path}", "--preset=tiny"]) == 0
     assert seen == {"tf": logging.ERROR, "env": "3"}  # quiet while the stages run
     assert (root.level, list(root.handlers)) == before

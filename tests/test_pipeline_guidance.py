@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from pipeline import builders, config
+from pipeline import builders, config, orchestrator
 from pipeline import run as run_lib
 from pipeline.stages import evaluate, sample
 
@@ -19,7 +19,7 @@ def captured_run(monkeypatch):
         calls.append(cfg)
         return {}
 
-    monkeypatch.setattr(run_lib, "run_stages", fake_run_stages)
+    monkeypatch.setattr(orchestrator, "run_stages", fake_run_stages)
     return calls
 
 

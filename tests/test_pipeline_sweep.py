@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from kdiff.samplers import registry
-from pipeline import config
+from pipeline import config, orchestrator
 from pipeline import run as run_lib
 from pipeline.stages import report, sample
 
@@ -47,7 +47,7 @@ def test_the_sweep_adds_a_row_per_sampler_and_budget():
     ],
 )
 def test_bad_sweeps_fail_naming_the_flag(tmp_path, capsys, monkeypatch, flags, match):
-    monkeypatch.setattr(run_lib, "run_stages", lambda *a, **k: pytest.fail("ran the stages"))
+    monkeypatch.setattr(orchestrator, "run_stages", lambda *a, **k: pytest.fail("ran the stages"))
     with pytest.raises(SystemExit) as info:
         run_lib.run([f"--output_dir={tmp_path}", *flags])
     assert info.value.code == 2 and match in capsys.readouterr().err

@@ -25,7 +25,8 @@ from tiny_network import TinyNet
 import kdiff
 from pipeline import builders, config
 from pipeline.stages import sample, train
-from pipeline.stages.base import StageError, read_json
+from pipeline.io import read_json
+from pipeline.stages.base import StageError
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_DIR = os.path.dirname(TESTS_DIR)

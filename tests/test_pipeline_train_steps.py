@@ -13,10 +13,11 @@ import keras
 import numpy as np
 import pytest
 
-from pipeline import builders, config
+from pipeline import builders, config, orchestrator
 from pipeline import run as run_lib
 from pipeline.stages import train
-from pipeline.stages.base import StageError, read_json
+from pipeline.io import read_json
+from pipeline.stages.base import StageError
 
 import test_pipeline_train_sample as stage_tests
 
@@ -86,8 +87,8 @@ def test_a_layer_s_training_length_replaces_the_one_below():
 @pytest.fixture
 def captured_run(monkeypatch):
     calls = []
-    monkeypatch.setattr(run_lib, "run_stages", lambda config, *a, **k: calls.append(config) or {})
-    monkeypatch.setattr(run_lib, "check_samplers", lambda config: None)
+    monkeypatch.setattr(orchestrator, "run_stages", lambda config, *a, **k: calls.append(config) or {})
+    monkeypatch.setattr(orchestrator, "check_samplers", lambda config: None)
     return calls
 
 

@@ -3,7 +3,7 @@
 A stage is a ``StageSpec`` — typed inputs and outputs, named parameters — plus an executor
 with ``Do(inputs, outputs, params)``, the shape of a TFX component and executor, without
 TFX's channel machinery. ``inputs`` and ``outputs`` map artifact names to directories;
-``params`` is a plain dict. Tests call ``Do`` directly; ``pipeline.run`` orchestrates.
+``params`` is a plain dict. Tests call ``Do`` directly; ``pipeline.orchestrator`` runs them in order.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 
-from kdiff._io import atomic_directory  # noqa: F401  (the stages write through it)
+from pipeline import io
 
 # Artifact types: what a directory of each kind holds.
 EXAMPLES = "Examples"  # data-*.tfrecord shards (image bytes + label) and stats.json
@@ -66,26 +66,10 @@ def fingerprint(spec, params, input_fingerprints):
 
 def read_done(directory):
     """The ``_DONE.json`` record of a completed stage output, or None."""
-    path = os.path.join(directory, DONE_FILE)
-    if not os.path.exists(path):
+    path = io.join(directory, DONE_FILE)
+    if not io.exists(path):
         return None
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
-def write_json(path, value):
-    """Writes JSON with a trailing newline (to a temporary name, then renamed)."""
-    temporary = f"{path}.tmp"
-    with open(temporary, "w", encoding="utf-8") as f:
-        json.dump(value, f, indent=2, sort_keys=True, default=str)
-        f.write("\n")
-    os.replace(temporary, path)
-
-
-def read_json(path):
-    """Reads a JSON file."""
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    return io.read_json(path)
 
 
 def manifest(outputs):
@@ -104,11 +88,11 @@ def manifest(outputs):
 
 def _files(directory):
     files = {}
-    for root, dirs, names in os.walk(directory):
+    for root, dirs, names in io.walk(directory):
         dirs.sort()
         for name in sorted(names):
             path = os.path.join(root, name)
-            entry = {"size": os.path.getsize(path), "sha256": _sha256(path)}
+            entry = {"size": io.getsize(path), "sha256": _sha256(path)}
             records = record_count(path)
             if records is not None:
                 entry["records"] = records
@@ -132,10 +116,8 @@ def record_count(path):
     if path.endswith(".tfrecord"):
         return _tfrecord_count(path)
     if path.endswith(".npz"):
-        import numpy as np
-
-        with np.load(path) as arrays:
-            rows = {arrays[name].shape[0] if arrays[name].ndim else None for name in arrays.files}
+        arrays = io.read_npz(path)
+        rows = {array.shape[0] if array.ndim else None for array in arrays.values()}
         return rows.pop() if len(rows) == 1 else None
     return None
 
@@ -145,8 +127,8 @@ def _tfrecord_count(path):
     length, a 4-byte CRC, the data, a 4-byte CRC), seeking past the data."""
     import struct
 
-    count, size = 0, os.path.getsize(path)
-    with open(path, "rb") as f:
+    count, size = 0, io.getsize(path)
+    with io.open_read(path) as f:
         while f.tell() < size:
             header = f.read(12)
             if len(header) < 12:
@@ -162,7 +144,7 @@ def _tfrecord_count(path):
 
 def _sha256(path):
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with io.open_read(path) as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -184,18 +166,18 @@ def changed_file(recorded, outputs):
         return None
     for artifact, directory in outputs.items():
         expected = recorded.get(artifact, {})
-        if not os.path.isdir(directory):
+        if not io.isdir(directory):
             return f"{directory} is missing"
         for relative, record in expected.items():
             path = os.path.join(directory, relative)
-            if not os.path.isfile(path):
+            if not io.isfile(path):
                 return f"{path} is missing"
-            size = os.path.getsize(path)
+            size = io.getsize(path)
             if size != record["size"]:
                 return f"{path} has {size} bytes, {record['size']} when it was written"
             if _sha256(path) != record["sha256"]:
                 return f"{path} has changed since it was written (its SHA-256 differs)"
-        for root, _, names in os.walk(directory):
+        for root, _, names in io.walk(directory):
             for name in names:
                 relative = os.path.relpath(os.path.join(root, name), directory)
                 if relative not in expected:

@@ -41,12 +41,12 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 
 import numpy as np
 
 from pipeline import config as config_lib
 from pipeline import features as features_lib
+from pipeline import io
 from pipeline.data import load_examples
 from pipeline.stages.base import (
     EXAMPLES,
@@ -54,9 +54,6 @@ from pipeline.stages.base import (
     SAMPLES,
     StageError,
     StageSpec,
-    atomic_directory,
-    read_json,
-    write_json,
 )
 
 SPEC = StageSpec(
@@ -127,13 +124,9 @@ def load_split(examples_dir, split):
 
 def load_samples(samples_dir, image_shape):
     """``{sampler name: uint8 images}`` from ``<samples_dir>/<name>/samples.npz``."""
-    if not os.path.isdir(samples_dir):
+    if not io.isdir(samples_dir):
         raise StageError(f"evaluate: no Samples directory at {samples_dir}; run the sample stage first.")
-    names = sorted(
-        name
-        for name in os.listdir(samples_dir)
-        if os.path.isfile(os.path.join(samples_dir, name, "samples.npz"))
-    )
+    names = [name for name in io.listdir(samples_dir) if io.isfile(os.path.join(samples_dir, name, "samples.npz"))]
     if not names:
         raise StageError(
             f"evaluate: no <sampler>/samples.npz under {samples_dir}; run the sample stage first (--force)."
@@ -142,8 +135,7 @@ def load_samples(samples_dir, image_shape):
     for name in names:
         path = os.path.join(samples_dir, name, "samples.npz")
         try:
-            with np.load(path) as data:
-                images = data["images"]
+            images = io.read_npz(path, ["images"])["images"]
         except (OSError, KeyError, ValueError) as error:
             raise StageError(
                 f"evaluate: cannot read the 'images' array of {path} ({error}); rerun the sample stage (--force)."
@@ -268,8 +260,10 @@ def load_sample_labels(samples_dir, names):
     were drawn for (``labels`` in ``samples.npz``; None where the model is unconditional)."""
     labels = {}
     for name in names:
-        with np.load(os.path.join(samples_dir, name, "samples.npz")) as data:
-            labels[name] = data["labels"] if "labels" in data.files else None
+        try:
+            labels[name] = io.read_npz(os.path.join(samples_dir, name, "samples.npz"), ["labels"])["labels"]
+        except KeyError:  # an unconditional model's samples
+            labels[name] = None
     return labels
 
 
@@ -450,12 +444,9 @@ def flag_line(flags):
 
 
 def write_arrays(element, directory):
-    """Writes ``(set index, {name: array})`` to ``<directory>/<set index>.npz`` (Beam's FileSystems)."""
-    from apache_beam.io.filesystems import FileSystems
-
+    """Writes ``(set index, {name: array})`` to ``<directory>/<set index>.npz``."""
     key, arrays = element
-    with FileSystems.create(f"{directory}/{key}.npz") as f:
-        np.savez(f, **arrays)
+    io.write_npz(f"{directory}/{key}.npz", **arrays)
     return key
 
 
@@ -466,8 +457,7 @@ def write_statistics(element, directory):
 
 
 def _read_arrays(directory, key):
-    with np.load(os.path.join(directory, f"{key}.npz")) as data:
-        return {name: data[name] for name in data.files}
+    return io.read_npz(os.path.join(directory, f"{key}.npz"))
 
 
 def extract(named_images, fid_spec, classifier_spec, classifier_sets, scratch, beam_args):
@@ -492,7 +482,7 @@ def extract(named_images, fid_spec, classifier_spec, classifier_sets, scratch, b
     classifier_indices = {i for i, name in enumerate(names) if name in classifier_sets}
     dirs = {tag: os.path.join(scratch, tag) for tag in ("features", "statistics", "classifier")}
     for path in dirs.values():
-        os.makedirs(path, exist_ok=True)
+        io.makedirs(path)
 
     with beam.Pipeline(options=PipelineOptions(list(beam_args))) as p:
         batches = p | "CreateImageBatches" >> beam.Create(features_lib.batch_images(by_index, BATCH_SIZE))
@@ -546,11 +536,11 @@ class Executor:
 
         examples_dir = inputs["examples"]
         stats_path = os.path.join(examples_dir, "stats.json")
-        if not os.path.exists(stats_path):
+        if not io.exists(stats_path):
             raise StageError(
                 f"evaluate: no stats.json in the Examples at {examples_dir}; rerun the ingest stage."
             )
-        stats = read_json(stats_path)
+        stats = io.read_json(stats_path)
         source = stats.get("source", examples_dir)
         train, train_labels = load_split(examples_dir, "train")
         heldout, heldout_labels = load_split(examples_dir, "eval")
@@ -575,7 +565,7 @@ class Executor:
 
         # Check the Inception weights / graph before spending time on the classifier.
         fid_spec = None if fid_features == "classifier" else self._inception_spec(fid_features, params)
-        with atomic_directory(outputs["metrics"]) as out:
+        with io.atomic_directory(outputs["metrics"]) as out:
             classifier_spec, accuracy = None, None
             if labelled:
                 num_classes = int(num_classes)
@@ -614,7 +604,7 @@ class Executor:
                 scratch,
                 beam_args,
             )
-            shutil.rmtree(scratch)
+            io.remove_tree(scratch)
             dim = int(results["train"]["features"].shape[1])
 
             train_features = results["train"]["features"]
@@ -689,8 +679,8 @@ class Executor:
             metrics["warnings"] = self._warnings(metrics, samples, len(train))
 
             arrays = {name: entry["features"] for name, entry in results.items()}
-            np.savez(os.path.join(out, "features.npz"), **arrays)
-            write_json(os.path.join(out, "metrics.json"), metrics)
+            io.write_npz(os.path.join(out, "features.npz"), **arrays)
+            io.write_json(os.path.join(out, "metrics.json"), metrics)
         _log(f"wrote {outputs['metrics']}/metrics.json and features.npz")
 
     @staticmethod
@@ -702,12 +692,12 @@ class Executor:
 
             weights = params.get("fid_weights")
             if weights:
-                if not os.path.isfile(weights):
+                if not io.isfile(weights):
                     raise StageError(
                         f"evaluate: --fid_weights={weights} does not exist; pass pytorch-fid's "
                         f"{fid_weights.FID_WEIGHTS_FILENAME} (or its .npz conversion), or leave it unset."
                     )
-                return {"kind": "fid_inception", "weights": os.path.abspath(weights)}
+                return {"kind": "fid_inception", "weights": io.abspath(weights)}
             try:
                 return {"kind": "fid_inception", "weights": fid_weights.fetch_weights()}
             except OSError as error:
@@ -743,7 +733,7 @@ class Executor:
             features_lib.read_inception_graph(graph)
         except (OSError, ValueError) as error:
             raise StageError(f"evaluate: --inception_graph={graph}: {error}") from None
-        return {"kind": "inception_graph", "path": os.path.abspath(graph)}
+        return {"kind": "inception_graph", "path": io.abspath(graph)}
 
     @staticmethod
     def _warnings(metrics, samples, num_real):

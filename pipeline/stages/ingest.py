@@ -17,7 +17,7 @@ The Beam pipeline (every transform labelled):
     Stats, WriteStats  a CombineFn (counts, label counts, pixel mean / std of the train
                        images in [0, 1]) → stats.json
 
-Everything is written inside ``atomic_directory(outputs["examples"])``: a failed or killed
+Everything is written inside ``io.atomic_directory(outputs["examples"])``: a failed or killed
 run (a corrupt image fails it, naming the file) leaves nothing at the output path.
 Parameters the params lack take their ``RunConfig`` defaults, and every one passes its
 ``RunConfig`` check (``pipeline.config.resolve``). ``channels`` None means the source's own: digits, IDX files and
@@ -32,7 +32,6 @@ import hashlib
 import logging
 import math
 import os
-import shutil
 import time
 
 import apache_beam as beam
@@ -40,15 +39,12 @@ import numpy as np
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline import config as config_lib
-from pipeline import data
+from pipeline import data, io
 from pipeline.errors import find_error
 from pipeline.stages.base import (
     EXAMPLES,
     StageError,
     StageSpec,
-    atomic_directory,
-    read_json,
-    write_json,
 )
 
 SPEC = StageSpec(
@@ -197,7 +193,7 @@ def write_stats(stats, path, extra):
     stats.update(extra)
     if extra.get("num_classes") is None:
         stats["label_counts"] = {}
-    write_json(path, stats)
+    io.write_json(path, stats)
     return path
 
 
@@ -306,7 +302,7 @@ class Executor:
         origin = f" ({plan.origin})" if plan.origin else ""
         print(f"ingest: reading {what}{origin} → {image_size}×{image_size}×{channels} with Beam", flush=True)
 
-        with atomic_directory(outputs["examples"]) as directory:
+        with io.atomic_directory(outputs["examples"]) as directory:
             try:
                 with quiet_stage_errors(), beam.Pipeline(options=PipelineOptions(beam_args)) as pipeline:
                     build(
@@ -318,10 +314,9 @@ class Executor:
                 if stage_error is not None:
                     raise stage_error from None
                 raise
-            for name in os.listdir(directory):  # Beam's temporary write folders, if any are left
-                if name.startswith("beam-temp-"):
-                    shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
-            stats = read_json(os.path.join(directory, data.STATS_FILE))
+            for leftover in io.glob(directory, "beam-temp-*"):  # Beam's temporary write folders, if any are left
+                io.remove_tree(leftover, ignore_errors=True)
+            stats = io.read_json(os.path.join(directory, data.STATS_FILE))
             if stats["num_train"] < 1 or stats["num_eval"] < 1:
                 total = stats["num_train"] + stats["num_eval"]
                 raise StageError(

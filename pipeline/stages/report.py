@@ -14,13 +14,11 @@ from __future__ import annotations
 import math
 import os
 import re
-import shutil
 import types
 
-from pipeline.stages.base import (
-    EXAMPLES, METRICS, MODEL, REPORT, RETRIEVAL, SAMPLES, StageSpec, atomic_directory, read_json, write_json,
-)
+from pipeline.stages.base import EXAMPLES, METRICS, MODEL, REPORT, RETRIEVAL, SAMPLES, StageSpec
 from pipeline import config as config_lib
+from pipeline import io
 from pipeline.stages import evaluate
 from pipeline.stages.evaluate import kid_entries
 from pipeline.stages.sample import GRID_MAX, TRAJECTORY_FRAMES
@@ -167,9 +165,9 @@ def _guidance_table(summary):
         [
             [
                 _code(name),
-                _fmt(1.0 if row.get("guidance_scale") is None else row.get("guidance_scale")),
-                _fmt(row.get("class_agreement")),
-                _fmt(row.get("fid")),
+                format_value(1.0 if row.get("guidance_scale") is None else row.get("guidance_scale")),
+                format_value(row.get("class_agreement")),
+                format_value(row.get("fid")),
             ]
             for name, row in rows
         ],
@@ -197,6 +195,16 @@ def nfe_curves(summary):
     return {sampler: sorted(points) for sampler, points in curves.items() if len(points) >= 2}
 
 
+def _save_figure(figure, path):
+    """Writes a Matplotlib figure as a 100-dpi PNG (laid out tight) and closes it."""
+    import matplotlib.pyplot as plt
+
+    figure.tight_layout()
+    with io.open_write(path) as f:
+        figure.savefig(f, format="png", dpi=100)
+    plt.close(figure)
+
+
 def _nfe_plot(curves, path):
     """Writes FID against network evaluations (log scale), one line per sampler with its
     bootstrap intervals, as a PNG."""
@@ -222,9 +230,7 @@ def _nfe_plot(curves, path):
     axis.set_ylabel("FID")
     axis.legend()
     axis.grid(True, which="both", alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    _save_figure(figure, path)
 
 
 def _nfe_section(summary, picture):
@@ -250,7 +256,7 @@ def _nfe_section(summary, picture):
     lines += table(
         ["sampler", "NFE", "FID ↓", "FID 95 % interval", "row"],
         [
-            [_code(sampler), str(nfe), _fmt(fid), _interval({"fid_low": low, "fid_high": high}), _code(name)]
+            [_code(sampler), str(nfe), format_value(fid), _interval({"fid_low": low, "fid_high": high}), _code(name)]
             for sampler, points in curves.items()
             for nfe, fid, low, high, name in points
         ],
@@ -258,7 +264,7 @@ def _nfe_section(summary, picture):
     return lines + [""]
 
 
-def _fmt(value, digits=3):
+def format_value(value, digits=3):
     """A number as the tables show it: ``digits`` significant digits, "–" for None / NaN."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return DASH
@@ -288,7 +294,7 @@ def _code(value):
 def _interval(row):
     """FID's bootstrap interval of a metrics row, "[low, high]" (– without one)."""
     low, high = row.get("fid_low"), row.get("fid_high")
-    return DASH if low is None or high is None else f"[{_fmt(low)}, {_fmt(high)}]"
+    return DASH if low is None or high is None else f"[{format_value(low)}, {format_value(high)}]"
 
 
 def _loss_curve(history, path):
@@ -332,9 +338,7 @@ def _loss_curve(history, path):
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.set_xlabel("epoch")
     axis.set_ylabel("loss")
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    _save_figure(figure, path)
 
 
 def _fid_infinity_supported(row, min_samples):
@@ -423,7 +427,8 @@ def build_summary(stats, history, timings, metrics, retrieval, params):
     }
 
 
-def _references():
+def references():
+    """The "References" section of a report (this one's and the experiments'), as Markdown lines."""
     lines = ["## References", ""]
     lines += [f"- {_text(short)}: {_text(entry)}" for short, entry in REFERENCES]
     return lines + [""]
@@ -446,9 +451,9 @@ def sampler_phrase(name, row):
     if row.get("sampler"):
         parts.append(f"{_text(row['sampler'])} sampler")
     if row.get("steps") is not None:
-        parts.append(f"{_fmt(row['steps'])} step{'' if row['steps'] == 1 else 's'}")
+        parts.append(f"{format_value(row['steps'])} step{'' if row['steps'] == 1 else 's'}")
     if row.get("guidance_scale") is not None:
-        parts.append(f"guidance scale {_fmt(row['guidance_scale'])}")
+        parts.append(f"guidance scale {format_value(row['guidance_scale'])}")
     return _code(name) + (f" ({', '.join(parts)})" if parts else "")
 
 
@@ -457,11 +462,11 @@ def _kid_cell(row, scale):
     if row.get("kid_mean") is None:
         return DASH
     error = row.get("kid_standard_error")
-    return f"{_fmt(row['kid_mean'] * scale)} ± {'n/a' if error is None else _fmt(error * scale, 2)}"
+    return f"{format_value(row['kid_mean'] * scale)} ± {'n/a' if error is None else format_value(error * scale, 2)}"
 
 
 def _fid_infinity_cell(row):
-    return _fmt(row.get("fid_infinity")) if row.get("fid_infinity_supported") else DASH
+    return format_value(row.get("fid_infinity")) if row.get("fid_infinity_supported") else DASH
 
 
 def _main_table(summary):
@@ -476,21 +481,21 @@ def _main_table(summary):
 
     def cells(name, row, flags, steps, count, timing, memorization):
         return [
-            name, flags, steps, _fmt(count), _fmt(row.get("fid")), _interval(row), _fid_infinity_cell(row),
-            _kid_cell(row, scale), *timing, _fmt(row.get("classifier_confidence")), _fmt(row.get("class_entropy")),
-            _fmt(row.get("num_classes_present")), memorization,
+            name, flags, steps, format_value(count), format_value(row.get("fid")), _interval(row), _fid_infinity_cell(row),
+            _kid_cell(row, scale), *timing, format_value(row.get("classifier_confidence")), format_value(row.get("class_entropy")),
+            format_value(row.get("num_classes_present")), memorization,
         ]
 
     rows = []
     for name, row in summary["samplers"].items():
         flags = " ".join(f"⚠ {flag['code']}" for flag in row.get("flags", [])) or DASH
         timing = [
-            _fmt(row.get(key))
+            format_value(row.get(key))
             for key in ("seconds", "trace_seconds", "sampling_seconds", "sampling_images_per_second")
         ]
         rows.append(
-            cells(_code(name), row, flags, _fmt(row.get("steps")), row.get("num_samples"), timing,
-                  _fmt(row.get("retrieval_memorization_ratio")))
+            cells(_code(name), row, flags, format_value(row.get("steps")), row.get("num_samples"), timing,
+                  format_value(row.get("retrieval_memorization_ratio")))
         )
     real, base = summary["real_heldout"], summary["baseline_gaussian"]
     rows.append(cells("held-out real images (reference)", real, DASH, DASH, real.get("num_images"), [DASH] * 4, DASH))
@@ -518,7 +523,7 @@ def _fid_infinity_note(summary):
     named = [(_code(name), row) for name, row in summary["samplers"].items()]
     named += [("the held-out real images", summary["real_heldout"]), ("the baseline", summary["baseline_gaussian"])]
     withheld = [
-        f"{label} ({_fmt(row.get('num_samples', row.get('num_images')))})"
+        f"{label} ({format_value(row.get('num_samples', row.get('num_images')))})"
         for label, row in named
         if row.get("fid_infinity") is not None and not row.get("fid_infinity_supported")
     ]
@@ -526,8 +531,8 @@ def _fid_infinity_note(summary):
         return []
     dim = summary.get("feature_dim")
     return [
-        f"FID∞ is shown only from {_fmt(summary.get('fid_infinity_min_samples'))} samples, 10 per feature "
-        f"dimension ({_fmt(dim)} here): its fit's smallest subset, a fifth of the samples, then holds 2 rows per "
+        f"FID∞ is shown only from {format_value(summary.get('fid_infinity_min_samples'))} samples, 10 per feature "
+        f"dimension ({format_value(dim)} here): its fit's smallest subset, a fifth of the samples, then holds 2 rows per "
         "dimension, about the ratio of Chong & Forsyth's smallest (5,000 Inception features of 2,048 "
         "dimensions). Below that the small subsets' covariances are near-singular and the extrapolation "
         f"overshoots, often below zero. Withheld (a dash) for: {', '.join(withheld)}; `metrics.json` keeps "
@@ -580,14 +585,14 @@ def render_markdown(summary, pictures):
         "",
         f"The model is {about}.",
         "",
-        f"Data: {_fmt(run.get('num_train'))} training and {_fmt(run.get('num_eval'))} held-out images at "
+        f"Data: {format_value(run.get('num_train'))} training and {format_value(run.get('num_eval'))} held-out images at "
         f"{run.get('image_size')}×{run.get('image_size')}. Network {_code(run.get('network'))}; "
         f"epochs: {run.get('epochs')}, batch size {run.get('batch_size')}, random seed {run.get('seed')}.",
         "",
         "## Samplers",
         "",
         f"Feature space: {_text(summary.get('feature_space'))}. Real reference images: "
-        f"{_fmt(summary.get('num_real'))}.",
+        f"{format_value(summary.get('num_real'))}.",
         "",
     ]
     lines += _main_table(summary) + [""]
@@ -595,7 +600,7 @@ def render_markdown(summary, pictures):
     lines += _fid_infinity_note(summary)
     counts = {name: row.get("num_samples") for name, row in summary["samplers"].items()}
     if len(set(counts.values())) > 1:
-        drawn = ", ".join(f"{_code(name)} {_fmt(count)}" for name, count in counts.items())
+        drawn = ", ".join(f"{_code(name)} {format_value(count)}" for name, count in counts.items())
         lines += [
             f"The samplers drew different numbers of images ({drawn}; a sampler config's `num_samples`): "
             "FID rises as the count falls, so compare their FID∞ and KID rather than their FID.",
@@ -633,12 +638,12 @@ def render_markdown(summary, pictures):
         "batches, and images/s is that steady rate. A column is left out when no row has a value (one "
         "batch per worker leaves no later batch to measure).",
         f"- **Classifier confidence** (the mean top probability of the samples) comes from a small classifier "
-        f"trained on the labels (held-out accuracy {_fmt(summary.get('classifier_accuracy_heldout'))}). A "
+        f"trained on the labels (held-out accuracy {format_value(summary.get('classifier_accuracy_heldout'))}). A "
         "classifier can be confidently wrong on noise, so read it beside the **class entropy**: the entropy "
         "of the predicted classes' shares over log(number of classes) — 1 when every class is predicted "
         "equally often, 0 when all samples get one class — and **classes present**, how many classes are "
         f"predicted at least once. The held-out real images are the reference (confidence "
-        f"{_fmt(real.get('classifier_confidence'))}, class entropy {_fmt(real.get('class_entropy'))}); "
+        f"{format_value(real.get('classifier_confidence'))}, class entropy {format_value(real.get('class_entropy'))}); "
         "`metrics.json` also has each row's mean per-sample predictive entropy.",
         "- **Memorization** is the share of samples whose nearest training image (same features) is "
         "closer than the typical train–train nearest-neighbour distance (the median); about 0.5 for "
@@ -654,14 +659,14 @@ def render_markdown(summary, pictures):
     lines += [
         "## Training",
         "",
-        f"{_fmt(training['steps'])} steps in {_fmt(training['seconds'])} s "
-        f"({_fmt(training['steps_per_second'])} steps/s); final loss {_fmt(training['final_loss'])}, "
-        f"validation loss {_fmt(training['final_val_loss'])}.",
+        f"{format_value(training['steps'])} steps in {format_value(training['seconds'])} s "
+        f"({format_value(training['steps_per_second'])} steps/s); final loss {format_value(training['final_loss'])}, "
+        f"validation loss {format_value(training['final_val_loss'])}.",
         "",
     ]
     for title, path, caption in pictures:
         lines += [f"### {_text(title)}", "", f"![{_text(title)}]({path})", "", f"*{caption}*", ""]
-    lines += _references()
+    lines += references()
     return "\n".join(lines)
 
 
@@ -683,6 +688,57 @@ def render_html(markdown_text):
     )
 
 
+def write_markdown_and_html(directory, markdown_text):
+    """Writes a report's ``report.md`` and its HTML page ``report.html`` into ``directory``.
+
+    Args:
+        directory: the report's folder (its pictures beside them, by relative path).
+        markdown_text: the report, as Markdown.
+    """
+    io.write_text(os.path.join(directory, "report.md"), markdown_text + "\n")
+    io.write_text(os.path.join(directory, "report.html"), render_html(markdown_text))
+
+
+def print_headline(report_dir):
+    """Prints where a run's report is and its headline numbers (FID, KID, classifier
+    statistics per sampler, the held-out real images and the Gaussian baseline); nothing
+    when the report has not been written.
+
+    Args:
+        report_dir: the Report artifact directory (its ``metrics.json``).
+    """
+    path = os.path.join(report_dir, "metrics.json")
+    if not io.exists(path):
+        return
+    summary = io.read_json(path)
+    print(f"\nReport: {io.abspath(os.path.join(report_dir, 'report.html'))}")
+    print(f"Feature space: {summary.get('feature_space')}")
+
+    def rounded(value, digits=3):
+        return None if value is None else round(value, digits)
+
+    scale = summary.get("kid_scale") or 1
+    label = summary.get("kid_label") or "KID"
+
+    def line(title, row, seconds=""):
+        kid = row.get("kid_mean")
+        error = row.get("kid_standard_error")
+        print(
+            f"  {title:>20s}: FID {rounded(row.get('fid'))}  "
+            f"{label} {rounded(None if kid is None else kid * scale)}"
+            f" ± {'n/a' if error is None else round(error * scale, 3)}{seconds}  "
+            f"classifier confidence {rounded(row.get('classifier_confidence'))}  "
+            f"class entropy {rounded(row.get('class_entropy'))}"
+            + "".join(f"\n  {'':>20s}  ⚠ {flag['code']}: {flag['detail']}" for flag in row.get("flags", []))
+        )
+
+    for name, row in summary.get("samplers", {}).items():
+        seconds = row.get("seconds")
+        line(name, row, f"  time {seconds if seconds is None else round(seconds, 1)} s")
+    line("held-out real", summary.get("real_heldout", {}))
+    line("Gaussian baseline", summary.get("baseline_gaussian", {}))
+
+
 def loss_caption(training):
     """The caption of the loss curve (Markdown).
 
@@ -694,7 +750,7 @@ def loss_caption(training):
     """
     return (
         f"The training loss (and the validation loss, where recorded) at the end of each of the "
-        f"{_fmt(training.get('epochs'))} epochs; {_fmt(training.get('steps'))} optimizer steps in all."
+        f"{format_value(training.get('epochs'))} epochs; {format_value(training.get('steps'))} optimizer steps in all."
     )
 
 
@@ -714,7 +770,7 @@ def picture_caption(kind, name, row, retrieval=None):
     count = row.get("num_samples")
     if kind == "grid":
         shown = count if count is None else min(count, GRID_MAX)
-        return f"The first {_fmt(shown)} of the {_fmt(count)} samples of {who}, one image per tile, unselected."
+        return f"The first {format_value(shown)} of the {format_value(count)} samples of {who}, one image per tile, unselected."
     if kind == "trajectory":
         return (
             f"Denoising trajectories of {who}: each row is one sample, from the starting noise (left) to the "
@@ -724,8 +780,8 @@ def picture_caption(kind, name, row, retrieval=None):
     rows = len((retrieval.get("panel") or {}).get("sample_indices") or []) or "the first"
     return (
         f"Similarity retrieval for {who}: each row is one generated sample (left of the red bar, column "
-        f"\"sample\"), then its {_fmt(retrieval.get('knn', 'k'))} nearest training images in "
-        f"{_text(retrieval.get('feature_space', 'the FID features'))}, nearest first (columns \"1st\", \"2nd\", …); the first {_fmt(rows)} samples. A neighbour that "
+        f"\"sample\"), then its {format_value(retrieval.get('knn', 'k'))} nearest training images in "
+        f"{_text(retrieval.get('feature_space', 'the FID features'))}, nearest first (columns \"1st\", \"2nd\", …); the first {format_value(rows)} samples. A neighbour that "
         "looks like a copy of its sample suggests memorization."
     )
 
@@ -741,14 +797,14 @@ class Executor:
             outputs: ``{"report": directory}``.
             params: the run's parameters (``SPEC.parameters`` are read).
         """
-        stats = read_json(os.path.join(inputs["examples"], "stats.json"))
-        history = read_json(os.path.join(inputs["model"], "history.json"))
-        timings = read_json(os.path.join(inputs["samples"], "timings.json"))
-        metrics = read_json(os.path.join(inputs["metrics"], "metrics.json"))
-        retrieval = read_json(os.path.join(inputs["retrieval"], "retrieval.json"))
+        stats = io.read_json(os.path.join(inputs["examples"], "stats.json"))
+        history = io.read_json(os.path.join(inputs["model"], "history.json"))
+        timings = io.read_json(os.path.join(inputs["samples"], "timings.json"))
+        metrics = io.read_json(os.path.join(inputs["metrics"], "metrics.json"))
+        retrieval = io.read_json(os.path.join(inputs["retrieval"], "retrieval.json"))
         summary = build_summary(stats, history, timings, metrics, retrieval, {k: params[k] for k in SPEC.parameters})
-        with atomic_directory(outputs["report"]) as out:
-            os.makedirs(os.path.join(out, "pictures"))
+        with io.atomic_directory(outputs["report"]) as out:
+            io.makedirs(os.path.join(out, "pictures"), exist_ok=False)
             _loss_curve(history, os.path.join(out, "pictures", "loss.png"))
             pictures = [("Loss curve", "pictures/loss.png", loss_caption(summary["training"]))]
             curves = nfe_curves(summary)
@@ -764,14 +820,10 @@ class Executor:
                         if kind == "retrieval"
                         else os.path.join(inputs["samples"], name, f"{kind}.png")
                     )
-                    if os.path.exists(source):
+                    if io.exists(source):
                         path = f"pictures/{name}_{kind}.png"
-                        shutil.copy(source, os.path.join(out, path))
+                        io.copy(source, os.path.join(out, path))
                         pictures.append((f"{name}: {title}", path, picture_caption(kind, name, row, retrieval.get(name))))
-            text = render_markdown(summary, pictures)
-            with open(os.path.join(out, "report.md"), "w", encoding="utf-8") as f:
-                f.write(text + "\n")
-            with open(os.path.join(out, "report.html"), "w", encoding="utf-8") as f:
-                f.write(render_html(text))
-            write_json(os.path.join(out, "metrics.json"), summary)
+            write_markdown_and_html(out, render_markdown(summary, pictures))
+            io.write_json(os.path.join(out, "metrics.json"), summary)
         print(f"report: wrote {outputs['report']}/report.md and report.html", flush=True)

@@ -26,6 +26,7 @@ import os
 
 import numpy as np
 
+from pipeline import io
 from pipeline.data import load_examples
 from pipeline.stages.base import (
     EXAMPLES,
@@ -34,8 +35,6 @@ from pipeline.stages.base import (
     SAMPLES,
     StageError,
     StageSpec,
-    atomic_directory,
-    write_json,
 )
 
 SPEC = StageSpec(
@@ -213,12 +212,11 @@ class Executor:
         if knn < 1:
             raise StageError(f"retrieve: --knn must be >= 1. Received: knn={knn}")
         features_path = os.path.join(inputs["metrics"], "features.npz")
-        if not os.path.exists(features_path):
+        if not io.exists(features_path):
             raise StageError(
                 f"retrieve: no features.npz in the Metrics at {inputs['metrics']}; rerun the evaluate stage."
             )
-        with np.load(features_path) as data:
-            stored = {name: data[name] for name in data.files}
+        stored = io.read_npz(features_path)
         if "train" not in stored:
             raise StageError(
                 f"retrieve: {features_path} has no 'train' features; rerun the evaluate stage (--force)."
@@ -254,8 +252,8 @@ class Executor:
         threshold = metrics.median_nn_distance(train_features)
         _log(f"{len(train)} training images; train–train median nearest-neighbour distance {threshold:.4g}")
         result = {}
-        with atomic_directory(outputs["retrieval"]) as out:
-            os.makedirs(os.path.join(out, "panels"))
+        with io.atomic_directory(outputs["retrieval"]) as out:
+            io.makedirs(os.path.join(out, "panels"), exist_ok=False)
             for name in names:
                 sample_features = stored[f"samples/{name}"]
                 path = os.path.join(inputs["samples"], name, "samples.npz")
@@ -292,14 +290,13 @@ class Executor:
                     f"{name}: memorization ratio {ratio:.3f}, mean nearest-neighbour distance "
                     f"{result[name]['mean_nn_distance']:.4g} (train–train median {threshold:.4g})"
                 )
-            write_json(os.path.join(out, "retrieval.json"), result)
+            io.write_json(os.path.join(out, "retrieval.json"), result)
         _log(f"wrote {outputs['retrieval']}/retrieval.json and panels/")
 
 
 def _read_samples(path):
     """The ``images`` of a ``samples.npz``, or StageError naming the file."""
     try:
-        with np.load(path) as data:
-            return data["images"]
+        return io.read_npz(path, ["images"])["images"]
     except (OSError, KeyError, ValueError) as error:
         raise StageError(f"retrieve: cannot read {path} ({error}); rerun the sample stage.") from None

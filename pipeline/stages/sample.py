@@ -37,20 +37,17 @@ import logging
 import math
 import os
 import re
-import shutil
 import time
 
 import apache_beam as beam
 import numpy as np
 
+from pipeline import io
 from pipeline.stages.base import (
     MODEL,
     SAMPLES,
     StageError,
     StageSpec,
-    atomic_directory,
-    read_json,
-    write_json,
 )
 
 SPEC = StageSpec(
@@ -218,7 +215,8 @@ class SampleShards(beam.DoFn):
     def setup(self):
         import kdiff
 
-        self.model = kdiff.export.load(self.export_path)
+        with io.local_copy(self.export_path) as local:
+            self.model = kdiff.export.load(local)
         self.warmed_up = set()  # samplers whose first (tracing) batch this worker has run
 
     def _model_for(self, kwargs):
@@ -242,7 +240,7 @@ class SampleShards(beam.DoFn):
 
         name, kwargs = item["name"], dict(item["kwargs"])
         directory = os.path.join(self.work_dir, name)
-        os.makedirs(directory, exist_ok=True)
+        io.makedirs(directory)
         if item["kind"] == "trajectory":
             start = time.perf_counter()
             images, trajectory = kdiff.sample(
@@ -251,7 +249,7 @@ class SampleShards(beam.DoFn):
             )
             seconds = time.perf_counter() - start
             path = os.path.join(directory, "trajectory.npz")
-            _save_npz(path, images=images, trajectory=trajectory)
+            io.write_npz(path, compressed=True, images=images, trajectory=trajectory)
             _log(f"{name}: trajectory of {item['count']} samples ({trajectory.shape[0]} states) in {seconds:.1f} s")
             yield name, {"kind": "trajectory", "path": path, "count": int(item["count"]), "seconds": seconds}
             return
@@ -276,7 +274,7 @@ class SampleShards(beam.DoFn):
                 f"{n} images in {elapsed:.1f} s" + (" (warm-up: includes graph tracing)" if warmup else "")
             )
         path = os.path.join(directory, f"shard-{item['shard']:05d}.npz")
-        _save_npz(path, images=np.concatenate(batches), **({} if labels is None else {"labels": labels}))
+        io.write_npz(path, compressed=True, images=np.concatenate(batches), **({} if labels is None else {"labels": labels}))
         yield name, {
             "kind": "shard", "shard": int(item["shard"]), "path": path, "count": count,
             "seconds": sum(t["seconds"] for t in times), "batches": times,
@@ -305,19 +303,19 @@ class AssembleSampler(beam.DoFn):
         records = list(records)
         shards = sorted((r for r in records if r["kind"] == "shard"), key=lambda r: r["shard"])
         trajectories = [r for r in records if r["kind"] == "trajectory"]
-        arrays = [_load_npz(r["path"]) for r in shards]
+        arrays = [io.read_npz(r["path"]) for r in shards]
         images = np.concatenate([a["images"] for a in arrays])
         expected = sampler_count(self.samplers.get(name, {}), self.num_samples)
         if len(images) != expected:
             raise RuntimeError(f"{name}: expected {expected} samples, assembled {len(images)}")
         directory = os.path.join(self.out_dir, name)
-        os.makedirs(directory, exist_ok=True)
+        io.makedirs(directory)
         labelled = {"labels": np.concatenate([a["labels"] for a in arrays])} if "labels" in arrays[0] else {}
-        _save_npz(os.path.join(directory, "samples.npz"), images=images, **labelled)
+        io.write_npz(os.path.join(directory, "samples.npz"), compressed=True, images=images, **labelled)
         scale = _grid_scale(images.shape[1])
         kdiff.images.save_grid(images[:GRID_MAX], os.path.join(directory, "grid.png"), scale=scale)
         if trajectories:
-            trajectory = _load_npz(trajectories[0]["path"])["trajectory"]
+            trajectory = io.read_npz(trajectories[0]["path"])["trajectory"]
             kdiff.images.save_trajectory(
                 trajectory, os.path.join(directory, "trajectory.png"), num_frames=TRAJECTORY_FRAMES, scale=scale
             )
@@ -332,7 +330,7 @@ class AssembleSampler(beam.DoFn):
             "shards": len(shards),
             "trajectory_seconds": round(float(sum(r["seconds"] for r in trajectories)), 4),
         })
-        write_json(os.path.join(os.path.dirname(shards[0]["path"]), "timing.json"), timing)
+        io.write_json(os.path.join(os.path.dirname(shards[0]["path"]), "timing.json"), timing)
         steady = (
             f"; without the {timing['trace_seconds']:.1f} s of graph tracing {timing['sampling_seconds']:.1f} s, "
             f"{timing['sampling_images_per_second']:.2f} images/s"
@@ -406,24 +404,13 @@ def load_keras_model(export_path):
     import kdiff  # noqa: F401  (registers kdiff's classes with Keras)
 
     path = os.path.join(os.path.dirname(os.path.normpath(export_path)), "model.keras")
-    if not os.path.exists(path):
+    if not io.exists(path):
         raise StageError(
             f"sample: a sampler asks for another precision than the export's, which needs the trained "
             f"Keras model; expected it at {path}. Received: no such file (rerun the train stage)."
         )
-    return keras.saving.load_model(path, compile=False)
-
-
-def _save_npz(path, **arrays):
-    """Writes an .npz atomically (temporary name, then rename)."""
-    temporary = f"{path}.tmp.npz"
-    np.savez_compressed(temporary, **arrays)
-    os.replace(temporary, path)
-
-
-def _load_npz(path):
-    with np.load(path) as data:
-        return {key: data[key] for key in data.files}
+    with io.local_copy(path) as local:
+        return keras.saving.load_model(local, compile=False)
 
 
 def build_pipeline(root, items, export_path, work_dir, out_dir, samplers, num_samples, batch_size):
@@ -515,9 +502,10 @@ class Executor:
         from pipeline import config as config_lib
         from pipeline import errors as errors_lib
 
-        export_path = os.path.abspath(os.path.join(inputs["model"], "export"))
+        export_path = io.abspath(os.path.join(inputs["model"], "export"))
         try:
-            config = export_lib.read_config(export_path)
+            with io.local_copy(export_path) as local:
+                config = export_lib.read_config(local)
         except ValueError as error:
             raise StageError(
                 f"sample: no usable kdiff export at {export_path} ({error}); run the train stage first "
@@ -538,9 +526,9 @@ class Executor:
             f"{len(samplers)} sampler(s) ({counts} images) in up to {shards} shard(s) each, batches of "
             f"{batch_size}, from {export_path}"
         )
-        with atomic_directory(outputs["samples"]) as out:
+        with io.atomic_directory(outputs["samples"]) as out:
             work_dir = os.path.join(out, WORK_DIR)
-            os.makedirs(work_dir)
+            io.makedirs(work_dir, exist_ok=False)
             # Beam logs a failing DoFn's traceback at ERROR before raising; the StageError
             # below says what failed, so that log is held back while the pipeline runs.
             beam_logger = logging.getLogger("apache_beam.runners.common")
@@ -563,11 +551,11 @@ class Executor:
             timings = {}
             for name in samplers:
                 path = os.path.join(work_dir, name, "timing.json")
-                if not os.path.exists(path):
+                if not io.exists(path):
                     raise StageError(f"sample: sampler {name!r} wrote no samples; see the messages above.")
-                timings[name] = read_json(path)
-            shutil.rmtree(work_dir)
-            write_json(os.path.join(out, "timings.json"), timings)
+                timings[name] = io.read_json(path)
+            io.remove_tree(work_dir)
+            io.write_json(os.path.join(out, "timings.json"), timings)
         _log(f"wrote {outputs['samples']}: " + ", ".join(
             f"{name} {t['seconds']:.1f} s" for name, t in timings.items()
         ))

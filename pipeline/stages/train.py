@@ -48,24 +48,19 @@ learning rate trains afresh; with ``--resume`` it continues from that checkpoint
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import math
 import os
-import shutil
 import time
 
-from kdiff import _io
 from pipeline import config as config_lib
+from pipeline import io
 from pipeline.stages.base import (
     EXAMPLES,
     MODEL,
     StageError,
     StageSpec,
-    atomic_directory,
-    read_json,
-    write_json,
 )
 
 SPEC = StageSpec(
@@ -128,7 +123,7 @@ def _log(message):
 
 def checkpoint_dir_for(model_dir):
     """Where the train stage keeps its checkpoints: ``<parent of the Model dir>/checkpoints``."""
-    return os.path.join(os.path.dirname(os.path.abspath(model_dir)), "checkpoints")
+    return os.path.join(os.path.dirname(io.abspath(model_dir)), "checkpoints")
 
 
 def shuffle_seed(seed, epoch):
@@ -164,10 +159,10 @@ class Checkpoints:
 
     def read(self):
         """The saved state, or None (no checkpoint, or one of another model: removed)."""
-        if not os.path.exists(self.state_path):
+        if not io.exists(self.state_path):
             return None
         try:
-            state = read_json(self.state_path)
+            state = io.read_json(self.state_path)
         except (OSError, ValueError) as error:
             _log(f"the checkpoint state {self.state_path} is unreadable ({error}); starting afresh")
             self.clear()
@@ -181,7 +176,7 @@ class Checkpoints:
             )
             self.clear()
             return None
-        if not os.path.isfile(weights):
+        if not io.isfile(weights):
             _log(f"the checkpoint state names {weights}, which is missing; starting afresh")
             self.clear()
             return None
@@ -193,7 +188,8 @@ class Checkpoints:
             model.optimizer.build(model.network.trainable_variables)
         path = os.path.join(self.directory, state["weights"])
         try:
-            model.load_weights(path)
+            with io.local_copy(path) as local:
+                model.load_weights(local)
         except Exception as error:
             raise StageError(
                 f"train: cannot restore the checkpoint {path} ({type(error).__name__}: {error}). "
@@ -204,41 +200,35 @@ class Checkpoints:
         """Writes the weights and ``state`` (a dict; ``weights`` and ``key`` are added)."""
         if not self.writable:
             return
-        os.makedirs(self.directory, exist_ok=True)
+        io.makedirs(self.directory)
         step = int(state["step"])
         name = f"ckpt-{step:09d}.weights.h5"
-        temporary = os.path.join(self.directory, f".tmp-{os.getpid()}-{name}")
-        _io.save_weights(model, temporary)  # no space: a clean OSError naming the file
-        os.replace(temporary, os.path.join(self.directory, name))
-        write_json(self.state_path, dict(state, weights=name, key=self.key))
-        for old in glob.glob(os.path.join(self.directory, WEIGHTS_PATTERN)):
+        with io.local_output(os.path.join(self.directory, name)) as temporary:
+            io.save_weights(model, temporary)  # no space: a clean OSError naming the file
+        io.write_json(self.state_path, dict(state, weights=name, key=self.key))
+        for old in io.glob(self.directory, WEIGHTS_PATTERN):
             if os.path.basename(old) != name:
-                os.remove(old)
-        for stale in glob.glob(os.path.join(self.directory, ".tmp-*")):
-            if os.path.basename(stale) != os.path.basename(temporary):
-                try:
-                    os.remove(stale)
-                except OSError:
-                    pass
+                io.remove(old)
+        for stale in io.glob(self.directory, ".tmp-*"):  # what a killed save left
+            try:
+                io.remove(stale)
+            except OSError:
+                pass
 
     def mark_diverged(self, record):
         """Records in ``state.json`` that training from this checkpoint diverged (``record``:
         the NaN's step and the recipe it had), so that a rerun with another recipe trains
         afresh. Without a checkpoint there is nothing to mark."""
-        if not self.writable or not os.path.exists(self.state_path):
+        if not self.writable or not io.exists(self.state_path):
             return
-        write_json(self.state_path, dict(read_json(self.state_path), diverged=record))
+        io.write_json(self.state_path, dict(io.read_json(self.state_path), diverged=record))
 
     def clear(self):
         if not self.writable:
             return
-        for path in glob.glob(os.path.join(self.directory, WEIGHTS_PATTERN)) + glob.glob(
-            os.path.join(self.directory, ".tmp-*")
-        ):
-            os.remove(path)
-        for path in (self.state_path,):
-            if os.path.exists(path):
-                os.remove(path)
+        for path in io.glob(self.directory, WEIGHTS_PATTERN) + io.glob(self.directory, ".tmp-*"):
+            io.remove(path)
+        io.remove(self.state_path, missing_ok=True)
 
 
 # ----------------------------------------------------------------------------- callbacks
@@ -562,13 +552,13 @@ def describe_length(length, num_train, batch_size):
 
 def _image_shape(examples_dir):
     stats_path = os.path.join(examples_dir, "stats.json")
-    if not os.path.isfile(stats_path):
+    if not io.isfile(stats_path):
         raise StageError(
             f"train: no stats.json in the Examples directory {examples_dir}; run the ingest stage first "
             "(or rerun it with --force if its output is incomplete)."
         )
     try:
-        stats = read_json(stats_path)
+        stats = io.read_json(stats_path)
         size, channels = int(stats["image_size"]), int(stats["channels"])
         num_train = int(stats.get("num_train", 1))
     except (OSError, ValueError, KeyError, TypeError) as error:
@@ -690,16 +680,16 @@ class Executor:
             "epochs": state.epoch,
             "num_parameters": int(model.network.count_params()),
         }
-        with atomic_directory(model_dir) as out:
+        with io.atomic_directory(model_dir) as out:
             _log("exporting the SavedModel")
             _float32_twin(model, params, image_shape, precision).export(os.path.join(out, "export"))
             model.save(os.path.join(out, "model.keras"))
-            write_json(os.path.join(out, "history.json"), history)
-            if os.path.isdir(summary_dir):
-                shutil.copytree(summary_dir, os.path.join(out, "logs"))
+            io.write_json(os.path.join(out, "history.json"), history)
+            if io.isdir(summary_dir):
+                io.copy_tree(summary_dir, os.path.join(out, "logs"))
             else:
-                os.makedirs(os.path.join(out, "logs"))
-        shutil.rmtree(checkpoint_dir, ignore_errors=True)  # the run is complete
+                io.makedirs(os.path.join(out, "logs"), exist_ok=False)
+        io.remove_tree(checkpoint_dir, ignore_errors=True)  # the run is complete
         _log(f"wrote {model_dir} ({steps} steps in {state.seconds:.1f} s)")
 
     def _train(self, model, strategy, strategy_name, examples_dir, params, state, callbacks, batch_size, seed):
@@ -788,11 +778,11 @@ def _import(params, image_shape, model_dir):
         "loss": [], "val_loss": [], "steps": 0, "seconds": None, "steps_per_second": None, "epochs": 0,
         "num_parameters": int(model.network.count_params()), "imported": source,
     }
-    with atomic_directory(model_dir) as out:
+    with io.atomic_directory(model_dir) as out:
         _log("exporting the SavedModel")
         export_lib.export(model, os.path.join(out, "export"), source=source)
-        write_json(os.path.join(out, "history.json"), history)
-        os.makedirs(os.path.join(out, "logs"))
+        io.write_json(os.path.join(out, "history.json"), history)
+        io.makedirs(os.path.join(out, "logs"), exist_ok=False)
     _log(f"wrote {model_dir}")
 
 

@@ -1,0 +1,216 @@
+"""The stage loop: runs ingest → train → sample → evaluate → retrieve → report for one
+run's folder, skipping the stages whose output is cached.
+
+Each stage writes ``<output_dir>/<stage>/`` and, once its output is committed, a
+``_DONE.json`` record: the stage's fingerprint (a hash of its parameters and its inputs'
+fingerprints, TFX-style) and a manifest of the files it wrote. A rerun skips a stage whose
+record matches the config and whose files are unchanged; ``force`` reruns it. The run holds
+``<output_dir>/.lock`` throughout (``pipeline.lock``). The checks here fail before any
+stage runs, in seconds: a bad sampler, a missing dataset, labels the evaluation needs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import time
+
+from pipeline import errors, io
+from pipeline.stages import STAGE_ORDER
+
+# pipeline.stages' modules (and with them kdiff and TensorFlow) are imported inside the
+# functions that run stages: the command line's --help and flag errors never load them.
+
+# Where each artifact lives under output_dir.
+ARTIFACT_PATHS = {
+    "examples": ("ingest", "examples"),
+    "model": ("train", "model"),
+    "samples": ("sample", "samples"),
+    "metrics": ("evaluate", "metrics"),
+    "retrieval": ("retrieve", "retrieval"),
+    "report": ("report", "report"),
+}
+
+
+def artifact_dir(output_dir, artifact):
+    """Where a run's artifact lives.
+
+    Args:
+        output_dir: the run's folder.
+        artifact: a key of ``ARTIFACT_PATHS`` ("examples", "model", …).
+
+    Returns:
+        ``<output_dir>/<stage>/<artifact>``.
+    """
+    stage, name = ARTIFACT_PATHS[artifact]
+    return io.join(output_dir, stage, name)
+
+
+def check_samplers(config):
+    """The config's samplers checked against the registry and the family's process, before
+    any stage runs (a bad sampler name or option fails in seconds, not after training).
+
+    Args:
+        config: the ``RunConfig``.
+
+    Raises:
+        ValueError: naming the sampler config and what is wrong with it.
+    """
+    from kdiff import processes
+
+    from pipeline import builders
+    from pipeline.stages import sample
+    from pipeline.stages.base import StageError
+
+    try:
+        process = processes.as_process(builders.build_process(config.to_dict()))  # NCSN's: a σ array
+        sample.check_samplers(config.samplers, process)
+    except StageError as error:
+        raise ValueError(str(error).removeprefix("sample: ")) from None
+
+
+def check_feature_labels(config, examples_dir):
+    """Fails before training when the evaluate stage will need labels the data lacks.
+
+    Args:
+        config: the ``RunConfig`` (its ``fid_features``).
+        examples_dir: the ingested Examples (their ``stats.json``).
+
+    Raises:
+        StageError: ``--fid_features=classifier`` on an unlabelled dataset.
+    """
+    from pipeline.stages.base import StageError
+
+    stats_path = io.join(examples_dir, "stats.json")
+    if config.fid_features != "classifier" or not io.exists(stats_path):
+        return
+    if io.read_json(stats_path).get("num_classes") is None:
+        raise StageError(
+            f"evaluate: --fid_features=classifier trains a classifier on the labels, and the dataset "
+            f"{config.dataset} has none ({stats_path}: num_classes is null); pass --fid_features=inception "
+            "(or inception_graph), or a dataset with labels (class subfolders for folder:PATH)."
+        )
+
+
+def check_dataset(config):
+    """Fails before the ingest stage runs when its source is plainly not there: an unknown
+    form, a missing folder, an IDX folder without an images file, Fashion-MNIST found
+    nowhere (``pipeline.data.check_source``; Fashion-MNIST is downloaded with TFDS here
+    only when no copy is present).
+
+    Args:
+        config: the ``RunConfig`` (its ``dataset``).
+
+    Raises:
+        StageError: naming the dataset, what is missing and how to get it.
+    """
+    from pipeline import data
+
+    data.check_source(config.dataset)
+
+
+def _stage_module(name):
+    return importlib.import_module(f"pipeline.stages.{name}")
+
+
+def run_stages(config, output_dir, beam_args, *, force=False, resume=False, stages=STAGE_ORDER):
+    """Runs the stages in order, skipping cached ones.
+
+    Args:
+        config: the ``RunConfig``.
+        output_dir: the run's directory.
+        beam_args: Beam pipeline flags for the Beam stages.
+        force: rerun cached stages (and train afresh, unless ``resume``).
+        resume: let the train stage continue from a checkpoint that ``force`` or a
+            changed recipe would discard.
+        stages: the stages to run (upstream artifacts must exist for the others).
+
+    Returns:
+        A dict stage → {"cached": bool, "seconds": float, "fingerprint": str}.
+
+    Raises:
+        pipeline.lock.RunLockedError: another run holds ``output_dir``.
+        StageError: a stage failed on bad input, or a stage not selected in ``stages``
+            has no output that matches this config for the stages after it to read.
+    """
+    from pipeline.lock import RunLock
+
+    with RunLock(output_dir):
+        return _run_locked(config, output_dir, beam_args, force, resume, stages)
+
+
+def _run_locked(config, output_dir, beam_args, force, resume, stages):
+    from pipeline.stages.base import DONE_FILE, StageError, changed_file, fingerprint, manifest, read_done
+
+    io.write_json(io.join(output_dir, "config.json"), config.to_dict())
+    fingerprints, summary = {}, {}
+    for name in STAGE_ORDER:
+        module = _stage_module(name)
+        spec = module.SPEC
+        params = config.section(spec.parameters)
+        inputs = {artifact: artifact_dir(output_dir, artifact) for artifact in spec.inputs}
+        outputs = {artifact: artifact_dir(output_dir, artifact) for artifact in spec.outputs}
+        upstream = {artifact: fingerprints.get(ARTIFACT_PATHS[artifact][0]) for artifact in spec.inputs}
+        for artifact, value in list(upstream.items()):
+            if value is None:
+                done = read_done(os.path.dirname(inputs[artifact]))
+                upstream[artifact] = done and done.get("fingerprint")
+        if name == "train" and "evaluate" in stages:
+            check_feature_labels(config, inputs["examples"])
+        stamp = fingerprint(spec, params, upstream)
+        stage_dir = io.join(output_dir, name)
+        done = read_done(stage_dir)
+        problem = None
+        if done is None:
+            problem = "it has no completed output (no _DONE.json)"
+        elif done.get("fingerprint") != stamp:
+            problem = "its output was written with other settings or inputs"
+        elif not all(io.isdir(path) for path in outputs.values()):
+            problem = "its output folder is missing"
+        else:
+            changed = changed_file(done.get("files"), outputs)
+            if changed is not None:
+                problem = f"its output no longer matches what it wrote: {changed}"
+                print(f"[{name}] {problem}", flush=True)
+        cached = problem is None
+        if name not in stages or (cached and not force):
+            if not cached:
+                if any(n in stages for n in STAGE_ORDER[STAGE_ORDER.index(name) + 1 :]):
+                    raise StageError(
+                        f"{name}: not selected in --stages, and {problem} ({stage_dir}); the stages "
+                        f"after it would read it. Add {name} to --stages to rerun it."
+                    )
+            else:
+                print(f"[{name}] cached ({stamp}); --force reruns it", flush=True)
+            fingerprints[name] = stamp if cached else (done or {}).get("fingerprint")
+            summary[name] = {"cached": True, "seconds": 0.0, "fingerprint": fingerprints[name]}
+            continue
+        if name == "ingest":  # the first stage: a missing source fails before anything runs
+            check_dataset(config)
+        for artifact, path in inputs.items():
+            if not io.isdir(path):
+                raise StageError(f"{name}: its input {artifact} is missing at {path}; run the stages before it.")
+        for path in outputs.values():  # what a killed earlier attempt left behind
+            io.remove_leftovers(path)
+        print(f"[{name}] running", flush=True)
+        start = time.perf_counter()
+        done_path = io.join(stage_dir, DONE_FILE)
+        io.remove(done_path, missing_ok=True)  # the old outputs no longer match what is being written
+        params = dict(
+            params, beam_args=list(beam_args), data_range=list(config.data_range), force=force, resume=resume
+        )
+        try:
+            module.Executor().Do(inputs, outputs, params)
+        except StageError:
+            raise
+        except Exception as error:  # an I/O failure becomes a message naming the path
+            failure = errors.io_error(error)
+            if failure is None:
+                raise
+            raise StageError(errors.io_error_message(name, failure, where=stage_dir)) from error
+        seconds = time.perf_counter() - start
+        io.write_json(done_path, {"fingerprint": stamp, "seconds": seconds, "outputs": outputs, "files": manifest(outputs)})
+        fingerprints[name] = stamp
+        summary[name] = {"cached": False, "seconds": seconds, "fingerprint": stamp}
+        print(f"[{name}] done in {seconds:.1f} s", flush=True)
+    return summary
