@@ -323,3 +323,87 @@ def test_find_error_in_the_chain_and_in_a_worker_traceback():
     )
     assert str(errors.find_error(remote, StageError)) == "Cannot read image /d/b.png: truncated"
     assert errors.find_error(RuntimeError("something else"), StageError) is None
+
+
+# ----------------------------------------------------------------------------- parameters declared once
+
+# Each stage's parameters as the stages listed them before the fields declared them (issue
+# 24): the set must not change, or every cached run's fingerprints would.
+PINNED_PARAMETERS = {
+    "ingest": ("dataset", "limit", "limit_order", "image_size", "crop_size", "channels", "num_shards", "seed"),
+    "train": (
+        "family", "model_source", "network", "base_channels", "num_res_blocks", "schedule", "T", "loss",
+        "sigma_max", "sigma_min", "num_sigmas", "sde", "sde_N", "train_steps", "epochs", "batch_size",
+        "learning_rate", "warmup_steps", "warmup_from", "lr_decay", "ema_decay", "class_conditional",
+        "label_dropout", "strategy", "precision", "checkpoint_every_steps", "seed",
+    ),
+    "sample": (
+        "samplers", "guidance_scale", "nfe_sweep", "sweep_samplers", "num_samples", "sample_shards",
+        "sample_batch_size", "trajectory_samples", "seed",
+    ),
+    "evaluate": ("fid_features", "fid_weights", "inception_weights", "inception_graph", "seed"),
+    "retrieve": ("knn", "retrieval_features", "inception_weights"),
+    "report": ("dataset", "family", "network", "image_size", "epochs", "batch_size", "seed"),
+}
+
+# The stages' fingerprints of these configs, computed before the change (each stage's
+# inputs: the fingerprints of the stages that wrote them, as the orchestrator chains them).
+PINNED_FINGERPRINTS = {
+    "default": (
+        {},
+        ["f9934df660b6c308", "9d2d98ecf75a077b", "267a0911f072cff4", "3cd1608076e92c23", "4c0053b4c15cf99a",
+         "7a7546ae8f3105ab"],
+    ),
+    "tiny": (
+        {"family": "ddpm"},
+        ["cdb3f14555cd451a", "70c6a2d9ec6344a6", "342d39bee2a15312", "40239c80c5e57560", "2280cfc7288478f3",
+         "e25c9df379ccbc8e"],
+    ),
+    "tiny_ncsn": (
+        {"family": "ncsn"},
+        ["cdb3f14555cd451a", "df4aca3944c74333", "b37fa3a901b32506", "3f83f4bb6148f455", "20e24f4993c2e514",
+         "4e63746eb1057b59"],
+    ),
+    "tiny_sde": (
+        {"family": "sde", "sde": "ve"},
+        ["cdb3f14555cd451a", "ecffd399c91aa723", "e1624aa273ba08fc", "621e4c444b56345d", "b6cd29c06f07e603",
+         "d4537d3d6c334ffd"],
+    ),
+    "tiny_guided_sweep": (
+        {"class_conditional": True, "guidance_scale": 2.0, "nfe_sweep": "5,10", "train_steps": 7},
+        ["cdb3f14555cd451a", "3a848708b4c1dc48", "6daa3c6dfcb88c3b", "12cf312df0663a9a", "c5a116055e833167",
+         "9a45623905ec647a"],
+    ),
+}
+
+
+def _stage_specs():
+    import importlib
+
+    return {name: importlib.import_module(f"pipeline.stages.{name}").SPEC for name in run_lib.STAGE_ORDER}
+
+
+def _fingerprints(cfg, specs):
+    """Each stage's fingerprint of ``cfg``, chained through the inputs as ``orchestrator`` does."""
+    from pipeline.stages.base import fingerprint
+
+    stamps = {}
+    for name, spec in specs.items():
+        upstream = {artifact: stamps[orchestrator.ARTIFACT_PATHS[artifact][0]] for artifact in spec.inputs}
+        stamps[name] = fingerprint(spec, cfg.section(spec.parameters), upstream)
+    return [stamps[name] for name in specs]
+
+
+def test_each_stage_keeps_its_parameters():
+    specs = _stage_specs()
+    assert list(specs) == list(PINNED_PARAMETERS)
+    for name, spec in specs.items():
+        assert len(set(spec.parameters)) == len(spec.parameters), name
+        assert set(spec.parameters) == set(PINNED_PARAMETERS[name]), name
+
+
+@pytest.mark.parametrize("case", sorted(PINNED_FINGERPRINTS))
+def test_cached_fingerprints_do_not_change(case):
+    overrides, expected = PINNED_FINGERPRINTS[case]
+    cfg = config.RunConfig() if case == "default" else config.preset("tiny", **overrides)
+    assert _fingerprints(cfg, _stage_specs()) == expected
