@@ -216,8 +216,9 @@ def _budget_list(value, name):
 # ----------------------------------------------------------------------------- RunConfig
 
 
-def _field(default, *, stages, help, check, group=None):  # noqa: A002 - the field's help text
-    """A ``RunConfig`` field, declared once: what the flags, the stages and the checks read.
+def declare(default, *, stages, help, check, group=None):  # noqa: A002 - the field's help text
+    """A ``RunConfig`` field, declared once: what the flags, the stages and the checks read
+    (a subclass of ``RunConfig`` declares its own fields with it too).
 
     Args:
         default: the field's default.
@@ -260,174 +261,174 @@ class RunConfig:
             ("Expected … Received: name=value").
     """
 
-    dataset: str = _field(
+    dataset: str = declare(
         "digits", stages=("ingest", "report"), check=_text,
         help='the source: "digits", "fashion_mnist" (its 60,000 training images: TFDS\' prepared copy, Keras\' '
         'cache or Debian\'s dataset-fashion-mnist), "tfds:NAME[/CONFIG]", "folder:PATH" or "idx:DIR" (IDX files, '
         'PREFIX-images-idx3-ubyte[.gz] and PREFIX-labels-idx1-ubyte[.gz]; prefix train if present)',
     )
-    limit: Optional[int] = _field(
+    limit: Optional[int] = declare(
         None, stages=("ingest",), check=_optional(_positive_int),
         help="use at most this many source images (none: all of them)",
     )
-    limit_order: str = _field(
+    limit_order: str = declare(
         "stratified", stages=("ingest",), check=_choice(LIMIT_ORDERS),
         help="which images --limit keeps: stratified (a seeded subset, every class in proportion) or "
         "file_number (the first N by the number in the file name; digits / TFDS: their own order)",
     )
-    image_size: int = _field(
+    image_size: int = declare(
         8, stages=("ingest", "report"), check=_positive_int,
         help="images are center-cropped and resized to this square size",
     )
-    crop_size: Optional[int] = _field(
+    crop_size: Optional[int] = declare(
         None, stages=("ingest",), check=_optional(_positive_int),
         help="the side of the central square cropped before resizing (e.g. 140 for CelebA, as NCSN did); "
         "none: the shorter side",
     )
-    channels: Optional[int] = _field(
+    channels: Optional[int] = declare(
         None, stages=("ingest",), check=_optional(_channels),
         help="1 (grayscale) or 3 (RGB); none: the source's own",
     )
-    num_shards: int = _field(4, stages=("ingest",), check=_positive_int, help="TFRecord shards of the training split")
-    family: str = _field(
+    num_shards: int = declare(4, stages=("ingest",), check=_positive_int, help="TFRecord shards of the training split")
+    family: str = declare(
         "ddpm", stages=("train", "report"), check=_choice(FAMILIES), help="the diffusion family: ddpm, ncsn or sde"
     )
-    model_source: Optional[str] = _field(
+    model_source: Optional[str] = declare(
         None, stages=("train",), check=_optional(_model_source),
         help="import a model instead of training one: diffusers:HUB_ID_OR_FOLDER, ncsn:CHECKPOINT (.pth or .npz) "
         "or standin:ddpm|ncsnpp|ncsn (a small random-weight model of the importers' classes, for tests); "
         "none: train",
     )
-    network: Optional[str] = _field(
+    network: Optional[str] = declare(
         None, stages=("train", "report"), check=_optional(_network),
         help=f"the network preset, one of {', '.join(NETWORKS)}; none: the family's",
     )
-    base_channels: Optional[int] = _field(
+    base_channels: Optional[int] = declare(
         None, stages=("train",), check=_optional(_positive_int),
         help="overrides the preset's base channels (none: the preset's)",
     )
-    num_res_blocks: Optional[int] = _field(
+    num_res_blocks: Optional[int] = declare(
         None, stages=("train",), check=_optional(_positive_int),
         help="a U-Net's residual blocks per resolution, overriding the preset's (none: the preset's)",
     )
-    schedule: str = _field(
+    schedule: str = declare(
         "linear", stages=("train",), check=_choice(SCHEDULES), help="DDPM's β schedule: linear or cosine"
     )
-    T: int = _field(1000, stages=("train",), check=_positive_int, help="DDPM's diffusion steps")
-    loss: Optional[str] = _field(
+    T: int = declare(1000, stages=("train",), check=_positive_int, help="DDPM's diffusion steps")
+    loss: Optional[str] = declare(
         None, stages=("train",), check=_optional(_text),
         help="simple / hybrid (ddpm), dsm / ssm (ncsn); none: the family's",
     )
-    sigma_max: float = _field(
+    sigma_max: float = declare(
         1.0, stages=("train",), check=_positive,
         help="NCSN's largest noise level (also a VE SDE's, at least the data's diameter)",
     )
-    sigma_min: float = _field(
+    sigma_min: float = declare(
         0.01, stages=("train",), check=_positive, help="NCSN's (and a VE SDE's) smallest noise level"
     )
-    num_sigmas: int = _field(10, stages=("train",), check=_int_at_least(2), help="NCSN's number of noise levels")
-    sde: str = _field("vp", stages=("train",), check=_choice(SDES), help="the SDE of family sde: vp, subvp or ve")
-    sde_N: int = _field(1000, stages=("train",), check=_positive_int, help="the SDE's discretization steps")
-    train_steps: Optional[int] = _field(
+    num_sigmas: int = declare(10, stages=("train",), check=_int_at_least(2), help="NCSN's number of noise levels")
+    sde: str = declare("vp", stages=("train",), check=_choice(SDES), help="the SDE of family sde: vp, subvp or ve")
+    sde_N: int = declare(1000, stages=("train",), check=_positive_int, help="the SDE's discretization steps")
+    train_steps: Optional[int] = declare(
         None, stages=("train",), check=_optional(_positive_int),
         help="optimizer steps to train for, whatever the dataset's size (the epochs follow from it); "
         f"none: --epochs' steps if given, else {DEFAULT_TRAIN_STEPS:,} steps",
     )
-    epochs: Optional[int] = _field(
+    epochs: Optional[int] = declare(
         None, stages=("train", "report"), check=_optional(_positive_int),
         help="passes over the training split, instead of --train_steps (give one of the two); none: --train_steps "
         "decides",
     )
-    batch_size: int = _field(64, stages=("train", "report"), check=_positive_int, help="the global batch size")
-    learning_rate: float = _field(1e-3, stages=("train",), check=_positive, help="Adam's peak learning rate")
-    warmup_steps: int = _field(
+    batch_size: int = declare(64, stages=("train", "report"), check=_positive_int, help="the global batch size")
+    learning_rate: float = declare(1e-3, stages=("train",), check=_positive, help="Adam's peak learning rate")
+    warmup_steps: int = declare(
         200, stages=("train",), check=_int_at_least(0), help="linear warm-up steps from a tenth of the learning rate"
     )
-    warmup_from: Optional[float] = _field(
+    warmup_from: Optional[float] = declare(
         None, stages=("train",), check=_optional(_positive),
         help="the learning rate the warm-up starts from (none: a tenth of --learning_rate)",
     )
-    lr_decay: bool = _field(
+    lr_decay: bool = declare(
         True, stages=("train",), check=_flag,
         help="after the warm-up, decay the learning rate linearly to 0 at the last step (the survey's 5.2.1)",
     )
-    ema_decay: float = _field(
+    ema_decay: float = declare(
         0.999, stages=("train",), check=_fraction, help="decay of the EMA copy of the weights that is sampled from"
     )
-    class_conditional: bool = _field(
+    class_conditional: bool = declare(
         False, stages=("train",), check=_flag,
         help="train on the labels, with a null class for classifier-free guidance (ddpm and sde)",
     )
-    label_dropout: float = _field(
+    label_dropout: float = declare(
         0.1, stages=("train",), check=_dropout,
         help="class-conditional runs: the probability a training label becomes the null class",
     )
-    strategy: str = _field(
+    strategy: str = declare(
         "default", stages=("train",), check=_strategy,
         help="tf.distribute strategy: default, mirrored, multi_worker or tpu",
     )
-    precision: str = _field(
+    precision: str = declare(
         "float32", stages=("train",), check=_precision,
         help="float32, mixed_float16 or mixed_bfloat16 (the network's dtype policy)",
     )
-    checkpoint_every_steps: int = _field(
+    checkpoint_every_steps: int = declare(
         500, stages=("train",), check=_int_at_least(0), help="steps between checkpoints (0: at epoch ends only)"
     )
-    samplers: Optional[dict] = _field(
+    samplers: Optional[dict] = declare(
         None, stages=("sample",), check=_optional(_samplers),
         help='JSON: name → kdiff.sample arguments, e.g. \'{"ddim_20": {"sampler": "ddim", "steps": 20}}\'; '
         "none: the family's",
     )
-    guidance_scale: Optional[float] = _field(
+    guidance_scale: Optional[float] = declare(
         None, stages=("sample",), check=_optional(_non_negative),
         help="class-conditional runs: also draw every sampler with this classifier-free guidance scale, as "
         "<name>_guided (none: conditional samples only)",
     )
-    nfe_sweep: Optional[str] = _field(
+    nfe_sweep: Optional[str] = declare(
         None, stages=("sample",), check=_optional(_budget_list),
         help="comma-separated network-evaluation budgets, e.g. 5,10,20,50: a row <sampler>_nfe<N> per swept "
         "sampler and budget, and the report's FID-against-NFE plot (none: no sweep)",
     )
-    sweep_samplers: Optional[str] = _field(
+    sweep_samplers: Optional[str] = declare(
         None, stages=("sample",), check=_optional(_text),
         help="comma-separated samplers the NFE sweep runs (none: the family's, "
         + "; ".join(f"{family}: {','.join(names)}" for family, names in SWEEP_SAMPLERS.items()) + ")",
     )
-    num_samples: int = _field(500, stages=("sample",), check=_positive_int, help="images drawn per sampler")
-    sample_shards: int = _field(1, stages=("sample",), check=_positive_int, help="Beam work items per sampler")
-    sample_batch_size: int = _field(250, stages=("sample",), check=_positive_int, help="images per sampling batch")
-    trajectory_samples: int = _field(
+    num_samples: int = declare(500, stages=("sample",), check=_positive_int, help="images drawn per sampler")
+    sample_shards: int = declare(1, stages=("sample",), check=_positive_int, help="Beam work items per sampler")
+    sample_batch_size: int = declare(250, stages=("sample",), check=_positive_int, help="images per sampling batch")
+    trajectory_samples: int = declare(
         8, stages=("sample",), check=_int_at_least(0),
         help="samples in each sampler's denoising-trajectory picture (0: none, and no tracing of its loop)",
     )
-    fid_features: str = _field(
+    fid_features: str = declare(
         "classifier", stages=("evaluate",), check=_choice(FID_FEATURES),
         help="FID feature space: classifier (trained on the labels), fid_inception (pytorch-fid's network: "
         "published FIDs), inception (Keras' ImageNet InceptionV3) or inception_graph (the 2015 graph)",
     )
-    fid_weights: Optional[str] = _field(
+    fid_weights: Optional[str] = declare(
         None, stages=("evaluate",), check=_optional(_text),
         help="pytorch-fid's weight file for fid_inception (.pth with torch, or its .npz); none: torch hub's "
         "cache, $KDIFF_FID_WEIGHTS, or a download",
     )
-    inception_weights: str = _field(
+    inception_weights: str = declare(
         "imagenet", stages=("evaluate", "retrieve"), check=_text,
         help='InceptionV3 weights: "imagenet" (downloaded once) or a file',
     )
-    inception_graph: Optional[str] = _field(
+    inception_graph: Optional[str] = declare(
         None, stages=("evaluate",), check=_optional(_text),
         help="path of classify_image_graph_def.pb for inception_graph",
     )
-    knn: int = _field(
+    knn: int = declare(
         5, stages=("retrieve",), group="evaluate", check=_positive_int,
         help="nearest training images shown per sample in retrieval",
     )
-    retrieval_features: Optional[str] = _field(
+    retrieval_features: Optional[str] = declare(
         None, stages=("retrieve",), group="evaluate", check=_optional(_choice(RETRIEVAL_FEATURES)),
         help="the feature space of the retrieval: inception (Keras' InceptionV3, --inception_weights: the "
         "survey's section 5.5); none: the FID features",
     )
-    seed: int = _field(
+    seed: int = declare(
         0, stages=("ingest", "train", "sample", "evaluate", "report"), group="run", check=_int_at_least(0),
         help="the seed of everything random (subset, split, weights, noise, samples)",
     )
@@ -593,7 +594,7 @@ def field_types():
     """
     hints = typing.get_type_hints(RunConfig)
     types = {}
-    for name in FIELD_NAMES:
+    for name in _fields():
         hint = hints[name]
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         optional = bool(typing.get_args(hint)) and len(args) < len(typing.get_args(hint))

@@ -407,3 +407,102 @@ def test_cached_fingerprints_do_not_change(case):
     overrides, expected = PINNED_FINGERPRINTS[case]
     cfg = config.RunConfig() if case == "default" else config.preset("tiny", **overrides)
     assert _fingerprints(cfg, _stage_specs()) == expected
+
+
+def test_every_field_declares_its_stages_and_one_check():
+    specs = _stage_specs()
+    for field in dataclasses.fields(config.RunConfig):
+        stages = field.metadata["stages"]
+        assert stages and len(set(stages)) == len(stages) and set(stages) <= set(specs), field.name
+        assert field.metadata["stage"] in config.STAGE_GROUPS, field.name  # its --help group
+        assert callable(field.metadata["check"]), field.name
+        for name, spec in specs.items():  # a stage's parameters are exactly the fields naming it
+            assert (field.name in spec.parameters) == (name in stages), (field.name, name)
+        assert config.check_field(field.name, field.default) == field.default
+    assert not hasattr(config, "_FIELD_CHECKS")  # the checks live on the fields alone
+    for stages, group in (((), None), (("trian",), None), (("train",), "model")):
+        with pytest.raises(ValueError, match="Expected `stages`"):
+            config.declare(1, stages=stages, group=group, help="x", check=lambda value, name: value)
+
+
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        ("image_size", 0, "`image_size`"),
+        ("family", "gan", r"`family` to be one of \['ddpm', 'ncsn', 'sde'\]"),
+        ("limit_order", "random", "`limit_order`"),
+        ("ema_decay", 1.5, r"`ema_decay` in \[0, 1\]"),
+        ("label_dropout", 1.0, r"`label_dropout` in \[0, 1\)"),
+        ("nfe_sweep", "5,5", "`nfe_sweep` as distinct"),
+        ("knn", 0, "`knn`"),
+        ("seed", -1, "`seed`"),
+        ("samplers", {"ddim": 50}, "`samplers` to be a non-empty dict"),
+        ("model_source", "hub:x", "`model_source` as KIND:TARGET"),
+        ("lr_decay", "yes", "`lr_decay` to be true or false"),
+        ("network", "resnet", "`network` in"),
+    ],
+)
+def test_check_field_rejects_bad_values_naming_the_field(name, value, message):
+    with pytest.raises(ValueError, match=message) as info:
+        config.check_field(name, value)
+    assert f"Received: {name}=" in str(info.value)
+
+
+def test_check_field_normalizes_and_names_unknown_fields():
+    assert config.check_field("nfe_sweep", "5, 10") == "5,10"
+    assert config.check_field("learning_rate", 1) == 1.0 and isinstance(config.check_field("learning_rate", 1), float)
+    with pytest.raises(ValueError, match="did you mean 'family'"):
+        config.check_field("famly", "ddpm")
+
+
+def test_a_field_declared_for_a_stage_is_its_parameter_and_in_its_fingerprint(monkeypatch):
+    def fraction_below_one(value, name):
+        if not 0 <= value < 1:
+            raise ValueError(f"Expected `{name}` in [0, 1). Received: {name}={value!r}")
+        return float(value)
+
+    @dataclasses.dataclass
+    class Extended(config.RunConfig):
+        dropout: float = config.declare(0.0, stages=("train",), help="the network's dropout", check=fraction_below_one)
+
+    monkeypatch.setattr(config, "RunConfig", Extended)  # as if the field were RunConfig's own
+    specs = _stage_specs()
+    assert set(specs["train"].parameters) == set(PINNED_PARAMETERS["train"]) | {"dropout"}
+    for name, spec in specs.items():
+        if name != "train":
+            assert set(spec.parameters) == set(PINNED_PARAMETERS[name]), name
+    plain, other = _fingerprints(Extended(), specs), _fingerprints(Extended(dropout=0.3), specs)
+    assert plain[0] == other[0]  # ingest does not read it
+    assert plain[1] != other[1]  # train does, and the stages after it read train's output
+    with pytest.raises(ValueError, match=r"Expected `dropout` in \[0, 1\). Received: dropout=2"):
+        Extended(dropout=2)
+    assert config.check_field("dropout", 0) == 0.0
+    train_group = run_lib.build_parser().format_help().split(f"\n{run_lib.GROUP_TITLES['train']}:\n")[1]
+    assert "--dropout " in train_group.split(f"\n{run_lib.GROUP_TITLES['sample']}:\n")[0]
+
+
+def test_values_are_resolved_once(monkeypatch):
+    from tiny_network import TinyNet
+
+    from pipeline import builders
+    from pipeline.stages import train
+
+    cfg = config.preset("tiny", family="ncsn")
+    resolved = cfg.resolved(train.SPEC.parameters)
+    assert isinstance(resolved, config.ResolvedParams)
+    assert resolved["network"] == "ncsn_small" and resolved["data_range"] == [0.0, 1.0]
+    assert config.resolve(resolved, train.SPEC.parameters) is resolved  # taken as it is
+    calls = []
+    check_model = config.check_model
+    monkeypatch.setattr(config, "check_model", lambda params: calls.append(1) or check_model(params))
+    assert len(builders.build_process(resolved)) == cfg.num_sigmas
+    builders.make_optimizer(resolved)
+    assert calls == []  # the builders took the resolved values as they were
+    monkeypatch.setattr(builders, "build_network", lambda params, shape, loss=None: TinyNet(shape[0], shape[2]))
+    model = builders.build_model(cfg.section(train.SPEC.parameters), (8, 8, 1))  # a plain dict
+    assert calls == [1] and model.data_range == (0.0, 1.0)  # resolved once, for all the builders
+    twin = resolved.replace(precision="mixed_bfloat16")
+    assert isinstance(twin, config.ResolvedParams) and twin["precision"] == "mixed_bfloat16"
+    assert resolved["precision"] == "float32"
+    with pytest.raises(ValueError, match="`precision`"):
+        resolved.replace(precision="float8")
