@@ -1,40 +1,21 @@
 """From a run's config to a compiled kdiff model: the family, its network preset, its process.
 
-``build_model(params, image_shape)`` reads the ``RunConfig`` fields the train stage
-passes (``family``, ``network``, ``base_channels``, ``schedule``, ``T``, ``loss``,
-``sigma_max``, ``sigma_min``, ``num_sigmas``, ``sde``, ``sde_N``, ``learning_rate``,
-``warmup_steps``, ``ema_decay``, ``precision``, ``seed``, ``data_range``) and returns a
-compiled ``kdiff.DDPM``, ``kdiff.NCSN`` or ``kdiff.ScoreSDE``; call it inside
-``strategy.scope()``. A field the params lack takes its ``RunConfig`` default
-(``pipeline.config.resolve``: one source of defaults and checks); ``precision`` becomes
-the network's and model's Keras dtype policy (no global policy is set) and ``seed``
-alone decides the initial weights (no global RNG is left reseeded).
+``build_model(params, image_shape)`` reads the train stage's parameters (the ``RunConfig``
+fields declared for stage "train": ``family``, ``network``, ``base_channels``,
+``schedule``, ``T``, ``loss``, ``sigma_max``, ``sigma_min``, ``num_sigmas``, ``sde``,
+``sde_N``, ``learning_rate``, ``warmup_steps``, ``ema_decay``, ``precision``, ``seed``…)
+and ``data_range``, and returns a compiled ``kdiff.DDPM``, ``kdiff.NCSN`` or
+``kdiff.ScoreSDE``; call it inside ``strategy.scope()``. The values are resolved once: a
+``pipeline.config.ResolvedParams`` (``RunConfig.resolved``, what the train stage passes)
+is taken as it is; a plain dict (library use) is resolved here, its missing fields at
+their ``RunConfig`` defaults (``pipeline.config.resolve``: one source of defaults and
+checks), and the builders it calls take it resolved. ``precision`` becomes the network's
+and model's Keras dtype policy (no global policy is set) and ``seed`` alone decides the
+initial weights (no global RNG is left reseeded).
 
-Network presets:
-
-``unet_small``
-    ``kdiff.models.UNet.small``: ch 32 (or ``base_channels``), mult (1, 2), 2 blocks,
-    attention at half the image size — CPU-sized.
-``unet_medium``
-    Ho et al.'s layout scaled down for 28–32 pixel images on a CPU (about 2.7M parameters
-    at 32×32×1): ch 32 (or ``base_channels``), mult (1, 2, 4), 1 block, attention at 8×8
-    (at half the image size when 8 is not one of its resolutions).
-``unet_ddpm_cifar10``
-    Ho et al.'s CIFAR-10 layout (ch 128, mult (1, 2, 2, 2), attention at 16, dropout
-    0.1) at the run's image size; attention at half the image size when 16 is not one of
-    the network's resolutions.
-``unet_improved``
-    Improved DDPM / ADM's CIFAR-10 layout with a learned variance (trained with the
-    hybrid loss): AdaGN, BigGAN resampling, 64-channel heads.
-``ncsn_small`` / ``ncsn_cifar10``
-    NCSN's RefineNet (ngf 16 / 128, or ``base_channels``), one class per noise level.
-``ncsnpp_small``
-    Song et al.'s NCSN++ (``kdiff.models.NCSNpp``) scaled down, for family ``sde``:
-    channels ch, 2·ch, 2·ch with ch 32 (or ``base_channels``), 1 block, attention at 8×8
-    (or half the image size), Fourier features of log σ (σ conditioning), its input
-    taken as is (the pipeline's data range, not NCSN++'s 2x − 1 mapping).
-
-A U-Net with ``loss="hybrid"`` learns its variance (twice the output channels).
+The network presets — their names, their ``kdiff.models`` factories and layouts — are this
+module's table ``pipeline.presets.NETWORK_PRESETS`` (a module of its own so that the
+config checks names against it without importing TensorFlow); ``build_network`` builds them.
 """
 
 from __future__ import annotations
@@ -44,27 +25,28 @@ import math
 import random
 
 from pipeline import config as config_lib
-from pipeline.config import (  # noqa: F401 - the choices live with the config; re-exported
+from pipeline.config import (  # noqa: F401 - the config's choices, re-exported
     FAMILY_LOSSES,
-    FAMILY_NETWORKS,
-    NCSN_PRESETS,
-    NETWORKS,
     SCHEDULES,
     SDES,
-    UNET_PRESETS,
     resolve_loss,
 )
-
-# The fields each builder reads (filled with their RunConfig defaults and checked).
-NETWORK_FIELDS = ("family", "network", "base_channels", "num_res_blocks", "num_sigmas", "precision")
-PROCESS_FIELDS = ("family", "schedule", "T", "sigma_max", "sigma_min", "num_sigmas", "sde", "sde_N")
-OPTIMIZER_FIELDS = ("learning_rate", "warmup_steps", "warmup_from", "lr_decay", "train_steps", "epochs")
-MODEL_FIELDS = tuple(
-    dict.fromkeys(
-        NETWORK_FIELDS + PROCESS_FIELDS + OPTIMIZER_FIELDS
-        + ("loss", "ema_decay", "class_conditional", "label_dropout", "seed")
-    )
+from pipeline.presets import (  # noqa: F401 - the presets this module builds, re-exported
+    FAMILY_NETWORKS,
+    NCSN_PRESETS,
+    NETWORK_PRESETS,
+    NETWORKS,
+    UNET_PRESETS,
 )
+
+# The fields the builders read, filled with their RunConfig defaults and checked when a plain
+# dict comes in: the train stage's parameters, so that a field declared for train reaches them.
+MODEL_FIELDS = config_lib.stage_parameters("train")
+
+
+def _resolved(params):
+    """``params`` resolved once: a ``ResolvedParams`` as it is, a plain dict filled and checked."""
+    return config_lib.resolve(params, MODEL_FIELDS)
 
 
 def _attention_at(image_size, levels, wanted):
@@ -74,72 +56,87 @@ def _attention_at(image_size, levels, wanted):
     return chosen or (resolutions[min(1, levels - 1)],)
 
 
+def _unet_layout(preset, params, loss, num_classes):
+    """A ``kdiff.models.UNet`` factory's arguments: the preset's layout, then the config's."""
+    layout = {}
+    if preset.learned_variance is None:
+        layout["learned_variance"] = loss == "hybrid"
+    if preset.channel_mult is not None:
+        layout["channel_mult"] = preset.channel_mult
+    if preset.res_blocks is not None:
+        layout["num_res_blocks"] = preset.res_blocks
+    base = params["base_channels"]
+    if preset.head_channels is not None:
+        layout["head_channels"] = math.gcd(preset.head_channels, base or preset.width)
+    if base is not None:
+        layout["base_channels"] = base
+    if params["num_res_blocks"] is not None:
+        layout["num_res_blocks"] = params["num_res_blocks"]
+    if num_classes is not None:
+        layout["num_classes"] = int(num_classes)
+    return layout
+
+
+def _refinenet_layout(preset, params, loss, num_classes):
+    """A ``kdiff.models.RefineNet`` factory's arguments: a class per noise level, ngf the base."""
+    del preset, loss, num_classes  # NCSN's classes are its noise levels
+    layout = {"num_classes": params["num_sigmas"]}
+    if params["base_channels"] is not None:
+        layout["ngf"] = params["base_channels"]
+    return layout
+
+
+def _ncsnpp_layout(preset, params, loss, num_classes):
+    """A ``kdiff.models.NCSNpp`` factory's arguments: each level's channels from the base."""
+    del loss, num_classes  # no learned variance, no class embeddings (RunConfig refuses them)
+    base = params["base_channels"] or preset.width
+    layout = {"channels": tuple(base * mult for mult in preset.channel_mult)}
+    if preset.center_input is not None:
+        layout["center_input"] = preset.center_input
+    return layout
+
+
+# kdiff.models class → its factory arguments from a preset and the config.
+_LAYOUTS = {"UNet": _unet_layout, "RefineNet": _refinenet_layout, "NCSNpp": _ncsnpp_layout}
+
+
 def build_network(params, image_shape, *, loss=None, num_classes=None):
-    """The network a config asks for.
+    """The network a config asks for: its preset's factory (``pipeline.presets``) with the
+    preset's layout and the config's overrides.
 
     Args:
         params: config fields (``family``, ``network``, ``base_channels``,
-            ``num_res_blocks``, ``num_sigmas``, ``precision``: the network's dtype policy).
+            ``num_res_blocks``, ``num_sigmas``, ``precision``: the network's dtype policy);
+            resolved once (``_resolved``).
         image_shape: (height, width, channels) of the training images (square).
         loss: the resolved loss (a U-Net learns its variance for "hybrid").
         num_classes: a U-Net's class embeddings (None: unconditional).
 
     Returns:
-        A ``kdiff.models.UNet`` or ``kdiff.models.RefineNet``.
-    """
-    from kdiff import distribute
-    from kdiff.models import NCSNpp, RefineNet, UNet
+        A ``kdiff.models.UNet``, ``RefineNet`` or ``NCSNpp``.
 
-    params = config_lib.resolve(params, NETWORK_FIELDS)
-    family, network = params["family"], params["network"]
-    config_lib.check_network(family, network)
+    Raises:
+        ValueError: a network the family does not train, non-square images, or an image
+            size the preset's resolution levels do not divide.
+    """
+    from kdiff import distribute, models
+
+    params = _resolved(params)
+    network = params["network"]
+    preset = NETWORK_PRESETS[network]
     height, width, channels = (int(d) for d in image_shape)
     if height != width:
         raise ValueError(f"Expected square images for the {network} network. Received: image_shape={image_shape!r}")
-    size = height
-    base = params["base_channels"]
-    dtype = distribute.precision_policy(params["precision"])
-
-    if network in NCSN_PRESETS:
-        levels = params["num_sigmas"]
-        overrides = {"dtype": dtype} if base is None else {"ngf": base, "dtype": dtype}
-        factory = RefineNet.small if network == "ncsn_small" else RefineNet.cifar10
-        return factory(image_size=size, in_channels=channels, num_classes=levels, **overrides)
-
-    config_lib.check_base_channels(network, base)
-    learned = loss == "hybrid"
-    overrides = {"dtype": dtype} if base is None else {"base_channels": base, "dtype": dtype}
-    if params["num_res_blocks"] is not None:
-        overrides["num_res_blocks"] = params["num_res_blocks"]
-    if num_classes is not None:
-        overrides["num_classes"] = int(num_classes)
-    if network == "unet_small":
-        return UNet.small(image_size=size, in_channels=channels, learned_variance=learned, **overrides)
-    if network == "unet_medium":
-        _check_divisible(size, 3, network)
-        return UNet.small(
-            image_size=size, in_channels=channels, learned_variance=learned, channel_mult=(1, 2, 4),
-            attention_resolutions=_attention_at(size, 3, (8,)), **{"num_res_blocks": 1, **overrides},
-        )
-    if network == "ncsnpp_small":
-        _check_divisible(size, 3, network)
-        width = 32 if base is None else base
-        return NCSNpp.small(
-            image_size=size, in_channels=channels, channels=(width, 2 * width, 2 * width),
-            attention_resolutions=_attention_at(size, 3, (8,)), center_input=False, dtype=dtype,
-        )
-    if network == "unet_ddpm_cifar10":
-        _check_divisible(size, 4, network)
-        return UNet.ddpm_cifar10(
-            image_size=size, in_channels=channels, learned_variance=learned,
-            attention_resolutions=_attention_at(size, 4, (16,)), **overrides,
-        )
-    _check_divisible(size, 4, network)
-    channels_first = base if base is not None else 128
-    return UNet.improved_cifar10(
-        image_size=size, in_channels=channels, attention_resolutions=_attention_at(size, 4, (32, 16, 8)),
-        head_channels=math.gcd(64, channels_first), **overrides,
-    )
+    if preset.levels is not None:
+        _check_divisible(height, preset.levels, network)
+    arguments = {
+        "image_size": height, "in_channels": channels, "dtype": distribute.precision_policy(params["precision"])
+    }
+    if preset.attention is not None:
+        arguments["attention_resolutions"] = _attention_at(height, preset.levels, preset.attention)
+    arguments.update(_LAYOUTS[preset.model](preset, params, loss, num_classes))
+    factory = getattr(getattr(models, preset.model), preset.factory)
+    return factory(**arguments)
 
 
 def _check_divisible(size, levels, network):
@@ -160,7 +157,7 @@ def build_process(params, image_shape=None, data_range=None):
 
     Args:
         params: config fields (``family``, ``schedule``, ``T``, ``sigma_max``,
-            ``sigma_min``, ``num_sigmas``, ``sde``, ``sde_N``).
+            ``sigma_min``, ``num_sigmas``, ``sde``, ``sde_N``); resolved once (``_resolved``).
         image_shape: (height, width, channels), for the VE SDE's σ_max.
         data_range: (low, high) of the data (None: the family's,
             ``pipeline.config.family_data_range``).
@@ -171,8 +168,7 @@ def build_process(params, image_shape=None, data_range=None):
     from kdiff import schedules
     from kdiff import sde as sde_lib
 
-    params = config_lib.resolve(params, PROCESS_FIELDS)
-    config_lib.check_model(params)  # σ_min < σ_max
+    params = _resolved(params)  # σ_min < σ_max checked there
     family = params["family"]
     if family == "ddpm":
         factory = schedules.linear if params["schedule"] == "linear" else schedules.cosine
@@ -201,7 +197,7 @@ def make_optimizer(params):
             ``decay_steps``: the run's total steps (the train stage sets it). Without it,
             a run whose length does not depend on the data — ``train_steps``, or neither
             ``train_steps`` nor ``epochs`` (``pipeline.config.DEFAULT_TRAIN_STEPS``) —
-            decays over that length.
+            decays over that length. Resolved once (``_resolved``).
 
     Returns:
         A Keras optimizer.
@@ -213,7 +209,7 @@ def make_optimizer(params):
     """
     from kdiff import optim
 
-    params = config_lib.resolve(params, OPTIMIZER_FIELDS)
+    params = _resolved(params)
     learning_rate = params["learning_rate"]
     warmup_from = params["warmup_from"] if params["warmup_from"] is not None else learning_rate / 10
     decay_steps = None
@@ -276,9 +272,10 @@ def build_model(params, image_shape, num_classes=None):
     probability ``label_dropout``.
 
     Args:
-        params: a dict of ``RunConfig`` fields (a ``RunConfig.section``), optionally with
-            ``data_range`` (default: the family's, ``pipeline.config.family_data_range``);
-            missing fields take their ``RunConfig`` defaults.
+        params: ``RunConfig.resolved`` values (taken as they are), or a dict of
+            ``RunConfig`` fields, optionally with ``data_range`` (default: the family's,
+            ``pipeline.config.family_data_range``), whose missing fields take their
+            ``RunConfig`` defaults.
         image_shape: (height, width, channels) of the training images.
         num_classes: the dataset's classes (needed with ``class_conditional``).
 
@@ -291,8 +288,7 @@ def build_model(params, image_shape, num_classes=None):
     """
     import kdiff
 
-    params = config_lib.resolve(params, MODEL_FIELDS)
-    config_lib.check_model(params)
+    params = _resolved(params)  # once: build_process, build_network and make_optimizer take it as it is
     family = params["family"]
     loss = resolve_loss(family, params["network"], params["loss"])
     data_range = tuple(float(v) for v in params["data_range"])

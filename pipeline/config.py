@@ -4,11 +4,14 @@
 and DDPM); ``preset("tiny", family=...)`` is the seconds-long run the tests use. The
 effective config is written next to every run's outputs (``<output_dir>/config.json``).
 
-This module is the one source of the pipeline's defaults and of their checks: every
-field's default, its one-line help and the stage that reads it are declared once, on the
-field; ``RunConfig`` validates every field when it is made (from a preset, a file or
-flags alike), and the stages and ``pipeline.builders`` fill what a params dict lacks
-with ``resolve`` — the same defaults, the same checks.
+This module is the one source of the pipeline's parameters: every field declares, once,
+its default, its one-line help, the stages that read it and its check. A stage's
+parameters (``StageSpec.parameters``, hence its fingerprint) are the fields that name it
+(``stage_parameters``); ``RunConfig`` validates every field when it is made (from a
+preset, a file or flags alike), and ``RunConfig.resolved`` hands the stages and
+``pipeline.builders`` its values resolved once; ``resolve`` does the same for a plain
+dict (a test's, a library caller's) — the same defaults, the same checks. The network
+presets are ``pipeline.presets``' (the builders'): this module checks names against them.
 """
 
 from __future__ import annotations
@@ -21,22 +24,20 @@ import typing
 from typing import Optional
 
 from pipeline import io
+from pipeline.presets import (
+    DEFAULT_NETWORKS,
+    FAMILY_NETWORKS,
+    GROUPNORM_PRESETS,
+    LEARNED_VARIANCE_PRESETS,
+    NCSNPP_PRESETS,
+    NETWORKS,
+    UNET_GROUPS,
+    UNET_PRESETS,
+)
+from pipeline.stages import STAGE_ORDER
 
 FAMILIES = ("ddpm", "ncsn", "sde")
-
-UNET_PRESETS = ("unet_small", "unet_medium", "unet_ddpm_cifar10", "unet_improved")
-NCSN_PRESETS = ("ncsn_small", "ncsn_cifar10")
-NCSNPP_PRESETS = ("ncsnpp_small",)
-NETWORKS = UNET_PRESETS + NCSN_PRESETS + NCSNPP_PRESETS
-# Networks whose every level's channels must be a multiple of their GroupNorm groups.
-GROUPNORM_PRESETS = UNET_PRESETS + NCSNPP_PRESETS
-# family → the networks it accepts (first: its default), and the losses it trains with
-# (first: the default).
-FAMILY_NETWORKS = {
-    "ddpm": UNET_PRESETS,
-    "ncsn": NCSN_PRESETS,
-    "sde": ("unet_small", "unet_medium", "unet_ddpm_cifar10") + NCSNPP_PRESETS,
-}
+# family → the losses it trains with (first: the default).
 FAMILY_LOSSES = {"ddpm": ("simple", "hybrid"), "ncsn": ("dsm", "ssm"), "sde": ("sde_dsm",)}
 SCHEDULES = ("linear", "cosine")
 SDES = ("vp", "subvp", "ve")
@@ -44,7 +45,6 @@ LIMIT_ORDERS = ("stratified", "file_number")
 FID_FEATURES = ("classifier", "fid_inception", "inception", "inception_graph")
 RETRIEVAL_FEATURES = ("inception",)
 MODEL_SOURCE_KINDS = ("diffusers", "ncsn", "standin")
-UNET_GROUPS = 32  # the U-Net's GroupNorm groups: every level's channels must be a multiple
 
 # The stage groups of the fields, in the order the flags are listed.
 STAGE_GROUPS = ("ingest", "train", "sample", "evaluate", "run")
@@ -70,8 +70,6 @@ DEFAULT_SAMPLERS = {
     },
 }
 
-DEFAULT_NETWORKS = {family: networks[0] for family, networks in FAMILY_NETWORKS.items()}
-
 # The samplers an NFE sweep (--nfe_sweep) runs by default, per family.
 SWEEP_SAMPLERS = {
     "ddpm": ("ddim", "dpm_solver", "heun"),
@@ -89,143 +87,355 @@ DEFAULT_TRAIN_STEPS = 4000
 TRAINING_LENGTH_FIELDS = ("train_steps", "epochs")
 
 
-def _field(default, stage, help_text):
-    """A ``RunConfig`` field: its default, the stage group that reads it and a one-line help."""
-    return dataclasses.field(default=default, metadata={"stage": stage, "help": help_text})
+# ----------------------------------------------------------------------------- field checks
+# Each takes (value, field name) and returns the value (normalized) or raises ValueError
+# "Expected … Received: name=value".
+
+
+def _checks():
+    # kdiff._checks imports TensorFlow: imported on first use, so that flag parsing and
+    # --help stay fast and quiet.
+    from kdiff import _checks
+
+    return _checks
+
+
+def _optional(check):
+    def run(value, name):
+        return None if value is None else check(value, name)
+
+    return run
+
+
+def _text(value, name):
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"Expected `{name}` to be a non-empty string. Received: {name}={value!r}")
+    return value
+
+
+def _choice(choices):
+    return lambda value, name: _checks().one_of(value, name, choices)
+
+
+def _int_at_least(low):
+    return lambda value, name: _checks().int_in_range(value, name, low, None)
+
+
+def _positive_int(value, name):
+    return _checks().positive_int(value, name)
+
+
+def _positive(value, name):
+    return _checks().positive(value, name)
+
+
+def _non_negative(value, name):
+    return _checks().non_negative(value, name)
+
+
+def _channels(value, name):
+    return _checks().one_of(value, name, (1, 3))
+
+
+def _flag(value, name):
+    if not isinstance(value, bool):
+        raise ValueError(f"Expected `{name}` to be true or false. Received: {name}={value!r}")
+    return value
+
+
+def _dropout(value, name):
+    value = _checks().non_negative(value, name)
+    if value >= 1:
+        raise ValueError(f"Expected `{name}` in [0, 1). Received: {name}={value!r}")
+    return value
+
+
+def _fraction(value, name):
+    value = _checks().non_negative(value, name)
+    if value > 1:
+        raise ValueError(f"Expected `{name}` in [0, 1]. Received: {name}={value!r}")
+    return value
+
+
+def _strategy(value, name):
+    from kdiff import distribute
+
+    return _checks().one_of(value, name, distribute.STRATEGIES)
+
+
+def _precision(value, name):
+    from kdiff import distribute
+
+    return _checks().one_of(value, name, distribute.POLICIES)
+
+
+def _network(value, name):
+    if value not in NETWORKS:
+        raise ValueError(f"Expected `{name}` in {list(NETWORKS)}. Received: {name}={value!r}")
+    return value
+
+
+def _model_source(value, name):
+    kind, _, target = str(value).partition(":")
+    if not isinstance(value, str) or kind not in MODEL_SOURCE_KINDS or not target.strip():
+        raise ValueError(
+            f"Expected `{name}` as KIND:TARGET with KIND one of {list(MODEL_SOURCE_KINDS)} (e.g. "
+            f"'diffusers:google/ddpm-celebahq-256', 'ncsn:run/logs/celeba/checkpoint.pth', 'standin:ddpm'). "
+            f"Received: {name}={value!r}"
+        )
+    return value
+
+
+def _samplers(value, name):
+    # The sample stage checks each entry against the sampler registry; here, the shape.
+    if not isinstance(value, dict) or not value or not all(isinstance(v, dict) for v in value.values()):
+        raise ValueError(
+            f"Expected `{name}` to be a non-empty dict name → kdiff.sample arguments (a dict). Received: {name}={value!r}"
+        )
+    return value
+
+
+def _budgets(text, name="nfe_sweep"):
+    """``"5,10,20"`` → (5, 10, 20): distinct positive ints, in the order given."""
+    try:
+        values = [int(part) for part in str(text).split(",") if part.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1 or len(set(values)) != len(values):
+        raise ValueError(
+            f"Expected `{name}` as distinct comma-separated network-evaluation counts >= 1, e.g. '5,10,20,50'. "
+            f"Received: {name}={text!r}"
+        )
+    return tuple(values)
+
+
+def _budget_list(value, name):
+    return ",".join(map(str, _budgets(value, name)))
+
+
+# ----------------------------------------------------------------------------- RunConfig
+
+
+def declare(default, *, stages, help, check, group=None):  # noqa: A002 - the field's help text
+    """A ``RunConfig`` field, declared once: what the flags, the stages and the checks read
+    (a subclass of ``RunConfig`` declares its own fields with it too).
+
+    Args:
+        default: the field's default.
+        stages: the stages that read it (``pipeline.stages.STAGE_ORDER`` names): it is a
+            parameter of each, part of each one's fingerprint.
+        help: its one-line ``--help`` text.
+        check: (value, name) → the value (normalized), or ValueError naming the field.
+        group: the ``--help`` group it is listed in (``STAGE_GROUPS``); None: its first stage's.
+
+    Returns:
+        A ``dataclasses.field`` whose metadata holds ``stages``, ``stage`` (the group),
+        ``help`` and ``check``.
+    """
+    stages = tuple(stages)
+    group = stages[0] if group is None and stages else group
+    if not stages or not set(stages) <= set(STAGE_ORDER) or group not in STAGE_GROUPS:
+        raise ValueError(
+            f"Expected `stages` among {list(STAGE_ORDER)} and a `group` among {list(STAGE_GROUPS)}. "
+            f"Received: stages={stages!r}, group={group!r}"
+        )
+    return dataclasses.field(
+        default=default, metadata={"stages": stages, "stage": group, "help": help, "check": check}
+    )
 
 
 @dataclasses.dataclass
 class RunConfig:
     """Everything a run depends on. Field groups follow the stages that read them.
 
-    Each field's one-line description is its ``metadata["help"]`` (what
-    ``python -m pipeline.run --help`` lists, grouped by ``metadata["stage"]``). Fields
-    whose default is None take the family's or the source's own value: ``network`` (the
-    family's first preset, ``DEFAULT_NETWORKS``), ``samplers`` (``DEFAULT_SAMPLERS``),
-    ``loss`` (the family's first loss; "hybrid" for unet_improved), ``channels`` (the
-    source's), ``base_channels`` (the preset's), ``limit`` (every image).
+    Each field's metadata says, once, what it is: ``help`` (its one-line description,
+    what ``python -m pipeline.run --help`` lists, grouped by ``stage``), ``stages`` (the
+    stages that read it: their parameters and fingerprints) and ``check``. Fields whose
+    default is None take the family's or the source's own value: ``network`` (the family's
+    first preset, ``DEFAULT_NETWORKS``), ``samplers`` (``DEFAULT_SAMPLERS``), ``loss`` (the
+    family's first loss; "hybrid" for unet_improved), ``channels`` (the source's),
+    ``base_channels`` (the preset's), ``limit`` (every image).
 
     Raises:
         ValueError: on any field outside its accepted values, naming the field
             ("Expected … Received: name=value").
     """
 
-    dataset: str = _field(
-        "digits", "ingest",
-        'the source: "digits", "fashion_mnist" (its 60,000 training images: TFDS\' prepared copy, Keras\' cache '
-        'or Debian\'s dataset-fashion-mnist), "tfds:NAME[/CONFIG]", "folder:PATH" or "idx:DIR" (IDX files, '
+    dataset: str = declare(
+        "digits", stages=("ingest", "report"), check=_text,
+        help='the source: "digits", "fashion_mnist" (its 60,000 training images: TFDS\' prepared copy, Keras\' '
+        'cache or Debian\'s dataset-fashion-mnist), "tfds:NAME[/CONFIG]", "folder:PATH" or "idx:DIR" (IDX files, '
         'PREFIX-images-idx3-ubyte[.gz] and PREFIX-labels-idx1-ubyte[.gz]; prefix train if present)',
     )
-    limit: Optional[int] = _field(None, "ingest", "use at most this many source images (none: all of them)")
-    limit_order: str = _field(
-        "stratified", "ingest",
-        "which images --limit keeps: stratified (a seeded subset, every class in proportion) or "
+    limit: Optional[int] = declare(
+        None, stages=("ingest",), check=_optional(_positive_int),
+        help="use at most this many source images (none: all of them)",
+    )
+    limit_order: str = declare(
+        "stratified", stages=("ingest",), check=_choice(LIMIT_ORDERS),
+        help="which images --limit keeps: stratified (a seeded subset, every class in proportion) or "
         "file_number (the first N by the number in the file name; digits / TFDS: their own order)",
     )
-    image_size: int = _field(8, "ingest", "images are center-cropped and resized to this square size")
-    crop_size: Optional[int] = _field(
-        None, "ingest",
-        "the side of the central square cropped before resizing (e.g. 140 for CelebA, as NCSN did); "
+    image_size: int = declare(
+        8, stages=("ingest", "report"), check=_positive_int,
+        help="images are center-cropped and resized to this square size",
+    )
+    crop_size: Optional[int] = declare(
+        None, stages=("ingest",), check=_optional(_positive_int),
+        help="the side of the central square cropped before resizing (e.g. 140 for CelebA, as NCSN did); "
         "none: the shorter side",
     )
-    channels: Optional[int] = _field(None, "ingest", "1 (grayscale) or 3 (RGB); none: the source's own")
-    num_shards: int = _field(4, "ingest", "TFRecord shards of the training split")
-    family: str = _field("ddpm", "train", "the diffusion family: ddpm, ncsn or sde")
-    model_source: Optional[str] = _field(
-        None, "train",
-        "import a model instead of training one: diffusers:HUB_ID_OR_FOLDER, ncsn:CHECKPOINT (.pth or .npz) or "
-        "standin:ddpm|ncsnpp|ncsn (a small random-weight model of the importers' classes, for tests); "
+    channels: Optional[int] = declare(
+        None, stages=("ingest",), check=_optional(_channels),
+        help="1 (grayscale) or 3 (RGB); none: the source's own",
+    )
+    num_shards: int = declare(4, stages=("ingest",), check=_positive_int, help="TFRecord shards of the training split")
+    family: str = declare(
+        "ddpm", stages=("train", "report"), check=_choice(FAMILIES), help="the diffusion family: ddpm, ncsn or sde"
+    )
+    model_source: Optional[str] = declare(
+        None, stages=("train",), check=_optional(_model_source),
+        help="import a model instead of training one: diffusers:HUB_ID_OR_FOLDER, ncsn:CHECKPOINT (.pth or .npz) "
+        "or standin:ddpm|ncsnpp|ncsn (a small random-weight model of the importers' classes, for tests); "
         "none: train",
     )
-    network: Optional[str] = _field(None, "train", f"the network preset, one of {', '.join(NETWORKS)}; none: the family's")
-    base_channels: Optional[int] = _field(None, "train", "overrides the preset's base channels (none: the preset's)")
-    num_res_blocks: Optional[int] = _field(
-        None, "train", "a U-Net's residual blocks per resolution, overriding the preset's (none: the preset's)"
+    network: Optional[str] = declare(
+        None, stages=("train", "report"), check=_optional(_network),
+        help=f"the network preset, one of {', '.join(NETWORKS)}; none: the family's",
     )
-    schedule: str = _field("linear", "train", "DDPM's β schedule: linear or cosine")
-    T: int = _field(1000, "train", "DDPM's diffusion steps")
-    loss: Optional[str] = _field(None, "train", "simple / hybrid (ddpm), dsm / ssm (ncsn); none: the family's")
-    sigma_max: float = _field(1.0, "train", "NCSN's largest noise level (also a VE SDE's, at least the data's diameter)")
-    sigma_min: float = _field(0.01, "train", "NCSN's (and a VE SDE's) smallest noise level")
-    num_sigmas: int = _field(10, "train", "NCSN's number of noise levels")
-    sde: str = _field("vp", "train", "the SDE of family sde: vp, subvp or ve")
-    sde_N: int = _field(1000, "train", "the SDE's discretization steps")
-    train_steps: Optional[int] = _field(
-        None, "train",
-        "optimizer steps to train for, whatever the dataset's size (the epochs follow from it); "
+    base_channels: Optional[int] = declare(
+        None, stages=("train",), check=_optional(_positive_int),
+        help="overrides the preset's base channels (none: the preset's)",
+    )
+    num_res_blocks: Optional[int] = declare(
+        None, stages=("train",), check=_optional(_positive_int),
+        help="a U-Net's residual blocks per resolution, overriding the preset's (none: the preset's)",
+    )
+    schedule: str = declare(
+        "linear", stages=("train",), check=_choice(SCHEDULES), help="DDPM's β schedule: linear or cosine"
+    )
+    T: int = declare(1000, stages=("train",), check=_positive_int, help="DDPM's diffusion steps")
+    loss: Optional[str] = declare(
+        None, stages=("train",), check=_optional(_text),
+        help="simple / hybrid (ddpm), dsm / ssm (ncsn); none: the family's",
+    )
+    sigma_max: float = declare(
+        1.0, stages=("train",), check=_positive,
+        help="NCSN's largest noise level (also a VE SDE's, at least the data's diameter)",
+    )
+    sigma_min: float = declare(
+        0.01, stages=("train",), check=_positive, help="NCSN's (and a VE SDE's) smallest noise level"
+    )
+    num_sigmas: int = declare(10, stages=("train",), check=_int_at_least(2), help="NCSN's number of noise levels")
+    sde: str = declare("vp", stages=("train",), check=_choice(SDES), help="the SDE of family sde: vp, subvp or ve")
+    sde_N: int = declare(1000, stages=("train",), check=_positive_int, help="the SDE's discretization steps")
+    train_steps: Optional[int] = declare(
+        None, stages=("train",), check=_optional(_positive_int),
+        help="optimizer steps to train for, whatever the dataset's size (the epochs follow from it); "
         f"none: --epochs' steps if given, else {DEFAULT_TRAIN_STEPS:,} steps",
     )
-    epochs: Optional[int] = _field(
-        None, "train",
-        "passes over the training split, instead of --train_steps (give one of the two); none: --train_steps decides",
+    epochs: Optional[int] = declare(
+        None, stages=("train", "report"), check=_optional(_positive_int),
+        help="passes over the training split, instead of --train_steps (give one of the two); none: --train_steps "
+        "decides",
     )
-    batch_size: int = _field(64, "train", "the global batch size")
-    learning_rate: float = _field(1e-3, "train", "Adam's peak learning rate")
-    warmup_steps: int = _field(200, "train", "linear warm-up steps from a tenth of the learning rate")
-    warmup_from: Optional[float] = _field(
-        None, "train", "the learning rate the warm-up starts from (none: a tenth of --learning_rate)"
+    batch_size: int = declare(64, stages=("train", "report"), check=_positive_int, help="the global batch size")
+    learning_rate: float = declare(1e-3, stages=("train",), check=_positive, help="Adam's peak learning rate")
+    warmup_steps: int = declare(
+        200, stages=("train",), check=_int_at_least(0), help="linear warm-up steps from a tenth of the learning rate"
     )
-    lr_decay: bool = _field(
-        True, "train", "after the warm-up, decay the learning rate linearly to 0 at the last step (the survey's 5.2.1)"
+    warmup_from: Optional[float] = declare(
+        None, stages=("train",), check=_optional(_positive),
+        help="the learning rate the warm-up starts from (none: a tenth of --learning_rate)",
     )
-    ema_decay: float = _field(0.999, "train", "decay of the EMA copy of the weights that is sampled from")
-    class_conditional: bool = _field(
-        False, "train", "train on the labels, with a null class for classifier-free guidance (ddpm and sde)"
+    lr_decay: bool = declare(
+        True, stages=("train",), check=_flag,
+        help="after the warm-up, decay the learning rate linearly to 0 at the last step (the survey's 5.2.1)",
     )
-    label_dropout: float = _field(
-        0.1, "train", "class-conditional runs: the probability a training label becomes the null class"
+    ema_decay: float = declare(
+        0.999, stages=("train",), check=_fraction, help="decay of the EMA copy of the weights that is sampled from"
     )
-    strategy: str = _field("default", "train", "tf.distribute strategy: default, mirrored, multi_worker or tpu")
-    precision: str = _field("float32", "train", "float32, mixed_float16 or mixed_bfloat16 (the network's dtype policy)")
-    checkpoint_every_steps: int = _field(500, "train", "steps between checkpoints (0: at epoch ends only)")
-    samplers: Optional[dict] = _field(
-        None, "sample", 'JSON: name → kdiff.sample arguments, e.g. \'{"ddim_20": {"sampler": "ddim", "steps": 20}}\'; '
+    class_conditional: bool = declare(
+        False, stages=("train",), check=_flag,
+        help="train on the labels, with a null class for classifier-free guidance (ddpm and sde)",
+    )
+    label_dropout: float = declare(
+        0.1, stages=("train",), check=_dropout,
+        help="class-conditional runs: the probability a training label becomes the null class",
+    )
+    strategy: str = declare(
+        "default", stages=("train",), check=_strategy,
+        help="tf.distribute strategy: default, mirrored, multi_worker or tpu",
+    )
+    precision: str = declare(
+        "float32", stages=("train",), check=_precision,
+        help="float32, mixed_float16 or mixed_bfloat16 (the network's dtype policy)",
+    )
+    checkpoint_every_steps: int = declare(
+        500, stages=("train",), check=_int_at_least(0), help="steps between checkpoints (0: at epoch ends only)"
+    )
+    samplers: Optional[dict] = declare(
+        None, stages=("sample",), check=_optional(_samplers),
+        help='JSON: name → kdiff.sample arguments, e.g. \'{"ddim_20": {"sampler": "ddim", "steps": 20}}\'; '
         "none: the family's",
     )
-    guidance_scale: Optional[float] = _field(
-        None, "sample",
-        "class-conditional runs: also draw every sampler with this classifier-free guidance scale, as <name>_guided "
-        "(none: conditional samples only)",
+    guidance_scale: Optional[float] = declare(
+        None, stages=("sample",), check=_optional(_non_negative),
+        help="class-conditional runs: also draw every sampler with this classifier-free guidance scale, as "
+        "<name>_guided (none: conditional samples only)",
     )
-    nfe_sweep: Optional[str] = _field(
-        None, "sample",
-        "comma-separated network-evaluation budgets, e.g. 5,10,20,50: a row <sampler>_nfe<N> per swept sampler "
-        "and budget, and the report's FID-against-NFE plot (none: no sweep)",
+    nfe_sweep: Optional[str] = declare(
+        None, stages=("sample",), check=_optional(_budget_list),
+        help="comma-separated network-evaluation budgets, e.g. 5,10,20,50: a row <sampler>_nfe<N> per swept "
+        "sampler and budget, and the report's FID-against-NFE plot (none: no sweep)",
     )
-    sweep_samplers: Optional[str] = _field(
-        None, "sample",
-        "comma-separated samplers the NFE sweep runs (none: the family's, "
+    sweep_samplers: Optional[str] = declare(
+        None, stages=("sample",), check=_optional(_text),
+        help="comma-separated samplers the NFE sweep runs (none: the family's, "
         + "; ".join(f"{family}: {','.join(names)}" for family, names in SWEEP_SAMPLERS.items()) + ")",
     )
-    num_samples: int = _field(500, "sample", "images drawn per sampler")
-    sample_shards: int = _field(1, "sample", "Beam work items per sampler")
-    sample_batch_size: int = _field(250, "sample", "images per sampling batch")
-    trajectory_samples: int = _field(
-        8, "sample", "samples in each sampler's denoising-trajectory picture (0: none, and no tracing of its loop)"
+    num_samples: int = declare(500, stages=("sample",), check=_positive_int, help="images drawn per sampler")
+    sample_shards: int = declare(1, stages=("sample",), check=_positive_int, help="Beam work items per sampler")
+    sample_batch_size: int = declare(250, stages=("sample",), check=_positive_int, help="images per sampling batch")
+    trajectory_samples: int = declare(
+        8, stages=("sample",), check=_int_at_least(0),
+        help="samples in each sampler's denoising-trajectory picture (0: none, and no tracing of its loop)",
     )
-    fid_features: str = _field(
-        "classifier", "evaluate",
-        "FID feature space: classifier (trained on the labels), fid_inception (pytorch-fid's network: published "
-        "FIDs), inception (Keras' ImageNet InceptionV3) or inception_graph (the 2015 graph)",
+    fid_features: str = declare(
+        "classifier", stages=("evaluate",), check=_choice(FID_FEATURES),
+        help="FID feature space: classifier (trained on the labels), fid_inception (pytorch-fid's network: "
+        "published FIDs), inception (Keras' ImageNet InceptionV3) or inception_graph (the 2015 graph)",
     )
-    fid_weights: Optional[str] = _field(
-        None, "evaluate",
-        "pytorch-fid's weight file for fid_inception (.pth with torch, or its .npz); none: torch hub's cache, "
-        "$KDIFF_FID_WEIGHTS, or a download",
+    fid_weights: Optional[str] = declare(
+        None, stages=("evaluate",), check=_optional(_text),
+        help="pytorch-fid's weight file for fid_inception (.pth with torch, or its .npz); none: torch hub's "
+        "cache, $KDIFF_FID_WEIGHTS, or a download",
     )
-    inception_weights: str = _field("imagenet", "evaluate", 'InceptionV3 weights: "imagenet" (downloaded once) or a file')
-    inception_graph: Optional[str] = _field(None, "evaluate", "path of classify_image_graph_def.pb for inception_graph")
-    knn: int = _field(5, "evaluate", "nearest training images shown per sample in retrieval")
-    retrieval_features: Optional[str] = _field(
-        None, "evaluate",
-        "the feature space of the retrieval: inception (Keras' InceptionV3, --inception_weights: the survey's "
-        "section 5.5); none: the FID features",
+    inception_weights: str = declare(
+        "imagenet", stages=("evaluate", "retrieve"), check=_text,
+        help='InceptionV3 weights: "imagenet" (downloaded once) or a file',
     )
-    seed: int = _field(0, "run", "the seed of everything random (subset, split, weights, noise, samples)")
+    inception_graph: Optional[str] = declare(
+        None, stages=("evaluate",), check=_optional(_text),
+        help="path of classify_image_graph_def.pb for inception_graph",
+    )
+    knn: int = declare(
+        5, stages=("retrieve",), group="evaluate", check=_positive_int,
+        help="nearest training images shown per sample in retrieval",
+    )
+    retrieval_features: Optional[str] = declare(
+        None, stages=("retrieve",), group="evaluate", check=_optional(_choice(RETRIEVAL_FEATURES)),
+        help="the feature space of the retrieval: inception (Keras' InceptionV3, --inception_weights: the "
+        "survey's section 5.5); none: the FID features",
+    )
+    seed: int = declare(
+        0, stages=("ingest", "train", "sample", "evaluate", "report"), group="run", check=_int_at_least(0),
+        help="the seed of everything random (subset, split, weights, noise, samples)",
+    )
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
-            setattr(self, field.name, check_field(field.name, getattr(self, field.name)))
+            setattr(self, field.name, _checked(field, getattr(self, field.name)))
         check_training_length(self.train_steps, self.epochs)
         if self.network is None:
             self.network = DEFAULT_NETWORKS[self.family]
@@ -259,24 +469,51 @@ class RunConfig:
         """The values of ``names``: a stage's parameters, for its fingerprint."""
         return {name: getattr(self, name) for name in names}
 
+    def resolved(self, names=None):
+        """The values of ``names`` as the stages and builders read them, resolved once.
+
+        The config checked and filled its values (``network``, ``samplers``) when it was
+        made; this adds the family's ``data_range`` and marks them resolved, so that
+        ``resolve`` and ``pipeline.builders`` take them as they are.
+
+        Args:
+            names: field names (a stage's ``SPEC.parameters``); None: every field.
+
+        Returns:
+            A ``ResolvedParams``.
+        """
+        if names is None:
+            names = [field.name for field in dataclasses.fields(self)]
+        return ResolvedParams(self.section(names), data_range=list(self.data_range))
+
 
 FIELD_NAMES = tuple(field.name for field in dataclasses.fields(RunConfig))
 
 GUIDED_SUFFIX = "_guided"
 
 
-def _budgets(text, name="nfe_sweep"):
-    """``"5,10,20"`` → (5, 10, 20): distinct positive ints, in the order given."""
-    try:
-        values = [int(part) for part in str(text).split(",") if part.strip()]
-    except ValueError:
-        values = []
-    if not values or min(values) < 1 or len(set(values)) != len(values):
-        raise ValueError(
-            f"Expected `{name}` as distinct comma-separated network-evaluation counts >= 1, e.g. '5,10,20,50'. "
-            f"Received: {name}={text!r}"
-        )
-    return tuple(values)
+def _fields():
+    # Read at each call, so that a RunConfig with other fields (a test's) is the one asked.
+    return {field.name: field for field in dataclasses.fields(RunConfig)}
+
+
+def _checked(field, value):
+    return field.metadata["check"](value, field.name)
+
+
+def stage_parameters(stage):
+    """The parameters of a stage: the ``RunConfig`` fields that name it, in field order.
+
+    A field declared with ``stages=("train",)`` is thereby a train parameter, part of its
+    fingerprint (``pipeline.stages.base.StageSpec.parameters`` reads this).
+
+    Args:
+        stage: a stage name (``pipeline.stages.STAGE_ORDER``).
+
+    Returns:
+        A tuple of field names.
+    """
+    return tuple(name for name, field in _fields().items() if stage in field.metadata["stages"])
 
 
 def _names(text):
@@ -357,7 +594,7 @@ def field_types():
     """
     hints = typing.get_type_hints(RunConfig)
     types = {}
-    for name in FIELD_NAMES:
+    for name in _fields():
         hint = hints[name]
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         optional = bool(typing.get_args(hint)) and len(args) < len(typing.get_args(hint))
@@ -374,166 +611,19 @@ def field_default(name):
     Returns:
         The default value.
     """
-    fields = {field.name: field for field in dataclasses.fields(RunConfig)}
+    return _field_named(name).default
+
+
+def _field_named(name):
+    fields = _fields()
     if name not in fields:
         raise ValueError(f"Expected a RunConfig field name{_did_you_mean(name)}. Received: name={name!r}")
-    return fields[name].default
-
-
-def _checks():
-    # kdiff._checks imports TensorFlow: imported on first use, so that flag parsing and
-    # --help stay fast and quiet.
-    from kdiff import _checks
-
-    return _checks
-
-
-def _optional(check):
-    def run(value, name):
-        return None if value is None else check(value, name)
-
-    return run
-
-
-def _text(value, name):
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"Expected `{name}` to be a non-empty string. Received: {name}={value!r}")
-    return value
-
-
-def _choice(choices):
-    return lambda value, name: _checks().one_of(value, name, choices)
-
-
-def _int_at_least(low):
-    return lambda value, name: _checks().int_in_range(value, name, low, None)
-
-
-def _positive_int(value, name):
-    return _checks().positive_int(value, name)
-
-
-def _positive(value, name):
-    return _checks().positive(value, name)
-
-
-def _channels(value, name):
-    return _checks().one_of(value, name, (1, 3))
-
-
-def _flag(value, name):
-    if not isinstance(value, bool):
-        raise ValueError(f"Expected `{name}` to be true or false. Received: {name}={value!r}")
-    return value
-
-
-def _dropout(value, name):
-    value = _checks().non_negative(value, name)
-    if value >= 1:
-        raise ValueError(f"Expected `{name}` in [0, 1). Received: {name}={value!r}")
-    return value
-
-
-def _fraction(value, name):
-    value = _checks().non_negative(value, name)
-    if value > 1:
-        raise ValueError(f"Expected `{name}` in [0, 1]. Received: {name}={value!r}")
-    return value
-
-
-def _strategy(value, name):
-    from kdiff import distribute
-
-    return _checks().one_of(value, name, distribute.STRATEGIES)
-
-
-def _precision(value, name):
-    from kdiff import distribute
-
-    return _checks().one_of(value, name, distribute.POLICIES)
-
-
-def _network(value, name):
-    if value not in NETWORKS:
-        raise ValueError(f"Expected `{name}` in {list(NETWORKS)}. Received: {name}={value!r}")
-    return value
-
-
-def _model_source(value, name):
-    kind, _, target = str(value).partition(":")
-    if not isinstance(value, str) or kind not in MODEL_SOURCE_KINDS or not target.strip():
-        raise ValueError(
-            f"Expected `{name}` as KIND:TARGET with KIND one of {list(MODEL_SOURCE_KINDS)} (e.g. "
-            f"'diffusers:google/ddpm-celebahq-256', 'ncsn:run/logs/celeba/checkpoint.pth', 'standin:ddpm'). "
-            f"Received: {name}={value!r}"
-        )
-    return value
-
-
-def _samplers(value, name):
-    # The sample stage checks each entry against the sampler registry; here, the shape.
-    if not isinstance(value, dict) or not value or not all(isinstance(v, dict) for v in value.values()):
-        raise ValueError(
-            f"Expected `{name}` to be a non-empty dict name → kdiff.sample arguments (a dict). Received: {name}={value!r}"
-        )
-    return value
-
-
-# Field → its check (value, name) → the value (normalized) or ValueError.
-_FIELD_CHECKS = {
-    "dataset": _text,
-    "limit": _optional(_positive_int),
-    "limit_order": _choice(LIMIT_ORDERS),
-    "image_size": _positive_int,
-    "crop_size": _optional(_positive_int),
-    "channels": _optional(_channels),
-    "num_shards": _positive_int,
-    "family": _choice(FAMILIES),
-    "model_source": _optional(_model_source),
-    "network": _optional(_network),
-    "base_channels": _optional(_positive_int),
-    "num_res_blocks": _optional(_positive_int),
-    "schedule": _choice(SCHEDULES),
-    "T": _positive_int,
-    "loss": _optional(_text),
-    "sigma_max": _positive,
-    "sigma_min": _positive,
-    "num_sigmas": _int_at_least(2),
-    "sde": _choice(SDES),
-    "sde_N": _positive_int,
-    "train_steps": _optional(_positive_int),
-    "epochs": _optional(_positive_int),
-    "batch_size": _positive_int,
-    "learning_rate": _positive,
-    "warmup_steps": _int_at_least(0),
-    "warmup_from": _optional(_positive),
-    "lr_decay": _flag,
-    "ema_decay": _fraction,
-    "class_conditional": _flag,
-    "label_dropout": _dropout,
-    "guidance_scale": _optional(lambda value, name: _checks().non_negative(value, name)),
-    "nfe_sweep": _optional(lambda value, name: ",".join(map(str, _budgets(value, name)))),
-    "sweep_samplers": _optional(_text),
-    "strategy": _strategy,
-    "precision": _precision,
-    "checkpoint_every_steps": _int_at_least(0),
-    "samplers": _optional(_samplers),
-    "num_samples": _positive_int,
-    "sample_shards": _positive_int,
-    "sample_batch_size": _positive_int,
-    "trajectory_samples": _int_at_least(0),
-    "fid_features": _choice(FID_FEATURES),
-    "inception_weights": _text,
-    "inception_graph": _optional(_text),
-    "fid_weights": _optional(_text),
-    "knn": _positive_int,
-    "retrieval_features": _optional(_choice(RETRIEVAL_FEATURES)),
-    "seed": _int_at_least(0),
-}
+    return fields[name]
 
 
 def check_field(name, value):
-    """Checks one field's value: the check ``RunConfig``, the stages and the builders share.
+    """Checks one field's value with the check its field declares: the check ``RunConfig``,
+    the stages and the builders share.
 
     Args:
         name: the field name.
@@ -545,9 +635,7 @@ def check_field(name, value):
     Raises:
         ValueError: "Expected … Received: name=value".
     """
-    if name not in _FIELD_CHECKS:
-        raise ValueError(f"Expected a RunConfig field name{_did_you_mean(name)}. Received: name={name!r}")
-    return _FIELD_CHECKS[name](value, name)
+    return _checked(_field_named(name), value)
 
 
 def check_training_length(train_steps, epochs):
@@ -673,14 +761,14 @@ def resolve_loss(family, network, loss):
             )
         return "sde_dsm"
     if loss is None:
-        return "hybrid" if network == "unet_improved" else FAMILY_LOSSES[family][0]
+        return "hybrid" if network in LEARNED_VARIANCE_PRESETS else FAMILY_LOSSES[family][0]
     if loss not in FAMILY_LOSSES[family]:
         raise ValueError(
             f"Expected `loss` in {list(FAMILY_LOSSES[family])} for family={family!r}. Received: loss={loss!r}"
         )
-    if network == "unet_improved" and loss != "hybrid":
+    if network in LEARNED_VARIANCE_PRESETS and loss != "hybrid":
         raise ValueError(
-            "Expected loss='hybrid' with network='unet_improved' (it learns the variance, which "
+            f"Expected loss='hybrid' with network={network!r} (it learns the variance, which "
             f"the hybrid loss trains). Received: loss={loss!r}; use network='unet_small' or "
             "'unet_ddpm_cifar10' for the simple loss."
         )
@@ -696,7 +784,7 @@ def check_network(family, network):
     """
     _network(network, "network")
     if network not in FAMILY_NETWORKS[family]:
-        why = " (its learned variance belongs to DDPM)" if network == "unet_improved" else ""
+        why = " (its learned variance belongs to DDPM)" if network in LEARNED_VARIANCE_PRESETS else ""
         raise ValueError(
             f"Expected `network` for family={family!r} to be one of {list(FAMILY_NETWORKS[family])}. "
             f"Received: network={network!r}{why}"
@@ -760,31 +848,71 @@ def _value(params, name):
     return field_default(name) if value is None else value
 
 
-def resolve(params, names):
-    """A stage's params with ``names`` filled in and checked: the stages' and builders' defaults.
+class ResolvedParams(dict):
+    """Params whose fields were resolved once: filled with their defaults and checked, each
+    field and across fields (``RunConfig.resolved``, ``resolve``).
 
-    A name that ``params`` lacks, or holds as None, takes its ``RunConfig`` default, and
-    ``network`` the family's preset; every value passes ``check_field``. Other keys
-    (``beam_args``, ``data_range``) are kept; a missing ``data_range`` is the family's.
+    ``resolve`` and ``pipeline.builders`` take such a dict as it is instead of filling and
+    checking it again. Its other keys (``beam_args``, ``data_range``, ``decay_steps``…) are
+    free; a field that changes goes through ``replace``, which checks it.
+    """
+
+    def replace(self, **changes):
+        """A copy with ``changes``, the fields among them checked as ``resolve`` checks them.
+
+        Args:
+            **changes: name → value (fields are checked; other keys are kept as given).
+
+        Returns:
+            A new ``ResolvedParams``.
+
+        Raises:
+            ValueError: a changed field outside its accepted values, or at odds with the others.
+        """
+        fields = _fields()
+        values = ResolvedParams(self, **changes)
+        for name in changes.keys() & fields.keys():
+            values[name] = _checked(fields[name], changes[name])
+        if "family" in values:
+            check_model(values)
+        return values
+
+
+def resolve(params, names):
+    """A stage's or builder's params with ``names`` resolved: filled and checked, once.
+
+    A ``ResolvedParams`` that holds every name (``RunConfig.resolved``: what the
+    orchestrator passes the stages) is returned as it is. Otherwise each name it lacks —
+    every name, for a plain dict (a test's, a library caller's) — takes its ``RunConfig``
+    default where missing or None, ``network`` the family's preset, and passes its field's
+    check; with ``family`` among the names, the checks across fields follow
+    (``check_model``). Other keys (``beam_args``, ``data_range``) are kept; a missing
+    ``data_range`` is the family's.
 
     Args:
-        params: a dict (a ``RunConfig.section`` plus the run's extras).
-        names: the field names the stage reads (its ``SPEC.parameters``).
+        params: a dict (a ``RunConfig.section`` plus the run's extras) or ``ResolvedParams``.
+        names: the field names the stage or builder reads (e.g. its ``SPEC.parameters``).
 
     Returns:
-        A new dict.
+        A ``ResolvedParams`` (``params`` itself when nothing was left to resolve).
 
     Raises:
-        ValueError: a value outside its field's accepted values.
+        ValueError: a value outside its field's accepted values, or fields at odds.
     """
-    resolved = dict(params)
-    for name in names:
-        if name in _FIELD_CHECKS:
-            resolved[name] = check_field(name, _value(params, name))
+    fields = _fields()
+    done = params if isinstance(params, ResolvedParams) else {}
+    missing = [name for name in names if name in fields and name not in done]
+    if isinstance(params, ResolvedParams) and not missing:
+        return params
+    resolved = ResolvedParams(params)
+    for name in missing:
+        resolved[name] = _checked(fields[name], _value(params, name))
     if "network" in names and resolved.get("network") is None:
         resolved["network"] = DEFAULT_NETWORKS[_value(resolved, "family")]
     if resolved.get("data_range") is None and ("family" in names or "family" in params):
         resolved["data_range"] = list(family_data_range(_value(resolved, "family")))
+    if "family" in names:
+        check_model(resolved)
     return resolved
 
 

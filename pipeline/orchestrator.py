@@ -63,7 +63,7 @@ def check_samplers(config):
     from pipeline.stages.base import StageError
 
     try:
-        process = processes.as_process(builders.build_process(config.to_dict()))  # NCSN's: a σ array
+        process = processes.as_process(builders.build_process(config.resolved()))  # NCSN's: a σ array
         sample.check_samplers(config.samplers, process)
     except StageError as error:
         raise ValueError(str(error).removeprefix("sample: ")) from None
@@ -147,7 +147,6 @@ def _run_locked(config, output_dir, beam_args, force, resume, stages):
     for name in STAGE_ORDER:
         module = _stage_module(name)
         spec = module.SPEC
-        params = config.section(spec.parameters)
         inputs = {artifact: artifact_dir(output_dir, artifact) for artifact in spec.inputs}
         outputs = {artifact: artifact_dir(output_dir, artifact) for artifact in spec.outputs}
         upstream = {artifact: fingerprints.get(ARTIFACT_PATHS[artifact][0]) for artifact in spec.inputs}
@@ -157,7 +156,7 @@ def _run_locked(config, output_dir, beam_args, force, resume, stages):
                 upstream[artifact] = done and done.get("fingerprint")
         if name == "train" and "evaluate" in stages:
             check_feature_labels(config, inputs["examples"])
-        stamp = fingerprint(spec, params, upstream)
+        stamp = fingerprint(spec, config.section(spec.parameters), upstream)
         stage_dir = io.join(output_dir, name)
         done = read_done(stage_dir)
         problem = None
@@ -196,9 +195,8 @@ def _run_locked(config, output_dir, beam_args, force, resume, stages):
         start = time.perf_counter()
         done_path = io.join(stage_dir, DONE_FILE)
         io.remove(done_path, missing_ok=True)  # the old outputs no longer match what is being written
-        params = dict(
-            params, beam_args=list(beam_args), data_range=list(config.data_range), force=force, resume=resume
-        )
+        params = config.resolved(spec.parameters)  # resolved once: the stage takes them as they are
+        params.update(beam_args=list(beam_args), force=force, resume=resume)
         try:
             module.Executor().Do(inputs, outputs, params)
         except StageError:

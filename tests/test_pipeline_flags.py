@@ -323,3 +323,186 @@ def test_find_error_in_the_chain_and_in_a_worker_traceback():
     )
     assert str(errors.find_error(remote, StageError)) == "Cannot read image /d/b.png: truncated"
     assert errors.find_error(RuntimeError("something else"), StageError) is None
+
+
+# ----------------------------------------------------------------------------- parameters declared once
+
+# Each stage's parameters as the stages listed them before the fields declared them (issue
+# 24): the set must not change, or every cached run's fingerprints would.
+PINNED_PARAMETERS = {
+    "ingest": ("dataset", "limit", "limit_order", "image_size", "crop_size", "channels", "num_shards", "seed"),
+    "train": (
+        "family", "model_source", "network", "base_channels", "num_res_blocks", "schedule", "T", "loss",
+        "sigma_max", "sigma_min", "num_sigmas", "sde", "sde_N", "train_steps", "epochs", "batch_size",
+        "learning_rate", "warmup_steps", "warmup_from", "lr_decay", "ema_decay", "class_conditional",
+        "label_dropout", "strategy", "precision", "checkpoint_every_steps", "seed",
+    ),
+    "sample": (
+        "samplers", "guidance_scale", "nfe_sweep", "sweep_samplers", "num_samples", "sample_shards",
+        "sample_batch_size", "trajectory_samples", "seed",
+    ),
+    "evaluate": ("fid_features", "fid_weights", "inception_weights", "inception_graph", "seed"),
+    "retrieve": ("knn", "retrieval_features", "inception_weights"),
+    "report": ("dataset", "family", "network", "image_size", "epochs", "batch_size", "seed"),
+}
+
+# The stages' fingerprints of these configs, computed before the change (each stage's
+# inputs: the fingerprints of the stages that wrote them, as the orchestrator chains them).
+PINNED_FINGERPRINTS = {
+    "default": (
+        {},
+        ["f9934df660b6c308", "9d2d98ecf75a077b", "267a0911f072cff4", "3cd1608076e92c23", "4c0053b4c15cf99a",
+         "7a7546ae8f3105ab"],
+    ),
+    "tiny": (
+        {"family": "ddpm"},
+        ["cdb3f14555cd451a", "70c6a2d9ec6344a6", "342d39bee2a15312", "40239c80c5e57560", "2280cfc7288478f3",
+         "e25c9df379ccbc8e"],
+    ),
+    "tiny_ncsn": (
+        {"family": "ncsn"},
+        ["cdb3f14555cd451a", "df4aca3944c74333", "b37fa3a901b32506", "3f83f4bb6148f455", "20e24f4993c2e514",
+         "4e63746eb1057b59"],
+    ),
+    "tiny_sde": (
+        {"family": "sde", "sde": "ve"},
+        ["cdb3f14555cd451a", "ecffd399c91aa723", "e1624aa273ba08fc", "621e4c444b56345d", "b6cd29c06f07e603",
+         "d4537d3d6c334ffd"],
+    ),
+    "tiny_guided_sweep": (
+        {"class_conditional": True, "guidance_scale": 2.0, "nfe_sweep": "5,10", "train_steps": 7},
+        ["cdb3f14555cd451a", "3a848708b4c1dc48", "6daa3c6dfcb88c3b", "12cf312df0663a9a", "c5a116055e833167",
+         "9a45623905ec647a"],
+    ),
+}
+
+
+def _stage_specs():
+    import importlib
+
+    return {name: importlib.import_module(f"pipeline.stages.{name}").SPEC for name in run_lib.STAGE_ORDER}
+
+
+def _fingerprints(cfg, specs):
+    """Each stage's fingerprint of ``cfg``, chained through the inputs as ``orchestrator`` does."""
+    from pipeline.stages.base import fingerprint
+
+    stamps = {}
+    for name, spec in specs.items():
+        upstream = {artifact: stamps[orchestrator.ARTIFACT_PATHS[artifact][0]] for artifact in spec.inputs}
+        stamps[name] = fingerprint(spec, cfg.section(spec.parameters), upstream)
+    return [stamps[name] for name in specs]
+
+
+def test_each_stage_keeps_its_parameters():
+    specs = _stage_specs()
+    assert list(specs) == list(PINNED_PARAMETERS)
+    for name, spec in specs.items():
+        assert len(set(spec.parameters)) == len(spec.parameters), name
+        assert set(spec.parameters) == set(PINNED_PARAMETERS[name]), name
+
+
+@pytest.mark.parametrize("case", sorted(PINNED_FINGERPRINTS))
+def test_cached_fingerprints_do_not_change(case):
+    overrides, expected = PINNED_FINGERPRINTS[case]
+    cfg = config.RunConfig() if case == "default" else config.preset("tiny", **overrides)
+    assert _fingerprints(cfg, _stage_specs()) == expected
+
+
+def test_every_field_declares_its_stages_and_one_check():
+    specs = _stage_specs()
+    for field in dataclasses.fields(config.RunConfig):
+        stages = field.metadata["stages"]
+        assert stages and len(set(stages)) == len(stages) and set(stages) <= set(specs), field.name
+        assert field.metadata["stage"] in config.STAGE_GROUPS, field.name  # its --help group
+        assert callable(field.metadata["check"]), field.name
+        for name, spec in specs.items():  # a stage's parameters are exactly the fields naming it
+            assert (field.name in spec.parameters) == (name in stages), (field.name, name)
+        assert config.check_field(field.name, field.default) == field.default
+    assert not hasattr(config, "_FIELD_CHECKS")  # the checks live on the fields alone
+    for stages, group in (((), None), (("trian",), None), (("train",), "model")):
+        with pytest.raises(ValueError, match="Expected `stages`"):
+            config.declare(1, stages=stages, group=group, help="x", check=lambda value, name: value)
+
+
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        ("image_size", 0, "`image_size`"),
+        ("family", "gan", r"`family` to be one of \['ddpm', 'ncsn', 'sde'\]"),
+        ("limit_order", "random", "`limit_order`"),
+        ("ema_decay", 1.5, r"`ema_decay` in \[0, 1\]"),
+        ("label_dropout", 1.0, r"`label_dropout` in \[0, 1\)"),
+        ("nfe_sweep", "5,5", "`nfe_sweep` as distinct"),
+        ("knn", 0, "`knn`"),
+        ("seed", -1, "`seed`"),
+        ("samplers", {"ddim": 50}, "`samplers` to be a non-empty dict"),
+        ("model_source", "hub:x", "`model_source` as KIND:TARGET"),
+        ("lr_decay", "yes", "`lr_decay` to be true or false"),
+        ("network", "resnet", "`network` in"),
+    ],
+)
+def test_check_field_rejects_bad_values_naming_the_field(name, value, message):
+    with pytest.raises(ValueError, match=message) as info:
+        config.check_field(name, value)
+    assert f"Received: {name}=" in str(info.value)
+
+
+def test_check_field_normalizes_and_names_unknown_fields():
+    assert config.check_field("nfe_sweep", "5, 10") == "5,10"
+    assert config.check_field("learning_rate", 1) == 1.0 and isinstance(config.check_field("learning_rate", 1), float)
+    with pytest.raises(ValueError, match="did you mean 'family'"):
+        config.check_field("famly", "ddpm")
+
+
+def test_a_field_declared_for_a_stage_is_its_parameter_and_in_its_fingerprint(monkeypatch):
+    def fraction_below_one(value, name):
+        if not 0 <= value < 1:
+            raise ValueError(f"Expected `{name}` in [0, 1). Received: {name}={value!r}")
+        return float(value)
+
+    @dataclasses.dataclass
+    class Extended(config.RunConfig):
+        dropout: float = config.declare(0.0, stages=("train",), help="the network's dropout", check=fraction_below_one)
+
+    monkeypatch.setattr(config, "RunConfig", Extended)  # as if the field were RunConfig's own
+    specs = _stage_specs()
+    assert set(specs["train"].parameters) == set(PINNED_PARAMETERS["train"]) | {"dropout"}
+    for name, spec in specs.items():
+        if name != "train":
+            assert set(spec.parameters) == set(PINNED_PARAMETERS[name]), name
+    plain, other = _fingerprints(Extended(), specs), _fingerprints(Extended(dropout=0.3), specs)
+    assert plain[0] == other[0]  # ingest does not read it
+    assert plain[1] != other[1]  # train does, and the stages after it read train's output
+    with pytest.raises(ValueError, match=r"Expected `dropout` in \[0, 1\). Received: dropout=2"):
+        Extended(dropout=2)
+    assert config.check_field("dropout", 0) == 0.0
+    train_group = run_lib.build_parser().format_help().split(f"\n{run_lib.GROUP_TITLES['train']}:\n")[1]
+    assert "--dropout " in train_group.split(f"\n{run_lib.GROUP_TITLES['sample']}:\n")[0]
+
+
+def test_values_are_resolved_once(monkeypatch):
+    from tiny_network import TinyNet
+
+    from pipeline import builders
+    from pipeline.stages import train
+
+    cfg = config.preset("tiny", family="ncsn")
+    resolved = cfg.resolved(train.SPEC.parameters)
+    assert isinstance(resolved, config.ResolvedParams)
+    assert resolved["network"] == "ncsn_small" and resolved["data_range"] == [0.0, 1.0]
+    assert config.resolve(resolved, train.SPEC.parameters) is resolved  # taken as it is
+    calls = []
+    check_model = config.check_model
+    monkeypatch.setattr(config, "check_model", lambda params: calls.append(1) or check_model(params))
+    assert len(builders.build_process(resolved)) == cfg.num_sigmas
+    builders.make_optimizer(resolved)
+    assert calls == []  # the builders took the resolved values as they were
+    monkeypatch.setattr(builders, "build_network", lambda params, shape, loss=None: TinyNet(shape[0], shape[2]))
+    model = builders.build_model(cfg.section(train.SPEC.parameters), (8, 8, 1))  # a plain dict
+    assert calls == [1] and model.data_range == (0.0, 1.0)  # resolved once, for all the builders
+    twin = resolved.replace(precision="mixed_bfloat16")
+    assert isinstance(twin, config.ResolvedParams) and twin["precision"] == "mixed_bfloat16"
+    assert resolved["precision"] == "float32"
+    with pytest.raises(ValueError, match="`precision`"):
+        resolved.replace(precision="float8")

@@ -1,9 +1,11 @@
 """What every stage shares: its spec, artifact directories written atomically, fingerprints.
 
-A stage is a ``StageSpec`` — typed inputs and outputs, named parameters — plus an executor
-with ``Do(inputs, outputs, params)``, the shape of a TFX component and executor, without
-TFX's channel machinery. ``inputs`` and ``outputs`` map artifact names to directories;
-``params`` is a plain dict. Tests call ``Do`` directly; ``pipeline.orchestrator`` runs them in order.
+A stage is a ``StageSpec`` — typed inputs and outputs; its parameters, the config fields
+that name it — plus an executor with ``Do(inputs, outputs, params)``, the shape of a TFX
+component and executor, without TFX's channel machinery. ``inputs`` and ``outputs`` map
+artifact names to directories; ``params`` is a dict: the orchestrator's is resolved once
+(``pipeline.config.RunConfig.resolved``), a plain one (a test's) the stage resolves itself.
+Tests call ``Do`` directly; ``pipeline.orchestrator`` runs them in order.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import hashlib
 import json
 import os
 
-from pipeline import io
+from pipeline import config, io
 
 # Artifact types: what a directory of each kind holds.
 EXAMPLES = "Examples"  # data-*.tfrecord shards (image bytes + label) and stats.json
@@ -34,13 +36,21 @@ class StageSpec:
         name: the stage name, also its output directory under the run's output_dir.
         inputs: artifact name → artifact type read by the stage.
         outputs: artifact name → artifact type written by the stage.
-        parameters: names of the config fields the stage reads (its fingerprint).
     """
 
     name: str
     inputs: dict
     outputs: dict
-    parameters: tuple
+
+    @property
+    def parameters(self):
+        """Names of the config fields the stage reads (its fingerprint): the ``RunConfig``
+        fields that name this stage, so that a field declared for it needs no other edit.
+
+        Returns:
+            A tuple of field names (``pipeline.config.stage_parameters``).
+        """
+        return config.stage_parameters(self.name)
 
 
 class StageError(RuntimeError):

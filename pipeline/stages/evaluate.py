@@ -60,7 +60,6 @@ SPEC = StageSpec(
     name="evaluate",
     inputs={"examples": EXAMPLES, "samples": SAMPLES},
     outputs={"metrics": METRICS},
-    parameters=("fid_features", "fid_weights", "inception_weights", "inception_graph", "seed"),
 )
 
 FID_FEATURES = config_lib.FID_FEATURES

@@ -19,8 +19,9 @@ The Beam pipeline (every transform labelled):
 
 Everything is written inside ``io.atomic_directory(outputs["examples"])``: a failed or killed
 run (a corrupt image fails it, naming the file) leaves nothing at the output path.
-Parameters the params lack take their ``RunConfig`` defaults, and every one passes its
-``RunConfig`` check (``pipeline.config.resolve``). ``channels`` None means the source's own: digits, IDX files and
+The orchestrator passes the parameters resolved (``RunConfig.resolved``); in a plain dict,
+those it lacks take their ``RunConfig`` defaults, and every one passes its ``RunConfig``
+check (``pipeline.config.resolve``). ``channels`` None means the source's own: digits, IDX files and
 Fashion-MNIST 1; TFDS 1 when its image feature has one channel, else 3; folders 3 (pass ``channels=1`` for a
 grayscale folder).
 """
@@ -51,7 +52,6 @@ SPEC = StageSpec(
     name="ingest",
     inputs={},
     outputs={"examples": EXAMPLES},
-    parameters=("dataset", "limit", "limit_order", "image_size", "crop_size", "channels", "num_shards", "seed"),
 )
 
 PROGRESS_EVERY = 2000  # images per worker between progress lines
@@ -284,7 +284,7 @@ class Executor:
 
     def Do(self, inputs, outputs, params):
         del inputs  # ingest reads a source, not an artifact
-        params = config_lib.resolve(params, SPEC.parameters)  # RunConfig's defaults and checks
+        params = config_lib.resolve(params, SPEC.parameters)  # as it is when resolved (the orchestrator's)
         dataset, limit, limit_order = params["dataset"], params["limit"], params["limit_order"]
         image_size, num_shards, seed = params["image_size"], params["num_shards"], params["seed"]
         channels = params["channels"]

@@ -27,7 +27,6 @@ SPEC = StageSpec(
     name="report",
     inputs={"examples": EXAMPLES, "model": MODEL, "samples": SAMPLES, "metrics": METRICS, "retrieval": RETRIEVAL},
     outputs={"report": REPORT},
-    parameters=("dataset", "family", "network", "image_size", "epochs", "batch_size", "seed"),
 )
 
 # The works the report cites, in the order of its References section: (short citation, entry).

@@ -41,7 +41,6 @@ SPEC = StageSpec(
     name="retrieve",
     inputs={"examples": EXAMPLES, "samples": SAMPLES, "metrics": METRICS},
     outputs={"retrieval": RETRIEVAL},
-    parameters=("knn", "retrieval_features", "inception_weights"),
 )
 
 FEATURE_BATCH = 64  # images per feature batch when the stage extracts its own features

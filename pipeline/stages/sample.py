@@ -54,10 +54,6 @@ SPEC = StageSpec(
     name="sample",
     inputs={"model": MODEL},
     outputs={"samples": SAMPLES},
-    parameters=(
-        "samplers", "guidance_scale", "nfe_sweep", "sweep_samplers", "num_samples", "sample_shards",
-        "sample_batch_size", "trajectory_samples", "seed",
-    ),
 )
 
 WORK_DIR = "_work"
@@ -512,7 +508,7 @@ class Executor:
                 "(or rerun it with --force)."
             ) from error
         try:
-            params = config_lib.resolve(params, SPEC.parameters)
+            params = config_lib.resolve(params, SPEC.parameters)  # as it is when resolved (the orchestrator's)
         except ValueError as error:
             raise StageError(f"sample: {error}") from error
         samplers = params["samplers"]

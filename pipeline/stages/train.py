@@ -67,35 +67,6 @@ SPEC = StageSpec(
     name="train",
     inputs={"examples": EXAMPLES},
     outputs={"model": MODEL},
-    parameters=(
-        "family",
-        "model_source",
-        "network",
-        "base_channels",
-        "num_res_blocks",
-        "schedule",
-        "T",
-        "loss",
-        "sigma_max",
-        "sigma_min",
-        "num_sigmas",
-        "sde",
-        "sde_N",
-        "train_steps",
-        "epochs",
-        "batch_size",
-        "learning_rate",
-        "warmup_steps",
-        "warmup_from",
-        "lr_decay",
-        "ema_decay",
-        "class_conditional",
-        "label_dropout",
-        "strategy",
-        "precision",
-        "checkpoint_every_steps",
-        "seed",
-    ),
 )
 
 # The parameters a checkpoint depends on: a checkpoint written under other values of these
@@ -586,7 +557,7 @@ class Executor:
         model_dir = outputs["model"]
         image_shape, stats = _image_shape(examples_dir)
         try:
-            params = config_lib.resolve(params, SPEC.parameters)  # RunConfig's defaults and checks
+            params = config_lib.resolve(params, SPEC.parameters)  # as it is when resolved (the orchestrator's)
             strategy = kdiff.distribute.get_strategy(params["strategy"])
         except ValueError as error:
             raise StageError(f"train: {error}") from error
@@ -795,7 +766,7 @@ def _float32_twin(model, params, image_shape, precision):
     """
     if precision == "float32":
         return model
-    twin = _build(dict(params, precision="float32"), image_shape)
+    twin = _build(params.replace(precision="float32"), image_shape)
     twin.network.set_weights(model.network.get_weights())
     twin.ema_network.set_weights(model.ema_network.get_weights())
     return twin
