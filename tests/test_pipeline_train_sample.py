@@ -609,7 +609,7 @@ def test_sample_bad_input(tmp_path, trained):
     with pytest.raises(StageError, match="no usable kdiff export"):
         run_sample(str(tmp_path / "nothing"), str(tmp_path / "x"), sample_params())
     bad = {"langevin": {"sampler": "annealed_langevin", "steps": 3}}
-    with pytest.raises(StageError, match="does not apply to a ddpm model"):
+    with pytest.raises(StageError, match=r"sampler .langevin. \(annealed_langevin\): Expected a sampler for a schedule"):
         run_sample(model_dir, str(tmp_path / "y"), sample_params(samplers=bad))
     with pytest.raises(StageError, match="not usable as a directory name"):
         run_sample(model_dir, str(tmp_path / "z"), sample_params(samplers={"../up": {"sampler": "ddim"}}))
