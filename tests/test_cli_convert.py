@@ -14,6 +14,7 @@ import pytest
 
 import kdiff
 from kdiff.cli import main
+from kdiff.samplers import request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NCSNPP = os.path.join(ROOT, "tests", "fixtures", "diffusers", "ncsnpp")
@@ -92,16 +93,21 @@ def test_sample_recipe_flag_passes_the_recipe_with_overrides(ncsnpp_export, tmp_
     assert main(["sample", "--model", ncsnpp_export[1], "--recipe", "score_sde_ve_pc", "--steps", "3",
                  "--option", "snr=0.2", "--num", "1", "--out", str(out)]) == 0
     (call,) = calls
-    assert (call["sampler"], call["steps"], call["snr"], call["grid"], call["eps"]) == (
+    assert (call["recipe"], call["steps"], call["snr"]) == ("score_sde_ve_pc", 3, 0.2)
+    # What kdiff.sample makes of it: the recipe's sampler and options under the overrides.
+    process = kdiff.processes.from_model_config(kdiff.export.read_config(ncsnpp_export[1]))
+    entry, kwargs = request.resolve(process, call["sampler"], call["steps"], {"snr": call["snr"]}, call["recipe"])
+    assert (entry.name, kwargs["steps"], kwargs["snr"], kwargs["grid"], kwargs["eps"]) == (
         "predictor_corrector", 3, 0.2, "discrete", 1e-5)
     assert main(["sample", "--model", ncsnpp_export[1], "--recipe", "score_sde_ve_pc", "--num", "1",
                  "--out", str(out)]) == 0
-    assert calls[1]["steps"] == 2000 and calls[1]["snr"] == 0.075
+    _, kwargs = request.resolve(process, calls[1]["sampler"], calls[1]["steps"], {}, calls[1]["recipe"])
+    assert kwargs["steps"] == 2000 and kwargs["snr"] == 0.075
     capsys.readouterr()
     _fails(capsys, ["sample", "--model", ncsnpp_export[1], "--recipe", "ddim_50", "--out", str(out)],
            "argument --recipe: Expected a recipe for a sde")
     _fails(capsys, ["sample", "--model", ncsnpp_export[1], "--recipe", "score_sde_ve_pc", "--sampler",
-                    "euler_maruyama", "--out", str(out)], "argument --sampler: recipe 'score_sde_ve_pc'")
+                    "euler_maruyama", "--out", str(out)], "argument --recipe: Expected no `sampler`, or the recipe's")
     assert len(calls) == 2
 
 

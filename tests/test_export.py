@@ -221,7 +221,8 @@ def test_config_json(exported):
     assert config["num_classes"] == 3 and config["schedule"]["T"] == 100
     # generate clips the predicted x0 to the data range by default, as kdiff.sample does
     assert config["generate"] == {
-        "sampler": "ddim", "sampler_options": {"eta": 0.0, "clip_x0": [-1.0, 1.0], "clipped_eps": True}, "default_steps": 50, "max_steps": 100,
+        "sampler": "ddim", "sampler_options": {"eta": 0.0, "clip_x0": [-1.0, 1.0], "clipped_eps": True, "grid": None},
+        "default_steps": 50, "max_steps": 100,
     }
     signatures = config["signatures"]
     assert set(signatures["denoise"]["inputs"]) == {"x_t", "level", "y"}

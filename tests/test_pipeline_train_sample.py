@@ -613,7 +613,7 @@ def test_sample_bad_input(tmp_path, trained):
         run_sample(model_dir, str(tmp_path / "y"), sample_params(samplers=bad))
     with pytest.raises(StageError, match="not usable as a directory name"):
         run_sample(model_dir, str(tmp_path / "z"), sample_params(samplers={"../up": {"sampler": "ddim"}}))
-    with pytest.raises(StageError, match="expected one of"):
+    with pytest.raises(StageError, match="Expected `sampler` to be one of"):
         run_sample(model_dir, str(tmp_path / "w"), sample_params(samplers={"x": {"sampler": "no_such_sampler"}}))
     with pytest.raises(StageError, match=r"unknown option\(s\) \['bogus'\]"):
         run_sample(model_dir, str(tmp_path / "v"), sample_params(samplers={"x": {"sampler": "ddim", "bogus": 1}}))
