@@ -200,6 +200,8 @@ def test_ddim_samples_as_ddim_pipeline_without_options(folder, run, steps):
     ("ddim_linspace_7", "ddim", 7),  # timestep_spacing="linspace"
     ("dpm_10", "dpm_solver", 10),  # DDPMPipeline with a DPMSolverMultistepScheduler of its defaults
     ("dpm_order3_10", "dpm_solver", 10),  # solver_order=3, solver_type="heun", final_sigmas_type="sigma_min"
+    ("dpm_trailing_7", "dpm_solver", 7),  # timestep_spacing="trailing"
+    ("dpm_leading_10", "dpm_solver", 10),  # timestep_spacing="leading", steps_offset=1
 ])
 def test_the_schedulers_settings_are_the_models_sampling_defaults(run, sampler, steps):
     ref = _pipelines("ddpm_pipeline")
@@ -277,7 +279,7 @@ def test_the_pc_defaults_are_score_sde_ve_pipelines_loop():
 
 @pytest.mark.parametrize("changes, named", [
     ({"use_karras_sigmas": True}, "use_karras_sigmas=True"),
-    ({"timestep_spacing": "trailing"}, "timestep_spacing='trailing'"),
+    ({"timestep_spacing": "trailing", "use_exponential_sigmas": True}, "use_exponential_sigmas=True"),
     ({"algorithm_type": "dpmsolver"}, "algorithm_type='dpmsolver'"),
 ])
 def test_a_setting_kdiff_cannot_reproduce_is_named_in_a_warning(changes, named):

@@ -280,6 +280,18 @@ def test_ddpm_walks_diffusers_timestep_spacings(linear, options, expected):
     assert eps_fn.levels == expected
 
 
+@pytest.mark.parametrize("options, expected", [
+    ({}, [999, 899, 799, 699, 599, 500, 400, 300, 200, 100]),
+    ({"spacing": "trailing"}, [999, 899, 799, 699, 599, 499, 399, 299, 199, 99]),
+    ({"spacing": "leading", "steps_offset": 1}, [901, 811, 721, 631, 541, 451, 361, 271, 181, 91]),
+])
+def test_dpm_solver_walks_diffusers_timestep_spacings(linear, options, expected):
+    """DPMSolverMultistepScheduler.set_timesteps(10) of T = 1000 with each timestep_spacing."""
+    eps_fn = _Levels()
+    samplers.dpm_solver(eps_fn, np.zeros((2, 2), np.float32), linear, steps=10, compiled=False, **options)
+    assert eps_fn.levels == expected
+
+
 def test_noise_fn_is_called_once_per_draw_in_order_for_pc(gaussian):
     sde = sde_lib.VESDE()
     x_T = sde.prior_sampling((32, 2), seed=0)
@@ -376,6 +388,9 @@ def test_nan_mid_sampling_raises_with_the_step(linear, compiled):
         (lambda f, s: samplers.ddim(f, np.zeros((4, 2), np.float32), s, steps=10, steps_offset=100),
          r"steps_offset \+ \(steps - 1\) \* \(T // steps\) < T=1000"),
         (lambda f, s: samplers.ddim(f, np.zeros((4, 2), np.float32), s, final_alpha_one="yes"), "final_alpha_one"),
+        (lambda f, s: samplers.dpm_solver(f, np.zeros((4, 2), np.float32), s, spacing="even"), "spacing"),
+        (lambda f, s: samplers.dpm_solver(f, np.zeros((4, 2), np.float32), s, steps=10, spacing="leading",
+                                          steps_offset=200), r"steps_offset \+ steps \* \(T // \(steps \+ 1\)\) < T=1000"),
         (lambda f, s: samplers.ddim(f, np.zeros((4,), np.float32), s), "x_T"),
         (lambda f, s: samplers.ddim(f, np.array([["a"]]), s), "x_T"),
         (lambda f, s: samplers.ddim(f, np.zeros((4, 2), np.float32), "linear"), "schedule"),

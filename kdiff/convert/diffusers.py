@@ -732,7 +732,7 @@ def _ddpm_family_defaults(config, source, unmatched):
 
 def _dpm_defaults(config, unmatched):
     """``dpm_solver``'s defaults for a DPMSolverMultistepScheduler config (no clipping, as diffusers')."""
-    from kdiff.samplers.dpm_multistep import DPM_ALGORITHMS, DPM_SOLVER_TYPES
+    from kdiff.samplers.dpm_multistep import DPM_ALGORITHMS, DPM_SOLVER_TYPES, DPM_SPACINGS
 
     dpm = _settings(config, _DPM_SAMPLING)
     options = {"order": int(dpm["solver_order"]), "lower_order_final": bool(dpm["lower_order_final"]),
@@ -744,7 +744,10 @@ def _dpm_defaults(config, unmatched):
                          "it keeps 'dpmsolver++')")
     if dpm["solver_type"] in DPM_SOLVER_TYPES:
         options["solver_type"] = dpm["solver_type"]
-    if dpm["timestep_spacing"] != "linspace":
+    if dpm["timestep_spacing"] in DPM_SPACINGS:
+        options["spacing"] = dpm["timestep_spacing"]
+        options["steps_offset"] = int(config.get("steps_offset", 0))
+    else:
         unmatched.append(f"timestep_spacing={dpm['timestep_spacing']!r} (kdiff's dpm_solver walks 'linspace')")
     for key in ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "use_lu_lambdas", "use_flow_sigmas",
                 "euler_at_final", "thresholding"):
