@@ -6,7 +6,8 @@ Reads a ``UNet2DModel`` and its scheduler in the Hugging Face layout — a pipel
 pipeline's ``unet/`` takes the pipeline's ``../scheduler/``), or a hub id that
 ``huggingface_hub`` downloads — and returns
 
-* ``kdiff.DDPM`` for a ``DDPMScheduler`` / ``DDIMScheduler``, its schedule holding exactly
+* ``kdiff.DDPM`` for a ``DDPMScheduler`` / ``DDIMScheduler`` / ``DPMSolverMultistepScheduler``
+  (ε-prediction), its schedule holding exactly
   the scheduler's float32 betas, its network a ``kdiff.models.UNet`` (the DDPM layout:
   ``DownBlock2D`` / ``AttnDownBlock2D`` / ``UpBlock2D`` / ``AttnUpBlock2D``);
 * ``kdiff.ScoreSDE`` for a ``ScoreSdeVeScheduler``, with ``VESDE(sigma_min, sigma_max,
