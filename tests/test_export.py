@@ -223,7 +223,7 @@ def test_config_json(exported):
     assert config["generate"] == {
         "sampler": "ddim",
         "sampler_options": {"eta": 0.0, "clip_x0": [-1.0, 1.0], "clipped_eps": True, "spacing": "leading",
-                            "steps_offset": 0, "final_alpha_one": True},
+                            "steps_offset": 0, "final_alpha_one": True, "grid": None},
         "default_steps": 50, "max_steps": 100,
     }
     assert config["default_sampler"] == "ddim" and config["sampler_defaults"] == {}
