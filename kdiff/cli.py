@@ -401,7 +401,8 @@ def _sample(args, parser):
     if args.no_clip:
         options["clip_x0"] = None
     try:  # before the model loads: the request check kdiff.sample makes again
-        request.resolve(process, args.sampler, args.steps, options, args.recipe, default_sampler=config.get("default_sampler"))
+        request.resolve(process, args.sampler, args.steps, options, args.recipe, default_sampler=config.get("default_sampler"),
+                        sampler_defaults=config.get("sampler_defaults"))
     except request.RequestError as error:
         parser.error(f"argument {_request_flag(args, error)}: {error}")
     num_classes = config.get("num_classes")

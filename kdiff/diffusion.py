@@ -22,7 +22,7 @@ import tensorflow as tf
 import keras
 
 from kdiff import _checks, _random, losses
-from kdiff.samplers import guidance, registry
+from kdiff.samplers import guidance, registry, request
 from kdiff import schedules as schedules_lib
 from kdiff import sde as sde_lib
 from kdiff.samplers.draw import DrawCache, SamplingSpec
@@ -81,6 +81,13 @@ class DiffusionModel(keras.Model):
         seed: seed of the training noise (stateless: training is reproducible).
         data_range: (low, high) of the data the model is trained on (default: the
             process's, (−1, 1) or NCSN's (0, 1)).
+        default_sampler: the sampler ``generate`` and ``kdiff.sample`` use when none is
+            named (default: the process's); ``kdiff.from_diffusers`` sets the source
+            scheduler's.
+        sampler_defaults: the model's own option defaults per sampler, ``{name: {option:
+            value}}``, applied under what a call passes (``kdiff.from_diffusers`` sets the
+            source scheduler's settings, e.g. ``{"ddim": {"clip_x0": 1.0, "spacing":
+            "trailing", ...}}``); saved in ``get_config`` and an export's ``config.json``.
         **kwargs: ``keras.Model`` arguments (``name``, ``dtype``).
     """
 
@@ -95,6 +102,8 @@ class DiffusionModel(keras.Model):
         ema_warmup=True,
         seed=0,
         data_range=None,
+        default_sampler=None,
+        sampler_defaults=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -116,6 +125,8 @@ class DiffusionModel(keras.Model):
         if not low < high:
             raise ValueError(f"Expected `data_range` (low, high) with low < high. Received: {data_range!r}")
         self.data_range = (low, high)
+        self._own_default_sampler, self._own_sampler_defaults = request.check_defaults(
+            self.process, default_sampler, sampler_defaults)
         self.network = network
         self.ema_network = keras.models.clone_model(network) if hasattr(network, "get_config") else None
         if self.ema_network is None:
@@ -134,8 +145,14 @@ class DiffusionModel(keras.Model):
 
     @property
     def default_sampler(self):
-        """The sampler ``generate`` uses when none is named (the process's)."""
-        return self.process.default_sampler
+        """The sampler ``generate`` uses when none is named (``default_sampler=``, else the process's)."""
+        return self._own_default_sampler or self.process.default_sampler
+
+    @property
+    def sampler_defaults(self):
+        """The option defaults per sampler: the family's (a learned variance) under the
+        model's own (``sampler_defaults=``), as ``{name: {option: value}}``."""
+        return request.merge_defaults(self._sampler_defaults(), self._own_sampler_defaults)
 
     # ------------------------------------------------------------------ construction
 
@@ -463,7 +480,7 @@ class DiffusionModel(keras.Model):
             image_shape=self.image_shape,
             data_range=self.data_range,
             default_sampler=self.default_sampler,
-            sampler_defaults=self._sampler_defaults(),
+            sampler_defaults=self.sampler_defaults,
             num_classes=self.num_classes,
             null_label=self.null_label,
             draw_cache=self._draw_cache,
@@ -481,7 +498,8 @@ class DiffusionModel(keras.Model):
             steps: sampling steps (default: the sampler's).
             seed: same seed, same images.
             **kwargs: more ``kdiff.sample`` arguments (``batch_size``,
-                ``return_trajectory``, ``class_labels``, sampler options).
+                ``return_trajectory``, ``class_labels``, ``x_T`` — the starting noise
+                [num_samples, H, W, C] float32 —, sampler options).
 
         Returns:
             uint8 images [N, H, W, C] (and the trajectory when asked).
@@ -520,6 +538,10 @@ class DiffusionModel(keras.Model):
             seed=self.seed,
             data_range=list(self.data_range),
         )
+        if self._own_default_sampler is not None:  # written only when set: native configs stay as they were
+            config["default_sampler"] = self._own_default_sampler
+        if self._own_sampler_defaults:
+            config["sampler_defaults"] = request.merge_defaults(self._own_sampler_defaults)  # plain dicts
         return config
 
     @classmethod
@@ -538,6 +560,7 @@ class DiffusionModel(keras.Model):
             "num_classes": self.num_classes,
             "null_label": self.null_label,
             "default_sampler": self.default_sampler,
+            "sampler_defaults": self.sampler_defaults,
             "level": self.process.level_description if self._network_level is None else self._network_level,
         }
 

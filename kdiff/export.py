@@ -615,15 +615,21 @@ class ExportedModel:
         return fn
 
     def sampling_spec(self):
-        """What ``kdiff.sample`` needs, so that every kdiff sampler runs on the export."""
+        """What ``kdiff.sample`` needs, so that every kdiff sampler runs on the export: with
+        the model's ``default_sampler`` and ``sampler_defaults`` as ``config.json`` holds them
+        (an export written before ``sampler_defaults`` was recorded gets a learned
+        variance's, as then)."""
         learned = bool(self.config.get("learned_variance"))
+        defaults = self.config.get("sampler_defaults")
+        if defaults is None:
+            defaults = registry.learned_variance_defaults() if learned else {}
         return SamplingSpec(
             make_model_fn=lambda y=None, sampler=None: self.model_fn(y=y, sampler=sampler),
             process=self.process,
             image_shape=self.image_shape,
             data_range=self.data_range,
             default_sampler=self.config.get("default_sampler"),
-            sampler_defaults=registry.learned_variance_defaults() if learned else {},
+            sampler_defaults=defaults,
             num_classes=self.num_classes,
             null_label=self.null_label,
             draw_cache=self._draw_cache,

@@ -102,6 +102,36 @@ def _spec_for_callable(model, schedule, sde, sigmas, image_shape, data_range):
     )
 
 
+def _check_start(x_T, num_samples, image_shape):
+    """``kdiff.sample``'s ``x_T``, checked: a finite float32 array [num_samples, H, W, C].
+
+    Args:
+        x_T: None, a numpy array or a tensor.
+        num_samples: N.
+        image_shape: (H, W, C) of the model.
+
+    Returns:
+        A float32 numpy array, or None.
+
+    Raises:
+        ValueError: naming ``x_T``, what was expected and what was received.
+    """
+    if x_T is None:
+        return None
+    expected = [num_samples, *image_shape]
+    array = x_T.numpy() if tf.is_tensor(x_T) else np.asarray(x_T)
+    if list(array.shape) != expected:
+        raise ValueError(f"Expected `x_T` of shape [N, H, W, C] = {expected}. Received: shape={list(array.shape)}")
+    if array.dtype != np.float32:
+        raise ValueError(
+            f"Expected `x_T` of dtype float32 (the starting noise). Received: dtype={array.dtype} "
+            "(convert it first, e.g. x_T.astype(np.float32))"
+        )
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"Expected a finite `x_T`. Received: {int(np.sum(~np.isfinite(array)))} NaN or Inf values")
+    return array
+
+
 def spec_for(model, *, schedule=None, sde=None, sigmas=None, image_shape=None, data_range=None):
     """The ``SamplingSpec`` of a SavedModel path, a kdiff model, or a Python callable.
 
@@ -146,6 +176,7 @@ def sample(
     precision=None,
     progress=False,
     recipe=None,
+    x_T=None,
     **sampler_kwargs,
 ):
     """Generates ``num_samples`` uint8 images from a model in one call.
@@ -195,6 +226,11 @@ def sample(
             "score_sde_ve_pc", "ncsn_annealed_langevin", …): the sampler, steps and
             options of a reference run; ``steps`` and sampler options given here
             override the recipe's, and ``sampler`` may only name the recipe's own.
+        x_T: the starting noise, a float32 array [num_samples, H, W, C] (numpy, or a
+            tensor), instead of the draw from the model's prior — to compare a run with
+            another implementation's on the same noise (diffusers' ``latents``). Batches
+            take their slices of it; ``seed`` still drives the noise an ancestral sampler
+            adds on the way.
         **sampler_kwargs: the sampler's options (``kdiff.samplers.registry.get(name).options()``:
             e.g. DDIM's ``eta``, ``variance``, ``clip_x0``, ``predictor``, ``snr``, ``grid``,
             ``denoise``, ``method``). DDPM and DDIM clip the predicted x₀ to the model's
@@ -205,8 +241,8 @@ def sample(
         [num_states, N, H, W, C] of the intermediate states (start included).
 
     Raises:
-        ValueError: on unknown sampler names or options, or arguments that do not fit
-            the sampler, naming them.
+        ValueError: on unknown sampler names or options, arguments that do not fit the
+            sampler, or an ``x_T`` of another shape or dtype or with NaN / Inf, naming them.
         kdiff.samplers.NonFiniteSampleError: when sampling produces NaN or Inf.
     """
     num_samples = _checks.positive_int(num_samples, "num_samples")
@@ -217,15 +253,16 @@ def sample(
     spec = spec.with_precision(precision).with_guidance(guidance_scale)
     entry, options = spec.request(sampler, steps, sampler_kwargs, recipe)
     labels = class_batches(class_labels, num_samples, spec.num_classes)
+    start = _check_start(x_T, num_samples, spec.image_shape)
     base = _random.seed_pair(seed)
 
     num_batches = -(-num_samples // batch_size)
     progress = _Progress(num_samples, num_batches) if progress else None
 
-    def run(batch_seed, count, y=None, compiled=True, relay=None):
+    def run(batch_seed, count, y=None, x=None, compiled=True, relay=None):
         return draw_batch(
             spec, entry, options, count, batch_seed, y, return_trajectory=return_trajectory, compiled=compiled,
-            callback=relay,
+            callback=relay, x_T=x,
         )
 
     graph, dynamic_count, relay = run, False, None
@@ -250,15 +287,16 @@ def sample(
         relay.target = progress.step
     images, trajectories = [], []
     try:
-        for index, start in enumerate(range(0, num_samples, batch_size)):
+        for index, first in enumerate(range(0, num_samples, batch_size)):
             batch_seed = _random.fold_in(base, index)
-            count = min(batch_size, num_samples - start)
-            y = None if labels is None else tf.constant(labels[start : start + count], tf.int32)
+            count = min(batch_size, num_samples - first)
+            y = None if labels is None else tf.constant(labels[first : first + count], tf.int32)
+            x = None if start is None else tf.constant(start[first : first + count])
             with quiet_retracing_warning():
-                out = graph(batch_seed, tf.constant(count, tf.int32) if dynamic_count else count, y)
+                out = graph(batch_seed, tf.constant(count, tf.int32) if dynamic_count else count, y, x)
             final = out[0] if return_trajectory else out
             if not bool(tf.reduce_all(tf.math.is_finite(final))):
-                run(batch_seed, count, y)  # called eagerly, the sampler raises naming the failing step
+                run(batch_seed, count, y, x)  # called eagerly, the sampler raises naming the failing step
                 raise FloatingPointError(f"{entry.name}: batch {index} of the samples is NaN or Inf.")
             images.append(to_uint8(final, spec.data_range))
             if return_trajectory:

@@ -2,14 +2,18 @@
 
 The fixtures in tests/fixtures/diffusers were written by its make_fixtures.py with
 diffusers 0.42.1 and torch 2.13 (CPU): small random-weight UNet2DModels in the DDPM and
-NCSN++ layouts, their inputs and outputs, and DDPMScheduler betas. Each converted network
-must reproduce diffusers' outputs to float32 round-off.
+NCSN++ layouts, their inputs and outputs, DDPMScheduler betas, and whole pipeline runs
+from a stored x_T (``pipelines.npz``). Each converted network must reproduce diffusers'
+outputs to float32 round-off, and an imported model must sample as its source's pipeline
+does without being told any option.
 """
 
 import json
 import os
+import re
 import shutil
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -147,6 +151,154 @@ def test_ddpm_celebahq_preset_has_the_checkpoint_parameter_count():
     with open(os.path.join(FIXTURES, "parameter_counts.json")) as file:
         counts = json.load(file)
     assert kdiff.models.UNet.ddpm_celebahq().count_params() == counts["ddpm_celebahq_256"]
+
+
+# --------------------------------------------------------------------------- sampling like the source
+
+
+def _pipelines(name):
+    return np.load(os.path.join(FIXTURES, name, "pipelines.npz"))
+
+
+def _pipeline_pixels(sample):
+    """A diffusers pipeline's images as PIL gets them: (x / 2 + 0.5).clamp(0, 1) · 255, rounded."""
+    return np.round(np.clip(sample / 2 + 0.5, 0, 1) * 255).astype(np.uint8)
+
+
+def _sample_floats(model, sampler, steps, x_T, **options):
+    """What kdiff.sample runs, before the uint8 mapping: the request its spec resolves."""
+    spec = model.sampling_spec()
+    entry, kwargs = spec.request(sampler, steps, options)
+    return entry, entry.resolve()(spec.model_fn(sampler=entry.name), tf.constant(x_T), spec.process,
+                                  compiled=False, **kwargs).numpy()
+
+
+def _assert_sample_close(got, want):
+    np.testing.assert_allclose(got, want, atol=1e-4 * np.abs(want).max(), rtol=0)
+
+
+@pytest.mark.parametrize("folder, run, steps", [
+    ("ddpm_pipeline", "ddim_10", 10),  # a DDPMScheduler's config: leading, clip_sample
+    ("ddim_pipeline", "ddim_10", 10),  # a DDIMScheduler: trailing, clip_sample, set_alpha_to_one=False
+    ("ddim_pipeline", "ddim_7", 7),  # trailing with T / 7 no integer: DDIMScheduler's t − T // 7
+])
+def test_ddim_samples_as_ddim_pipeline_without_options(folder, run, steps):
+    model = kdiff.from_diffusers(os.path.join(FIXTURES, folder))
+    ref = _pipelines(folder)
+    images = kdiff.sample(model, 2, sampler="ddim", steps=steps, x_T=ref["x_T"])
+    assert np.abs(images.astype(int) - _pipeline_pixels(ref[run])).max() <= 1  # float32 round-off at a .5
+    _, floats = _sample_floats(model, "ddim", steps, ref["x_T"])
+    _assert_sample_close(floats, ref[run])
+    # kdiff's own DDIM defaults (ε from the clipped x̂₀, leading spacing) sample other images
+    own = kdiff.sample(model, 2, sampler="ddim", steps=steps, x_T=ref["x_T"], clipped_eps=True, spacing="leading",
+                       steps_offset=0, final_alpha_one=True)
+    assert np.abs(own.astype(int) - _pipeline_pixels(ref[run])).max() > 10
+
+
+@pytest.mark.parametrize("run, sampler, steps", [
+    ("ddim_offset_10", "ddim", 10),  # steps_offset=1, clip_sample_range=0.5, set_alpha_to_one=False
+    ("ddim_linspace_7", "ddim", 7),  # timestep_spacing="linspace"
+    ("dpm_10", "dpm_solver", 10),  # DDPMPipeline with a DPMSolverMultistepScheduler of its defaults
+    ("dpm_order3_10", "dpm_solver", 10),  # solver_order=3, solver_type="heun", final_sigmas_type="sigma_min"
+    ("dpm_trailing_7", "dpm_solver", 7),  # timestep_spacing="trailing"
+    ("dpm_leading_10", "dpm_solver", 10),  # timestep_spacing="leading", steps_offset=1
+])
+def test_the_schedulers_settings_are_the_models_sampling_defaults(run, sampler, steps):
+    ref = _pipelines("ddpm_pipeline")
+    config = json.loads(str(ref["configs"]))[run]
+    model = kdiff.from_diffusers(os.path.join(FIXTURES, "ddpm_pipeline"), scheduler=config)
+    entry, floats = _sample_floats(model, None, steps, ref["x_T"])  # the model's default sampler
+    assert entry.name == sampler == model.default_sampler
+    _assert_sample_close(floats, ref[run])
+
+
+def test_default_sampler_and_defaults_follow_the_source():
+    ddpm = kdiff.from_diffusers(os.path.join(FIXTURES, "ddpm_pipeline"))  # DDPMPipeline + DDPMScheduler
+    assert ddpm.default_sampler == "ddpm"
+    assert ddpm.sampler_defaults["ddpm"] == {"variance": "beta_tilde", "spacing": "leading", "steps_offset": 0,
+                                             "clip_x0": 1.0}
+    assert ddpm.sampler_defaults["ddim"] == {"eta": 0.0, "clipped_eps": False, "spacing": "leading",
+                                             "steps_offset": 0, "final_alpha_one": True, "clip_x0": 1.0}
+    assert {**ddpm.sampler_defaults["ddim"], **dict(kdiff.samplers.recipes.get("ddim_50").options)} == \
+        ddpm.sampler_defaults["ddim"]  # the ddim_50 recipe's options: DDIMPipeline's
+    ddim = kdiff.from_diffusers(os.path.join(FIXTURES, "ddim_pipeline"))
+    assert ddim.default_sampler == "ddim"
+    assert ddim.sampler_defaults["ddim"]["spacing"] == "trailing" and not ddim.sampler_defaults["ddim"]["final_alpha_one"]
+    # a DDIMPipeline samples with DDIM whatever its scheduler; a given scheduler decides
+    assert kdiff.from_diffusers(os.path.join(FIXTURES, "ddim_pipeline"), scheduler="DDPMScheduler").default_sampler == "ddpm"
+    learned = kdiff.from_diffusers(os.path.join(FIXTURES, "unet_class_learned"))
+    assert learned.sampler_defaults["ddpm"]["variance"] == "learned"
+    ncsnpp = kdiff.from_diffusers(os.path.join(FIXTURES, "ncsnpp"))
+    assert ncsnpp.default_sampler == "predictor_corrector"
+    assert ncsnpp.sampler_defaults["predictor_corrector"] == {
+        **kdiff.samplers.recipes.get("score_sde_ve_pc").options, "snr": 0.15, "eps": 1e-5, "n_corrector": 1}
+    # options given to a call override the defaults
+    _, kwargs = ddim.sampling_spec().request("ddim", 10, {"spacing": "leading", "clip_x0": None})
+    assert kwargs["spacing"] == "leading" and kwargs["clip_x0"] is None and kwargs["clipped_eps"] is False
+    # native models keep kdiff's own
+    native = kdiff.DDPM(ddpm.network, ddpm.process, ema_decay=0.0)
+    assert native.default_sampler == "ddim" and native.sampler_defaults == {}
+    assert "sampler_defaults" not in native.get_config() and "default_sampler" not in native.get_config()
+
+
+def test_the_defaults_survive_get_config():
+    model = kdiff.from_diffusers(os.path.join(FIXTURES, "ddim_pipeline"))
+    config = model.get_config()
+    assert config["default_sampler"] == "ddim"
+    json.dumps(config["sampler_defaults"])  # plain JSON
+    again = kdiff.DDPM.from_config(config)
+    assert again.default_sampler == "ddim" and again.sampler_defaults == model.sampler_defaults
+
+
+@pytest.mark.slow
+def test_an_export_of_an_imported_model_samples_as_the_source(tmp_path):
+    ref = _pipelines("ddim_pipeline")
+    model = kdiff.from_diffusers(os.path.join(FIXTURES, "ddim_pipeline"))
+    path = model.export(tmp_path / "export", sampler="ddim", default_steps=10)
+    exported = kdiff.load(path)
+    assert exported.config["default_sampler"] == "ddim"
+    assert exported.config["sampler_defaults"]["ddim"]["spacing"] == "trailing"
+    assert exported.config["generate"]["sampler_options"]["spacing"] == "trailing"  # the signature's loop too
+    for steps in (10, 7):
+        images = kdiff.sample(path, 2, steps=steps, x_T=ref["x_T"])
+        assert np.abs(images.astype(int) - _pipeline_pixels(ref[f"ddim_{steps}"])).max() <= 1
+
+
+def test_the_pc_defaults_are_score_sde_ve_pipelines_loop():
+    """ScoreSdeVePipeline's 5-iteration loop (tests/test_scheduler_steps.py) from the model's own
+    predictor_corrector defaults; the fixture's run used snr 0.075, the config says 0.15."""
+    model = kdiff.from_diffusers(os.path.join(FIXTURES, "ncsnpp"))
+    ref = np.load(os.path.join(FIXTURES, "ncsnpp", "steps.npz"))
+    noises = iter(ref["noises"])
+    entry, kwargs = model.sampling_spec().request(None, 5, {"snr": float(ref["snr"])})
+    out = kdiff.samplers.predictor_corrector(
+        model.model_fn(ema=False), tf.constant(ref["x_T"]), model.process,
+        noise_fn=lambda shape: tf.constant(next(noises)), **kwargs).numpy()
+    _assert_sample_close(out, ref["sample_mean"])
+
+
+@pytest.mark.parametrize("changes, named", [
+    ({"use_karras_sigmas": True}, "use_karras_sigmas=True"),
+    ({"timestep_spacing": "trailing", "use_exponential_sigmas": True}, "use_exponential_sigmas=True"),
+    ({"algorithm_type": "dpmsolver"}, "algorithm_type='dpmsolver'"),
+])
+def test_a_setting_kdiff_cannot_reproduce_is_named_in_a_warning(changes, named):
+    config = {"_class_name": "DPMSolverMultistepScheduler", **changes}
+    with pytest.warns(UserWarning, match=re.escape(named)):
+        model = kdiff.from_diffusers(os.path.join(FIXTURES, "ddpm_pipeline"), scheduler=config)
+    assert model.default_sampler == "dpm_solver"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # the defaults of each scheduler warn of nothing
+        for name in ("DDPMScheduler", "DDIMScheduler", "DPMSolverMultistepScheduler"):
+            kdiff.from_diffusers(os.path.join(FIXTURES, "ddpm_pipeline"), scheduler=name)
+
+
+def test_a_bad_timestep_spacing_is_named(tmp_path):
+    folder = _copy("unet_multihead", tmp_path)
+    _edit_json(folder / "scheduler_config.json", timestep_spacing="even")
+    with pytest.raises(ValueError, match=r"Expected `timestep_spacing` in \['leading', 'trailing', 'linspace'\] in .*"
+                                         r"scheduler_config.json.*timestep_spacing='even'"):
+        kdiff.from_diffusers(folder)
 
 
 # --------------------------------------------------------------------------- bad input

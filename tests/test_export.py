@@ -221,9 +221,12 @@ def test_config_json(exported):
     assert config["num_classes"] == 3 and config["schedule"]["T"] == 100
     # generate clips the predicted x0 to the data range by default, as kdiff.sample does
     assert config["generate"] == {
-        "sampler": "ddim", "sampler_options": {"eta": 0.0, "clip_x0": [-1.0, 1.0], "clipped_eps": True, "grid": None},
+        "sampler": "ddim",
+        "sampler_options": {"eta": 0.0, "clip_x0": [-1.0, 1.0], "clipped_eps": True, "spacing": "leading",
+                            "steps_offset": 0, "final_alpha_one": True, "grid": None},
         "default_steps": 50, "max_steps": 100,
     }
+    assert config["default_sampler"] == "ddim" and config["sampler_defaults"] == {}
     signatures = config["signatures"]
     assert set(signatures["denoise"]["inputs"]) == {"x_t", "level", "y"}
     assert signatures["denoise"]["inputs"]["x_t"]["shape"] == [-1, 8, 8, 1]
@@ -233,7 +236,28 @@ def test_config_json(exported):
     ncsn = export_lib.load(exported["ncsn"][1]).config
     assert ncsn["signatures"]["denoise"]["inputs"]["level"]["dtype"] == "float32"
     assert list(ncsn["signatures"]["denoise"]["outputs"]) == ["score"] and ncsn["value_range"] == [0.0, 1.0]
-    assert export_lib.load(exported["hybrid"][1]).config["learned_variance"] is True
+    hybrid = export_lib.load(exported["hybrid"][1])
+    assert hybrid.config["learned_variance"] is True
+    assert hybrid.config["sampler_defaults"] == {"ddpm": {"variance": "learned"}} == hybrid.sampling_spec().sampler_defaults
+
+
+def test_an_export_keeps_the_models_own_sampling_defaults_and_an_older_one_its_learned_variance():
+    """``config.json``'s ``default_sampler`` and ``sampler_defaults`` are the loaded model's; an
+    export written before ``sampler_defaults`` was recorded gets a learned variance's, as then."""
+    from types import SimpleNamespace
+
+    model = DDPM(TinyNet(out_channels=2), schedule=schedules.cosine(T=100), loss="hybrid", default_sampler="ddpm",
+                 sampler_defaults={"ddpm": {"spacing": "trailing"}, "ddim": {"eta": 0.5}})
+    config = {**model.export_config(), "format": export_lib.FORMAT_VERSION, "learned_variance": True}
+    loaded = SimpleNamespace(signatures={"denoise": None, "generate": None})
+    spec = export_lib.ExportedModel("x", json.loads(json.dumps(config)), loaded).sampling_spec()
+    assert spec.default_sampler == "ddpm"
+    assert spec.sampler_defaults == {"ddpm": {"variance": "learned", "spacing": "trailing"}, "ddim": {"eta": 0.5}}
+    entry, kwargs = spec.request()
+    assert entry.name == "ddpm" and kwargs["spacing"] == "trailing" and kwargs["variance"] == "learned"
+    del config["sampler_defaults"]
+    older = export_lib.ExportedModel("x", config, loaded).sampling_spec()
+    assert older.sampler_defaults == {"ddpm": {"variance": "learned"}}
 
 
 # ------------------------------------------------------------------- writing the directory

@@ -91,7 +91,7 @@ def test_a_registered_sampler_reaches_sample_generate_export_cli_and_pipeline(dd
 
 
 def test_unknown_sampler_options_name_the_option_and_the_accepted_ones(ddpm):
-    with pytest.raises(ValueError, match=r"among \['clip_x0', 'clipped_eps', 'eta', 'grid'\].*temperature"):
+    with pytest.raises(ValueError, match=r"among \['clip_x0', 'clipped_eps', 'eta', 'final_alpha_one', 'grid', 'spacing', 'steps_offset'\].*temperature"):
         kdiff.sample(ddpm, 2, sampler="ddim", steps=2, temperature=0.7)
     with pytest.raises(ValueError, match="did you mean 'snr'"):
         kdiff.sample(kdiff.ScoreSDE(TinyNet(), sde_lib.VESDE(N=10)), 2, sampler="predictor_corrector", snrr=0.1)
@@ -119,7 +119,8 @@ def test_user_facing_sampling_clips_x0_to_the_data_range_and_none_turns_it_off(d
 
 def test_registry_entries_read_their_options_from_the_function():
     ddim = registry.get("ddim")
-    assert ddim.options() == {"eta": 0.0, "clip_x0": None, "clipped_eps": True, "grid": None}
+    assert ddim.options() == {"eta": 0.0, "clip_x0": None, "clipped_eps": True, "spacing": "leading", "steps_offset": 0,
+                              "final_alpha_one": True, "grid": None}
     pc = registry.get("predictor_corrector").options()
     assert pc["snr"] == 0.16 and pc["n_corrector"] == 1 and "steps" not in pc and "seed" not in pc
     assert registry.get("annealed_langevin").steps_arg == "n_steps_each"

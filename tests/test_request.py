@@ -53,6 +53,26 @@ def test_a_request_resolves_defaults_in_order():
     assert kwargs["steps"] == 50  # an SDE's N is its default, not a limit
 
 
+def test_a_models_own_defaults_are_checked_and_merged():
+    assert request.check_defaults(LINEAR, "ddpm", {"ddim": {"eta": 0.5}}) == ("ddpm", {"ddim": {"eta": 0.5}})
+    assert request.check_defaults(LINEAR) == (None, {})
+    for kwargs, message in (
+        ({"default_sampler": "annealed_langevin"}, r"Expected `default_sampler` to be a sampler for a schedule process"),
+        ({"default_sampler": "bogus"}, r"Expected `sampler` to be one of"),
+        ({"sampler_defaults": {"ddim": 0.5}}, r"Expected `sampler_defaults` to be a dict \{sampler name"),
+        ({"sampler_defaults": {"euler_maruyama": {}}}, r"samplers of a schedule process.*'euler_maruyama'"),
+        ({"sampler_defaults": {"ddim": {"etta": 0}}}, r"`sampler_defaults\['ddim'\]` of sampler 'ddim'.*'eta'"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            request.check_defaults(LINEAR, **kwargs)
+    with pytest.raises(ValueError, match="sampler_defaults"):  # a model refuses them at construction
+        from tiny_network import TinyNet
+
+        kdiff.DDPM(TinyNet(8, 1), LINEAR, sampler_defaults={"ddim": {"etta": 0}})
+    merged = request.merge_defaults({"ddpm": {"variance": "learned"}}, None, {"ddpm": {"spacing": "leading"}, "ddim": {}})
+    assert merged == {"ddpm": {"variance": "learned", "spacing": "leading"}, "ddim": {}}
+
+
 def test_every_caller_refuses_a_bad_request_with_its_message():
     with pytest.raises(request.RequestError) as expected:
         request.resolve(LINEAR, "ddpm", options={"eta": 0.5})

@@ -231,6 +231,67 @@ def test_ddim_timesteps_are_the_reference_uniform_spacing():
     np.testing.assert_array_equal(samplers.ddim_timesteps(1000, 3), [0, 333, 666])
 
 
+class _Levels:
+    """An ε-function recording the timesteps it is called at."""
+
+    def __init__(self):
+        self.levels = []
+
+    def __call__(self, x, t):
+        self.levels.append(int(t[0]))
+        return 0.1 * x
+
+
+@pytest.mark.parametrize("options, expected", [
+    ({}, [900, 800, 700, 600, 500, 400, 300, 200, 100, 0]),
+    ({"spacing": "leading", "steps_offset": 1}, [901, 801, 701, 601, 501, 401, 301, 201, 101, 1]),
+    ({"spacing": "trailing", "steps_offset": 1}, [999, 899, 799, 699, 599, 499, 399, 299, 199, 99]),  # no offset
+    ({"spacing": "linspace"}, [999, 888, 777, 666, 555, 444, 333, 222, 111, 0]),
+])
+def test_ddim_walks_diffusers_timestep_spacings(linear, options, expected):
+    """DDIMScheduler.set_timesteps(10) of T = 1000 with each timestep_spacing (diffusers 0.42.1)."""
+    eps_fn = _Levels()
+    samplers.ddim(eps_fn, np.zeros((2, 2), np.float32), linear, steps=10, compiled=False, **options)
+    assert eps_fn.levels == expected
+
+
+def test_ddim_steps_to_t_minus_T_over_steps_and_the_final_alpha(linear):
+    """Trailing over 7 steps (999, 856, …, 142: DDIMScheduler.set_timesteps(7)) steps from each t to
+    t − 1000 // 7 — from 142 to ᾱ_0, not to the final ᾱ; final_alpha_one=False ends a leading walk
+    at ᾱ_0 instead of 1."""
+    x = np.ones((1, 1), np.float32)
+    eps = lambda x, t: tf.zeros_like(x)  # noqa: E731  x̂₀ = x/√ᾱ_t, each step scales x by √(ᾱ_prev/ᾱ_t)
+    abar = linear.alphas_cumprod
+    trailing = samplers.ddim(eps, x, linear, steps=7, spacing="trailing", compiled=False).numpy()
+    timesteps = np.array([999, 856, 713, 570, 428, 285, 142])
+    np.testing.assert_allclose(trailing, np.prod(np.sqrt(abar[timesteps - 142] / abar[timesteps])), rtol=1e-5)
+    leading = samplers.ddim(eps, x, linear, steps=10, final_alpha_one=False, compiled=False).numpy()
+    np.testing.assert_allclose(leading, np.sqrt(abar[0] / abar[900]), rtol=1e-5)
+
+
+@pytest.mark.parametrize("options, expected", [
+    ({"spacing": "trailing"}, [999, 899, 799, 699, 599, 499, 399, 299, 199, 99]),
+    ({"spacing": "linspace"}, [999, 888, 777, 666, 555, 444, 333, 222, 111, 0]),  # = "even"
+    ({"spacing": "leading", "steps_offset": 1}, [901, 801, 701, 601, 501, 401, 301, 201, 101, 1]),
+])
+def test_ddpm_walks_diffusers_timestep_spacings(linear, options, expected):
+    eps_fn = _Levels()
+    samplers.ddpm(eps_fn, np.zeros((2, 2), np.float32), linear, steps=10, seed=0, compiled=False, **options)
+    assert eps_fn.levels == expected
+
+
+@pytest.mark.parametrize("options, expected", [
+    ({}, [999, 899, 799, 699, 599, 500, 400, 300, 200, 100]),
+    ({"spacing": "trailing"}, [999, 899, 799, 699, 599, 499, 399, 299, 199, 99]),
+    ({"spacing": "leading", "steps_offset": 1}, [901, 811, 721, 631, 541, 451, 361, 271, 181, 91]),
+])
+def test_dpm_solver_walks_diffusers_timestep_spacings(linear, options, expected):
+    """DPMSolverMultistepScheduler.set_timesteps(10) of T = 1000 with each timestep_spacing."""
+    eps_fn = _Levels()
+    samplers.dpm_solver(eps_fn, np.zeros((2, 2), np.float32), linear, steps=10, compiled=False, **options)
+    assert eps_fn.levels == expected
+
+
 def test_noise_fn_is_called_once_per_draw_in_order_for_pc(gaussian):
     sde = sde_lib.VESDE()
     x_T = sde.prior_sampling((32, 2), seed=0)
@@ -321,6 +382,15 @@ def test_nan_mid_sampling_raises_with_the_step(linear, compiled):
         (lambda f, s: samplers.ddpm(f, np.zeros((4, 2), np.float32), s, steps=2000), "steps"),
         (lambda f, s: samplers.ddpm(f, np.zeros((4, 2), np.float32), s, variance="big"), "variance"),
         (lambda f, s: samplers.ddpm(f, np.zeros((4, 2), np.float32), s, clip_x0=-1), "clip_x0"),
+        (lambda f, s: samplers.ddpm(f, np.zeros((4, 2), np.float32), s, spacing="uneven"), "spacing"),
+        (lambda f, s: samplers.ddim(f, np.zeros((4, 2), np.float32), s, spacing="even"), "spacing"),
+        (lambda f, s: samplers.ddim(f, np.zeros((4, 2), np.float32), s, steps_offset=-1), "steps_offset"),
+        (lambda f, s: samplers.ddim(f, np.zeros((4, 2), np.float32), s, steps=10, steps_offset=100),
+         r"steps_offset \+ \(steps - 1\) \* \(T // steps\) < T=1000"),
+        (lambda f, s: samplers.ddim(f, np.zeros((4, 2), np.float32), s, final_alpha_one="yes"), "final_alpha_one"),
+        (lambda f, s: samplers.dpm_solver(f, np.zeros((4, 2), np.float32), s, spacing="even"), "spacing"),
+        (lambda f, s: samplers.dpm_solver(f, np.zeros((4, 2), np.float32), s, steps=10, spacing="leading",
+                                          steps_offset=200), r"steps_offset \+ steps \* \(T // \(steps \+ 1\)\) < T=1000"),
         (lambda f, s: samplers.ddim(f, np.zeros((4,), np.float32), s), "x_T"),
         (lambda f, s: samplers.ddim(f, np.array([["a"]]), s), "x_T"),
         (lambda f, s: samplers.ddim(f, np.zeros((4, 2), np.float32), "linear"), "schedule"),

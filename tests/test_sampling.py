@@ -171,3 +171,50 @@ def test_a_second_call_reuses_the_traced_loop_and_draws_the_same_images():
     assert len(cache) == 2
     assert kdiff.samplers.draw.DrawCache.key("ddim", {"eta": tf.constant(0.5)}) is None
     assert kdiff.samplers.draw.DrawCache.key("ddim", {"eta": 0.5}) != kdiff.samplers.draw.DrawCache.key("ddim", {"eta": 0})
+
+
+def _start(n, seed=0):
+    return np.random.default_rng(seed).standard_normal((n, *SHAPE)).astype(np.float32)
+
+
+def test_x_T_is_the_starting_noise_and_batches_take_their_slices(gaussian):
+    schedule = schedules.linear()
+    x_T = _start(5)
+    kwargs = dict(sampler="ddim", steps=10, schedule=schedule, image_shape=SHAPE, x_T=x_T)
+    whole = kdiff.sample(gaussian.eps_fn(schedule), 5, seed=0, **kwargs)
+    batched = kdiff.sample(gaussian.eps_fn(schedule), 5, seed=1, batch_size=2, **kwargs)  # η = 0: the seed is unused
+    direct = kdiff.samplers.ddim(gaussian.eps_fn(schedule), tf.constant(x_T), schedule, 10, clip_x0=(-1.0, 1.0))
+    np.testing.assert_array_equal(whole, kdiff.sampling.to_uint8(direct))
+    np.testing.assert_array_equal(batched, whole)
+    drawn = kdiff.sample(gaussian.eps_fn(schedule), 5, seed=0, sampler="ddim", steps=10, schedule=schedule,
+                         image_shape=SHAPE)
+    assert not np.array_equal(drawn, whole)  # without x_T, the prior's own draw
+
+
+def test_with_x_T_the_seed_still_drives_an_ancestral_samplers_noise(gaussian):
+    schedule = schedules.linear(T=50)
+    kwargs = dict(sampler="ddpm", schedule=schedule, image_shape=SHAPE, x_T=_start(4))
+    a, b, c = (kdiff.sample(gaussian.eps_fn(schedule), 4, seed=s, **kwargs) for s in (3, 3, 4))
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_generate_takes_x_T():
+    from tiny_network import TinyNet
+
+    model = kdiff.DDPM(TinyNet(8, 1), schedules.linear(T=50), ema_decay=0.0)
+    x_T = _start(3)
+    np.testing.assert_array_equal(
+        model.generate(3, sampler="ddim", steps=4, x_T=x_T), kdiff.sample(model, 3, sampler="ddim", steps=4, x_T=x_T))
+
+
+@pytest.mark.parametrize("x_T, match", [
+    (np.zeros((3, 8, 8, 1), np.float32), r"Expected `x_T` of shape \[N, H, W, C\] = \[4, 8, 8, 1\]. Received: shape=\[3, 8, 8, 1\]"),
+    (np.zeros((4, 8, 8), np.float32), r"of shape \[N, H, W, C\] = \[4, 8, 8, 1\]. Received: shape=\[4, 8, 8\]"),
+    (np.zeros((4, 8, 8, 1)), r"Expected `x_T` of dtype float32 .* Received: dtype=float64"),
+    (np.full((4, 8, 8, 1), np.nan, np.float32), r"Expected a finite `x_T`. Received: 256 NaN or Inf"),
+])
+def test_a_bad_x_T_is_named(gaussian, x_T, match):
+    schedule = schedules.linear()
+    with pytest.raises(ValueError, match=match):
+        kdiff.sample(gaussian.eps_fn(schedule), 4, schedule=schedule, image_shape=SHAPE, x_T=x_T)

@@ -6,7 +6,8 @@ Reads a ``UNet2DModel`` and its scheduler in the Hugging Face layout — a pipel
 pipeline's ``unet/`` takes the pipeline's ``../scheduler/``), or a hub id that
 ``huggingface_hub`` downloads — and returns
 
-* ``kdiff.DDPM`` for a ``DDPMScheduler`` / ``DDIMScheduler``, its schedule holding exactly
+* ``kdiff.DDPM`` for a ``DDPMScheduler`` / ``DDIMScheduler`` / ``DPMSolverMultistepScheduler``
+  (ε-prediction), its schedule holding exactly
   the scheduler's float32 betas, its network a ``kdiff.models.UNet`` (the DDPM layout:
   ``DownBlock2D`` / ``AttnDownBlock2D`` / ``UpBlock2D`` / ``AttnUpBlock2D``);
 * ``kdiff.ScoreSDE`` for a ``ScoreSdeVeScheduler``, with ``VESDE(sigma_min, sigma_max,
@@ -25,9 +26,19 @@ today's), and both ``time_proj.W`` and ``time_proj.weight``. Every weight of the
 must be used and every kdiff weight found, with matching shapes; otherwise a ValueError
 names the file and the key. A checkpoint without a scheduler needs ``scheduler=`` (a
 config file, its dict, a diffusers scheduler, or "DDPMScheduler" for its defaults): the
-noise schedule is not guessed. Sampling options of the scheduler (``clip_sample``,
-``variance_type`` other than ``learned_range``, timestep spacing) are sampling-time
-choices in kdiff and are not read.
+noise schedule is not guessed.
+
+The scheduler's sampling settings become the model's own sampling defaults
+(``sampling_defaults``): ``kdiff.sample(model, n)`` runs the sampler of the source's
+scheduler, and each sampler of a diffusers scheduler takes the settings that scheduler
+would have, built from this config with ``from_config`` (as ``DDIMPipeline`` builds its
+``DDIMScheduler``): ``clip_sample`` / ``clip_sample_range``, ``timestep_spacing``,
+``steps_offset``, ``set_alpha_to_one``, DDIM's network ε (``use_clipped_model_output``
+unset), ``variance_type``; a ``DPMSolverMultistepScheduler``'s ``solver_order``,
+``algorithm_type``, ``solver_type``, ``lower_order_final``, ``final_sigmas_type``; a
+``ScoreSdeVeScheduler``'s ``snr``, ``sampling_eps`` and ``correct_steps``. A setting kdiff
+cannot reproduce is named in a ``UserWarning``. Options given to ``kdiff.sample`` override
+these defaults.
 """
 
 from __future__ import annotations
@@ -36,13 +47,15 @@ import json
 import math
 import os
 import re
+import warnings
 
 import numpy as np
 
-__all__ = ["SCHEDULER_NAMES", "from_diffusers", "diffusers_betas", "describe_source", "load_weights", "read_state_dict", "unet_from_config"]
+__all__ = ["SCHEDULER_NAMES", "from_diffusers", "diffusers_betas", "describe_source", "load_weights", "read_state_dict",
+           "sampling_defaults", "unet_from_config"]
 
 WEIGHTS_NAME = "diffusion_pytorch_model"
-_DDPM_SCHEDULERS = ("DDPMScheduler", "DDIMScheduler")
+_DDPM_SCHEDULERS = ("DDPMScheduler", "DDIMScheduler", "DPMSolverMultistepScheduler")
 _VE_SCHEDULERS = ("ScoreSdeVeScheduler",)
 _UNET_DOWN = ("DownBlock2D", "AttnDownBlock2D")
 _UNET_UP = ("UpBlock2D", "AttnUpBlock2D")
@@ -658,6 +671,146 @@ def load_weights(network, state, source="state dict"):
     weights.finish()
 
 
+# --------------------------------------------------------------------------- sampling settings
+
+# The sampler that runs each scheduler's steps (a DDPMPipeline loops its scheduler's `step`).
+_SCHEDULER_SAMPLERS = {"DDPMScheduler": "ddpm", "DDIMScheduler": "ddim", "DPMSolverMultistepScheduler": "dpm_solver",
+                       "ScoreSdeVeScheduler": "predictor_corrector"}
+# Pipelines that build their own scheduler from the config, whatever its class.
+_PIPELINE_SAMPLERS = {"DDIMPipeline": "ddim"}
+# The sampling settings of DDPMScheduler / DDIMScheduler / DPMSolverMultistepScheduler and their defaults
+# (what from_config gives a key the config lacks).
+_DDPM_SAMPLING = {"clip_sample": True, "clip_sample_range": 1.0, "timestep_spacing": "leading", "steps_offset": 0,
+                  "thresholding": False}
+_DDIM_SAMPLING = {**_DDPM_SAMPLING, "set_alpha_to_one": True}
+_DPM_SAMPLING = {"solver_order": 2, "algorithm_type": "dpmsolver++", "solver_type": "midpoint", "lower_order_final": True,
+                 "final_sigmas_type": "zero", "timestep_spacing": "linspace", "thresholding": False,
+                 "euler_at_final": False, "use_karras_sigmas": False, "use_exponential_sigmas": False,
+                 "use_beta_sigmas": False, "use_lu_lambdas": False, "use_flow_sigmas": False,
+                 "lambda_min_clipped": -math.inf}
+_VE_SAMPLING = {"snr": 0.15, "sampling_eps": 1e-5, "correct_steps": 1}
+_DDPM_VARIANCES = {None: "beta_tilde", "fixed_small": "beta_tilde", "fixed_small_log": "beta_tilde",
+                   "fixed_large": "beta", "fixed_large_log": "beta", "learned_range": "learned"}
+
+
+def _settings(config, defaults):
+    return {key: config.get(key, default) for key, default in defaults.items()}
+
+
+def _clip(settings):
+    """``clip_x0`` of ``clip_sample`` / ``clip_sample_range``: ±range, or None for no clipping."""
+    return float(settings["clip_sample_range"]) if settings["clip_sample"] else None
+
+
+def _spacing(settings, source):
+    spacing = settings["timestep_spacing"]
+    from kdiff.samplers.ddpm_ddim import SPACINGS
+
+    if spacing not in SPACINGS:
+        raise _config_error("timestep_spacing", f"in {list(SPACINGS)}", spacing, source)
+    return spacing
+
+
+def _ddpm_family_defaults(config, source, unmatched):
+    """The ``ddpm`` and ``ddim`` defaults of a DDPM / DDIM / DPM-Solver scheduler config:
+    DDPMScheduler.from_config's and DDIMScheduler.from_config's settings (DDIMPipeline's
+    η = 0 and network ε: the ``ddim_50`` recipe's options)."""
+    from kdiff.samplers import recipes
+
+    ddpm = _settings(config, _DDPM_SAMPLING)
+    ddim = _settings(config, _DDIM_SAMPLING)
+    if ddpm["thresholding"]:
+        unmatched.append("thresholding=True (kdiff has no dynamic thresholding; x̂₀ is clipped as clip_sample says)")
+    variance = config.get("variance_type", "fixed_small")
+    return {
+        "ddpm": {**recipes.get("ddpm_1000").options, "variance": _DDPM_VARIANCES.get(variance, "beta_tilde"),
+                 "spacing": _spacing(ddpm, source), "steps_offset": int(ddpm["steps_offset"]), "clip_x0": _clip(ddpm)},
+        "ddim": {**recipes.get("ddim_50").options, "spacing": _spacing(ddim, source),
+                 "steps_offset": int(ddim["steps_offset"]), "final_alpha_one": bool(ddim["set_alpha_to_one"]),
+                 "clip_x0": _clip(ddim)},
+    }
+
+
+def _dpm_defaults(config, unmatched):
+    """``dpm_solver``'s defaults for a DPMSolverMultistepScheduler config (no clipping, as diffusers')."""
+    from kdiff.samplers.dpm_multistep import DPM_ALGORITHMS, DPM_SOLVER_TYPES, DPM_SPACINGS
+
+    dpm = _settings(config, _DPM_SAMPLING)
+    options = {"order": int(dpm["solver_order"]), "lower_order_final": bool(dpm["lower_order_final"]),
+               "final_sigma_zero": dpm["final_sigmas_type"] == "zero", "clip_x0": None}
+    if dpm["algorithm_type"] in DPM_ALGORITHMS:
+        options["algorithm"] = dpm["algorithm_type"]
+    else:
+        unmatched.append(f"algorithm_type={dpm['algorithm_type']!r} (kdiff's dpm_solver runs {list(DPM_ALGORITHMS)}; "
+                         "it keeps 'dpmsolver++')")
+    if dpm["solver_type"] in DPM_SOLVER_TYPES:
+        options["solver_type"] = dpm["solver_type"]
+    if dpm["timestep_spacing"] in DPM_SPACINGS:
+        options["spacing"] = dpm["timestep_spacing"]
+        options["steps_offset"] = int(config.get("steps_offset", 0))
+    else:
+        unmatched.append(f"timestep_spacing={dpm['timestep_spacing']!r} (kdiff's dpm_solver walks 'linspace')")
+    for key in ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "use_lu_lambdas", "use_flow_sigmas",
+                "euler_at_final", "thresholding"):
+        if dpm[key]:
+            unmatched.append(f"{key}=True (kdiff's dpm_solver has no such option)")
+    if dpm["lambda_min_clipped"] is not None and math.isfinite(float(dpm["lambda_min_clipped"])):
+        unmatched.append(f"lambda_min_clipped={dpm['lambda_min_clipped']!r} (kdiff's dpm_solver does not clip λ)")
+    return options
+
+
+def sampling_defaults(config, pipeline=None, source="scheduler_config.json"):
+    """The sampling defaults a diffusers scheduler config gives the imported kdiff model.
+
+    Each sampler that stands for a diffusers scheduler gets the settings that scheduler
+    would have, built from this config (``from_config``): ``ddpm`` those of
+    ``DDPMScheduler`` (``variance_type``, ``timestep_spacing``, ``steps_offset``, clipping),
+    ``ddim`` those of ``DDIMScheduler`` with ``DDIMPipeline``'s η = 0 and network ε (the
+    ``ddim_50`` recipe's options; also ``set_alpha_to_one``), ``dpm_solver`` — for a
+    ``DPMSolverMultistepScheduler`` only — its solver settings without clipping, and
+    ``predictor_corrector`` — for a ``ScoreSdeVeScheduler`` — ``ScoreSdeVePipeline``'s loop
+    (the ``score_sde_ve_pc`` recipe's options) with the config's ``snr``,
+    ``sampling_eps`` and ``correct_steps``.
+
+    Args:
+        config: the scheduler's config dict (with ``_class_name``).
+        pipeline: the pipeline class of the checkpoint (``model_index.json``'s
+            ``_class_name``), or None; a ``DDIMPipeline`` samples with DDIM whatever its
+            scheduler.
+        source: where the config came from, for messages.
+
+    Returns:
+        ``(default_sampler, sampler_defaults, unmatched)``: the sampler name, ``{sampler:
+        {option: value}}`` and a list of the settings kdiff cannot reproduce (each with
+        what kdiff does instead).
+
+    Raises:
+        ValueError: an unknown scheduler class or ``timestep_spacing``, naming it.
+    """
+    from kdiff.samplers import recipes
+
+    name = config.get("_class_name")
+    if name not in _SCHEDULER_SAMPLERS:
+        raise _config_error("_class_name", f"one of {sorted(_SCHEDULER_SAMPLERS)}", name, source)
+    default = _PIPELINE_SAMPLERS.get(pipeline, _SCHEDULER_SAMPLERS[name])
+    unmatched = []
+    if name in _VE_SCHEDULERS:
+        ve = _settings(config, _VE_SAMPLING)
+        pc = {**recipes.get("score_sde_ve_pc").options, "snr": float(ve["snr"]), "eps": float(ve["sampling_eps"]),
+              "n_corrector": int(ve["correct_steps"])}
+        return default, {"predictor_corrector": pc}, unmatched
+    defaults = _ddpm_family_defaults(config, source, unmatched)
+    if name == "DPMSolverMultistepScheduler":
+        defaults["dpm_solver"] = _dpm_defaults(config, unmatched)
+    return default, defaults, unmatched
+
+
+def _pipeline_class(model_dir):
+    """The ``_class_name`` of the pipeline whose ``unet/`` is ``model_dir`` (None for a bare model)."""
+    index = os.path.join(os.path.dirname(os.path.abspath(model_dir)), "model_index.json")
+    return _read_json(index).get("_class_name") if os.path.isfile(index) else None
+
+
 # --------------------------------------------------------------------------- models
 
 
@@ -786,18 +939,29 @@ def from_diffusers(path, *, scheduler=None, revision=None, variant=None, **model
         scheduler: the scheduler, for a checkpoint without one or to override its own: the
             path of a ``scheduler_config.json`` (or its folder), its dict (with
             ``_class_name``), a diffusers scheduler object, or a scheduler class name —
-            "DDPMScheduler" / "DDIMScheduler" (diffusers' defaults: linear betas 1e-4 to
-            0.02 over 1000 steps) or "ScoreSdeVeScheduler". None: the checkpoint's own.
+            "DDPMScheduler" / "DDIMScheduler" / "DPMSolverMultistepScheduler" (diffusers'
+            defaults: linear betas 1e-4 to 0.02 over 1000 steps) or "ScoreSdeVeScheduler".
+            None: the checkpoint's own. Its sampling settings become the model's sampling
+            defaults (``sampling_defaults``; a given scheduler decides the default sampler
+            even for a ``DDIMPipeline`` folder).
         revision: the hub revision (branch, tag or commit) of a hub id.
         variant: the weights file variant ("fp16" reads ``….fp16.safetensors``).
         **model_kwargs: more ``kdiff.DDPM`` / ``kdiff.ScoreSDE`` arguments (``ema_decay``,
-            ``seed``, …).
+            ``seed``, …; ``default_sampler`` / ``sampler_defaults`` replace the scheduler's).
 
     Returns:
-        ``kdiff.DDPM`` (``DDPMScheduler`` / ``DDIMScheduler``: the scheduler's betas exactly)
-        or ``kdiff.ScoreSDE`` (``ScoreSdeVeScheduler``: ``VESDE(sigma_min, sigma_max,
-        num_train_timesteps)``, σ conditioning, data in [0, 1] for ``center_input_sample``
-        models); ``network`` and ``ema_network`` both hold the checkpoint's weights.
+        ``kdiff.DDPM`` (``DDPMScheduler`` / ``DDIMScheduler`` / ``DPMSolverMultistepScheduler``:
+        the scheduler's betas exactly) or ``kdiff.ScoreSDE`` (``ScoreSdeVeScheduler``:
+        ``VESDE(sigma_min, sigma_max, num_train_timesteps)``, σ conditioning, data in [0, 1]
+        for ``center_input_sample`` models); ``network`` and ``ema_network`` both hold the
+        checkpoint's weights; ``default_sampler`` and ``sampler_defaults`` are the
+        scheduler's (``sampling_defaults``), so that ``kdiff.sample(model, n)`` and
+        ``kdiff.sample(model, n, sampler="ddim", steps=k)`` sample as the source's scheduler
+        and ``DDIMPipeline`` do.
+
+    Warns:
+        UserWarning: naming the scheduler settings kdiff cannot reproduce (e.g. DPM-Solver's
+            ``use_karras_sigmas``, dynamic ``thresholding``).
 
     Raises:
         ValueError: naming the file and key for a missing or unreadable file, an
@@ -814,6 +978,17 @@ def from_diffusers(path, *, scheduler=None, revision=None, variant=None, **model
         raise ValueError(f"Expected the model's config.json. Received: no file {config_path!r}")
     config = _read_json(config_path)
     scheduler_config, source = _scheduler_config(scheduler, scheduler_path, model_dir)
+    _scheduler(scheduler_config, source)  # a scheduler kdiff does not read fails here, naming the ones it does
+    default_sampler, sampler_defaults, unmatched = sampling_defaults(
+        scheduler_config, None if scheduler is not None else _pipeline_class(model_dir), source)
+    if unmatched:
+        warnings.warn(
+            f"kdiff cannot reproduce every sampling setting of the scheduler in {source!r}: " + "; ".join(unmatched)
+            + ". The model samples without them.",
+            UserWarning, stacklevel=2,
+        )
+    model_kwargs.setdefault("default_sampler", default_sampler)
+    model_kwargs.setdefault("sampler_defaults", sampler_defaults)
     kind, scheduler_config = _scheduler(scheduler_config, source)
     learned = scheduler_config.get("variance_type") == "learned_range"
     network = unet_from_config(config, config_path, learned_variance=learned)
@@ -829,8 +1004,8 @@ def from_diffusers(path, *, scheduler=None, revision=None, variant=None, **model
             )
         _require(scheduler_config, "prediction_type", ("epsilon",), source,
                  "'epsilon' (kdiff's DDPM predicts ε)")
-        _require(scheduler_config, "variance_type",
-                 ("fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned_range"),
+        _require(scheduler_config, "variance_type",  # None: a DPMSolverMultistepScheduler's ε-only model
+                 ("fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned_range", None),
                  source)
         betas = diffusers_betas(scheduler_config, source)
         schedule = schedules.Schedule(betas.astype(np.float64))

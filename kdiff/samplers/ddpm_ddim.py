@@ -20,15 +20,57 @@ from kdiff.samplers._common import (
     step_labels,
     vp_levels,
 )
-from kdiff.grids import leading, spaced
+from kdiff.grids import leading, spaced, trailing
 from kdiff.schedules import Schedule
 
-__all__ = ["ddpm", "ddim", "ddim_invert", "ddim_timesteps"]
+__all__ = ["ddpm", "ddim", "ddim_invert", "ddim_timesteps", "SPACINGS"]
 
 ddim_timesteps = leading  # the name before kdiff.grids
 
 _DDPM_VARIANCES = ("beta", "beta_tilde", "learned")
-_DDPM_SPACINGS = ("even", "leading")
+# diffusers' ``timestep_spacing`` names (DDPMScheduler / DDIMScheduler.set_timesteps)
+SPACINGS = ("leading", "trailing", "linspace")
+_DDPM_SPACINGS = ("even",) + SPACINGS
+
+
+def _spaced_timesteps(T, steps, spacing, steps_offset):
+    """The ascending timesteps of a run of ``steps``, as diffusers' ``DDPMScheduler`` /
+    ``DDIMScheduler.set_timesteps`` picks them.
+
+    Args:
+        T: the schedule's number of steps.
+        steps: the number of steps (an int, or an int tensor inside a graph).
+        spacing: "leading" (``grids.leading`` + ``steps_offset``), "trailing"
+            (``grids.trailing``), "linspace" or "even" (``grids.spaced``: round(linspace(0,
+            T − 1, steps)), diffusers' "linspace" and Improved DDPM's respacing).
+        steps_offset: added to the leading timesteps (diffusers adds it to no other spacing).
+
+    Returns:
+        An ascending int64 array (a tensor for a tensor ``steps``).
+
+    Raises:
+        ValueError: when the offset takes the last timestep to T or beyond.
+    """
+    if spacing == "trailing":
+        return trailing(T, steps)
+    if spacing in ("even", "linspace"):
+        return spaced(T, steps)
+    ascending = leading(T, steps)
+    if steps_offset == 0:
+        return ascending
+    if _steps.is_tensor(steps):
+        check = tf.debugging.assert_less(
+            ascending[-1] + steps_offset, tf.constant(T, tf.int64),
+            message=f"Expected steps_offset + (steps - 1) * (T // steps) < T={T}. Received: steps_offset={steps_offset}",
+        )
+        with tf.control_dependencies([check]):
+            return tf.identity(ascending) + steps_offset
+    if ascending[-1] + steps_offset >= T:
+        raise ValueError(
+            f"Expected steps_offset + (steps - 1) * (T // steps) < T={T} (the last timestep). Received: "
+            f"steps_offset={steps_offset}, steps={steps}"
+        )
+    return ascending + steps_offset
 
 
 def ddpm(
@@ -40,6 +82,7 @@ def ddpm(
     clip_x0=None,
     *,
     spacing="even",
+    steps_offset=0,
     seed=None,
     noise_fn=None,
     return_trajectory=False,
@@ -64,8 +107,12 @@ def ddpm(
             timesteps ``spacing`` picks (``eps_fn`` still sees original t).
         clip_x0: clip the predicted x_0 to [−clip_x0, clip_x0]; None clips nothing.
         spacing: the timesteps of a respaced run: "even" (Improved DDPM's
-            ``space_timesteps``: 0 … T−1, both ends kept) or "leading" (i·(T // steps), as
-            DDIM and diffusers' ``DDPMScheduler`` with its default ``timestep_spacing``).
+            ``space_timesteps``: 0 … T−1, both ends kept; diffusers calls it "linspace"),
+            "leading" (i·(T // steps), as DDIM and diffusers' ``DDPMScheduler`` with its
+            default ``timestep_spacing``), "trailing" (``grids.trailing``: from T − 1 down)
+            or "linspace" (the same as "even") — diffusers' ``timestep_spacing`` names.
+        steps_offset: added to the "leading" timesteps of a respaced run (diffusers'
+            ``steps_offset``); a run of all T steps walks every timestep.
         seed, noise_fn, return_trajectory, compiled, jit_compile, callback, edit: see the module doc.
 
     Returns:
@@ -75,10 +122,11 @@ def ddpm(
     schedule = Schedule.check(schedule)
     _checks.one_of(variance, "variance", _DDPM_VARIANCES)
     _checks.one_of(spacing, "spacing", _DDPM_SPACINGS)
+    steps_offset = _checks.int_in_range(steps_offset, "steps_offset", 0, schedule.T - 1)
     clip_x0 = check_clip(clip_x0)
     full = steps is None or (not _steps.is_tensor(steps) and steps == schedule.T)
     steps = schedule.T if full else _steps.check(steps, "steps", 1, schedule.T)
-    plan = _steps.plan(lambda: _ddpm_plan(schedule, None if full else steps, spacing), steps)
+    plan = _steps.plan(lambda: _ddpm_plan(schedule, None if full else steps, spacing, steps_offset), steps)
     fixed_log = {"beta": plan["max_log"], "beta_tilde": plan["min_log"], "learned": None}[variance]
 
     def step(i, x, noises):
@@ -109,13 +157,14 @@ def ddpm(
     )
 
 
-def _ddpm_plan(schedule, steps, spacing="even"):
+def _ddpm_plan(schedule, steps, spacing="even", steps_offset=0):
     """DDPM's per-step tables in step order (step i handles timestep ``model_t[i]``).
 
     Args:
         schedule: the ``Schedule``.
         steps: None for all T timesteps, or how many (an int or a tensor).
-        spacing: "even" or "leading" (see ``ddpm``).
+        spacing: "even", "leading", "trailing" or "linspace" (see ``ddpm``).
+        steps_offset: added to "leading" timesteps.
 
     Returns:
         A dict of tensors: ``model_t``, ``recip`` (1/√ᾱ), ``recipm1`` (√(1/ᾱ − 1)),
@@ -128,7 +177,7 @@ def _ddpm_plan(schedule, steps, spacing="even"):
         betas = tf.constant(schedule.betas, tf.float64)
         abar = tf.constant(schedule.alphas_cumprod, tf.float64)
     else:  # respaced (Improved DDPM §4): β'_i = 1 − ᾱ_{t_i} / ᾱ_{t_{i−1}}
-        timesteps = spaced(schedule.T, steps) if spacing == "even" else leading(schedule.T, steps)
+        timesteps = _spaced_timesteps(schedule.T, steps, spacing, steps_offset)
         picked = tf.gather(tf.constant(schedule.alphas_cumprod, tf.float64), timesteps)
         betas = 1.0 - picked / tf.concat([[1.0], picked[:-1]], 0)
         abar = tf.math.cumprod(1.0 - betas)
@@ -165,6 +214,9 @@ def ddim(
     clip_x0=None,
     *,
     clipped_eps=True,
+    spacing="leading",
+    steps_offset=0,
+    final_alpha_one=True,
     seed=None,
     noise_fn=None,
     return_trajectory=False,
@@ -182,6 +234,12 @@ def ddim(
     uniform spacing and diffusers' DDIMScheduler default. η = 0 is deterministic, η = 1
     is DDPM-like ancestral sampling.
 
+    ``spacing``, ``steps_offset`` and ``final_alpha_one`` follow diffusers' ``DDIMScheduler``
+    (``timestep_spacing``, ``steps_offset``, ``set_alpha_to_one``): the step from t goes to
+    ᾱ at t − T // steps, as ``DDIMScheduler.step`` computes its previous timestep (for
+    "leading" that is the next timestep of the walk; for "trailing" with T / steps no
+    integer, and for "linspace", it is not), and to the final ᾱ below 0.
+
     Args:
         eps_fn: ``eps_fn(x, t) -> ε``.
         x_T: start noise, [batch, ...].
@@ -192,11 +250,19 @@ def ddim(
         clipped_eps: with ``clip_x0``, recompute ε from the clipped x̂_0 (diffusers'
             ``use_clipped_model_output=True``); False keeps the network's ε, as diffusers'
             ``DDIMPipeline`` does by default.
+        spacing: diffusers' ``timestep_spacing``: "leading" (i·(T // steps) +
+            ``steps_offset``), "trailing" (``grids.trailing``: round(T − i·T/steps) − 1) or
+            "linspace" (``grids.spaced``: round(linspace(0, T − 1, steps)); one step is
+            T − 1 where diffusers takes 0).
+        steps_offset: added to the "leading" timesteps (diffusers' ``steps_offset``).
+        final_alpha_one: ᾱ past the last step is 1 (diffusers' ``set_alpha_to_one``);
+            False: ᾱ_0.
         seed, noise_fn, return_trajectory, compiled, jit_compile, callback, edit: see the module doc.
-        grid: the timesteps to walk instead of ``grids.leading``'s: ascending ints in
+        grid: the timesteps to walk instead of ``spacing``'s: ascending ints in
             [0, T) (``kdiff.grids``), or descending σ's (``grids.karras(...)``), walked at
-            the distinct timesteps nearest them in log σ (``Schedule.at_sigma``). It sets
-            the number of steps; ``steps`` is then unused.
+            the distinct timesteps nearest them in log σ (``Schedule.at_sigma``), each step
+            going to the next of them. It sets the number of steps; ``steps``, ``spacing``
+            and ``steps_offset`` are then unused.
 
     Returns:
         x_0, or ``(x_0, trajectory)``.
@@ -205,13 +271,21 @@ def ddim(
     schedule = Schedule.check(schedule)
     eta = _checks.non_negative(eta, "eta")
     clip_x0 = check_clip(clip_x0)
+    _checks.one_of(spacing, "spacing", SPACINGS)
+    steps_offset = _checks.int_in_range(steps_offset, "steps_offset", 0, schedule.T - 1)
+    if not isinstance(final_alpha_one, (bool, np.bool_)):
+        raise ValueError(f"Expected `final_alpha_one` to be True or False. Received: final_alpha_one={final_alpha_one!r}")
+    final = 1.0 if final_alpha_one else float(schedule.alphas_cumprod[0])
     if grid is None:
         steps = _steps.check(steps, "steps", 1, schedule.T)
-        timesteps = lambda: leading(schedule.T, steps)  # noqa: E731
+
+        def walk():  # DDIMScheduler.step's previous timestep: t − T // steps
+            ascending = _spaced_timesteps(schedule.T, steps, spacing, steps_offset)
+            return ascending, ascending - tf.cast(schedule.T // steps, tf.int64)
     else:
         grid = timestep_grid(grid, schedule)
-        steps, timesteps = len(grid), lambda: grid  # noqa: E731
-    plan = _steps.plan(lambda: _ddim_plan(schedule, timesteps(), eta), steps)
+        steps, walk = len(grid), lambda: (grid, None)  # noqa: E731
+    plan = _steps.plan(lambda: _ddim_plan(schedule, *walk(), eta, final), steps)
 
     def step(i, x, noises):
         t = batch_fill(at_step(plan["model_t"], i, tf.int32), x, tf.int32)
@@ -240,12 +314,20 @@ def ddim(
     )
 
 
-def _ddim_plan(schedule, ascending, eta):
+def _ddim_plan(schedule, ascending, previous, eta, final=1.0):
     """DDIM's per-step tables, over ascending timesteps, in step order: ``model_t``, ``abar``, ``abar_prev``,
     ``sigma`` (eq. 31's σ for η), ``direction`` (√(1 − ᾱ_prev − σ²)), ``noise_counts``,
-    and the state's ``level_alpha`` / ``level_std``."""
-    abar = tf.gather(tf.constant(schedule.alphas_cumprod, tf.float64), ascending)
-    abar_prev = tf.concat([[1.0], abar[:-1]], 0)
+    and the state's ``level_alpha`` / ``level_std``.
+
+    Each step goes to ᾱ at ``previous`` (ᾱ ``final`` below 0), or with ``previous`` None to
+    the next timestep of ``ascending`` (``final`` after the last)."""
+    alphas_cumprod = tf.constant(schedule.alphas_cumprod, tf.float64)
+    abar = tf.gather(alphas_cumprod, ascending)
+    if previous is None:
+        abar_prev = tf.concat([[final], abar[:-1]], 0)
+    else:
+        previous = tf.convert_to_tensor(previous, tf.int64)
+        abar_prev = tf.where(previous >= 0, tf.gather(alphas_cumprod, tf.maximum(previous, 0)), tf.constant(final, tf.float64))
     sigma = eta * tf.sqrt((1 - abar_prev) / (1 - abar)) * tf.sqrt(1 - abar / abar_prev)
     plan = {
         "model_t": tf.cast(ascending, tf.int32),

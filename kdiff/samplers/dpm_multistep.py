@@ -23,12 +23,13 @@ from kdiff.samplers._common import (
     step_labels,
 )
 
-__all__ = ["dpm_solver", "dpm_timesteps", "DPM_ALGORITHMS", "DPM_SOLVER_TYPES"]
+__all__ = ["dpm_solver", "dpm_timesteps", "DPM_ALGORITHMS", "DPM_SOLVER_TYPES", "DPM_SPACINGS"]
 
 dpm_timesteps = grids.linspace  # the name before kdiff.grids
 
 DPM_ALGORITHMS = ("dpmsolver++", "sde-dpmsolver++")
 DPM_SOLVER_TYPES = ("midpoint", "heun")
+DPM_SPACINGS = ("linspace", "leading", "trailing")  # DPMSolverMultistepScheduler's timestep_spacing
 _LOWER_ORDER_BELOW = 15  # diffusers' lower_order_final applies to runs of fewer steps
 
 
@@ -45,6 +46,8 @@ def dpm_solver(
     clip_x0=None,
     *,
     eps=1e-3,
+    spacing="linspace",
+    steps_offset=0,
     seed=None,
     noise_fn=None,
     return_trajectory=False,
@@ -91,6 +94,11 @@ def dpm_solver(
         clip_x0: clip every x̂₀ to [−clip_x0, clip_x0] or to (low, high); None clips
             nothing (diffusers' default, ``thresholding=False``).
         eps: an SDE's last time (ignored for a schedule).
+        spacing: a schedule's timesteps, as ``DPMSolverMultistepScheduler``'s
+            ``timestep_spacing``: "linspace" (above), "trailing" (``grids.trailing``, from
+            T − 1 down) or "leading" (i·(T // (steps + 1)) for i = steps … 1, plus
+            ``steps_offset``). An SDE walks its uniform times whatever it says.
+        steps_offset: added to "leading" timesteps (diffusers' ``steps_offset``).
         seed, noise_fn, return_trajectory, compiled, jit_compile, callback, edit: see
             ``kdiff.samplers``; an img2img edit that starts at step k restarts the
             history there (first order at step k, as diffusers' scheduler does).
@@ -107,13 +115,15 @@ def dpm_solver(
     order = _checks.int_in_range(order, "order", 1, 3)
     _checks.one_of(algorithm, "algorithm", DPM_ALGORITHMS)
     _checks.one_of(solver_type, "solver_type", DPM_SOLVER_TYPES)
+    _checks.one_of(spacing, "spacing", DPM_SPACINGS)
+    steps_offset = _checks.int_in_range(steps_offset, "steps_offset", 0, None)
     clip_x0 = check_clip(clip_x0)
     eps = check_eps(eps, process)
     steps = _steps.check(steps, "steps", 1, None if process.continuous_time else process.max_steps)
     first = 0 if _steps.is_tensor(steps) else _loop.first_visit(edit, steps)
     plan = _steps.plan(
         lambda: _dpm_plan(process, steps, order, algorithm == "sde-dpmsolver++", solver_type,
-                          bool(lower_order_final), bool(final_sigma_zero), eps, first),
+                          bool(lower_order_final), bool(final_sigma_zero), eps, first, (spacing, steps_offset)),
         steps,
     )
     history, stochastic = order - 1, algorithm == "sde-dpmsolver++"
@@ -150,18 +160,37 @@ def dpm_solver(
     return first_row(result, return_trajectory)
 
 
-def _dpm_plan(process, steps, order, stochastic, solver_type, lower_order_final, final_sigma_zero, eps, first=0):
+def _dpm_timesteps(T, steps, spacing, steps_offset):
+    """A schedule's descending timesteps of ``DPMSolverMultistepScheduler.set_timesteps(steps)``
+    with ``timestep_spacing`` ``spacing`` (see ``dpm_solver``)."""
+    if spacing == "linspace":
+        return grids.linspace(T, steps)
+    if spacing == "trailing":
+        return tf.reverse(grids.trailing(T, steps), [0])
+    message = f"Expected steps_offset + steps * (T // (steps + 1)) < T={T}. Received: steps_offset={steps_offset}"
+    ascending = grids.leading(T, _steps.check(steps, "steps", 1, T - 1) + 1)[1:] + steps_offset  # the 0 dropped
+    if not _steps.is_tensor(steps):
+        if ascending[-1] >= T:
+            raise ValueError(f"{message}, steps={steps}")
+        return ascending[::-1]
+    with tf.control_dependencies([tf.debugging.assert_less(ascending[-1], tf.constant(T, tf.int64), message=message)]):
+        return tf.reverse(ascending, [0])
+
+
+def _dpm_plan(process, steps, order, stochastic, solver_type, lower_order_final, final_sigma_zero, eps, first=0,
+              spacing=("linspace", 0)):
     """DPM-Solver++'s per-step tables: step i computes
     x_next = a_i x + b0_i x̂₀ + b1_i x̂₀' + b2_i x̂₀'' + c_i z from the current and the two
     previous predictions; ``level``, ``alpha`` and ``std`` give the current x̂₀, and
     ``level_alpha`` / ``level_std`` the state before each step and after the last. The
-    history fills from step ``first`` (where an img2img walk begins)."""
+    history fills from step ``first`` (where an img2img walk begins). ``spacing`` is a
+    schedule's (``timestep_spacing``, ``steps_offset``)."""
     n = tf.cast(steps, tf.int32)
     if process.continuous_time:  # times T … eps, uniform
         levels = process.T - (process.T - eps) * tf.range(n, dtype=tf.float64) / tf.cast(n, tf.float64)
         end_level = tf.constant([eps], tf.float64)
-    else:  # diffusers' linspace timesteps, ending at t = 0
-        levels, end_level = grids.linspace(process.T, steps), tf.constant([0], tf.int64)
+    else:  # diffusers' timesteps (linspace by default), ending at t = 0
+        levels, end_level = _dpm_timesteps(process.T, steps, *spacing), tf.constant([0], tf.int64)
     alpha, std = process.marginal(levels)
     level = tf.cast(levels, process.level_dtype)
     end_alpha, end_std = process.marginal(end_level)

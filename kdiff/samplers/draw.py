@@ -238,11 +238,13 @@ def class_batches(class_labels, num_samples, num_classes):
 
 
 def draw_batch(
-    spec, entry, options, count, seed, labels=None, *, return_trajectory=False, compiled=True, callback=None
+    spec, entry, options, count, seed, labels=None, *, return_trajectory=False, compiled=True, callback=None,
+    x_T=None,
 ):
-    """Draws one batch: the process's start noise, then the sampler.
+    """Draws one batch: the process's start noise (or ``x_T``), then the sampler.
 
-    Seeds: the start noise uses ``fold_in(seed, 0)``, the sampler's steps ``fold_in(seed, 1)``.
+    Seeds: the start noise uses ``fold_in(seed, 0)``, the sampler's steps ``fold_in(seed, 1)``
+    (with ``x_T`` too: the seed still drives an ancestral sampler's noise).
 
     Args:
         spec: the model's ``SamplingSpec``.
@@ -255,6 +257,8 @@ def draw_batch(
         compiled: passed to the sampler.
         callback: ``callback(i, num_steps)`` after each step, passed to a sampler that
             takes one (``entry.takes_callback()``; others run without).
+        x_T: the start [count, H, W, C] (float32, checked by the caller) instead of a draw
+            of the process's prior; None: the draw.
 
     Returns:
         The float samples [count, H, W, C] (and the trajectory when asked).
@@ -263,7 +267,10 @@ def draw_batch(
         shape = tf.concat([tf.reshape(tf.cast(count, tf.int32), [1]), tf.constant(spec.image_shape, tf.int32)], 0)
     else:
         shape = [int(count), *spec.image_shape]
-    x = spec.process.prior_sample(shape, _random.fold_in(seed, 0), spec.data_range)
+    if x_T is None:
+        x = spec.process.prior_sample(shape, _random.fold_in(seed, 0), spec.data_range)
+    else:
+        x = tf.convert_to_tensor(x_T, tf.float32)
     model_fn = spec.model_fn(y=labels, sampler=entry.name)
     function = tf.autograph.experimental.do_not_convert(entry.resolve)()  # an import, not graph code
     if callback is not None and entry.takes_callback():

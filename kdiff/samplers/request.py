@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from kdiff.samplers import recipes, registry
 
-__all__ = ["RequestError", "resolve"]
+__all__ = ["RequestError", "check_defaults", "merge_defaults", "resolve"]
 
 
 class RequestError(ValueError):
@@ -111,3 +111,59 @@ def _check_steps(entry, process, steps):
             f"{entry.name!r}. Received: steps={steps}",
             "steps",
         )
+
+
+def check_defaults(process, default_sampler=None, sampler_defaults=None):
+    """A model's own sampling defaults, checked against its process.
+
+    Args:
+        process: the model's ``kdiff.process.Process``.
+        default_sampler: a registered sampler name that walks ``process``, or None.
+        sampler_defaults: ``{sampler name: {option: value}}`` (each sampler registered and
+            walking ``process``, each option one of its options), or None.
+
+    Returns:
+        ``(default_sampler, sampler_defaults)``: the name (or None) and a new dict of new dicts.
+
+    Raises:
+        ValueError: naming the argument, the sampler and the options at fault.
+    """
+    if default_sampler is not None:
+        entry = registry.get(default_sampler)  # an unknown name: the registered ones
+        if not entry.accepts(process):
+            raise ValueError(
+                f"Expected `default_sampler` to be a sampler for a {process.kind} process: one of "
+                f"{registry.names(process.kind)}. Received: default_sampler={default_sampler!r}"
+            )
+    if sampler_defaults is None:
+        return default_sampler, {}
+    if not isinstance(sampler_defaults, dict) or not all(isinstance(v, dict) for v in sampler_defaults.values()):
+        raise ValueError(
+            "Expected `sampler_defaults` to be a dict {sampler name: {option: value}}. "
+            f"Received: sampler_defaults={sampler_defaults!r}"
+        )
+    for name, options in sampler_defaults.items():
+        entry = registry.get(name)
+        if not entry.accepts(process):
+            raise ValueError(
+                f"Expected `sampler_defaults` for samplers of a {process.kind} process: {registry.names(process.kind)}. "
+                f"Received: {name!r}"
+            )
+        entry.check_options(options, f"`sampler_defaults[{name!r}]`")
+    return default_sampler, {name: dict(options) for name, options in sampler_defaults.items()}
+
+
+def merge_defaults(*layers):
+    """Per-sampler option defaults merged, later layers' options over earlier ones'.
+
+    Args:
+        *layers: ``{sampler name: {option: value}}`` dicts (None skipped).
+
+    Returns:
+        A new dict of new dicts.
+    """
+    merged = {}
+    for layer in layers:
+        for name, options in (layer or {}).items():
+            merged[name] = {**merged.get(name, {}), **options}
+    return merged
