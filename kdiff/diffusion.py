@@ -148,6 +148,13 @@ class DiffusionModel(keras.Model):
         """The sampler ``generate`` uses when none is named (``default_sampler=``, else the process's)."""
         return self._own_default_sampler or self.process.default_sampler
 
+    @default_sampler.setter
+    def default_sampler(self, name):
+        """Sets the sampler ``generate``, ``kdiff.sample`` and an export use when none is named
+        (checked to walk the process; None: the process's)."""
+        self._own_default_sampler, _ = request.check_defaults(self.process, name)
+        self._draw_cache = DrawCache()
+
     @property
     def sampler_defaults(self):
         """The option defaults per sampler: the family's (a learned variance) under the
