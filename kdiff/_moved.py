@@ -1,4 +1,4 @@
-"""The modules that moved into ``kdiff.samplers``, and the names that were renamed, still
+"""The modules that moved (into ``kdiff.samplers``; ``kdiff.processes`` into ``kdiff.process``), and the names that were renamed, still
 importable by their old names for one release, with a ``DeprecationWarning`` that names the
 new home."""
 
@@ -18,6 +18,7 @@ MOVED = {
     "kdiff.guidance": "kdiff.samplers.guidance",
     "kdiff.editing": "kdiff.samplers.editing",
     "kdiff.draw": "kdiff.samplers.draw",
+    "kdiff.processes": "kdiff.process",
 }
 
 

@@ -391,10 +391,10 @@ def _sample(args, parser):
     _check_out(parser, "--trajectory", args.trajectory)
     if args.trajectory is not None and os.path.abspath(args.trajectory) == os.path.abspath(args.out):
         parser.error("argument --trajectory: the same file as --out")
-    from kdiff import processes
+    from kdiff.process import from_model_config
     from kdiff.samplers import request
 
-    process = processes.from_model_config(config, f"export config of {args.model!r}")
+    process = from_model_config(config, f"export config of {args.model!r}")
     options = dict(args.option)
     if args.eta != 0.0:
         options["eta"] = args.eta  # a sampler option: refused below by samplers without one

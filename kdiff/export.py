@@ -49,7 +49,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from kdiff import _checks, _io, _random, processes
+from kdiff import _checks, _io, _random
+from kdiff.process import from_model_config
 from kdiff.samplers import registry
 from kdiff.samplers.draw import DrawCache, SamplingSpec, draw_batch, to_uint8_tensor
 
@@ -514,7 +515,7 @@ class ExportedModel:
         self._loaded = loaded  # keeps the variables the signatures use alive
         self.signatures = loaded.signatures
         self.family = config["family"]
-        self.process = processes.from_model_config(config, f"export config of {path!r}")
+        self.process = from_model_config(config, f"export config of {path!r}")
         self.image_shape = tuple(int(d) for d in config["image_shape"])
         self.data_range = tuple(float(v) for v in config["data_range"])
         self.num_classes = config.get("num_classes")
@@ -661,7 +662,7 @@ def read_config(path):
         raise ValueError(f"Expected a readable JSON {CONFIG_NAME} in path={path!r}. Received: {error}") from error
     if not isinstance(config, dict) or "family" not in config or "format" not in config:
         raise ValueError(f"Expected a kdiff export {CONFIG_NAME} (with family and format) in path={path!r}.")
-    processes.from_model_config(config, f"{CONFIG_NAME} in path={path!r}")  # raises naming the path
+    from_model_config(config, f"{CONFIG_NAME} in path={path!r}")  # raises naming the path
     if int(config["format"]) > FORMAT_VERSION:
         raise ValueError(
             f"Expected an export of format <= {FORMAT_VERSION} (this kdiff's). Received: format={config['format']} "

@@ -1,4 +1,5 @@
-"""The interface every diffusion process shares: a discrete schedule, a σ ladder, an SDE.
+"""The interface every diffusion process shares (a discrete schedule, a σ ladder, an SDE),
+and processes rebuilt from their configs.
 
 A *process* is what a sampler walks backwards and what a network is conditioned on. Code
 above the math (``kdiff.sample``, the diffusion models, the export, the CLI, the
@@ -24,8 +25,10 @@ the state's x = α x₀ + std z and the σ = std/α parametrization: samplers ca
 of branching on ``kind``.
 
 ``kdiff.schedules.Schedule``, ``kdiff.schedules.Sigmas`` and ``kdiff.sde.SDE`` subclass
-``Process``; ``kdiff.processes.from_config`` rebuilds any of them from its config. This
-module imports nothing else of kdiff but the argument checks and the seeds.
+``Process``; ``from_config`` rebuilds any of them from its config, ``from_model_config``
+from a model's or an export's config, and ``as_process`` turns a list of σ's into one. Those
+three import ``kdiff.schedules`` and ``kdiff.sde`` when called, because both import this
+module for ``Process``.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ import tensorflow as tf
 
 from kdiff import _random
 
-__all__ = ["Process"]
+__all__ = ["Process", "as_process", "family_class", "from_config", "from_model_config"]
 
 
 class Process(abc.ABC):
@@ -116,7 +119,19 @@ class Process(abc.ABC):
 
     @abc.abstractmethod
     def get_config(self):
-        """A JSON-serializable description; ``kdiff.processes.from_config`` rebuilds it."""
+        """A JSON-serializable description; ``kdiff.process.from_config`` rebuilds it."""
+
+    @classmethod
+    @abc.abstractmethod
+    def from_config(cls, config):
+        """Rebuilds a process of this kind from its ``get_config()``.
+
+        Args:
+            config: what ``get_config()`` returned.
+
+        Returns:
+            A process of this kind.
+        """
 
     def prior_sample(self, shape, seed, data_range=None):
         """Draws the start of the reverse process.
@@ -165,3 +180,104 @@ class Process(abc.ABC):
                 f"Expected `{name}` to be a {cls.__module__}.{cls.__name__}. Received: {name}={value!r}"
             )
         return value
+
+
+
+def _classes_by(attribute):
+    """The ``Process`` subclasses that define ``attribute`` ("kind" or "family") in their own
+    body, by its value: kdiff's ``Schedule``, ``Sigmas`` and ``SDE`` (``import kdiff``
+    loads them) and any a user adds. Found through the class tree, so that this module
+    imports none of them (they import it).
+
+    Args:
+        attribute: "kind" or "family".
+
+    Returns:
+        A dict value → class, in the order the classes were defined.
+    """
+    found, queue = {}, list(Process.__subclasses__())
+    while queue:
+        cls = queue.pop(0)
+        queue.extend(cls.__subclasses__())
+        value = cls.__dict__.get(attribute)
+        if value is None:
+            continue
+        if value in found and found[value] is not cls:
+            raise TypeError(
+                f"Expected one Process class per {attribute}. Received two for {attribute}={value!r}: "
+                f"{found[value].__qualname__} and {cls.__qualname__}"
+            )
+        found[value] = cls
+    return found
+
+
+def family_class(family):
+    """The process class of a diffusion family, whose class attributes are the family's
+    defaults (data range, default sampler, network level).
+
+    Args:
+        family: "ddpm", "ncsn" or "sde".
+
+    Returns:
+        ``Schedule``, ``Sigmas`` or ``SDE``.
+    """
+    classes = _classes_by("family")
+    if family not in classes:
+        raise ValueError(f"Expected a diffusion family in {list(classes)}. Received: family={family!r}")
+    return classes[family]
+
+
+def from_config(kind, config):
+    """Rebuilds a process of ``kind`` from its ``get_config()``.
+
+    Args:
+        kind: "schedule", "sigmas" or "sde".
+        config: the process's config.
+
+    Returns:
+        A ``Process``.
+    """
+    classes = _classes_by("kind")
+    if kind not in classes:
+        raise ValueError(f"Expected a process kind in {list(classes)}. Received: kind={kind!r}")
+    return classes[kind].from_config(config)
+
+
+def from_model_config(config, source="config"):
+    """The process described by a model's or an export's config (the one kind key it holds).
+
+    Args:
+        config: a dict with one of the keys "schedule", "sigmas", "sde".
+        source: what the config is, for the error message.
+
+    Returns:
+        A ``Process``.
+    """
+    known = list(_classes_by("kind"))
+    kinds = [kind for kind in known if config.get(kind) is not None]
+    if len(kinds) != 1:
+        raise ValueError(
+            f"Expected exactly one process ({' | '.join(known)}) in the {source}. Received: {kinds or 'none'}"
+        )
+    return from_config(kinds[0], config[kinds[0]])
+
+
+def as_process(value, name="process"):
+    """``value`` as a ``Process``: a process is returned as it is, a sequence of σ's becomes ``Sigmas``.
+
+    Args:
+        value: a ``Schedule``, ``Sigmas``, ``SDE``, or descending noise levels.
+        name: the argument's name, for the message.
+
+    Returns:
+        A ``Process``.
+    """
+    if isinstance(value, Process):
+        return value
+    try:
+        return _classes_by("kind")["sigmas"](value)
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            f"Expected `{name}` to be a kdiff process (kdiff.schedules.Schedule, kdiff.schedules.Sigmas, "
+            f"kdiff.sde.SDE) or descending noise levels. Received: {name}={value!r} ({error})"
+        ) from None

@@ -14,7 +14,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from kdiff import _checks, _random, export, processes
+from kdiff import _checks, _random, export
+from kdiff.process import as_process
 from kdiff.samplers import registry
 from kdiff.samplers.draw import (
     DrawCache,
@@ -89,7 +90,7 @@ def _spec_for_callable(model, schedule, sde, sigmas, image_shape, data_range):
             f"`sde` (score_fn). Received: {sorted(given) or 'none'}"
         )
     (name, value), = given.items()
-    process = processes.as_process(value, name)
+    process = as_process(value, name)
     if process.kind != name:
         raise ValueError(
             f"Expected `{name}` to be a {name} process. Received: {name}={value!r} (a {process.kind})"

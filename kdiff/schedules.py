@@ -130,6 +130,11 @@ class Schedule(Process):
             tf.debugging.assert_less(level, self.T, message=f"{message} t >= {self.T}"),
         ]
 
+    @classmethod
+    def from_config(cls, config):
+        """Rebuilds a schedule from ``get_config()`` (``kdiff.schedules.from_config``)."""
+        return from_config(config)
+
     def get_config(self):
         """A JSON-serializable description; ``schedules.from_config`` rebuilds the schedule."""
         if self._config is not None:
@@ -341,6 +346,11 @@ class Sigmas(Process):
         """σ itself as the level (σ = 0 becomes σ_L), α = 1."""
         positive = tf.where(sigmas > 0, sigmas, tf.constant(self.sigma_range()[0], tf.float64))
         return tf.cast(positive, tf.float32), tf.ones_like(sigmas)
+
+    @classmethod
+    def from_config(cls, config):
+        """Rebuilds a ``Sigmas`` from ``get_config()`` (``kdiff.schedules.sigmas_from_config``)."""
+        return sigmas_from_config(config)
 
     def get_config(self):
         """A JSON-serializable description; ``sigmas_from_config`` rebuilds it."""

@@ -97,6 +97,11 @@ class SDE(Process):
             tf.debugging.assert_less_equal(level, tf.constant(self.T, tf.float32), message=f"{message} t > {self.T}"),
         ]
 
+    @classmethod
+    def from_config(cls, config):
+        """Rebuilds an SDE from ``get_config()`` (``kdiff.sde.from_config``)."""
+        return from_config(config)
+
     def get_config(self):
         """A JSON-serializable description; ``kdiff.sde.from_config`` rebuilds the SDE."""
         return {"name": type(self).__name__, "N": self.N, **self._parameters()}

@@ -56,14 +56,14 @@ def check_samplers(config):
     Raises:
         ValueError: naming the sampler config and what is wrong with it.
     """
-    from kdiff import processes
+    from kdiff.process import as_process
 
     from pipeline import builders
     from pipeline.stages import sample
     from pipeline.stages.base import StageError
 
     try:
-        process = processes.as_process(builders.build_process(config.resolved()))  # NCSN's: a σ array
+        process = as_process(builders.build_process(config.resolved()))  # NCSN's: a σ array
         sample.check_samplers(config.samplers, process)
     except StageError as error:
         raise ValueError(str(error).removeprefix("sample: ")) from None

@@ -95,7 +95,7 @@ def test_sample_recipe_flag_passes_the_recipe_with_overrides(ncsnpp_export, tmp_
     (call,) = calls
     assert (call["recipe"], call["steps"], call["snr"]) == ("score_sde_ve_pc", 3, 0.2)
     # What kdiff.sample makes of it: the recipe's sampler and options under the overrides.
-    process = kdiff.processes.from_model_config(kdiff.export.read_config(ncsnpp_export[1]))
+    process = kdiff.process.from_model_config(kdiff.export.read_config(ncsnpp_export[1]))
     entry, kwargs = request.resolve(process, call["sampler"], call["steps"], {"snr": call["snr"]}, call["recipe"])
     assert (entry.name, kwargs["steps"], kwargs["snr"], kwargs["grid"], kwargs["eps"]) == (
         "predictor_corrector", 3, 0.2, "discrete", 1e-5)
@@ -198,5 +198,5 @@ def test_convert_with_scheduler_records_it(tmp_path, capsys):
         config = json.load(file)
     source = config["source"]
     assert (source["scheduler_type"], source["scheduler_source"]) == ("DDPMScheduler", "DDPMScheduler's defaults")
-    process = kdiff.processes.from_model_config(config)
+    process = kdiff.process.from_model_config(config)
     np.testing.assert_allclose(process.betas, kdiff.schedules.linear(T=1000).betas, rtol=1e-6)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from kdiff import _checks, processes
+from kdiff import _checks
+from kdiff.process import as_process
 
 def as_start(x, name):
     return _checks.float_tensor(x, name)
@@ -97,7 +98,7 @@ def eps_of(out, std, model_output):
 
 def check_process(process, kinds, name):
     """``process`` as a ``Process`` (descending σ's become ``Sigmas``), checked to be of ``kinds``."""
-    process = processes.as_process(process, "process")
+    process = as_process(process, "process")
     if process.kind not in kinds:
         raise ValueError(
             f"Expected `process` for {name} to be a {' or '.join(kinds)} process. "

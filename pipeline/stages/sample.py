@@ -493,7 +493,7 @@ class Executor:
         from apache_beam.options.pipeline_options import PipelineOptions
 
         from kdiff import export as export_lib
-        from kdiff import processes
+        from kdiff.process import from_model_config
 
         from pipeline import config as config_lib
         from pipeline import errors as errors_lib
@@ -512,7 +512,7 @@ class Executor:
         except ValueError as error:
             raise StageError(f"sample: {error}") from error
         samplers = params["samplers"]
-        check_samplers(samplers, processes.from_model_config(config, f"export config at {export_path}"))
+        check_samplers(samplers, from_model_config(config, f"export config at {export_path}"))
         num_samples, shards = params["num_samples"], params["sample_shards"]
         batch_size, seed = params["sample_batch_size"], params["seed"]
         items = work_items(samplers, num_samples, shards, seed, params["trajectory_samples"])
