@@ -56,7 +56,10 @@ DEFAULT_SAMPLERS = {
         # not a default row: at 500 images they would take a third of the default run's
         # 10-minute budget (docs/benchmarks.md); --samplers adds them back, e.g.
         # '{"ddpm_1000": {"sampler": "ddpm", "steps": 1000, "clip_x0": 1.0}}'.
-        "ddim_50": {"sampler": "ddim", "steps": 50, "clip_x0": 1.0},
+        # DDIM with ε recomputed from the clipped x̂₀ (kdiff's DDIM default; diffusers'
+        # use_clipped_model_output=True). Not the recipe ddim_50, which keeps the network's ε:
+        # a row named like a recipe must run it (the sample stage checks).
+        "ddim_50_clipped_eps": {"sampler": "ddim", "steps": 50, "clip_x0": 1.0, "clipped_eps": True},
         # third order: what Lu et al. advise for unconditional sampling (the second order for
         # guided); at 10 steps it beat the second order on each model of the defaults' tries
         "dpm_solver_10": {"sampler": "dpm_solver", "steps": 10, "order": 3, "clip_x0": 1.0},

@@ -235,7 +235,7 @@ def test_default_run_uses_run_config_defaults(captured_run, tmp_path):
     assert (default.learning_rate, default.ema_decay, default.image_size, default.num_shards) == (1e-3, 0.999, 8, 4)
     assert (default.train_steps, default.epochs, default.lr_decay, default.warmup_steps) == (None, None, True, 200)
     # every default sampler row draws the run's count: their FIDs compare
-    assert sorted(default.samplers) == ["ddim_50", "dpm_solver_10"] and default.num_samples == 500
+    assert sorted(default.samplers) == ["ddim_50_clipped_eps", "dpm_solver_10"] and default.num_samples == 500
     assert not any("num_samples" in kwargs for kwargs in default.samplers.values())
 
 
@@ -346,13 +346,15 @@ PINNED_PARAMETERS = {
     "report": ("dataset", "family", "network", "image_size", "epochs", "batch_size", "seed"),
 }
 
-# The stages' fingerprints of these configs, computed before the change (each stage's
-# inputs: the fingerprints of the stages that wrote them, as the orchestrator chains them).
+# The stages' fingerprints of these configs (each stage's inputs: the fingerprints of the
+# stages that wrote them, as the orchestrator chains them). A refactoring keeps them; a change
+# of what a stage computes changes them here, with a comment saying which.
 PINNED_FINGERPRINTS = {
     "default": (
         {},
-        ["f9934df660b6c308", "9d2d98ecf75a077b", "267a0911f072cff4", "3cd1608076e92c23", "4c0053b4c15cf99a",
-         "7a7546ae8f3105ab"],
+        # the sample stage on: the default DDIM row renamed ddim_50_clipped_eps (its clipped_eps explicit)
+        ["f9934df660b6c308", "9d2d98ecf75a077b", "94061adafb5476de", "4ee5917fc7ee6b20", "d74a4db3d634fb4e",
+         "d8bdf616e200beaf"],
     ),
     "tiny": (
         {"family": "ddpm"},

@@ -27,11 +27,11 @@ def test_guidance_scale_adds_a_guided_row_per_sampler_and_reads_back_the_same(tm
     assert run_lib.run([f"--output_dir={tmp_path}", "--class_conditional=true", "--guidance_scale=2.5"]) == 0
     cfg = captured_run[-1]
     assert cfg.class_conditional is True and cfg.label_dropout == 0.1
-    assert sorted(cfg.samplers) == ["ddim_50", "ddim_50_guided", "dpm_solver_10", "dpm_solver_10_guided"]
-    assert cfg.samplers["ddim_50_guided"] == {**cfg.samplers["ddim_50"], "guidance_scale": 2.5}
+    assert sorted(cfg.samplers) == ["ddim_50_clipped_eps", "ddim_50_clipped_eps_guided", "dpm_solver_10", "dpm_solver_10_guided"]
+    assert cfg.samplers["ddim_50_clipped_eps_guided"] == {**cfg.samplers["ddim_50_clipped_eps"], "guidance_scale": 2.5}
     again = config.RunConfig(**json.loads(json.dumps(cfg.to_dict())))  # a run's config.json read back
     assert again.samplers == cfg.samplers
-    assert config.with_guided_samplers(cfg.samplers, 4.0)["ddim_50_guided"]["guidance_scale"] == 4.0
+    assert config.with_guided_samplers(cfg.samplers, 4.0)["ddim_50_clipped_eps_guided"]["guidance_scale"] == 4.0
 
 
 @pytest.mark.parametrize(

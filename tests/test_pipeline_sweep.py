@@ -28,7 +28,7 @@ def test_the_sweep_adds_a_row_per_sampler_and_budget():
     assert cfg.samplers["ddim_nfe5"] == {"sampler": "ddim", "steps": 5}
     assert cfg.samplers["dpm_solver_nfe10"] == {"sampler": "dpm_solver", "steps": 10}
     assert cfg.samplers["heun_nfe10"] == {"sampler": "heun", "steps": 5}
-    assert {"ddim_50", "dpm_solver_10"} <= set(cfg.samplers)  # the family's rows stay
+    assert {"ddim_50_clipped_eps", "dpm_solver_10"} <= set(cfg.samplers)  # the family's rows stay
     assert config.RunConfig(**cfg.to_dict()).samplers == cfg.samplers  # read back: the same rows
     sde = config.RunConfig(family="sde", nfe_sweep="8", sweep_samplers="euler,dpm_solver")
     assert {"euler_nfe8", "dpm_solver_nfe8"} <= set(sde.samplers)

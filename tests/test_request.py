@@ -92,3 +92,41 @@ def test_a_sampler_option_reaches_the_sampler():
     y = kdiff.sample(_eps, 2, sampler="ddim", steps=5, seed=3, schedule=LINEAR, image_shape=(4, 4, 1))
     assert not np.array_equal(x, y)  # η = 1 draws noise each step; η = 0 none
     tf.debugging.assert_equal(tf.shape(x), [2, 4, 4, 1])
+
+
+def test_a_row_named_like_a_recipe_runs_the_recipe():
+    """A pipeline sampler row named like a recipe must run it, so that a recipe name means one
+    sampler in every report (what the row adds for the stage, e.g. its precision, is free)."""
+    recipe = {"sampler": "ddim", "steps": 50, "eta": 0.0, "clipped_eps": False}
+    sample_stage.check_samplers({"ddim_50": recipe}, LINEAR)
+    sample_stage.check_samplers({"ddim_50": {**recipe, "precision": "bfloat16", "num_samples": 4}}, LINEAR)
+    sample_stage.check_samplers({"ddim_50_clipped_eps": {**recipe, "clipped_eps": True}}, LINEAR)
+    ddim_50 = {"sampler": "ddim", "steps": 50, "eta": 0.0, "clipped_eps": False}
+    for changed, named in [({"clipped_eps": True}, "clipped_eps=True"), ({"steps": 20}, "steps=20"),
+                           ({"clip_x0": 1.0}, "clip_x0=1.0")]:
+        row = {**ddim_50, **changed}
+        with pytest.raises(StageError, match=f"named like the recipe 'ddim_50'.*{named}"):
+            sample_stage.check_samplers({"ddim_50": row}, LINEAR)
+    with pytest.raises(StageError, match="named like the recipe 'ddim_50'.*sampler='ddpm'"):
+        sample_stage.check_samplers({"ddim_50": {"sampler": "ddpm", "steps": 50}}, LINEAR)
+    with pytest.raises(StageError, match="clipped_eps='<unset>'"):  # the sampler's default is not the recipe's
+        sample_stage.check_samplers({"ddim_50": {"sampler": "ddim", "steps": 50, "eta": 0.0}}, LINEAR)
+
+
+def test_the_pipelines_rows_keep_recipe_names_for_recipes():
+    """The default rows and every experiment's rows pass the recipe-name rule."""
+    from kdiff.samplers import recipes
+    from pipeline import config, experiments
+
+    for family, rows in config.DEFAULT_SAMPLERS.items():
+        assert not set(rows) & set(recipes.names()), family  # the defaults are not recipes
+    checked = 0
+    for experiment in experiments.experiments().values():
+        for scale in ("small", "medium", "seed"):
+            for run in experiment.runs_at(scale):
+                for row in run.rows:
+                    name, kwargs = experiments.sampler_config(row)
+                    options = {k: v for k, v in kwargs.items() if k not in ("sampler", "steps", "precision")}
+                    sample_stage._check_recipe_name(name, kwargs["sampler"], kwargs.get("steps"), options)
+                    checked += name in recipes.names()
+    assert checked > 0

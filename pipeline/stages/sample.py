@@ -426,6 +426,37 @@ def build_pipeline(root, items, export_path, work_dir, out_dir, samplers, num_sa
 _SAMPLE_ARGUMENTS = ("sampler", "steps", "class_labels", "guidance_scale", "jit_compile", "precision")
 
 
+def _check_recipe_name(name, sampler, steps, options):
+    """Raises unless a row named like a recipe runs that recipe (its sampler, steps and
+    options, nothing else), so that a recipe name means the same sampler in every report.
+
+    Args:
+        name: the row's name.
+        sampler, steps, options: the row's sampler, steps and sampler options.
+
+    Raises:
+        StageError: naming the row, the recipe and what differs.
+    """
+    from kdiff.samplers import recipes
+
+    table = recipes.recipes()
+    if name not in table:
+        return
+    recipe = table[name]
+    differs = [f"sampler={sampler!r}"] if sampler != recipe.sampler else []
+    differs += [f"steps={steps!r}"] if steps is not None and steps != recipe.steps else []
+    differs += [
+        f"{key}={options.get(key, '<unset>')!r}" for key, value in recipe.options.items() if options.get(key) != value
+    ]
+    differs += [f"{key}={value!r}" for key, value in options.items() if key not in recipe.options]
+    if differs:
+        wanted = {"sampler": recipe.sampler, "steps": recipe.steps, **recipe.options}
+        raise StageError(
+            f"sample: sampler {name!r} is named like the recipe {name!r} ({wanted}) but sets {', '.join(differs)}; "
+            "a row named like a recipe must run it: set what the recipe sets, or give the row another name."
+        )
+
+
 def check_samplers(samplers, process):
     """Checks the sampler configs before any work starts; StageError naming the bad one.
 
@@ -453,6 +484,7 @@ def check_samplers(samplers, process):
             request.resolve(process, sampler, kwargs.get("steps"), options)
         except request.RequestError as error:
             raise StageError(f"sample: sampler {name!r} ({sampler}): {error}") from None
+        _check_recipe_name(name, sampler, kwargs.get("steps"), options)
         precision = kwargs.get("precision")
         if precision is not None and precision not in SAMPLING_PRECISIONS:
             raise StageError(
