@@ -72,10 +72,13 @@ class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         return importlib.util.spec_from_loader(fullname, self)
 
     def create_module(self, spec):
-        return resolve(spec.name)
+        module = resolve(spec.name)
+        spec.loader_state = module.__spec__  # the import system sets module.__spec__ = spec next
+        return module
 
     def exec_module(self, module):
-        pass  # the module at its new home is already executed
+        # the module at its new home is already executed; it keeps its own spec
+        module.__spec__ = module.__spec__.loader_state
 
 
 def install():
