@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from kdiff import _checks
+from kdiff import checks
 
 
 def is_tensor(steps):
@@ -38,7 +38,7 @@ def check(steps, name, low, high=None):
         if not steps.dtype.is_integer:
             raise ValueError(f"Expected `{name}` to be an integer tensor. Received: dtype={steps.dtype.name}")
         return tf.cast(steps, tf.int32)
-    return _checks.int_in_range(steps, name, low, high)
+    return checks.int_in_range(steps, name, low, high)
 
 
 def plan(build, *counts):

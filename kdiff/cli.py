@@ -57,15 +57,15 @@ def _argument_type(convert, check, description):
 
 
 def _int_at_least(low):
-    from kdiff import _checks
+    from kdiff import checks
 
-    return _argument_type(int, lambda v: _checks.int_in_range(v, "value", low, None), f"an integer >= {low}")
+    return _argument_type(int, lambda v: checks.int_in_range(v, "value", low, None), f"an integer >= {low}")
 
 
 def _non_negative_float(text):
-    from kdiff import _checks
+    from kdiff import checks
 
-    return _argument_type(float, lambda v: _checks.non_negative(v, "value"), "a finite number >= 0")(text)
+    return _argument_type(float, lambda v: checks.non_negative(v, "value"), "a finite number >= 0")(text)
 
 
 def _option(text):
@@ -421,7 +421,7 @@ def _sample(args, parser):
             )
 
     import kdiff
-    from kdiff import _io
+    from kdiff import failures
     from kdiff import images as images_lib
 
     try:
@@ -452,7 +452,7 @@ def _sample(args, parser):
             images_lib.save_trajectory(trajectory, args.trajectory, num_frames=args.frames, scale=args.scale)
             print(f"wrote {args.trajectory}: {trajectory.shape[1]} rows of {min(args.frames, trajectory.shape[0])} states")
     except Exception as error:  # a full disk, or the path changed while sampling
-        failure = _io.find_io_error(error)
+        failure = failures.find_io_error(error)
         if failure is None:
             raise
         print(f"kdiff sample: cannot write {failure.path or args.out}: {failure.cause}", file=sys.stderr)
@@ -505,7 +505,7 @@ def _check_scheduler(parser, value):
 def _convert(args, parser):
     _check_export_target(parser, args.out, args.overwrite)
     _check_scheduler(parser, args.scheduler)
-    from kdiff import _io, export
+    from kdiff import export, failures
     from kdiff.samplers import recipes
 
     try:
@@ -533,7 +533,7 @@ def _convert(args, parser):
     except ValueError as error:  # a target written meanwhile
         parser.error(f"argument --out: {_last_line(error)}")
     except OSError as error:
-        failure = _io.find_io_error(error)
+        failure = failures.find_io_error(error)
         print(f"kdiff convert: cannot write {args.out}: {failure.cause if failure else error}", file=sys.stderr)
         return 1
     print(f"wrote {path}: a {model.family} model from {source['kind']} {source['path']} "
@@ -636,7 +636,7 @@ def _edit(args, parser, make_run, name):
         if num_classes is None or args.class_label >= num_classes:
             parser.error(f"argument --class_label: the model takes classes in [0, {(num_classes or 0) - 1}]"
                          if num_classes else "argument --class_label: the model is not class-conditional")
-    from kdiff import _io
+    from kdiff import failures
     from kdiff import images as images_lib
 
     try:
@@ -652,7 +652,7 @@ def _edit(args, parser, make_run, name):
         for image, target in zip(result, targets):
             images_lib.save_image(image, target)
     except OSError as error:
-        failure = _io.find_io_error(error)
+        failure = failures.find_io_error(error)
         print(f"kdiff {name}: cannot write {failure.path or args.out}: {failure.cause}", file=sys.stderr)
         return 1
     print(f"wrote {len(targets)} images to {args.out}")

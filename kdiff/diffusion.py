@@ -21,7 +21,7 @@ import tensorflow as tf
 
 import keras
 
-from kdiff import _checks, _random, losses
+from kdiff import checks, _random, losses
 from kdiff.samplers import guidance, registry, request
 from kdiff import schedules as schedules_lib
 from kdiff import sde as sde_lib
@@ -113,14 +113,14 @@ class DiffusionModel(keras.Model):
                 f"Received: network={network!r}"
             )
         self.image_shape = self._image_shape(network, image_shape)
-        self.num_classes = None if num_classes is None else _checks.positive_int(num_classes, "num_classes")
+        self.num_classes = None if num_classes is None else checks.positive_int(num_classes, "num_classes")
         self.null_label = self._null_label(network)
         self.label_dropout = self._label_dropout(label_dropout, network)
         if not 0 <= ema_decay < 1:
             raise ValueError(f"Expected `ema_decay` in [0, 1). Received: ema_decay={ema_decay!r}")
         self.ema_decay = float(ema_decay)
         self.ema_warmup = bool(ema_warmup)
-        self.seed = _checks.int_in_range(seed, "seed", 0, None)
+        self.seed = checks.int_in_range(seed, "seed", 0, None)
         low, high = (float(v) for v in (self.process.default_data_range if data_range is None else data_range))
         if not low < high:
             raise ValueError(f"Expected `data_range` (low, high) with low < high. Received: {data_range!r}")
@@ -598,8 +598,8 @@ class DDPM(DiffusionModel):
                 "Expected `schedule` to be a kdiff.schedules.Schedule for DDPM (an SDE belongs "
                 f"to ScoreSDE, σ's to NCSN). Received: schedule={schedule!r}"
             )
-        self.loss_name = _checks.one_of(loss, "loss", ("simple", "hybrid"))
-        self.lambda_vlb = _checks.non_negative(lambda_vlb, "lambda_vlb")
+        self.loss_name = checks.one_of(loss, "loss", ("simple", "hybrid"))
+        self.lambda_vlb = checks.non_negative(lambda_vlb, "lambda_vlb")
         super().__init__(network, **kwargs)
 
     def _check_output(self, shape):
@@ -667,7 +667,7 @@ class NCSN(DiffusionModel):
                 f"an SDE to ScoreSDE). Received: sigmas={sigmas!r}"
             )
         self.process = schedules_lib.Sigmas(sigmas)
-        self.loss_name = _checks.one_of(loss, "loss", ("dsm", "ssm"))
+        self.loss_name = checks.one_of(loss, "loss", ("dsm", "ssm"))
         self.scale_by_sigma = bool(scale_by_sigma)
         levels = getattr(network, "num_classes", None)
         if levels is not None and levels != len(self.process) and kwargs.get("num_classes") is None:
@@ -773,11 +773,11 @@ class ScoreSDE(DiffusionModel):
                 "Expected `sde` to be a kdiff.sde.SDE for ScoreSDE (a schedule belongs to "
                 f"DDPM, σ's to NCSN). Received: sde={sde!r}"
             )
-        self.eps = _checks.positive(eps, "eps")
+        self.eps = checks.positive(eps, "eps")
         self.likelihood_weighting = bool(likelihood_weighting)
         if conditioning is None:
             conditioning = getattr(network, "conditioning", "time")
-        self.conditioning = _checks.one_of(conditioning, "conditioning", CONDITIONINGS)
+        self.conditioning = checks.one_of(conditioning, "conditioning", CONDITIONINGS)
         super().__init__(network, **kwargs)
 
     @property

@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from kdiff import _checks
+from kdiff import checks
 
 __all__ = ["PIXEL_MAX", "to_uint8", "load_uint8", "load", "train", "main"]
 
@@ -68,7 +68,7 @@ def load(image_size=16, data_range=(-1.0, 1.0), return_labels=False):
     """
     import tensorflow as tf
 
-    image_size = _checks.positive_int(image_size, "image_size")
+    image_size = checks.positive_int(image_size, "image_size")
     pixels, labels = load_uint8(return_labels=True)
     images = pixels.astype("float32") / 255.0  # [0, 1]
     if image_size != 8:
@@ -118,7 +118,7 @@ def train(output, *, image_size=8, epochs=100, batch_size=64, learning_rate=1e-3
         tf.data.Dataset.from_tensor_slices(images).shuffle(len(images), seed=seed).batch(batch_size)
     )
     warmup_steps = 200
-    steps = _checks.positive_int(epochs, "epochs") * -(-len(images) // batch_size)
+    steps = checks.positive_int(epochs, "epochs") * -(-len(images) // batch_size)
     decay_steps = steps if lr_decay and steps > warmup_steps else None
     model = DDPM(UNet.small(image_size=image_size, in_channels=1), schedules.linear(T=T), ema_decay=ema_decay, seed=seed)
     model.compile(optimizer=optim.adam(

@@ -19,7 +19,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from kdiff import _checks, _moved
+from kdiff import checks, _moved
 
 __all__ = ["STRATEGIES", "POLICIES", "get_strategy", "precision_policy", "set_precision", "is_chief", "fit"]
 
@@ -48,7 +48,7 @@ def get_strategy(name="default", *, devices=None, tpu=None):
     Returns:
         The strategy. Build and compile models inside ``strategy.scope()``.
     """
-    _checks.one_of(name, "strategy", STRATEGIES)
+    checks.one_of(name, "strategy", STRATEGIES)
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
@@ -79,7 +79,7 @@ def precision_policy(precision="float32"):
     Returns:
         A ``keras.DTypePolicy``.
     """
-    return keras.DTypePolicy(_checks.one_of(precision, "precision", POLICIES))
+    return keras.DTypePolicy(checks.one_of(precision, "precision", POLICIES))
 
 
 def set_precision(policy="float32"):
@@ -114,7 +114,7 @@ def fit(model, dataset, *, epochs=1, strategy=None, steps_per_epoch=None, callba
         A ``keras.callbacks.History``.
     """
     strategy = strategy or tf.distribute.get_strategy()
-    epochs = _checks.positive_int(epochs, "epochs")
+    epochs = checks.positive_int(epochs, "epochs")
     if getattr(model, "optimizer", None) is None:
         raise ValueError("Expected a compiled model (call model.compile(optimizer=...) first).")
     with strategy.scope():

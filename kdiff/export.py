@@ -49,7 +49,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from kdiff import _checks, _io, _random
+from kdiff import checks, _io, _random
 from kdiff.process import from_model_config
 from kdiff.samplers import registry
 from kdiff.samplers.draw import DrawCache, SamplingSpec, draw_batch, to_uint8_tensor
@@ -136,7 +136,7 @@ def export(
             raise ValueError(
                 f"Expected `default_steps` for sampler {entry.name!r} (it has no registry default). Received: None"
             )
-    default_steps = _checks.int_in_range(default_steps, "default_steps", 1, max_steps)
+    default_steps = checks.int_in_range(default_steps, "default_steps", 1, max_steps)
     if source is not None and not isinstance(source, dict):
         raise ValueError(f"Expected `source` to be a dict or None. Received: source={source!r}")
     path = os.path.abspath(os.fspath(path))
@@ -190,7 +190,7 @@ def _max_steps(process, max_steps):
     limit = process.max_steps
     if max_steps is None:
         return limit if limit is not None else UNBOUNDED_MAX_STEPS
-    return _checks.int_in_range(max_steps, "max_steps", 1, limit)
+    return checks.int_in_range(max_steps, "max_steps", 1, limit)
 
 
 def _check_target(path, overwrite):
@@ -580,10 +580,10 @@ class ExportedModel:
         from kdiff.samplers import guidance
 
         generate = self.config.get("generate", {})
-        num_samples = _checks.positive_int(num_samples, "num_samples")
+        num_samples = checks.positive_int(num_samples, "num_samples")
         steps = generate.get("default_steps") if steps is None else steps
-        steps = _checks.int_in_range(steps, "steps", 1, generate.get("max_steps"))
-        seed = _checks.int_in_range(seed, "seed", 0, 2**63 - 1)
+        steps = checks.int_in_range(steps, "steps", 1, generate.get("max_steps"))
+        seed = checks.int_in_range(seed, "seed", 0, 2**63 - 1)
         kwargs = {
             "seed": tf.constant(seed, tf.int64),
             "num_samples": tf.constant(num_samples, tf.int32),

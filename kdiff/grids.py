@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from kdiff import _checks, _steps
+from kdiff import checks, _steps
 
 __all__ = ["leading", "trailing", "linspace", "spaced", "karras", "geometric", "sde_uniform", "sde_linspace"]
 
@@ -126,7 +126,7 @@ def geometric(sigma_max=1.0, sigma_min=0.01, num=10):
     Returns:
         A descending float64 array of length ``num``.
     """
-    num = _checks.positive_int(num, "num")
+    num = checks.positive_int(num, "num")
     if not 0 < sigma_min <= sigma_max:
         raise ValueError(
             "Expected 0 < sigma_min <= sigma_max. "
@@ -156,8 +156,8 @@ def karras(n, sigma_min, sigma_max, rho=7.0):
         ValueError: when ``n`` < 1, ``rho`` ≤ 0, or not 0 < sigma_min ≤ sigma_max.
     """
     n = _steps.check(n, "n", 1)
-    rho = _checks.positive(rho, "rho")
-    low, high = _checks.positive(sigma_min, "sigma_min"), _checks.positive(sigma_max, "sigma_max")
+    rho = checks.positive(rho, "rho")
+    low, high = checks.positive(sigma_min, "sigma_min"), checks.positive(sigma_max, "sigma_max")
     if low > high:
         raise ValueError(
             f"Expected 0 < sigma_min <= sigma_max. Received: sigma_min={sigma_min!r}, sigma_max={sigma_max!r}"
@@ -180,7 +180,7 @@ def karras(n, sigma_min, sigma_max, rho=7.0):
 
 def _check_eps(T, eps):
     """An SDE's last time, checked to lie in (0, T)."""
-    eps = _checks.positive(eps, "eps")
+    eps = checks.positive(eps, "eps")
     if eps >= T:
         raise ValueError(f"Expected 0 < eps < {T}. Received: eps={eps!r}")
     return eps

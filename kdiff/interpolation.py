@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from kdiff import _checks
+from kdiff import checks
 
 
 def slerp(z0, z1, alpha):
@@ -25,9 +25,9 @@ def slerp(z0, z1, alpha):
     Returns:
         A tensor shaped like ``z0`` (or [len(alpha), *z0.shape]).
     """
-    z0 = _checks.float_tensor(z0, "z0", min_rank=1)
-    z1 = tf.cast(_checks.float_tensor(z1, "z1", min_rank=1), z0.dtype)
-    _checks.same_shape(z1, z0, "z1", "z0")
+    z0 = checks.float_tensor(z0, "z0", min_rank=1)
+    z1 = tf.cast(checks.float_tensor(z1, "z1", min_rank=1), z0.dtype)
+    checks.same_shape(z1, z0, "z1", "z0")
     alphas = np.asarray(alpha, dtype=np.float64)
     if alphas.ndim > 1 or not np.all(np.isfinite(alphas)) or np.any((alphas < 0) | (alphas > 1)):
         raise ValueError(

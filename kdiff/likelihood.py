@@ -15,7 +15,7 @@ import numpy as np
 import scipy.integrate
 import tensorflow as tf
 
-from kdiff import _checks, _random
+from kdiff import checks, _random
 from kdiff.sde import SDE
 
 __all__ = ["log_likelihood", "bits_per_dim"]
@@ -77,11 +77,11 @@ def log_likelihood(
         ``(logp, z, nfe)``: float64 numpy log-likelihoods [batch] (nats), the latent x(T)
         as a tensor, and the number of ODE function evaluations.
     """
-    x = _checks.float_tensor(x0, "x0")
+    x = checks.float_tensor(x0, "x0")
     if not isinstance(sde, SDE):
         raise ValueError(f"Expected `sde` to be a kdiff.sde.SDE. Received: sde={sde!r}")
-    _checks.one_of(estimator, "estimator", _ESTIMATORS)
-    eps = _checks.positive(eps, "eps")
+    checks.one_of(estimator, "estimator", _ESTIMATORS)
+    eps = checks.positive(eps, "eps")
     shape, dtype = x.shape, x.dtype
     batch, size = int(shape[0]), int(np.prod(shape[1:]))
     if estimator == "rademacher":

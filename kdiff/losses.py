@@ -30,7 +30,7 @@ import numbers
 import numpy as np
 import tensorflow as tf
 
-from kdiff import _checks, _ops, _random
+from kdiff import checks, _ops, _random
 from kdiff.schedules import Schedule
 from kdiff.sde import SDE
 
@@ -130,7 +130,7 @@ def _noise(noise, x0, seed):
             f"Expected `noise` to be a float tensor. Received: noise.dtype={noise.dtype.name}"
         )
     noise = tf.cast(noise, x0.dtype)
-    _checks.same_shape(noise, x0, "noise", "x0")
+    checks.same_shape(noise, x0, "noise", "x0")
     return noise
 
 
@@ -243,11 +243,11 @@ def simple(eps_fn, x0, schedule, *, t=None, noise=None, seed=None):
         The scalar loss, in ``x0``'s dtype.
     """
     _check_callable(eps_fn, "eps_fn")
-    x0 = _checks.float_tensor(x0, "x0")
+    x0 = checks.float_tensor(x0, "x0")
     Schedule.check(schedule)
     t, noise = _timesteps_and_noise(x0, schedule, t, noise, seed)
     x_t = schedule.q_sample(x0, t, noise)
-    eps = _checks.model_output(eps_fn(x_t, t), x0, "eps_fn")
+    eps = checks.model_output(eps_fn(x_t, t), x0, "eps_fn")
     return tf.reduce_mean(_ops.mean_flat(tf.square(noise - eps)))
 
 
@@ -277,12 +277,12 @@ def hybrid(model_fn, x0, schedule, *, lambda_vlb=0.001, t=None, noise=None, seed
         The scalar loss, in ``x0``'s dtype.
     """
     _check_callable(model_fn, "model_fn")
-    x0 = _checks.float_tensor(x0, "x0")
+    x0 = checks.float_tensor(x0, "x0")
     Schedule.check(schedule)
-    lambda_vlb = _checks.non_negative(lambda_vlb, "lambda_vlb")
+    lambda_vlb = checks.non_negative(lambda_vlb, "lambda_vlb")
     t, noise = _timesteps_and_noise(x0, schedule, t, noise, seed)
     x_t = schedule.q_sample(x0, t, noise)
-    eps, v = _checks.split_eps_v(model_fn(x_t, t), x0, "model_fn")
+    eps, v = checks.split_eps_v(model_fn(x_t, t), x0, "model_fn")
     mse = _ops.mean_flat(tf.square(noise - eps))
 
     # μ_θ from the frozen ε̂ (eqs. 9 and 29); the VLB term only trains the variance.
@@ -326,8 +326,8 @@ def dsm(score_fn, x0, sigmas, *, labels=None, noise=None, seed=None):
         The scalar loss, in ``x0``'s dtype.
     """
     _check_callable(score_fn, "score_fn")
-    x0 = _checks.float_tensor(x0, "x0")
-    sigmas = _checks.descending_sigmas(sigmas)
+    x0 = checks.float_tensor(x0, "x0")
+    sigmas = checks.descending_sigmas(sigmas)
     label_seed, noise_seed = _seeds(seed, 2)
     if labels is None:
         labels = _uniform_ints(_batch_size(x0), sigmas.size, label_seed)
@@ -337,7 +337,7 @@ def dsm(score_fn, x0, sigmas, *, labels=None, noise=None, seed=None):
     sigma = tf.gather(tf.constant(sigmas, dtype=x0.dtype), labels)
     sigma_view = _ops.batch_view(sigma, x0)
     perturbed = x0 + sigma_view * z
-    score = _checks.model_output(score_fn(perturbed, sigma), x0, "score_fn")
+    score = checks.model_output(score_fn(perturbed, sigma), x0, "score_fn")
     return tf.reduce_mean(0.5 * _ops.sum_flat(tf.square(sigma_view * score + z)))
 
 
@@ -366,8 +366,8 @@ def sliced_score_matching(
         The scalar loss, in ``x0``'s dtype.
     """
     _check_callable(score_fn, "score_fn")
-    x0 = _checks.float_tensor(x0, "x0")
-    n_projections = _checks.positive_int(n_projections, "n_projections")
+    x0 = checks.float_tensor(x0, "x0")
+    n_projections = checks.positive_int(n_projections, "n_projections")
     label_seed, noise_seed, projection_seed = _seeds(seed, 3)
     batch = _batch_size(x0)
     if sigmas is None:
@@ -380,7 +380,7 @@ def sliced_score_matching(
         sigma = tf.zeros([batch], dtype=x0.dtype)
         weight = tf.ones([batch], dtype=x0.dtype)
     else:
-        sigmas = _checks.descending_sigmas(sigmas)
+        sigmas = checks.descending_sigmas(sigmas)
         if labels is None:
             labels = _uniform_ints(batch, sigmas.size, label_seed)
         else:
@@ -395,7 +395,7 @@ def sliced_score_matching(
     v = _random.normal(tf.shape(x), projection_seed, dtype=x0.dtype)
     with tf.GradientTape() as tape:
         tape.watch(x)
-        score = _checks.model_output(score_fn(x, sigma), x, "score_fn")
+        score = checks.model_output(score_fn(x, sigma), x, "score_fn")
         projected = tf.reduce_sum(score * v)
     grad_v = tape.gradient(projected, x, unconnected_gradients=tf.UnconnectedGradients.ZERO)
     per_copy = 0.5 * _ops.sum_flat(tf.square(score)) + _ops.sum_flat(v * grad_v)
@@ -431,7 +431,7 @@ def sde_dsm(score_fn, x0, sde, *, eps=1e-5, likelihood_weighting=False, t=None, 
         The scalar loss, in ``x0``'s dtype.
     """
     _check_callable(score_fn, "score_fn")
-    x0 = _checks.float_tensor(x0, "x0")
+    x0 = checks.float_tensor(x0, "x0")
     SDE.check(sde)
     if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 < eps < sde.T:
         raise ValueError(f"Expected `eps` in (0, {sde.T}). Received: eps={eps!r}")
@@ -444,7 +444,7 @@ def sde_dsm(score_fn, x0, sde, *, eps=1e-5, likelihood_weighting=False, t=None, 
     mean, std = sde.marginal_prob(x0, t)
     std_view = _ops.batch_view(std, x0)
     perturbed = mean + std_view * z
-    score = _checks.model_output(score_fn(perturbed, t), x0, "score_fn")
+    score = checks.model_output(score_fn(perturbed, t), x0, "score_fn")
     if not likelihood_weighting:
         losses = 0.5 * _ops.sum_flat(tf.square(score * std_view + z))
     else:

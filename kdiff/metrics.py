@@ -27,7 +27,7 @@ import warnings
 import numpy as np
 from scipy import linalg
 
-from kdiff._checks import int_in_range, non_negative, positive_int
+from kdiff.checks import int_in_range, non_negative, positive_int
 
 __all__ = [
     "frechet_distance",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from kdiff import _checks
+from kdiff import checks
 
 __all__ = ["FusedAdam", "WarmupLinearDecay", "adam"]
 
@@ -24,16 +24,16 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
     """
 
     def __init__(self, peak=1e-4, warmup_steps=500, warmup_from=4e-5, decay_steps=None, end=0.0):
-        self.peak = _checks.positive(peak, "peak")
-        self.warmup_steps = _checks.int_in_range(warmup_steps, "warmup_steps", 0, None)
-        self.warmup_from = _checks.non_negative(warmup_from, "warmup_from")
+        self.peak = checks.positive(peak, "peak")
+        self.warmup_steps = checks.int_in_range(warmup_steps, "warmup_steps", 0, None)
+        self.warmup_from = checks.non_negative(warmup_from, "warmup_from")
         if decay_steps is not None and decay_steps <= self.warmup_steps:
             raise ValueError(
                 "Expected `decay_steps` > warmup_steps or None. "
                 f"Received: decay_steps={decay_steps!r}, warmup_steps={self.warmup_steps}"
             )
         self.decay_steps = decay_steps
-        self.end = _checks.non_negative(end, "end")
+        self.end = checks.non_negative(end, "end")
 
     def __call__(self, step):
         step = keras.ops.cast(step, "float32")

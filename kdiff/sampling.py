@@ -14,7 +14,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from kdiff import _checks, _random, export
+from kdiff import checks, _random, export
 from kdiff.process import as_process
 from kdiff.samplers import registry
 from kdiff.samplers.draw import (
@@ -246,8 +246,8 @@ def sample(
             sampler, or an ``x_T`` of another shape or dtype or with NaN / Inf, naming them.
         kdiff.samplers.NonFiniteSampleError: when sampling produces NaN or Inf.
     """
-    num_samples = _checks.positive_int(num_samples, "num_samples")
-    batch_size = min(num_samples, 64) if batch_size is None else _checks.positive_int(batch_size, "batch_size")
+    num_samples = checks.positive_int(num_samples, "num_samples")
+    batch_size = min(num_samples, 64) if batch_size is None else checks.positive_int(batch_size, "batch_size")
     if sampler is not None:
         registry.get(sampler)  # an unknown name fails first, naming the registered ones
     spec = spec_for(model, schedule=schedule, sde=sde, sigmas=sigmas, image_shape=image_shape, data_range=data_range)

@@ -15,7 +15,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from kdiff import _checks, _ops, _random, grids
+from kdiff import checks, _ops, _random, grids
 from kdiff.process import Process
 
 __all__ = [
@@ -162,9 +162,9 @@ class Schedule(Process):
         Returns:
             x_t, shaped like ``x0``.
         """
-        x0 = _checks.float_tensor(x0, "x0")
+        x0 = checks.float_tensor(x0, "x0")
         noise = tf.cast(noise, x0.dtype)
-        _checks.same_shape(noise, x0, "noise", "x0")
+        checks.same_shape(noise, x0, "noise", "x0")
         self.check_timesteps(t)
         return (
             _ops.gather_per_example(np.sqrt(self.alphas_cumprod), t, x0) * x0
@@ -173,7 +173,7 @@ class Schedule(Process):
 
     def q_mean_variance(self, x0, t):
         """Returns the mean, variance and log-variance of q(x_t | x_0) (eq. 5)."""
-        x0 = _checks.float_tensor(x0, "x0")
+        x0 = checks.float_tensor(x0, "x0")
         mean = _ops.gather_per_example(np.sqrt(self.alphas_cumprod), t, x0) * x0
         variance = _ops.gather_per_example(1.0 - self.alphas_cumprod, t, x0)
         log_variance = _ops.gather_per_example(np.log(1.0 - self.alphas_cumprod), t, x0)
@@ -191,9 +191,9 @@ class Schedule(Process):
             ``(mean, variance, log_variance_clipped)``; the variance terms have shape
             [batch, 1, …, 1].
         """
-        x0 = _checks.float_tensor(x0, "x0")
+        x0 = checks.float_tensor(x0, "x0")
         x_t = tf.cast(x_t, x0.dtype)
-        _checks.same_shape(x_t, x0, "x_t", "x0")
+        checks.same_shape(x_t, x0, "x_t", "x0")
         self.check_timesteps(t)
         mean = (
             _ops.gather_per_example(self.posterior_mean_coef1, t, x0) * x0
@@ -242,7 +242,7 @@ def linear(T=1000, beta_start=1e-4, beta_end=0.02):
     Returns:
         A ``Schedule``.
     """
-    T = _checks.positive_int(T, "T")
+    T = checks.positive_int(T, "T")
     for name, value in (("beta_start", beta_start), ("beta_end", beta_end)):
         if not 0 < value <= 1:
             raise ValueError(f"Expected `{name}` in (0, 1]. Received: {name}={value!r}")
@@ -265,7 +265,7 @@ def cosine(T=1000, s=0.008, max_beta=0.999):
     Returns:
         A ``Schedule``.
     """
-    T = _checks.positive_int(T, "T")
+    T = checks.positive_int(T, "T")
     if s < 0:
         raise ValueError(f"Expected `s` >= 0. Received: s={s!r}")
     if not 0 < max_beta <= 1:
@@ -304,7 +304,7 @@ class Sigmas(Process):
     def __init__(self, sigmas, config=None):
         if isinstance(sigmas, Sigmas):
             config = sigmas._config if config is None else config
-        self.sigmas = _checks.descending_sigmas(sigmas)
+        self.sigmas = checks.descending_sigmas(sigmas)
         self.sigmas.setflags(write=False)
         self._config = dict(config) if config is not None else None
 

@@ -15,7 +15,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from kdiff import _checks, _ops, _random, _steps
+from kdiff import checks, _ops, _random, _steps
 from kdiff.process import Process
 
 __all__ = ["SDE", "VPSDE", "SubVPSDE", "VESDE", "ReverseSDE", "from_config"]
@@ -42,7 +42,7 @@ class SDE(Process):
     _SIGMA_TABLE = 4097  # points of the σ(t) table that maps σ back to t
 
     def __init__(self, N):
-        self.N = _checks.positive_int(N, "N")
+        self.N = checks.positive_int(N, "N")
 
     @property
     def num_steps(self):
@@ -222,8 +222,8 @@ class VPSDE(SDE):
 
     def __init__(self, beta_min=0.1, beta_max=20.0, N=1000):
         super().__init__(N)
-        self.beta_0 = _checks.positive(beta_min, "beta_min")
-        self.beta_1 = _checks.positive(beta_max, "beta_max")
+        self.beta_0 = checks.positive(beta_min, "beta_min")
+        self.beta_1 = checks.positive(beta_max, "beta_max")
         if self.beta_1 < self.beta_0:
             raise ValueError(
                 "Expected beta_max >= beta_min. "
@@ -325,8 +325,8 @@ class VESDE(SDE):
 
     def __init__(self, sigma_min=0.01, sigma_max=50.0, N=1000):
         super().__init__(N)
-        self.sigma_min = _checks.positive(sigma_min, "sigma_min")
-        self.sigma_max = _checks.positive(sigma_max, "sigma_max")
+        self.sigma_min = checks.positive(sigma_min, "sigma_min")
+        self.sigma_max = checks.positive(sigma_max, "sigma_max")
         if self.sigma_max <= self.sigma_min:
             raise ValueError(
                 "Expected sigma_max > sigma_min. "

@@ -96,11 +96,11 @@ TRAINING_LENGTH_FIELDS = ("train_steps", "epochs")
 
 
 def _checks():
-    # kdiff._checks imports TensorFlow: imported on first use, so that flag parsing and
+    # kdiff.checks imports TensorFlow: imported on first use, so that flag parsing and
     # --help stay fast and quiet.
-    from kdiff import _checks
+    from kdiff import checks
 
-    return _checks
+    return checks
 
 
 def _optional(check):

@@ -77,7 +77,7 @@ from io import BytesIO
 
 import numpy as np
 
-from kdiff import _checks
+from kdiff import checks
 from kdiff import data as kdiff_data
 from kdiff import digits as digits_lib
 from pipeline import config as config_lib
@@ -1028,8 +1028,8 @@ def preprocess(image, image_size, channels, crop_size=None):
     """
     from PIL import Image
 
-    _checks.one_of(channels, "channels", (1, 3))
-    image_size = _checks.positive_int(image_size, "image_size")
+    checks.one_of(channels, "channels", (1, 3))
+    image_size = checks.positive_int(image_size, "image_size")
     if not isinstance(image, Image.Image):
         image = _array_to_pil(image)
     image = _to_l_or_rgb(image)
@@ -1039,7 +1039,7 @@ def preprocess(image, image_size, channels, crop_size=None):
     if side < 1:
         raise ValueError(f"Expected a non-empty image. Received size={image.size}")
     if crop_size is not None:
-        crop_size = _checks.positive_int(crop_size, "crop_size")
+        crop_size = checks.positive_int(crop_size, "crop_size")
         if crop_size > side:
             raise ValueError(
                 f"Expected `crop_size` at most the image's shorter side ({side}). Received: crop_size={crop_size} "
@@ -1200,7 +1200,7 @@ def make_dataset(examples_dir, data_range, batch_size, split="train", shuffle_se
     """
     import tensorflow as tf
 
-    batch_size = int(_checks.positive_int(batch_size, "batch_size"))
+    batch_size = int(checks.positive_int(batch_size, "batch_size"))
     low, high = (float(v) for v in data_range)
     files = example_files(examples_dir, split)
     stats = _read_stats(examples_dir) or {}

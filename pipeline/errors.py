@@ -48,7 +48,7 @@ def root_cause(error):
     Returns:
         The innermost exception (``error`` itself when it has no cause).
     """
-    from kdiff._io import cause_chain  # lazily: kdiff loads TensorFlow, `--help` must not
+    from kdiff.failures import cause_chain  # lazily: kdiff loads TensorFlow, `--help` must not
 
     return cause_chain(error)[-1]
 
@@ -84,7 +84,7 @@ def find_error(error, error_type):
     Returns:
         An ``error_type`` instance whose message has Beam's suffixes stripped, or None.
     """
-    from kdiff._io import cause_chain
+    from kdiff.failures import cause_chain
 
     chain = cause_chain(error)
     for candidate in chain:
@@ -99,15 +99,15 @@ def find_error(error, error_type):
 
 
 def io_error(error):
-    """The I/O failure in ``error``'s chain (``kdiff._io.find_io_error``), or None.
+    """The I/O failure in ``error``'s chain (``kdiff.failures.find_io_error``), or None.
 
     Args:
         error: an exception (a stage's, possibly wrapped by Beam).
 
     Returns:
-        A ``kdiff._io.IOFailure`` (path, cause, errno), or None.
+        A ``kdiff.failures.IOFailure`` (path, cause, errno), or None.
     """
-    from kdiff._io import find_io_error
+    from kdiff.failures import find_io_error
 
     return find_io_error(error)
 

@@ -252,7 +252,7 @@ def _failing_save_script(path, disk_usage_free=None):
         sys.path.insert(0, {REPO!r})
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
         import keras
-        from kdiff import _io
+        from kdiff import _io, failures
         model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(8192)])  # 2 MiB
         if {disk_usage_free!r} is not None:  # the pre-check passes: the write itself fails
             usage = shutil.disk_usage(os.path.dirname({path!r}))
@@ -260,7 +260,7 @@ def _failing_save_script(path, disk_usage_free=None):
         try:
             _io.save_weights(model, {path!r})
         except OSError as error:
-            failure = _io.find_io_error(error)
+            failure = failures.find_io_error(error)
             print("failed", failure.errno, failure.path, os.path.exists({path!r}), flush=True)
     """)
 
@@ -274,7 +274,7 @@ def test_a_weights_write_that_fails_midway_leaves_no_file(tmp_path):
 
     import keras
 
-    from kdiff import _io
+    from kdiff import _io, failures
 
     model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(8192)])  # 2 MiB
     path = str(tmp_path / "ckpt.weights.h5")
@@ -287,7 +287,7 @@ def test_a_weights_write_that_fails_midway_leaves_no_file(tmp_path):
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, limits)
         signal.signal(signal.SIGXFSZ, handler)
-    failure = _io.find_io_error(error.value)
+    failure = failures.find_io_error(error.value)
     assert (failure.errno, failure.path) == (errno.EFBIG, path)
     assert not os.path.exists(path)
     _io.save_weights(model, path)  # without the limit: written
@@ -299,21 +299,21 @@ def test_io_failures_are_described_by_path_and_cause():
 
     import tensorflow as tf
 
-    from kdiff import _io
+    from kdiff import failures
 
     hdf5 = OSError(errno.ENOSPC, "Can't synchronously write data (file write failed: time = …\n, filename = "
                    "'/x/ckpt.weights.h5', file descriptor = 6, errno = 28, error message = 'No space left on device')")
-    assert _io.find_io_error(RuntimeError("wrapped")) is None
+    assert failures.find_io_error(RuntimeError("wrapped")) is None
     wrapped = RuntimeError("Keras wraps it")
     wrapped.__cause__ = hdf5
-    assert _io.find_io_error(wrapped) == ("/x/ckpt.weights.h5", "No space left on device", errno.ENOSPC)
+    assert failures.find_io_error(wrapped) == ("/x/ckpt.weights.h5", "No space left on device", errno.ENOSPC)
     save = tf.errors.ResourceExhaustedError(
         None, None, "{{function_node __wrapped__SaveV2_dtypes_129}} /x/export/variables/part-0; "
         "No space left on device [Op:SaveV2]",
     )
-    assert _io.find_io_error(save) == ("/x/export/variables/part-0", "No space left on device", errno.ENOSPC)
+    assert failures.find_io_error(save) == ("/x/export/variables/part-0", "No space left on device", errno.ENOSPC)
     memory = tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor with shape[4096,4096]")
-    assert _io.find_io_error(memory) is None  # out of memory is not an I/O failure
+    assert failures.find_io_error(memory) is None  # out of memory is not an I/O failure
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ import os
 
 import numpy as np
 
-from kdiff import _checks
+from kdiff import checks
 from kdiff.convert import _files
 
 __all__ = [
@@ -362,7 +362,7 @@ def from_ncsn_checkpoint(path, config=None, *, image_size=None, channels=None, n
                 f"Received: {name}={given!r} for path={os.fspath(path)!r}"
             )
     network = RefineNet(
-        image_size=_checks.positive_int(settings.get("image_size", 32), "image_size"),
+        image_size=checks.positive_int(settings.get("image_size", 32), "image_size"),
         in_channels=settings["channels"],
         num_classes=settings["num_classes"],
         ngf=settings["ngf"],

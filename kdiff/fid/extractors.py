@@ -30,7 +30,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from kdiff._checks import one_of, positive_int
+from kdiff.checks import one_of, positive_int
 from kdiff.fid import weights as weights_lib
 from kdiff.fid.inception import (
     COMPUTE_DTYPES,

@@ -32,7 +32,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kdiff._checks import one_of, positive_int
+from kdiff.checks import one_of, positive_int
 
 __all__ = [
     "FID_DIM",

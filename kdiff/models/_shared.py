@@ -10,7 +10,7 @@ import numbers
 import keras
 from keras import ops
 
-from kdiff import _checks
+from kdiff import checks
 
 __all__ = ["attention_resolutions", "unpack_inputs", "image_output_shape"]
 
@@ -31,7 +31,7 @@ def attention_resolutions(value):
             "Expected `attention_resolutions` to be a sequence of resolutions (e.g. (16,)). "
             f"Received: attention_resolutions={value!r}"
         )
-    return tuple(_checks.positive_int(r, "attention_resolutions") for r in value)
+    return tuple(checks.positive_int(r, "attention_resolutions") for r in value)
 
 
 def unpack_inputs(network, x, t, y):

@@ -34,7 +34,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from kdiff import _checks
+from kdiff import checks
 from kdiff.models import _shared
 from kdiff.models import layers as L
 from kdiff.models.layers._common import check_rate
@@ -50,7 +50,7 @@ def _channels(value):
             "Expected `channels` to be a non-empty sequence of positive integers (one per "
             f"resolution level). Received: channels={value!r}"
         )
-    return tuple(_checks.positive_int(c, "channels") for c in value)
+    return tuple(checks.positive_int(c, "channels") for c in value)
 
 
 def _groups(channels):
@@ -123,23 +123,23 @@ class NCSNpp(keras.Model):
         kwargs.setdefault("autocast", False)  # σ stays float32; x is cast in call
         super().__init__(**kwargs)
         self._allow_non_tensor_positional_args = True
-        self.image_size = _checks.positive_int(image_size, "image_size")
-        self.in_channels = _checks.positive_int(in_channels, "in_channels")
-        self.out_channels = None if out_channels is None else _checks.positive_int(
+        self.image_size = checks.positive_int(image_size, "image_size")
+        self.in_channels = checks.positive_int(in_channels, "in_channels")
+        self.out_channels = None if out_channels is None else checks.positive_int(
             out_channels, "out_channels")
         self.channels = _channels(channels)
-        self.num_res_blocks = _checks.positive_int(num_res_blocks, "num_res_blocks")
+        self.num_res_blocks = checks.positive_int(num_res_blocks, "num_res_blocks")
         self.attention_resolutions = _shared.attention_resolutions(attention_resolutions)
         self.dropout = check_rate(dropout)
-        self.embedding = _checks.one_of(embedding, "embedding", ("fourier", "sinusoidal"))
-        self.fourier_scale = _checks.positive(fourier_scale, "fourier_scale")
+        self.embedding = checks.one_of(embedding, "embedding", ("fourier", "sinusoidal"))
+        self.fourier_scale = checks.positive(fourier_scale, "fourier_scale")
         self.flip_sin_to_cos = bool(flip_sin_to_cos)
         self.freq_shift = freq_shift
         self.center_input = bool(center_input)
-        self.head_channels = None if head_channels is None else _checks.positive_int(
+        self.head_channels = None if head_channels is None else checks.positive_int(
             head_channels, "head_channels")
-        self.norm_eps = _checks.positive(norm_eps, "norm_eps")
-        self.norm_groups = None if norm_groups is None else _checks.positive_int(
+        self.norm_eps = checks.positive(norm_eps, "norm_eps")
+        self.norm_groups = None if norm_groups is None else checks.positive_int(
             norm_groups, "norm_groups")
 
         levels = len(self.channels)

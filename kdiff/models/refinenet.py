@@ -24,7 +24,7 @@ import re
 import keras
 from keras import ops
 
-from kdiff import _checks
+from kdiff import checks
 from kdiff.models import _shared
 from kdiff.models import layers as L
 from kdiff.models.layers.refinenet_blocks import torch_uniform
@@ -103,15 +103,15 @@ class RefineNet(keras.Model):
                  **kwargs):
         super().__init__(**kwargs)
         self._allow_non_tensor_positional_args = True
-        self.image_size = _checks.positive_int(image_size, "image_size")
+        self.image_size = checks.positive_int(image_size, "image_size")
         if self.image_size % 2:
             raise ValueError(
                 "Expected `image_size` even (the second stage halves the resolution). "
                 f"Received: image_size={self.image_size}"
             )
-        self.in_channels = _checks.positive_int(in_channels, "in_channels")
-        self.num_classes = _checks.positive_int(num_classes, "num_classes")
-        self.ngf = _checks.int_in_range(ngf, "ngf", 2, None)
+        self.in_channels = checks.positive_int(in_channels, "in_channels")
+        self.num_classes = checks.positive_int(num_classes, "num_classes")
+        self.ngf = checks.int_in_range(ngf, "ngf", 2, None)
         if not isinstance(center_input, bool):
             raise ValueError(
                 f"Expected `center_input` True or False. Received: center_input={center_input!r}"

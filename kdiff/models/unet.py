@@ -27,7 +27,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from kdiff import _checks
+from kdiff import checks
 from kdiff.models import _shared
 from kdiff.models import layers as L
 from kdiff.models.layers._common import check_rate
@@ -44,7 +44,7 @@ def _channel_mult(value):
             "Expected `channel_mult` to be a non-empty sequence of positive integers. "
             f"Received: channel_mult={value!r}"
         )
-    return tuple(_checks.positive_int(m, "channel_mult") for m in value)
+    return tuple(checks.positive_int(m, "channel_mult") for m in value)
 
 
 @keras.saving.register_keras_serializable(package="kdiff.models")
@@ -138,29 +138,29 @@ class UNet(keras.Model):
         kwargs.setdefault("autocast", False)  # a float t stays float32; x is cast in call
         super().__init__(**kwargs)
         self._allow_non_tensor_positional_args = True
-        self.image_size = _checks.positive_int(image_size, "image_size")
-        self.in_channels = _checks.positive_int(in_channels, "in_channels")
-        self.out_channels = None if out_channels is None else _checks.positive_int(
+        self.image_size = checks.positive_int(image_size, "image_size")
+        self.in_channels = checks.positive_int(in_channels, "in_channels")
+        self.out_channels = None if out_channels is None else checks.positive_int(
             out_channels, "out_channels")
-        self.base_channels = _checks.positive_int(base_channels, "base_channels")
+        self.base_channels = checks.positive_int(base_channels, "base_channels")
         self.channel_mult = _channel_mult(channel_mult)
-        self.num_res_blocks = _checks.positive_int(num_res_blocks, "num_res_blocks")
+        self.num_res_blocks = checks.positive_int(num_res_blocks, "num_res_blocks")
         self.attention_resolutions = _shared.attention_resolutions(attention_resolutions)
         self.dropout = check_rate(dropout)
-        self.num_heads = _checks.positive_int(num_heads, "num_heads")
-        self.head_channels = None if head_channels is None else _checks.positive_int(
+        self.num_heads = checks.positive_int(num_heads, "num_heads")
+        self.head_channels = None if head_channels is None else checks.positive_int(
             head_channels, "head_channels")
         self.adaptive_norm = bool(adaptive_norm)
         self.resblock_updown = bool(resblock_updown)
         self.skip_rescale = bool(skip_rescale)
         self.learned_variance = bool(learned_variance)
-        self.num_classes = None if num_classes is None else _checks.positive_int(
+        self.num_classes = None if num_classes is None else checks.positive_int(
             num_classes, "num_classes")
-        self.embedding = _checks.one_of(embedding, "embedding", ("sinusoidal", "fourier"))
-        self.fourier_scale = _checks.positive(fourier_scale, "fourier_scale")
-        self.max_period = _checks.positive(max_period, "max_period")
-        self.norm_groups = _checks.positive_int(norm_groups, "norm_groups")
-        self.norm_eps = _checks.positive(norm_eps, "norm_eps")
+        self.embedding = checks.one_of(embedding, "embedding", ("sinusoidal", "fourier"))
+        self.fourier_scale = checks.positive(fourier_scale, "fourier_scale")
+        self.max_period = checks.positive(max_period, "max_period")
+        self.norm_groups = checks.positive_int(norm_groups, "norm_groups")
+        self.norm_eps = checks.positive(norm_eps, "norm_eps")
         if downsample_padding not in (0, 1) or isinstance(downsample_padding, bool):
             raise ValueError(
                 f"Expected `downsample_padding` 0 or 1. Received: downsample_padding={downsample_padding!r}"

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from kdiff import _checks
+from kdiff import checks
 from kdiff.process import as_process
 
 def as_start(x, name):
-    return _checks.float_tensor(x, name)
+    return checks.float_tensor(x, name)
 
 
 def check_clip(clip_x0):
@@ -23,7 +23,7 @@ def check_clip(clip_x0):
                 f"Received: clip_x0={clip_x0!r}"
             )
         return float(clip_x0[0]), float(clip_x0[1])
-    bound = _checks.positive(clip_x0, "clip_x0")
+    bound = checks.positive(clip_x0, "clip_x0")
     return -bound, bound
 
 
@@ -56,7 +56,7 @@ def batch_fill(value, x, dtype=None):
 
 def call_model(model_fn, x, level, name):
     """Calls the model and checks that its output is shaped like x."""
-    return _checks.model_output(model_fn(x, level), x, name)
+    return checks.model_output(model_fn(x, level), x, name)
 
 
 def clip_to(x0, clip_x0):
@@ -111,7 +111,7 @@ def check_eps(eps, process):
     """An SDE's last time, checked to lie in (0, T); None for the other processes."""
     if not process.continuous_time:
         return None
-    eps = _checks.positive(eps, "eps")
+    eps = checks.positive(eps, "eps")
     if eps >= process.T:
         raise ValueError(f"Expected 0 < eps < {process.T}. Received: eps={eps!r}")
     return eps

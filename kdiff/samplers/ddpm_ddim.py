@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from kdiff import _checks, _steps
+from kdiff import checks, _steps
 from kdiff.samplers import _loop
 from kdiff.samplers._common import (
     as_start,
@@ -120,9 +120,9 @@ def ddpm(
     """
     x = as_start(x_T, "x_T")
     schedule = Schedule.check(schedule)
-    _checks.one_of(variance, "variance", _DDPM_VARIANCES)
-    _checks.one_of(spacing, "spacing", _DDPM_SPACINGS)
-    steps_offset = _checks.int_in_range(steps_offset, "steps_offset", 0, schedule.T - 1)
+    checks.one_of(variance, "variance", _DDPM_VARIANCES)
+    checks.one_of(spacing, "spacing", _DDPM_SPACINGS)
+    steps_offset = checks.int_in_range(steps_offset, "steps_offset", 0, schedule.T - 1)
     clip_x0 = check_clip(clip_x0)
     full = steps is None or (not _steps.is_tensor(steps) and steps == schedule.T)
     steps = schedule.T if full else _steps.check(steps, "steps", 1, schedule.T)
@@ -133,13 +133,13 @@ def ddpm(
         t = batch_fill(at_step(plan["model_t"], i, tf.int32), x, tf.int32)
         out = eps_fn(x, t)
         if variance == "learned":
-            eps, v = _checks.split_eps_v(out, x, "eps_fn")
+            eps, v = checks.split_eps_v(out, x, "eps_fn")
             # v interpolates log β̃ … log β (eq. 20); outside [−1, 1] it would extrapolate
             # the variance (an untrained network can overflow it), so it is clipped.
             frac = (tf.clip_by_value(v, -1.0, 1.0) + 1.0) / 2.0
             log_var = frac * at_step(plan["max_log"], i, x.dtype) + (1.0 - frac) * at_step(plan["min_log"], i, x.dtype)
         else:
-            eps = _checks.model_output(out, x, "eps_fn")
+            eps = checks.model_output(out, x, "eps_fn")
             log_var = at_step(fixed_log, i, x.dtype)
         x0 = clip_to(at_step(plan["recip"], i, x.dtype) * x - at_step(plan["recipm1"], i, x.dtype) * eps, clip_x0)
         mean = at_step(plan["coef1"], i, x.dtype) * x0 + at_step(plan["coef2"], i, x.dtype) * x
@@ -269,10 +269,10 @@ def ddim(
     """
     x = as_start(x_T, "x_T")
     schedule = Schedule.check(schedule)
-    eta = _checks.non_negative(eta, "eta")
+    eta = checks.non_negative(eta, "eta")
     clip_x0 = check_clip(clip_x0)
-    _checks.one_of(spacing, "spacing", SPACINGS)
-    steps_offset = _checks.int_in_range(steps_offset, "steps_offset", 0, schedule.T - 1)
+    checks.one_of(spacing, "spacing", SPACINGS)
+    steps_offset = checks.int_in_range(steps_offset, "steps_offset", 0, schedule.T - 1)
     if not isinstance(final_alpha_one, (bool, np.bool_)):
         raise ValueError(f"Expected `final_alpha_one` to be True or False. Received: final_alpha_one={final_alpha_one!r}")
     final = 1.0 if final_alpha_one else float(schedule.alphas_cumprod[0])
@@ -375,7 +375,7 @@ def ddim_invert(
     """
     x = as_start(x_0, "x_0")
     schedule = Schedule.check(schedule)
-    steps = _checks.int_in_range(steps, "steps", 1, schedule.T)
+    steps = checks.int_in_range(steps, "steps", 1, schedule.T)
     ascending = leading(schedule.T, steps)
     abar = schedule.alphas_cumprod[ascending]
     abar_from = np.append(1.0, abar[:-1])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from kdiff import _checks, _steps, grids
+from kdiff import checks, _steps, grids
 from kdiff.samplers import _loop
 from kdiff.samplers._common import (
     as_start,
@@ -112,11 +112,11 @@ def dpm_solver(
     """
     x = as_start(x_T, "x_T")
     process = check_process(process, ("schedule", "sde"), "dpm_solver")
-    order = _checks.int_in_range(order, "order", 1, 3)
-    _checks.one_of(algorithm, "algorithm", DPM_ALGORITHMS)
-    _checks.one_of(solver_type, "solver_type", DPM_SOLVER_TYPES)
-    _checks.one_of(spacing, "spacing", DPM_SPACINGS)
-    steps_offset = _checks.int_in_range(steps_offset, "steps_offset", 0, None)
+    order = checks.int_in_range(order, "order", 1, 3)
+    checks.one_of(algorithm, "algorithm", DPM_ALGORITHMS)
+    checks.one_of(solver_type, "solver_type", DPM_SOLVER_TYPES)
+    checks.one_of(spacing, "spacing", DPM_SPACINGS)
+    steps_offset = checks.int_in_range(steps_offset, "steps_offset", 0, None)
     clip_x0 = check_clip(clip_x0)
     eps = check_eps(eps, process)
     steps = _steps.check(steps, "steps", 1, None if process.continuous_time else process.max_steps)

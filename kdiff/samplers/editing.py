@@ -29,7 +29,7 @@ import numbers
 import numpy as np
 import tensorflow as tf
 
-from kdiff import _checks, _random
+from kdiff import checks, _random
 from kdiff.samplers import _loop, registry
 from kdiff.samplers.draw import class_batches, draw_batch, to_uint8
 from kdiff.sampling import spec_for
@@ -106,8 +106,8 @@ def repaint_visits(num_steps, jump_length=10, resample=10):
     Returns:
         An int array of step indices in [0, n).
     """
-    jump_length = _checks.positive_int(jump_length, "jump_length")
-    resample = _checks.positive_int(resample, "resample")
+    jump_length = checks.positive_int(jump_length, "jump_length")
+    resample = checks.positive_int(resample, "resample")
     if resample > 1 and jump_length >= num_steps:
         raise ValueError(
             f"Expected `jump_length` < the sampler's {num_steps} steps with resample={resample}. "
@@ -188,7 +188,7 @@ def _known(mask, shape, mask_convention):
 
     Accepted shapes: [H, W], [H, W, 1 | C], [N, H, W], [N, H, W, 1 | C] (and batch 1 for N).
     """
-    _checks.one_of(mask_convention, "mask_convention", MASK_CONVENTIONS)
+    checks.one_of(mask_convention, "mask_convention", MASK_CONVENTIONS)
     array = np.asarray(mask)
     n, h, w, c = shape
     if array.ndim == 2:
@@ -268,7 +268,7 @@ def _edited(
     _check_sampler(entry, options, spec.process.kind, what, resampling)
     x0, pixels = _images(images, spec)
     count = len(x0)
-    batch_size = min(count, 64) if batch_size is None else _checks.positive_int(batch_size, "batch_size")
+    batch_size = min(count, 64) if batch_size is None else checks.positive_int(batch_size, "batch_size")
     labels = class_batches(class_labels, count, spec.num_classes)
 
     def run(make_edit):
@@ -330,8 +330,8 @@ def inpaint(model, images, mask, *, mask_convention="known", resample=1, jump_le
         ValueError: images of the wrong shape or range, a mask that does not fit them or
             is not 0s and 1s, or a sampler that cannot be edited, naming the argument.
     """
-    resample = _checks.positive_int(resample, "resample")
-    jump_length = _checks.positive_int(jump_length, "jump_length")
+    resample = checks.positive_int(resample, "resample")
+    jump_length = checks.positive_int(jump_length, "jump_length")
 
     def finish(x0, pixels, data_range, run):
         known = _known(mask, x0.shape, mask_convention)

@@ -26,7 +26,7 @@ import math
 
 import tensorflow as tf
 
-from kdiff import _checks, _random, _steps
+from kdiff import checks, _random, _steps
 from kdiff.samplers import _loop
 from kdiff.samplers._common import (
     as_start,
@@ -97,21 +97,21 @@ def _karras_run(method, model_fn, x_start, process, steps, sigma_min, sigma_max,
     x = as_start(x_start, "x_start")
     process = check_process(process, ("schedule", "sigmas", "sde"), method)
     s_churn, s_tmin, s_tmax = churn
-    s_churn = _checks.non_negative(s_churn, "s_churn")
-    s_tmin = _checks.non_negative(s_tmin, "s_tmin")
+    s_churn = checks.non_negative(s_churn, "s_churn")
+    s_tmin = checks.non_negative(s_tmin, "s_tmin")
     if s_tmax is not None:
         if isinstance(s_tmax, bool) or not isinstance(s_tmax, (int, float)) or not s_tmax >= s_tmin:
             raise ValueError(
                 f"Expected `s_tmax` None or a number >= s_tmin={s_tmin}. Received: s_tmax={s_tmax!r}"
             )
-    eta = _checks.non_negative(eta, "eta")
-    s_noise = _checks.non_negative(s_noise, "s_noise")
+    eta = checks.non_negative(eta, "eta")
+    s_noise = checks.non_negative(s_noise, "s_noise")
     clip_x0 = check_clip(clip_x0)
     eps = check_eps(eps, process)
     grid = None if grid is None else sigma_grid(grid, sigma_min, sigma_max)
     low, high = process.sigma_range(eps)
-    sigma_min = low if sigma_min is None else _checks.positive(sigma_min, "sigma_min")
-    sigma_max = high if sigma_max is None else _checks.positive(sigma_max, "sigma_max")
+    sigma_min = low if sigma_min is None else checks.positive(sigma_min, "sigma_min")
+    sigma_max = high if sigma_max is None else checks.positive(sigma_max, "sigma_max")
     if grid is None:
         steps = _steps.check(steps, "steps", 1)
         sigmas = lambda: karras(steps, sigma_min, sigma_max, rho)  # noqa: E731
@@ -165,7 +165,7 @@ def _karras_run(method, model_fn, x_start, process, steps, sigma_min, sigma_max,
         if noise_fn is None:
             z = tf.random.stateless_normal(tf.shape(x), seed=_random.fold_in(seed, -1), dtype=x.dtype)
         else:  # the first draw
-            z = _checks.model_output(noise_fn(tuple(x.shape)), x, "noise_fn")
+            z = checks.model_output(noise_fn(tuple(x.shape)), x, "noise_fn")
         x = x + at_step(plan["sigmas"], 0, x.dtype) * z
     else:
         x = x / at_step(plan["state_alpha"], 0, x.dtype)

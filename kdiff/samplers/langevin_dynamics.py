@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from kdiff import _checks, _steps
+from kdiff import checks, _steps
 from kdiff.samplers import _loop
 from kdiff.samplers._common import (
     as_start,
@@ -70,8 +70,8 @@ def langevin(
         The final x, or ``(x, trajectory)``.
     """
     x = as_start(x0, "x0")
-    step_size = _checks.positive(step_size, "step_size")
-    n_steps = _checks.positive_int(n_steps, "n_steps")
+    step_size = checks.positive(step_size, "step_size")
+    n_steps = checks.positive_int(n_steps, "n_steps")
     levels = np.full(n_steps, float(noise_level))
     drift = np.full(n_steps, step_size / 2)
     noise = np.full(n_steps, np.sqrt(step_size))
@@ -116,7 +116,7 @@ def annealed_langevin(
     x = as_start(x0, "x0")
     sigmas = Sigmas(sigmas).sigmas
     n_steps_each = _steps.check(n_steps_each, "n_steps_each", 1)
-    step_lr = _checks.positive(step_lr, "step_lr")
+    step_lr = checks.positive(step_lr, "step_lr")
 
     def build():
         alphas = tf.constant(step_lr * sigmas**2 / sigmas[-1] ** 2, tf.float64)

@@ -6,7 +6,7 @@ import numpy as np
 import scipy.integrate
 import tensorflow as tf
 
-from kdiff import _checks, _ops, _steps, grids
+from kdiff import checks, _ops, _steps, grids
 from kdiff.samplers import _loop
 from kdiff.samplers.errors import NonFiniteSampleError
 from kdiff.samplers._common import (
@@ -85,11 +85,11 @@ def predictor_corrector(
     """
     x = as_start(x_T, "x_T")
     sde = SDE.check(sde)
-    _checks.one_of(predictor, "predictor", _PREDICTORS)
-    _checks.one_of(corrector, "corrector", _CORRECTORS)
-    _checks.one_of(grid, "grid", _SDE_GRIDS)
-    n_corrector = _checks.int_in_range(n_corrector, "n_corrector", 0, None) if corrector else 0
-    snr = _checks.positive(snr, "snr")
+    checks.one_of(predictor, "predictor", _PREDICTORS)
+    checks.one_of(corrector, "corrector", _CORRECTORS)
+    checks.one_of(grid, "grid", _SDE_GRIDS)
+    n_corrector = checks.int_in_range(n_corrector, "n_corrector", 0, None) if corrector else 0
+    snr = checks.positive(snr, "snr")
     if grid == "continuous":
         times, h = grids.sde_uniform(sde.T, steps, eps)
         level_times = level_dt = None
@@ -261,8 +261,8 @@ def probability_flow(
             f"Expected a fixed-step `method` ({list(ODE_FIXED_METHODS)}) for an edit (inpainting, img2img): "
             f"the adaptive solver runs outside the step loop. Received: method={method!r}"
         )
-    return _solve_ivp(velocity, x, sde.T, _checks.positive(eps, "eps"), method, rtol, atol,
-                      11 if steps is None else _checks.int_in_range(steps, "steps", 2, None),
+    return _solve_ivp(velocity, x, sde.T, checks.positive(eps, "eps"), method, rtol, atol,
+                      11 if steps is None else checks.int_in_range(steps, "steps", 2, None),
                       return_trajectory)
 
 

@@ -14,7 +14,7 @@ import numbers
 import keras
 from keras import ops
 
-from kdiff import _checks
+from kdiff import checks
 from kdiff.models.layers._common import PACKAGE
 
 __all__ = ["SinusoidalEmbedding", "GaussianFourierFeatures"]
@@ -58,8 +58,8 @@ class SinusoidalEmbedding(keras.layers.Layer):
     def __init__(self, dim, max_period=10000, flip_sin_to_cos=False, freq_shift=1, **kwargs):
         kwargs.setdefault("autocast", False)  # keep a float t in float32
         super().__init__(**kwargs)
-        self.dim = _checks.int_in_range(dim, "dim", 4, None)
-        self.max_period = _checks.positive(max_period, "max_period")
+        self.dim = checks.int_in_range(dim, "dim", 4, None)
+        self.max_period = checks.positive(max_period, "max_period")
         if self.max_period <= 1:
             raise ValueError(f"Expected `max_period` > 1. Received: max_period={max_period!r}")
         self.flip_sin_to_cos = bool(flip_sin_to_cos)
@@ -119,10 +119,10 @@ class GaussianFourierFeatures(keras.layers.Layer):
     def __init__(self, dim, scale=16.0, **kwargs):
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
-        self.dim = _checks.int_in_range(dim, "dim", 2, None)
+        self.dim = checks.int_in_range(dim, "dim", 2, None)
         if self.dim % 2:
             raise ValueError(f"Expected `dim` to be even. Received: dim={dim}")
-        self.scale = _checks.positive(scale, "scale")
+        self.scale = checks.positive(scale, "scale")
 
     def build(self, input_shape=None):
         self.frequencies = self.add_weight(

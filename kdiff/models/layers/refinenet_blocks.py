@@ -14,7 +14,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from kdiff import _checks
+from kdiff import checks
 from kdiff.models.layers._common import PACKAGE, check_channels, check_rank, conv_layer, per_example
 from kdiff.models.layers.resampling import avg_pool2, resampled_shape, resize_bilinear_align_corners
 
@@ -89,8 +89,8 @@ class ConditionalInstanceNorm2dPlus(keras.layers.Layer):
     def __init__(self, num_features, num_classes, bias=True, **kwargs):
         kwargs.setdefault("autocast", False)  # computes in float32, full-precision γ, α, β
         super().__init__(**kwargs)
-        self.num_features = _checks.int_in_range(num_features, "num_features", 2, None)
-        self.num_classes = _checks.positive_int(num_classes, "num_classes")
+        self.num_features = checks.int_in_range(num_features, "num_features", 2, None)
+        self.num_classes = checks.positive_int(num_classes, "num_classes")
         self.bias = bool(bias)
 
     def build(self, input_shape):
@@ -168,10 +168,10 @@ class ConditionalResidualBlock(keras.layers.Layer):
 
     def __init__(self, output_dim, num_classes, resample=None, dilation=None, **kwargs):
         super().__init__(**kwargs)
-        self.output_dim = _checks.int_in_range(output_dim, "output_dim", 2, None)
-        self.num_classes = _checks.positive_int(num_classes, "num_classes")
+        self.output_dim = checks.int_in_range(output_dim, "output_dim", 2, None)
+        self.num_classes = checks.positive_int(num_classes, "num_classes")
         self.resample = _check_resample(resample)
-        self.dilation = None if dilation is None else _checks.positive_int(dilation, "dilation")
+        self.dilation = None if dilation is None else checks.positive_int(dilation, "dilation")
 
     def build(self, input_shape):
         check_channels(input_shape, None, "inputs", self.name)
@@ -238,9 +238,9 @@ class CondRCUBlock(keras.layers.Layer):
 
     def __init__(self, n_blocks, n_stages, num_classes, **kwargs):
         super().__init__(**kwargs)
-        self.n_blocks = _checks.positive_int(n_blocks, "n_blocks")
-        self.n_stages = _checks.positive_int(n_stages, "n_stages")
-        self.num_classes = _checks.positive_int(num_classes, "num_classes")
+        self.n_blocks = checks.positive_int(n_blocks, "n_blocks")
+        self.n_stages = checks.positive_int(n_stages, "n_stages")
+        self.num_classes = checks.positive_int(num_classes, "num_classes")
 
     def build(self, input_shape):
         check_channels(input_shape, None, "inputs", self.name)
@@ -300,8 +300,8 @@ class CondCRPBlock(keras.layers.Layer):
 
     def __init__(self, n_stages, num_classes, **kwargs):
         super().__init__(**kwargs)
-        self.n_stages = _checks.positive_int(n_stages, "n_stages")
-        self.num_classes = _checks.positive_int(num_classes, "num_classes")
+        self.n_stages = checks.positive_int(n_stages, "n_stages")
+        self.num_classes = checks.positive_int(num_classes, "num_classes")
 
     def build(self, input_shape):
         check_channels(input_shape, None, "inputs", self.name)
@@ -358,8 +358,8 @@ class CondMSFBlock(keras.layers.Layer):
 
     def __init__(self, features, num_classes, **kwargs):
         super().__init__(**kwargs)
-        self.features = _checks.positive_int(features, "features")
-        self.num_classes = _checks.positive_int(num_classes, "num_classes")
+        self.features = checks.positive_int(features, "features")
+        self.num_classes = checks.positive_int(num_classes, "num_classes")
 
     def build(self, input_shape):
         shapes = _shape_list(input_shape, self.name)
@@ -428,8 +428,8 @@ class CondRefineBlock(keras.layers.Layer):
 
     def __init__(self, features, num_classes, start=False, end=False, **kwargs):
         super().__init__(**kwargs)
-        self.features = _checks.int_in_range(features, "features", 2, None)
-        self.num_classes = _checks.positive_int(num_classes, "num_classes")
+        self.features = checks.int_in_range(features, "features", 2, None)
+        self.num_classes = checks.positive_int(num_classes, "num_classes")
         self.start = bool(start)
         self.end = bool(end)
 

@@ -13,7 +13,7 @@ import numpy as np
 import keras
 from keras import ops
 
-from kdiff import _checks
+from kdiff import checks
 from kdiff.models.layers._common import PACKAGE, check_channels, check_rank, conv_layer
 
 # Also resize_bilinear_align_corners, upsample_nearest, avg_pool2 and resampled_shape: what
@@ -172,7 +172,7 @@ class _Resample(keras.layers.Layer):
     def __init__(self, with_conv=True, out_channels=None, **kwargs):
         super().__init__(**kwargs)
         self.with_conv = bool(with_conv)
-        self.out_channels = None if out_channels is None else _checks.positive_int(
+        self.out_channels = None if out_channels is None else checks.positive_int(
             out_channels, "out_channels")
         if not self.with_conv and self.out_channels is not None:
             raise ValueError(

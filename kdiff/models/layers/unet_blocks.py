@@ -15,7 +15,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from kdiff import _checks
+from kdiff import checks
 from kdiff.models.layers._common import (
     PACKAGE,
     check_channels,
@@ -154,7 +154,7 @@ class ResBlock(keras.layers.Layer):
                  skip_rescale=False, conv_shortcut=False, groups=32, groups_out=None,
                  epsilon=GN_EPSILON, fir=False, project_skip=False, **kwargs):
         super().__init__(**kwargs)
-        self.out_channels = None if out_channels is None else _checks.positive_int(
+        self.out_channels = None if out_channels is None else checks.positive_int(
             out_channels, "out_channels")
         self.dropout = check_rate(dropout)
         self.adaptive_norm = bool(adaptive_norm)
@@ -164,10 +164,10 @@ class ResBlock(keras.layers.Layer):
             raise ValueError("Expected at most one of `up` and `down`. Received: up=True, down=True")
         self.skip_rescale = bool(skip_rescale)
         self.conv_shortcut = bool(conv_shortcut)
-        self.groups = _checks.positive_int(groups, "groups")
-        self.groups_out = None if groups_out is None else _checks.positive_int(
+        self.groups = checks.positive_int(groups, "groups")
+        self.groups_out = None if groups_out is None else checks.positive_int(
             groups_out, "groups_out")
-        self.epsilon = _checks.positive(epsilon, "epsilon")
+        self.epsilon = checks.positive(epsilon, "epsilon")
         self.fir = bool(fir)
         self.project_skip = bool(project_skip)
         out_groups = self.groups_out or self.groups
@@ -288,12 +288,12 @@ class AttentionBlock(keras.layers.Layer):
     def __init__(self, num_heads=1, head_channels=None, skip_rescale=False, groups=32,
                  epsilon=GN_EPSILON, norm=True, **kwargs):
         super().__init__(**kwargs)
-        self.num_heads = _checks.positive_int(num_heads, "num_heads")
-        self.head_channels = None if head_channels is None else _checks.positive_int(
+        self.num_heads = checks.positive_int(num_heads, "num_heads")
+        self.head_channels = None if head_channels is None else checks.positive_int(
             head_channels, "head_channels")
         self.skip_rescale = bool(skip_rescale)
-        self.groups = _checks.positive_int(groups, "groups")
-        self.epsilon = _checks.positive(epsilon, "epsilon")
+        self.groups = checks.positive_int(groups, "groups")
+        self.epsilon = checks.positive(epsilon, "epsilon")
         self.use_norm = bool(norm)
 
     def heads_for(self, channels):

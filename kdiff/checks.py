@@ -1,4 +1,6 @@
-"""Argument checks shared by the library; messages read "Expected … Received: name=value"."""
+"""The argument checks behind kdiff's error messages, which read "Expected … Received:
+name=value". Public so that code built on kdiff (its pipeline, a user's script) refuses bad
+input in the same words."""
 
 from __future__ import annotations
 
