@@ -49,7 +49,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from kdiff import checks, _io, _random
+from kdiff import _random, atomic_io, checks
 from kdiff.process import from_model_config
 from kdiff.samplers import registry
 from kdiff.samplers.draw import DrawCache, SamplingSpec, draw_batch, to_uint8_tensor
@@ -161,7 +161,7 @@ def export(
         "generate": graph.generate_concrete,
         "serving_default": graph.generate_concrete,
     }
-    with _io.atomic_directory(path, before_replace=lambda p: _check_target(p, overwrite)) as directory:
+    with atomic_io.atomic_directory(path, before_replace=lambda p: _check_target(p, overwrite)) as directory:
         tf.saved_model.save(module, directory, signatures=signatures)
         with open(os.path.join(directory, CONFIG_NAME), "w", encoding="utf-8") as file:
             json.dump(config, file, indent=2, sort_keys=False)

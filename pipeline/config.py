@@ -583,7 +583,7 @@ def family_data_range(family):
     Returns:
         A (low, high) tuple of floats.
     """
-    from kdiff.process import family_class  # imports TensorFlow: on first use, as _checks
+    from kdiff.process import family_class  # imports TensorFlow: on first use, as checks
 
     family = _checks().one_of(family, "family", FAMILIES)
     return tuple(float(v) for v in family_class(family).default_data_range)

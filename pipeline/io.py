@@ -350,7 +350,7 @@ def save_weights(model, path):
         model: a built Keras model.
         path: a local ``.weights.h5`` path (from ``local_output``).
     """
-    from kdiff._io import save_weights as save  # lazily: kdiff loads TensorFlow
+    from kdiff.atomic_io import save_weights as save  # lazily: kdiff loads TensorFlow
 
     save(model, path)
 
@@ -372,7 +372,7 @@ def atomic_directory(final_path):
     Returns:
         A context manager yielding the temporary directory's path.
     """
-    from kdiff._io import atomic_directory as commit  # lazily: kdiff loads TensorFlow
+    from kdiff.atomic_io import atomic_directory as commit  # lazily: kdiff loads TensorFlow
 
     return commit(final_path)
 

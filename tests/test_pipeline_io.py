@@ -236,3 +236,19 @@ def test_no_module_imports_another_s_private_names():
             for alias in aliases:
                 found += [f"{name}: {use}" for use in re.findall(rf"(?<![\w.]){alias}\._[a-z]\w*", text)]
     assert not found, found
+
+
+PRIVATE_KDIFF = re.compile(r"^\s*(?:from kdiff(?:\.\w+)*\._\w+ import|import kdiff(?:\.\w+)*\._\w+|from kdiff(?:\.\w+)* import .*(?<![\w.])_[a-z]\w*)", re.M)
+
+
+def test_the_pipeline_uses_only_kdiffs_public_modules():
+    """The pipeline is built on kdiff's public API: it imports no private module or name of kdiff."""
+    found = []
+    for root, _, names in os.walk(PIPELINE):
+        for name in sorted(n for n in names if n.endswith(".py")):
+            with open(os.path.join(root, name), encoding="utf-8") as f:
+                found += [f"{name}: {m.group(0).strip()}" for m in PRIVATE_KDIFF.finditer(f.read())]
+    assert not found, found
+    assert PRIVATE_KDIFF.search("    from kdiff._io import save_weights") and PRIVATE_KDIFF.search("from kdiff import _checks")
+    assert PRIVATE_KDIFF.search("from kdiff.samplers import registry, _loop")
+    assert not PRIVATE_KDIFF.search("from kdiff.samplers import registry") and not PRIVATE_KDIFF.search("import kdiff")

@@ -228,37 +228,37 @@ def test_weights_are_not_written_to_a_disk_that_cannot_hold_them(tmp_path, monke
 
     import keras
 
-    from kdiff import _io
+    from kdiff import atomic_io
 
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(256)])
     path = tmp_path / "ckpt.weights.h5"
     usage = shutil.disk_usage(tmp_path)
-    monkeypatch.setattr(_io.shutil, "disk_usage", lambda _: usage._replace(free=1000))
+    monkeypatch.setattr(atomic_io.shutil, "disk_usage", lambda _: usage._replace(free=1000))
     with pytest.raises(OSError) as error:
-        _io.save_weights(model, str(path))
+        atomic_io.save_weights(model, str(path))
     assert error.value.errno == errno.ENOSPC and error.value.filename == str(path)
     assert "the weights need about 1.0 MiB; 0.0 MiB are free" in str(error.value)
     assert not path.exists()
     monkeypatch.undo()
-    _io.save_weights(model, str(path))  # room: written
+    atomic_io.save_weights(model, str(path))  # room: written
     assert path.stat().st_size > 256 * 5 * 4
 
 
 def _failing_save_script(path, disk_usage_free=None):
-    """A script that saves 2 MiB of weights to ``path`` through ``kdiff._io.save_weights``
+    """A script that saves 2 MiB of weights to ``path`` through ``kdiff.atomic_io.save_weights``
     and prints ``failed <errno> <path> <file left?>`` when the write fails."""
     return textwrap.dedent(f"""
         import os, shutil, sys
         sys.path.insert(0, {REPO!r})
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
         import keras
-        from kdiff import _io, failures
+        from kdiff import atomic_io, failures
         model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(8192)])  # 2 MiB
         if {disk_usage_free!r} is not None:  # the pre-check passes: the write itself fails
             usage = shutil.disk_usage(os.path.dirname({path!r}))
-            _io.shutil.disk_usage = lambda _: usage._replace(free={disk_usage_free!r})
+            atomic_io.shutil.disk_usage = lambda _: usage._replace(free={disk_usage_free!r})
         try:
-            _io.save_weights(model, {path!r})
+            atomic_io.save_weights(model, {path!r})
         except OSError as error:
             failure = failures.find_io_error(error)
             print("failed", failure.errno, failure.path, os.path.exists({path!r}), flush=True)
@@ -274,7 +274,7 @@ def test_a_weights_write_that_fails_midway_leaves_no_file(tmp_path):
 
     import keras
 
-    from kdiff import _io, failures
+    from kdiff import atomic_io, failures
 
     model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(8192)])  # 2 MiB
     path = str(tmp_path / "ckpt.weights.h5")
@@ -283,14 +283,14 @@ def test_a_weights_write_that_fails_midway_leaves_no_file(tmp_path):
     resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, limits[1]))
     try:
         with pytest.raises(OSError) as error:
-            _io.save_weights(model, path)
+            atomic_io.save_weights(model, path)
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, limits)
         signal.signal(signal.SIGXFSZ, handler)
     failure = failures.find_io_error(error.value)
     assert (failure.errno, failure.path) == (errno.EFBIG, path)
     assert not os.path.exists(path)
-    _io.save_weights(model, path)  # without the limit: written
+    atomic_io.save_weights(model, path)  # without the limit: written
     assert os.path.getsize(path) > 2 << 20
 
 

@@ -1,4 +1,5 @@
-"""Files that appear complete or not at all, and clean failures of the writes that make them."""
+"""Files that appear complete or not at all, and clean failures of the writes that make them
+(a SavedModel directory, a weights file on a full disk): for kdiff's export and the pipeline."""
 
 from __future__ import annotations
 
