@@ -7,6 +7,7 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
+from paths import REPO
 from tiny_network import TinyNet
 
 import kdiff
@@ -16,8 +17,6 @@ from kdiff import sde as sde_lib
 from kdiff.cli import main as cli_main
 from pipeline import config
 from pipeline.stages import sample as sample_stage
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def toy(eps_fn, x_T, schedule, steps=3, *, scale=1.0, seed=None, noise_fn=None, return_trajectory=False,
