@@ -4,7 +4,7 @@ Artifacts, ``_DONE.json`` records and their manifests, ``config.json``, the run 
 reports and their pictures, the experiments' reports, the checkpoints, and the sources a
 run reads (image folders, IDX files, ``--config``) are all read and written with the
 functions below; no other module of ``pipeline/`` opens, lists, renames or removes a file
-itself (``tests/test_pipeline_io.py`` greps for it). Making ``--output_dir`` a URL of
+itself (``tests/pipeline/test_io.py`` greps for it). Making ``--output_dir`` a URL of
 another store (``s3://``, ``gs://``, Beam's ``FileSystems``) is then a change of this
 module, and of the library calls listed at the end.
 

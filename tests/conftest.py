@@ -3,11 +3,35 @@
 For data x0 ~ N(μ, s² I), every noised marginal is Gaussian, so the optimal ε-prediction
 and score are known exactly at every timestep, σ and SDE time. Samplers driven by them
 must reproduce N(μ, s² I): this is how the samplers are tested without a trained network.
+
+The layout of tests/: the tests of ``kdiff/X.py`` are in ``tests/kdiff/test_X.py``, of
+``kdiff/samplers/Y.py`` in ``tests/kdiff/samplers/test_Y.py``, and likewise for
+``kdiff/models``, ``kdiff/convert``, ``kdiff/fid``, ``pipeline`` and ``pipeline/stages``
+(a file testing one stage). Where that name is taken by another folder's module (there is
+no ``__init__.py`` here, so pytest imports every test module by its bare name, which must
+be unique), the name says its package: ``tests/pipeline/test_pipeline_data.py`` beside
+``tests/kdiff/test_data.py``. What tests the repository as a whole (the docs build, the
+shipped model) is here at the root.
+
+The shared helpers are here too, next to this file, and nowhere else: this conftest
+(``GaussianData``, the ``gaussian`` and ``grappler`` fixtures), ``tiny_network.py``
+(``TinyNet``), ``sampler_pin_cases.py``, ``distributed_run.py`` (a script the distributed
+tests run) and ``paths.py`` (``REPO``, ``TESTS``, ``FIXTURES``); the data files are in
+``fixtures/``. A test in any folder imports them by name (``from tiny_network import
+TinyNet``, ``from conftest import GaussianData``, ``from paths import FIXTURES``): pytest's
+default ``prepend`` import mode puts the folder of this conftest, tests/, on ``sys.path``
+when it loads it, before any test module; the line below says so explicitly. Keep this
+the only conftest.py, or ``from conftest import`` would become ambiguous.
 """
 
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+_TESTS = os.path.dirname(os.path.abspath(__file__))
+if _TESTS not in sys.path:  # pytest's prepend mode has put it there already (see above)
+    sys.path.insert(0, _TESTS)
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

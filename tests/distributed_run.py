@@ -1,6 +1,6 @@
 """Trains a small DDPM under a strategy and prints the loss trajectory and weights as JSON.
 
-Run by tests/test_distribute.py in fresh processes (logical CPU devices and TF_CONFIG must
+Run by tests/kdiff/test_distribute.py in fresh processes (logical CPU devices and TF_CONFIG must
 be set before TensorFlow starts):
 
     python distributed_run.py single|mirrored        # one process, 2 logical CPUs

@@ -1,4 +1,4 @@
-"""The sampler outputs pinned by ``tests/test_sampler_pins.py`` (and written by
+"""The sampler outputs pinned by ``tests/kdiff/samplers/test_sampler_pins.py`` (and written by
 ``tests/fixtures/make_sampler_pins.py``): every sampler, on closed-form model functions,
 from a fixed start and seed, so that moving code around cannot change what it samples."""
 

@@ -8,8 +8,7 @@ import subprocess
 import sys
 
 import pytest
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from paths import REPO
 
 # CI runs the second verbatim; the first is the project's main job.
 QUICK_START = (
@@ -22,7 +21,7 @@ LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 
 
 def _markdown_files():
-    return [os.path.join(ROOT, "README.md")] + sorted(glob.glob(os.path.join(ROOT, "docs", "**", "*.md"), recursive=True))
+    return [os.path.join(REPO, "README.md")] + sorted(glob.glob(os.path.join(REPO, "docs", "**", "*.md"), recursive=True))
 
 
 def _without_code(text):
@@ -41,7 +40,7 @@ def _relative_links(path):
 
 
 def test_readme_is_short_and_keeps_the_quick_start():
-    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
         text = f.read()
     lines = text.count("\n") + (not text.endswith("\n"))
     assert lines <= 350, f"README.md has {lines} lines; the guides belong under docs/"
@@ -58,13 +57,13 @@ def test_every_relative_link_reaches_a_file():
                 continue
             resolved = os.path.normpath(os.path.join(os.path.dirname(path), file))
             if not os.path.exists(resolved):
-                broken.append(f"{os.path.relpath(path, ROOT)}: {target}")
+                broken.append(f"{os.path.relpath(path, REPO)}: {target}")
     assert not broken, "links to missing files:\n" + "\n".join(broken)
 
 
 def test_the_link_check_sees_links():
     """The check above is not vacuous: the README links into docs/ and shows a picture."""
-    targets = list(_relative_links(os.path.join(ROOT, "README.md")))
+    targets = list(_relative_links(os.path.join(REPO, "README.md")))
     assert any(t.startswith("docs/") and t.endswith(".md") for t in targets), targets
     assert any(t.endswith(".png") for t in targets), targets
 
@@ -75,7 +74,7 @@ def test_docs_cite_papers_not_notes():
     for path in _markdown_files():
         with open(path, encoding="utf-8") as f:
             found = notes.findall(f.read())
-        assert not found, (os.path.relpath(path, ROOT), found)
+        assert not found, (os.path.relpath(path, REPO), found)
 
 
 @pytest.mark.slow
@@ -85,7 +84,7 @@ def test_mkdocs_build_strict(tmp_path):
     env = dict(os.environ, NO_MKDOCS_2_WARNING="1")  # mkdocs-material's banner about MkDocs 2.0
     result = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
-        cwd=ROOT,
+        cwd=REPO,
         env=env,
         capture_output=True,
         text=True,

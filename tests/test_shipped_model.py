@@ -4,11 +4,12 @@ import os
 
 import numpy as np
 import pytest
+from paths import REPO
 from sklearn.svm import SVC
 
 import kdiff
 
-PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "saved_models", "ddpm_digits")
+PATH = os.path.join(REPO, "saved_models", "ddpm_digits")
 
 
 def _classifier():

@@ -14,10 +14,11 @@ import os
 
 import numpy as np
 import pytest
+from paths import FIXTURES, REPO
 
 import kdiff
 
-HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "cfg_digits")
+HERE = os.path.join(FIXTURES, "cfg_digits")
 NUM_SAMPLES = 100  # ten of each digit
 
 
@@ -63,7 +64,7 @@ def test_guidance_makes_samples_the_digit_they_were_drawn_for(tmp_path):
 
 
 def _guide_guidance_example():
-    guide = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "samplers.md")
+    guide = os.path.join(REPO, "docs", "samplers.md")
     with open(guide, encoding="utf-8") as f:
         text = f.read()
     section = text[text.index("## Classifier-free guidance"):]

@@ -14,6 +14,7 @@ import os
 import sys
 
 import numpy as np
+import paths
 import pytest
 
 from kdiff import metrics
@@ -21,7 +22,7 @@ from kdiff.fid import inception, weights
 from kdiff.fid.extractors import FIDInceptionFeatures
 from kdiff.fid.inception import FIDInceptionV3, TorchBilinearResize
 
-FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "fid_inception")
+FIXTURES = os.path.join(paths.FIXTURES, "fid_inception")
 
 
 def _random_weights_module():

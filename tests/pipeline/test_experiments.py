@@ -1,6 +1,6 @@
 """The survey's experiments (pipeline/experiments.py): definitions, configs, the side-by-side
 report, equal-count comparisons, the stage times, the early failures, the CelebA-HQ /
-CelebA loaders (end to end at --scale=small: test_pipeline_experiments_e2e.py)."""
+CelebA loaders (end to end at --scale=small: test_experiments_e2e.py)."""
 
 import os
 

@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import pytest
+from paths import REPO
 
 import kdiff_console
 
@@ -19,7 +20,6 @@ from pipeline import config, errors, orchestrator
 from pipeline import run as run_lib
 from pipeline.stages.base import StageError
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIELDS = [field.name for field in dataclasses.fields(config.RunConfig)]
 
 

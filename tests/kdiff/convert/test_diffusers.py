@@ -16,6 +16,7 @@ import sys
 import warnings
 
 import numpy as np
+import paths
 import pytest
 import tensorflow as tf
 
@@ -23,7 +24,7 @@ import kdiff
 from kdiff import sde as sde_lib
 from kdiff.convert import diffusers as conv
 
-FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "diffusers")
+FIXTURES = os.path.join(paths.FIXTURES, "diffusers")
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
@@ -265,7 +266,7 @@ def test_an_export_of_an_imported_model_samples_as_the_source(tmp_path):
 
 
 def test_the_pc_defaults_are_score_sde_ve_pipelines_loop():
-    """ScoreSdeVePipeline's 5-iteration loop (tests/test_scheduler_steps.py) from the model's own
+    """ScoreSdeVePipeline's 5-iteration loop (tests/kdiff/samplers/test_scheduler_steps.py) from the model's own
     predictor_corrector defaults; the fixture's run used snr 0.075, the config says 0.15."""
     model = kdiff.from_diffusers(os.path.join(FIXTURES, "ncsnpp"))
     ref = np.load(os.path.join(FIXTURES, "ncsnpp", "steps.npz"))

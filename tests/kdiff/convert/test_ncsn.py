@@ -12,6 +12,7 @@ import os
 
 import numpy as np
 import pytest
+from paths import REPO
 
 import kdiff
 from kdiff.convert import ncsn as convert
@@ -22,8 +23,7 @@ pytestmark = pytest.mark.filterwarnings(
     "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
 )
 
-_FIXTURE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..",
-                        "shared", "fixtures", "ncsn_refinenet")
+_FIXTURE = os.path.join(REPO, "..", "shared", "fixtures", "ncsn_refinenet")
 
 
 def _fixture(name):

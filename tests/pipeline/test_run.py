@@ -9,12 +9,11 @@ import subprocess
 import sys
 
 import pytest
+from paths import REPO
 from tiny_network import TinyNet
 
 from pipeline import builders
 from pipeline import run as run_lib
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _run(tmp_path, *args):
@@ -40,7 +39,7 @@ def test_tiny_pipeline_runs_end_to_end(tmp_path, family, capsys, request, monkey
     the real one (the default family and network); ncsn and sde run with the test network
     in place of RefineNet / the U-Net, whose tracing would take most of the time (measured:
     the ncsn run 104 s): their real networks train and sample through the same stages in
-    test_pipeline_train_sample.py::test_other_families_train_and_sample."""
+    stages/test_train_sample.py::test_other_families_train_and_sample."""
     if family == "ddpm":
         tmp_path, out = request.getfixturevalue("ddpm_run")
     else:

@@ -11,14 +11,14 @@ import os
 
 import numpy as np
 import pytest
+from paths import FIXTURES, REPO
 
 import kdiff
 from kdiff.cli import main
 from kdiff.samplers import request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NCSNPP = os.path.join(ROOT, "tests", "fixtures", "diffusers", "ncsnpp")
-NCSN_NPZ = os.path.join(ROOT, "..", "shared", "fixtures", "ncsn_refinenet", "state_dict.npz")
+NCSNPP = os.path.join(FIXTURES, "diffusers", "ncsnpp")
+NCSN_NPZ = os.path.join(REPO, "..", "shared", "fixtures", "ncsn_refinenet", "state_dict.npz")
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
@@ -172,7 +172,7 @@ def test_a_diffusers_model_without_a_scheduler_exits_2_saying_how_to_pass_one(tm
     import shutil
 
     bare = tmp_path / "bare"
-    shutil.copytree(os.path.join(ROOT, "tests", "fixtures", "diffusers", "unet_multihead"), bare)
+    shutil.copytree(os.path.join(FIXTURES, "diffusers", "unet_multihead"), bare)
     os.remove(bare / "scheduler_config.json")
     out = tmp_path / "export"
     err = _fails(capsys, ["convert", "--from", "diffusers", str(bare), "--out", str(out)],
@@ -190,7 +190,7 @@ def test_convert_with_scheduler_records_it(tmp_path, capsys):
     import shutil
 
     bare = tmp_path / "bare"
-    shutil.copytree(os.path.join(ROOT, "tests", "fixtures", "diffusers", "unet_multihead"), bare)
+    shutil.copytree(os.path.join(FIXTURES, "diffusers", "unet_multihead"), bare)
     os.remove(bare / "scheduler_config.json")
     out = tmp_path / "export"
     assert _convert("diffusers", str(bare), out, "--scheduler", "DDPMScheduler") == 0

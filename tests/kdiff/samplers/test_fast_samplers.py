@@ -11,6 +11,7 @@ import json
 import os
 
 import numpy as np
+import paths
 import pytest
 import tensorflow as tf
 from conftest import GaussianData
@@ -22,7 +23,7 @@ from kdiff import samplers, schedules
 from kdiff.samplers import registry
 from kdiff import sde as sde_lib
 
-FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "dpm_solver")
+FIXTURES = os.path.join(paths.FIXTURES, "dpm_solver")
 
 
 @pytest.fixture(scope="session")

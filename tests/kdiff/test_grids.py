@@ -1,13 +1,14 @@
-"""``kdiff.grids`` (known formulas: diffusers' timestep spacings, Karras' and NCSN's σ's),
-the processes' conversions (``marginal``, ``sigma_range``, ``at_sigma``), and samplers
-walking an explicit grid."""
+"""``kdiff.grids`` (known formulas: diffusers' timestep spacings, Karras' and NCSN's σ's) and
+samplers walking an explicit grid (the processes' conversions ``marginal``, ``sigma_range``
+and ``at_sigma`` that the grids rely on: test_process.py)."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from test_process import PROCESSES  # the processes whose conversions test_process checks
 
 import kdiff
-from kdiff import grids, samplers, schedules, sde
+from kdiff import grids, samplers, schedules
 
 T = 1000
 
@@ -54,42 +55,6 @@ def test_sde_time_grids():
     np.testing.assert_allclose(times, np.linspace(1.0, 1e-3, 5))
     with pytest.raises(ValueError, match="eps"):
         grids.sde_uniform(1.0, 4, 1.5)
-
-
-PROCESSES = {
-    "linear": schedules.linear(T=1000),
-    "cosine": schedules.cosine(T=1000),
-    "ladder": schedules.Sigmas(grids.geometric(1.0, 0.01, 10)),
-    "vp": sde.VPSDE(),
-    "subvp": sde.SubVPSDE(),
-    "ve": sde.VESDE(sigma_min=0.01, sigma_max=50.0),
-}
-
-
-@pytest.mark.parametrize("name", list(PROCESSES))
-def test_at_sigma_inverts_the_marginal(name):
-    process = PROCESSES[name]
-    eps = 1e-3 if process.continuous_time else None
-    if process.kind == "schedule":
-        levels = tf.constant([0, 1, 250, 999])
-    elif process.kind == "sigmas":
-        levels = tf.constant(process.sigmas[[0, 4, 9]], tf.float64)
-    else:
-        levels = tf.constant([1e-3, 0.1, 0.5, 1.0], tf.float64)
-    alpha, std = process.marginal(levels)
-    if process.kind == "schedule":
-        abar = process.alphas_cumprod[levels.numpy()]
-        np.testing.assert_allclose(alpha, np.sqrt(abar)), np.testing.assert_allclose(std, np.sqrt(1 - abar))
-    level, alpha_back = process.at_sigma(std / alpha, eps)
-    if process.kind == "schedule":
-        np.testing.assert_array_equal(level, levels)  # the nearest timestep is its own
-    else:
-        np.testing.assert_allclose(level, levels, rtol=1e-4)
-    np.testing.assert_allclose(alpha_back, alpha, rtol=1e-4)
-    low, high = process.sigma_range(eps)
-    assert 0 < low < high
-    zero_level, zero_alpha = process.at_sigma(tf.constant([0.0], tf.float64), eps)
-    assert float(zero_alpha[0]) == 1.0  # σ = 0 is the data
 
 
 def _eps(x, t):

@@ -1,6 +1,6 @@
 """kdiff.models.NCSNpp, its FIR resampling, and ScoreSDE's conditioning conventions.
 
-Output equality with diffusers' NCSN++ layout is in test_convert_diffusers.py; here: the
+Output equality with diffusers' NCSN++ layout is in convert/test_diffusers.py; here: the
 FIR filters against their definition, the published model's parameter count, the config
 round trip, training inside ScoreSDE, and the "time" / "sigma" conventions.
 """
@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from paths import FIXTURES
 from tiny_network import TinyNet
 
 import kdiff
@@ -57,7 +58,7 @@ def test_fir_resampling_is_the_separable_1331_filter():
 
 
 def test_celebahq_256_has_the_checkpoint_parameter_count():
-    path = os.path.join(os.path.dirname(__file__), "fixtures", "diffusers", "parameter_counts.json")
+    path = os.path.join(FIXTURES, "diffusers", "parameter_counts.json")
     with open(path) as file:
         expected = json.load(file)["ncsnpp_celebahq_256"]  # diffusers' UNet2DModel of that config
     net = NCSNpp.celebahq_256()

@@ -8,6 +8,7 @@ the same noise through ``noise_fn``. No torch is needed here.
 import os
 
 import numpy as np
+import paths
 import pytest
 import tensorflow as tf
 
@@ -15,7 +16,7 @@ import kdiff
 from kdiff import samplers
 from kdiff.samplers import recipes
 
-FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "diffusers")
+FIXTURES = os.path.join(paths.FIXTURES, "diffusers")
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"

@@ -1,6 +1,6 @@
 """``python -m kdiff.fid``: inputs, outputs and errors (a small classifier as the feature space).
 
-The FID Inception network itself is checked against pytorch-fid in test_fid_inception.py;
+The FID Inception network itself is checked against pytorch-fid in test_inception.py;
 here the command's reading, statistics, FID∞ / bootstrap / KID and errors are checked with
 a seconds-fast feature space, against kdiff.metrics on the same features.
 """

@@ -12,16 +12,16 @@ import sys
 
 import numpy as np
 import pytest
+from paths import REPO, TESTS
 
 import kdiff
 
-SCRIPT = os.path.join(os.path.dirname(__file__), "distributed_run.py")
+SCRIPT = os.path.join(TESTS, "distributed_run.py")
 
 
 def _env():
     env = dict(os.environ)
-    here = os.path.dirname(__file__)
-    env["PYTHONPATH"] = os.pathsep.join([here, os.path.dirname(here), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([TESTS, REPO, env.get("PYTHONPATH", "")])
     return env
 
 

@@ -1,27 +1,12 @@
 """Every fixed-step sampler traces into one XLA-compiled graph with a Keras model inside."""
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from tiny_network import TinyNet
 
 from kdiff import losses, samplers, schedules
 from kdiff import sde as sde_lib
-
-
-class TinyNet(keras.Model):
-    """A small convolutional network conditioned on its noise level: (x, level) → x-shaped."""
-
-    def __init__(self, channels=3, **kwargs):
-        super().__init__(**kwargs)
-        self.inner = keras.layers.Conv2D(8, 3, padding="same")
-        self.embed = keras.layers.Dense(8)
-        self.outer = keras.layers.Conv2D(channels, 3, padding="same")
-
-    def call(self, x, level):
-        level = tf.cast(tf.reshape(level, [-1, 1]), x.dtype) / 1000.0
-        h = self.inner(x) + self.embed(level)[:, None, None, :]
-        return 0.1 * self.outer(keras.activations.silu(h))
 
 
 SCHEDULE = schedules.linear(T=100)
@@ -49,7 +34,7 @@ DETERMINISTIC = {"ddim", "ddim_invert", "probability_flow_rk4"}
 
 @pytest.fixture(scope="session")
 def net():
-    model = TinyNet()
+    model = TinyNet(in_channels=3)
     model(tf.zeros((1, 8, 8, 3)), tf.zeros((1,)))
     return model
 

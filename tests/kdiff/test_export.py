@@ -15,6 +15,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from paths import REPO
 from tiny_network import TinyNet
 
 import kdiff
@@ -23,7 +24,6 @@ from kdiff import schedules
 from kdiff import sde as sde_lib
 from kdiff.diffusion import DDPM, NCSN, ScoreSDE
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAPE = (8, 8, 1)
 
 
@@ -416,7 +416,7 @@ def test_checks_hold_in_a_tf1_session_as_tf_serving_runs_the_graph(exported, gra
 
 
 def _env():
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
     return env
 
 

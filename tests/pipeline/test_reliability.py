@@ -7,12 +7,11 @@ import sys
 import textwrap
 
 import pytest
+from paths import REPO
 
 from pipeline import lock as lock_lib
 from pipeline import run as run_lib
 from pipeline.stages import base
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _run(tmp_path, *args):

@@ -20,6 +20,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from paths import REPO, TESTS
 from tiny_network import TinyNet
 
 import kdiff
@@ -28,8 +29,7 @@ from pipeline.stages import sample, train
 from pipeline.io import read_json
 from pipeline.stages.base import StageError
 
-TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
-REPO_DIR = os.path.dirname(TESTS_DIR)
+HERE = os.path.dirname(os.path.abspath(__file__))  # this module's folder: the kill script imports the module
 IMAGE_SIZE, CHANNELS = 8, 1
 NUM_TRAIN, NUM_EVAL, BATCH = 48, 8, 8  # 6 steps per epoch
 QUIET = "2"
@@ -275,11 +275,11 @@ def test_checkpoints_of_another_model_are_discarded(tmp_path):
 KILL_SCRIPT = textwrap.dedent(
     """
     import json, os, signal, sys
-    sys.path[:0] = [{tests!r}, {repo!r}]
+    sys.path[:0] = [{here!r}, {tests!r}, {repo!r}]
     import keras
     from pipeline import builders
     from pipeline.stages import train
-    import test_pipeline_train_sample as t
+    import test_train_sample as t
 
     builders.build_network = t.tiny_network
     make_callbacks = train.make_callbacks
@@ -303,9 +303,9 @@ def test_resume_after_kill(tmp_path, examples, trained, tiny, capsys):
     params = train_params()
     script = tmp_path / "killed_run.py"
     script.write_text(KILL_SCRIPT.format(
-        tests=TESTS_DIR, repo=REPO_DIR, kill_at=9, run_dir=run_dir, examples=examples, params=json.dumps(params),
+        here=HERE, tests=TESTS, repo=REPO, kill_at=9, run_dir=run_dir, examples=examples, params=json.dumps(params),
     ))
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=QUIET, PYTHONPATH=REPO_DIR)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=QUIET, PYTHONPATH=REPO)
     killed = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120, check=False)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     assert "epoch 1/2" in killed.stdout

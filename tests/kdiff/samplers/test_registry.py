@@ -1,5 +1,5 @@
-"""The sampler registry and the process interface: one table that kdiff.sample, model.generate,
-the export's generate, the CLI and the pipeline's sample stage all read."""
+"""The sampler registry: one table that kdiff.sample, model.generate, the export's generate,
+the CLI and the pipeline's sample stage all read (the process interface: tests/kdiff/test_process.py)."""
 
 import ast
 import os
@@ -7,17 +7,16 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
+from paths import REPO
 from tiny_network import TinyNet
 
 import kdiff
-from kdiff import processes, schedules
+from kdiff import schedules
 from kdiff.samplers import registry
 from kdiff import sde as sde_lib
 from kdiff.cli import main as cli_main
 from pipeline import config
 from pipeline.stages import sample as sample_stage
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def toy(eps_fn, x_T, schedule, steps=3, *, scale=1.0, seed=None, noise_fn=None, return_trajectory=False,
@@ -133,45 +132,6 @@ def test_registry_entries_read_their_options_from_the_function():
         registry.Sampler("bad", toy, processes=("schedules",))
     with pytest.raises(ValueError, match="registered"):
         registry.register(registry.Sampler("ddim", toy, ("schedule",)))
-
-
-@pytest.mark.parametrize(
-    "process, kind, family, level_dtype, data_range, sampler, num_steps",
-    [
-        (schedules.linear(T=10), "schedule", "ddpm", tf.int32, (-1.0, 1.0), "ddim", 10),
-        (schedules.Sigmas(schedules.geometric_sigmas(1.0, 0.1, 4)), "sigmas", "ncsn", tf.float32, (0.0, 1.0),
-         "annealed_langevin", 4),
-        (sde_lib.VPSDE(N=12), "sde", "sde", tf.float32, (-1.0, 1.0), "predictor_corrector", 12),
-        (sde_lib.VESDE(N=14), "sde", "sde", tf.float32, (-1.0, 1.0), "predictor_corrector", 14),
-    ],
-)
-def test_processes_share_one_interface(process, kind, family, level_dtype, data_range, sampler, num_steps):
-    assert (process.kind, process.family, process.level_dtype) == (kind, family, level_dtype)
-    assert process.default_data_range == data_range and process.default_sampler == sampler
-    assert process.num_steps == num_steps
-    rebuilt = processes.from_config(kind, process.get_config())
-    assert type(rebuilt) is type(process) and rebuilt.get_config() == process.get_config()
-    x = process.prior_sample([2000, 3], seed=4, data_range=data_range)
-    assert x.shape == (2000, 3)
-    if kind == "sigmas":  # NCSN starts from uniform noise over the data range
-        assert float(tf.reduce_min(x)) >= 0.0 and float(tf.reduce_max(x)) <= 1.0
-    elif isinstance(process, sde_lib.VESDE):
-        np.testing.assert_allclose(float(tf.math.reduce_std(x)), process.sigma_max, rtol=0.05)
-    else:
-        np.testing.assert_allclose(float(tf.math.reduce_std(x)), 1.0, rtol=0.05)
-    assert sampler in registry.names(process)
-
-
-def test_sigmas_behave_as_the_array_of_levels_and_old_configs_load():
-    levels = schedules.geometric_sigmas(1.0, 0.01, 5)
-    sigmas = schedules.Sigmas(levels)
-    np.testing.assert_array_equal(np.asarray(sigmas), levels)
-    assert len(sigmas) == 5 and sigmas[0] == 1.0 and list(sigmas) == list(levels)
-    assert processes.from_model_config({"sigmas": list(levels)}).get_config()["sigmas"] == list(levels)
-    with pytest.raises(ValueError, match="descending"):
-        schedules.Sigmas([0.1, 1.0])
-    with pytest.raises(ValueError, match="exactly one process"):
-        processes.from_model_config({"schedule": {"name": "linear"}, "sde": {"name": "VPSDE"}})
 
 
 def test_runtime_steps_give_the_tables_of_python_steps():

@@ -15,6 +15,7 @@ import re
 
 import numpy as np
 import pytest
+from paths import REPO
 
 from pipeline.stages import report, sample
 
@@ -301,7 +302,6 @@ def test_report_without_new_keys_degrades_to_dashes_and_drops_empty_columns(tmp_
 
 def test_user_facing_text_cites_sources_not_our_notes():
     """README and the report / metric modules name papers, never the unpublished notes."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     notes = re.compile(r"the seed's|shared/seed|\bseed \d+\.\d|\bseed (?:fig|table|eq)|of the seed\b", re.IGNORECASE)
     for path in (
         "README.md",
@@ -311,10 +311,10 @@ def test_user_facing_text_cites_sources_not_our_notes():
         "pipeline/stages/report.py",
         "pipeline/stages/retrieve.py",
     ):
-        with open(os.path.join(root, path), encoding="utf-8") as f:
+        with open(os.path.join(REPO, path), encoding="utf-8") as f:
             found = notes.findall(f.read())
         assert not found, (path, found)
-    with open(os.path.join(root, "README.md"), encoding="utf-8") as f:
+    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
         readme = f.read()
     assert "## References" in readme
     for short, _ in report.REFERENCES:  # the README lists every work the report cites

@@ -7,9 +7,10 @@ import os
 import numpy as np
 import pytest
 
+from paths import FIXTURES
 from sampler_pin_cases import CASES, run_case, run_extras
 
-PINS = os.path.join(os.path.dirname(__file__), "fixtures", "sampler_pins.npz")
+PINS = os.path.join(FIXTURES, "sampler_pins.npz")
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,11 @@ import textwrap
 
 import numpy as np
 import pytest
+from paths import REPO
 
 from pipeline import io
 
-PIPELINE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pipeline")
+PIPELINE = os.path.join(REPO, "pipeline")
 
 
 # ----------------------------------------------------------------------------- round trips

@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+from paths import REPO
 from PIL import Image
 from tiny_network import TinyNet
 
@@ -15,8 +16,6 @@ from kdiff import export as export_lib
 from kdiff import images, schedules
 from kdiff.cli import main
 from kdiff.diffusion import DDPM, NCSN
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="session")
@@ -177,7 +176,7 @@ def test_console_command_exit_status(tmp_path):
     missing = tmp_path / "missing_model"
     result = subprocess.run(
         [sys.executable, "-m", "kdiff.cli", "sample", "--model", str(missing), "--out", str(tmp_path / "g.png")],
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT), cwd=tmp_path,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO), cwd=tmp_path,
         capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 2

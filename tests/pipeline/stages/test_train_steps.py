@@ -2,7 +2,7 @@
 
 The units (the derived epochs, the layering of presets, files and flags, the errors) take
 milliseconds; the train-stage runs use the two-convolution ``TinyNet`` of
-``test_pipeline_train_sample`` and are marked slow.
+``test_train_sample`` and are marked slow.
 """
 
 import json
@@ -19,7 +19,7 @@ from pipeline.stages import train
 from pipeline.io import read_json
 from pipeline.stages.base import StageError
 
-import test_pipeline_train_sample as stage_tests
+import test_train_sample as stage_tests
 
 BATCH = stage_tests.BATCH  # 48 training images in batches of 8: 6 batches an epoch
 
