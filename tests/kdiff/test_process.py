@@ -1,14 +1,15 @@
-"""The process interface (``kdiff.process.Process``) and processes from their configs
-(``kdiff.processes``): what every schedule, σ ladder and SDE answers alike (kind, family,
+"""The process interface (``kdiff.process.Process``) and processes rebuilt from their
+configs (``kdiff.process.from_config``): what every schedule, σ ladder and SDE answers alike (kind, family,
 network level, data range, default sampler, prior), the conversions between a network level
 and σ (``marginal``, ``sigma_range``, ``at_sigma``), and ``from_config`` /
-``from_model_config``."""
+``from_model_config``, ``as_process``, ``family_class``."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from kdiff import grids, processes, schedules
+from kdiff import grids, schedules
+from kdiff import process as process_lib
 from kdiff.samplers import registry
 from kdiff import sde as sde_lib
 
@@ -27,7 +28,7 @@ def test_processes_share_one_interface(process, kind, family, level_dtype, data_
     assert (process.kind, process.family, process.level_dtype) == (kind, family, level_dtype)
     assert process.default_data_range == data_range and process.default_sampler == sampler
     assert process.num_steps == num_steps
-    rebuilt = processes.from_config(kind, process.get_config())
+    rebuilt = process_lib.from_config(kind, process.get_config())
     assert type(rebuilt) is type(process) and rebuilt.get_config() == process.get_config()
     x = process.prior_sample([2000, 3], seed=4, data_range=data_range)
     assert x.shape == (2000, 3)
@@ -81,8 +82,49 @@ def test_sigmas_behave_as_the_array_of_levels_and_old_configs_load():
     sigmas = schedules.Sigmas(levels)
     np.testing.assert_array_equal(np.asarray(sigmas), levels)
     assert len(sigmas) == 5 and sigmas[0] == 1.0 and list(sigmas) == list(levels)
-    assert processes.from_model_config({"sigmas": list(levels)}).get_config()["sigmas"] == list(levels)
+    assert process_lib.from_model_config({"sigmas": list(levels)}).get_config()["sigmas"] == list(levels)
     with pytest.raises(ValueError, match="descending"):
         schedules.Sigmas([0.1, 1.0])
     with pytest.raises(ValueError, match="exactly one process"):
-        processes.from_model_config({"schedule": {"name": "linear"}, "sde": {"name": "VPSDE"}})
+        process_lib.from_model_config({"schedule": {"name": "linear"}, "sde": {"name": "VPSDE"}})
+
+
+def test_as_process_and_family_class():
+    linear = schedules.linear(T=10)
+    assert process_lib.as_process(linear) is linear
+    ladder = process_lib.as_process([1.0, 0.5, 0.1])
+    assert isinstance(ladder, schedules.Sigmas) and ladder.sigmas.tolist() == [1.0, 0.5, 0.1]
+    with pytest.raises(ValueError, match=r"Expected `model` to be a kdiff process .* Received: model='linear'"):
+        process_lib.as_process("linear", "model")
+    assert [process_lib.family_class(f) for f in ("ddpm", "ncsn", "sde")] == [
+        schedules.Schedule, schedules.Sigmas, sde_lib.SDE]
+    with pytest.raises(ValueError, match=r"Expected a diffusion family in \['ddpm', 'ncsn', 'sde'\]"):
+        process_lib.family_class("ddim")
+    with pytest.raises(ValueError, match=r"Expected a process kind in \['schedule', 'sigmas', 'sde'\]"):
+        process_lib.from_config("ladder", {})
+
+
+def test_a_process_class_defined_later_is_rebuilt_from_its_config():
+    """from_config finds the classes through Process's subclasses: a kind defined outside
+    kdiff round-trips too, and two classes claiming one kind are refused."""
+
+    class Constant(schedules.Sigmas):
+        kind = "constant_test"
+
+        @classmethod
+        def from_config(cls, config):
+            return cls(config["sigmas"])
+
+    try:
+        rebuilt = process_lib.from_model_config({"constant_test": {"sigmas": [2.0, 1.0]}})
+        assert type(rebuilt) is Constant and rebuilt.sigmas.tolist() == [2.0, 1.0]
+
+        class Twin(schedules.Sigmas):
+            kind = "constant_test"
+
+        with pytest.raises(TypeError, match="one Process class per kind.*Constant and .*Twin"):
+            process_lib.from_config("constant_test", {"sigmas": [1.0]})
+    finally:
+        Constant.kind = None  # the class lives on until collected: it must not claim the kind
+        if "Twin" in locals():
+            Twin.kind = None
