@@ -11,6 +11,7 @@ stage runs, in seconds: a bad sampler, a missing dataset, labels the evaluation 
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import time
@@ -135,12 +136,12 @@ def run_stages(config, output_dir, beam_args, *, force=False, resume=False, stag
     """
     from pipeline.lock import RunLock
 
-    with RunLock(output_dir):
-        return _run_locked(config, output_dir, beam_args, force, resume, stages)
+    with RunLock(output_dir) as lock:
+        return _run_locked(config, output_dir, beam_args, force, resume, stages, lock)
 
 
-def _run_locked(config, output_dir, beam_args, force, resume, stages):
-    from pipeline.stages.base import DONE_FILE, StageError, changed_file, fingerprint, manifest, read_done
+def _run_locked(config, output_dir, beam_args, force, resume, stages, lock):
+    from pipeline.stages.base import DONE_FILE, StageError, changed_file, fingerprint, read_done
 
     io.write_json(io.join(output_dir, "config.json"), config.to_dict())
     fingerprints, summary = {}, {}
@@ -191,6 +192,7 @@ def _run_locked(config, output_dir, beam_args, force, resume, stages):
                 raise StageError(f"{name}: its input {artifact} is missing at {path}; run the stages before it.")
         for path in outputs.values():  # what a killed earlier attempt left behind
             io.remove_leftovers(path)
+        lock.check()
         print(f"[{name}] running", flush=True)
         start = time.perf_counter()
         done_path = io.join(stage_dir, DONE_FILE)
@@ -198,7 +200,7 @@ def _run_locked(config, output_dir, beam_args, force, resume, stages):
         params = config.resolved(spec.parameters)  # resolved once: the stage takes them as they are
         params.update(beam_args=list(beam_args), force=force, resume=resume)
         try:
-            module.Executor().Do(inputs, outputs, params)
+            files = _run_stage(module, stage_dir, inputs, outputs, params)
         except StageError:
             raise
         except Exception as error:  # an I/O failure becomes a message naming the path
@@ -207,8 +209,47 @@ def _run_locked(config, output_dir, beam_args, force, resume, stages):
                 raise
             raise StageError(errors.io_error_message(name, failure, where=stage_dir)) from error
         seconds = time.perf_counter() - start
-        io.write_json(done_path, {"fingerprint": stamp, "seconds": seconds, "outputs": outputs, "files": manifest(outputs)})
+        lock.check()
+        io.write_json(done_path, {"fingerprint": stamp, "seconds": seconds, "outputs": outputs, "files": files})
         fingerprints[name] = stamp
         summary[name] = {"cached": False, "seconds": seconds, "fingerprint": stamp}
         print(f"[{name}] done in {seconds:.1f} s", flush=True)
     return summary
+
+
+def _run_stage(module, stage_dir, inputs, outputs, params):
+    """Runs a stage's executor on local folders and returns the manifest of what it wrote.
+
+    A run on a local disk passes its own folders. A run on an object store stages each
+    stage through local folders, since TensorFlow, Keras and Beam's sinks write by name:
+    the inputs are downloaded, the stage's folder (its checkpoints, an earlier attempt's
+    files) mirrored, and written back once the stage has succeeded.
+
+    Args:
+        module: the stage's module (its ``Executor``).
+        stage_dir: ``<output_dir>/<stage>``.
+        inputs, outputs: artifact name → folder under the run's ``output_dir``.
+        params: the stage's parameters.
+
+    Returns:
+        ``manifest`` of the outputs.
+    """
+    from pipeline.stages.base import manifest
+
+    if not io.is_remote(stage_dir):
+        module.Executor().Do(inputs, outputs, params)
+        return manifest(outputs)
+    with contextlib.ExitStack() as stack:
+        local_inputs = {artifact: stack.enter_context(io.local_copy(path)) for artifact, path in inputs.items()}
+        local_stage = stack.enter_context(io.local_mirror(stage_dir))
+        local_outputs = {
+            artifact: os.path.join(local_stage, *_relative(stage_dir, path)) for artifact, path in outputs.items()
+        }
+        print(f"[{module.SPEC.name}] staged in {local_stage}; written back to {stage_dir} when it succeeds", flush=True)
+        module.Executor().Do(local_inputs, local_outputs, params)
+        return manifest(local_outputs)
+
+
+def _relative(stage_dir, path):
+    """The parts of ``path`` below ``stage_dir`` (a URL's, split at ``/``)."""
+    return path[len(stage_dir):].strip("/").split("/")

@@ -21,11 +21,13 @@ import argparse
 import dataclasses
 import difflib
 import json
+import os
 import sys
 
 from kdiff_console import quiet_logs
 from pipeline import config as config_lib
 from pipeline import orchestrator
+from pipeline.io import s3
 from pipeline.stages import STAGE_ORDER
 
 # pipeline.stages' modules (and with them kdiff and TensorFlow) are imported inside the
@@ -276,6 +278,7 @@ def run(argv=None, save_main_session=True):
         parser.error(f"argument --stages: unknown stage(s) {unknown}; expected names from {list(STAGE_ORDER)}")
     with quiet_logs(known.verbose):
         beam_args = check_beam_args(parser, beam_args)
+        os.environ.update(s3.environment_from_beam_flags(beam_args))  # our S3 store reads Beam's flags too
         if known.experiment is not None:
             if not any(arg.startswith("--runner") for arg in beam_args):
                 beam_args = ["--runner=DirectRunner"] + list(beam_args)

@@ -106,3 +106,61 @@ def grappler():
 @pytest.fixture
 def gaussian():
     return GaussianData()
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """An S3 server on 127.0.0.1 for the session: ``moto_server`` (moto[server]) as a
+    separate process, which enforces conditional writes as S3 does. The environment points
+    boto3 at it (``AWS_ENDPOINT_URL_S3``, test credentials) and a bucket is created.
+
+    Yields:
+        ``s3://<bucket>``: a fresh bucket's URL; tests write under their own prefixes.
+    """
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    environment = {
+        "NO_GCE_CHECK": "True", "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{port}",
+    }
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, f"moto_server exited with {server.returncode}"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/data.json", timeout=1):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "moto_server did not answer within 60 s"
+                time.sleep(0.1)
+        saved = {name: os.environ.get(name) for name in environment}
+        os.environ.update(environment)
+        import boto3
+
+        boto3.session.Session().client("s3").create_bucket(Bucket="kdiff-tests")
+        try:
+            yield "s3://kdiff-tests"
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
