@@ -114,7 +114,7 @@ def _stage_module(name):
     return importlib.import_module(f"pipeline.stages.{name}")
 
 
-def run_stages(config, output_dir, beam_args, *, force=False, resume=False, stages=STAGE_ORDER):
+def run_stages(config, output_dir, beam_args, *, force=False, resume=False, stages=STAGE_ORDER, lease_seconds=None):
     """Runs the stages in order, skipping cached ones.
 
     Args:
@@ -125,6 +125,8 @@ def run_stages(config, output_dir, beam_args, *, force=False, resume=False, stag
         resume: let the train stage continue from a checkpoint that ``force`` or a
             changed recipe would discard.
         stages: the stages to run (upstream artifacts must exist for the others).
+        lease_seconds: on an object store, the length of the run's lock lease (None:
+            ``pipeline.io.locks.LEASE_SECONDS``); unused on a local disk.
 
     Returns:
         A dict stage → {"cached": bool, "seconds": float, "fingerprint": str}.
@@ -136,7 +138,8 @@ def run_stages(config, output_dir, beam_args, *, force=False, resume=False, stag
     """
     from pipeline.lock import RunLock
 
-    with RunLock(output_dir) as lock:
+    options = {"seconds": lease_seconds} if io.is_remote(output_dir) and lease_seconds is not None else {}
+    with RunLock(output_dir, **options) as lock:
         return _run_locked(config, output_dir, beam_args, force, resume, stages, lock)
 
 
@@ -198,7 +201,9 @@ def _run_locked(config, output_dir, beam_args, force, resume, stages, lock):
         done_path = io.join(stage_dir, DONE_FILE)
         io.remove(done_path, missing_ok=True)  # the old outputs no longer match what is being written
         params = config.resolved(spec.parameters)  # resolved once: the stage takes them as they are
-        params.update(beam_args=list(beam_args), force=force, resume=resume)
+        # stage_dir: where the stage's own durable files go (the train stage's checkpoints),
+        # in the run's store even when the stage runs on local folders
+        params.update(beam_args=list(beam_args), force=force, resume=resume, stage_dir=stage_dir)
         try:
             files = _run_stage(module, stage_dir, inputs, outputs, params)
         except StageError:

@@ -28,6 +28,7 @@ from kdiff_console import quiet_logs
 from pipeline import config as config_lib
 from pipeline import orchestrator
 from pipeline.io import s3
+from pipeline.io.locks import LEASE_SECONDS
 from pipeline.stages import STAGE_ORDER
 
 # pipeline.stages' modules (and with them kdiff and TensorFlow) are imported inside the
@@ -117,6 +118,11 @@ def build_parser():
         "--resume", action="store_true",
         help="train: continue from the checkpoint a stopped run left in <output_dir>/train/checkpoints even "
         "with --force or a changed --learning_rate / --warmup_steps (without it, those train afresh)",
+    )
+    run_group.add_argument(
+        "--lease_seconds", type=float, default=LEASE_SECONDS,
+        help=f"an --output_dir on S3: how long the run's lock lease lasts unrenewed, so how long a killed run "
+        f"keeps the folder locked (renewed every third of it; default: {LEASE_SECONDS:g})",
     )
     run_group.add_argument(
         "--stages", default=",".join(STAGE_ORDER),
@@ -298,7 +304,8 @@ def run(argv=None, save_main_session=True):
 
         try:
             orchestrator.run_stages(
-                config, known.output_dir, beam_args, force=known.force, resume=known.resume, stages=stages
+                config, known.output_dir, beam_args, force=known.force, resume=known.resume, stages=stages,
+                lease_seconds=known.lease_seconds,
             )
         except (StageError, RunLockedError) as error:
             print(f"error: {error}", file=sys.stderr, flush=True)

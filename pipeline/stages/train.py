@@ -22,7 +22,8 @@ steps later the time left; then an epoch line every tenth of the run.
 Crash-resume. Every ``checkpoint_every_steps`` steps (and at the end of training) the model's
 weights — network, EMA copy and optimizer state, the step counter included — are
 written to ``<stage dir>/checkpoints/`` (beside the atomic output, so they survive a
-crash), to a temporary name renamed into place, then ``state.json`` records the step,
+crash; on an object store, in the run's bucket, so a run killed on one machine resumes on
+another), to a temporary name renamed into place, then ``state.json`` records the step,
 the epoch, the batches done in it and the history so far. A run killed at any moment
 (``kill -9``) and started again restores that state and continues: each epoch's data
 order comes from the seed and the epoch (the resumed epoch skips the batches it had
@@ -565,7 +566,12 @@ class Executor:
         batch_size, seed = params["batch_size"], params["seed"]
         every = params["checkpoint_every_steps"]
         strategy_name, precision = params["strategy"], params["precision"]
-        checkpoint_dir = checkpoint_dir_for(model_dir)
+        # The checkpoints go where the run keeps its files (the bucket of a run on S3, written
+        # at every checkpoint, so a killed run resumes from any machine); TensorBoard's
+        # summaries, which TensorFlow writes by name, beside the local model folder.
+        local_dir = checkpoint_dir_for(model_dir)
+        stage_dir = params.get("stage_dir")
+        checkpoint_dir = io.join(stage_dir, "checkpoints") if stage_dir and io.is_remote(stage_dir) else local_dir
 
         if params["model_source"] is not None:
             _import(params, image_shape, model_dir)
@@ -627,7 +633,7 @@ class Executor:
                 f"the warm-up ({params['warmup_steps']:,} steps) is longer than the run: the learning rate "
                 f"never reaches --learning_rate={params['learning_rate']}"
             )
-        summary_dir = os.path.join(checkpoint_dir, "logs")
+        summary_dir = os.path.join(local_dir, "logs")
         callbacks = make_callbacks(state, checkpoints, every, summary_dir, chief=chief, recipe=recipe)
         try:
             self._train(model, strategy, strategy_name, examples_dir, params, state, callbacks, batch_size, seed)
@@ -661,6 +667,8 @@ class Executor:
             else:
                 io.makedirs(os.path.join(out, "logs"), exist_ok=False)
         io.remove_tree(checkpoint_dir, ignore_errors=True)  # the run is complete
+        if checkpoint_dir != local_dir:
+            io.remove_tree(local_dir, ignore_errors=True)
         _log(f"wrote {model_dir} ({steps} steps in {state.seconds:.1f} s)")
 
     def _train(self, model, strategy, strategy_name, examples_dir, params, state, callbacks, batch_size, seed):

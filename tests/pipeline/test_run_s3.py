@@ -6,8 +6,12 @@ first holds the lease."""
 import contextlib
 import io as stdio
 import os
+import subprocess
+import sys
+import time
 
 import pytest
+from paths import REPO
 
 from pipeline import io
 from pipeline.io import s3
@@ -61,3 +65,39 @@ def test_beams_s3_flags_configure_the_store():
         ["--s3_endpoint_url=http://127.0.0.1:9", "--s3_region_name=eu-west-1", "--runner=DirectRunner"])
     assert environment == {"AWS_ENDPOINT_URL_S3": "http://127.0.0.1:9", "AWS_DEFAULT_REGION": "eu-west-1"}
     assert s3.environment_from_beam_flags(["--runner=DirectRunner"]) == {}
+
+
+@pytest.mark.slow
+def test_training_killed_on_one_machine_resumes_from_the_bucket(s3_server, tmp_path):
+    """kill -9 after the first checkpoint reached the bucket: the killed run's lease keeps the
+    folder until it expires, then a run with nothing of the first on its disk (a fresh
+    staging folder, another working directory) takes the lease over and resumes from the
+    bucket's checkpoint."""
+    output_dir = f"{s3_server}/run-killed"
+    flags = ["--preset=tiny", f"--output_dir={output_dir}", "--stages=ingest,train", "--train_steps=120",
+             "--checkpoint_every_steps=20", "--lease_seconds=2"]
+    killed = subprocess.Popen([sys.executable, "-m", "pipeline.run", *flags], cwd=tmp_path, env=dict(
+        os.environ, PYTHONPATH=REPO), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state_path = io.join(output_dir, "train", "checkpoints", "state.json")
+    try:
+        deadline = time.monotonic() + 300
+        while not io.exists(state_path):
+            assert killed.poll() is None, f"the run ended ({killed.returncode}) before its first checkpoint"
+            assert time.monotonic() < deadline, "no checkpoint in the bucket within 300 s"
+            time.sleep(0.2)
+    finally:
+        killed.kill()  # SIGKILL: no clean-up, the lease stays
+        killed.wait()
+    assert io.read_json(state_path)["step"] >= 20 and not io.exists(io.join(output_dir, "train", "model"))
+    lease = io.read_json(io.join(output_dir, ".lock"))
+    time.sleep(max(0.0, lease["expires"] - time.time()) + 0.5)
+
+    os.makedirs(tmp_path / "elsewhere")
+    result = subprocess.run([sys.executable, "-m", "pipeline.run", *flags], cwd=tmp_path / "elsewhere", env=dict(
+        os.environ, PYTHONPATH=REPO), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "[ingest] cached" in result.stdout
+    assert f"resuming from the checkpoint at step 20 (epoch 11, batch 0) in {output_dir}/train/checkpoints" in result.stdout
+    assert "took over" in result.stderr and f"pid {killed.pid}" in result.stderr
+    assert io.read_json(io.join(output_dir, "train", "model", "history.json"))["steps"] == 120
+    assert not io.exists(io.join(output_dir, "train", "checkpoints"))  # removed once the stage completed
