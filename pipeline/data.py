@@ -137,12 +137,12 @@ def parse_source(spec):
         path = text[len("folder:") :].strip()
         if not path:
             raise StageError(f"Dataset {spec!r} names no folder: expected 'folder:PATH', a folder of images.")
-        return Source(spec=spec, kind="folder", name=os.path.abspath(os.path.expanduser(path)))
+        return Source(spec=spec, kind="folder", name=io.abspath(os.path.expanduser(path)))  # a URL as it is
     if text.startswith("idx:"):
         path = text[len("idx:") :].strip()
         if not path:
             raise StageError(f"Dataset {spec!r} names no folder: expected 'idx:DIR', a folder of IDX files.")
-        return Source(spec=spec, kind="idx", name=os.path.abspath(os.path.expanduser(path)))
+        return Source(spec=spec, kind="idx", name=io.abspath(os.path.expanduser(path)))
     raise StageError(
         f"Unknown dataset {spec!r}: expected one of {forms} (e.g. 'digits', 'fashion_mnist', 'tfds:mnist', "
         "'folder:/data/faces', 'idx:/data/mnist')."
@@ -385,7 +385,8 @@ def list_images(root):
     found = []
     seen = set()
     for directory, subdirs, files in io.walk(root, follow_links=True):
-        real = os.path.realpath(directory)  # a local folder's links, resolved: the cycle check
+        # a local folder's links, resolved: the cycle check (an object store has no links)
+        real = directory if io.is_remote(directory) else os.path.realpath(directory)
         if real in seen:  # a link cycle
             subdirs[:] = []
             continue

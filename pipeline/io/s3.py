@@ -290,24 +290,32 @@ def copy_tree(source, target):
 # --------------------------------------------------------------------------- reads and writes
 
 
+# objects up to this size are read into memory; larger ones spill to a temporary file
+SPOOL_BYTES = 64 << 20
+
+
 def open_read(path, mode="rb"):
-    """The object ``path``, read whole, as a file.
+    """The object ``path`` as a seekable file: downloaded in 1 MiB chunks into memory, or
+    into a temporary file past ``SPOOL_BYTES`` (a manifest hashes multi-gigabyte TFRecords).
 
     Args:
         path: the object.
         mode: ``"rb"``, or ``"r"`` for UTF-8 text.
 
     Returns:
-        A ``BytesIO`` (or a text wrapper around it).
+        A file positioned at its start (a text wrapper for ``"r"``).
     """
     bucket, key = split(path)
     try:
-        data = client().get_object(Bucket=bucket, Key=key)["Body"].read()
+        body = client().get_object(Bucket=bucket, Key=key)["Body"]
     except _client_error() as error:
         if _code(error) in _MISSING:
             raise _not_found(path) from None
         raise
-    handle = stdio.BytesIO(data)
+    handle = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)
+    for chunk in body.iter_chunks(1 << 20):
+        handle.write(chunk)
+    handle.seek(0)
     return handle if "b" in mode else stdio.TextIOWrapper(handle, encoding="utf-8")
 
 

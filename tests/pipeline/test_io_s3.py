@@ -228,3 +228,16 @@ def test_a_lease_taken_over_is_reported_lost_to_its_old_holder(root):
     assert stalled.lost.wait(timeout=5)  # its next renewal (every 0.3 s) finds another holder
     stalled.release()
     assert io.read_json(path)["pid"] == "new"  # its release did not delete the new lease
+
+
+def test_a_large_object_is_read_through_a_temporary_file(root, monkeypatch):
+    """Past SPOOL_BYTES an object spills to disk instead of memory, and reads the same
+    (seeks included: the manifest counts TFRecords by seeking)."""
+    monkeypatch.setattr(sys.modules["pipeline.io.s3"], "SPOOL_BYTES", 1000)
+    data = np.random.default_rng(0).bytes(5000)
+    io.write_bytes(io.join(root, "big.bin"), data)
+    with io.open_read(io.join(root, "big.bin")) as f:
+        assert f._rolled  # on disk  # noqa: SLF001
+        f.seek(4000)
+        assert f.read() == data[4000:] and f.tell() == 5000
+    assert io.read_bytes(io.join(root, "big.bin")) == data
