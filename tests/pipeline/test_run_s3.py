@@ -101,3 +101,18 @@ def test_training_killed_on_one_machine_resumes_from_the_bucket(s3_server, tmp_p
     assert "took over" in result.stderr and f"pid {killed.pid}" in result.stderr
     assert io.read_json(io.join(output_dir, "train", "model", "history.json"))["steps"] == 120
     assert not io.exists(io.join(output_dir, "train", "checkpoints"))  # removed once the stage completed
+
+
+@pytest.mark.slow
+def test_a_folder_dataset_in_the_bucket_is_ingested(s3_server):
+    """--dataset=folder:s3://… with class subfolders: every image is read from the bucket."""
+    from PIL import Image
+
+    source = f"{s3_server}/faces"
+    for index in range(12):
+        with io.local_output(io.join(source, f"class{index % 2}", f"{index}.png")) as local:
+            Image.new("L", (8, 8), color=20 * index).save(local)
+    status, out = _run(f"{s3_server}/run-folder", f"--dataset=folder:{source}", "--stages=ingest", "--limit=12")
+    assert status == 0, out[-3000:]
+    stats = io.read_json(io.join(s3_server, "run-folder", "ingest", "examples", "stats.json"))
+    assert stats["num_train"] + stats["num_eval"] == 12 and stats["num_classes"] == 2
