@@ -225,10 +225,12 @@ def _run_locked(config, output_dir, beam_args, force, resume, stages, lock):
 def _run_stage(module, stage_dir, inputs, outputs, params):
     """Runs a stage's executor on local folders and returns the manifest of what it wrote.
 
-    A run on a local disk passes its own folders. A run on an object store stages each
-    stage through local folders, since TensorFlow, Keras and Beam's sinks write by name:
-    the inputs are downloaded, the stage's folder (its checkpoints, an earlier attempt's
-    files) mirrored, and written back once the stage has succeeded.
+    A run on a local disk passes its own folders, and so does a run on an object store to a
+    stage that reads URLs (``StageSpec.reads_urls``: its Beam workers then rely on no local
+    disk). The other stages of a run on an object store run on local folders, since
+    TensorFlow, Keras and Beam's sinks write by name: the inputs are downloaded, the
+    stage's folder (its checkpoints, an earlier attempt's files) mirrored, and written back
+    once the stage has succeeded.
 
     Args:
         module: the stage's module (its ``Executor``).
@@ -241,7 +243,7 @@ def _run_stage(module, stage_dir, inputs, outputs, params):
     """
     from pipeline.stages.base import manifest
 
-    if not io.is_remote(stage_dir):
+    if not io.is_remote(stage_dir) or module.SPEC.reads_urls:
         module.Executor().Do(inputs, outputs, params)
         return manifest(outputs)
     with contextlib.ExitStack() as stack:

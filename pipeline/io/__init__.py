@@ -53,7 +53,7 @@ __all__ = [
     "LockHeld", "abspath", "atomic_directory", "copy", "copy_tree", "exclusive_lock", "exists", "getsize",
     "glob", "is_remote", "isdir", "isfile", "join", "listdir", "local_copy", "local_mirror", "local_output",
     "makedirs", "open_read", "open_write", "read_bytes", "read_json", "read_npz", "read_text", "remove",
-    "remove_leftovers", "remove_tree", "replace", "save_weights", "walk", "write_bytes", "write_json",
+    "remove_leftovers", "remove_tree", "replace", "save_weights", "shared_directory", "walk", "write_bytes", "write_json",
     "write_npz", "write_text",
 ]
 
@@ -414,6 +414,22 @@ def atomic_directory(final_path):
         A context manager yielding the temporary directory's path.
     """
     return _backend(final_path).atomic_directory(final_path)
+
+
+def shared_directory(final_path):
+    """A stage's output that its Beam workers write through this module (never by name):
+    locally ``atomic_directory``'s temporary directory (renamed into place at the end); in a
+    store ``final_path`` itself, emptied first, so that workers on other machines write where
+    the run's files are. The orchestrator trusts the output only once its ``_DONE.json``
+    is written, after the block.
+
+    Args:
+        final_path: the directory to produce (an existing one is replaced).
+
+    Returns:
+        A context manager yielding the directory (a local path or a URL).
+    """
+    return _backend(final_path).shared_directory(final_path)
 
 
 def remove_leftovers(final_path):

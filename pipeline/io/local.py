@@ -17,7 +17,7 @@ from pipeline.io.locks import flock
 __all__ = [
     "atomic_directory", "copy", "copy_tree", "exclusive_lock", "exists", "getsize", "glob", "isdir",
     "isfile", "listdir", "local_copy", "local_mirror", "local_output", "makedirs", "open_read", "remove",
-    "remove_leftovers", "remove_tree", "replace", "walk",
+    "remove_leftovers", "remove_tree", "replace", "shared_directory", "walk",
 ]
 
 exclusive_lock = flock
@@ -196,6 +196,12 @@ def atomic_directory(final_path):
     from kdiff.atomic_io import atomic_directory as commit  # lazily: kdiff loads TensorFlow
 
     return commit(final_path)
+
+
+def shared_directory(final_path):
+    """``pipeline.io.shared_directory`` of a local path: ``atomic_directory``'s (every worker
+    of a local runner sees this disk)."""
+    return atomic_directory(final_path)
 
 
 def remove_leftovers(final_path):

@@ -32,7 +32,7 @@ __all__ = [
     "atomic_directory", "copy", "copy_tree", "delete_if_match", "environment_from_beam_flags",
     "exclusive_lock", "exists", "getsize", "glob", "isdir", "isfile", "listdir", "local_copy",
     "local_mirror", "local_output", "makedirs", "open_read", "put_if_absent", "put_if_match",
-    "read_with_etag", "remove", "remove_leftovers", "remove_tree", "replace", "walk",
+    "read_with_etag", "remove", "remove_leftovers", "remove_tree", "replace", "shared_directory", "walk",
 ]
 
 SCHEME = "s3://"
@@ -421,6 +421,17 @@ def local_mirror(path):
         for start in range(0, len(stale), 1000):
             client().delete_objects(Bucket=bucket, Delete={"Objects": stale[start:start + 1000], "Quiet": True})
         _upload(local, path)
+
+
+@contextlib.contextmanager
+def shared_directory(final_path):
+    """``pipeline.io.shared_directory`` in S3: ``final_path`` itself, emptied first.
+
+    Yields:
+        ``final_path``.
+    """
+    remove_tree(final_path, ignore_errors=True)
+    yield final_path
 
 
 def remove_leftovers(final_path):

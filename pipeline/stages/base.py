@@ -36,11 +36,15 @@ class StageSpec:
         name: the stage name, also its output directory under the run's output_dir.
         inputs: artifact name → artifact type read by the stage.
         outputs: artifact name → artifact type written by the stage.
+        reads_urls: its executor reads and writes its inputs and outputs only through
+            ``pipeline.io`` (its Beam workers too), so a run on an object store passes it
+            the store's URLs; the others run on local folders the orchestrator stages.
     """
 
     name: str
     inputs: dict
     outputs: dict
+    reads_urls: bool = False
 
     @property
     def parameters(self):

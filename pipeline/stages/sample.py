@@ -54,6 +54,7 @@ SPEC = StageSpec(
     name="sample",
     inputs={"model": MODEL},
     outputs={"samples": SAMPLES},
+    reads_urls=True,  # its workers load the export and write their shards through pipeline.io
 )
 
 WORK_DIR = "_work"
@@ -309,12 +310,12 @@ class AssembleSampler(beam.DoFn):
         labelled = {"labels": np.concatenate([a["labels"] for a in arrays])} if "labels" in arrays[0] else {}
         io.write_npz(os.path.join(directory, "samples.npz"), compressed=True, images=images, **labelled)
         scale = _grid_scale(images.shape[1])
-        kdiff.images.save_grid(images[:GRID_MAX], os.path.join(directory, "grid.png"), scale=scale)
+        with io.local_output(os.path.join(directory, "grid.png")) as local:  # PIL writes by name
+            kdiff.images.save_grid(images[:GRID_MAX], local, scale=scale)
         if trajectories:
             trajectory = io.read_npz(trajectories[0]["path"])["trajectory"]
-            kdiff.images.save_trajectory(
-                trajectory, os.path.join(directory, "trajectory.png"), num_frames=TRAJECTORY_FRAMES, scale=scale
-            )
+            with io.local_output(os.path.join(directory, "trajectory.png")) as local:
+                kdiff.images.save_trajectory(trajectory, local, num_frames=TRAJECTORY_FRAMES, scale=scale)
         kwargs = self.samplers.get(name, {})
         timing = sampling_timing([batch for r in shards for batch in r["batches"]])
         timing.update({
@@ -554,7 +555,9 @@ class Executor:
             f"{len(samplers)} sampler(s) ({counts} images) in up to {shards} shard(s) each, batches of "
             f"{batch_size}, from {export_path}"
         )
-        with io.atomic_directory(outputs["samples"]) as out:
+        # The workers write the shards and each sampler's files through pipeline.io into the
+        # run's own store (a bucket for a run on S3): none relies on the launcher's disk.
+        with io.shared_directory(outputs["samples"]) as out:
             work_dir = os.path.join(out, WORK_DIR)
             io.makedirs(work_dir, exist_ok=False)
             # Beam logs a failing DoFn's traceback at ERROR before raising; the StageError

@@ -47,6 +47,9 @@ def test_a_run_on_s3_writes_only_to_the_bucket_and_reruns_from_it(s3_server, tmp
     assert io.read_json(io.join(output_dir, "config.json"))["image_size"] == 8
     assert not io.exists(io.join(output_dir, ".lock"))  # the lease is deleted at exit
     assert f"Report: {report}/report.html" in out
+    assert "[train] staged in" in out  # TensorFlow writes the model by name: on a local folder
+    assert "[sample] staged in" not in out  # its Beam workers load the export and write shards in the bucket
+    assert not io.exists(io.join(output_dir, "sample", "samples", "_work"))  # the shards, removed once assembled
 
     status, out = _run(output_dir)  # a rerun, as from a fresh machine: only the bucket holds the run
     assert status == 0, out[-3000:]
