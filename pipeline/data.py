@@ -68,6 +68,7 @@ a path relative to the folder). ``load_examples`` and ``make_dataset`` read them
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import math
@@ -1151,13 +1152,15 @@ def load_examples(examples_dir, split="train", return_keys=False):
     files = example_files(examples_dir, split)
     stats = _read_stats(examples_dir) or {}
     channels, image_size = stats.get("channels"), stats.get("image_size")
-    dataset = tf.data.TFRecordDataset(files).map(_parse_fn(channels, image_size), num_parallel_calls=tf.data.AUTOTUNE)
     images, labels, keys = [], [], []
     try:
-        for image, label, key in dataset.batch(1024).as_numpy_iterator():
-            images.append(image)
-            labels.append(label)
-            keys.extend(k.decode("utf-8") for k in key)
+        with contextlib.ExitStack() as copies:  # TensorFlow reads local files (an object store's: copied)
+            local = [copies.enter_context(io.local_copy(path)) for path in files]
+            dataset = tf.data.TFRecordDataset(local).map(_parse_fn(channels, image_size), num_parallel_calls=tf.data.AUTOTUNE)
+            for image, label, key in dataset.batch(1024).as_numpy_iterator():
+                images.append(image)
+                labels.append(label)
+                keys.extend(k.decode("utf-8") for k in key)
     except tf.errors.OpError as error:  # a truncated shard, a bad PNG, a size that is not stats.json's
         raise StageError(
             f"Cannot read the {split} examples in {examples_dir}: {type(error).__name__}: {error.message.splitlines()[0]}. "

@@ -17,6 +17,7 @@ import numpy as np
 
 from kdiff import data as kdiff_data
 from kdiff.fid.extractors import (  # noqa: F401  (the extractors live in kdiff; re-exported here)
+    SPEC_FILE_KEYS,
     IMAGENET_NOTOP_URL,
     INCEPTION_DIM,
     INCEPTION_SIZE,
@@ -254,7 +255,8 @@ class FeatureExtractorDoFn(beam.DoFn if beam else object):
     """``(key, (batch_index, uint8 images))`` → ``(key, (batch_index, {name: array}))``.
 
     The extractor is built from its spec in ``setup()`` — once per worker — and never
-    pickled with the DoFn.
+    pickled with the DoFn. A spec's file in an object store (the classifier a run on S3
+    trained, ``--fid_weights=s3://…``) is copied to the worker's disk for its lifetime.
 
     Args:
         spec: a :func:`load_extractor` spec.
@@ -264,9 +266,22 @@ class FeatureExtractorDoFn(beam.DoFn if beam else object):
         super().__init__()
         self._spec = dict(spec)
         self._extractor = None
+        self._files = None
 
     def setup(self):
-        self._extractor = load_extractor(self._spec)
+        import contextlib
+
+        from pipeline import io
+
+        self._files = contextlib.ExitStack()
+        spec, key = dict(self._spec), SPEC_FILE_KEYS.get(self._spec.get("kind"))
+        if isinstance(spec.get(key), str) and io.is_remote(spec[key]):
+            spec[key] = self._files.enter_context(io.local_copy(spec[key]))
+        self._extractor = load_extractor(spec)
+
+    def teardown(self):
+        if self._files is not None:
+            self._files.close()
 
     def process(self, element):
         key, (index, images) = element

@@ -48,6 +48,7 @@ __all__ = [
     "InceptionGraphFeatures",
     "InceptionV3Features",
     "describe",
+    "SPEC_FILE_KEYS",
     "load_extractor",
     "read_inception_graph",
     "resolve_inception_weights",
@@ -451,7 +452,9 @@ class FIDInceptionFeatures:
 # --------------------------------------------------------------------------- specs
 
 
-_KINDS = {"fid_inception": "weights", "classifier": "path", "inception_v3": "weights", "inception_graph": "path"}
+# each spec kind → the key that names its file (a weights file, a .keras or .pb path; for
+# the Inception weights also "imagenet" or None): what a caller copies locally before loading
+SPEC_FILE_KEYS = {"fid_inception": "weights", "classifier": "path", "inception_v3": "weights", "inception_graph": "path"}
 
 
 def load_extractor(spec):
@@ -467,8 +470,8 @@ def load_extractor(spec):
         A callable: uint8 images → dict of float32 arrays (at least "features").
     """
     kind = spec.get("kind")
-    if kind not in _KINDS:
-        raise ValueError(f"Expected spec['kind'] in {sorted(_KINDS)}. Received: {spec!r}")
+    if kind not in SPEC_FILE_KEYS:
+        raise ValueError(f"Expected spec['kind'] in {sorted(SPEC_FILE_KEYS)}. Received: {spec!r}")
     kwargs = {"batch_size": spec["batch_size"]} if spec.get("batch_size") else {}
     if kind == "fid_inception":
         return FIDInceptionFeatures(
@@ -523,4 +526,4 @@ def describe(spec, dim):
             f"2015-12-05 Inception graph ({os.path.basename(str(spec.get('path')))}) pool_3, {dim}-d, "
             "fed as TTUR's fid.py feeds it — FIDs comparable with published FIDs"
         )
-    raise ValueError(f"Expected spec['kind'] in {sorted(_KINDS)}. Received: {spec!r}")
+    raise ValueError(f"Expected spec['kind'] in {sorted(SPEC_FILE_KEYS)}. Received: {spec!r}")

@@ -60,6 +60,7 @@ SPEC = StageSpec(
     name="evaluate",
     inputs={"examples": EXAMPLES, "samples": SAMPLES},
     outputs={"metrics": METRICS},
+    reads_urls=True,  # its workers copy the extractor's files and write their features through pipeline.io
 )
 
 FID_FEATURES = config_lib.FID_FEATURES
@@ -564,7 +565,9 @@ class Executor:
 
         # Check the Inception weights / graph before spending time on the classifier.
         fid_spec = None if fid_features == "classifier" else self._inception_spec(fid_features, params)
-        with io.atomic_directory(outputs["metrics"]) as out:
+        # The workers read the classifier and write their features through pipeline.io into the
+        # run's store (a bucket for a run on S3): none relies on the launcher's disk.
+        with io.shared_directory(outputs["metrics"]) as out:
             classifier_spec, accuracy = None, None
             if labelled:
                 num_classes = int(num_classes)
@@ -573,9 +576,8 @@ class Executor:
                     f"training the feature classifier on {len(train)} labelled images ({num_classes} classes)"
                 )
                 try:
-                    features_lib.train_classifier(
-                        train, train_labels, path, num_classes=num_classes, seed=seed
-                    )
+                    with io.local_output(path) as local:  # Keras saves by name
+                        features_lib.train_classifier(train, train_labels, local, num_classes=num_classes, seed=seed)
                 except ValueError as error:
                     raise StageError(
                         f"evaluate: cannot train the feature classifier on the labels of {examples_dir} "
@@ -729,7 +731,8 @@ class Executor:
                 "inception-2015-12-05.tgz)."
             )
         try:
-            features_lib.read_inception_graph(graph)
+            with io.local_copy(graph) as local:  # a URL's graph: checked on a local copy
+                features_lib.read_inception_graph(local)
         except (OSError, ValueError) as error:
             raise StageError(f"evaluate: --inception_graph={graph}: {error}") from None
         return {"kind": "inception_graph", "path": io.abspath(graph)}

@@ -17,8 +17,10 @@ The Beam pipeline (every transform labelled):
     Stats, WriteStats  a CombineFn (counts, label counts, pixel mean / std of the train
                        images in [0, 1]) → stats.json
 
-Everything is written inside ``io.atomic_directory(outputs["examples"])``: a failed or killed
-run (a corrupt image fails it, naming the file) leaves nothing at the output path.
+Everything is written inside ``io.shared_directory(outputs["examples"])``: locally a failed
+or killed run (a corrupt image fails it, naming the file) leaves nothing at the output path;
+on an object store the workers write into it directly, and the run trusts it only once its
+``_DONE.json`` is written.
 The orchestrator passes the parameters resolved (``RunConfig.resolved``); in a plain dict,
 those it lacks take their ``RunConfig`` defaults, and every one passes its ``RunConfig``
 check (``pipeline.config.resolve``). ``channels`` None means the source's own: digits, IDX files and
@@ -52,6 +54,7 @@ SPEC = StageSpec(
     name="ingest",
     inputs={},
     outputs={"examples": EXAMPLES},
+    reads_urls=True,  # its workers read the source and Beam's sinks write the shards through URLs
 )
 
 PROGRESS_EVERY = 2000  # images per worker between progress lines
@@ -302,7 +305,9 @@ class Executor:
         origin = f" ({plan.origin})" if plan.origin else ""
         print(f"ingest: reading {what}{origin} → {image_size}×{image_size}×{channels} with Beam", flush=True)
 
-        with io.atomic_directory(outputs["examples"]) as directory:
+        # Beam's sinks and the workers write straight into the run's store (a bucket for a run
+        # on S3, through Beam's own S3 file system): none relies on the launcher's disk.
+        with io.shared_directory(outputs["examples"]) as directory:
             try:
                 with quiet_stage_errors(), beam.Pipeline(options=PipelineOptions(beam_args)) as pipeline:
                     build(

@@ -28,10 +28,11 @@ def captured_run(monkeypatch):
     """``run_lib.run`` with the stages replaced: returns what ``run_stages`` was given."""
     calls = []
 
-    def fake_run_stages(cfg, output_dir, beam_args, *, force=False, resume=False, stages=run_lib.STAGE_ORDER):
+    def fake_run_stages(cfg, output_dir, beam_args, *, force=False, resume=False, stages=run_lib.STAGE_ORDER,
+                        lease_seconds=None):
         calls.append({
             "config": cfg, "output_dir": output_dir, "beam_args": list(beam_args), "stages": stages,
-            "force": force, "resume": resume,
+            "force": force, "resume": resume, "lease_seconds": lease_seconds,
         })
         return {}
 

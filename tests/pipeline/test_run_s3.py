@@ -1,7 +1,8 @@
 """The whole pipeline with ``--output_dir=s3://…`` (moto_server on 127.0.0.1): every stage's
-output, record and report lands in the bucket and nothing on the local disk; a rerun reads
-the records back from the bucket and skips every stage; a second run is refused while the
-first holds the lease."""
+output, record and report lands in the bucket and nothing on the local disk, the Beam
+stages' workers (in other processes too) reading and writing the bucket themselves; a rerun
+reads the records back from the bucket and skips every stage; a second run is refused while
+the first holds the lease; training killed on one machine resumes from the bucket."""
 
 import contextlib
 import io as stdio
@@ -47,8 +48,10 @@ def test_a_run_on_s3_writes_only_to_the_bucket_and_reruns_from_it(s3_server, tmp
     assert io.read_json(io.join(output_dir, "config.json"))["image_size"] == 8
     assert not io.exists(io.join(output_dir, ".lock"))  # the lease is deleted at exit
     assert f"Report: {report}/report.html" in out
-    assert "[train] staged in" in out  # TensorFlow writes the model by name: on a local folder
-    assert "[sample] staged in" not in out  # its Beam workers load the export and write shards in the bucket
+    for stage in ("ingest", "sample", "evaluate"):  # Beam's: their workers read and write the bucket
+        assert f"[{stage}] staged in" not in out
+    for stage in ("train", "retrieve", "report"):  # TensorFlow, Keras, PIL write by name: local folders
+        assert f"[{stage}] staged in" in out
     assert not io.exists(io.join(output_dir, "sample", "samples", "_work"))  # the shards, removed once assembled
 
     status, out = _run(output_dir)  # a rerun, as from a fresh machine: only the bucket holds the run
@@ -77,7 +80,7 @@ def test_training_killed_on_one_machine_resumes_from_the_bucket(s3_server, tmp_p
     staging folder, another working directory) takes the lease over and resumes from the
     bucket's checkpoint."""
     output_dir = f"{s3_server}/run-killed"
-    flags = ["--preset=tiny", f"--output_dir={output_dir}", "--stages=ingest,train", "--train_steps=120",
+    flags = ["--preset=tiny", f"--output_dir={output_dir}", "--stages=ingest,train", "--train_steps=60",
              "--checkpoint_every_steps=20", "--lease_seconds=2"]
     killed = subprocess.Popen([sys.executable, "-m", "pipeline.run", *flags], cwd=tmp_path, env=dict(
         os.environ, PYTHONPATH=REPO), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -102,20 +105,23 @@ def test_training_killed_on_one_machine_resumes_from_the_bucket(s3_server, tmp_p
     assert "[ingest] cached" in result.stdout
     assert f"resuming from the checkpoint at step 20 (epoch 11, batch 0) in {output_dir}/train/checkpoints" in result.stdout
     assert "took over" in result.stderr and f"pid {killed.pid}" in result.stderr
-    assert io.read_json(io.join(output_dir, "train", "model", "history.json"))["steps"] == 120
+    assert io.read_json(io.join(output_dir, "train", "model", "history.json"))["steps"] == 60
     assert not io.exists(io.join(output_dir, "train", "checkpoints"))  # removed once the stage completed
 
 
 @pytest.mark.slow
 def test_a_folder_dataset_in_the_bucket_is_ingested(s3_server):
-    """--dataset=folder:s3://… with class subfolders: every image is read from the bucket."""
+    """--dataset=folder:s3://… with class subfolders, ingested by Beam workers in two other
+    processes: they read every image from the bucket and write the shards into it."""
     from PIL import Image
 
     source = f"{s3_server}/faces"
     for index in range(12):
         with io.local_output(io.join(source, f"class{index % 2}", f"{index}.png")) as local:
             Image.new("L", (8, 8), color=20 * index).save(local)
-    status, out = _run(f"{s3_server}/run-folder", f"--dataset=folder:{source}", "--stages=ingest", "--limit=12")
+    status, out = _run(f"{s3_server}/run-folder", f"--dataset=folder:{source}", "--stages=ingest", "--limit=12",
+                       "--direct_running_mode=multi_processing", "--direct_num_workers=2")
     assert status == 0, out[-3000:]
     stats = io.read_json(io.join(s3_server, "run-folder", "ingest", "examples", "stats.json"))
     assert stats["num_train"] + stats["num_eval"] == 12 and stats["num_classes"] == 2
+    assert io.glob(io.join(s3_server, "run-folder", "ingest", "examples"), "train-*.tfrecord")
