@@ -104,8 +104,14 @@ class GCSStore(ObjectStore):
 
     def put_if_absent(self, path, data):
         """An upload with ``ifGenerationMatch=0``; the new generation, or None when an object
-        is there."""
-        return self.put_if_match(path, data, 0)
+        is there (a missing bucket raises ``NotFound``)."""
+        _, precondition_failed = _errors()
+        blob = self._blob(*self.split(path))
+        try:
+            blob.upload_from_string(data, if_generation_match=0)
+        except precondition_failed:
+            return None
+        return blob.generation
 
     def put_if_match(self, path, data, etag):
         """An upload with ``ifGenerationMatch=etag`` (the generation); the new generation, or

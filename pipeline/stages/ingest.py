@@ -252,7 +252,8 @@ class WriteShards(beam.PTransform):
 
     def expand(self, records):
         keyed = records | "Key" >> beam.Map(lambda record, n: (zlib.crc32(record) % n, record), self.num_shards)
-        every_shard = records.pipeline | "EveryShard" >> beam.Create([(index, None) for index in range(self.num_shards)])
+        placeholders = [(index, None) for index in range(self.num_shards)]
+        every_shard = records.pipeline | "EveryShard" >> beam.Create(placeholders)
         return (
             (keyed, every_shard)
             | "Flatten" >> beam.Flatten()
