@@ -13,14 +13,18 @@ The Beam pipeline (every transform labelled):
                        runner and of the image bytes
     Split / Partition  tags each example train or eval (the eval keys as a side input)
     EncodeTrain/Eval   tf.train.Example bytes (image PNG, label, key)
-    WriteTrain/Eval    beam.io.WriteToTFRecord: ``num_shards`` train shards, 1 eval shard
+    WriteTrain/Eval    ``WriteShards``: ``num_shards`` train shards, 1 eval shard, each a
+                       TFRecord file a worker writes through ``pipeline.io``
     Stats, WriteStats  a CombineFn (counts, label counts, pixel mean / std of the train
                        images in [0, 1]) → stats.json
 
 Everything is written inside ``io.shared_directory(outputs["examples"])``: locally a failed
 or killed run (a corrupt image fails it, naming the file) leaves nothing at the output path;
 on an object store the workers write into it directly, and the run trusts it only once its
-``_DONE.json`` is written.
+``_DONE.json`` is written. The workers write the shards through ``pipeline.io`` rather than
+with Beam's ``WriteToTFRecord``, so that they write to any store the pipeline reads, with
+its configuration, and need none of Beam's own file systems (its GCS one renames through
+GCS's batch API, which fake-gcs-server, the emulator the tests use, lacks).
 The orchestrator passes the parameters resolved (``RunConfig.resolved``); in a plain dict,
 those it lacks take their ``RunConfig`` defaults, and every one passes its ``RunConfig``
 check (``pipeline.config.resolve``). ``channels`` None means the source's own: digits, IDX files and
@@ -36,6 +40,7 @@ import logging
 import math
 import os
 import time
+import zlib
 
 import apache_beam as beam
 import numpy as np
@@ -200,6 +205,63 @@ def write_stats(stats, path, extra):
     return path
 
 
+def shard_path(prefix, index, num_shards, suffix=".tfrecord"):
+    """The name of shard ``index`` of ``num_shards``: ``<prefix>-00001-of-00004<suffix>``
+    (Beam's file sinks' default template)."""
+    return f"{prefix}-{index:05d}-of-{num_shards:05d}{suffix}"
+
+
+def write_shard(shard, prefix, num_shards):
+    """Writes one shard's records as a TFRecord file through ``pipeline.io`` (complete or
+    not at all).
+
+    Args:
+        shard: ``(index, records)``: the shard's number and its serialized records (None:
+            the placeholder that makes an empty shard).
+        prefix: the shards' path without their number (a local path or a URL).
+        num_shards: how many shards there are.
+
+    Returns:
+        The shard's path.
+    """
+    import tensorflow as tf
+
+    index, records = shard
+    path = shard_path(prefix, index, num_shards)
+    with io.local_output(path) as local, tf.io.TFRecordWriter(local) as writer:
+        for record in records:
+            if record is not None:
+                writer.write(record)
+    return path
+
+
+class WriteShards(beam.PTransform):
+    """Serialized records → ``num_shards`` TFRecord files ``<prefix>-SSSSS-of-NNNNN.tfrecord``,
+    each written by one worker through ``pipeline.io``, an empty one too.
+
+    A record's shard is ``crc32(record) % num_shards``: the same on every runner and run.
+
+    Args:
+        prefix: the shards' path without their number (a local path or a URL).
+        num_shards: how many shards to write.
+    """
+
+    def __init__(self, prefix, num_shards):
+        super().__init__()
+        self.prefix, self.num_shards = prefix, int(num_shards)
+
+    def expand(self, records):
+        keyed = records | "Key" >> beam.Map(lambda record, n: (zlib.crc32(record) % n, record), self.num_shards)
+        placeholders = [(index, None) for index in range(self.num_shards)]
+        every_shard = records.pipeline | "EveryShard" >> beam.Create(placeholders)
+        return (
+            (keyed, every_shard)
+            | "Flatten" >> beam.Flatten()
+            | "Group" >> beam.GroupByKey()
+            | "Write" >> beam.Map(write_shard, self.prefix, self.num_shards)
+        )
+
+
 def build(pipeline, plan, directory, *, image_size, channels, num_shards, seed, crop_size=None):
     """Adds the ingest transforms to ``pipeline``, writing into ``directory``.
 
@@ -226,13 +288,12 @@ def build(pipeline, plan, directory, *, image_size, channels, num_shards, seed, 
     _ = (
         train
         | "EncodeTrain" >> beam.Map(encode_tagged)
-        | "WriteTrain"
-        >> beam.io.WriteToTFRecord(os.path.join(directory, "train"), file_name_suffix=".tfrecord", num_shards=num_shards)
+        | "WriteTrain" >> WriteShards(io.join(directory, "train"), num_shards)
     )
     _ = (
         held_out
         | "EncodeEval" >> beam.Map(encode_tagged)
-        | "WriteEval" >> beam.io.WriteToTFRecord(os.path.join(directory, "eval"), file_name_suffix=".tfrecord", num_shards=1)
+        | "WriteEval" >> WriteShards(io.join(directory, "eval"), 1)
     )
     extra = {
         "source": plan.source.spec,
@@ -247,7 +308,7 @@ def build(pipeline, plan, directory, *, image_size, channels, num_shards, seed, 
     _ = (
         tagged
         | "Stats" >> beam.CombineGlobally(StatsFn())
-        | "WriteStats" >> beam.Map(write_stats, os.path.join(directory, data.STATS_FILE), extra)
+        | "WriteStats" >> beam.Map(write_stats, io.join(directory, data.STATS_FILE), extra)
     )
 
 
@@ -305,8 +366,8 @@ class Executor:
         origin = f" ({plan.origin})" if plan.origin else ""
         print(f"ingest: reading {what}{origin} → {image_size}×{image_size}×{channels} with Beam", flush=True)
 
-        # Beam's sinks and the workers write straight into the run's store (a bucket for a run
-        # on S3, through Beam's own S3 file system): none relies on the launcher's disk.
+        # The workers write the shards and stats.json straight into the run's store (a bucket
+        # for a run on an object store, through pipeline.io): none relies on the launcher's disk.
         with io.shared_directory(outputs["examples"]) as directory:
             try:
                 with quiet_stage_errors(), beam.Pipeline(options=PipelineOptions(beam_args)) as pipeline:
@@ -319,9 +380,7 @@ class Executor:
                 if stage_error is not None:
                     raise stage_error from None
                 raise
-            for leftover in io.glob(directory, "beam-temp-*"):  # Beam's temporary write folders, if any are left
-                io.remove_tree(leftover, ignore_errors=True)
-            stats = io.read_json(os.path.join(directory, data.STATS_FILE))
+            stats = io.read_json(io.join(directory, data.STATS_FILE))
             if stats["num_train"] < 1 or stats["num_eval"] < 1:
                 total = stats["num_train"] + stats["num_eval"]
                 raise StageError(

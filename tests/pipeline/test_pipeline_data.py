@@ -302,6 +302,27 @@ def test_make_dataset_float_batches_in_range(digits_examples):
         data.load_examples(os.path.dirname(digits_examples), "train")
 
 
+def test_the_shards_hold_every_record_once_each_in_the_same_shard_on_every_run(tmp_path):
+    """WriteShards (the sink ingest writes through pipeline.io): every shard is written, an
+    empty one too, the shards together hold each record once, and a record lands in the
+    same shard on every run."""
+    import tensorflow as tf
+
+    records = [f"record {index}".encode() for index in range(9)]
+    runs = []
+    for run in range(2):
+        (tmp_path / f"run{run}").mkdir()
+        with beam.Pipeline(options=beam.options.pipeline_options.PipelineOptions(BEAM_ARGS)) as pipeline:
+            _ = pipeline | beam.Create(records) | ingest.WriteShards(str(tmp_path / f"run{run}" / "train"), 12)
+        names = sorted(os.listdir(tmp_path / f"run{run}"))
+        assert names == [f"train-{index:05d}-of-00012.tfrecord" for index in range(12)]  # no temporary left
+        runs.append([set(tf.data.TFRecordDataset(str(tmp_path / f"run{run}" / name)).as_numpy_iterator())
+                     for name in names])
+    assert sorted(record for shard in runs[0] for record in shard) == sorted(records)
+    assert any(not shard for shard in runs[0])  # 9 records in 12 shards: some are empty, and written
+    assert runs[0] == runs[1]
+
+
 def test_ingest_folder_mixed_sizes_and_modes(tmp_path, capsys):
     files = write_class_folder(tmp_path / "images")
     out = run_ingest(tmp_path / "out" / "examples", dataset=f"folder:{tmp_path / 'images'}", limit=None, image_size=8, num_shards=2)
