@@ -13,7 +13,6 @@ extractor over a PCollection of image batches — the extractor loaded from its 
 from __future__ import annotations
 
 import contextlib
-import os
 
 import numpy as np
 
