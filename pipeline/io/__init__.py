@@ -58,8 +58,8 @@ __all__ = [
     "LockHeld", "abspath", "atomic_directory", "copy", "copy_tree", "exclusive_lock", "exists", "getsize",
     "glob", "is_remote", "isdir", "isfile", "join", "listdir", "local_copy", "local_mirror", "local_output",
     "makedirs", "open_read", "open_write", "read_bytes", "read_json", "read_npz", "read_text", "remove",
-    "remove_leftovers", "remove_tree", "replace", "save_weights", "shared_directory", "walk", "write_bytes", "write_json",
-    "write_npz", "write_text",
+    "remove_leftovers", "remove_tree", "replace", "save_weights", "scratch_directory", "shared_directory", "walk",
+    "write_bytes", "write_json", "write_npz", "write_text",
 ]
 
 # URL scheme → the store that reads and writes its URLs
@@ -384,6 +384,21 @@ def save_weights(model, path):
     from kdiff.atomic_io import save_weights as save  # lazily: kdiff loads TensorFlow
 
     save(model, path)
+
+
+def scratch_directory(prefix="kdiff-"):
+    """A local temporary directory for the block, removed with its contents afterwards: for
+    files a process needs by name but the run keeps nowhere (a follower's unused model).
+
+    Args:
+        prefix: the directory name's start.
+
+    Returns:
+        A context manager yielding the directory's path.
+    """
+    import tempfile
+
+    return tempfile.TemporaryDirectory(prefix=prefix)
 
 
 def local_mirror(path):
