@@ -291,6 +291,7 @@ def run(argv=None, save_main_session=True):
             return _experiment(known, stages, beam_args, parser)
         try:
             config = make_config(known)
+            orchestrator.check_output_dir(known.output_dir)  # before any stage, in seconds
             if "sample" in stages:
                 orchestrator.check_samplers(config)
         except (ValueError, OSError) as error:
