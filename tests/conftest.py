@@ -14,9 +14,10 @@ be unique), the name says its package: ``tests/pipeline/test_pipeline_data.py`` 
 shipped model) is here at the root.
 
 The shared helpers are here too, next to this file, and nowhere else: this conftest
-(``GaussianData``, the ``gaussian`` and ``grappler`` fixtures), ``tiny_network.py``
-(``TinyNet``), ``sampler_pin_cases.py``, ``distributed_run.py`` (a script the distributed
-tests run) and ``paths.py`` (``REPO``, ``TESTS``, ``FIXTURES``); the data files are in
+(``GaussianData``, the ``gaussian`` and ``grappler`` fixtures, ``MotoServer``, ``TcpRelay``
+and the ``s3_server`` fixture), ``tiny_network.py`` (``TinyNet``), ``sampler_pin_cases.py``,
+``distributed_run.py`` (a script the distributed tests run) and ``paths.py`` (``REPO``, ``TESTS``,
+``FIXTURES``); the data files are in
 ``fixtures/``. A test in any folder imports them by name (``from tiny_network import
 TinyNet``, ``from conftest import GaussianData``, ``from paths import FIXTURES``): pytest's
 default ``prepend`` import mode puts the folder of this conftest, tests/, on ``sys.path``
@@ -24,6 +25,7 @@ when it loads it, before any test module; the line below says so explicitly. Kee
 the only conftest.py, or ``from conftest import`` would become ambiguous.
 """
 
+import contextlib
 import os
 import sys
 
@@ -108,42 +110,163 @@ def gaussian():
     return GaussianData()
 
 
+class MotoServer:
+    """An S3 server on 127.0.0.1: ``moto_server`` (moto[server]) as a separate process, which
+    enforces conditional writes as S3 does. A context manager: started on entering, stopped
+    (by its pid) on leaving.
+
+    Args:
+        **environment: moto's settings for the process, e.g. ``INITIAL_NO_AUTH_ACTION_COUNT="0"``
+            (every request's credentials checked).
+
+    Attributes:
+        endpoint: ``http://127.0.0.1:<port>``.
+    """
+
+    def __init__(self, **environment):
+        self.port, self.environment, self.process = _free_port(), environment, None
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self):
+        import subprocess
+        import time
+        import urllib.request
+
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            env={**os.environ, **self.environment}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                assert self.process.poll() is None, f"moto_server exited with {self.process.returncode}"
+                try:
+                    with urllib.request.urlopen(f"{self.endpoint}/moto-api/data.json", timeout=1):
+                        return self
+                except OSError:
+                    assert time.monotonic() < deadline, "moto_server did not answer within 60 s"
+                    time.sleep(0.1)
+        except BaseException:
+            self.__exit__()
+            raise
+
+    def __exit__(self, *exc):
+        import subprocess
+
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        return False
+
+
+class TcpRelay:
+    """A TCP relay on 127.0.0.1 to another local port: an endpoint that can go away and come
+    back while the server behind it keeps its data, as a store's does in an outage. A context
+    manager: relaying between ``start`` (on entering) and ``stop`` (on leaving).
+
+    Args:
+        target: the port relayed to.
+
+    Attributes:
+        endpoint: ``http://127.0.0.1:<port>``, the same port across restarts.
+    """
+
+    def __init__(self, target):
+        self.target, self.port = target, _free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self._listener, self._sockets, self._threads = None, [], []
+
+    def start(self):
+        """Listens on the port (again): new connections are relayed."""
+        import socket
+        import threading
+
+        self._listener = socket.create_server(("127.0.0.1", self.port))  # SO_REUSEADDR: the same port again
+        self._threads = [threading.Thread(target=self._accept, args=(self._listener,), daemon=True)]
+        self._threads[0].start()
+        return self
+
+    def stop(self):
+        """Goes away: stops listening (a new connection is refused) and cuts every open
+        connection mid-request."""
+        import socket
+
+        if self._listener is None:
+            return
+        self._listener.close()
+        self._listener = None
+        self._threads[0].join(timeout=10)  # the accepting thread: no connection is added after it
+        for connection in self._sockets:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+            connection.close()
+        for thread in self._threads[1:]:
+            thread.join(timeout=10)
+        self._sockets, self._threads = [], []
+
+    def _accept(self, listener):
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:  # closed by stop()
+                return
+            server = socket.create_connection(("127.0.0.1", self.target))
+            self._sockets += [client, server]
+            for source, sink in ((client, server), (server, client)):
+                thread = threading.Thread(target=_pump, args=(source, sink), daemon=True)
+                self._threads.append(thread)
+                thread.start()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
+
+
+def _pump(source, sink):
+    """Copies ``source``'s bytes to ``sink`` until either closes."""
+    import socket
+
+    try:
+        while data := source.recv(1 << 16):
+            sink.sendall(data)
+        sink.shutdown(socket.SHUT_WR)
+    except OSError:  # a connection cut by TcpRelay.stop
+        pass
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+S3_TEST_ENVIRONMENT = {
+    "NO_GCE_CHECK": "True", "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
 @pytest.fixture(scope="session")
 def s3_server():
-    """An S3 server on 127.0.0.1 for the session: ``moto_server`` (moto[server]) as a
-    separate process, which enforces conditional writes as S3 does. The environment points
-    boto3 at it (``AWS_ENDPOINT_URL_S3``, test credentials) and a bucket is created.
+    """An S3 server (``MotoServer``) for the session. The environment points boto3 at it
+    (``AWS_ENDPOINT_URL_S3``, test credentials) and a bucket is created.
 
     Yields:
         ``s3://<bucket>``: a fresh bucket's URL; tests write under their own prefixes.
     """
-    import socket
-    import subprocess
-    import sys
-    import time
-    import urllib.request
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    environment = {
-        "NO_GCE_CHECK": "True", "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{port}",
-    }
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert server.poll() is None, f"moto_server exited with {server.returncode}"
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/data.json", timeout=1):
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, "moto_server did not answer within 60 s"
-                time.sleep(0.1)
+    with MotoServer() as server:
+        environment = {**S3_TEST_ENVIRONMENT, "AWS_ENDPOINT_URL_S3": server.endpoint}
         saved = {name: os.environ.get(name) for name in environment}
         os.environ.update(environment)
         import boto3
@@ -157,10 +280,3 @@ def s3_server():
                     os.environ.pop(name, None)
                 else:
                     os.environ[name] = value
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()

@@ -65,6 +65,8 @@ def os_error(error, path):
     if isinstance(error, (botocore_errors.NoCredentialsError, botocore_errors.PartialCredentialsError,
                           botocore_errors.CredentialRetrievalError)):
         return OSError(errno.EACCES, f"no usable S3 credentials ({error}); set them with {_CREDENTIAL_SOURCES}", path)
+    if isinstance(error, botocore_errors.FlexibleChecksumError):
+        return OSError(errno.EIO, f"the object read does not match its checksum ({error})", path)
     return OSError(errno.EIO, f"S3 request failed: {error}", path)
 
 
