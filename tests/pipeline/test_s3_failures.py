@@ -127,6 +127,26 @@ def test_client_errors_become_os_errors_naming_the_url():
     assert s3_errors.os_error(FileNotFoundError(url), url) is None
 
 
+def test_a_store_outage_reading_the_checkpoint_state_keeps_the_checkpoints(s3_server, monkeypatch):
+    """An unreadable state.json is discarded with its checkpoints; one the store could not be
+    asked for (a connection error) is not: the error propagates and the checkpoints stay."""
+    from pipeline.stages.train import Checkpoints
+
+    directory = f"{s3_server}/{uuid.uuid4().hex[:12]}/checkpoints"
+    io.write_json(io.join(directory, "state.json"), {"weights": "ckpt-000000002.weights.h5", "key": "k"})
+    io.write_bytes(io.join(directory, "ckpt-000000002.weights.h5"), b"weights")
+    checkpoints = Checkpoints(directory, "k")
+    assert checkpoints.read()["weights"] == "ckpt-000000002.weights.h5"
+
+    def unreachable(path):
+        raise OSError(errno.ECONNREFUSED, "could not connect to the S3 endpoint", path)
+
+    monkeypatch.setattr(io, "read_json", unreachable)
+    with pytest.raises(ConnectionRefusedError):
+        checkpoints.read()
+    assert io.listdir(directory) == ["ckpt-000000002.weights.h5", "state.json"]
+
+
 # ----------------------------------------------------------------------------- manifests
 
 
