@@ -168,6 +168,31 @@ def test_the_manifest_hashes_the_content_not_the_etag(s3_server, tmp_path):
                                                                        "(its SHA-256 differs)")
 
 
+def test_unwritten_file_checks_sizes_in_one_listing_per_tree(s3_server):
+    directory = f"{s3_server}/{uuid.uuid4().hex[:12]}/model"
+    for name, data in (("a.bin", b"12345"), ("sub/b.txt", b"hello"), ("sub/c.txt", b"")):
+        io.write_bytes(io.join(directory, name), data)
+    record = base.manifest({"model": directory})
+    requests = []
+
+    def count(request, **_):
+        requests.append(request.url)
+
+    events = io.s3.client().meta.events
+    events.register("before-send.s3", count)
+    try:
+        assert base.unwritten_file(record, {"model": directory}) is None
+    finally:
+        events.unregister("before-send.s3", count)
+    assert len(requests) == 1 and "list-type=2" in requests[0], requests  # no request per file
+    io.write_bytes(io.join(directory, "a.bin"), b"1234")
+    assert base.unwritten_file(record, {"model": directory}) == (
+        f"{directory}/a.bin has 4 bytes, 5 in the stage's manifest")
+    io.remove(io.join(directory, "sub", "c.txt"))
+    io.write_bytes(io.join(directory, "a.bin"), b"12345")
+    assert base.unwritten_file(record, {"model": directory}) == f"{directory}/sub/c.txt is missing"
+
+
 # ----------------------------------------------------------------------------- after a run
 
 
