@@ -16,13 +16,13 @@ shipped model) is here at the root.
 The shared helpers are here too, next to this file, and nowhere else: this conftest
 (``GaussianData``, the ``gaussian`` and ``grappler`` fixtures, ``MotoServer``, ``TcpRelay``
 and the ``s3_server`` fixture), ``tiny_network.py`` (``TinyNet``), ``sampler_pin_cases.py``,
-``distributed_run.py`` (a script the distributed tests run) and ``paths.py`` (``REPO``, ``TESTS``,
-``FIXTURES``); the data files are in
-``fixtures/``. A test in any folder imports them by name (``from tiny_network import
-TinyNet``, ``from conftest import GaussianData``, ``from paths import FIXTURES``): pytest's
-default ``prepend`` import mode puts the folder of this conftest, tests/, on ``sys.path``
-when it loads it, before any test module; the line below says so explicitly. Keep this
-the only conftest.py, or ``from conftest import`` would become ambiguous.
+``distributed_run.py`` (a script the distributed tests run) and ``paths.py`` (``REPO``,
+``TESTS``, ``FIXTURES``); the data files are in ``fixtures/``. A test in any folder imports
+them by name (``from tiny_network import TinyNet``, ``from conftest import GaussianData``,
+``from paths import FIXTURES``): pytest's default ``prepend`` import mode puts the folder
+of this conftest, tests/, on ``sys.path`` when it loads it, before any test module; the
+line below says so explicitly. Keep this the only conftest.py, or ``from conftest import``
+would become ambiguous.
 """
 
 import contextlib
