@@ -55,9 +55,8 @@ class Translated:
     def _call(self, function, *args, **kwargs):
         try:
             return function(*args, **kwargs)
-        except OSError:
-            raise
         except Exception as error:  # noqa: BLE001 - the store's os_error decides which are its own
+            # (some of botocore's are OSErrors already, through requests', without the URL)
             failure = self._store.os_error(error, self._path)
             if failure is None:
                 raise

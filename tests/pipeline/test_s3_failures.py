@@ -34,10 +34,10 @@ def _run(output_dir, *args):
 
 def _refused(output_dir, *args):
     """A run that must fail before any stage, with exit code 2: the seconds it took."""
-    start = time.monotonic()
-    with pytest.raises(SystemExit) as exit_info:
-        _run(output_dir, *args)
-    assert exit_info.value.code == 2
+    out, start = stdio.StringIO(), time.monotonic()
+    with pytest.raises(SystemExit) as exit_info, contextlib.redirect_stdout(out):
+        run_lib.run(["--preset=tiny", f"--output_dir={output_dir}", "--runner=DirectRunner", *args])
+    assert exit_info.value.code == 2 and "[ingest]" not in out.getvalue(), out.getvalue()
     return time.monotonic() - start
 
 
@@ -52,17 +52,40 @@ def _closed_port():
 
 def test_an_unreachable_endpoint_fails_before_any_stage_in_seconds(s3_server, monkeypatch, capsys):
     port = _closed_port()
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", io.s3.client().meta.endpoint_url)  # restored after the flag's
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", os.environ["AWS_ENDPOINT_URL_S3"])  # restored after the flag's
     output_dir = f"{s3_server}/unreachable"
     seconds = _refused(output_dir, f"--s3_endpoint_url=http://127.0.0.1:{port}")
     captured = capsys.readouterr()
-    assert seconds < 20, seconds  # botocore's default retries and timeouts: minutes on a dead endpoint
+    assert seconds < 20, seconds
     assert (
         f"error: --output_dir={output_dir}: cannot read or write {output_dir}: could not connect to the S3 endpoint "
         f"http://127.0.0.1:{port} (--s3_endpoint_url, AWS_ENDPOINT_URL_S3): Connection refused; the store cannot "
         "be reached" in captured.err
     ), captured.err
-    assert "Traceback" not in captured.err and "[ingest]" not in captured.out
+    assert "Traceback" not in captured.err
+
+
+@pytest.mark.slow
+def test_an_endpoint_that_drops_connections_fails_within_the_client_timeouts(s3_server, monkeypatch):
+    """A listening socket whose backlog is full drops new connections, as a firewall does:
+    botocore's defaults (60 s to connect, 5 attempts) would wait 5 minutes, the client's
+    configuration (here with a 1 s connect timeout) a few seconds."""
+    monkeypatch.setitem(io.s3.CLIENT_CONFIG, "connect_timeout", 1)
+    with contextlib.ExitStack() as stack:
+        server = stack.enter_context(socket.create_server(("127.0.0.1", 0), backlog=0))
+        port = server.getsockname()[1]
+        for _ in range(3):  # fill the backlog; nothing is ever accepted
+            filler = stack.enter_context(socket.socket())
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{port}")
+        start = time.monotonic()
+        with pytest.raises(TimeoutError) as error:
+            io.check_writable(f"{s3_server}/dropped")
+        seconds = time.monotonic() - start
+    assert seconds < 20, seconds  # 3 attempts of 1 s, and the backoff between them
+    assert error.value.filename == f"{s3_server}/dropped"
+    assert error.value.strerror == f"the S3 endpoint http://127.0.0.1:{port} did not accept a connection in time"
 
 
 def test_a_missing_bucket_fails_before_any_stage(s3_server, capsys):
