@@ -41,6 +41,8 @@ class Translated:
 
     def __getattr__(self, name):
         function = getattr(self._store, name)
+        if not callable(function):
+            return function
 
         def call(*args, **kwargs):
             result = self._call(function, *args, **kwargs)
