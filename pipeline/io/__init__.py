@@ -56,11 +56,10 @@ from pipeline.io.translated import Translated
 
 __all__ = [
     "LockHeld", "abspath", "atomic_directory", "check_writable", "copy", "copy_tree", "exclusive_lock", "exists",
-    "file_sizes", "getsize",
-    "glob", "is_remote", "isdir", "isfile", "join", "listdir", "local_copy", "local_mirror", "local_output",
-    "makedirs", "open_read", "open_write", "read_bytes", "read_json", "read_npz", "read_text", "remove",
-    "remove_leftovers", "remove_tree", "replace", "save_weights", "shared_directory", "walk", "write_bytes", "write_json",
-    "write_npz", "write_text",
+    "file_sizes", "getsize", "glob", "is_remote", "isdir", "isfile", "join", "listdir", "local_copy",
+    "local_mirror", "local_output", "makedirs", "open_read", "open_write", "read_bytes", "read_json", "read_npz",
+    "read_text", "remove", "remove_leftovers", "remove_tree", "replace", "save_weights", "shared_directory", "walk",
+    "write_bytes", "write_json", "write_npz", "write_text",
 ]
 
 # URL scheme → the module that implements the store
