@@ -143,7 +143,8 @@ def test_client_errors_become_os_errors_naming_the_url():
             raise S3UploadFailedError(f"Failed to upload x to b/k: {error}")  # as boto3's upload_file does
     except S3UploadFailedError as error:
         failure = s3_errors.os_error(error, url)
-    assert isinstance(failure, PermissionError) and "S3 refused the request (AccessDenied: Access Denied)" in str(failure)
+    assert isinstance(failure, PermissionError)
+    assert "S3 refused the request (AccessDenied: Access Denied)" in str(failure)
     other = exceptions.ClientError({"Error": {"Code": "SlowDown", "Message": "Reduce your rate"}}, "PutObject")
     assert s3_errors.os_error(other, url).errno == errno.EIO
     assert s3_errors.os_error(ValueError("not the store's"), url) is None
@@ -250,7 +251,8 @@ def test_a_truncated_model_reruns_train_and_the_stages_after_it(staged_run, tmp_
     io.write_bytes(model, io.read_bytes(model)[: size // 2])
     status, out = _run(output_dir, "--stages=ingest,train,sample")
     assert status == 0, out[-3000:]
-    assert f"[train] its output no longer matches what it wrote: {model} has {size // 2} bytes, {size} when it was written" in out
+    assert (f"[train] its output no longer matches what it wrote: {model} has {size // 2} bytes, {size} when it "
+            "was written") in out
     assert "[ingest] cached" in out and "[train] running" in out
     assert "[sample] to rerun: it read what train rewrites" in out and "[sample] running" in out
     # retrained: whole again, though not byte for byte (Keras' archive differs), which is why
