@@ -255,8 +255,8 @@ def test_a_truncated_model_reruns_train_and_the_stages_after_it(staged_run, tmp_
             "was written") in out
     assert "[ingest] cached" in out and "[train] running" in out
     assert "[sample] to rerun: it read what train rewrites" in out and "[sample] running" in out
-    # retrained: whole again, though not byte for byte (Keras' archive differs), which is why
-    # the samples made from the old model are not kept
+    # retrained: whole again (Keras' archive need not be byte for byte the old one, which is
+    # why the samples made from the old model are not kept)
     done = io.read_json(io.join(output_dir, "train", base.DONE_FILE))
     assert done["files"]["model"][model.rsplit("/model/", 1)[1]]["size"] == io.getsize(model) > size // 2
     assert io.isfile(io.join(output_dir, "sample", base.DONE_FILE))
