@@ -1,93 +1,40 @@
-"""``--runner=DaskRunner``: the Beam stages on a ``dask.distributed`` cluster.
+"""Beam's DaskRunner, closing its connection to the cluster when a pipeline ends.
 
-Beam's DaskRunner (``apache_beam.runners.dask.dask_runner``) is known to Beam only by its
-full name, and its ``--dask_*`` options exist only once its module is imported: ``resolve``
-does both, and refuses what it cannot run correctly before any stage starts.
-
-What the runner does not do, and how the stages live with it (docs/pipeline.md, "Running on
-Dask"): it computes only the last transform's Dask graph (so each Beam stage ends in one step
-that depends on every branch: ``pipeline.branches.JoinBranches``), it merges the outputs of a
-multi-output ParDo (no stage uses ``Partition`` or tagged outputs), it has no ``Read``
-transforms, state or metrics (none used), and its workers are processes started on their own,
-which see none of this process's settings: the Beam ``--s3_*`` flags and the environment the
-run's S3 store reads reach only this process, so an ``--output_dir`` on S3 is refused.
+``apache_beam.runners.dask.dask_runner.DaskRunner`` opens a ``distributed.Client`` for each
+pipeline and never closes it: each Beam stage would leave one behind, reconnecting (and
+logging tracebacks) once the scheduler is gone. ``--runner=DaskRunner`` names this subclass
+(``pipeline.dask_flags``); it runs pipelines as Beam's does. Importing this module needs
+``dask.distributed`` (the ``dask`` extra).
 """
 
 from __future__ import annotations
 
-RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
-SHORT_NAME = "DaskRunner"
-# The Beam stages, each made to run in full on the DaskRunner (see the module docstring).
-STAGES = ("ingest", "sample", "evaluate")
+from apache_beam.runners.dask import dask_runner as beam_dask
+from apache_beam.runners.runner import PipelineState
+
+DaskOptions = beam_dask.DaskOptions  # importing Beam's module registers the --dask_* options
 
 
-def _runner(beam_args):
-    """The ``--runner`` value of Beam's flags (None when not given)."""
-    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+class _ClosingResult(beam_dask.DaskRunnerResult):
+    """Beam's result of a Dask pipeline, closing its client once the pipeline has ended."""
 
-    return PipelineOptions(list(beam_args)).view_as(StandardOptions).runner
+    def wait_until_finish(self, duration=None):
+        try:
+            return super().wait_until_finish(duration)
+        finally:
+            if PipelineState.is_terminal(self.state):
+                self.client.close()
 
-
-def _without_runner(beam_args):
-    """Beam's flags without their ``--runner`` (``--runner=X`` or ``--runner X``)."""
-    kept, skip = [], False
-    for arg in beam_args:
-        if skip:
-            skip = False
-        elif arg == "--runner":
-            skip = True
-        elif not arg.startswith("--runner="):
-            kept.append(arg)
-    return kept
+    def cancel(self):
+        try:
+            return super().cancel()
+        finally:
+            self.client.close()
 
 
-def uses_dask(beam_args):
-    """Whether Beam's flags choose the DaskRunner (by its short or its full name)."""
-    return _runner(beam_args) in (SHORT_NAME, RUNNER)
+class DaskRunner(beam_dask.DaskRunner):
+    """Beam's DaskRunner whose pipeline results close their client when the pipeline ends."""
 
-
-def resolve(beam_args, output_dir):
-    """Beam's flags ready for a run: ``--runner=DaskRunner`` becomes the runner's full name
-    (its ``--dask_*`` options then parse); any other runner's flags are returned unchanged.
-
-    Args:
-        beam_args: Beam's command-line flags.
-        output_dir: the run's ``--output_dir``.
-
-    Returns:
-        The flags to give the Beam stages.
-
-    Raises:
-        ValueError: the DaskRunner chosen without dask.distributed installed, without a
-            scheduler to connect to, or for an ``--output_dir`` on an object store — the
-            message says why and what to do.
-    """
-    if not uses_dask(beam_args):
-        return list(beam_args)
-    try:
-        from apache_beam.runners.dask.dask_runner import DaskOptions
-    except ImportError as error:
-        raise ValueError(
-            f"--runner=DaskRunner needs dask.distributed ({error}); install it with "
-            "pip install -e '.[dask]' (or pip install 'dask[distributed]')."
-        ) from None
-    from apache_beam.options.pipeline_options import PipelineOptions
-
-    options = PipelineOptions(list(beam_args)).view_as(DaskOptions)
-    if not options.address and not options.scheduler_file:
-        raise ValueError(
-            "--runner=DaskRunner needs a running cluster: pass --dask_client_address=HOST:PORT (a `dask scheduler`'s "
-            "address) or --dask_scheduler_file=PATH. Without one, Beam's DaskRunner would start a new local "
-            "cluster for every Beam stage and never stop it."
-        )
-    from pipeline import io
-
-    if io.is_remote(output_dir):
-        raise ValueError(
-            f"--runner=DaskRunner cannot write --output_dir={output_dir}: the stages {', '.join(STAGES)} have their "
-            "Dask workers read and write the run's object store themselves, and the store's settings (Beam's --s3_* "
-            "flags, the AWS_* environment of this process) do not reach workers started on their own, which would use "
-            "whatever store their own environment names. Use a local --output_dir that the workers share, or another "
-            "runner."
-        )
-    return _without_runner(beam_args) + [f"--runner={RUNNER}"]
+    def run_pipeline(self, pipeline, options):
+        result = super().run_pipeline(pipeline, options)
+        return _ClosingResult(result.client, result.futures)

@@ -247,13 +247,13 @@ def check_beam_args(parser, beam_args):
 
 
 def _dask_args(parser, beam_args, output_dir):
-    """Beam's flags with ``--runner=DaskRunner`` resolved (``pipeline.dask_runner.resolve``: its
+    """Beam's flags with ``--runner=DaskRunner`` resolved (``pipeline.dask_flags.resolve``: its
     full name, its ``--dask_*`` options known), or ``parser.error`` (exit code 2) saying why
     the DaskRunner cannot run this pipeline, before any stage starts."""
-    from pipeline import dask_runner
+    from pipeline import dask_flags
 
     try:
-        return dask_runner.resolve(beam_args, output_dir)
+        return dask_flags.resolve(beam_args, output_dir)
     except ValueError as error:
         parser.error(str(error))
     return beam_args  # not reached: parser.error exits
