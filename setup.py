@@ -4,6 +4,8 @@ from setuptools import find_packages, setup
 
 DOCS = ["mkdocs>=1.6", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.26"]
 S3 = ["boto3>=1.35"]
+# --runner=DaskRunner: Beam's DaskRunner and the `dask scheduler` / `dask worker` commands
+DASK = ["dask[distributed]>=2024.4.2"]
 
 setup(
     name="kdiff",
@@ -39,11 +41,14 @@ setup(
     extras_require={
         # the test extra builds the docs too: tests/test_docs.py runs `mkdocs build --strict`
         # moto_server: the S3 server on 127.0.0.1 the object-store tests start
-        "test": ["pytest>=8", "pytest-xdist>=3.5", *DOCS, *S3, "moto[server]>=5"],
+        # the Dask tests start a scheduler and two workers on 127.0.0.1
+        "test": ["pytest>=8", "pytest-xdist>=3.5", *DOCS, *S3, "moto[server]>=5", *DASK],
         # the MkDocs site under docs/ (mkdocs.yml): `mkdocs build --strict`, `mkdocs serve`
         "docs": DOCS,
         # --output_dir=s3://bucket/run: the pipeline's S3 store (conditional puts: botocore >= 1.35)
         "s3": S3,
+        # --runner=DaskRunner --dask_client_address=HOST:PORT: the Beam stages on a dask.distributed cluster
+        "dask": DASK,
         # `python -m kdiff.benchmark` against diffusers / PyTorch on the same cores.
         "bench": ["torch", "diffusers"],
         # kdiff.from_diffusers / kdiff convert with a hub id ("google/ddpm-celebahq-256"): downloads it.

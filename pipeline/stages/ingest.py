@@ -324,7 +324,7 @@ def check_written(directory, stats, num_shards, expected=None):
         raise StageError(
             f"ingest: the Examples at {directory} are incomplete: expected the shard files {names}; "
             + (f"missing {missing}" if missing else "") + ("; " if missing and extra else "")
-            + (f"unexpected {extra}" if extra else "") + ". The runner did not run the whole pipeline; rerun the stage."
+            + (f"unexpected {extra}" if extra else "") + ". The runner did not write the shards planned; rerun the stage."
         )
     for split in ("train", "eval"):
         written = sum(base.record_count(os.path.join(directory, name)) for name in names if name.startswith(split))
