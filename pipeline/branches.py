@@ -1,12 +1,17 @@
-"""A Beam pipeline's branches joined into one last step, so that every runner runs them all.
+"""Beam patterns that every runner runs in full: one last step on which every branch ends,
+and a global combine keyed by an int.
 
 Beam's DaskRunner (``apache_beam.runners.dask.dask_runner``) computes only the Dask graph of
 a pipeline's last transform and reports the run DONE: a branch that the last transform does
 not depend on (a second sink, a statistics file) is silently never run. A pipeline that ends
 in ``JoinBranches`` — one step depending on every branch — runs the same on every runner.
-The keys it groups on are ints, whose hash is the same in every worker process (Dask's bag
-``groupby`` partitions by ``hash``; a string's varies with ``PYTHONHASHSEED``, ``None``'s
-with its address).
+
+Dask's bag ``groupby`` (the DaskRunner's GroupByKey) sends each element to a partition by
+the ``hash`` of its key, computed in whichever worker process holds it: the keys must hash
+alike in every process. An int does; a string's hash varies with ``PYTHONHASHSEED`` (which
+``dask worker``'s nanny fixes for its workers) and ``None``'s with its address (Python
+3.11), so ``beam.CombineGlobally``, which keys every element by ``None``, gives one partial
+result per worker on the DaskRunner. ``CombineAll`` is the same combine keyed by an int.
 """
 
 from __future__ import annotations
@@ -48,4 +53,34 @@ class JoinBranches(beam.PTransform):
             | "Flatten" >> beam.Flatten()
             | "Group" >> beam.GroupByKey()
             | "Collect" >> beam.Map(_collect, names)
+        )
+
+
+def _keyed(value):
+    return _KEY, value
+
+
+def _value(element):
+    return element[1]
+
+
+class CombineAll(beam.PTransform):
+    """``beam.CombineGlobally(fn).without_defaults()`` keyed by an int, whose group every
+    runner keeps whole (see the module docstring): one element, the combined value, or none
+    for an empty input.
+
+    Args:
+        fn: a ``beam.CombineFn``.
+    """
+
+    def __init__(self, fn, label=None):
+        super().__init__(label)
+        self._fn = fn
+
+    def expand(self, pcoll):
+        return (
+            pcoll
+            | "Key" >> beam.Map(_keyed)
+            | "CombinePerKey" >> beam.CombinePerKey(self._fn)
+            | "Value" >> beam.Map(_value)
         )

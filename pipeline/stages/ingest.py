@@ -50,7 +50,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline import config as config_lib
 from pipeline import data, io
-from pipeline.branches import JoinBranches
+from pipeline.branches import CombineAll, JoinBranches
 from pipeline.errors import find_error
 from pipeline.stages import base
 from pipeline.stages.base import (
@@ -238,7 +238,8 @@ class StatsFn(beam.CombineFn):
 def write_stats(joined, path, extra):
     """Writes stats.json — the combined statistics plus what the driver knows about the source —
     once every shard is written: ``joined`` is ``JoinBranches``' ``{"stats": [stats], "shards": …}``."""
-    stats = dict(joined["stats"][0])
+    fn = StatsFn()
+    stats = dict(joined["stats"][0] if joined["stats"] else fn.extract_output(fn.create_accumulator()))
     stats.update(extra)
     if extra.get("num_classes") is None:
         stats["label_counts"] = {}
@@ -249,9 +250,10 @@ def write_stats(joined, path, extra):
 def build(pipeline, plan, directory, *, image_size, channels, num_shards, seed, crop_size=None):
     """Adds the ingest transforms to ``pipeline``, writing into ``directory``.
 
-    The pipeline ends in one step that depends on every branch (``JoinBranches``), writes
-    each shard after a ``GroupByKey`` and has no multi-output transform: the patterns that
-    every runner, Beam's DaskRunner included, runs in full.
+    The pipeline ends in one step that depends on every branch (``JoinBranches``), combines
+    with int keys (``CombineAll``), writes each shard after a ``GroupByKey`` and has no
+    multi-output transform: the patterns that every runner, Beam's DaskRunner included, runs
+    in full.
 
     Args:
         pipeline: a ``beam.Pipeline``.
@@ -269,9 +271,12 @@ def build(pipeline, plan, directory, *, image_size, channels, num_shards, seed, 
     eval_keys = (
         examples
         | "Keys" >> beam.Map(lambda example: example[0])
-        | "EvalKeys" >> beam.CombineGlobally(EvalKeysFn(seed))
+        | "EvalKeys" >> CombineAll(EvalKeysFn(seed))
     )
-    tagged = examples | "Split" >> beam.Map(tag_split, eval_keys=beam.pvalue.AsSingleton(eval_keys))
+    no_keys = frozenset()  # no examples: no eval keys (ingest then fails: it needs at least 2)
+    tagged = examples | "Split" >> beam.Map(
+        tag_split, eval_keys=beam.pvalue.AsSingleton(eval_keys, default_value=no_keys)
+    )
     names = shard_files(num_shards)
     every_shard = (
         pipeline
@@ -285,7 +290,7 @@ def build(pipeline, plan, directory, *, image_size, channels, num_shards, seed, 
         | "GroupByShard" >> beam.GroupByKey()
         | "WriteShards" >> beam.Map(write_shard, directory, names)
     )
-    stats = tagged | "Stats" >> beam.CombineGlobally(StatsFn())
+    stats = tagged | "Stats" >> CombineAll(StatsFn())
     extra = {
         "source": plan.source.spec,
         "image_size": int(image_size),
@@ -305,7 +310,8 @@ def build(pipeline, plan, directory, *, image_size, channels, num_shards, seed, 
 
 def check_written(directory, stats, num_shards, expected=None):
     """The end-of-stage check: the shard files hold every example read, in the splits stats.json
-    counts (a runner that skipped or lost part of the pipeline fails here, not downstream).
+    counts, the held-out split its ``num_eval`` share (a runner that skipped, lost or split
+    part of the pipeline fails here, not downstream).
 
     Args:
         directory: the Examples directory written.
@@ -314,7 +320,7 @@ def check_written(directory, stats, num_shards, expected=None):
         expected: the images the source plan holds (None when the driver cannot know: TFDS).
 
     Raises:
-        StageError: naming the missing or extra shard, or the split whose count differs.
+        StageError: naming the missing or extra shard, or the split whose count is wrong.
     """
     names = shard_files(num_shards)
     present = {os.path.basename(path) for path in io.glob(directory, "*.tfrecord")}
@@ -334,6 +340,12 @@ def check_written(directory, stats, num_shards, expected=None):
                 f"{stats[f'num_{split}']} (stats.json). The runner lost or duplicated records; rerun the stage."
             )
     total = stats["num_train"] + stats["num_eval"]
+    if stats["num_eval"] != num_eval(total):
+        raise StageError(
+            f"ingest: the held-out split in {directory} has {stats['num_eval']} of the {total} examples; the split "
+            f"holds out {num_eval(total)} (the smallest hashes of all the keys). The runner combined the keys in "
+            "parts; rerun the stage."
+        )
     if expected is not None and total != expected:
         raise StageError(
             f"ingest: the pipeline read {total} images; the source's plan holds {expected}. "

@@ -109,13 +109,15 @@ def _sha256(path):
 @pytest.mark.slow
 def test_the_beam_stages_on_dask_give_the_direct_runners_outputs(dask_cluster, ddpm_run, tmp_path):
     """ingest, sample and evaluate rerun on the cluster, on a copy of the DirectRunner's tiny
-    run (its trained model): the same shards, samples, features and metrics, byte for byte."""
+    run (its trained model): the same shards, samples, features and metrics, byte for byte.
+    Two partitions per PCollection: each stage's work spread over both workers, and Beam's
+    DaskRunner's own ParDo translation would duplicate records (pipeline/dask_runner.py)."""
     address, worker_logs = dask_cluster
     direct, _ = ddpm_run
     run = tmp_path / "run"
     shutil.copytree(direct, run)
     status, out = _run(
-        f"--output_dir={run}", "--runner=DaskRunner", f"--dask_client_address={address}",
+        f"--output_dir={run}", "--runner=DaskRunner", f"--dask_client_address={address}", "--dask_npartitions=2",
         f"--stages={','.join(BEAM_STAGES)}", "--force",
     )
     assert status == 0, out[-3000:]
