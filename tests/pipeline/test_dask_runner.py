@@ -61,8 +61,10 @@ def dask_cluster(tmp_path_factory):
         NO_GCE_CHECK="True", TF_CPP_MIN_LOG_LEVEL="2",
     )
     # `dask scheduler` and `dask worker`, with this interpreter
+    # the scheduler ends itself after 5 idle minutes, the workers 60 s after losing it: none
+    # outlives a test process killed before its finalizer
     commands = [[sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", str(port),
-                 "--no-dashboard"]]
+                 "--no-dashboard", "--idle-timeout", "300"]]
     commands += [
         [
             sys.executable, "-m", "distributed.cli.dask_worker", address, "--host", "127.0.0.1", "--nthreads", "1", "--no-dashboard", "--name", f"worker{i}",
@@ -107,11 +109,12 @@ def _sha256(path):
 
 
 @pytest.mark.slow
-def test_the_beam_stages_on_dask_give_the_direct_runners_outputs(dask_cluster, ddpm_run, tmp_path):
+def test_the_beam_stages_on_dask_give_the_direct_runners_outputs(dask_cluster, ddpm_run, tmp_path, monkeypatch):
     """ingest, sample and evaluate rerun on the cluster, on a copy of the DirectRunner's tiny
     run (its trained model): the same shards, samples, features and metrics, byte for byte.
     Two partitions per PCollection: each stage's work spread over both workers, and Beam's
     DaskRunner's own ParDo translation would duplicate records (pipeline/dask_runner.py)."""
+    monkeypatch.setenv("NO_GCE_CHECK", "True")
     address, worker_logs = dask_cluster
     direct, _ = ddpm_run
     run = tmp_path / "run"
@@ -175,3 +178,10 @@ def test_dask_runner_refusals_name_the_reason_before_any_stage(args, expected, t
     assert exit_info.value.code == 2
     assert expected in capsys.readouterr().err
     assert os.listdir(tmp_path) == []  # refused before anything was written
+
+
+def test_dask_runner_without_dask_installed_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pipeline.dask_runner", None)  # its import fails, as without dask
+    with pytest.raises(ValueError, match=r"--runner=DaskRunner needs dask.distributed \(.*\); install it with "
+                       r"pip install -e '.\[dask\]'"):
+        dask_flags.resolve(["--runner=DaskRunner", "--dask_client_address=127.0.0.1:9"], "runs/x")
