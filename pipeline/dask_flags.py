@@ -2,17 +2,13 @@
 
 Beam knows its DaskRunner (``apache_beam.runners.dask.dask_runner``) only by its full name,
 and its ``--dask_*`` options exist only once its module is imported: ``resolve`` names our
-subclass of it (``pipeline.dask_runner.DaskRunner``, which closes its connection to the
-cluster when a pipeline ends), imports it, and refuses what it cannot run correctly before
+subclass of it (``pipeline.dask_runner.DaskRunner``, with two of its faults fixed), imports it, and refuses what it cannot run correctly before
 any stage starts. This module imports neither dask nor Beam until it is asked to.
 
-What the runner does not do, and how the stages live with it (docs/pipeline.md, "Running on
-Dask"): it computes only the last transform's Dask graph (so each Beam stage ends in one step
-that depends on every branch: ``pipeline.branches.JoinBranches``), it merges the outputs of a
-multi-output ParDo (no stage uses ``Partition`` or tagged outputs), it has no ``Read``
-transforms, state or metrics (none used), and its workers are processes started on their own,
-which see none of this process's settings: the Beam ``--s3_*`` flags and the environment the
-run's S3 store reads reach only this process, so an ``--output_dir`` on S3 is refused.
+What Beam's DaskRunner lacks, and how the stages live with it, is in docs/pipeline.md
+("Running on Dask"). Its workers are processes started on their own, which see none of this
+process's settings: the Beam ``--s3_*`` flags and the environment the run's S3 store reads
+reach only this process, so an ``--output_dir`` on S3 is refused.
 """
 
 from __future__ import annotations
@@ -20,7 +16,7 @@ from __future__ import annotations
 RUNNER = "pipeline.dask_runner.DaskRunner"
 # the names that choose it: Beam's runner's short and full names, and ours
 NAMES = ("DaskRunner", "apache_beam.runners.dask.dask_runner.DaskRunner", RUNNER)
-# The Beam stages, each made to run in full on the DaskRunner (see the module docstring).
+# The stages that run Beam pipelines, each made to run in full on the DaskRunner (docs/pipeline.md).
 STAGES = ("ingest", "sample", "evaluate")
 
 

@@ -24,6 +24,7 @@ The Beam pipeline (every transform labelled):
 
 The Executor then checks the files against what was read (``check_written``): a runner
 that ran part of the pipeline fails the stage instead of leaving it incomplete.
+
 Everything is written inside ``io.shared_directory(outputs["examples"])``: locally a failed
 or killed run (a corrupt image fails it, naming the file) leaves nothing at the output path;
 on an object store the workers write into it directly, and the run trusts it only once its
