@@ -3,12 +3,11 @@ run's folder, skipping the stages whose output is cached.
 
 Each stage writes ``<output_dir>/<stage>/`` and, once its output is committed, a
 ``_DONE.json`` record: the stage's fingerprint (a hash of its parameters and its inputs'
-fingerprints, TFX-style) and a manifest of the files it wrote. A rerun skips a stage whose
-record matches the config and whose files are unchanged; ``force`` reruns it. A stage that
-runs first removes the records of the stages that read its output, directly or not, so
-that they rerun on what it writes. A stage's record is written only once every file of
-its manifest is in the run's store with its size. The run holds ``<output_dir>/.lock``
-throughout (``pipeline.lock``). The checks here fail before any stage runs, in seconds: an
+fingerprints, TFX-style), a manifest of the files it wrote and a digest of each input's
+manifest. A rerun skips a stage whose record matches the config, whose files are unchanged
+and whose inputs are the ones it read; ``force`` reruns it. A stage's record is written
+only once every file of its manifest is in the run's store with its size. The run holds
+``<output_dir>/.lock`` throughout (``pipeline.lock``). The checks here fail before any stage runs, in seconds: an
 output folder that cannot be written, a bad sampler, a missing dataset, labels the
 evaluation needs.
 """
@@ -16,7 +15,9 @@ evaluation needs.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib
+import json
 import os
 import time
 
@@ -185,11 +186,15 @@ def _run_locked(config, output_dir, beam_args, force, resume, stages, lock):
         stamp = fingerprint(spec, config.section(spec.parameters), upstream)
         stage_dir = io.join(output_dir, name)
         done = read_done(stage_dir)
+        read = input_digests(output_dir, spec)
         problem = None
         if done is None:
             problem = "it has no completed output (no _DONE.json)"
         elif done.get("fingerprint") != stamp:
             problem = "its output was written with other settings or inputs"
+        elif _changed_input(done.get("inputs"), read) is not None:  # an upstream stage's rerun changed it
+            problem = f"its input {_changed_input(done.get('inputs'), read)} has changed since it ran"
+            print(f"[{name}] {problem}", flush=True)
         elif not all(io.isdir(path) for path in outputs.values()):
             problem = "its output folder is missing"
         else:
@@ -222,11 +227,6 @@ def _run_locked(config, output_dir, beam_args, force, resume, stages, lock):
         start = time.perf_counter()
         done_path = io.join(stage_dir, DONE_FILE)
         io.remove(done_path, missing_ok=True)  # the old outputs no longer match what is being written
-        for reader in _readers(name):  # their outputs were made from the outputs being replaced
-            reader_done = io.join(output_dir, reader, DONE_FILE)
-            if io.isfile(reader_done):
-                io.remove(reader_done)
-                print(f"[{reader}] to rerun: it read what {name} rewrites (its {DONE_FILE} is removed)", flush=True)
         params = config.resolved(spec.parameters)  # resolved once: the stage takes them as they are
         # stage_dir: where the stage's own durable files go (the train stage's checkpoints),
         # in the run's store even when the stage runs on local folders
@@ -248,29 +248,45 @@ def _run_locked(config, output_dir, beam_args, force, resume, stages, lock):
             )
         seconds = time.perf_counter() - start
         lock.check()
-        io.write_json(done_path, {"fingerprint": stamp, "seconds": seconds, "outputs": outputs, "files": files})
+        io.write_json(done_path, {
+            "fingerprint": stamp, "seconds": seconds, "outputs": outputs, "files": files, "inputs": read,
+        })
         fingerprints[name] = stamp
         summary[name] = {"cached": False, "seconds": seconds, "fingerprint": stamp}
         print(f"[{name}] done in {seconds:.1f} s", flush=True)
     return summary
 
 
-def _readers(name):
-    """The stages that read the output of the stage ``name``, directly or through others.
+def input_digests(output_dir, spec):
+    """What a stage reads, by content: each input artifact's digest of the manifest its stage
+    recorded. A stage's ``_DONE.json`` keeps them, so that a rerun upstream stage whose output
+    changed (a retrained model is never byte-identical) makes its readers rerun, and one
+    whose output came out the same (ingest's deterministic shards) leaves them cached.
 
     Args:
-        name: a stage's name.
+        output_dir: the run's folder.
+        spec: the reading stage's ``StageSpec``.
 
     Returns:
-        Their names, in ``STAGE_ORDER``.
+        A dict input artifact → SHA-256 of its recorded manifest (None: no record).
     """
-    produced, readers = set(_stage_module(name).SPEC.outputs), []
-    for later in STAGE_ORDER[STAGE_ORDER.index(name) + 1 :]:
-        spec = _stage_module(later).SPEC
-        if produced & set(spec.inputs):
-            readers.append(later)
-            produced |= set(spec.outputs)
-    return readers
+    from pipeline.stages.base import read_done
+
+    digests = {}
+    for artifact in spec.inputs:
+        stage = ARTIFACT_PATHS[artifact][0]
+        files = ((read_done(io.join(output_dir, stage)) or {}).get("files") or {}).get(artifact)
+        digests[artifact] = None if files is None else hashlib.sha256(
+            json.dumps(files, sort_keys=True).encode("utf-8")).hexdigest()
+    return digests
+
+
+def _changed_input(recorded, current):
+    """The first input whose digest differs from the one recorded (None: all the same, or a
+    record from before inputs were recorded)."""
+    if recorded is None:
+        return None
+    return next((artifact for artifact, digest in current.items() if recorded.get(artifact) != digest), None)
 
 
 def _run_stage(module, stage_dir, inputs, outputs, params):

@@ -254,7 +254,7 @@ def test_a_truncated_model_reruns_train_and_the_stages_after_it(staged_run, tmp_
     assert (f"[train] its output no longer matches what it wrote: {model} has {size // 2} bytes, {size} when it "
             "was written") in out
     assert "[ingest] cached" in out and "[train] running" in out
-    assert "[sample] to rerun: it read what train rewrites" in out and "[sample] running" in out
+    assert "[sample] its input model has changed since it ran" in out and "[sample] running" in out
     # retrained: whole again (Keras' archive need not be byte for byte the old one, which is
     # why the samples made from the old model are not kept)
     done = io.read_json(io.join(output_dir, "train", base.DONE_FILE))
@@ -307,7 +307,12 @@ def test_a_file_the_write_back_lost_fails_the_stage_without_a_record(staged_run,
     assert f"error: train: {model}/lost.bin is missing: its output is incomplete after the stage ran" in err, err
     assert io.isfile(io.join(model, "kept.bin"))  # written back, yet not recorded as done
     assert not io.exists(io.join(output_dir, "train", base.DONE_FILE))
-    assert not io.exists(io.join(output_dir, "sample", base.DONE_FILE))  # it read the model being rewritten
+    # sample read the model being rewritten: its record no longer matches its input, so it reruns
+    from pipeline import orchestrator
+    from pipeline.stages import sample
+
+    recorded = io.read_json(io.join(output_dir, "sample", base.DONE_FILE))["inputs"]["model"]
+    assert recorded is not None and orchestrator.input_digests(output_dir, sample.SPEC)["model"] is None
 
 
 # ----------------------------------------------------------------------------- mid-stage
