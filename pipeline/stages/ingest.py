@@ -12,8 +12,14 @@ The Beam pipeline (every transform labelled):
                        the smallest sha256(seed/key) — deterministic, independent of the
                        runner and of the image bytes
     Split / Partition  tags each example train or eval (the eval keys as a side input)
-    EncodeTrain/Eval   tf.train.Example bytes (image PNG, label, key)
-    WriteTrain/Eval    beam.io.WriteToTFRecord: ``num_shards`` train shards, 1 eval shard
+    WriteTrain/Eval    ``WriteShards``: each example encoded as tf.train.Example bytes
+                       (image PNG, label, key), keyed by its shard (``shard_index``: a
+                       stable hash of its key), grouped, and each shard written sorted by
+                       key: ``num_shards`` train shards, 1 eval shard. The same config gives
+                       the same bytes on every runner, whatever its bundles (Beam's
+                       ``WriteToTFRecord`` deals elements to shards from a random start,
+                       in the order its bundles happen to come — and the train stage's
+                       shuffle permutes the records in file order)
     Stats, WriteStats  a CombineFn (counts, label counts, pixel mean / std of the train
                        images in [0, 1]) → stats.json
 
@@ -146,9 +152,83 @@ def split_index(tagged, num_partitions):
     return 0 if tagged[0] == "train" else 1
 
 
-def encode_tagged(tagged):
+def shard_index(key, num_shards):
+    """The shard a record goes to: a stable hash of its key (seed-free) modulo ``num_shards``.
+
+    Args:
+        key: the record's source key.
+        num_shards: the split's shard count.
+
+    Returns:
+        An int in ``[0, num_shards)``: the same on every runner and in every run.
+    """
+    return int.from_bytes(hashlib.sha256(f"shard/{key}".encode()).digest()[:8], "big") % int(num_shards)
+
+
+def shard_path(directory, split, shard, num_shards):
+    """``<directory>/<split>-SSSSS-of-NNNNN.tfrecord``, Beam's shard naming."""
+    return os.path.join(directory, f"{split}-{int(shard):05d}-of-{int(num_shards):05d}.tfrecord")
+
+
+def keyed_record(tagged, num_shards):
+    """(split, key, image, label) → (shard, (key, serialized tf.train.Example))."""
     _, key, image, label = tagged
-    return data.encode_example(key, image, label)
+    return shard_index(key, num_shards), (key, data.encode_example(key, image, label))
+
+
+class WriteShardFn(beam.DoFn):
+    """(shard, [(key, serialized), or None]) → writes the shard's records sorted by key.
+
+    The Nones are the placeholders that make every shard a group, so that a shard no
+    record hashes to is written too (empty), as Beam's fixed-shard sinks write it.
+
+    Args:
+        directory: the (temporary) Examples directory.
+        split: "train" or "eval".
+        num_shards: the split's shard count.
+    """
+
+    def __init__(self, directory, split, num_shards):
+        self.directory = directory
+        self.split = split
+        self.num_shards = int(num_shards)
+
+    def process(self, element):
+        import tensorflow as tf
+
+        shard, records = element
+        path = shard_path(self.directory, self.split, shard, self.num_shards)
+        with io.local_output(path) as local, tf.io.TFRecordWriter(local) as writer:
+            for _, serialized in sorted(record for record in records if record is not None):
+                writer.write(serialized)
+        yield path
+
+
+class WriteShards(beam.PTransform):
+    """(split, key, image, label) examples → ``num_shards`` TFRecord shards of one split,
+    the same bytes on every runner (module docstring).
+
+    Args:
+        directory: the (temporary) Examples directory.
+        split: "train" or "eval".
+        num_shards: the split's shard count.
+    """
+
+    def __init__(self, directory, split, num_shards, label=None):
+        super().__init__(label)
+        self.directory = directory
+        self.split = split
+        self.num_shards = int(num_shards)
+
+    def expand(self, examples):
+        every_shard = examples.pipeline | "EveryShard" >> beam.Create([(i, None) for i in range(self.num_shards)])
+        keyed = examples | "Encode" >> beam.Map(keyed_record, self.num_shards)
+        return (
+            (keyed, every_shard)
+            | "Flatten" >> beam.Flatten()
+            | "GroupByShard" >> beam.GroupByKey()
+            | "Write" >> beam.ParDo(WriteShardFn(self.directory, self.split, self.num_shards))
+        )
 
 
 class StatsFn(beam.CombineFn):
@@ -223,17 +303,8 @@ def build(pipeline, plan, directory, *, image_size, channels, num_shards, seed, 
     )
     tagged = examples | "Split" >> beam.Map(tag_split, eval_keys=beam.pvalue.AsSingleton(eval_keys))
     train, held_out = tagged | "Partition" >> beam.Partition(split_index, 2)
-    _ = (
-        train
-        | "EncodeTrain" >> beam.Map(encode_tagged)
-        | "WriteTrain"
-        >> beam.io.WriteToTFRecord(os.path.join(directory, "train"), file_name_suffix=".tfrecord", num_shards=num_shards)
-    )
-    _ = (
-        held_out
-        | "EncodeEval" >> beam.Map(encode_tagged)
-        | "WriteEval" >> beam.io.WriteToTFRecord(os.path.join(directory, "eval"), file_name_suffix=".tfrecord", num_shards=1)
-    )
+    _ = train | "WriteTrain" >> WriteShards(directory, "train", num_shards)
+    _ = held_out | "WriteEval" >> WriteShards(directory, "eval", 1)
     extra = {
         "source": plan.source.spec,
         "image_size": int(image_size),
@@ -305,8 +376,8 @@ class Executor:
         origin = f" ({plan.origin})" if plan.origin else ""
         print(f"ingest: reading {what}{origin} → {image_size}×{image_size}×{channels} with Beam", flush=True)
 
-        # Beam's sinks and the workers write straight into the run's store (a bucket for a run
-        # on S3, through Beam's own S3 file system): none relies on the launcher's disk.
+        # The workers write straight into the run's store (a bucket for a run on S3, through
+        # pipeline.io): none relies on the launcher's disk.
         with io.shared_directory(outputs["examples"]) as directory:
             try:
                 with quiet_stage_errors(), beam.Pipeline(options=PipelineOptions(beam_args)) as pipeline:
@@ -319,8 +390,6 @@ class Executor:
                 if stage_error is not None:
                     raise stage_error from None
                 raise
-            for leftover in io.glob(directory, "beam-temp-*"):  # Beam's temporary write folders, if any are left
-                io.remove_tree(leftover, ignore_errors=True)
             stats = io.read_json(os.path.join(directory, data.STATS_FILE))
             if stats["num_train"] < 1 or stats["num_eval"] < 1:
                 total = stats["num_train"] + stats["num_eval"]
