@@ -1082,7 +1082,9 @@ def encode_example(key, image, label):
         "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)])),
         "key": tf.train.Feature(bytes_list=tf.train.BytesList(value=[str(key).encode("utf-8")])),
     }
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    # deterministic: the features map's entries in key order (else in hash order, which
+    # varies between processes), so the same example has the same bytes everywhere
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(deterministic=True)
 
 
 def decode_example(serialized):

@@ -2,9 +2,10 @@
 
 Reads the real training and held-out images (Examples) and each sampler's
 ``samples.npz`` (Samples); extracts features in a Beam pipeline — a ``DoFn`` that loads
-the feature network in ``setup()`` from a path — and combines them into mean and
-covariance with a ``CombineFn``; then computes per sampler FID (Heusel et al., 2017) and
-KID (Bińkowski et al., 2018; unbiased) against the real training images, plus the same numbers for the held-out
+the feature network in ``setup()`` from a path — and gathers each set's features in batch
+order into their mean and covariance (the same bits on every runner); then computes per
+sampler FID (Heusel et al., 2017) and KID (Bińkowski et al., 2018; unbiased) against the
+real training images, plus the same numbers for the held-out
 real images (the floor) and for a baseline that draws images from a Gaussian fit to the
 real pixels (the ceiling a model must beat). When the dataset has labels, a small
 classifier trained on them gives per-sampler confidence and class shares.
@@ -486,17 +487,16 @@ def extract(named_images, fid_spec, classifier_spec, classifier_sets, scratch, b
 
     with beam.Pipeline(options=PipelineOptions(list(beam_args))) as p:
         batches = p | "CreateImageBatches" >> beam.Create(features_lib.batch_images(by_index, BATCH_SIZE))
-        outputs = batches | "ExtractFidFeatures" >> features_lib.ExtractFeatures(fid_spec)
-        _ = (
-            outputs
+        features = (
+            batches
+            | "ExtractFidFeatures" >> features_lib.ExtractFeatures(fid_spec)
             | "GroupFeatureBatches" >> beam.GroupByKey()
             | "ConcatenateFeatures" >> beam.Map(features_lib.concatenate_batches)
-            | "WriteFeatures" >> beam.Map(write_arrays, dirs["features"])
         )
+        _ = features | "WriteFeatures" >> beam.Map(write_arrays, dirs["features"])
         _ = (
-            outputs
-            | "FeatureRows" >> beam.Map(lambda kv: (kv[0], kv[1][1]["features"]))
-            | "MeanAndCovariance" >> beam.CombinePerKey(features_lib.MeanCovarianceFn())
+            features
+            | "MeanAndCovariance" >> beam.Map(features_lib.set_statistics)
             | "WriteStatistics" >> beam.Map(write_statistics, dirs["statistics"])
         )
         if classifier_spec is not None and classifier_indices:
