@@ -461,8 +461,53 @@ def _read_arrays(directory, key):
     return io.read_npz(os.path.join(directory, f"{key}.npz"))
 
 
+def scratch_dirs(scratch):
+    """Where ``build_pipeline`` writes: ``{"features", "statistics", "classifier"}`` → folder."""
+    return {tag: os.path.join(scratch, tag) for tag in ("features", "statistics", "classifier")}
+
+
+def build_pipeline(root, named_images, fid_spec, classifier_spec, classifier_indices, scratch):
+    """Adds the feature extraction to a Beam pipeline ``root`` (no I/O: the graph alone, as a
+    runner's translation, e.g. Dataflow's, needs it).
+
+    Args:
+        root: a ``beam.Pipeline``.
+        named_images: list of ``(set name, uint8 images)``; a set is keyed by its index.
+        fid_spec: the extractor spec of the FID feature space.
+        classifier_spec: the classifier's spec when it is a second network (else None).
+        classifier_indices: the indices of the sets that need classifier probabilities.
+        scratch: where the workers write ``<scratch_dirs>/<set index>.npz``.
+    """
+    import apache_beam as beam
+
+    dirs = scratch_dirs(scratch)
+    by_index = {index: images for index, (_, images) in enumerate(named_images)}
+    batches = root | "CreateImageBatches" >> beam.Create(features_lib.batch_images(by_index, BATCH_SIZE))
+    features = (
+        batches
+        | "ExtractFidFeatures" >> features_lib.ExtractFeatures(fid_spec)
+        | "GroupFeatureBatches" >> beam.GroupByKey()
+        | "ConcatenateFeatures" >> beam.Map(features_lib.concatenate_batches)
+    )
+    _ = features | "WriteFeatures" >> beam.Map(write_arrays, dirs["features"])
+    _ = (
+        features
+        | "MeanAndCovariance" >> beam.Map(features_lib.set_statistics)
+        | "WriteStatistics" >> beam.Map(write_statistics, dirs["statistics"])
+    )
+    if classifier_spec is not None and classifier_indices:
+        _ = (
+            batches
+            | "SetsForClassifier" >> beam.Filter(lambda kv, keep: kv[0] in keep, set(classifier_indices))
+            | "ClassifierProbabilities" >> features_lib.ExtractFeatures(classifier_spec)
+            | "GroupClassifierBatches" >> beam.GroupByKey()
+            | "ConcatenateProbabilities" >> beam.Map(features_lib.concatenate_batches)
+            | "WriteProbabilities" >> beam.Map(write_arrays, dirs["classifier"])
+        )
+
+
 def extract(named_images, fid_spec, classifier_spec, classifier_sets, scratch, beam_args):
-    """Runs the feature extraction as one Beam pipeline.
+    """Runs the feature extraction as one Beam pipeline (``build_pipeline``).
 
     Args:
         named_images: list of ``(set name, uint8 images)``.
@@ -479,35 +524,12 @@ def extract(named_images, fid_spec, classifier_spec, classifier_sets, scratch, b
     from apache_beam.options.pipeline_options import PipelineOptions
 
     names = [name for name, _ in named_images]
-    by_index = {index: images for index, (_, images) in enumerate(named_images)}
     classifier_indices = {i for i, name in enumerate(names) if name in classifier_sets}
-    dirs = {tag: os.path.join(scratch, tag) for tag in ("features", "statistics", "classifier")}
+    dirs = scratch_dirs(scratch)
     for path in dirs.values():
         io.makedirs(path)
-
     with beam.Pipeline(options=PipelineOptions(list(beam_args))) as p:
-        batches = p | "CreateImageBatches" >> beam.Create(features_lib.batch_images(by_index, BATCH_SIZE))
-        features = (
-            batches
-            | "ExtractFidFeatures" >> features_lib.ExtractFeatures(fid_spec)
-            | "GroupFeatureBatches" >> beam.GroupByKey()
-            | "ConcatenateFeatures" >> beam.Map(features_lib.concatenate_batches)
-        )
-        _ = features | "WriteFeatures" >> beam.Map(write_arrays, dirs["features"])
-        _ = (
-            features
-            | "MeanAndCovariance" >> beam.Map(features_lib.set_statistics)
-            | "WriteStatistics" >> beam.Map(write_statistics, dirs["statistics"])
-        )
-        if classifier_spec is not None and classifier_indices:
-            _ = (
-                batches
-                | "SetsForClassifier" >> beam.Filter(lambda kv, keep: kv[0] in keep, classifier_indices)
-                | "ClassifierProbabilities" >> features_lib.ExtractFeatures(classifier_spec)
-                | "GroupClassifierBatches" >> beam.GroupByKey()
-                | "ConcatenateProbabilities" >> beam.Map(features_lib.concatenate_batches)
-                | "WriteProbabilities" >> beam.Map(write_arrays, dirs["classifier"])
-            )
+        build_pipeline(p, named_images, fid_spec, classifier_spec, classifier_indices, scratch)
 
     results = {}
     for index, name in enumerate(names):

@@ -280,8 +280,9 @@ def write_stats(stats, path, extra):
     return path
 
 
-def build(pipeline, plan, directory, *, image_size, channels, num_shards, seed, crop_size=None):
-    """Adds the ingest transforms to ``pipeline``, writing into ``directory``.
+def build_pipeline(pipeline, plan, directory, *, image_size, channels, num_shards, seed, crop_size=None):
+    """Adds the ingest transforms to ``pipeline``, writing into ``directory`` (no I/O: the
+    graph alone, as a runner's translation, e.g. Dataflow's, needs it).
 
     Args:
         pipeline: a ``beam.Pipeline``.
@@ -381,7 +382,7 @@ class Executor:
         with io.shared_directory(outputs["examples"]) as directory:
             try:
                 with quiet_stage_errors(), beam.Pipeline(options=PipelineOptions(beam_args)) as pipeline:
-                    build(
+                    build_pipeline(
                         pipeline, plan, directory, image_size=image_size, channels=channels, num_shards=num_shards,
                         seed=seed, crop_size=params["crop_size"],
                     )
