@@ -4,6 +4,9 @@ from setuptools import find_packages, setup
 
 DOCS = ["mkdocs>=1.6", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.26"]
 S3 = ["boto3>=1.35"]
+# Beam's job translation for Dataflow imports this client (apache-beam[gcp] has it, pinned as
+# Beam 2.78 pins it): enough to build a Dataflow job offline, as the tests do, in seconds
+DATAFLOW_CLIENT = ["google-cloud-dataflow-client>=0.13,<0.14"]
 
 setup(
     name="kdiff",
@@ -39,11 +42,15 @@ setup(
     extras_require={
         # the test extra builds the docs too: tests/test_docs.py runs `mkdocs build --strict`
         # moto_server: the S3 server on 127.0.0.1 the object-store tests start
-        "test": ["pytest>=8", "pytest-xdist>=3.5", *DOCS, *S3, "moto[server]>=5"],
+        # google-cloud-dataflow-client: tests/pipeline/test_runners.py builds each Beam stage's
+        # Dataflow job without submitting it (all of apache-beam[gcp] would add ~66 packages)
+        "test": ["pytest>=8", "pytest-xdist>=3.5", *DOCS, *S3, "moto[server]>=5", *DATAFLOW_CLIENT],
         # the MkDocs site under docs/ (mkdocs.yml): `mkdocs build --strict`, `mkdocs serve`
         "docs": DOCS,
         # --output_dir=s3://bucket/run: the pipeline's S3 store (conditional puts: botocore >= 1.35)
         "s3": S3,
+        # --runner=DataflowRunner: Beam's Google Cloud side (the job's submission, GCS staging)
+        "dataflow": ["apache-beam[gcp]"],
         # `python -m kdiff.benchmark` against diffusers / PyTorch on the same cores.
         "bench": ["torch", "diffusers"],
         # kdiff.from_diffusers / kdiff convert with a hub id ("google/ddpm-celebahq-256"): downloads it.
