@@ -21,7 +21,9 @@ import tensorflow as tf
 
 from kdiff import checks, _moved
 
-__all__ = ["STRATEGIES", "POLICIES", "get_strategy", "precision_policy", "set_precision", "is_chief", "fit"]
+__all__ = [
+    "STRATEGIES", "POLICIES", "get_strategy", "precision_policy", "set_precision", "is_chief", "is_chief_task", "fit",
+]
 
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 # The Keras dtype policies a network can train in (``precision_policy``); what it samples in
@@ -161,6 +163,24 @@ def is_chief(strategy):
         the other workers.
     """
     resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not resolver.cluster_spec().as_dict():
+    if resolver is None:
         return True
-    return resolver.task_type in (None, "chief") or (resolver.task_type == "worker" and resolver.task_id == 0)
+    return is_chief_task(resolver.cluster_spec().as_dict(), resolver.task_type, resolver.task_id)
+
+
+def is_chief_task(cluster, task_type, task_id):
+    """Whether a task of a ``TF_CONFIG`` cluster is its chief (see :func:`is_chief`); needs
+    no strategy, so a launcher can tell before TensorFlow builds one.
+
+    Args:
+        cluster: ``TF_CONFIG``'s ``cluster``: task type → addresses (empty: one process).
+        task_type: ``TF_CONFIG``'s ``task.type`` ("chief", "worker", …; None: one process).
+        task_id: ``TF_CONFIG``'s ``task.index``.
+
+    Returns:
+        True without a cluster, for the "chief" task and for worker 0 of a cluster of
+        workers only.
+    """
+    if not cluster:
+        return True
+    return task_type in (None, "chief") or (task_type == "worker" and task_id == 0 and "chief" not in cluster)

@@ -12,6 +12,8 @@ extractor over a PCollection of image batches — the extractor loaded from its 
 
 from __future__ import annotations
 
+import contextlib
+import os
 
 import numpy as np
 
@@ -44,6 +46,7 @@ __all__ = [
     "InceptionV3Features",
     "describe",
     "load_extractor",
+    "local_spec",
     "read_inception_graph",
     "resolve_inception_weights",
     "set_statistics",
@@ -223,12 +226,53 @@ def set_statistics(element):
     return key, (mean, np.atleast_2d(np.cov(features, rowvar=False)))
 
 
+# a spec's "source" → how a worker that lacks the launcher's downloaded copy fetches its own
+_FETCHES = {
+    "imagenet": lambda: resolve_inception_weights("imagenet"),  # Keras' cache
+    "download": lambda: _fid_weights().fetch_weights(),  # torch hub's cache, as pytorch-fid
+}
+
+
+def _fid_weights():
+    from kdiff.fid import weights
+
+    return weights
+
+
+def local_spec(spec, files):
+    """``spec`` with its file on this machine, for a worker that may not share the
+    launcher's disk: a file in an object store (the classifier a run on S3 trained,
+    ``--fid_weights=s3://…``) is copied locally for as long as ``files`` stays open; a
+    download the launcher cached (``source`` "imagenet" or "download") and this machine
+    lacks is fetched into this machine's cache.
+
+    Args:
+        spec: a :func:`load_extractor` spec.
+        files: a ``contextlib.ExitStack`` that owns the local copies.
+
+    Returns:
+        The spec to load here (a copy; ``spec`` is not changed).
+    """
+    from pipeline import io
+
+    spec = dict(spec)
+    key = SPEC_FILE_KEYS.get(spec.get("kind"))
+    path = spec.get(key)
+    if not isinstance(path, str) or path == "imagenet":
+        return spec
+    if io.is_remote(path):
+        spec[key] = files.enter_context(io.local_copy(path))
+    elif not os.path.exists(path) and spec.get("source") in _FETCHES:
+        spec[key] = _FETCHES[spec["source"]]()
+    return spec
+
+
 class FeatureExtractorDoFn(beam.DoFn if beam else object):
     """``(key, (batch_index, uint8 images))`` → ``(key, (batch_index, {name: array}))``.
 
     The extractor is built from its spec in ``setup()`` — once per worker — and never
-    pickled with the DoFn. A spec's file in an object store (the classifier a run on S3
-    trained, ``--fid_weights=s3://…``) is copied to the worker's disk for its lifetime.
+    pickled with the DoFn; its file is made local to the worker for the worker's lifetime
+    (:func:`local_spec`).
 
     Args:
         spec: a :func:`load_extractor` spec.
@@ -241,15 +285,8 @@ class FeatureExtractorDoFn(beam.DoFn if beam else object):
         self._files = None
 
     def setup(self):
-        import contextlib
-
-        from pipeline import io
-
         self._files = contextlib.ExitStack()
-        spec, key = dict(self._spec), SPEC_FILE_KEYS.get(self._spec.get("kind"))
-        if isinstance(spec.get(key), str) and io.is_remote(spec[key]):
-            spec[key] = self._files.enter_context(io.local_copy(spec[key]))
-        self._extractor = load_extractor(spec)
+        self._extractor = load_extractor(local_spec(self._spec, self._files))
 
     def teardown(self):
         if self._files is not None:

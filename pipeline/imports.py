@@ -2,10 +2,10 @@
 
 ``KIND:TARGET`` names where a model comes from:
 
-- ``diffusers:HUB_ID_OR_FOLDER`` — a diffusers ``UNet2DModel`` and its scheduler
+- ``diffusers:HUB_ID_OR_FOLDER`` (a folder may be an ``s3://`` URL) — a diffusers ``UNet2DModel`` and its scheduler
   (``kdiff.from_diffusers``): google/ddpm-celebahq-256 (the survey's Table 2),
   google/ncsnpp-celebahq-256 (its 5.4.4);
-- ``ncsn:CHECKPOINT`` — an ermongroup/ncsn ``checkpoint.pth`` (torch needed) or its
+- ``ncsn:CHECKPOINT`` (a path or an ``s3://`` URL) — an ermongroup/ncsn ``checkpoint.pth`` (torch needed) or its
   ``.npz`` (``kdiff.from_ncsn_checkpoint``): the survey's 5.4.3;
 - ``standin:ddpm`` / ``standin:ncsnpp`` / ``standin:ncsn`` — small random-weight models
   of the classes those importers return (``kdiff.DDPM`` with a ``UNet`` and a 1,000-step
@@ -19,6 +19,7 @@ The train stage calls ``import_model`` and writes the model as its Model artifac
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import socket
@@ -110,15 +111,29 @@ def import_model(model_source, image_shape, seed=0):
         model = standin_model(target, image_shape, seed)
         return model, {"kind": "standin", "path": target, "model_type": type(model).__name__,
                        "note": "random weights: a stand-in for a pretrained checkpoint"}
-    if kind == "diffusers":
-        from kdiff.convert import diffusers
+    # the importers read local files: a folder or checkpoint in an object store is copied in
+    with (io.local_copy(target) if io.is_remote(target) else contextlib.nullcontext(target)) as local:
+        if kind == "diffusers":
+            from kdiff.convert import diffusers
 
-        model = diffusers.from_diffusers(target, seed=seed)
-        return model, diffusers.describe_source(target)
-    from kdiff.convert import ncsn
+            model = diffusers.from_diffusers(local, seed=seed)
+            source = diffusers.describe_source(local)
+        else:
+            from kdiff.convert import ncsn
 
-    model = ncsn.from_ncsn_checkpoint(target, image_size=int(image_shape[0]), seed=seed)
-    return model, ncsn.describe_source(target, model)
+            model = ncsn.from_ncsn_checkpoint(local, image_size=int(image_shape[0]), seed=seed)
+            source = ncsn.describe_source(local, model)
+    if local != target:  # the provenance names the URL, not the temporary copy
+        source = _relocated(source, os.path.abspath(local), target)
+    return model, source
+
+
+def _relocated(source, local, target):
+    """``source`` with the paths under the temporary copy ``local`` named under ``target``."""
+    return {
+        key: target + value[len(local):] if isinstance(value, str) and value.startswith(local) else value
+        for key, value in source.items()
+    }
 
 
 def missing(model_source, timeout=3.0):
@@ -137,7 +152,7 @@ def missing(model_source, timeout=3.0):
     kind, target = parse_model_source(model_source)
     if kind == "standin":
         return None
-    if kind == "ncsn" or io.exists(target) or target.startswith((".", "/", "~")):
+    if kind == "ncsn" or io.is_remote(target) or io.exists(target) or target.startswith((".", "/", "~")):
         if not io.exists(os.path.expanduser(target)):
             return f"--model_source={model_source}: no file or folder {target!r}"
         return None

@@ -25,6 +25,7 @@ import os
 import sys
 
 from kdiff_console import quiet_logs
+from pipeline import cluster
 from pipeline import config as config_lib
 from pipeline import orchestrator
 from pipeline.io import s3
@@ -311,6 +312,7 @@ def run(argv=None, save_main_session=True):
             return _experiment(known, stages, beam_args, parser)
         try:
             config = make_config(known)
+            follower = cluster.is_follower(config)  # (TF_CONFIG read and checked)
             if "sample" in stages:
                 orchestrator.check_samplers(config)
         except (ValueError, OSError) as error:
@@ -323,6 +325,10 @@ def run(argv=None, save_main_session=True):
         from pipeline.stages.base import StageError
 
         try:
+            if follower:  # a non-chief worker of --strategy=multi_worker
+                if "train" in stages:
+                    cluster.follow(config, known.output_dir, force=known.force, resume=known.resume)
+                return 0
             orchestrator.run_stages(
                 config, known.output_dir, beam_args, force=known.force, resume=known.resume, stages=stages,
                 lease_seconds=known.lease_seconds,

@@ -721,8 +721,8 @@ class Executor:
                         f"{fid_weights.FID_WEIGHTS_FILENAME} (or its .npz conversion), or leave it unset."
                     )
                 return {"kind": "fid_inception", "weights": io.abspath(weights)}
-            try:
-                return {"kind": "fid_inception", "weights": fid_weights.fetch_weights()}
+            try:  # "download": a worker without the launcher's cache fetches its own copy
+                return {"kind": "fid_inception", "weights": fid_weights.fetch_weights(), "source": "download"}
             except OSError as error:
                 raise StageError(
                     f"evaluate: --fid_features=fid_inception needs pytorch-fid's weights, but {error}. Download "
@@ -731,6 +731,13 @@ class Executor:
                 ) from None
         if fid_features == "inception":
             weights = params.get("inception_weights") or "imagenet"
+            if io.is_remote(weights):  # the workers copy it (features.local_spec)
+                if not io.isfile(weights):
+                    raise StageError(
+                        f"evaluate: --inception_weights={weights} does not exist; pass 'imagenet' or the URL or "
+                        "path of InceptionV3 no-top weights."
+                    )
+                return {"kind": "inception_v3", "weights": io.abspath(weights), "source": weights}
             try:
                 path = features_lib.resolve_inception_weights(weights)
             except FileNotFoundError:

@@ -22,6 +22,7 @@ Writes ``retrieval.json`` ({sampler: {"memorization_ratio", "mean_nn_distance",
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
@@ -173,7 +174,8 @@ def inception_features(named_images, weights):
 
     Args:
         named_images: ``{name: uint8 [N, H, W, C]}``.
-        weights: "imagenet" (fetched once into Keras' cache) or a weights file.
+        weights: "imagenet" (fetched once into Keras' cache), a weights file or its URL
+            in an object store (copied locally for the extraction).
 
     Returns:
         ``{name: float [N, 2048]}``.
@@ -183,14 +185,22 @@ def inception_features(named_images, weights):
     """
     from pipeline import features as features_lib
 
-    try:
-        path = features_lib.resolve_inception_weights(weights)
-    except OSError as error:
-        raise StageError(
-            f"retrieve: --retrieval_features=inception needs Keras' InceptionV3 weights, but {error}. Download "
-            f"{features_lib.IMAGENET_NOTOP_URL} where there is internet and pass --inception_weights=PATH."
-        ) from None
-    extractor = features_lib.load_extractor({"kind": "inception_v3", "weights": path, "source": weights})
+    spec = {"kind": "inception_v3", "weights": weights, "source": weights}
+    with contextlib.ExitStack() as files:
+        try:
+            if weights == "imagenet" or not io.is_remote(weights):
+                spec["weights"] = features_lib.resolve_inception_weights(weights)
+            extractor = features_lib.load_extractor(features_lib.local_spec(spec, files))
+        except OSError as error:
+            raise StageError(
+                f"retrieve: --retrieval_features=inception needs Keras' InceptionV3 weights, but {error}. Download "
+                f"{features_lib.IMAGENET_NOTOP_URL} where there is internet and pass --inception_weights=PATH or URL."
+            ) from None
+        return _inception_features(extractor, named_images)
+
+
+def _inception_features(extractor, named_images):
+    """``{name: extractor features}`` of each image set, ``FEATURE_BATCH`` images a call."""
     result = {}
     for name, images in named_images.items():
         chunks = [extractor(images[i : i + FEATURE_BATCH])["features"] for i in range(0, len(images), FEATURE_BATCH)]

@@ -6,13 +6,13 @@ starts), driven by tests/distributed_run.py.
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 from paths import REPO, TESTS
+from ports import free_ports
 
 import kdiff
 
@@ -54,19 +54,9 @@ def test_mirrored_training_equals_single_device_training():
     assert _close(mirrored["ema"], single["ema"], 1e-3)
 
 
-def _free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("localhost", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 @pytest.mark.slow
 def test_two_process_multi_worker_training_completes_and_agrees():
-    ports = ",".join(str(p) for p in _free_ports(2))
+    ports = ",".join(str(p) for p in free_ports(2))
     workers = [
         subprocess.Popen(
             [sys.executable, SCRIPT, "multi_worker", str(i), ports],
@@ -120,7 +110,9 @@ def test_is_chief():
     assert not kdiff.distribute.is_chief(_Strategy(_Resolver("worker", 1, workers)))
     with_chief = dict(workers, chief=["localhost:3"])
     assert kdiff.distribute.is_chief(_Strategy(_Resolver("chief", 0, with_chief)))
+    assert not kdiff.distribute.is_chief(_Strategy(_Resolver("worker", 0, with_chief)))  # TF's convention
     assert kdiff.distribute.is_chief(_Strategy(_Resolver(None, None, {})))
+    assert kdiff.distribute.is_chief_task({}, "worker", 3)  # no cluster: one process
 
 
 def test_precision_policy_leaves_the_global_policy_alone():
