@@ -5,6 +5,8 @@ DirectRunner. The DirectRunner with two worker processes, and Beam's portable ru
 its own job service and a pool of SDK workers, each a separate process, writing the run
 into an S3 bucket — must give the same bytes: the ingest shards, every sample file
 (``samples.npz``, ``grid.png``, ``trajectory.png``) and ``features.npz`` / ``metrics.json``.
+Their runs start from a copy of the reference's train stage, which runs no Beam: the
+orchestrator finds it matching and skips it, and the Beam stages run afresh.
 On Dataflow each Beam stage's job is built and checked offline (``--dry_run``: Beam
 translates the pipeline into the job it would submit, and stops there).
 """
@@ -20,6 +22,7 @@ import time
 
 import pytest
 from paths import REPO
+from ports import free_ports
 
 from pipeline import io
 from pipeline import run as run_lib
@@ -35,6 +38,17 @@ def _run(output_dir, *flags):
     with contextlib.redirect_stdout(out):
         status = run_lib.run(["--preset=tiny", f"--output_dir={output_dir}", f"--stages={STAGES}", *flags])
     assert status == 0, out.getvalue()[-3000:]
+    return out.getvalue()
+
+
+def _run_beam_stages(reference, output_dir, *flags):
+    """A run into ``output_dir`` that trains nothing: it starts from a copy of the
+    reference's train stage (its record and model), so only the Beam stages run."""
+    io.copy_tree(os.path.join(reference, "train"), io.join(output_dir, "train"))
+    out = _run(output_dir, *flags)
+    assert "[train] cached" in out
+    for stage in ("ingest", "sample", "evaluate"):
+        assert f"[{stage}] running" in out
     return output_dir
 
 
@@ -64,22 +78,18 @@ def assert_same_outputs(reference, other):
 @pytest.fixture(scope="module")
 def direct_run(tmp_path_factory):
     """The reference run: the in-process DirectRunner (the command line's default)."""
-    return _run(tmp_path_factory.mktemp("direct"))
+    directory = str(tmp_path_factory.mktemp("direct"))
+    _run(directory)
+    return directory
 
 
 @pytest.mark.slow
 def test_direct_runner_with_worker_processes_gives_the_same_outputs(direct_run, tmp_path):
-    _run(tmp_path, "--direct_running_mode=multi_processing", "--direct_num_workers=2")
-    assert_same_outputs(direct_run, tmp_path)
+    _run_beam_stages(direct_run, str(tmp_path), "--direct_running_mode=multi_processing", "--direct_num_workers=2")
+    assert_same_outputs(direct_run, str(tmp_path))
 
 
 # ----------------------------------------------------------------------------- PortableRunner
-
-
-def _free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _wait(process, ready, what, log):
@@ -127,7 +137,7 @@ def beam_services(s3_server, tmp_path_factory):
     environment = dict(os.environ, PYTHONPATH=REPO, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
     port_file = logs / "job_service.port"
     job_log, pool_log = logs / "job_service.log", logs / "worker_pool.log"
-    pool_port = _free_port()
+    (pool_port,) = free_ports()
     with open(job_log, "wb") as job_out, open(pool_log, "wb") as pool_out:
         job_service = subprocess.Popen(
             [sys.executable, "-m", "apache_beam.runners.portability.local_job_service_main", "--port=0",
@@ -151,7 +161,7 @@ def test_portable_runner_with_sdk_workers_in_a_pool_writes_the_same_run_into_the
     direct_run, beam_services, s3_server
 ):
     flags, pool_log = beam_services
-    output_dir = _run(f"{s3_server}/portable", *flags)
+    output_dir = _run_beam_stages(direct_run, f"{s3_server}/portable", *flags)
     assert "Starting worker with command" in pool_log.read_text()  # the SDK workers ran in the pool's processes
     assert not io.exists(io.join(output_dir, "sample", "samples", "_work"))
     assert_same_outputs(direct_run, output_dir)
