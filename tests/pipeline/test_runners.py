@@ -107,16 +107,17 @@ def _answers(port):
     return False
 
 
-def _stop(process, first_signal):
-    """Stops a service by its pid: ``first_signal`` lets it shut down (and stop its own
-    children), a kill after 20 s."""
-    if process.poll() is None:
-        process.send_signal(first_signal)
+def _stop(process):
+    """Stops a service started in a session of its own, with what it started (the pool's
+    workers): SIGTERM to its process group, SIGKILL after 20 s."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
         try:
             process.wait(timeout=20)
+            return
         except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            continue
 
 
 @pytest.fixture(scope="module")
@@ -141,10 +142,11 @@ def beam_services(s3_server, tmp_path_factory):
     with open(job_log, "wb") as job_out, open(pool_log, "wb") as pool_out:
         job_service = subprocess.Popen(
             [sys.executable, "-m", "apache_beam.runners.portability.local_job_service_main", "--port=0",
-             f"--port_file={port_file}"], cwd=REPO, env=environment, stdout=job_out, stderr=subprocess.STDOUT)
+             f"--port_file={port_file}"], cwd=REPO, env=environment, stdout=job_out, stderr=subprocess.STDOUT,
+            start_new_session=True)
         pool = subprocess.Popen(
             [sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main", f"--service_port={pool_port}"],
-            cwd=REPO, env=environment, stdout=pool_out, stderr=subprocess.STDOUT)
+            cwd=REPO, env=environment, stdout=pool_out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         _wait(job_service, port_file.exists, "the job service", job_log)
         _wait(pool, lambda: _answers(pool_port), "the worker pool", pool_log)
@@ -152,8 +154,8 @@ def beam_services(s3_server, tmp_path_factory):
                  "--environment_type=EXTERNAL", f"--environment_config=localhost:{pool_port}"]
         yield flags, pool_log
     finally:
-        _stop(pool, signal.SIGINT)  # its KeyboardInterrupt path stops the server, then its workers
-        _stop(job_service, signal.SIGTERM)
+        _stop(pool)
+        _stop(job_service)
 
 
 @pytest.mark.slow
