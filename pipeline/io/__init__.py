@@ -32,7 +32,7 @@ a store provides, function by function:
   on S3.
 * ``join`` / ``abspath``: a URL is joined with ``/`` and never made absolute.
 
-Libraries that read or write by name (Beam's ``WriteToTFRecord``, Keras' ``save``,
+Libraries that read or write by name (TensorFlow's ``TFRecordWriter``, Keras' ``save``,
 SavedModel ``export``, ``tf.data``, TensorBoard, PIL) only ever see local paths: inside an
 ``atomic_directory``, a ``local_copy`` or a ``local_output``, or the local stage folders
 the orchestrator stages a remote run through (``pipeline.orchestrator``).

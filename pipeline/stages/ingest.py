@@ -60,7 +60,7 @@ SPEC = StageSpec(
     name="ingest",
     inputs={},
     outputs={"examples": EXAMPLES},
-    reads_urls=True,  # its workers read the source and Beam's sinks write the shards through URLs
+    reads_urls=True,  # its workers read the source and write the shards through pipeline.io
 )
 
 PROGRESS_EVERY = 2000  # images per worker between progress lines
