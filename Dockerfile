@@ -18,8 +18,8 @@ WORKDIR /opt/kdiff
 COPY setup.py README.md kdiff_console.py ./
 COPY kdiff/ kdiff/
 COPY pipeline/ pipeline/
-# kdiff and its S3 store; Beam pinned to the image's own, so that pip keeps it
-RUN pip install --no-cache-dir ".[s3]" "apache-beam[gcp]==${BEAM_VERSION}"
+# kdiff and its object stores (s3://, gs://); Beam pinned to the image's own, so that pip keeps it
+RUN pip install --no-cache-dir ".[aws,gcp]" "apache-beam[gcp]==${BEAM_VERSION}"
 
 # Beam's SDK harness boot program, the base image's entry point, stated for the reader
 ENTRYPOINT ["/opt/apache/beam/boot"]

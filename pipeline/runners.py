@@ -147,6 +147,6 @@ def _check_dataflow(name, cloud, output_dir, remote):
         )
     if not remote:
         raise ValueError(
-            f"--runner={name}: Dataflow's workers cannot reach this machine's disk; pass an --output_dir in an "
-            f"object store (s3://bucket/run). Received: --output_dir={output_dir}"
+            f"--runner={name}: Dataflow's workers cannot reach this machine's disk; pass an --output_dir in a "
+            f"bucket (gs://bucket/run, s3://bucket/run). Received: --output_dir={output_dir}"
         )

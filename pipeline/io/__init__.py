@@ -6,34 +6,39 @@ run reads (image folders, IDX files, ``--config``) are all read and written with
 functions below; no other module of ``pipeline/`` opens, lists, renames or removes a file
 itself (``tests/pipeline/test_io.py`` greps for it).
 
-A path is a local path or an ``s3://bucket/key`` URL; each function hands it to its
-store's module, which implements the same functions: ``pipeline.io.local`` (this machine's
-disk) or ``pipeline.io.s3`` (boto3). Another store (``gs://``) is another such module. What
-a store provides, function by function:
+A path is a local path or a URL of an object store: ``s3://bucket/key`` (Amazon S3 and
+S3-compatible servers, through boto3) or ``gs://bucket/key`` (Google Cloud Storage, through
+google-cloud-storage). Each function hands it to its store, which implements the same
+functions: ``pipeline.io.local`` (this machine's disk), or an object store
+(``pipeline.io.objects.ObjectStore``, filled in with its client's primitives by
+``pipeline.io.s3`` and ``pipeline.io.gcs``); ``STORES`` maps a URL scheme to its store.
+What a store provides, function by function:
 
 * ``open_read`` / ``local_output``: whole objects. A write appears complete or not at all:
-  locally a temporary name and a rename, on S3 one upload after the local write succeeded.
+  locally a temporary name and a rename, in an object store one upload after the local
+  write succeeded.
 * ``exists`` / ``isdir`` / ``isfile`` / ``getsize`` / ``listdir`` / ``glob`` / ``walk``:
-  on S3 by key prefix (a "directory" exists when some key starts with ``<path>/``).
-* ``remove`` / ``remove_tree`` / ``replace`` / ``copy`` / ``copy_tree``: on S3 a rename is a
-  copy then a delete; a tree is every key under its prefix. Between two stores (a local
-  source, an S3 target) ``copy`` and ``copy_tree`` download or upload.
+  in an object store by key prefix (a "directory" exists when some key starts with
+  ``<path>/``).
+* ``remove`` / ``remove_tree`` / ``replace`` / ``copy`` / ``copy_tree``: in an object
+  store a rename is a copy then a delete; a tree is every key under its prefix. Between two
+  stores (a local source, a bucket target) ``copy`` and ``copy_tree`` download or upload.
 * ``atomic_directory``: a stage's commit. Locally a temporary directory renamed into
-  place; on S3 a local directory uploaded in place of the old tree, which is not atomic and
-  need not be: the orchestrator removes ``_DONE.json`` before a stage runs and writes it
-  after the commit, and readers trust an output only with its record.
+  place; in an object store a local directory uploaded in place of the old tree, which is
+  not atomic and need not be: the orchestrator removes ``_DONE.json`` before a stage runs
+  and writes it after the commit, and readers trust an output only with its record.
 * ``remove_leftovers``: the hidden directories a killed local commit left.
 * ``exclusive_lock``: locally ``fcntl.flock``, which the operating system releases when the
-  holder dies; on S3 a lease taken with conditional puts and renewed by a heartbeat
-  (``pipeline.io.locks``).
+  holder dies; in an object store a lease taken with conditional writes and renewed by a
+  heartbeat (``pipeline.io.locks``).
 * ``local_copy`` / ``local_output``: a local path to read or write with a library that
   only knows local files (TensorFlow, Keras, PIL, NumPy by name): the path itself (or a
   temporary name beside it) locally, a download or an upload through a temporary folder
-  on S3.
+  in an object store.
 * ``join`` / ``abspath``: a URL is joined with ``/`` and never made absolute.
 
-Libraries that read or write by name (TensorFlow's ``TFRecordWriter``, Keras' ``save``,
-SavedModel ``export``, ``tf.data``, TensorBoard, PIL) only ever see local paths: inside an
+Libraries that read or write by name (Keras' ``save``, SavedModel ``export``, ``tf.data``,
+TensorFlow's TFRecord writer, TensorBoard, PIL) only ever see local paths: inside an
 ``atomic_directory``, a ``local_copy`` or a ``local_output``, or the local stage folders
 the orchestrator stages a remote run through (``pipeline.orchestrator``).
 """
@@ -46,7 +51,7 @@ import os
 import posixpath
 import shutil
 
-from pipeline.io import local, s3
+from pipeline.io import gcs, local, s3
 from pipeline.io.locks import LockHeld
 
 __all__ = [
@@ -57,12 +62,12 @@ __all__ = [
     "write_npz", "write_text",
 ]
 
-# URL scheme → the module that implements the store
-STORES = {"s3": s3}
+# URL scheme → the store that reads and writes its URLs
+STORES = {"gs": gcs.STORE, "s3": s3.STORE}
 
 
 def _backend(path):
-    """The module that reads and writes ``path``: ``local`` for a path, a store's for a URL.
+    """What reads and writes ``path``: the ``local`` module for a path, a store for a URL.
 
     Raises:
         ValueError: a URL of a store kdiff does not support.
@@ -71,8 +76,9 @@ def _backend(path):
     if not separator:
         return local
     if scheme not in STORES:
+        examples = ", ".join(f"{name}://bucket/key" for name in sorted(STORES))
         raise ValueError(
-            f"Expected a local path or a URL of {sorted(STORES)} (s3://bucket/key). Received: {os.fspath(path)!r}"
+            f"Expected a local path or a URL of {sorted(STORES)} ({examples}). Received: {os.fspath(path)!r}"
         )
     return STORES[scheme]
 
@@ -454,7 +460,7 @@ def exclusive_lock(path, record, **options):
     Args:
         path: the lock file or object.
         record: a JSON-able dict identifying the holder.
-        **options: the store's lock options (S3: ``seconds``, the lease's length).
+        **options: the store's lock options (an object store's: ``seconds``, the lease's length).
 
     Returns:
         A context manager (yielding None locally, the ``Lease`` on an object store).

@@ -4,11 +4,13 @@ Two runs writing one output folder at once would delete each other's files; the 
 an exclusive lock on ``<output_dir>/.lock`` (``pipeline.lock.RunLock``). On a local disk
 the operating system's ``flock`` releases it when the holder ends, however it ends. An
 object store has no such lock: the holder creates the lock object with a conditional put
-(S3's ``If-None-Match: *``: exactly one of several writers succeeds), holding an owner
-token, its host, pid and an expiry; a heartbeat renews the expiry while the run lives (a
-put conditional on the object being still the holder's own), and the object is deleted at
-exit. A lease whose holder died without deleting it expires, and the next run takes it
-over then, saying so.
+(S3's ``If-None-Match: *``, GCS's ``ifGenerationMatch=0``: exactly one of several writers
+succeeds), holding an owner token, its host, pid and an expiry; a heartbeat renews the
+expiry while the run lives (a put conditional on the object being still the holder's own
+version: S3's ``If-Match`` on its ETag, GCS's ``ifGenerationMatch`` on its generation),
+and the object is deleted at exit. A lease whose holder died without deleting it expires,
+and the next run takes it over then, saying so: it replaces exactly the expired version
+with a conditional put, so of several runs taking it over at once one succeeds.
 """
 
 from __future__ import annotations
@@ -94,8 +96,9 @@ class Lease:
     """A lease on an object store's lock object, held by this process.
 
     Args:
-        store: the backend module (``pipeline.io.s3``) with ``put_if_absent``,
-            ``put_if_match``, ``read_with_etag`` and ``delete_if_match``.
+        store: the object store (``pipeline.io.objects.ObjectStore``), whose
+            ``put_if_absent``, ``put_if_match``, ``read_with_etag`` and ``delete_if_match``
+            take the turns; an "etag" is the store's version tag (S3's ETag, GCS's generation).
         path: the lock object's URL.
         record: what identifies the holder (pid, host, start time), stored in the lease.
         seconds: how long the lease lasts without renewal.
@@ -123,25 +126,37 @@ class Lease:
             LockHeld: a live holder has it (with that holder's record, its expiry included).
         """
         etag = self.store.put_if_absent(self.path, self._body())
-        if etag is None:
-            current = self.store.read_with_etag(self.path)
-            if current is not None:
-                data, held_etag = current
-                holder = _parse(data)
-                if holder.get("expires", 0) > time.time():
-                    raise LockHeld(holder)
-                # expired: delete exactly that version (another taker's delete or put then fails)
-                if self.store.delete_if_match(self.path, held_etag):
-                    print(f"lock: took over {self.path}: its lease by {_who(holder)} expired at "
-                          f"{_when(holder.get('expires'))}", file=sys.stderr, flush=True)
-            etag = self.store.put_if_absent(self.path, self._body())
-            if etag is None:
-                current = self.store.read_with_etag(self.path)
-                raise LockHeld(_parse(current[0]) if current else {})
-        self._etag = etag
+        self._etag = self._take_over() if etag is None else etag
         self._thread = threading.Thread(target=self._renew, name="kdiff-lease", daemon=True)
         self._thread.start()
         return self
+
+    def _take_over(self):
+        """Replaces an expired lease with this one: a put conditional on the expired version,
+        which of several runs taking it over at once only one makes.
+
+        Returns:
+            The new lease's version tag.
+
+        Raises:
+            LockHeld: a live holder has it.
+        """
+        current = self.store.read_with_etag(self.path)
+        if current is None:  # released meanwhile
+            etag = self.store.put_if_absent(self.path, self._body())
+        else:
+            data, held_etag = current
+            holder = _parse(data)
+            if holder.get("expires", 0) > time.time():
+                raise LockHeld(holder)
+            etag = self.store.put_if_match(self.path, self._body(), held_etag)
+            if etag is not None:
+                print(f"lock: took over {self.path}: its lease by {_who(holder)} expired at "
+                      f"{_when(holder.get('expires'))}", file=sys.stderr, flush=True)
+        if etag is None:  # another run was quicker
+            current = self.store.read_with_etag(self.path)
+            raise LockHeld(_parse(current[0]) if current else {})
+        return etag
 
     def _renew(self):
         while not self._stop.wait(self.seconds / RENEWALS_PER_LEASE):
@@ -171,7 +186,7 @@ def lease(store, path, record, seconds=LEASE_SECONDS):
     """Holds a lease on the lock object ``path`` of an object store for the block.
 
     Args:
-        store: the backend module (``pipeline.io.s3``).
+        store: the object store (``pipeline.io.objects.ObjectStore``).
         path: the lock object's URL.
         record: a JSON-able dict identifying the holder.
         seconds: how long the lease lasts without renewal (renewed every third of it).

@@ -12,21 +12,21 @@ The Beam pipeline (every transform labelled):
                        the smallest sha256(seed/key) — deterministic, independent of the
                        runner and of the image bytes
     Split / Partition  tags each example train or eval (the eval keys as a side input)
-    WriteTrain/Eval    ``WriteShards``: each example encoded as tf.train.Example bytes
-                       (image PNG, label, key), keyed by its shard (``shard_index``: a
-                       stable hash of its key), grouped, and each shard written sorted by
-                       key: ``num_shards`` train shards, 1 eval shard. The same config gives
-                       the same bytes on every runner, whatever its bundles (Beam's
-                       ``WriteToTFRecord`` deals elements to shards from a random start,
-                       in the order its bundles happen to come — and the train stage's
-                       shuffle permutes the records in file order)
+    EncodeTrain/Eval   tf.train.Example bytes (image PNG, label, key)
+    WriteTrain/Eval    ``WriteShards``: ``num_shards`` train shards, 1 eval shard, each a
+                       TFRecord file a worker writes through ``pipeline.io``, its records
+                       in order (sorted): the same bytes on every runner, whatever its
+                       bundles — the train stage's shuffle permutes records in file order
     Stats, WriteStats  a CombineFn (counts, label counts, pixel mean / std of the train
                        images in [0, 1]) → stats.json
 
 Everything is written inside ``io.shared_directory(outputs["examples"])``: locally a failed
 or killed run (a corrupt image fails it, naming the file) leaves nothing at the output path;
 on an object store the workers write into it directly, and the run trusts it only once its
-``_DONE.json`` is written.
+``_DONE.json`` is written. The workers write the shards through ``pipeline.io`` rather than
+with Beam's ``WriteToTFRecord``, so that they write to any store the pipeline reads, with
+its configuration, and need none of Beam's own file systems (its GCS one renames through
+GCS's batch API, which fake-gcs-server, the emulator the tests use, lacks).
 The orchestrator passes the parameters resolved (``RunConfig.resolved``); in a plain dict,
 those it lacks take their ``RunConfig`` defaults, and every one passes its ``RunConfig``
 check (``pipeline.config.resolve``). ``channels`` None means the source's own: digits, IDX files and
@@ -42,6 +42,7 @@ import logging
 import math
 import os
 import time
+import zlib
 
 import apache_beam as beam
 import numpy as np
@@ -152,83 +153,9 @@ def split_index(tagged, num_partitions):
     return 0 if tagged[0] == "train" else 1
 
 
-def shard_index(key, num_shards):
-    """The shard a record goes to: a stable hash of its key (seed-free) modulo ``num_shards``.
-
-    Args:
-        key: the record's source key.
-        num_shards: the split's shard count.
-
-    Returns:
-        An int in ``[0, num_shards)``: the same on every runner and in every run.
-    """
-    return int.from_bytes(hashlib.sha256(f"shard/{key}".encode()).digest()[:8], "big") % int(num_shards)
-
-
-def shard_path(directory, split, shard, num_shards):
-    """``<directory>/<split>-SSSSS-of-NNNNN.tfrecord``, Beam's shard naming."""
-    return os.path.join(directory, f"{split}-{int(shard):05d}-of-{int(num_shards):05d}.tfrecord")
-
-
-def keyed_record(tagged, num_shards):
-    """(split, key, image, label) → (shard, (key, serialized tf.train.Example))."""
+def encode_tagged(tagged):
     _, key, image, label = tagged
-    return shard_index(key, num_shards), (key, data.encode_example(key, image, label))
-
-
-class WriteShardFn(beam.DoFn):
-    """(shard, [(key, serialized), or None]) → writes the shard's records sorted by key.
-
-    The Nones are the placeholders that make every shard a group, so that a shard no
-    record hashes to is written too (empty), as Beam's fixed-shard sinks write it.
-
-    Args:
-        directory: the (temporary) Examples directory.
-        split: "train" or "eval".
-        num_shards: the split's shard count.
-    """
-
-    def __init__(self, directory, split, num_shards):
-        self.directory = directory
-        self.split = split
-        self.num_shards = int(num_shards)
-
-    def process(self, element):
-        import tensorflow as tf
-
-        shard, records = element
-        path = shard_path(self.directory, self.split, shard, self.num_shards)
-        with io.local_output(path) as local, tf.io.TFRecordWriter(local) as writer:
-            for _, serialized in sorted(record for record in records if record is not None):
-                writer.write(serialized)
-        yield path
-
-
-class WriteShards(beam.PTransform):
-    """(split, key, image, label) examples → ``num_shards`` TFRecord shards of one split,
-    the same bytes on every runner (module docstring).
-
-    Args:
-        directory: the (temporary) Examples directory.
-        split: "train" or "eval".
-        num_shards: the split's shard count.
-    """
-
-    def __init__(self, directory, split, num_shards, label=None):
-        super().__init__(label)
-        self.directory = directory
-        self.split = split
-        self.num_shards = int(num_shards)
-
-    def expand(self, examples):
-        every_shard = examples.pipeline | "EveryShard" >> beam.Create([(i, None) for i in range(self.num_shards)])
-        keyed = examples | "Encode" >> beam.Map(keyed_record, self.num_shards)
-        return (
-            (keyed, every_shard)
-            | "Flatten" >> beam.Flatten()
-            | "GroupByShard" >> beam.GroupByKey()
-            | "Write" >> beam.ParDo(WriteShardFn(self.directory, self.split, self.num_shards))
-        )
+    return data.encode_example(key, image, label)
 
 
 class StatsFn(beam.CombineFn):
@@ -280,6 +207,64 @@ def write_stats(stats, path, extra):
     return path
 
 
+def shard_path(prefix, index, num_shards, suffix=".tfrecord"):
+    """The name of shard ``index`` of ``num_shards``: ``<prefix>-00001-of-00004<suffix>``
+    (Beam's file sinks' default template)."""
+    return f"{prefix}-{index:05d}-of-{num_shards:05d}{suffix}"
+
+
+def write_shard(shard, prefix, num_shards):
+    """Writes one shard's records as a TFRecord file through ``pipeline.io`` (complete or
+    not at all), sorted: a group's records come in whatever order the runner's bundles
+    delivered them, and the file's order is what the train stage's shuffle permutes.
+
+    Args:
+        shard: ``(index, records)``: the shard's number and its serialized records (None:
+            the placeholder that makes an empty shard).
+        prefix: the shards' path without their number (a local path or a URL).
+        num_shards: how many shards there are.
+
+    Returns:
+        The shard's path.
+    """
+    import tensorflow as tf
+
+    index, records = shard
+    path = shard_path(prefix, index, num_shards)
+    with io.local_output(path) as local, tf.io.TFRecordWriter(local) as writer:
+        for record in sorted(record for record in records if record is not None):
+            writer.write(record)
+    return path
+
+
+class WriteShards(beam.PTransform):
+    """Serialized records → ``num_shards`` TFRecord files ``<prefix>-SSSSS-of-NNNNN.tfrecord``,
+    each written by one worker through ``pipeline.io``, an empty one too.
+
+    A record's shard is ``crc32(record) % num_shards`` and a shard's records are sorted: the
+    same file on every runner and run (``data.encode_example`` serializes deterministically).
+
+    Args:
+        prefix: the shards' path without their number (a local path or a URL).
+        num_shards: how many shards to write.
+    """
+
+    def __init__(self, prefix, num_shards):
+        super().__init__()
+        self.prefix, self.num_shards = prefix, int(num_shards)
+
+    def expand(self, records):
+        keyed = records | "Key" >> beam.Map(lambda record, n: (zlib.crc32(record) % n, record), self.num_shards)
+        placeholders = [(index, None) for index in range(self.num_shards)]
+        every_shard = records.pipeline | "EveryShard" >> beam.Create(placeholders)
+        return (
+            (keyed, every_shard)
+            | "Flatten" >> beam.Flatten()
+            | "Group" >> beam.GroupByKey()
+            | "Write" >> beam.Map(write_shard, self.prefix, self.num_shards)
+        )
+
+
 def build_pipeline(pipeline, plan, directory, *, image_size, channels, num_shards, seed, crop_size=None):
     """Adds the ingest transforms to ``pipeline``, writing into ``directory`` (no I/O: the
     graph alone, as a runner's translation, e.g. Dataflow's, needs it).
@@ -304,8 +289,16 @@ def build_pipeline(pipeline, plan, directory, *, image_size, channels, num_shard
     )
     tagged = examples | "Split" >> beam.Map(tag_split, eval_keys=beam.pvalue.AsSingleton(eval_keys))
     train, held_out = tagged | "Partition" >> beam.Partition(split_index, 2)
-    _ = train | "WriteTrain" >> WriteShards(directory, "train", num_shards)
-    _ = held_out | "WriteEval" >> WriteShards(directory, "eval", 1)
+    _ = (
+        train
+        | "EncodeTrain" >> beam.Map(encode_tagged)
+        | "WriteTrain" >> WriteShards(io.join(directory, "train"), num_shards)
+    )
+    _ = (
+        held_out
+        | "EncodeEval" >> beam.Map(encode_tagged)
+        | "WriteEval" >> WriteShards(io.join(directory, "eval"), 1)
+    )
     extra = {
         "source": plan.source.spec,
         "image_size": int(image_size),
@@ -319,7 +312,7 @@ def build_pipeline(pipeline, plan, directory, *, image_size, channels, num_shard
     _ = (
         tagged
         | "Stats" >> beam.CombineGlobally(StatsFn())
-        | "WriteStats" >> beam.Map(write_stats, os.path.join(directory, data.STATS_FILE), extra)
+        | "WriteStats" >> beam.Map(write_stats, io.join(directory, data.STATS_FILE), extra)
     )
 
 
@@ -377,8 +370,8 @@ class Executor:
         origin = f" ({plan.origin})" if plan.origin else ""
         print(f"ingest: reading {what}{origin} → {image_size}×{image_size}×{channels} with Beam", flush=True)
 
-        # The workers write straight into the run's store (a bucket for a run on S3, through
-        # pipeline.io): none relies on the launcher's disk.
+        # The workers write the shards and stats.json straight into the run's store (a bucket
+        # for a run on an object store, through pipeline.io): none relies on the launcher's disk.
         with io.shared_directory(outputs["examples"]) as directory:
             try:
                 with quiet_stage_errors(), beam.Pipeline(options=PipelineOptions(beam_args)) as pipeline:
@@ -391,7 +384,7 @@ class Executor:
                 if stage_error is not None:
                     raise stage_error from None
                 raise
-            stats = io.read_json(os.path.join(directory, data.STATS_FILE))
+            stats = io.read_json(io.join(directory, data.STATS_FILE))
             if stats["num_train"] < 1 or stats["num_eval"] < 1:
                 total = stats["num_train"] + stats["num_eval"]
                 raise StageError(

@@ -175,7 +175,7 @@ def test_dataflow_needs_its_client_its_flags_and_a_run_folder_in_a_store(tmp_pat
 
     dataflow = ["--runner=DataflowRunner", "--project=p", "--region=europe-west1", "--temp_location=gs://kdiff-tmp/t"]
     monkeypatch.setattr(runners, "DATAFLOW_CLIENT", "no_such_package.dataflow")
-    code, err = _exit_message(capsys, ["--output_dir=s3://kdiff-runs/r", *dataflow])
+    code, err = _exit_message(capsys, ["--output_dir=gs://kdiff-runs/r", *dataflow])
     assert code == 2 and "needs Beam's Dataflow client" in err and "pip install 'kdiff[dataflow]'" in err
     monkeypatch.setattr(runners, "DATAFLOW_CLIENT", "json")  # a client that is there
     code, err = _exit_message(capsys, ["--output_dir=s3://kdiff-runs/r", "--runner=DataflowRunner", "--project=p",
@@ -185,13 +185,13 @@ def test_dataflow_needs_its_client_its_flags_and_a_run_folder_in_a_store(tmp_pat
     code, err = _exit_message(capsys, [f"--output_dir={tmp_path}", *dataflow])
     assert code == 2 and "Dataflow's workers cannot reach this machine's disk" in err and str(tmp_path) in err
     assert captured_run == []
-    runners.check(dataflow, "s3://kdiff-runs/r")  # all there: passes (and contacts nothing)
+    runners.check(dataflow, "gs://kdiff-runs/r")  # all there: passes (and contacts nothing)
 
 
 def test_an_output_dir_of_an_unsupported_store_fails_naming_it(capsys, captured_run):
-    code, err = _exit_message(capsys, ["--output_dir=gs://kdiff-runs/r", "--preset=tiny"])
+    code, err = _exit_message(capsys, ["--output_dir=hdfs://kdiff-runs/r", "--preset=tiny"])
     assert code == 2 and captured_run == []
-    assert "argument --output_dir:" in err and "Received: 'gs://kdiff-runs/r'" in err
+    assert "argument --output_dir:" in err and "Received: 'hdfs://kdiff-runs/r'" in err
 
 
 # ----------------------------------------------------------------------------- values

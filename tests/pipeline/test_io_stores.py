@@ -1,4 +1,5 @@
-"""pipeline.io on S3 (``s3://`` URLs) against moto_server on 127.0.0.1: the same functions
+"""pipeline.io on its object stores, each against its server on 127.0.0.1: S3 (``s3://``
+URLs, moto_server) and Google Cloud Storage (``gs://``, fake-gcs-server). The same functions
 give the same answers as on a local disk, writes appear complete or not at all, and the run
 lock is a lease that one holder gets, that expires when its holder dies, and that the next
 run then takes over."""
@@ -19,10 +20,16 @@ from pipeline import io
 from pipeline.io import locks
 
 
-@pytest.fixture
-def root(s3_server):
-    """A fresh prefix in the test bucket."""
-    return f"{s3_server}/{uuid.uuid4().hex[:12]}"
+@pytest.fixture(params=["s3", "gs"])
+def root(request):
+    """A fresh prefix in a test bucket of each store."""
+    bucket = request.getfixturevalue({"s3": "s3_server", "gs": "gcs_server"}[request.param])
+    return f"{bucket}/{uuid.uuid4().hex[:12]}"
+
+
+def _store(root):
+    """The store of ``root``'s URL."""
+    return io.STORES[root.split("://")[0]]
 
 
 def test_whole_files_round_trip(root):
@@ -133,11 +140,16 @@ def test_a_commit_replaces_the_tree_or_leaves_it(root):
     assert io.listdir(final) == ["new.txt"]  # the old tree is replaced, not merged
 
 
-def test_urls_join_with_slashes_and_stay_urls(root):
-    assert io.join("s3://b/run", "train", "model") == "s3://b/run/train/model"
-    assert io.abspath("s3://b/run/") == "s3://b/run" and io.is_remote("s3://b/run") and not io.is_remote("/tmp/x")
-    with pytest.raises(ValueError, match=r"Expected a local path or a URL of \['s3'\].*'gs://b/run'"):
-        io.exists("gs://b/run")
+def test_urls_join_with_slashes_and_stay_urls():
+    for scheme in ("s3", "gs"):
+        assert io.join(f"{scheme}://b/run", "train", "model") == f"{scheme}://b/run/train/model"
+        assert io.abspath(f"{scheme}://b/run/") == f"{scheme}://b/run" and io.is_remote(f"{scheme}://b/run")
+    assert not io.is_remote("/tmp/x")
+    with pytest.raises(ValueError, match=r"Expected a local path or a URL of \['gs', 's3'\] \(gs://bucket/key, "
+                       r"s3://bucket/key\)\. Received: 'az://b/run'"):
+        io.exists("az://b/run")
+    with pytest.raises(ValueError, match=r"Expected a gs://bucket/key URL\. Received: 'gs:///run'"):
+        io.exists("gs:///run")
 
 
 # ----------------------------------------------------------------------------- the lease
@@ -159,7 +171,7 @@ def test_one_holder_at_a_time_and_the_second_learns_who(root):
 
 def test_racing_takers_get_exactly_one_lease(root):
     path, winners, errors = io.join(root, ".lock"), [], []
-    leases = [locks.Lease(sys.modules["pipeline.io.s3"], path, {"pid": n}, seconds=30) for n in range(8)]
+    leases = [locks.Lease(_store(root), path, {"pid": n}, seconds=30) for n in range(8)]
 
     def take(lease):
         try:
@@ -175,6 +187,61 @@ def test_racing_takers_get_exactly_one_lease(root):
     assert len(winners) == 1 and len(errors) == 7
     assert {error.record["pid"] for error in errors} == {winners[0].record["pid"]}
     winners[0].release()
+
+
+def test_racing_takers_of_an_expired_lease_get_exactly_one(root, capfd):
+    """An expired lease is replaced by a put conditional on its version: of several runs
+    taking it over at once, one does, and the others learn who."""
+    path, winners, errors = io.join(root, ".lock"), [], []
+    io.write_json(path, {"pid": "dead", "host": "h", "expires": time.time() - 1})
+    leases = [locks.Lease(_store(root), path, {"pid": n}, seconds=30) for n in range(6)]
+
+    def take(lease):
+        try:
+            winners.append(lease.acquire())
+        except io.LockHeld as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=take, args=(lease,)) for lease in leases]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(winners) == 1 and len(errors) == 5
+    assert {error.record["pid"] for error in errors} == {winners[0].record["pid"]}
+    assert io.read_json(path)["owner"] == winners[0].record["owner"]
+    assert capfd.readouterr().err.count("took over") == 1  # said once, by the winner
+    winners[0].release()
+    assert not io.exists(path)
+
+
+def test_conditional_puts_take_effect_only_on_the_version_named(root):
+    store, path = _store(root), io.join(root, "object")
+    assert store.read_with_etag(path) is None
+    first = store.put_if_absent(path, b"one")
+    assert first is not None and store.read_with_etag(path) == (b"one", first)
+    assert store.put_if_absent(path, b"two") is None  # there is one already
+    second = store.put_if_match(path, b"two", first)
+    assert second is not None and second != first and store.read_with_etag(path) == (b"two", second)
+    assert store.put_if_match(path, b"three", first) is None  # a stale version
+    assert io.read_bytes(path) == b"two"
+    assert store.put_if_match(io.join(root, "missing"), b"x", first) is None
+    assert not io.exists(io.join(root, "missing"))
+
+
+def test_a_conditional_delete_takes_effect_only_on_the_version_named(root, request):
+    if root.startswith("gs://"):
+        # fake-gcs-server checks ifGenerationMatch on uploads but ignores it on deletes (GCS
+        # itself checks both). The lease never relies on a conditional delete to decide who
+        # holds it (a takeover is a conditional put), only to leave a lease another run took
+        # over alone at its release.
+        request.applymarker(pytest.mark.xfail(reason="the emulator ignores ifGenerationMatch on deletes", strict=True))
+    store, path = _store(root), io.join(root, "object")
+    first = store.put_if_absent(path, b"one")
+    second = store.put_if_match(path, b"two", first)
+    assert store.delete_if_match(path, first) is False and io.read_bytes(path) == b"two"  # a stale version
+    assert store.delete_if_match(path, second) is True and not io.exists(path)
+    assert store.delete_if_match(path, second) is False  # gone
 
 
 def test_the_holder_renews_its_lease(root):
@@ -220,11 +287,11 @@ def test_a_lease_taken_over_is_reported_lost_to_its_old_holder(root):
     """A holder whose lease another run took (it stalled past the expiry) learns it at its
     next renewal: ``lost`` is set, and its release leaves the new holder's lease alone."""
     path = io.join(root, ".lock")
-    store = sys.modules["pipeline.io.s3"]
+    store = _store(root)
     stalled = locks.Lease(store, path, {"pid": "stalled"}, seconds=0.9).acquire()
     _, etag = store.read_with_etag(path)
-    assert store.delete_if_match(path, etag)  # what a taker does once the lease has expired
-    assert store.put_if_absent(path, b'{"pid": "new", "expires": 1e12}') is not None
+    # what a taker does once the lease has expired: replace exactly that version
+    assert store.put_if_match(path, b'{"pid": "new", "expires": 1e12}', etag) is not None
     assert stalled.lost.wait(timeout=5)  # its next renewal (every 0.3 s) finds another holder
     stalled.release()
     assert io.read_json(path)["pid"] == "new"  # its release did not delete the new lease
@@ -233,7 +300,7 @@ def test_a_lease_taken_over_is_reported_lost_to_its_old_holder(root):
 def test_a_large_object_is_read_through_a_temporary_file(root, monkeypatch):
     """Past SPOOL_BYTES an object spills to disk instead of memory, and reads the same
     (seeks included: the manifest counts TFRecords by seeking)."""
-    monkeypatch.setattr(sys.modules["pipeline.io.s3"], "SPOOL_BYTES", 1000)
+    monkeypatch.setattr(_store(root), "SPOOL_BYTES", 1000)
     data = np.random.default_rng(0).bytes(5000)
     io.write_bytes(io.join(root, "big.bin"), data)
     with io.open_read(io.join(root, "big.bin")) as f:

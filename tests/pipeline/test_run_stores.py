@@ -1,8 +1,10 @@
-"""The whole pipeline with ``--output_dir=s3://…`` (moto_server on 127.0.0.1): every stage's
-output, record and report lands in the bucket and nothing on the local disk, the Beam
-stages' workers (in other processes too) reading and writing the bucket themselves; a rerun
-reads the records back from the bucket and skips every stage; a second run is refused while
-the first holds the lease; training killed on one machine resumes from the bucket."""
+"""The whole pipeline with ``--output_dir=s3://…`` (moto_server on 127.0.0.1) and
+``gs://…`` (fake-gcs-server): every stage's output, record and report lands in the bucket
+and nothing on the local disk, the Beam stages' workers reading and writing the bucket
+themselves; a rerun reads the records back from the bucket and skips every stage; a second
+run is refused while the first holds the lease. On S3: training killed on one machine
+resumes from the bucket, and Beam workers in other processes ingest a folder in the
+bucket."""
 
 import contextlib
 import io as stdio
@@ -28,9 +30,11 @@ def _run(output_dir, *args):
 
 
 @pytest.mark.slow
-def test_a_run_on_s3_writes_only_to_the_bucket_and_reruns_from_it(s3_server, tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)  # a run that wrote a local "s3:" folder would leave it here
-    output_dir = f"{s3_server}/run-e2e"
+@pytest.mark.parametrize("server", ["s3_server", "gcs_server"])
+def test_a_run_in_a_bucket_writes_only_to_the_bucket_and_reruns_from_it(server, request, tmp_path, monkeypatch,
+                                                                       capsys):
+    monkeypatch.chdir(tmp_path)  # a run that wrote a local "s3:" or "gs:" folder would leave it here
+    output_dir = f"{request.getfixturevalue(server)}/run-e2e"
     status, out = _run(output_dir)
     assert status == 0, out[-3000:]
     assert os.listdir(tmp_path) == []
