@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 
 from pipeline import io, orchestrator
@@ -98,7 +97,7 @@ def follow(config, output_dir, *, force=False, resume=False, wait_seconds=WAIT_S
         return
     params = config.resolved(train.SPEC.parameters)
     params.update(beam_args=[], force=force, resume=resume, stage_dir=stage_dir)
-    with io.local_copy(examples) as local_examples, tempfile.TemporaryDirectory(prefix="kdiff-follower-") as scratch:
+    with io.local_copy(examples) as local_examples, io.scratch_directory("kdiff-follower-") as scratch:
         # locally the chief's folders (the checkpoints beside the Model), which a follower
         # only reads; on an object store a scratch folder (the checkpoints are in the store)
         model_dir = os.path.join(scratch, "model") if io.is_remote(output_dir) else orchestrator.artifact_dir(

@@ -12,7 +12,10 @@ from __future__ import annotations
 import errno
 import re
 
-__all__ = ["strip_beam_suffixes", "root_cause", "beam_error_message", "find_error", "io_error", "io_error_message"]
+__all__ = [
+    "strip_beam_suffixes", "root_cause", "beam_error_message", "find_error", "io_error", "io_error_message",
+    "os_error_text",
+]
 
 # What to do about the usual I/O failures, by errno.
 _IO_ADVICE = {
@@ -21,7 +24,12 @@ _IO_ADVICE = {
     errno.EROFS: "the file system is read-only; pass a writable --output_dir",
     errno.EACCES: "no permission; pass an --output_dir you may write, or fix the permissions",
     errno.EPERM: "no permission; pass an --output_dir you may write, or fix the permissions",
-    errno.ENOENT: "a file or folder the stage needs is missing",
+    errno.ENOENT: "a file, folder or bucket the run needs is missing",
+    # an object store's (pipeline.io raises its client's errors as these)
+    errno.ECONNREFUSED: "the store cannot be reached; check that it is up and the endpoint, then rerun",
+    errno.EHOSTUNREACH: "the store cannot be reached; check that it is up and the endpoint, then rerun",
+    errno.ETIMEDOUT: "the store did not answer in time; check the network and the endpoint, then rerun",
+    errno.ECONNRESET: "the connection to the store was lost; rerun once it is back",
 }
 
 _WHILE_RUNNING = re.compile(r"\s*\[while running '.*?'\]")
@@ -123,10 +131,27 @@ def io_error_message(stage, failure, where=None):
     Returns:
         "<stage>: cannot read or write <path>: <cause>; <advice>. Completed stages are kept."
     """
-    path = failure.path or (f"a file under {where}" if where else "a file")
-    if failure.errno is not None:
-        advice = _IO_ADVICE.get(failure.errno, "check the path and rerun")
+    text = _describe(failure.path, strip_beam_suffixes(failure.cause), failure.errno, where)
+    return f"{stage}: {text}. Completed stages are kept."
+
+
+def os_error_text(error):
+    """What an ``OSError`` of ``pipeline.io`` (a disk's, or a store's client error it
+    translated) says, with what to do, for a check made before any stage runs.
+
+    Args:
+        error: the ``OSError``.
+
+    Returns:
+        "cannot read or write <path>: <cause>; <advice>".
+    """
+    return _describe(error.filename, error.strerror or str(error), error.errno or errno.EIO)
+
+
+def _describe(path, cause, code, where=None):
+    path = path or (f"a file under {where}" if where else "a file")
+    if code is not None:
+        advice = _IO_ADVICE.get(code, "check the path and rerun")
     else:  # TensorFlow's data loss: a corrupt file
         advice = "the file is corrupt or unreadable; rerun the stage that wrote it (--force)"
-    cause = strip_beam_suffixes(failure.cause)
-    return f"{stage}: cannot read or write {path}: {cause}; {advice}. Completed stages are kept."
+    return f"cannot read or write {path}: {cause}; {advice}"

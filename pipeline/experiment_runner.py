@@ -33,8 +33,8 @@ def run_experiment(name, scale, output_dir, beam_args, *, overrides=None, paths=
         The report's path, or None when ``stages`` stop before the report.
 
     Raises:
-        ValueError: an unknown experiment or scale, a bad override, or (seed scale) what
-            is missing, all named before anything runs.
+        ValueError: an unknown experiment or scale, a bad override, (seed scale) what is
+            missing, or an ``output_dir`` that cannot be written, all named before anything runs.
         StageError: a stage failed.
     """
     from pipeline import experiments
@@ -42,6 +42,7 @@ def run_experiment(name, scale, output_dir, beam_args, *, overrides=None, paths=
     experiment, configs = experiments.plan(name, scale, overrides, paths, allow_cpu)
     for config in configs.values():
         orchestrator.check_samplers(config)
+    orchestrator.check_output_dir(output_dir)  # an unreachable store or a missing bucket: before any run
     root = io.join(output_dir, scale)
     for run_name, config in configs.items():
         log(f"[{name}] run {run_name} → {io.join(root, 'runs', run_name)}")

@@ -4,9 +4,13 @@ run's folder, skipping the stages whose output is cached.
 Each stage writes ``<output_dir>/<stage>/`` and, once its output is committed, a
 ``_DONE.json`` record: the stage's fingerprint (a hash of its parameters and its inputs'
 fingerprints, TFX-style) and a manifest of the files it wrote. A rerun skips a stage whose
-record matches the config and whose files are unchanged; ``force`` reruns it. The run holds
-``<output_dir>/.lock`` throughout (``pipeline.lock``). The checks here fail before any
-stage runs, in seconds: a bad sampler, a missing dataset, labels the evaluation needs.
+record matches the config and whose files are unchanged; ``force`` reruns it. A stage that
+runs first removes the records of the stages that read its output, directly or not, so
+that they rerun on what it writes. A stage's record is written only once every file of
+its manifest is in the run's store with its size. The run holds ``<output_dir>/.lock``
+throughout (``pipeline.lock``). The checks here fail before any stage runs, in seconds: an
+output folder that cannot be written, a bad sampler, a missing dataset, labels the
+evaluation needs.
 """
 
 from __future__ import annotations
@@ -45,6 +49,24 @@ def artifact_dir(output_dir, artifact):
     """
     stage, name = ARTIFACT_PATHS[artifact]
     return io.join(output_dir, stage, name)
+
+
+def check_output_dir(output_dir):
+    """Fails before any stage runs, and before the run's lock is taken, when ``output_dir``
+    cannot be listed, written and deleted from: on an object store, an endpoint that does
+    not answer, refused credentials or a missing bucket fail in seconds (the store's client
+    has bounded timeouts and retries) instead of in the first stage.
+
+    Args:
+        output_dir: the run's ``--output_dir``.
+
+    Raises:
+        ValueError: naming ``--output_dir``, the path or endpoint, what failed and what to do.
+    """
+    try:
+        io.check_writable(output_dir)
+    except OSError as error:
+        raise ValueError(f"--output_dir={output_dir}: {errors.os_error_text(error)}.") from None
 
 
 def check_samplers(config):
@@ -144,7 +166,7 @@ def run_stages(config, output_dir, beam_args, *, force=False, resume=False, stag
 
 
 def _run_locked(config, output_dir, beam_args, force, resume, stages, lock):
-    from pipeline.stages.base import DONE_FILE, StageError, changed_file, fingerprint, read_done
+    from pipeline.stages.base import DONE_FILE, StageError, changed_file, fingerprint, read_done, unwritten_file
 
     io.write_json(io.join(output_dir, "config.json"), config.to_dict())
     fingerprints, summary = {}, {}
@@ -200,12 +222,18 @@ def _run_locked(config, output_dir, beam_args, force, resume, stages, lock):
         start = time.perf_counter()
         done_path = io.join(stage_dir, DONE_FILE)
         io.remove(done_path, missing_ok=True)  # the old outputs no longer match what is being written
+        for reader in _readers(name):  # their outputs were made from the outputs being replaced
+            reader_done = io.join(output_dir, reader, DONE_FILE)
+            if io.isfile(reader_done):
+                io.remove(reader_done)
+                print(f"[{reader}] to rerun: it read what {name} rewrites (its {DONE_FILE} is removed)", flush=True)
         params = config.resolved(spec.parameters)  # resolved once: the stage takes them as they are
         # stage_dir: where the stage's own durable files go (the train stage's checkpoints),
         # in the run's store even when the stage runs on local folders
         params.update(beam_args=list(beam_args), force=force, resume=resume, stage_dir=stage_dir)
         try:
             files = _run_stage(module, stage_dir, inputs, outputs, params)
+            lost = unwritten_file(files, outputs)  # a runner or an upload that lost a file
         except StageError:
             raise
         except Exception as error:  # an I/O failure becomes a message naming the path
@@ -213,6 +241,11 @@ def _run_locked(config, output_dir, beam_args, force, resume, stages, lock):
             if failure is None:
                 raise
             raise StageError(errors.io_error_message(name, failure, where=stage_dir)) from error
+        if lost is not None:
+            raise StageError(
+                f"{name}: {lost}: its output is incomplete after the stage ran, so it is not recorded as "
+                f"done ({done_path} is not written); rerun to redo the stage."
+            )
         seconds = time.perf_counter() - start
         lock.check()
         io.write_json(done_path, {"fingerprint": stamp, "seconds": seconds, "outputs": outputs, "files": files})
@@ -220,6 +253,24 @@ def _run_locked(config, output_dir, beam_args, force, resume, stages, lock):
         summary[name] = {"cached": False, "seconds": seconds, "fingerprint": stamp}
         print(f"[{name}] done in {seconds:.1f} s", flush=True)
     return summary
+
+
+def _readers(name):
+    """The stages that read the output of the stage ``name``, directly or through others.
+
+    Args:
+        name: a stage's name.
+
+    Returns:
+        Their names, in ``STAGE_ORDER``.
+    """
+    produced, readers = set(_stage_module(name).SPEC.outputs), []
+    for later in STAGE_ORDER[STAGE_ORDER.index(name) + 1 :]:
+        spec = _stage_module(later).SPEC
+        if produced & set(spec.inputs):
+            readers.append(later)
+            produced |= set(spec.outputs)
+    return readers
 
 
 def _run_stage(module, stage_dir, inputs, outputs, params):

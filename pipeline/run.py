@@ -313,6 +313,7 @@ def run(argv=None, save_main_session=True):
         try:
             config = make_config(known)
             follower = cluster.is_follower(config)  # (TF_CONFIG read and checked)
+            orchestrator.check_output_dir(known.output_dir)  # before any stage, in seconds
             if "sample" in stages:
                 orchestrator.check_samplers(config)
         except (ValueError, OSError) as error:

@@ -14,15 +14,16 @@ be unique), the name says its package: ``tests/pipeline/test_pipeline_data.py`` 
 shipped model) is here at the root.
 
 The shared helpers are here too, next to this file, and nowhere else: this conftest
-(``GaussianData``, the ``gaussian`` and ``grappler`` fixtures, the object-store servers
-``s3_server`` and ``gcs_server``), ``ports.py`` (``free_ports``), ``tiny_network.py``
-(``TinyNet``), ``sampler_pin_cases.py``, ``distributed_run.py`` (a script the distributed
-tests run) and ``paths.py`` (``REPO``, ``TESTS``, ``FIXTURES``); the data files are in
-``fixtures/``. A test in any folder imports them by name (``from tiny_network import
-TinyNet``, ``from conftest import GaussianData``, ``from paths import FIXTURES``): pytest's
-default ``prepend`` import mode puts the folder of this conftest, tests/, on ``sys.path``
-when it loads it, before any test module; the line below says so explicitly. Keep this
-the only conftest.py, or ``from conftest import`` would become ambiguous.
+(``GaussianData``, the ``gaussian`` and ``grappler`` fixtures, the test servers
+``ServerProcess``, ``MotoServer`` and ``TcpRelay``, the object-store fixtures ``s3_server``
+and ``gcs_server``), ``ports.py`` (``free_ports``), ``tiny_network.py`` (``TinyNet``),
+``sampler_pin_cases.py``, ``distributed_run.py`` (a script the distributed tests run) and
+``paths.py`` (``REPO``, ``TESTS``, ``FIXTURES``); the data files are in ``fixtures/``. A test
+in any folder imports them by name (``from tiny_network import TinyNet``, ``from conftest
+import GaussianData``, ``from paths import FIXTURES``): pytest's default ``prepend`` import
+mode puts the folder of this conftest, tests/, on ``sys.path`` when it loads it, before any
+test module; the line below says so explicitly. Keep this the only conftest.py, or ``from
+conftest import`` would become ambiguous.
 """
 
 import contextlib
@@ -111,51 +112,175 @@ def gaussian():
     return GaussianData()
 
 
-@contextlib.contextmanager
-def _server(name, command, ready_url, environment):
-    """Runs a test server for the block: ``command`` as a separate process (its output
-    discarded: a pipe nobody reads would fill and stall it), waited for until ``ready_url``
-    answers, with ``environment`` set in ``os.environ`` during the block (restored after),
-    and the process stopped by its pid at the end.
+class ServerProcess:
+    """A test server as a separate process, its output discarded (a pipe nobody reads would
+    fill and stall it). A context manager: started and waited for until ``ready_url``
+    answers on entering, stopped by its pid on leaving.
 
     Args:
         name: what the server is, for the failure messages.
         command: the server's command line.
         ready_url: a URL that answers once the server serves.
-        environment: the variables that point the clients at it.
+        environment: variables added to the process's environment.
     """
-    import subprocess
-    import time
-    import urllib.request
 
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert server.poll() is None, f"{name} exited with {server.returncode}"
-            try:
-                with urllib.request.urlopen(ready_url, timeout=1):
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, f"{name} did not answer within 60 s"
-                time.sleep(0.1)
-        saved = {variable: os.environ.get(variable) for variable in environment}
-        os.environ.update(environment)
+    def __init__(self, name, command, ready_url, environment=None):
+        self.name, self.command, self.ready_url = name, command, ready_url
+        self.environment, self.process = dict(environment or {}), None
+
+    def __enter__(self):
+        import subprocess
+        import time
+        import urllib.request
+
+        self.process = subprocess.Popen(
+            self.command, env={**os.environ, **self.environment}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
         try:
-            yield
-        finally:
-            for variable, value in saved.items():
-                if value is None:
-                    os.environ.pop(variable, None)
-                else:
-                    os.environ[variable] = value
-    finally:
-        server.terminate()
+            deadline = time.monotonic() + 60
+            while True:
+                assert self.process.poll() is None, f"{self.name} exited with {self.process.returncode}"
+                try:
+                    with urllib.request.urlopen(self.ready_url, timeout=1):
+                        return self
+                except OSError:
+                    assert time.monotonic() < deadline, f"{self.name} did not answer within 60 s"
+                    time.sleep(0.1)
+        except BaseException:
+            self.__exit__()
+            raise
+
+    def __exit__(self, *exc):
+        import subprocess
+
+        self.process.terminate()
         try:
-            server.wait(timeout=10)
+            self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+            self.process.kill()
+            self.process.wait()
+        return False
+
+
+class MotoServer(ServerProcess):
+    """An S3 server on 127.0.0.1: ``moto_server`` (moto[server]), which enforces conditional
+    writes as S3 does.
+
+    Args:
+        **environment: moto's settings for the process, e.g. ``INITIAL_NO_AUTH_ACTION_COUNT="0"``
+            (every request's credentials checked).
+
+    Attributes:
+        endpoint: ``http://127.0.0.1:<port>``.
+    """
+
+    def __init__(self, **environment):
+        (self.port,) = free_ports()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
+        super().__init__("moto_server", command, f"{self.endpoint}/moto-api/data.json", environment)
+
+
+@contextlib.contextmanager
+def environment_set(variables):
+    """``variables`` set in ``os.environ`` for the block, the previous values restored after."""
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+class TcpRelay:
+    """A TCP relay on 127.0.0.1 to another local port: an endpoint that can go away and come
+    back while the server behind it keeps its data, as a store's does in an outage. A context
+    manager: relaying between ``start`` (on entering) and ``stop`` (on leaving).
+
+    Args:
+        target: the port relayed to.
+
+    Attributes:
+        endpoint: ``http://127.0.0.1:<port>``, the same port across restarts.
+    """
+
+    def __init__(self, target):
+        self.target, self.port = target, free_ports()[0]
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self._listener, self._sockets, self._threads = None, [], []
+
+    def start(self):
+        """Listens on the port (again): new connections are relayed."""
+        import socket
+        import threading
+
+        self._listener = socket.create_server(("127.0.0.1", self.port))  # SO_REUSEADDR: the same port again
+        self._threads = [threading.Thread(target=self._accept, args=(self._listener,), daemon=True)]
+        self._threads[0].start()
+        return self
+
+    def stop(self):
+        """Goes away: stops listening (a new connection is refused) and cuts every open
+        connection mid-request."""
+        import socket
+
+        if self._listener is None:
+            return
+        self._listener.close()
+        self._listener = None
+        self._threads[0].join(timeout=10)  # the accepting thread: no connection is added after it
+        for connection in self._sockets:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+            connection.close()
+        for thread in self._threads[1:]:
+            thread.join(timeout=10)
+        self._sockets, self._threads = [], []
+
+    def _accept(self, listener):
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:  # closed by stop()
+                return
+            server = socket.create_connection(("127.0.0.1", self.target))
+            self._sockets += [client, server]
+            for source, sink in ((client, server), (server, client)):
+                thread = threading.Thread(target=_pump, args=(source, sink), daemon=True)
+                self._threads.append(thread)
+                thread.start()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
+
+
+def _pump(source, sink):
+    """Copies ``source``'s bytes to ``sink`` until either closes."""
+    import socket
+
+    try:
+        while data := source.recv(1 << 16):
+            sink.sendall(data)
+        sink.shutdown(socket.SHUT_WR)
+    except OSError:  # a connection cut by TcpRelay.stop
+        pass
+
+
+S3_TEST_ENVIRONMENT = {
+    "NO_GCE_CHECK": "True", "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
 
 
 @pytest.fixture(scope="session")
@@ -167,13 +292,7 @@ def s3_server():
     Yields:
         ``s3://<bucket>``: a fresh bucket's URL; tests write under their own prefixes.
     """
-    (port,) = free_ports()
-    environment = {
-        "NO_GCE_CHECK": "True", "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{port}",
-    }
-    command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
-    with _server("moto_server", command, f"http://127.0.0.1:{port}/moto-api/data.json", environment):
+    with MotoServer() as server, environment_set({**S3_TEST_ENVIRONMENT, "AWS_ENDPOINT_URL_S3": server.endpoint}):
         import boto3
 
         boto3.session.Session().client("s3").create_bucket(Bucket="kdiff-tests")
@@ -201,7 +320,7 @@ def gcs_server():
         str(_get_binary_path()), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port), "-external-url", url,
         "-backend", "memory", "-log-level", "error",
     ]
-    with _server("fake-gcs-server", command, f"{url}/storage/v1/b", environment):
+    with ServerProcess("fake-gcs-server", command, f"{url}/storage/v1/b"), environment_set(environment):
         from google.cloud import storage
 
         storage.Client().create_bucket("kdiff-tests")

@@ -20,6 +20,10 @@ What a store provides, function by function:
 * ``exists`` / ``isdir`` / ``isfile`` / ``getsize`` / ``listdir`` / ``glob`` / ``walk``:
   in an object store by key prefix (a "directory" exists when some key starts with
   ``<path>/``).
+* ``file_sizes``: every file under a directory with its size, in one listing.
+* ``os_error``: the store's client errors as the ``OSError`` naming the path that
+  ``pipeline.io`` raises for them (``pipeline.io.translated``; a local path's errors are
+  ``OSError`` already).
 * ``remove`` / ``remove_tree`` / ``replace`` / ``copy`` / ``copy_tree``: in an object
   store a rename is a copy then a delete; a tree is every key under its prefix. Between two
   stores (a local source, a bucket target) ``copy`` and ``copy_tree`` download or upload.
@@ -53,21 +57,23 @@ import shutil
 
 from pipeline.io import gcs, local, s3
 from pipeline.io.locks import LockHeld
+from pipeline.io.translated import Translated
 
 __all__ = [
-    "LockHeld", "abspath", "atomic_directory", "copy", "copy_tree", "exclusive_lock", "exists", "getsize",
-    "glob", "is_remote", "isdir", "isfile", "join", "listdir", "local_copy", "local_mirror", "local_output",
-    "makedirs", "open_read", "open_write", "read_bytes", "read_json", "read_npz", "read_text", "remove",
-    "remove_leftovers", "remove_tree", "replace", "save_weights", "shared_directory", "walk", "write_bytes", "write_json",
-    "write_npz", "write_text",
+    "LockHeld", "abspath", "atomic_directory", "check_writable", "copy", "copy_tree", "exclusive_lock", "exists",
+    "file_sizes", "getsize", "glob", "is_remote", "isdir", "isfile", "join", "listdir", "local_copy",
+    "local_mirror", "local_output", "makedirs", "open_read", "open_write", "read_bytes", "read_json", "read_npz",
+    "read_text", "remove", "remove_leftovers", "remove_tree", "replace", "save_weights", "scratch_directory",
+    "shared_directory", "walk",
+    "write_bytes", "write_json", "write_npz", "write_text",
 ]
 
 # URL scheme → the store that reads and writes its URLs
 STORES = {"gs": gcs.STORE, "s3": s3.STORE}
 
 
-def _backend(path):
-    """What reads and writes ``path``: the ``local`` module for a path, a store for a URL.
+def _store(path):
+    """The store that holds ``path``: the ``local`` module for a path, a store for a URL.
 
     Raises:
         ValueError: a URL of a store kdiff does not support.
@@ -83,9 +89,16 @@ def _backend(path):
     return STORES[scheme]
 
 
+def _backend(path):
+    """The functions that read and write ``path``: ``local``'s, or a store's raising its
+    client's errors as ``OSError`` naming ``path`` (``pipeline.io.translated``)."""
+    store = _store(path)
+    return store if store is local else Translated(store, path)
+
+
 def is_remote(path):
     """Whether ``path`` is a URL of an object store (not this machine's disk)."""
-    return _backend(path) is not local
+    return _store(path) is not local
 
 
 # --------------------------------------------------------------------------- paths
@@ -140,6 +153,19 @@ def getsize(path):
     return _backend(path).getsize(path)
 
 
+def file_sizes(top):
+    """Every file under the directory ``top`` with its size, in one listing (on an object
+    store, one request per 1,000 keys instead of one per file).
+
+    Args:
+        top: the directory.
+
+    Returns:
+        A dict path relative to ``top`` (``/``-separated) → bytes; empty when there is none.
+    """
+    return _backend(top).file_sizes(top)
+
+
 def listdir(path):
     """The names in the directory ``path``, sorted.
 
@@ -174,6 +200,30 @@ def walk(top, follow_links=False):
         ``(directory, subdirectory names, file names)``.
     """
     yield from _backend(top).walk(top, follow_links)
+
+
+def check_writable(directory):
+    """Fails when ``directory`` cannot be listed, written and deleted from: a run checks its
+    output folder with it before anything else, so that an unreachable store, refused
+    credentials or a missing bucket fail in seconds, not in a stage.
+
+    Writes and removes an empty ``.write-check-<random>`` file in it (the directory is
+    created when missing).
+
+    Args:
+        directory: the directory (a run's ``--output_dir``).
+
+    Raises:
+        OSError: naming the path (on an object store: the endpoint, or the bucket, or the
+            credentials, and what failed).
+    """
+    import uuid
+
+    makedirs(directory)
+    isdir(directory)  # a listing: read access (and, on S3, an error that names its code)
+    probe = join(directory, f".write-check-{uuid.uuid4().hex[:12]}")
+    write_bytes(probe, b"")
+    remove(probe)
 
 
 # --------------------------------------------------------------------------- changes
@@ -211,7 +261,7 @@ def remove_tree(path, ignore_errors=False):
 
 def replace(source, target):
     """Moves the file ``source`` to ``target``, replacing it (atomic on one local file system)."""
-    if _backend(source) is _backend(target):
+    if _store(source) is _store(target):
         _backend(source).replace(source, target)
     else:
         copy(source, target)
@@ -220,7 +270,7 @@ def replace(source, target):
 
 def copy(source, target):
     """Copies the file ``source`` to ``target`` (a file path), across stores too."""
-    if _backend(source) is _backend(target):
+    if _store(source) is _store(target):
         _backend(source).copy(source, target)
         return
     with local_copy(source) as readable, local_output(target) as writable:
@@ -230,7 +280,7 @@ def copy(source, target):
 def copy_tree(source, target):
     """Copies the directory tree ``source`` to ``target``, which must not exist, across
     stores too."""
-    if _backend(source) is _backend(target):
+    if _store(source) is _store(target):
         _backend(source).copy_tree(source, target)
         return
     with local_copy(source) as readable, local_output(target) as writable:
@@ -384,6 +434,21 @@ def save_weights(model, path):
     from kdiff.atomic_io import save_weights as save  # lazily: kdiff loads TensorFlow
 
     save(model, path)
+
+
+def scratch_directory(prefix="kdiff-"):
+    """A local temporary directory for the block, removed with its contents afterwards: for
+    files a process needs by name but the run keeps nowhere (a follower's unused model).
+
+    Args:
+        prefix: the directory name's start.
+
+    Returns:
+        A context manager yielding the directory's path.
+    """
+    import tempfile
+
+    return tempfile.TemporaryDirectory(prefix=prefix)
 
 
 def local_mirror(path):

@@ -16,6 +16,9 @@ then reaches with anonymous credentials.
 
 from __future__ import annotations
 
+import errno
+import os
+
 from pipeline.io.objects import ObjectStore
 
 __all__ = ["GCSStore", "STORE"]
@@ -52,12 +55,34 @@ class GCSStore(ObjectStore):
             ) from None
         return storage.Client()
 
+    def os_error(self, error, path):
+        """The ``OSError`` naming ``path`` for a google-cloud-storage error: a missing object
+        or bucket, refused credentials, an endpoint that cannot be reached; None otherwise."""
+        try:
+            from google.api_core import exceptions
+            from google.auth.exceptions import DefaultCredentialsError
+            from requests.exceptions import ConnectionError as RequestsConnectionError
+        except ImportError:
+            return None
+        if isinstance(error, exceptions.NotFound):
+            return FileNotFoundError(errno.ENOENT, f"not found in Google Cloud Storage ({error.message})", path)
+        if isinstance(error, (exceptions.Forbidden, exceptions.Unauthorized, DefaultCredentialsError)):
+            return PermissionError(
+                errno.EACCES, f"Google Cloud Storage refused the credentials ({error}); set "
+                "GOOGLE_APPLICATION_CREDENTIALS or run `gcloud auth application-default login`", path,
+            )
+        if isinstance(error, RequestsConnectionError):
+            where = os.environ.get("STORAGE_EMULATOR_HOST") or "storage.googleapis.com"
+            return ConnectionRefusedError(errno.ECONNREFUSED, f"could not connect to {where} ({error})", path)
+        return None
+
     def _blob(self, bucket, key):
         return self.client().bucket(bucket).blob(key)
 
-    def list_keys(self, bucket, prefix, limit=None):
-        """The keys that start with ``prefix`` (at most ``limit``), page by page."""
-        yield from (blob.name for blob in self.client().list_blobs(bucket, prefix=prefix, max_results=limit))
+    def list_objects(self, bucket, prefix, limit=None):
+        """``(key, size)`` of the objects whose keys start with ``prefix`` (at most ``limit``),
+        page by page."""
+        yield from ((blob.name, blob.size) for blob in self.client().list_blobs(bucket, prefix=prefix, max_results=limit))
 
     def list_children(self, bucket, prefix):
         """The keys and sub-prefixes one level under ``prefix`` (``delimiter="/"``)."""

@@ -15,7 +15,7 @@ import shutil
 from pipeline.io.locks import flock
 
 __all__ = [
-    "atomic_directory", "copy", "copy_tree", "exclusive_lock", "exists", "getsize", "glob", "isdir",
+    "atomic_directory", "copy", "copy_tree", "exclusive_lock", "exists", "file_sizes", "getsize", "glob", "isdir",
     "isfile", "listdir", "local_copy", "local_mirror", "local_output", "makedirs", "open_read", "remove",
     "remove_leftovers", "remove_tree", "replace", "shared_directory", "walk",
 ]
@@ -41,6 +41,16 @@ def isfile(path):
 def getsize(path):
     """The size of the file ``path``, in bytes."""
     return os.path.getsize(path)
+
+
+def file_sizes(top):
+    """Every file under the directory ``top`` with its size: relative path → bytes."""
+    sizes = {}
+    for root, _, names in os.walk(top):
+        for name in names:
+            path = os.path.join(root, name)
+            sizes[os.path.relpath(path, top).replace(os.sep, "/")] = os.path.getsize(path)
+    return sizes
 
 
 def listdir(path):

@@ -173,12 +173,20 @@ class Lease:
             self._etag = etag
 
     def release(self):
-        """Stops the renewals and deletes the lease (only if it is still this holder's)."""
+        """Stops the renewals and deletes the lease (only if it is still this holder's).
+
+        A store that cannot be reached leaves the lease to expire, with a line on stderr:
+        the run's own error (a stage that lost the store) is what the run reports.
+        """
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
         if not self.lost.is_set() and self._etag is not None:
-            self.store.delete_if_match(self.path, self._etag)
+            try:
+                self.store.delete_if_match(self.path, self._etag)
+            except Exception as error:  # noqa: BLE001 - a store outage: the lease expires by itself
+                print(f"lock: could not delete the lease {self.path} ({error}); it expires "
+                      f"unrenewed within {self.seconds:g} s", file=sys.stderr, flush=True)
 
 
 @contextlib.contextmanager

@@ -46,7 +46,7 @@ class ObjectStore:
     """``pipeline.io``'s functions for the URLs of one object store.
 
     Subclasses set ``scheme`` and ``client_environment`` and implement ``new_client``, the
-    primitives (``list_keys``, ``list_children``, ``size``, ``read_into``, ``upload``,
+    primitives (``list_objects``, ``list_children``, ``size``, ``read_into``, ``upload``,
     ``download``, ``copy_object``, ``delete_keys``) and the conditional writes
     (``put_if_absent``, ``put_if_match``, ``read_with_etag``, ``delete_if_match``). A
     primitive takes a bucket and a key (a prefix ends with ``/``, or is empty for the
@@ -66,8 +66,23 @@ class ObjectStore:
         """A new client of the store, configured from the environment."""
         raise NotImplementedError
 
-    def list_keys(self, bucket, prefix, limit=None):
-        """The keys that start with ``prefix`` (at most ``limit`` of them)."""
+    def os_error(self, error, path):
+        """The ``OSError`` naming ``path`` for an error of the store's client met while reading
+        or writing it, or None for an error that is not the client's (it propagates as it is;
+        ``pipeline.io.translated`` calls this for every store call).
+
+        Args:
+            error: the exception.
+            path: the URL being read or written.
+
+        Returns:
+            An ``OSError`` with ``filename=path``, or None.
+        """
+        return None
+
+    def list_objects(self, bucket, prefix, limit=None):
+        """``(key, size in bytes)`` of the objects whose keys start with ``prefix`` (at most
+        ``limit`` of them)."""
         raise NotImplementedError
 
     def list_children(self, bucket, prefix):
@@ -159,7 +174,7 @@ class ObjectStore:
         """``(bucket, every key under the "directory" path, the prefix they start with)``."""
         bucket, key = self.split(path)
         prefix = _prefix(key)
-        return bucket, list(self.list_keys(bucket, prefix)), prefix
+        return bucket, [name for name, _ in self.list_objects(bucket, prefix)], prefix
 
     # ----------------------------------------------------------------------- queries
 
@@ -171,11 +186,22 @@ class ObjectStore:
     def isdir(self, path):
         """Whether some key starts with ``<path>/`` (the bucket itself: whether it holds any)."""
         bucket, key = self.split(path)
-        return any(True for _ in self.list_keys(bucket, _prefix(key), limit=1))
+        return any(True for _ in self.list_objects(bucket, _prefix(key), limit=1))
 
     def exists(self, path):
         """Whether ``path`` is an object or a non-empty prefix."""
         return self.isfile(path) or self.isdir(path)
+
+    def file_sizes(self, top):
+        """Every object under the "directory" ``top`` and its size, from one listing (a request
+        per page of keys, not one per object).
+
+        Returns:
+            A dict relative path (``/``-separated) → bytes; empty when no key is there.
+        """
+        bucket, key = self.split(top)
+        prefix = _prefix(key)
+        return {name[len(prefix):]: size for name, size in self.list_objects(bucket, prefix)}
 
     def getsize(self, path):
         """The size of the object ``path``, in bytes."""

@@ -13,9 +13,14 @@ environment or ``~/.aws``, the endpoint from ``AWS_ENDPOINT_URL_S3`` (or
 from __future__ import annotations
 
 from pipeline.io.objects import ObjectStore
+from pipeline.io.s3_errors import os_error
 
-__all__ = ["STORE", "S3Store", "environment_from_beam_flags"]
+__all__ = ["CLIENT_CONFIG", "STORE", "S3Store", "environment_from_beam_flags"]
 
+# botocore's client configuration: a connection is given 5 s, a read 30 s, a request 3
+# attempts (botocore's defaults, 60 s, 60 s and 5 legacy attempts, keep a run on a dead or
+# unreachable endpoint waiting for minutes before it fails)
+CLIENT_CONFIG = {"connect_timeout": 5, "read_timeout": 30, "retries": {"mode": "standard", "max_attempts": 3}}
 _MISSING = ("404", "NoSuchKey", "NotFound")
 _CONFLICT = ("412", "PreconditionFailed", "409", "ConditionalRequestConflict")
 # S3's DeleteObjects takes at most this many keys a request
@@ -79,16 +84,23 @@ class S3Store(ObjectStore):
             raise ImportError(
                 "Expected boto3 for an s3:// path (pip install 'kdiff[aws]'). Received: it is not installed."
             ) from None
-        return boto3.session.Session().client("s3")
+        from botocore.config import Config
 
-    def list_keys(self, bucket, prefix, limit=None):
-        """The keys that start with ``prefix`` (at most ``limit``), page by page."""
+        return boto3.session.Session().client("s3", config=Config(**CLIENT_CONFIG))
+
+    def os_error(self, error, path):
+        """The ``OSError`` naming ``path`` for a boto3 / botocore error (``pipeline.io.s3_errors``)."""
+        return os_error(error, path)
+
+    def list_objects(self, bucket, prefix, limit=None):
+        """``(key, size)`` of the objects whose keys start with ``prefix`` (at most ``limit``),
+        page by page."""
         pagination = {"MaxItems": limit, "PageSize": limit} if limit else {}
         pages = self.client().get_paginator("list_objects_v2").paginate(
             Bucket=bucket, Prefix=prefix, PaginationConfig=pagination)
         for page in pages:
             for entry in page.get("Contents", ()):
-                yield entry["Key"]
+                yield entry["Key"], entry["Size"]
 
     def list_children(self, bucket, prefix):
         """The keys and sub-prefixes one level under ``prefix`` (``Delimiter="/"``)."""

@@ -164,6 +164,34 @@ def _sha256(path):
     return digest.hexdigest()
 
 
+def unwritten_file(recorded, outputs):
+    """The first file of a fresh ``manifest`` that is not where the stage wrote it, or None:
+    checked before the stage's ``_DONE.json`` is written, against a runner or an upload that
+    lost a file without an error.
+
+    Sizes only, from one listing per output directory (``pipeline.io.file_sizes``): the
+    content was hashed moments ago, and reading it back from an object store would cost
+    another download of every output.
+
+    Args:
+        recorded: ``manifest(outputs)`` as the stage's run computed it (on the folders it
+            wrote, which are local ones for a stage staged through them).
+        outputs: artifact name → directory in the run's store.
+
+    Returns:
+        None when every file is there with its size; else a message naming the file.
+    """
+    for artifact, directory in outputs.items():
+        present = io.file_sizes(directory)
+        for relative, record in recorded.get(artifact, {}).items():
+            size = present.get(relative.replace(os.sep, "/"))
+            if size is None:
+                return f"{io.join(directory, relative)} is missing"
+            if size != record["size"]:
+                return f"{io.join(directory, relative)} has {size} bytes, {record['size']} in the stage's manifest"
+    return None
+
+
 def changed_file(recorded, outputs):
     """The first way the files on disk differ from a ``manifest`` record, or None.
 

@@ -135,6 +135,8 @@ class Checkpoints:
             return None
         try:
             state = io.read_json(self.state_path)
+        except (ConnectionError, TimeoutError):  # the store, not the file: the checkpoints are kept
+            raise
         except (OSError, ValueError) as error:
             _log(f"the checkpoint state {self.state_path} is unreadable ({error}); starting afresh")
             self.clear()
