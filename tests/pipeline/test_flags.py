@@ -376,6 +376,26 @@ def test_find_error_in_the_chain_and_in_a_worker_traceback():
     assert errors.find_error(RuntimeError("something else"), StageError) is None
 
 
+def test_an_os_error_in_a_worker_traceback_is_read_back():
+    """A worker process's OSError reaches the launcher as its traceback's text (the
+    DirectRunner's worker processes, a portable runner's pool): it is named as an I/O
+    failure all the same, with its path and errno."""
+    import errno
+
+    remote = RuntimeError(
+        "Pipeline job-1 failed in state FAILED: Error running pipeline.\nTraceback (most recent call last):\n"
+        "  File \"x.py\", line 1\nPermissionError: [Errno 13] no usable S3 credentials (Unable to locate "
+        "credentials); set them with …: 's3://kdiff-runs/r/ingest/examples/stats.json' [while running 'WriteStats']\n"
+    )
+    assert errors.io_error(remote) == (
+        "s3://kdiff-runs/r/ingest/examples/stats.json",
+        "no usable S3 credentials (Unable to locate credentials); set them with …", errno.EACCES,
+    )
+    no_path = RuntimeError("Traceback …\nOSError: [Errno 28] No space left on device")
+    assert errors.io_error(no_path) == (None, "No space left on device", errno.ENOSPC)
+    assert errors.io_error(RuntimeError("ValueError: [Errno 5] not an OSError's name")) is None
+
+
 # ----------------------------------------------------------------------------- parameters declared once
 
 # Each stage's parameters as the stages listed them before the fields declared them (issue
