@@ -181,10 +181,10 @@ def test_the_manifest_hashes_the_content_not_the_etag(s3_server, tmp_path):
     directory = f"{s3_server}/{uuid.uuid4().hex[:12]}"
     data = bytes(range(256)) * (6 * 4096)  # 6 MiB: two parts of the 5 MiB minimum
     (tmp_path / "big.bin").write_bytes(data)
-    bucket, key = io.s3.split(io.join(directory, "big.bin"))
-    io.s3.client().upload_file(str(tmp_path / "big.bin"), bucket, key, Config=TransferConfig(
+    bucket, key = io.s3.STORE.split(io.join(directory, "big.bin"))
+    io.s3.STORE.client().upload_file(str(tmp_path / "big.bin"), bucket, key, Config=TransferConfig(
         multipart_threshold=5 << 20, multipart_chunksize=5 << 20))
-    assert io.s3.client().head_object(Bucket=bucket, Key=key)["ETag"].endswith('-2"')  # a multipart ETag
+    assert io.s3.STORE.client().head_object(Bucket=bucket, Key=key)["ETag"].endswith('-2"')  # a multipart ETag
     record = base.manifest({"artifact": directory})
     assert record == {"artifact": {"big.bin": {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}}}
     io.write_bytes(io.join(directory, "big.bin"), data[::-1])  # the same size, another content
@@ -202,7 +202,7 @@ def test_unwritten_file_checks_sizes_in_one_listing_per_tree(s3_server):
     def count(request, **_):
         requests.append(request.url)
 
-    events = io.s3.client().meta.events
+    events = io.s3.STORE.client().meta.events
     events.register("before-send.s3", count)
     try:
         assert base.unwritten_file(record, {"model": directory}) is None
