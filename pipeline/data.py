@@ -1082,9 +1082,30 @@ def encode_example(key, image, label):
         "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)])),
         "key": tf.train.Feature(bytes_list=tf.train.BytesList(value=[str(key).encode("utf-8")])),
     }
-    # deterministic: the features map's entries in key order (else in hash order, which
-    # varies between processes), so the same example has the same bytes everywhere
+    # deterministic: the feature map in key order, the same bytes in every process (its order
+    # otherwise follows the process's hashing)
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(deterministic=True)
+
+
+def write_tfrecord(path, records):
+    """Writes serialized records to one uncompressed TFRecord file (what ``tf.data.TFRecordDataset``
+    and Beam's TFRecord sink read and write), through ``pipeline.io``: a URL's file too.
+
+    Args:
+        path: the file to produce (replaced whole, or left as it was when writing fails).
+        records: the records' bytes, in the order to write them.
+
+    Returns:
+        How many records were written.
+    """
+    import tensorflow as tf
+
+    count = 0
+    with io.local_output(path) as local, tf.io.TFRecordWriter(local) as writer:
+        for record in records:
+            writer.write(record)
+            count += 1
+    return count
 
 
 def decode_example(serialized):

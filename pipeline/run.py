@@ -51,6 +51,7 @@ Apache Beam's own flags pass through to the Beam stages, e.g.
   --direct_num_workers=2 --direct_running_mode=multi_processing   (DirectRunner)
   --job_endpoint=HOST:PORT [--environment_type=EXTERNAL --environment_config=HOST:PORT]   (PortableRunner)
   --project=… --region=… --temp_location=gs://… --sdk_container_image=…   (DataflowRunner)
+  --runner=DaskRunner --dask_client_address=HOST:PORT             (a dask.distributed cluster)
 A flag that is neither ours nor a Beam option is an error. Beam's full list: --help_beam
 (the options of apache_beam.options.pipeline_options' PipelineOptions classes).
 (Beam's --network, the Dataflow workers' GCE network, is shadowed by ours: the network preset.)
@@ -265,6 +266,19 @@ def check_runner(parser, beam_args, output_dir):
         parser.error(str(error))
 
 
+def _dask_args(parser, beam_args, output_dir):
+    """Beam's flags with ``--runner=DaskRunner`` resolved (``pipeline.dask_flags.resolve``: its
+    full name, its ``--dask_*`` options known), or ``parser.error`` (exit code 2) saying why
+    the DaskRunner cannot run this pipeline, before any stage starts."""
+    from pipeline import dask_flags
+
+    try:
+        return dask_flags.resolve(beam_args, output_dir)
+    except ValueError as error:
+        parser.error(str(error))
+    return beam_args  # not reached: parser.error exits
+
+
 def make_config(known):
     """The effective RunConfig: the preset, then the --config file, then the flags given.
 
@@ -303,7 +317,7 @@ def run(argv=None, save_main_session=True):
     if unknown:
         parser.error(f"argument --stages: unknown stage(s) {unknown}; expected names from {list(STAGE_ORDER)}")
     with quiet_logs(known.verbose):
-        beam_args = check_beam_args(parser, beam_args)
+        beam_args = check_beam_args(parser, _dask_args(parser, beam_args, known.output_dir))
         check_runner(parser, beam_args, known.output_dir)
         os.environ.update(s3.environment_from_beam_flags(beam_args))  # our S3 store reads Beam's flags too
         if known.experiment is not None:

@@ -325,3 +325,25 @@ def gcs_server():
 
         storage.Client().create_bucket("kdiff-tests")
         yield "gs://kdiff-tests"
+
+
+@pytest.fixture(scope="session")
+def ddpm_run(tmp_path_factory):
+    """One tiny ddpm run with Beam's DirectRunner (the default family), shared by the tests
+    that only read it (or rerun on a copy): pipeline/test_run.py's end-to-end and caching
+    tests, and pipeline/test_dask_runner.py's reference for the DaskRunner.
+
+    Returns:
+        ``(directory, stdout)``.
+    """
+    import contextlib
+    import io
+
+    from pipeline import run as run_lib
+
+    directory = tmp_path_factory.mktemp("ddpm_run")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        status = run_lib.run(["--preset=tiny", f"--output_dir={directory}", "--runner=DirectRunner"])
+    assert status == 0, out.getvalue()[-2000:]
+    return directory, out.getvalue()

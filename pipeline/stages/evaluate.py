@@ -480,6 +480,8 @@ def build_pipeline(root, named_images, fid_spec, classifier_spec, classifier_ind
     """
     import apache_beam as beam
 
+    from pipeline.branches import JoinBranches
+
     dirs = scratch_dirs(scratch)
     by_index = {index: images for index, (_, images) in enumerate(named_images)}
     batches = root | "CreateImageBatches" >> beam.Create(features_lib.batch_images(by_index, BATCH_SIZE))
@@ -489,14 +491,16 @@ def build_pipeline(root, named_images, fid_spec, classifier_spec, classifier_ind
         | "GroupFeatureBatches" >> beam.GroupByKey()
         | "ConcatenateFeatures" >> beam.Map(features_lib.concatenate_batches)
     )
-    _ = features | "WriteFeatures" >> beam.Map(write_arrays, dirs["features"])
-    _ = (
-        features
-        | "MeanAndCovariance" >> beam.Map(features_lib.set_statistics)
-        | "WriteStatistics" >> beam.Map(write_statistics, dirs["statistics"])
-    )
+    written = {
+        "features": features | "WriteFeatures" >> beam.Map(write_arrays, dirs["features"]),
+        "statistics": (
+            features
+            | "MeanAndCovariance" >> beam.Map(features_lib.set_statistics)
+            | "WriteStatistics" >> beam.Map(write_statistics, dirs["statistics"])
+        ),
+    }
     if classifier_spec is not None and classifier_indices:
-        _ = (
+        written["classifier"] = (
             batches
             | "SetsForClassifier" >> beam.Filter(lambda kv, keep: kv[0] in keep, set(classifier_indices))
             | "ClassifierProbabilities" >> features_lib.ExtractFeatures(classifier_spec)
@@ -504,6 +508,9 @@ def build_pipeline(root, named_images, fid_spec, classifier_spec, classifier_ind
             | "ConcatenateProbabilities" >> beam.Map(features_lib.concatenate_batches)
             | "WriteProbabilities" >> beam.Map(write_arrays, dirs["classifier"])
         )
+    # the last step depends on every branch: a runner that computes only the last
+    # transform (Beam's DaskRunner) runs them all
+    _ = written | "AllWritten" >> JoinBranches()
 
 
 def extract(named_images, fid_spec, classifier_spec, classifier_sets, scratch, beam_args):
@@ -519,6 +526,10 @@ def extract(named_images, fid_spec, classifier_spec, classifier_sets, scratch, b
 
     Returns:
         ``{set name: {"features", "mean", "covariance"[, "probabilities"]}}``.
+
+    Raises:
+        StageError: a set's features, statistics or probabilities were not written (a runner
+            that ran part of the pipeline).
     """
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
@@ -531,6 +542,20 @@ def extract(named_images, fid_spec, classifier_spec, classifier_sets, scratch, b
     with beam.Pipeline(options=PipelineOptions(list(beam_args))) as p:
         build_pipeline(p, named_images, fid_spec, classifier_spec, classifier_indices, scratch)
 
+    missing = [
+        os.path.join(dirs[tag], f"{index}.npz")
+        for tag, indices in (
+            ("features", range(len(names))), ("statistics", range(len(names))),
+            ("classifier", classifier_indices if classifier_spec is not None else ()),
+        )
+        for index in sorted(indices)
+        if not io.isfile(os.path.join(dirs[tag], f"{index}.npz"))
+    ]
+    if missing:
+        raise StageError(
+            f"evaluate: the feature pipeline did not write {', '.join(missing)}; the runner did not run all of it. "
+            "Rerun the stage."
+        )
     results = {}
     for index, name in enumerate(names):
         entry = _read_arrays(dirs["features"], index)
@@ -539,6 +564,33 @@ def extract(named_images, fid_spec, classifier_spec, classifier_sets, scratch, b
             entry["probabilities"] = _read_arrays(dirs["classifier"], index)["probabilities"]
         results[name] = entry
     return results
+
+
+def check_extracted(results, named_images, probability_sets):
+    """The end-of-extraction check: every set has its mean, its covariance and one feature row
+    per image (and one row of class probabilities where the metrics need them), so that no
+    metric is computed from a part of a set.
+
+    Args:
+        results: ``extract``'s ``{set name: {"features", "mean", "covariance"[, "probabilities"]}}``.
+        named_images: the ``(set name, images)`` extracted.
+        probability_sets: the names of the sets that need classifier probabilities.
+
+    Raises:
+        StageError: naming the set and what it lacks.
+    """
+    for name, images in named_images:
+        entry = results.get(name, {})
+        rows = ("features",) + (("probabilities",) if name in probability_sets else ())
+        lacking = [key for key in rows + ("mean", "covariance") if entry.get(key) is None]
+        if lacking:
+            raise StageError(f"evaluate: the feature pipeline gave the set {name!r} no {', '.join(lacking)}; rerun the stage.")
+        for key in rows:
+            if len(entry[key]) != len(images):
+                raise StageError(
+                    f"evaluate: the feature pipeline gave the set {name!r} {len(entry[key])} rows of {key} for "
+                    f"{len(images)} images; the runner lost or duplicated batches. Rerun the stage."
+                )
 
 
 # --------------------------------------------------------------------------- executor
@@ -619,15 +671,12 @@ class Executor:
             )
             scratch = os.path.join(out, ".scratch")
             shared = fid_spec == classifier_spec
+            classifier_sets = {name for name, _ in named if name != "train"}
             results = extract(
-                named,
-                fid_spec,
-                None if shared else classifier_spec,
-                {name for name, _ in named if name != "train"},
-                scratch,
-                beam_args,
+                named, fid_spec, None if shared else classifier_spec, classifier_sets, scratch, beam_args
             )
             io.remove_tree(scratch)
+            check_extracted(results, named, classifier_sets if classifier_spec is not None else set())
             dim = int(results["train"]["features"].shape[1])
 
             train_features = results["train"]["features"]

@@ -11,14 +11,19 @@ The Beam pipeline (every transform labelled):
     EvalKeys           a CombineFn choosing the held-out keys: the 10% (at least 1) with
                        the smallest sha256(seed/key) — deterministic, independent of the
                        runner and of the image bytes
-    Split / Partition  tags each example train or eval (the eval keys as a side input)
-    EncodeTrain/Eval   tf.train.Example bytes (image PNG, label, key)
-    WriteTrain/Eval    ``WriteShards``: ``num_shards`` train shards, 1 eval shard, each a
-                       TFRecord file a worker writes through ``pipeline.io``, its records
-                       in order (sorted): the same bytes on every runner, whatever its
-                       bundles — the train stage's shuffle permutes records in file order
-    Stats, WriteStats  a CombineFn (counts, label counts, pixel mean / std of the train
-                       images in [0, 1]) → stats.json
+    Split              tags each example train or eval (the eval keys as a side input)
+    Encode             (shard, (key, tf.train.Example bytes)): image PNG, label, key; the
+                       shard from the key alone (``shard_index``): ``num_shards`` train
+                       shards, 1 eval shard
+    GroupByShard,      each shard's examples, sorted by key, in its TFRecord file (an
+    WriteShards        empty shard too): the same files from every run and runner
+    Stats              a CombineFn (counts, label counts, pixel mean / std of the train
+                       images in [0, 1])
+    AwaitShards,       stats.json, written once every shard is (``JoinBranches``: the one
+    WriteStats         last step on which every branch ends, which Beam's DaskRunner needs)
+
+The Executor then checks the files against what was read (``check_written``): a runner
+that ran part of the pipeline fails the stage instead of leaving it incomplete.
 
 Everything is written inside ``io.shared_directory(outputs["examples"])``: locally a failed
 or killed run (a corrupt image fails it, naming the file) leaves nothing at the output path;
@@ -42,7 +47,6 @@ import logging
 import math
 import os
 import time
-import zlib
 
 import apache_beam as beam
 import numpy as np
@@ -50,7 +54,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline import config as config_lib
 from pipeline import data, io
+from pipeline.branches import CombineAll, JoinBranches
 from pipeline.errors import find_error
+from pipeline.stages import base
 from pipeline.stages.base import (
     EXAMPLES,
     StageError,
@@ -149,13 +155,49 @@ def tag_split(example, eval_keys):
     return ("eval" if key in eval_keys else "train", key, image, label)
 
 
-def split_index(tagged, num_partitions):
-    return 0 if tagged[0] == "train" else 1
+def shard_files(num_shards):
+    """The Examples' shard files, train then eval: ``train-00000-of-000NN.tfrecord`` … and
+    ``eval-00000-of-00001.tfrecord`` (the names Beam's ``WriteToTFRecord`` gives).
+
+    Args:
+        num_shards: the train shards.
+
+    Returns:
+        A list of file names; a shard's index in it is its key in the pipeline.
+    """
+    names = [f"train-{i:05d}-of-{int(num_shards):05d}.tfrecord" for i in range(int(num_shards))]
+    return names + ["eval-00000-of-00001.tfrecord"]
+
+
+def shard_index(tagged, seed, num_shards):
+    """The shard of a tagged example (an index into ``shard_files``): the eval shard for a
+    held-out example, else the train shard ``split_hash(seed, "shard/" + key) mod num_shards``
+    — decided by the key alone, so every run and every runner writes the same files."""
+    split, key = tagged[0], tagged[1]
+    if split == "eval":
+        return int(num_shards)
+    return split_hash(seed, f"shard/{key}") % int(num_shards)
 
 
 def encode_tagged(tagged):
+    """(split, key, image, label) → tf.train.Example bytes (``data.encode_example``)."""
     _, key, image, label = tagged
     return data.encode_example(key, image, label)
+
+
+def keyed_record(tagged, seed, num_shards):
+    """(split, key, image, label) → (shard index, (key, tf.train.Example bytes))."""
+    return shard_index(tagged, seed, num_shards), (tagged[1], encode_tagged(tagged))
+
+
+def write_shard(element, directory, names):
+    """Writes one shard file, its examples sorted by key; ``(index, [(key, bytes) | None, …])`` →
+    ``(file name, examples written)``. ``None`` is the marker that makes every shard's file
+    exist, an empty one included."""
+    index, records = element
+    records = sorted(record for record in records if record is not None)
+    count = data.write_tfrecord(io.join(directory, names[index]), (serialized for _, serialized in records))
+    return names[index], count
 
 
 class StatsFn(beam.CombineFn):
@@ -197,9 +239,11 @@ class StatsFn(beam.CombineFn):
         }
 
 
-def write_stats(stats, path, extra):
-    """Writes stats.json: the combined statistics plus what the driver knows about the source."""
-    stats = dict(stats)
+def write_stats(joined, path, extra):
+    """Writes stats.json — the combined statistics plus what the driver knows about the source —
+    once every shard is written: ``joined`` is ``JoinBranches``' ``{"stats": [stats], "shards": …}``."""
+    fn = StatsFn()
+    stats = dict(joined["stats"][0] if joined["stats"] else fn.extract_output(fn.create_accumulator()))
     stats.update(extra)
     if extra.get("num_classes") is None:
         stats["label_counts"] = {}
@@ -207,67 +251,14 @@ def write_stats(stats, path, extra):
     return path
 
 
-def shard_path(prefix, index, num_shards, suffix=".tfrecord"):
-    """The name of shard ``index`` of ``num_shards``: ``<prefix>-00001-of-00004<suffix>``
-    (Beam's file sinks' default template)."""
-    return f"{prefix}-{index:05d}-of-{num_shards:05d}{suffix}"
-
-
-def write_shard(shard, prefix, num_shards):
-    """Writes one shard's records as a TFRecord file through ``pipeline.io`` (complete or
-    not at all), sorted: a group's records come in whatever order the runner's bundles
-    delivered them, and the file's order is what the train stage's shuffle permutes.
-
-    Args:
-        shard: ``(index, records)``: the shard's number and its serialized records (None:
-            the placeholder that makes an empty shard).
-        prefix: the shards' path without their number (a local path or a URL).
-        num_shards: how many shards there are.
-
-    Returns:
-        The shard's path.
-    """
-    import tensorflow as tf
-
-    index, records = shard
-    path = shard_path(prefix, index, num_shards)
-    with io.local_output(path) as local, tf.io.TFRecordWriter(local) as writer:
-        for record in sorted(record for record in records if record is not None):
-            writer.write(record)
-    return path
-
-
-class WriteShards(beam.PTransform):
-    """Serialized records → ``num_shards`` TFRecord files ``<prefix>-SSSSS-of-NNNNN.tfrecord``,
-    each written by one worker through ``pipeline.io``, an empty one too.
-
-    A record's shard is ``crc32(record) % num_shards`` and a shard's records are sorted: the
-    same file on every runner and run (``data.encode_example`` serializes deterministically).
-
-    Args:
-        prefix: the shards' path without their number (a local path or a URL).
-        num_shards: how many shards to write.
-    """
-
-    def __init__(self, prefix, num_shards):
-        super().__init__()
-        self.prefix, self.num_shards = prefix, int(num_shards)
-
-    def expand(self, records):
-        keyed = records | "Key" >> beam.Map(lambda record, n: (zlib.crc32(record) % n, record), self.num_shards)
-        placeholders = [(index, None) for index in range(self.num_shards)]
-        every_shard = records.pipeline | "EveryShard" >> beam.Create(placeholders)
-        return (
-            (keyed, every_shard)
-            | "Flatten" >> beam.Flatten()
-            | "Group" >> beam.GroupByKey()
-            | "Write" >> beam.Map(write_shard, self.prefix, self.num_shards)
-        )
-
-
 def build_pipeline(pipeline, plan, directory, *, image_size, channels, num_shards, seed, crop_size=None):
     """Adds the ingest transforms to ``pipeline``, writing into ``directory`` (no I/O: the
     graph alone, as a runner's translation, e.g. Dataflow's, needs it).
+
+    The pipeline ends in one step that depends on every branch (``JoinBranches``), combines
+    with int keys (``CombineAll``), writes each shard after a ``GroupByKey`` and has no
+    multi-output transform: the patterns that every runner, Beam's DaskRunner included, runs
+    in full.
 
     Args:
         pipeline: a ``beam.Pipeline``.
@@ -285,20 +276,26 @@ def build_pipeline(pipeline, plan, directory, *, image_size, channels, num_shard
     eval_keys = (
         examples
         | "Keys" >> beam.Map(lambda example: example[0])
-        | "EvalKeys" >> beam.CombineGlobally(EvalKeysFn(seed))
+        | "EvalKeys" >> CombineAll(EvalKeysFn(seed))
     )
-    tagged = examples | "Split" >> beam.Map(tag_split, eval_keys=beam.pvalue.AsSingleton(eval_keys))
-    train, held_out = tagged | "Partition" >> beam.Partition(split_index, 2)
-    _ = (
-        train
-        | "EncodeTrain" >> beam.Map(encode_tagged)
-        | "WriteTrain" >> WriteShards(io.join(directory, "train"), num_shards)
+    no_keys = frozenset()  # no examples: no eval keys (ingest then fails: it needs at least 2)
+    tagged = examples | "Split" >> beam.Map(
+        tag_split, eval_keys=beam.pvalue.AsSingleton(eval_keys, default_value=no_keys)
     )
-    _ = (
-        held_out
-        | "EncodeEval" >> beam.Map(encode_tagged)
-        | "WriteEval" >> WriteShards(io.join(directory, "eval"), 1)
+    names = shard_files(num_shards)
+    every_shard = (
+        pipeline
+        | "ShardIndices" >> beam.Create(list(range(len(names))))
+        | "EmptyShards" >> beam.Map(lambda index: (index, None))
     )
+    records = tagged | "Encode" >> beam.Map(keyed_record, seed, num_shards)
+    shards = (
+        (every_shard, records)
+        | "AllShards" >> beam.Flatten()
+        | "GroupByShard" >> beam.GroupByKey()
+        | "WriteShards" >> beam.Map(write_shard, directory, names)
+    )
+    stats = tagged | "Stats" >> CombineAll(StatsFn())
     extra = {
         "source": plan.source.spec,
         "image_size": int(image_size),
@@ -310,10 +307,55 @@ def build_pipeline(pipeline, plan, directory, *, image_size, channels, num_shard
         "seed": int(seed),
     }
     _ = (
-        tagged
-        | "Stats" >> beam.CombineGlobally(StatsFn())
+        {"stats": stats, "shards": shards}
+        | "AwaitShards" >> JoinBranches()
         | "WriteStats" >> beam.Map(write_stats, io.join(directory, data.STATS_FILE), extra)
     )
+
+
+def check_written(directory, stats, num_shards, expected=None):
+    """The end-of-stage check: the shard files hold every example read, in the splits stats.json
+    counts, the held-out split its ``num_eval`` share (a runner that skipped, lost or split
+    part of the pipeline fails here, not downstream).
+
+    Args:
+        directory: the Examples directory written.
+        stats: its stats.json (what the pipeline read: the examples per split).
+        num_shards: the train shards asked for.
+        expected: the images the source plan holds (None when the driver cannot know: TFDS).
+
+    Raises:
+        StageError: naming the missing or extra shard, or the split whose count is wrong.
+    """
+    names = shard_files(num_shards)
+    present = {os.path.basename(path) for path in io.glob(directory, "*.tfrecord")}
+    missing = [name for name in names if name not in present]
+    extra = sorted(present - set(names))
+    if missing or extra:
+        raise StageError(
+            f"ingest: the Examples at {directory} are incomplete: expected the shard files {names}; "
+            + (f"missing {missing}" if missing else "") + ("; " if missing and extra else "")
+            + (f"unexpected {extra}" if extra else "") + ". The runner did not write the shards planned; rerun the stage."
+        )
+    for split in ("train", "eval"):
+        written = sum(base.record_count(io.join(directory, name)) for name in names if name.startswith(split))
+        if written != stats[f"num_{split}"]:
+            raise StageError(
+                f"ingest: the {split} shards in {directory} hold {written} examples; the pipeline read "
+                f"{stats[f'num_{split}']} (stats.json). The runner lost or duplicated records; rerun the stage."
+            )
+    total = stats["num_train"] + stats["num_eval"]
+    if stats["num_eval"] != num_eval(total):
+        raise StageError(
+            f"ingest: the held-out split in {directory} has {stats['num_eval']} of the {total} examples; the split "
+            f"holds out {num_eval(total)} (the smallest hashes of all the keys). The runner combined the keys in "
+            "parts; rerun the stage."
+        )
+    if expected is not None and total != expected:
+        raise StageError(
+            f"ingest: the pipeline read {total} images; the source's plan holds {expected}. "
+            "The runner did not read every record; rerun the stage."
+        )
 
 
 class _DropStageErrors(logging.Filter):
@@ -384,13 +426,20 @@ class Executor:
                 if stage_error is not None:
                     raise stage_error from None
                 raise
-            stats = io.read_json(io.join(directory, data.STATS_FILE))
+            stats_path = io.join(directory, data.STATS_FILE)
+            if not io.exists(stats_path):
+                raise StageError(
+                    f"ingest: the pipeline wrote no {data.STATS_FILE} in {directory}; the runner did not run "
+                    "its last step. Rerun the stage."
+                )
+            stats = io.read_json(stats_path)
             if stats["num_train"] < 1 or stats["num_eval"] < 1:
                 total = stats["num_train"] + stats["num_eval"]
                 raise StageError(
                     f"Dataset {dataset!r} gave {total} image(s); ingest needs at least 2 (training and held-out). "
                     "Use a larger source or limit."
                 )
+            check_written(directory, stats, num_shards, None if kind == "tfds" else len(plan.records))
         total = stats["num_train"] + stats["num_eval"]
         print(
             f"ingest: read {total} images from {dataset} → {stats['num_train']} train / {stats['num_eval']} eval "

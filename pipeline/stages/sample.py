@@ -519,6 +519,40 @@ def _failure(error):
     return nonfinite is not None, where + detail
 
 
+def check_written(out, samplers, num_samples, trajectory_samples):
+    """The end-of-stage check: every sampler's files are there, its ``samples.npz`` with the
+    samples asked for (and one label each, for a class-conditional model).
+
+    Args:
+        out: the Samples directory written.
+        samplers: name → sampler config.
+        num_samples: the run's images per sampler (a sampler config's own ``num_samples`` first).
+        trajectory_samples: samples in each trajectory picture (0: none drawn).
+
+    Raises:
+        StageError: naming the sampler and the file missing or short.
+    """
+    from pipeline.stages.base import record_count
+
+    for name, kwargs in samplers.items():
+        directory = os.path.join(out, name)
+        files = ["samples.npz", "grid.png"] + (["trajectory.png"] if trajectory_samples else [])
+        missing = [file for file in files if not io.isfile(os.path.join(directory, file))]
+        if missing:
+            raise StageError(
+                f"sample: sampler {name!r} wrote no {', '.join(missing)} in {directory}; the runner did not run "
+                "all of the pipeline. Rerun the stage."
+            )
+        expected = sampler_count(kwargs, num_samples)
+        rows = record_count(os.path.join(directory, "samples.npz"))  # None: its arrays disagree
+        if rows != expected:
+            held = "arrays of different lengths" if rows is None else f"{rows} samples"
+            raise StageError(
+                f"sample: {os.path.join(directory, 'samples.npz')} holds {held}; sampler {name!r} was asked for "
+                f"{expected}. Rerun the stage."
+            )
+
+
 class Executor:
     """Runs the sample stage: ``Do(inputs, outputs, params)``."""
 
@@ -585,6 +619,7 @@ class Executor:
                 if not io.exists(path):
                     raise StageError(f"sample: sampler {name!r} wrote no samples; see the messages above.")
                 timings[name] = io.read_json(path)
+            check_written(out, samplers, num_samples, params["trajectory_samples"])
             io.remove_tree(work_dir)
             io.write_json(os.path.join(out, "timings.json"), timings)
         _log(f"wrote {outputs['samples']}: " + ", ".join(
@@ -599,6 +634,7 @@ __all__ = [
     "SampleShards",
     "build_pipeline",
     "check_samplers",
+    "check_written",
     "derive_seed",
     "sampling_timing",
     "shard_counts",

@@ -15,7 +15,7 @@ from PIL import Image
 
 from pipeline import data
 from pipeline.config import preset
-from pipeline.stages import ingest
+from pipeline.stages import base, ingest
 from pipeline.io import read_json
 from pipeline.stages.base import StageError
 
@@ -282,6 +282,56 @@ def test_ingest_digits_round_trip(digits_examples, capsys):
     assert stats["pixel_std"] == pytest.approx(train_pixels.std())
 
 
+def test_ingest_writes_the_same_shard_files_on_every_run(digits_examples, tmp_path):
+    """Each example's shard comes from its key, sorted by key within: the files are the same
+    bytes from run to run (and runner to runner: tests/pipeline/test_dask_runner.py)."""
+    again = run_ingest(tmp_path / "examples", dataset="digits", limit=96, limit_order="file_number", image_size=8)
+    for name in ingest.shard_files(2):
+        with open(os.path.join(digits_examples, name), "rb") as first, open(os.path.join(again, name), "rb") as second:
+            assert first.read() == second.read(), name
+    import tensorflow as tf
+
+    for index, name in enumerate(ingest.shard_files(2)):
+        path = os.path.join(digits_examples, name)
+        keys = [data.decode_example(record.numpy())[0] for record in tf.data.TFRecordDataset(path)]
+        assert keys == sorted(keys) and len(keys) > 0, name
+        split = "eval" if name.startswith("eval") else "train"
+        assert {ingest.shard_index((split, key), 0, 2) for key in keys} == {index}, name
+
+
+def test_ingest_writes_every_shard_file_an_empty_one_too(tmp_path):
+    out = run_ingest(tmp_path / "examples", dataset="digits", limit=6, image_size=8, num_shards=8)
+    names = ingest.shard_files(8)
+    assert sorted(os.listdir(out)) == sorted(names + ["stats.json"])
+    counts = [base.record_count(os.path.join(out, name)) for name in names]
+    assert sum(counts[:8]) == 5 and counts[8] == 1 and 0 in counts[:8]  # 5 train in 8 shards: some empty
+
+
+def test_ingest_fails_when_a_shard_was_not_written(tmp_path, monkeypatch):
+    """The end-of-stage check: a pipeline that wrote all but one shard (as a runner running
+    part of the pipeline would) fails the stage, naming the file, and leaves no output."""
+    write_shard = ingest.write_shard
+
+    def all_but_the_second(element, directory, names):
+        return (names[1], 0) if element[0] == 1 else write_shard(element, directory, names)
+
+    monkeypatch.setattr(ingest, "write_shard", all_but_the_second)
+    with pytest.raises(StageError, match=r"missing \['train-00001-of-00002.tfrecord'\]"):
+        run_ingest(tmp_path / "examples", dataset="digits", limit=24, image_size=8)
+    assert not (tmp_path / "examples").exists()
+
+
+def test_ingest_check_counts_the_records_written(digits_examples, tmp_path):
+    stats = read_json(os.path.join(digits_examples, "stats.json"))
+    ingest.check_written(digits_examples, stats, 2, expected=96)
+    with pytest.raises(StageError, match="the train shards in .* hold 86 examples; the pipeline read 87"):
+        ingest.check_written(digits_examples, dict(stats, num_train=87), 2)
+    with pytest.raises(StageError, match="the pipeline read 96 images; the source's plan holds 97"):
+        ingest.check_written(digits_examples, stats, 2, expected=97)
+    with pytest.raises(StageError, match=r"unexpected \['train-00000-of-00002.tfrecord', 'train-00001-of-00002.tfrecord'\]"):
+        ingest.check_written(digits_examples, stats, 3)
+
+
 def test_make_dataset_float_batches_in_range(digits_examples):
     import tensorflow as tf
 
@@ -300,28 +350,6 @@ def test_make_dataset_float_batches_in_range(digits_examples):
     np.testing.assert_array_equal(np.concatenate(again), np.concatenate(first))
     with pytest.raises(StageError, match="run the ingest stage"):
         data.load_examples(os.path.dirname(digits_examples), "train")
-
-
-def test_the_shards_hold_every_record_once_each_in_the_same_shard_on_every_run(tmp_path):
-    """WriteShards (the sink ingest writes through pipeline.io): every shard is written, an
-    empty one too, the shards together hold each record once, and a record lands in the
-    same shard, at the same place, on every run."""
-    import tensorflow as tf
-
-    records = [f"record {index}".encode() for index in range(9)]
-    runs = []
-    for run in range(2):
-        (tmp_path / f"run{run}").mkdir()
-        with beam.Pipeline(options=beam.options.pipeline_options.PipelineOptions(BEAM_ARGS)) as pipeline:
-            _ = pipeline | beam.Create(records) | ingest.WriteShards(str(tmp_path / f"run{run}" / "train"), 12)
-        names = sorted(os.listdir(tmp_path / f"run{run}"))
-        assert names == [f"train-{index:05d}-of-00012.tfrecord" for index in range(12)]  # no temporary left
-        runs.append([list(tf.data.TFRecordDataset(str(tmp_path / f"run{run}" / name)).as_numpy_iterator())
-                     for name in names])
-    assert sorted(record for shard in runs[0] for record in shard) == sorted(records)
-    assert all(shard == sorted(shard) for shard in runs[0])  # in order: the same bytes whatever the bundles
-    assert any(not shard for shard in runs[0])  # 9 records in 12 shards: some are empty, and written
-    assert runs[0] == runs[1]
 
 
 def test_ingest_folder_mixed_sizes_and_modes(tmp_path, capsys):

@@ -1,7 +1,5 @@
 """The whole pipeline on the tiny preset with Beam's DirectRunner: once per family, caching, bad input."""
 
-import contextlib
-import io
 import json
 import os
 import shutil
@@ -18,18 +16,6 @@ from pipeline import run as run_lib
 
 def _run(tmp_path, *args):
     return run_lib.run(["--preset=tiny", f"--output_dir={tmp_path}", "--runner=DirectRunner", *args])
-
-
-@pytest.fixture(scope="session")
-def ddpm_run(tmp_path_factory):
-    """One tiny ddpm run (the default family), shared by the end-to-end and caching tests,
-    which only read it (the caching test reruns on a copy): (directory, stdout)."""
-    directory = tmp_path_factory.mktemp("ddpm_run")
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        status = _run(directory)
-    assert status == 0, out.getvalue()[-2000:]
-    return directory, out.getvalue()
 
 
 @pytest.mark.slow

@@ -213,7 +213,7 @@ def test_the_ingest_job_builds_for_dataflow(dataflow_options):
     plan = data.plan_source(data.parse_source("digits"), 96, "stratified", 0)
     labels = _dataflow_job(dataflow_options, lambda root: ingest.build_pipeline(
         root, plan, "s3://kdiff-runs/r/ingest/examples", image_size=8, channels=1, num_shards=2, seed=0))
-    assert {"ReadAndPreprocess", "EvalKeys", "Split", "WriteTrain/Group", "WriteEval/Write", "WriteStats"} <= labels
+    assert {"ReadAndPreprocess", "EvalKeys", "Split", "GroupByShard", "WriteShards", "AwaitShards", "WriteStats"} <= labels
 
 
 def test_the_sample_job_builds_for_dataflow(dataflow_options):

@@ -598,3 +598,17 @@ def test_the_classifier_comes_from_its_seed_alone(tmp_path):
     for a, b in zip(*weights):
         np.testing.assert_array_equal(a, b)
     assert any(not np.array_equal(a, b) for a, b in zip(weights[0], keras.models.load_model(other).get_weights()))
+
+
+def test_check_extracted_names_the_set_short_of_rows():
+    images = np.zeros((4, 8, 8, 1), np.uint8)
+    named = [("train", images), ("samples/a", images)]
+    full = {"features": np.zeros((4, 3)), "mean": np.zeros(3), "covariance": np.eye(3), "probabilities": np.ones((4, 10))}
+    results = {"train": dict(full, probabilities=None), "samples/a": dict(full)}
+    evaluate.check_extracted(results, named, {"samples/a"})  # train needs no probabilities
+    with pytest.raises(StageError, match="gave the set 'samples/a' 3 rows of probabilities for 4 images"):
+        evaluate.check_extracted(dict(results, **{"samples/a": dict(full, probabilities=np.ones((3, 10)))}), named, {"samples/a"})
+    with pytest.raises(StageError, match="gave the set 'train' no covariance"):
+        evaluate.check_extracted(dict(results, train=dict(full, covariance=None)), named, set())
+    with pytest.raises(StageError, match="gave the set 'samples/a' no features, mean, covariance"):
+        evaluate.check_extracted({"train": full}, named, set())

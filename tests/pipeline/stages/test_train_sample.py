@@ -628,3 +628,28 @@ def test_sample_bad_input(tmp_path, trained):
         run_sample(model_dir, str(tmp_path / "u"), sample_params(samplers=weird))
     assert os.listdir(tmp_path / "u") == []  # nothing half-written
     assert not os.path.exists(tmp_path / "y" / "samples")
+
+
+def test_sample_check_names_the_sampler_short_of_samples(tmp_path):
+    """The end-of-stage check: every sampler's files, with the samples asked for (one label
+    each), or a StageError naming the sampler and the file."""
+    directory = tmp_path / "a"
+    directory.mkdir()
+    for picture in ("grid.png", "trajectory.png"):
+        (directory / picture).write_bytes(b"png")
+    images = np.zeros((4, 8, 8, 1), np.uint8)
+    np.savez(directory / "samples.npz", images=images, labels=np.arange(4, dtype=np.int32))
+    samplers = {"a": {"sampler": "ddim", "steps": 3}}
+    sample.check_written(str(tmp_path), samplers, 4, trajectory_samples=2)
+    with pytest.raises(StageError, match=r"samples.npz holds 4 samples; sampler 'a' was asked for 5"):
+        sample.check_written(str(tmp_path), samplers, 5, trajectory_samples=2)
+    sample.check_written(str(tmp_path), {"a": dict(samplers["a"], num_samples=4)}, 5, trajectory_samples=2)
+    np.savez(directory / "samples.npz", images=images, labels=np.arange(3, dtype=np.int32))
+    with pytest.raises(StageError, match="holds arrays of different lengths"):
+        sample.check_written(str(tmp_path), samplers, 4, trajectory_samples=2)
+    np.savez(directory / "samples.npz", images=images)  # an unconditional model's: no labels
+    sample.check_written(str(tmp_path), samplers, 4, trajectory_samples=0)
+    (directory / "trajectory.png").unlink()
+    sample.check_written(str(tmp_path), samplers, 4, trajectory_samples=0)  # none drawn: none expected
+    with pytest.raises(StageError, match=r"sampler 'a' wrote no trajectory.png in .*a; the runner did not run"):
+        sample.check_written(str(tmp_path), samplers, 4, trajectory_samples=2)
