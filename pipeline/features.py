@@ -7,7 +7,7 @@ re-exported here. This module adds :func:`train_classifier` (the small CNN train
 dataset's labels), :class:`FeatureExtractorDoFn` / :class:`ExtractFeatures`, which run an
 extractor over a PCollection of image batches — the extractor loaded from its spec in
 ``setup()``, never captured in a closure (DESIGN.md pattern 7) — and
-:class:`MeanCovarianceFn`, which combines features into their mean and covariance.
+:func:`set_statistics`, a set's feature mean and covariance.
 """
 
 from __future__ import annotations
@@ -43,12 +43,12 @@ __all__ = [
     "FeatureExtractorDoFn",
     "InceptionGraphFeatures",
     "InceptionV3Features",
-    "MeanCovarianceFn",
     "describe",
     "load_extractor",
     "local_spec",
     "read_inception_graph",
     "resolve_inception_weights",
+    "set_statistics",
     "train_classifier",
 ]
 
@@ -201,56 +201,28 @@ def train_classifier(
 # --------------------------------------------------------------------------- Beam
 
 
-class MeanCovarianceFn(beam.CombineFn if beam else object):
-    """Combines batches of feature vectors ``[B, D]`` into ``(mean [D], covariance [D, D])``.
+def set_statistics(element):
+    """One set's feature mean and covariance, from its rows in batch order.
 
-    Accumulates the count, the mean and the centered sum of outer products in float64 and
-    merges them with Chan et al.'s pairwise formula, so the result equals
-    ``kdiff.metrics.feature_statistics`` (unbiased covariance) on the concatenated rows up
-    to rounding, whatever the batching.
+    Computed on the set's concatenated features (``concatenate_batches``), not combined
+    from partial sums: a combine merges its accumulators in whatever order the runner
+    delivers them, which changes the last bits of the covariance, and FID's matrix square
+    root of a near-singular covariance can magnify those bits. In order, the same features
+    give the same statistics on every runner.
+
+    Args:
+        element: ``(key, {"features": [N, D], ...})`` with ``N ≥ 1``.
+
+    Returns:
+        ``(key, (mean [D], covariance [D, D]))`` in float64: the unbiased covariance (as
+        ``kdiff.metrics.feature_statistics``), all NaN for a single row.
     """
-
-    def create_accumulator(self):
-        return (0, None, None)
-
-    @staticmethod
-    def _merge(a, b):
-        n_a, mean_a, m2_a = a
-        n_b, mean_b, m2_b = b
-        if n_a == 0:
-            return b
-        if n_b == 0:
-            return a
-        n = n_a + n_b
-        delta = mean_b - mean_a
-        mean = mean_a + delta * (n_b / n)
-        m2 = m2_a + m2_b + np.outer(delta, delta) * (n_a * n_b / n)
-        return (n, mean, m2)
-
-    def add_input(self, accumulator, features):
-        features = np.asarray(features, np.float64)
-        if features.ndim == 1:
-            features = features[None]
-        if len(features) == 0:
-            return accumulator
-        mean = features.mean(axis=0)
-        centered = features - mean
-        return self._merge(accumulator, (len(features), mean, centered.T @ centered))
-
-    def merge_accumulators(self, accumulators):
-        result = self.create_accumulator()
-        for accumulator in accumulators:
-            result = self._merge(result, accumulator)
-        return result
-
-    def extract_output(self, accumulator):
-        """``(mean, covariance)``; the covariance is all NaN for a single vector (none for zero)."""
-        n, mean, m2 = accumulator
-        if n == 0:
-            return None, None
-        if n < 2:
-            return mean, np.full_like(m2, np.nan)
-        return mean, m2 / (n - 1)
+    key, arrays = element
+    features = np.asarray(arrays["features"], np.float64)
+    mean = features.mean(axis=0)
+    if len(features) < 2:
+        return key, (mean, np.full((features.shape[1],) * 2, np.nan))
+    return key, (mean, np.atleast_2d(np.cov(features, rowvar=False)))
 
 
 # a spec's "source" → how a worker that lacks the launcher's downloaded copy fetches its own

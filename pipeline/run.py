@@ -47,9 +47,10 @@ GROUP_TITLES = {
 
 EPILOG = """\
 Apache Beam's own flags pass through to the Beam stages, e.g.
-  --runner=DirectRunner (the default here) | DataflowRunner | FlinkRunner | SparkRunner
+  --runner=DirectRunner (the default here) | PortableRunner | DataflowRunner | FlinkRunner | SparkRunner
   --direct_num_workers=2 --direct_running_mode=multi_processing   (DirectRunner)
-  --project=… --region=… --temp_location=gs://…                   (DataflowRunner)
+  --job_endpoint=HOST:PORT [--environment_type=EXTERNAL --environment_config=HOST:PORT]   (PortableRunner)
+  --project=… --region=… --temp_location=gs://… --sdk_container_image=…   (DataflowRunner)
   --runner=DaskRunner --dask_client_address=HOST:PORT             (a dask.distributed cluster)
 A flag that is neither ours nor a Beam option is an error. Beam's full list: --help_beam
 (the options of apache_beam.options.pipeline_options' PipelineOptions classes).
@@ -247,6 +248,24 @@ def check_beam_args(parser, beam_args):
     return beam_args  # not reached: parser.error exits
 
 
+def check_runner(parser, beam_args, output_dir):
+    """Fails (``parser.error``, exit code 2) before any stage runs when the Beam stages
+    cannot start on the runner the flags name (``pipeline.runners.check``: an unknown
+    runner, PortableRunner without --job_endpoint, DataflowRunner without its flags).
+
+    Args:
+        parser: our parser, for the message.
+        beam_args: Beam's flags (``check_beam_args``'s).
+        output_dir: the run's ``--output_dir``.
+    """
+    from pipeline import runners
+
+    try:
+        runners.check(beam_args, output_dir)
+    except ValueError as error:
+        parser.error(str(error))
+
+
 def _dask_args(parser, beam_args, output_dir):
     """Beam's flags with ``--runner=DaskRunner`` resolved (``pipeline.dask_flags.resolve``: its
     full name, its ``--dask_*`` options known), or ``parser.error`` (exit code 2) saying why
@@ -299,6 +318,7 @@ def run(argv=None, save_main_session=True):
         parser.error(f"argument --stages: unknown stage(s) {unknown}; expected names from {list(STAGE_ORDER)}")
     with quiet_logs(known.verbose):
         beam_args = check_beam_args(parser, _dask_args(parser, beam_args, known.output_dir))
+        check_runner(parser, beam_args, known.output_dir)
         os.environ.update(s3.environment_from_beam_flags(beam_args))  # our S3 store reads Beam's flags too
         if known.experiment is not None:
             if not any(arg.startswith("--runner") for arg in beam_args):

@@ -26,7 +26,10 @@ _DENIED = {
 _NO_OBJECT = {"NoSuchKey", "NotFound", "404"}
 # where the run's S3 client takes its endpoint and credentials from (pipeline.run's --s3_* flags set them)
 _ENDPOINT_SOURCES = "--s3_endpoint_url, AWS_ENDPOINT_URL_S3"
-_CREDENTIAL_SOURCES = "--s3_access_key_id / --s3_secret_access_key, AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or ~/.aws"
+_CREDENTIAL_SOURCES = (
+    "--s3_access_key_id / --s3_secret_access_key, AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or ~/.aws "
+    "(a Beam worker that a separate service started, as a worker pool's, reads its own environment, not the flags)"
+)
 # "[Errno 111] Connection refused" in urllib3's message of a failed connection
 _SOCKET_ERROR = re.compile(r"\[Errno (-?\d+)\] ([^'\"\])]+)")
 

@@ -2,9 +2,10 @@
 
 Reads the real training and held-out images (Examples) and each sampler's
 ``samples.npz`` (Samples); extracts features in a Beam pipeline — a ``DoFn`` that loads
-the feature network in ``setup()`` from a path — and combines them into mean and
-covariance with a ``CombineFn``; then computes per sampler FID (Heusel et al., 2017) and
-KID (Bińkowski et al., 2018; unbiased) against the real training images, plus the same numbers for the held-out
+the feature network in ``setup()`` from a path — and gathers each set's features in batch
+order into their mean and covariance (the same bits on every runner); then computes per
+sampler FID (Heusel et al., 2017) and KID (Bińkowski et al., 2018; unbiased) against the
+real training images, plus the same numbers for the held-out
 real images (the floor) and for a baseline that draws images from a Gaussian fit to the
 real pixels (the ceiling a model must beat). When the dataset has labels, a small
 classifier trained on them gives per-sampler confidence and class shares.
@@ -460,9 +461,60 @@ def _read_arrays(directory, key):
     return io.read_npz(os.path.join(directory, f"{key}.npz"))
 
 
+def scratch_dirs(scratch):
+    """Where ``build_pipeline`` writes: ``{"features", "statistics", "classifier"}`` → folder."""
+    return {tag: os.path.join(scratch, tag) for tag in ("features", "statistics", "classifier")}
+
+
+def build_pipeline(root, named_images, fid_spec, classifier_spec, classifier_indices, scratch):
+    """Adds the feature extraction to a Beam pipeline ``root`` (no I/O: the graph alone, as a
+    runner's translation, e.g. Dataflow's, needs it).
+
+    Args:
+        root: a ``beam.Pipeline``.
+        named_images: list of ``(set name, uint8 images)``; a set is keyed by its index.
+        fid_spec: the extractor spec of the FID feature space.
+        classifier_spec: the classifier's spec when it is a second network (else None).
+        classifier_indices: the indices of the sets that need classifier probabilities.
+        scratch: where the workers write ``<scratch_dirs>/<set index>.npz``.
+    """
+    import apache_beam as beam
+
+    from pipeline.branches import JoinBranches
+
+    dirs = scratch_dirs(scratch)
+    by_index = {index: images for index, (_, images) in enumerate(named_images)}
+    batches = root | "CreateImageBatches" >> beam.Create(features_lib.batch_images(by_index, BATCH_SIZE))
+    features = (
+        batches
+        | "ExtractFidFeatures" >> features_lib.ExtractFeatures(fid_spec)
+        | "GroupFeatureBatches" >> beam.GroupByKey()
+        | "ConcatenateFeatures" >> beam.Map(features_lib.concatenate_batches)
+    )
+    written = {
+        "features": features | "WriteFeatures" >> beam.Map(write_arrays, dirs["features"]),
+        "statistics": (
+            features
+            | "MeanAndCovariance" >> beam.Map(features_lib.set_statistics)
+            | "WriteStatistics" >> beam.Map(write_statistics, dirs["statistics"])
+        ),
+    }
+    if classifier_spec is not None and classifier_indices:
+        written["classifier"] = (
+            batches
+            | "SetsForClassifier" >> beam.Filter(lambda kv, keep: kv[0] in keep, set(classifier_indices))
+            | "ClassifierProbabilities" >> features_lib.ExtractFeatures(classifier_spec)
+            | "GroupClassifierBatches" >> beam.GroupByKey()
+            | "ConcatenateProbabilities" >> beam.Map(features_lib.concatenate_batches)
+            | "WriteProbabilities" >> beam.Map(write_arrays, dirs["classifier"])
+        )
+    # the last step depends on every branch: a runner that computes only the last
+    # transform (Beam's DaskRunner) runs them all
+    _ = written | "AllWritten" >> JoinBranches()
+
+
 def extract(named_images, fid_spec, classifier_spec, classifier_sets, scratch, beam_args):
-    """Runs the feature extraction as one Beam pipeline, its branches (features, statistics,
-    probabilities) ending in one last step (``JoinBranches``) so that every runner runs them all.
+    """Runs the feature extraction as one Beam pipeline (``build_pipeline``).
 
     Args:
         named_images: list of ``(set name, uint8 images)``.
@@ -482,49 +534,18 @@ def extract(named_images, fid_spec, classifier_spec, classifier_sets, scratch, b
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from pipeline.branches import JoinBranches
-
     names = [name for name, _ in named_images]
-    by_index = {index: images for index, (_, images) in enumerate(named_images)}
     classifier_indices = {i for i, name in enumerate(names) if name in classifier_sets}
-    dirs = {tag: os.path.join(scratch, tag) for tag in ("features", "statistics", "classifier")}
+    dirs = scratch_dirs(scratch)
     for path in dirs.values():
         io.makedirs(path)
-
     with beam.Pipeline(options=PipelineOptions(list(beam_args))) as p:
-        batches = p | "CreateImageBatches" >> beam.Create(features_lib.batch_images(by_index, BATCH_SIZE))
-        outputs = batches | "ExtractFidFeatures" >> features_lib.ExtractFeatures(fid_spec)
-        written = {
-            "features": (
-                outputs
-                | "GroupFeatureBatches" >> beam.GroupByKey()
-                | "ConcatenateFeatures" >> beam.Map(features_lib.concatenate_batches)
-                | "WriteFeatures" >> beam.Map(write_arrays, dirs["features"])
-            ),
-            "statistics": (
-                outputs
-                | "FeatureRows" >> beam.Map(lambda kv: (kv[0], kv[1][1]["features"]))
-                | "MeanAndCovariance" >> beam.CombinePerKey(features_lib.MeanCovarianceFn())
-                | "WriteStatistics" >> beam.Map(write_statistics, dirs["statistics"])
-            ),
-        }
-        if classifier_spec is not None and classifier_indices:
-            written["classifier"] = (
-                batches
-                | "SetsForClassifier" >> beam.Filter(lambda kv, keep: kv[0] in keep, classifier_indices)
-                | "ClassifierProbabilities" >> features_lib.ExtractFeatures(classifier_spec)
-                | "GroupClassifierBatches" >> beam.GroupByKey()
-                | "ConcatenateProbabilities" >> beam.Map(features_lib.concatenate_batches)
-                | "WriteProbabilities" >> beam.Map(write_arrays, dirs["classifier"])
-            )
-        # the last step depends on every branch: a runner that computes only the last
-        # transform (Beam's DaskRunner) runs them all
-        _ = written | "AllWritten" >> JoinBranches()
+        build_pipeline(p, named_images, fid_spec, classifier_spec, classifier_indices, scratch)
 
     missing = [
         os.path.join(dirs[tag], f"{index}.npz")
         for tag, indices in (
-            ("features", by_index), ("statistics", by_index),
+            ("features", range(len(names))), ("statistics", range(len(names))),
             ("classifier", classifier_indices if classifier_spec is not None else ()),
         )
         for index in sorted(indices)

@@ -67,7 +67,7 @@ SPEC = StageSpec(
     name="ingest",
     inputs={},
     outputs={"examples": EXAMPLES},
-    reads_urls=True,  # its workers read the source and Beam's sinks write the shards through URLs
+    reads_urls=True,  # its workers read the source and write the shards through pipeline.io
 )
 
 PROGRESS_EVERY = 2000  # images per worker between progress lines
@@ -251,8 +251,9 @@ def write_stats(joined, path, extra):
     return path
 
 
-def build(pipeline, plan, directory, *, image_size, channels, num_shards, seed, crop_size=None):
-    """Adds the ingest transforms to ``pipeline``, writing into ``directory``.
+def build_pipeline(pipeline, plan, directory, *, image_size, channels, num_shards, seed, crop_size=None):
+    """Adds the ingest transforms to ``pipeline``, writing into ``directory`` (no I/O: the
+    graph alone, as a runner's translation, e.g. Dataflow's, needs it).
 
     The pipeline ends in one step that depends on every branch (``JoinBranches``), combines
     with int keys (``CombineAll``), writes each shard after a ``GroupByKey`` and has no
@@ -416,7 +417,7 @@ class Executor:
         with io.shared_directory(outputs["examples"]) as directory:
             try:
                 with quiet_stage_errors(), beam.Pipeline(options=PipelineOptions(beam_args)) as pipeline:
-                    build(
+                    build_pipeline(
                         pipeline, plan, directory, image_size=image_size, channels=channels, num_shards=num_shards,
                         seed=seed, crop_size=params["crop_size"],
                     )

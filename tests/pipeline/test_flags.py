@@ -144,6 +144,56 @@ def test_check_beam_args_accepts_beam_options_only():
         run_lib.check_beam_args(parser, ["--runer=DirectRunner"])
 
 
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        (["--runner=DirectRuner"], ["Beam knows no runner 'DirectRuner'", "PortableRunner", "did you mean --runner=DirectRunner?"]),
+        (["--runner=no_such_module.Runner"], ["cannot import no_such_module.Runner", "ModuleNotFoundError"]),
+        (["--runner=pipeline.run.build_parser"], ["pipeline.run.build_parser is not a Beam PipelineRunner subclass"]),
+        (["--runner=PortableRunner"], ["--runner=PortableRunner needs --job_endpoint=HOST:PORT", "local_job_service_main",
+                                       "Received: no --job_endpoint"]),
+        (["--runner=PortableRunner", "--job_endpoint=localhost:8099", "--environment_type=EXTERNAL"],
+         ["--environment_type=EXTERNAL needs --environment_config=HOST:PORT", "worker_pool_main"]),
+    ],
+)
+def test_a_runner_that_cannot_start_fails_before_any_stage(tmp_path, capsys, captured_run, flags, expected):
+    code, err = _exit_message(capsys, [f"--output_dir={tmp_path}", "--preset=tiny", *flags])
+    assert code == 2 and captured_run == []  # nothing ran
+    for text in expected:
+        assert text in err, err
+
+
+def test_known_runners_in_any_spelling_pass(tmp_path, captured_run):
+    for runner in ("direct", "DirectRunner", "apache_beam.runners.direct.direct_runner.DirectRunner"):
+        assert run_lib.run([f"--output_dir={tmp_path}", "--preset=tiny", f"--runner={runner}"]) == 0
+    assert [call["beam_args"][0] for call in captured_run] == [
+        "--runner=direct", "--runner=DirectRunner", "--runner=apache_beam.runners.direct.direct_runner.DirectRunner"]
+
+
+def test_dataflow_needs_its_client_its_flags_and_a_run_folder_in_a_store(tmp_path, capsys, captured_run, monkeypatch):
+    from pipeline import runners
+
+    dataflow = ["--runner=DataflowRunner", "--project=p", "--region=europe-west1", "--temp_location=gs://kdiff-tmp/t"]
+    monkeypatch.setattr(runners, "DATAFLOW_CLIENT", "no_such_package.dataflow")
+    code, err = _exit_message(capsys, ["--output_dir=gs://kdiff-runs/r", *dataflow])
+    assert code == 2 and "needs Beam's Dataflow client" in err and "pip install 'kdiff[dataflow]'" in err
+    monkeypatch.setattr(runners, "DATAFLOW_CLIENT", "json")  # a client that is there
+    code, err = _exit_message(capsys, ["--output_dir=s3://kdiff-runs/r", "--runner=DataflowRunner", "--project=p",
+                                       "--temp_location=/tmp/t"])
+    assert code == 2 and "needs --region, --temp_location=gs://BUCKET/PATH" in err
+    assert "Received: --project=p, --region=None, --temp_location=/tmp/t" in err
+    code, err = _exit_message(capsys, [f"--output_dir={tmp_path}", *dataflow])
+    assert code == 2 and "Dataflow's workers cannot reach this machine's disk" in err and str(tmp_path) in err
+    assert captured_run == []
+    runners.check(dataflow, "gs://kdiff-runs/r")  # all there: passes (and contacts nothing)
+
+
+def test_an_output_dir_of_an_unsupported_store_fails_naming_it(capsys, captured_run):
+    code, err = _exit_message(capsys, ["--output_dir=hdfs://kdiff-runs/r", "--preset=tiny"])
+    assert code == 2 and captured_run == []
+    assert "argument --output_dir:" in err and "Received: 'hdfs://kdiff-runs/r'" in err
+
+
 # ----------------------------------------------------------------------------- values
 
 
@@ -324,6 +374,26 @@ def test_find_error_in_the_chain_and_in_a_worker_traceback():
     )
     assert str(errors.find_error(remote, StageError)) == "Cannot read image /d/b.png: truncated"
     assert errors.find_error(RuntimeError("something else"), StageError) is None
+
+
+def test_an_os_error_in_a_worker_traceback_is_read_back():
+    """A worker process's OSError reaches the launcher as its traceback's text (the
+    DirectRunner's worker processes, a portable runner's pool): it is named as an I/O
+    failure all the same, with its path and errno."""
+    import errno
+
+    remote = RuntimeError(
+        "Pipeline job-1 failed in state FAILED: Error running pipeline.\nTraceback (most recent call last):\n"
+        "  File \"x.py\", line 1\nPermissionError: [Errno 13] no usable S3 credentials (Unable to locate "
+        "credentials); set them with …: 's3://kdiff-runs/r/ingest/examples/stats.json' [while running 'WriteStats']\n"
+    )
+    assert errors.io_error(remote) == (
+        "s3://kdiff-runs/r/ingest/examples/stats.json",
+        "no usable S3 credentials (Unable to locate credentials); set them with …", errno.EACCES,
+    )
+    no_path = RuntimeError("Traceback …\nOSError: [Errno 28] No space left on device")
+    assert errors.io_error(no_path) == (None, "No space left on device", errno.ENOSPC)
+    assert errors.io_error(RuntimeError("ValueError: [Errno 5] not an OSError's name")) is None
 
 
 # ----------------------------------------------------------------------------- parameters declared once

@@ -552,15 +552,29 @@ def test_feature_dofn_and_mean_covariance_under_test_pipeline(digits_run):
             | "Group" >> beam.GroupByKey()
             | "Concatenate" >> beam.Map(features_lib.concatenate_batches)
         )
-        statistics = (
-            outputs
-            | "Rows" >> beam.Map(lambda kv: (kv[0], kv[1][1]["features"]))
-            | "MeanCovariance" >> beam.CombinePerKey(features_lib.MeanCovarianceFn())
-        )
+        statistics = merged | "MeanCovariance" >> beam.Map(features_lib.set_statistics)
         counts = outputs | "Count" >> beam.combiners.Count.Globally()
         assert_that(merged, check_features, label="CheckFeatures")
         assert_that(statistics, check_statistics, label="CheckStatistics")
         assert_that(counts, equal_to([4]), label="CheckBatches")
+
+
+def test_set_statistics_are_numpys_and_independent_of_the_batching():
+    """A set's statistics come from its rows in order (a combine's merge order would change
+    their last bits between runners): numpy's mean and unbiased covariance, exactly."""
+    from kdiff import metrics as kmetrics
+
+    rows = np.random.default_rng(0).normal(size=(50, 6)).astype(np.float32)
+    batches = [(i, {"features": rows[start : start + 16]}) for i, start in enumerate(range(0, 50, 16))]
+    merged = features_lib.concatenate_batches(("set", batches[::-1]))  # arrival order does not matter
+    key, (mean, covariance) = features_lib.set_statistics(merged)
+    expected_mean, expected_covariance = kmetrics.feature_statistics(rows)
+    assert key == "set" and mean.dtype == covariance.dtype == np.float64
+    np.testing.assert_array_equal(mean, expected_mean)
+    np.testing.assert_array_equal(covariance, expected_covariance)
+    _, (mean, covariance) = features_lib.set_statistics(("one", {"features": rows[:1]}))
+    np.testing.assert_array_equal(mean, rows[0])
+    assert covariance.shape == (6, 6) and np.isnan(covariance).all()
 
 
 def test_the_classifier_comes_from_its_seed_alone(tmp_path):
