@@ -169,9 +169,14 @@ def test_one_holder_at_a_time_and_the_second_learns_who(root):
         assert io.read_json(path)["pid"] == 3
 
 
-def test_racing_takers_get_exactly_one_lease(root):
-    path, winners, errors = io.join(root, ".lock"), [], []
-    leases = [locks.Lease(_store(root), path, {"pid": n}, seconds=30) for n in range(8)]
+def _race(root, path, takers):
+    """``takers`` leases of ``path`` acquired at once, one thread each.
+
+    Returns:
+        ``(winners, errors)``: the acquired leases and the ``LockHeld`` errors of the others.
+    """
+    winners, errors = [], []
+    leases = [locks.Lease(_store(root), path, {"pid": n}, seconds=30) for n in range(takers)]
 
     def take(lease):
         try:
@@ -184,6 +189,11 @@ def test_racing_takers_get_exactly_one_lease(root):
         thread.start()
     for thread in threads:
         thread.join()
+    return winners, errors
+
+
+def test_racing_takers_get_exactly_one_lease(root):
+    winners, errors = _race(root, io.join(root, ".lock"), 8)
     assert len(winners) == 1 and len(errors) == 7
     assert {error.record["pid"] for error in errors} == {winners[0].record["pid"]}
     winners[0].release()
@@ -192,21 +202,9 @@ def test_racing_takers_get_exactly_one_lease(root):
 def test_racing_takers_of_an_expired_lease_get_exactly_one(root, capfd):
     """An expired lease is replaced by a put conditional on its version: of several runs
     taking it over at once, one does, and the others learn who."""
-    path, winners, errors = io.join(root, ".lock"), [], []
+    path = io.join(root, ".lock")
     io.write_json(path, {"pid": "dead", "host": "h", "expires": time.time() - 1})
-    leases = [locks.Lease(_store(root), path, {"pid": n}, seconds=30) for n in range(6)]
-
-    def take(lease):
-        try:
-            winners.append(lease.acquire())
-        except io.LockHeld as error:
-            errors.append(error)
-
-    threads = [threading.Thread(target=take, args=(lease,)) for lease in leases]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    winners, errors = _race(root, path, 6)
     assert len(winners) == 1 and len(errors) == 5
     assert {error.record["pid"] for error in errors} == {winners[0].record["pid"]}
     assert io.read_json(path)["owner"] == winners[0].record["owner"]
