@@ -13,7 +13,7 @@ pytorch-fid reads them), an ``.npz`` of images (``images``: uint8 ``[N, H, W, C]
 statistics (``mu``, ``sigma``: pytorch-fid's format, what ``--save-stats`` writes).
 
 Printed: FID (the one matrix computation pytorch-fid makes, made without its general
-matrix square root: ``kdiff.metrics.fid_from_features``); KID with its spread over subsets
+matrix square root: ``kdiff.metrics.frechet_distance``); KID with its spread over subsets
 (n/a when every subset is the whole of both sets) and its jackknife standard error when both
 sides are images; both sample counts; the feature space; and a warning below 2,048
 samples. Asked for, with the features of PATH_A (the samples): ``--fid-infinity``, FID∞
@@ -433,10 +433,9 @@ def compute(side_a, side_b, args):
             f"{side_b.path}: expected features of {side_a.mu.shape[0]} dimensions like {side_a.path}. "
             f"Received: {side_b.mu.shape[0]}"
         )
-    samples = side_a.features if side_a.features is not None else (side_a.mu, side_a.sigma)
     reference = side_b.features if side_b.features is not None else (side_b.mu, side_b.sigma)
-    result = {
-        "fid": metrics.fid_from_features(samples, reference),
+    result = {  # from the statistics read_side computed (what --save-stats writes): one route for both
+        "fid": metrics.frechet_distance(side_a.mu, side_a.sigma, side_b.mu, side_b.sigma),
         "num_images": [side_a.count, side_b.count],
         "paths": [side_a.path, side_b.path],
         "dims": int(side_a.mu.shape[0]),
