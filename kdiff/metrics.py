@@ -47,8 +47,9 @@ __all__ = [
     "memorization_ratio",
 ]
 
-# A covariance eigenvalue below −_PSD_TOLERANCE × the largest |eigenvalue| is not rounding:
-# the matrix is no covariance (statistics stored in float32, as TTUR's are, stay far above).
+# Negative eigenvalues (or a factorization's remainder) beyond _PSD_TOLERANCE × the largest
+# magnitude are not rounding: the matrices are no covariances (statistics stored in float32,
+# as TTUR's are, stay far within it).
 _PSD_TOLERANCE = 1e-4
 # FID∞'s smallest subset is N // _FID_INFINITY_SMALLEST_FRACTION of the N samples (Chong &
 # Forsyth fit from a tenth of 50,000 up; a fifth keeps small N usable) ...
@@ -238,7 +239,6 @@ def _frechet(mu1, trace1, mu2, trace2, trace_sqrt):
     return max(float(diff @ diff + trace1 + trace2 - 2.0 * trace_sqrt), 0.0)
 
 
-
 def _is_statistics(value):
     """Whether ``value`` is a ``(mu, sigma)`` pair rather than rows of features."""
     return isinstance(value, (tuple, list)) and len(value) == 2 and np.ndim(value[1]) == 2
@@ -281,8 +281,8 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6):
     Computes ``||μ1 − μ2||² + Tr(Σ1 + Σ2 − 2 (Σ1 Σ2)^{1/2})`` (the FID of Heusel et al.,
     2017; eq. 39 of Cerizza et al., 2023) in float64: the value of the reference FID code
     (TTUR / pytorch-fid), whose ``scipy.linalg.sqrtm`` of ``Σ1 Σ2`` is replaced by the
-    exact ``Tr((Σ1 Σ2)^{1/2})``: a Cholesky factor ``L`` of ``Σ1`` (eigenvectors for a
-    singular one), then the eigenvalues of the symmetric ``Lᵀ Σ2 L``. As in the reference
+    exact ``Tr((Σ1 Σ2)^{1/2})``: a pivoted Cholesky factor ``L`` of ``Σ1`` (``d × rank``),
+    then the eigenvalues of the symmetric ``Lᵀ Σ2 L``. As in the reference
     code, when that fails (LAPACK does not converge, or the result is not finite),
     ``eps · I`` is added to both covariances in the square-root term and it is taken again.
 
@@ -299,9 +299,10 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6):
         rounding are returned as 0).
 
     Raises:
-        ValueError: on badly shaped or non-finite inputs, or when ``Σ1`` or ``Σ1 Σ2`` has
-            an eigenvalue below −1e-4 × its largest magnitude (no covariances: the square
-            root of the product would be complex).
+        ValueError: on badly shaped or non-finite inputs, or when the matrices are no
+            covariances: ``Σ1``'s factorization leaves more than rounding, or ``Σ1 Σ2`` has
+            an eigenvalue below −1e-4 × its largest magnitude (its square root would be
+            complex).
     """
     eps = non_negative(eps, "eps")
     mu1 = _float_array(mu1, "mu1", ndim=1)
