@@ -35,36 +35,12 @@ run their loop as one ``tf.while_loop``; each takes
 Model callables: ``eps_fn(x, t)`` with t an int32 tensor [batch] of 0-based timesteps;
 ``score_fn(x, s)`` with s a float tensor [batch] (σ for NCSN, continuous t for SDEs).
 
-The names below, and the submodules, are imported on first use (``kdiff._lazy``):
-``registry`` and ``recipes`` import no TensorFlow, so the ``kdiff`` command builds its
-``--sampler`` / ``--recipe`` choices at once.
+The public names, listed in ``__init__.pyi``, and the submodules are imported on first use
+(``kdiff._lazy``): ``registry`` and ``recipes`` import no TensorFlow, so the ``kdiff``
+command builds its ``--sampler`` / ``--recipe`` choices at once.
 """
 
 from kdiff import _lazy
 
-# name → the module that defines it
-_ATTRIBUTES = {
-    "ddpm": "kdiff.samplers.ddpm_ddim",
-    "ddim": "kdiff.samplers.ddpm_ddim",
-    "ddim_invert": "kdiff.samplers.ddpm_ddim",
-    "ddim_timesteps": "kdiff.samplers.ddpm_ddim",
-    "langevin": "kdiff.samplers.langevin_dynamics",
-    "annealed_langevin": "kdiff.samplers.langevin_dynamics",
-    "euler_maruyama": "kdiff.samplers.reverse_sde",
-    "predictor_corrector": "kdiff.samplers.reverse_sde",
-    "probability_flow": "kdiff.samplers.reverse_sde",
-    "ODE_FIXED_METHODS": "kdiff.samplers.reverse_sde",
-    "dpm_solver": "kdiff.samplers.dpm_multistep",
-    "dpm_timesteps": "kdiff.samplers.dpm_multistep",
-    "DPM_ALGORITHMS": "kdiff.samplers.dpm_multistep",
-    "DPM_SOLVER_TYPES": "kdiff.samplers.dpm_multistep",
-    "euler": "kdiff.samplers.karras",
-    "heun": "kdiff.samplers.karras",
-    "euler_ancestral": "kdiff.samplers.karras",
-    "NonFiniteSampleError": "kdiff.samplers.errors",
-}
-
-__all__ = [*_ATTRIBUTES, "guidance", "recipes", "registry"]
-
-__getattr__ = _lazy.module_getattr(__name__, _ATTRIBUTES)
-__dir__ = _lazy.module_dir(__name__, __all__)
+# The public names, in __init__.pyi.
+__getattr__, __dir__, __all__ = _lazy.attach_stub(__name__, __file__)

@@ -89,6 +89,28 @@ def test_the_lazy_names_resolve_to_their_modules():
         kdiff.samplers.nothing  # noqa: B018
 
 
+def test_every_name_the_stubs_list_resolves():
+    """kdiff's and kdiff.samplers' public names are listed once, in their __init__.pyi."""
+    import kdiff
+    import kdiff.samplers
+
+    for package in (kdiff, kdiff.samplers):
+        assert len(package.__all__) == len(set(package.__all__)) > 10
+        for name in package.__all__:
+            assert getattr(package, name) is not None, (package.__name__, name)
+
+
+def test_a_stub_whose_all_differs_from_its_imports_is_refused(tmp_path):
+    from kdiff import _lazy
+
+    (tmp_path / "__init__.pyi").write_text("from kdiff.sampling import sample as sample\n__all__ = ['sample', 'slerp']\n")
+    with pytest.raises(ValueError, match=r"__all__ in .*__init__.pyi.*missing \[\], unknown \['slerp'\]"):
+        _lazy.read_stub("package", str(tmp_path / "__init__.py"))
+    (tmp_path / "__init__.pyi").write_text("from kdiff.sampling import sample as draw\n__all__ = ['draw']\n")
+    with pytest.raises(ValueError, match=r"Expected `sample as sample`.*line 1"):
+        _lazy.read_stub("package", str(tmp_path / "__init__.py"))
+
+
 def _export_with_betas(folder, betas):
     """A folder that reads as a kdiff export (``kdiff info`` opens only its config.json)."""
     folder.mkdir()
