@@ -1,8 +1,10 @@
 """The console commands' start: TensorFlow's and Beam's start-up logs kept quiet unless asked for.
 
-A module of its own, outside the ``kdiff`` package, because ``import kdiff`` imports
-TensorFlow: the quieting has to happen first. ``kdiff`` (the console script) starts in
-``kdiff_main``; ``python -m pipeline.run`` uses ``quiet_logs`` too.
+A module of its own, outside the ``kdiff`` package, so that the quieting happens before
+anything of kdiff imports TensorFlow. ``kdiff`` (the console script) starts in
+``kdiff_main``: it parses its arguments first (``--help`` and usage errors answer without
+TensorFlow), then quiets the start of the commands that import it. ``python -m
+pipeline.run`` uses ``quiet_logs`` too.
 """
 
 from __future__ import annotations
@@ -85,7 +87,10 @@ def quiet_logs(verbose=False):
 
 
 def kdiff_main(argv=None):
-    """The ``kdiff`` console script: ``kdiff.cli.main`` with quiet logs unless ``--verbose``.
+    """The ``kdiff`` console script: ``kdiff.cli``, with quiet logs unless ``--verbose``.
+
+    The arguments are parsed before TensorFlow is imported; a command that never imports
+    it (``kdiff.cli.TENSORFLOW_FREE_COMMANDS``: ``info``) runs without the quiet start.
 
     Args:
         argv: the arguments (default: ``sys.argv[1:]``).
@@ -93,11 +98,12 @@ def kdiff_main(argv=None):
     Returns:
         The exit status.
     """
-    argv = sys.argv[1:] if argv is None else list(argv)
-    with quiet_logs(verbose="--verbose" in argv):
-        from kdiff import cli
+    from kdiff import cli
 
-        return cli.main(argv)
+    parser, args = cli.parse(sys.argv[1:] if argv is None else list(argv))
+    tensorflow_free = args.command in cli.TENSORFLOW_FREE_COMMANDS
+    with quiet_logs(verbose=args.verbose or tensorflow_free):
+        return cli.run(parser, args)
 
 
 if __name__ == "__main__":

@@ -7,69 +7,26 @@ sampler (``kdiff.samplers``, with its registry, recipes, guidance and editing), 
 a model to images), ``kdiff.slerp``, ``kdiff.inpaint`` / ``kdiff.img2img``, and
 ``kdiff.load`` (an export opened once for many ``kdiff.sample`` calls). Every process (a
 schedule, a σ ladder, an SDE) implements ``kdiff.process.Process``.
+
+The public names, listed in ``__init__.pyi``, and every submodule are imported on first use
+(``kdiff._lazy``), so that ``import kdiff`` and the commands' ``--help`` do not import
+TensorFlow. Keras learns kdiff's classes (to load a saved ``.keras`` model) when their
+modules are imported: ``kdiff.DDPM`` (or ``import kdiff.diffusion``) for the diffusion
+models, which bring the networks and optimizers of ``kdiff.models`` and ``kdiff.optim``
+when a model is loaded.
 """
 
-from kdiff import _moved
-from kdiff import (
-    data,
-    digits,
-    distribute,
-    export,
-    images,
-    likelihood,
-    losses,
-    metrics,
-    models,
-    optim,
-    process,
-    samplers,
-    schedules,
-    sde,
-)
-from kdiff.diffusion import DDPM, NCSN, ScoreSDE
-from kdiff.samplers.editing import img2img, inpaint
-from kdiff.convert.diffusers import from_diffusers
-from kdiff.convert.ncsn import from_ncsn_checkpoint
-from kdiff.export import load
-from kdiff.interpolation import slerp
-from kdiff.sampling import sample
+from kdiff import _lazy, _moved
 
 __version__ = "0.1.0"
 
 _moved.install()
 
 
-def __getattr__(name):
-    """``kdiff.registry`` and the other moved modules: their new home, with a warning."""
-    if f"kdiff.{name}" in _moved.MOVED:
-        return _moved.resolve(f"kdiff.{name}")
-    raise AttributeError(f"module 'kdiff' has no attribute {name!r}")
+def _moved_module(name):
+    """``kdiff.registry`` and the other moved modules: their new home, with a warning; else None."""
+    return _moved.resolve(f"kdiff.{name}") if f"kdiff.{name}" in _moved.MOVED else None
 
 
-__all__ = [
-    "DDPM",
-    "NCSN",
-    "ScoreSDE",
-    "data",
-    "digits",
-    "distribute",
-    "export",
-    "from_diffusers",
-    "from_ncsn_checkpoint",
-    "images",
-    "img2img",
-    "inpaint",
-    "load",
-    "optim",
-    "likelihood",
-    "losses",
-    "metrics",
-    "models",
-    "process",
-    "samplers",
-    "schedules",
-    "sde",
-    "sample",
-    "slerp",
-    "__version__",
-]
+# The public names, in __init__.pyi.
+__getattr__, __dir__, __all__ = _lazy.attach_stub(__name__, __file__, fallback=_moved_module)

@@ -1,13 +1,16 @@
 """The argument checks behind kdiff's error messages, which read "Expected … Received:
 name=value". Public so that code built on kdiff (its pipeline, a user's script) refuses bad
-input in the same words."""
+input in the same words.
+
+The checks of numbers and arrays need numpy only; those of tensors import TensorFlow when
+called, so that the command line's flag checks and ``kdiff.metrics`` start without it.
+"""
 
 from __future__ import annotations
 
 import numbers
 
 import numpy as np
-import tensorflow as tf
 
 
 def positive_int(value, name):
@@ -73,6 +76,8 @@ def float_tensor(x, name, min_rank=2):
     Returns:
         A float tensor (float32 when ``x`` was not floating point already).
     """
+    import tensorflow as tf
+
     if isinstance(x, (tf.Tensor, tf.Variable)):
         if not x.dtype.is_floating:
             raise ValueError(
@@ -98,6 +103,8 @@ def float_tensor(x, name, min_rank=2):
 
 def same_shape(a, b, name_a, name_b):
     """Raises ValueError when the static shapes of ``a`` and ``b`` are known and differ."""
+    import tensorflow as tf
+
     sa, sb = tf.TensorShape(a.shape), tf.TensorShape(b.shape)
     if not sa.is_compatible_with(sb):
         raise ValueError(
@@ -134,6 +141,8 @@ def model_output(out, like, name):
     Returns:
         A tensor.
     """
+    import tensorflow as tf
+
     if isinstance(out, (list, tuple)):
         raise ValueError(
             f"Expected `{name}` to return one tensor shaped like its input {like.shape.as_list()}. "
@@ -160,6 +169,8 @@ def split_eps_v(out, like, name):
     Returns:
         ``(eps, v)`` in ``like``'s dtype.
     """
+    import tensorflow as tf
+
     if isinstance(out, (list, tuple)):
         if len(out) != 2:
             raise ValueError(

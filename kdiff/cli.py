@@ -16,7 +16,8 @@ are those of ``kdiff.samplers.registry`` that fit the model's process; ``--optio
 any of the sampler's options, and DDPM / DDIM clip the predicted x₀ to the data range
 unless ``--no_clip``; ``--recipe`` takes a sampler and its options from
 ``kdiff.samplers.recipes`` (explicit ``--steps`` / ``--option`` override them). ``info`` prints the
-export's ``config.json`` (with ``source``, where a converted model came from).
+export's ``config.json`` (with ``source``, where a converted model came from), each list
+longer than 8 values summarized as its count, first and last value (``--full``: all).
 ``convert`` reads a diffusers checkpoint (``kdiff.from_diffusers``: a folder or a hub id;
 one without a scheduler needs ``--scheduler``, a scheduler_config.json or
 ``DDPMScheduler`` for its defaults) or an ermongroup/ncsn checkpoint
@@ -30,6 +31,10 @@ and write one PNG per image into ``--out``. Usage errors, unreadable checkpoints
 image or mask files exit with status 2 and a message naming the flag or file; nothing is
 written then. TensorFlow's start-up logs are
 hidden unless ``--verbose``.
+
+The parser is built without TensorFlow (the sampler and recipe names come from
+``kdiff.samplers.registry`` and ``recipes``, which import none), so ``--help``, usage
+errors and ``info`` answer at once; each other command imports what it runs.
 """
 
 from __future__ import annotations
@@ -39,7 +44,12 @@ import json
 import os
 import sys
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "parse", "run", "TENSORFLOW_FREE_COMMANDS"]
+
+# The subcommands that never import TensorFlow (the console script then skips its quiet start).
+TENSORFLOW_FREE_COMMANDS = ("info",)
+# `info` prints a list longer than this as its count, first and last value.
+SUMMARY_LENGTH = 8
 
 
 def _argument_type(convert, check, description):
@@ -144,8 +154,13 @@ def build_parser():
     )
     sample.set_defaults(run=_sample)
 
-    info = commands.add_parser("info", help="print an export's config.json", description="Print an export's config.json.")
+    info = commands.add_parser(
+        "info", help="print an export's config.json",
+        description=f"Print an export's config.json, each list longer than {SUMMARY_LENGTH} values as its count, "
+        "first and last value.",
+    )
     info.add_argument("--model", required=True, metavar="PATH", help="the export's directory")
+    info.add_argument("--full", action="store_true", help="print every value of long lists too")
     info.set_defaults(run=_info)
 
     convert = commands.add_parser(
@@ -246,13 +261,20 @@ def _edit_arguments(command):
                          help="one class for every image (class-conditional models)")
 
 
-def _read_config(parser, path):
+def _read_config(parser, path, check_process=True):
     """The export's config.json; exit 2 naming --model when ``path`` is no kdiff export (with
-    the ``kdiff convert`` command when it is a checkpoint that ``convert`` reads)."""
-    from kdiff import export
+    the ``kdiff convert`` command when it is a checkpoint that ``convert`` reads).
+
+    ``check_process``: also check that its process builds (``kdiff.export.read_config``,
+    which imports TensorFlow); otherwise ``kdiff.export_config.read_config``.
+    """
+    if check_process:
+        from kdiff.export import read_config
+    else:
+        from kdiff.export_config import read_config
 
     try:
-        return export.read_config(path)
+        return read_config(path)
     except ValueError as error:
         hint = _conversion_hint(path)
         if hint is not None:  # one line: not a usage error, so no usage text
@@ -361,12 +383,32 @@ def _last_line(error):
     return last.split(": ", 1)[1] if last.startswith("ValueError: ") else last
 
 
+def summarized(value, length=SUMMARY_LENGTH):
+    """``value`` with every list longer than ``length`` replaced by its count, first and last value.
+
+    Args:
+        value: a config (JSON types).
+        length: the longest list kept as it is.
+
+    Returns:
+        A copy, e.g. a schedule's 1,000 ``betas`` as ``"1000 values, 0.0001 … 0.02"``.
+    """
+    if isinstance(value, dict):
+        return {key: summarized(item, length) for key, item in value.items()}
+    if not isinstance(value, list):
+        return value
+    if len(value) <= length:
+        return [summarized(item, length) for item in value]
+    first, last = (format(v, ".6g") if isinstance(v, float) else json.dumps(v) for v in (value[0], value[-1]))
+    return f"{len(value)} values, {first} … {last}"
+
+
 def _info(args, parser):
-    config = _read_config(parser, args.model)
+    config = _read_config(parser, args.model, check_process=False)
     source = config.get("source")
     if isinstance(source, dict):  # a converted model: where it came from, first
         config = {"source": source, **{k: v for k, v in config.items() if k != "source"}}
-    json.dump(config, sys.stdout, indent=2)
+    json.dump(config if args.full else summarized(config), sys.stdout, indent=2, ensure_ascii=False)
     sys.stdout.write("\n")
     return 0
 
@@ -681,18 +723,35 @@ def _img2img(args, parser):
     return _edit(args, parser, make_run, "img2img")
 
 
+def parse(argv=None):
+    """Parses ``kdiff``'s arguments without importing TensorFlow.
+
+    Args:
+        argv: the arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        ``(parser, args)``. ``--help`` and usage errors exit here (``SystemExit``, status 0
+        or 2, the message on stderr).
+    """
+    parser = build_parser()
+    return parser, parser.parse_args(argv)
+
+
+def run(parser, args):
+    """Runs the subcommand ``parse`` returned; returns the exit status."""
+    sub = parser._subparsers._group_actions[0].choices[args.command]  # errors name the subcommand
+    return args.run(args, sub)
+
+
 def main(argv=None):
     """Runs ``kdiff`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status.
 
-    The console script starts in ``kdiff_console.kdiff_main``, which hides TensorFlow's
-    start-up logs (unless ``--verbose``) before this module imports kdiff.
+    The console script starts in ``kdiff_console.kdiff_main``, which parses first and then
+    hides TensorFlow's start-up logs (unless ``--verbose``) for the commands that import it.
 
     Usage errors raise ``SystemExit(2)`` through argparse, with the message on stderr.
     """
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    sub = parser._subparsers._group_actions[0].choices[args.command]  # errors name the subcommand
-    return args.run(args, sub)
+    return run(*parse(argv))
 
 
 if __name__ == "__main__":

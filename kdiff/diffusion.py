@@ -553,6 +553,10 @@ class DiffusionModel(keras.Model):
 
     @classmethod
     def from_config(cls, config):
+        # A saved model names kdiff's networks (and, compiled, its optimizers): Keras must
+        # know them, though `import kdiff` imports neither module.
+        from kdiff import models, optim  # noqa: F401
+
         config = dict(config)
         config["network"] = keras.saving.deserialize_keras_object(config["network"])
         return cls(**config)

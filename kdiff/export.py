@@ -49,17 +49,14 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from kdiff import _random, atomic_io, checks
+from kdiff import _random, atomic_io, checks, export_config
+from kdiff.export_config import CONFIG_NAME, FORMAT_VERSION
 from kdiff.process import from_model_config
 from kdiff.samplers import registry
 from kdiff.samplers.draw import DrawCache, SamplingSpec, draw_batch, to_uint8_tensor
 
 __all__ = ["export", "load", "read_config", "ExportedModel", "FORMAT_VERSION"]
 
-# 2: a Sigmas process is stored as its config ({"name": ..., "sigmas": [...]}); format-1
-# exports (a bare list of σ's) still load.
-FORMAT_VERSION = 2
-CONFIG_NAME = "config.json"
 UNBOUNDED_MAX_STEPS = 1000  # `generate`'s largest steps where the process sets no limit (NCSN)
 
 
@@ -639,35 +636,19 @@ class ExportedModel:
 
 
 def read_config(path):
-    """Reads an export's ``config.json``, checking that ``path`` is a kdiff export.
+    """Reads an export's ``config.json``, checking that ``path`` is a kdiff export whose process builds.
+
+    Args:
+        path: the export's directory.
+
+    Returns:
+        The config, a dict (``kdiff.export_config.read_config``'s, its process checked).
 
     Raises:
         ValueError: naming the path when it is missing or not a kdiff export.
     """
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise ValueError(f"Expected a kdiff export directory. Received: path={path!r} does not exist")
-    if not os.path.isdir(path):
-        raise ValueError(f"Expected a kdiff export directory. Received: path={path!r} is not a directory")
-    missing = [name for name in ("saved_model.pb", CONFIG_NAME) if not os.path.isfile(os.path.join(path, name))]
-    if missing:
-        raise ValueError(
-            f"Expected a kdiff export (saved_model.pb and {CONFIG_NAME}, written by kdiff.export.export). "
-            f"Received: path={path!r} has no {' or '.join(missing)}"
-        )
-    try:
-        with open(os.path.join(path, CONFIG_NAME), encoding="utf-8") as file:
-            config = json.load(file)
-    except (OSError, ValueError) as error:
-        raise ValueError(f"Expected a readable JSON {CONFIG_NAME} in path={path!r}. Received: {error}") from error
-    if not isinstance(config, dict) or "family" not in config or "format" not in config:
-        raise ValueError(f"Expected a kdiff export {CONFIG_NAME} (with family and format) in path={path!r}.")
-    from_model_config(config, f"{CONFIG_NAME} in path={path!r}")  # raises naming the path
-    if int(config["format"]) > FORMAT_VERSION:
-        raise ValueError(
-            f"Expected an export of format <= {FORMAT_VERSION} (this kdiff's). Received: format={config['format']} "
-            f"in path={path!r}; upgrade kdiff to load it."
-        )
+    config = export_config.read_config(path)
+    from_model_config(config, f"{CONFIG_NAME} in path={os.fspath(path)!r}")  # raises naming the path
     return config
 
 

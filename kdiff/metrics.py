@@ -5,8 +5,12 @@ features) and compute in float64 with numpy / scipy / scikit-learn.
 
 * :func:`frechet_distance` is the Fréchet (2-Wasserstein) distance between two
   Gaussians, ``d² = ||μ1 − μ2||² + Tr(Σ1 + Σ2 − 2 (Σ1 Σ2)^{1/2})`` — the FID of Heusel et
-  al. (2017), eq. 39 of Cerizza et al. (2023) — computed with the same safeguards as the
-  reference FID code (TTUR / pytorch-fid).
+  al. (2017), eq. 39 of Cerizza et al. (2023) — equal to the reference FID code's (TTUR /
+  pytorch-fid) without its general matrix square root: with ``Σi = Fi Fiᵀ``,
+  ``Tr((Σ1 Σ2)^{1/2})`` is the sum of the singular values of ``F1ᵀ F2``, and ``Fi`` is the
+  centred features themselves when a set has no more samples than dimensions (a
+  Cholesky factor of ``Σi`` otherwise). :func:`fid_from_features` takes features or
+  statistics on either side.
 * :func:`kernel_inception_distance` is KID (Bińkowski et al., 2018): the unbiased MMD²
   estimate with the kernel ``k(x, y) = (xᵀy / d + 1)³``, averaged over random subsets as
   in TF-GAN / torch-fidelity; :func:`kid_estimate` adds a jackknife standard error
@@ -22,7 +26,6 @@ features) and compute in float64 with numpy / scipy / scikit-learn.
 from __future__ import annotations
 
 import numbers
-import warnings
 
 import numpy as np
 from scipy import linalg
@@ -44,9 +47,10 @@ __all__ = [
     "memorization_ratio",
 ]
 
-# Largest |imaginary part| on the diagonal of sqrtm(Σ1 Σ2) that is treated as rounding
-# error (the value used by TTUR and pytorch-fid).
-_IMAG_TOLERANCE = 1e-3
+# Negative eigenvalues (or a factorization's remainder) beyond _PSD_TOLERANCE × the largest
+# magnitude are not rounding: the matrices are no covariances (statistics stored in float32,
+# as TTUR's are, stay far within it).
+_PSD_TOLERANCE = 1e-4
 # FID∞'s smallest subset is N // _FID_INFINITY_SMALLEST_FRACTION of the N samples (Chong &
 # Forsyth fit from a tenth of 50,000 up; a fifth keeps small N usable) ...
 _FID_INFINITY_SMALLEST_FRACTION = 5
@@ -109,42 +113,196 @@ def _seed(value):
     return int(value)
 
 
-def _sqrtm(matrix):
-    """Matrix square root via scipy, with the singular-matrix warning silenced.
+def _covariance_factor(sigma, name):
+    """A thin factor ``F`` (``d × r``) of a covariance: ``F Fᵀ = Σ``, r its numerical rank.
 
-    The caller checks the result for non-finite values instead of relying on the warning.
+    LAPACK's pivoted Cholesky factorization (``dpstrf``): as cheap as a plain Cholesky
+    for a positive definite ``Σ``, and it stops at the rank of a singular one (a set of
+    fewer samples than dimensions) after ``O(d² r)`` work. Whatever it leaves is checked
+    to be rounding: a positive semi-definite matrix leaves nothing larger.
+
+    Args:
+        sigma: a ``d × d`` float64 array (its symmetric part is used).
+        name: the argument's name, for the message.
+
+    Returns:
+        A float64 ``d × r`` array.
+
+    Raises:
+        ValueError: ``Σ − F Fᵀ`` has an entry above 1e-4 × the largest of ``Σ``: it is no
+            covariance.
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", linalg.LinAlgWarning)
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return linalg.sqrtm(matrix)
+    sigma = (sigma + sigma.T) / 2.0
+    d = sigma.shape[0]
+    triangle, pivots, rank, _ = linalg.lapack.dpstrf(sigma, lower=1)  # Pᵀ Σ P = L Lᵀ
+    factor = np.empty((d, rank))
+    factor[pivots - 1] = np.tril(triangle)[:, :rank]
+    if rank < d:
+        remainder = float(np.max(np.abs(sigma - factor @ factor.T)))
+        scale = float(np.max(np.abs(sigma)))
+        if remainder > _PSD_TOLERANCE * scale:
+            raise ValueError(
+                f"Expected `{name}` to be a covariance (positive semi-definite up to rounding). Received: a "
+                f"matrix whose pivoted Cholesky factorization stops at rank {rank} of {d}, leaving entries up to "
+                f"{remainder:.3g} (its largest entry: {scale:.3g}); it has negative eigenvalues"
+            )
+    return factor
+
+
+def _check_psd(values, what):
+    """Raises ValueError when the ascending eigenvalues ``values`` of ``what`` are negative beyond rounding."""
+    scale = float(np.max(np.abs(values)))
+    if values[0] < -_PSD_TOLERANCE * scale:
+        raise ValueError(
+            f"Expected covariances (positive semi-definite up to rounding: eigenvalues >= -{_PSD_TOLERANCE:g} × the "
+            f"largest magnitude), whose product's square root is real. Received: {what} with eigenvalues from "
+            f"{values[0]:.3g} to {values[-1]:.3g}"
+        )
+
+
+class _Gaussian:
+    """A Gaussian as the Fréchet distance uses it: its mean, its covariance's trace, and the
+    covariance either as a thin factor or as a matrix.
+
+    Attributes:
+        mu: the mean, float64 ``[d]``.
+        trace: ``Tr(Σ)``.
+        factor: ``F`` with ``F Fᵀ = Σ`` (``d × r``), or None: the centred features of a set
+            of no more samples than dimensions, or :func:`_covariance_factor` of ``sigma``.
+        sigma: ``Σ`` (``d × d``), or None when ``factor`` stands for it.
+        name: what it was made of, for messages.
+    """
+
+    def __init__(self, mu, trace, factor=None, sigma=None, name="sigma"):
+        self.mu, self.trace, self.factor, self.sigma, self.name = mu, trace, factor, sigma, name
+
+    @classmethod
+    def of_features(cls, features, name="features"):
+        """The Gaussian :func:`feature_statistics` fits to a checked float64 ``[n, d]`` array (n ≥ 2)."""
+        n, d = features.shape
+        mu = np.mean(features, axis=0)
+        if n <= d:
+            factor = (features - mu).T / np.sqrt(n - 1)
+            return cls(mu, float(np.sum(factor * factor)), factor=factor, name=name)
+        sigma = np.cov(features, rowvar=False)
+        return cls(mu, float(np.trace(sigma)), sigma=sigma, name=name)
+
+    @classmethod
+    def of_statistics(cls, mu, sigma, name="sigma"):
+        """The Gaussian of checked float64 statistics."""
+        return cls(mu, float(np.trace(sigma)), sigma=sigma, name=name)
+
+    def factored(self):
+        """This Gaussian with a factor (:func:`_covariance_factor` of its covariance)."""
+        if self.factor is not None:
+            return self
+        return _Gaussian(self.mu, self.trace, factor=_covariance_factor(self.sigma, self.name), name=self.name)
+
+    def distance(self, other):
+        """The squared Fréchet distance to ``other``."""
+        return _frechet(self.mu, self.trace, other.mu, other.trace, _trace_sqrt(self, other))
+
+
+def _trace_sqrt(a, b):
+    """``Tr((Σa Σb)^{1/2})`` of two :class:`_Gaussian`, from one symmetric eigenvalue problem.
+
+    With ``Σa = F Fᵀ``, ``Σa Σb`` has the nonzero eigenvalues of the symmetric positive
+    semi-definite ``Fᵀ Σb F`` (``AB`` and ``BA`` share them), and the trace of the principal
+    square root is the sum of their square roots. When ``Σb = G Gᵀ`` too, ``Fᵀ Σb F`` is the
+    Gram matrix of ``C = Fᵀ G``, and the smaller of ``C Cᵀ`` and ``Cᵀ C`` is used (the sum is
+    ``C``'s nuclear norm): for sets of n ≤ d samples, an n × n problem, however large d.
+
+    Returns:
+        The trace, a Python float (not finite when the inputs are not).
+
+    Raises:
+        ValueError: the product has a negative eigenvalue beyond rounding (no covariances).
+    """
+    if a.factor is None and b.factor is None:
+        a = a.factored()
+    if a.factor is not None and b.factor is not None:
+        cross = a.factor.T @ b.factor
+        gram = cross @ cross.T if cross.shape[0] <= cross.shape[1] else cross.T @ cross
+    else:
+        factor, sigma = (a.factor, b.sigma) if a.factor is not None else (b.factor, a.sigma)
+        gram = factor.T @ sigma @ factor
+    if gram.size == 0:
+        return 0.0
+    values = np.linalg.eigvalsh(gram)
+    _check_psd(values, f"the product of `{a.name}` and `{b.name}`")
+    return float(np.sum(np.sqrt(np.clip(values, 0.0, None))))
+
+
+def _frechet(mu1, trace1, mu2, trace2, trace_sqrt):
+    """``||μ1 − μ2||² + Tr Σ1 + Tr Σ2 − 2 Tr((Σ1 Σ2)^{1/2})`` as a Python float, rounding below 0 returned as 0."""
+    diff = mu1 - mu2
+    return max(float(diff @ diff + trace1 + trace2 - 2.0 * trace_sqrt), 0.0)
+
+
+def _is_statistics(value):
+    """Whether ``value`` is a ``(mu, sigma)`` pair rather than rows of features."""
+    return isinstance(value, (tuple, list)) and len(value) == 2 and np.ndim(value[1]) == 2
+
+
+def _gaussian(value, name, like=None):
+    """The :class:`_Gaussian` of ``[n, dim]`` features (n ≥ 2) or of a ``(mu, sigma)`` pair.
+
+    Args:
+        value: features or statistics.
+        name: the argument's name, for messages.
+        like: ``(other_name, dim)``: the dimension ``value`` must have, and whose it is.
+
+    Returns:
+        A ``_Gaussian``.
+    """
+    if _is_statistics(value):
+        mu = _float_array(value[0], f"{name}[0] (mu)", ndim=1)
+        sigma = _float_array(value[1], f"{name}[1] (sigma)", ndim=2)
+        dim = mu.shape[0] if like is None else like[1]
+        if mu.shape != (dim,) or sigma.shape != (dim, dim):
+            of = f"the feature dimension of `{like[0]}`" if like else "one dimension"
+            raise ValueError(
+                f"Expected `{name}` statistics of {of}: mu ({dim},) and sigma ({dim}, {dim}). "
+                f"Received: mu.shape={mu.shape}, sigma.shape={sigma.shape}"
+            )
+        return _Gaussian.of_statistics(mu, sigma, f"{name}[1] (sigma)")
+    features = _features(value, name, min_rows=2)
+    if like is not None and features.shape[1] != like[1]:
+        raise ValueError(
+            f"Expected `{name}` to have the feature dimension of `{like[0]}` ({like[1]}). "
+            f"Received: {name}.shape={features.shape}"
+        )
+    return _Gaussian.of_features(features, name)
 
 
 def frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6):
     """Fréchet distance between the Gaussians N(mu1, sigma1) and N(mu2, sigma2).
 
     Computes ``||μ1 − μ2||² + Tr(Σ1 + Σ2 − 2 (Σ1 Σ2)^{1/2})`` (the FID of Heusel et al.,
-    2017; eq. 39 of Cerizza et al., 2023) in float64. As in the reference FID code (TTUR /
-    pytorch-fid), the square root is taken with ``scipy.linalg.sqrtm``; when it is not
-    finite (e.g. for singular covariances), ``eps · I`` is added to both covariances and
-    the root is taken again; a small imaginary part left by rounding is dropped.
+    2017; eq. 39 of Cerizza et al., 2023) in float64: the value of the reference FID code
+    (TTUR / pytorch-fid), whose ``scipy.linalg.sqrtm`` of ``Σ1 Σ2`` is replaced by the
+    exact ``Tr((Σ1 Σ2)^{1/2})``: a pivoted Cholesky factor ``L`` of ``Σ1`` (``d × rank``),
+    then the eigenvalues of the symmetric ``Lᵀ Σ2 L``. As in the reference
+    code, when that fails (LAPACK does not converge, or the result is not finite),
+    ``eps · I`` is added to both covariances in the square-root term and it is taken again.
 
     Args:
         mu1: mean of the first Gaussian, a 1-D array of length ``d``.
         sigma1: covariance of the first Gaussian, a ``d × d`` array.
         mu2: mean of the second Gaussian, a 1-D array of length ``d``.
         sigma2: covariance of the second Gaussian, a ``d × d`` array.
-        eps: diagonal offset added to both covariances when the first square root is
-            not finite; a finite number ≥ 0.
+        eps: diagonal offset added to both covariances when the first square root fails;
+            a finite number ≥ 0.
 
     Returns:
         The squared Fréchet distance as a Python float (≥ 0; tiny negative values from
         rounding are returned as 0).
 
     Raises:
-        ValueError: on badly shaped or non-finite inputs, or when the square root keeps
-            an imaginary part larger than 1e-3 on its diagonal (the covariances are then
-            far from positive semi-definite).
+        ValueError: on badly shaped or non-finite inputs, or when the matrices are no
+            covariances: ``Σ1``'s factorization leaves more than rounding, or ``Σ1 Σ2`` has
+            an eigenvalue below −1e-4 × its largest magnitude (its square root would be
+            complex).
     """
     eps = non_negative(eps, "eps")
     mu1 = _float_array(mu1, "mu1", ndim=1)
@@ -165,27 +323,24 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6):
                 f"Received: {name}.shape={sigma.shape}"
             )
 
-    diff = mu1 - mu2
-    covmean = _sqrtm(sigma1 @ sigma2)
-    if not np.all(np.isfinite(covmean)):
-        offset = np.eye(d) * eps
-        covmean = _sqrtm((sigma1 + offset) @ (sigma2 + offset))
-        if not np.all(np.isfinite(covmean)):
+    def trace_sqrt(offset):
+        """Tr((Σ1 Σ2)^{1/2}) with ``offset`` added to both covariances; NaN where LAPACK fails."""
+        try:
+            return _trace_sqrt(
+                _Gaussian.of_statistics(mu1, sigma1 + offset, "sigma1"), _Gaussian.of_statistics(mu2, sigma2 + offset, "sigma2")
+            )
+        except np.linalg.LinAlgError:
+            return np.nan
+
+    value = trace_sqrt(0.0)
+    if not np.isfinite(value):
+        value = trace_sqrt(np.eye(d) * eps)
+        if not np.isfinite(value):
             raise ValueError(
                 "Expected the product of the covariances to have a finite square root, "
                 f"even after adding eps * I. Received: eps={eps!r}"
             )
-    if np.iscomplexobj(covmean):
-        imag = np.max(np.abs(np.diagonal(covmean).imag))
-        if imag > _IMAG_TOLERANCE:
-            raise ValueError(
-                "Expected sqrtm(sigma1 @ sigma2) to be real up to rounding (|imag| <= "
-                f"{_IMAG_TOLERANCE} on the diagonal); the covariances are likely not "
-                f"positive semi-definite. Received: max |imag| = {imag:.3g}"
-            )
-        covmean = covmean.real
-    value = diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean)
-    return max(float(value), 0.0)
+    return _frechet(mu1, np.trace(sigma1), mu2, np.trace(sigma2), value)
 
 
 def feature_statistics(features):
@@ -205,22 +360,20 @@ def feature_statistics(features):
 
 
 def fid_from_features(feats_a, feats_b):
-    """Fréchet Inception Distance between two sets of features.
+    """Fréchet Inception Distance between two sets, each given by its features or its statistics.
 
     Args:
-        feats_a: ``[n_a, dim]`` features of the first set (``n_a ≥ 2``).
-        feats_b: ``[n_b, dim]`` features of the second set (``n_b ≥ 2``).
+        feats_a: ``[n_a, dim]`` features of the first set (``n_a ≥ 2``), or its ``(mu, sigma)``
+            statistics (:func:`feature_statistics`; pytorch-fid's precomputed ``.npz``).
+        feats_b: the second set, likewise, of the same dimension.
 
     Returns:
         The FID as a Python float: :func:`frechet_distance` of the Gaussians fitted by
-        :func:`feature_statistics`.
+        :func:`feature_statistics`. A set of no more samples than dimensions enters through
+        its centred features, so that no ``dim × dim`` matrix of it is factored.
     """
-    feats_a = _features(feats_a, "feats_a", min_rows=2)
-    feats_b = _features(feats_b, "feats_b", min_rows=2)
-    _same_dim(feats_a, feats_b, "feats_a", "feats_b")
-    mu_a, sigma_a = feature_statistics(feats_a)
-    mu_b, sigma_b = feature_statistics(feats_b)
-    return frechet_distance(mu_a, sigma_a, mu_b, sigma_b)
+    a = _gaussian(feats_a, "feats_a")
+    return a.distance(_gaussian(feats_b, "feats_b", like=("feats_a", a.mu.shape[0])))
 
 
 def _cubic_kernels(x, y):
@@ -364,55 +517,6 @@ def kernel_inception_distance(feats_a, feats_b, num_subsets=100, subset_size=100
     return estimate["kid"], estimate["subset_std"]
 
 
-def _reference_statistics(reference, dim, name="reference"):
-    """``(mu, sigma)`` of ``reference``: ``[n, dim]`` features or a ``(mu, sigma)`` pair."""
-    if isinstance(reference, (tuple, list)) and len(reference) == 2:
-        mu = _float_array(reference[0], f"{name}[0] (mu)", ndim=1)
-        sigma = _float_array(reference[1], f"{name}[1] (sigma)", ndim=2)
-        if mu.shape != (dim,) or sigma.shape != (dim, dim):
-            raise ValueError(
-                f"Expected `{name}` statistics of the features' dimension: mu ({dim},) and sigma "
-                f"({dim}, {dim}). Received: mu.shape={mu.shape}, sigma.shape={sigma.shape}"
-            )
-        return mu, sigma
-    features = _features(reference, name, min_rows=2)
-    if features.shape[1] != dim:
-        raise ValueError(
-            f"Expected `{name}` to have the feature dimension of `features` ({dim}). "
-            f"Received: {name}.shape={features.shape}"
-        )
-    return feature_statistics(features)
-
-
-def _psd_sqrt(sigma):
-    """The symmetric square root of a covariance (negative rounding eigenvalues → 0)."""
-    values, vectors = np.linalg.eigh((sigma + sigma.T) / 2.0)
-    return (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T
-
-
-class _FrechetToReference:
-    """Fréchet distances of many Gaussians to one fixed reference Gaussian, fast.
-
-    ``Tr((Σ Σ_r)^{1/2})`` equals the sum of the square roots of the eigenvalues of the
-    symmetric ``Σ_r^{1/2} Σ Σ_r^{1/2}``: one ``eigh`` of the reference, then one
-    ``eigvalsh`` per distance instead of a general ``sqrtm`` (about 10× faster at 2048-d).
-    Equal to :func:`frechet_distance` up to rounding (the tests compare them).
-    """
-
-    def __init__(self, mu, sigma):
-        self.mu, self.sigma = mu, sigma
-        self.root = _psd_sqrt(sigma)
-        self.trace = float(np.trace(sigma))
-
-    def __call__(self, features):
-        mu, sigma = feature_statistics(features)
-        inner = self.root @ sigma @ self.root
-        values = np.linalg.eigvalsh((inner + inner.T) / 2.0)
-        diff = mu - self.mu
-        value = diff @ diff + np.trace(sigma) + self.trace - 2.0 * np.sum(np.sqrt(np.clip(values, 0.0, None)))
-        return max(float(value), 0.0)
-
-
 def fid_infinity_min_samples(dim):
     """The fewest samples whose FID∞ fit :func:`fid_infinity` trusts in a ``dim``-d feature space.
 
@@ -463,12 +567,12 @@ def fid_infinity(features, reference, num_points=15, min_size=None, seed=0):
     n = features.shape[0]
     num_points = int_in_range(num_points, "num_points", 2, None)
     min_size = max(2, n // _FID_INFINITY_SMALLEST_FRACTION) if min_size is None else int_in_range(min_size, "min_size", 2, n - 1)
-    distance = _FrechetToReference(*_reference_statistics(reference, features.shape[1]))
+    reference = _gaussian(reference, "reference", like=("features", features.shape[1])).factored()  # once
     rng = np.random.default_rng(_seed(seed))
     sizes = np.unique(np.linspace(min_size, n, num_points).astype(int))
     if len(sizes) < 2:
         raise ValueError(f"Expected at least 2 distinct subset sizes from min_size={min_size} to {n}")
-    fids = np.array([distance(features[rng.permutation(n)[:size]]) for size in sizes])
+    fids = np.array([_Gaussian.of_features(features[rng.permutation(n)[:size]]).distance(reference) for size in sizes])
     slope, intercept = np.polyfit(1.0 / sizes, fids, 1)
     return {
         "fid_infinity": float(intercept),
@@ -506,17 +610,16 @@ def fid_bootstrap(features, reference, num_rounds=100, confidence=0.95, seed=0):
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"Expected `confidence` in (0, 1). Received: confidence={confidence!r}")
     rng = np.random.default_rng(_seed(seed))
-    fixed = isinstance(reference, (tuple, list)) and len(reference) == 2
-    ref_stats = _reference_statistics(reference, features.shape[1])
-    raw = frechet_distance(*feature_statistics(features), *ref_stats)
-    distance = _FrechetToReference(*ref_stats)
+    fixed = _is_statistics(reference)
+    target = _gaussian(reference, "reference", like=("features", features.shape[1])).factored()  # once
+    raw = _Gaussian.of_features(features).distance(target)
     if not fixed:
-        reference = _features(reference, "reference", min_rows=2)
+        reference = np.asarray(reference, dtype=np.float64)  # checked by _gaussian
     values = np.empty(num_rounds)
     for i in range(num_rounds):
         if not fixed:
-            distance = _FrechetToReference(*feature_statistics(reference[rng.integers(0, len(reference), len(reference))]))
-        values[i] = distance(features[rng.integers(0, len(features), len(features))])
+            target = _Gaussian.of_features(reference[rng.integers(0, len(reference), len(reference))])
+        values[i] = _Gaussian.of_features(features[rng.integers(0, len(features), len(features))]).distance(target)
     tail = (1.0 - confidence) / 2.0
     shift = float(np.mean(values)) - raw
     q_low, q_high = np.quantile(values, [tail, 1.0 - tail]) - shift

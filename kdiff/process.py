@@ -34,6 +34,7 @@ module for ``Process``.
 from __future__ import annotations
 
 import abc
+import importlib
 
 import tensorflow as tf
 
@@ -183,10 +184,15 @@ class Process(abc.ABC):
 
 
 
+# The modules of kdiff's own processes; they import this one, so it names them.
+_PROCESS_MODULES = ("kdiff.schedules", "kdiff.sde")
+
+
 def _classes_by(attribute):
     """The ``Process`` subclasses that define ``attribute`` ("kind" or "family") in their own
-    body, by its value: kdiff's ``Schedule``, ``Sigmas`` and ``SDE`` (``import kdiff``
-    loads them) and any a user adds. Found through the class tree, so that this module
+    body, by its value: kdiff's ``Schedule``, ``Sigmas`` and ``SDE`` (their modules,
+    ``_PROCESS_MODULES``, loaded here by name on first use, as the sampler registry loads its
+    samplers) and any a user adds. Found through the class tree, so that this module
     imports none of them (they import it).
 
     Args:
@@ -195,6 +201,8 @@ def _classes_by(attribute):
     Returns:
         A dict value → class, in the order the classes were defined.
     """
+    for module in _PROCESS_MODULES:
+        importlib.import_module(module)
     found, queue = {}, list(Process.__subclasses__())
     while queue:
         cls = queue.pop(0)

@@ -11,11 +11,12 @@
   their specs, ``load_extractor`` and ``describe``.
 * :mod:`kdiff.fid.cli` — ``python -m kdiff.fid``.
 
-The names below are imported on first use, so that ``python -m kdiff.fid.weights`` runs
-its module only once.
+The names below are imported on first use (``kdiff._lazy``), so that ``python -m
+kdiff.fid.weights`` runs its module only once and ``python -m kdiff.fid --help`` imports no
+TensorFlow.
 """
 
-import importlib
+from kdiff import _lazy
 
 __all__ = [
     "FIDInceptionFeatures",
@@ -24,19 +25,12 @@ __all__ = [
     "load_pytorch_fid_weights",
 ]
 
-_MODULES = {
+_ATTRIBUTES = {
     "FIDInceptionFeatures": "kdiff.fid.extractors",
     "FIDInceptionV3": "kdiff.fid.inception",
     "fetch_weights": "kdiff.fid.weights",
     "load_pytorch_fid_weights": "kdiff.fid.weights",
 }
 
-
-def __getattr__(name):
-    if name in _MODULES:
-        return getattr(importlib.import_module(_MODULES[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(list(globals()) + __all__)
+__getattr__ = _lazy.module_getattr(__name__, _ATTRIBUTES)
+__dir__ = _lazy.module_dir(__name__, __all__)

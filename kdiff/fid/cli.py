@@ -12,12 +12,15 @@ pytorch-fid reads them), an ``.npz`` of images (``images``: uint8 ``[N, H, W, C]
 ``kdiff sample`` and the pipeline write them, or a single array), or an ``.npz`` of
 statistics (``mu``, ``sigma``: pytorch-fid's format, what ``--save-stats`` writes).
 
-Printed: FID; with the features of PATH_A (the samples), FID∞ (Chong & Forsyth's
-extrapolation to infinitely many samples; marked unsupported below 10 samples per feature
-dimension, ``kdiff.metrics.fid_infinity_min_samples``) and a bootstrap confidence interval;
-KID with its spread over subsets (n/a when every subset is the whole of both sets) and its
-jackknife standard error when both sides are images; both sample counts; the feature space;
-and a warning below 2,048 samples. ``--json FILE`` writes the same as JSON.
+Printed: FID (the one matrix computation pytorch-fid makes, made without its general
+matrix square root: ``kdiff.metrics.frechet_distance``); KID with its spread over subsets
+(n/a when every subset is the whole of both sets) and its jackknife standard error when both
+sides are images; both sample counts; the feature space; and a warning below 2,048
+samples. Asked for, with the features of PATH_A (the samples): ``--fid-infinity``, FID∞
+(Chong & Forsyth's extrapolation to infinitely many samples, one FID per subset size;
+marked unsupported below 10 samples per feature dimension,
+``kdiff.metrics.fid_infinity_min_samples``), and ``--bootstrap N``, a bootstrap confidence
+interval of N rounds (one FID each). ``--json FILE`` writes the same as JSON.
 
 Exit status: 0, or 2 for bad input (a missing or empty folder, an unreadable image — named —,
 a statistics file of the wrong shape, fewer than 2 images), with nothing written. Default
@@ -94,14 +97,47 @@ def build_parser():
         "--resize", choices=("pytorch_fid", "clean"), default="pytorch_fid",
         help="fid_inception's resize: pytorch-fid's bilinear (default) or clean-fid's PIL bicubic",
     )
-    parser.add_argument("--bootstrap", type=int, default=100, help="bootstrap rounds (0: none)")
-    parser.add_argument("--fid-inf-points", type=int, default=15, help="subset sizes in FID∞'s fit (0: none)")
+    parser.add_argument(
+        "--bootstrap", type=int, default=0, metavar="N",
+        help="also a 95%% bootstrap interval of FID from N rounds (e.g. 100; default 0: none)",
+    )
+    parser.add_argument(
+        "--fid-infinity", action="store_true", help="also FID∞, extrapolated to infinitely many samples (Chong & Forsyth)"
+    )
+    parser.add_argument(
+        "--fid-inf-points", type=int, default=None, metavar="N",
+        help="subset sizes in FID∞'s fit (implies --fid-infinity; default: kdiff.metrics.fid_infinity's; 0: no FID∞)",
+    )
     parser.add_argument("--kid-subsets", type=int, default=100, help="KID's random subsets")
     parser.add_argument("--kid-subset-size", type=int, default=1000, help="KID's subset size")
     parser.add_argument("--seed", type=int, default=0, help="seed of the subsets and resampling")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
+
+
+def check_extras(args):
+    """``--bootstrap`` and ``--fid-inf-points``: 0 (none) or at least 2.
+
+    Raises:
+        InputError: naming the flag.
+    """
+    for flag, value in (("--bootstrap", args.bootstrap), ("--fid-inf-points", args.fid_inf_points)):
+        if value is not None and value != 0 and value < 2:
+            raise InputError(f"{flag}: expected 0 (none) or an integer >= 2. Received: {value}")
+
+
+def fid_infinity_options(args):
+    """What ``--fid-infinity`` and ``--fid-inf-points`` ask for.
+
+    Returns:
+        None for no FID∞, else the keyword arguments of ``kdiff.metrics.fid_infinity``
+        (``num_points`` only where ``--fid-inf-points`` sets it).
+    """
+    points = args.fid_inf_points
+    if points == 0 or (points is None and not args.fid_infinity):
+        return None
+    return {} if points is None else {"num_points": points}
 
 
 def extractor_spec(args):
@@ -397,17 +433,16 @@ def compute(side_a, side_b, args):
             f"{side_b.path}: expected features of {side_a.mu.shape[0]} dimensions like {side_a.path}. "
             f"Received: {side_b.mu.shape[0]}"
         )
-    result = {
+    reference = side_b.features if side_b.features is not None else (side_b.mu, side_b.sigma)
+    result = {  # from the statistics read_side computed (what --save-stats writes): one route for both
         "fid": metrics.frechet_distance(side_a.mu, side_a.sigma, side_b.mu, side_b.sigma),
         "num_images": [side_a.count, side_b.count],
         "paths": [side_a.path, side_b.path],
         "dims": int(side_a.mu.shape[0]),
     }
-    reference = side_b.features if side_b.features is not None else (side_b.mu, side_b.sigma)
-    if side_a.features is not None and args.fid_inf_points and len(side_a.features) >= 4:
-        result["fid_infinity"] = metrics.fid_infinity(
-            side_a.features, reference, num_points=args.fid_inf_points, seed=args.seed
-        )
+    infinity = fid_infinity_options(args)
+    if side_a.features is not None and infinity is not None and len(side_a.features) >= 4:
+        result["fid_infinity"] = metrics.fid_infinity(side_a.features, reference, seed=args.seed, **infinity)
     if side_a.features is not None and args.bootstrap:
         result["bootstrap"] = metrics.fid_bootstrap(side_a.features, reference, num_rounds=args.bootstrap, seed=args.seed)
     if side_a.features is not None and side_b.features is not None:
@@ -459,7 +494,7 @@ def format_result(result, feature_space):
     if small:
         lines.append(
             f"warning: FID from fewer than {RELIABLE_SAMPLES} samples ({min(small)}) is biased upwards and noisy, "
-            "and not comparable with FIDs from other sample counts; compare FID∞ instead"
+            "and not comparable with FIDs from other sample counts; compare FID∞ (--fid-infinity) instead"
         )
     return lines
 
@@ -482,6 +517,7 @@ def main(argv=None):
         return cache["extractor"]
 
     try:
+        check_extras(args)  # before any image is read
         cache["spec"] = extractor_spec(args)
         if args.save_stats:
             source, target = args.path

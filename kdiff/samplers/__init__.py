@@ -34,36 +34,13 @@ run their loop as one ``tf.while_loop``; each takes
 
 Model callables: ``eps_fn(x, t)`` with t an int32 tensor [batch] of 0-based timesteps;
 ``score_fn(x, s)`` with s a float tensor [batch] (σ for NCSN, continuous t for SDEs).
+
+The public names, listed in ``__init__.pyi``, and the submodules are imported on first use
+(``kdiff._lazy``): ``registry`` and ``recipes`` import no TensorFlow, so the ``kdiff``
+command builds its ``--sampler`` / ``--recipe`` choices at once.
 """
 
-from kdiff.samplers.errors import NonFiniteSampleError
-from kdiff.samplers.ddpm_ddim import ddim, ddim_invert, ddim_timesteps, ddpm
-from kdiff.samplers.langevin_dynamics import annealed_langevin, langevin
-from kdiff.samplers.reverse_sde import ODE_FIXED_METHODS, euler_maruyama, predictor_corrector, probability_flow
-from kdiff.samplers.dpm_multistep import DPM_ALGORITHMS, DPM_SOLVER_TYPES, dpm_solver, dpm_timesteps
-from kdiff.samplers.karras import euler, euler_ancestral, heun
-from kdiff.samplers import guidance, recipes, registry  # noqa: E402 (they name the samplers above)
+from kdiff import _lazy
 
-__all__ = [
-    "ddpm",
-    "ddim",
-    "ddim_invert",
-    "ddim_timesteps",
-    "langevin",
-    "annealed_langevin",
-    "euler_maruyama",
-    "predictor_corrector",
-    "probability_flow",
-    "dpm_solver",
-    "dpm_timesteps",
-    "euler",
-    "heun",
-    "euler_ancestral",
-    "NonFiniteSampleError",
-    "ODE_FIXED_METHODS",
-    "DPM_ALGORITHMS",
-    "DPM_SOLVER_TYPES",
-    "guidance",
-    "recipes",
-    "registry",
-]
+# The public names, in __init__.pyi.
+__getattr__, __dir__, __all__ = _lazy.attach_stub(__name__, __file__)

@@ -398,7 +398,7 @@ def load_keras_model(export_path):
     """
     import keras
 
-    import kdiff  # noqa: F401  (registers kdiff's classes with Keras)
+    import kdiff.diffusion  # noqa: F401  (registers kdiff's models with Keras; loading them, the networks)
 
     path = os.path.join(os.path.dirname(os.path.normpath(export_path)), "model.keras")
     if not io.exists(path):

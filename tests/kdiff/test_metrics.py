@@ -101,26 +101,27 @@ def test_frechet_finite_for_singular_covariances():
     assert frechet_distance(mu1, zeros, mu2, zeros) == pytest.approx(np.sum((mu1 - mu2) ** 2))
 
 
-def test_frechet_retries_with_eps_offset_when_sqrtm_not_finite(monkeypatch):
+def test_frechet_retries_with_eps_offset_when_the_root_is_not_finite(monkeypatch):
     import kdiff.metrics as metrics
 
     calls = []
-    real_sqrtm = metrics._sqrtm
+    real_trace_sqrt = metrics._trace_sqrt
 
-    def flaky_sqrtm(matrix):
-        calls.append(matrix)
+    def flaky_trace_sqrt(a, b):
+        calls.append((a.sigma, b.sigma))
         if len(calls) == 1:
-            return np.full_like(matrix, np.nan)
-        return real_sqrtm(matrix)
+            return np.nan
+        return real_trace_sqrt(a, b)
 
-    monkeypatch.setattr(metrics, "_sqrtm", flaky_sqrtm)
+    monkeypatch.setattr(metrics, "_trace_sqrt", flaky_trace_sqrt)
     rng = np.random.default_rng(12)
     s1, s2 = _random_spd(rng, 3), _random_spd(rng, 3)
     mu1, mu2 = rng.normal(size=3), rng.normal(size=3)
     eps = 0.25
     got = frechet_distance(mu1, s1, mu2, s2, eps=eps)
     assert len(calls) == 2
-    np.testing.assert_allclose(calls[1], (s1 + eps * np.eye(3)) @ (s2 + eps * np.eye(3)))
+    np.testing.assert_allclose(calls[1][0], s1 + eps * np.eye(3))
+    np.testing.assert_allclose(calls[1][1], s2 + eps * np.eye(3))
     # The offset enters only the square-root term, as in the reference FID code.
     offset = np.eye(3) * eps
     h = _psd_sqrt(s1 + offset)
@@ -129,10 +130,20 @@ def test_frechet_retries_with_eps_offset_when_sqrtm_not_finite(monkeypatch):
     np.testing.assert_allclose(got, expected, rtol=1e-9)
 
 
-def test_frechet_rejects_large_imaginary_part():
+def test_frechet_rejects_matrices_that_are_no_covariances():
     # sqrtm(I @ -I) = i·I: not a covariance product, must not be silently made real.
-    with pytest.raises(ValueError, match="imag"):
+    with pytest.raises(ValueError, match=r"product of `sigma1` and `sigma2` with eigenvalues from -1"):
         frechet_distance(np.zeros(2), np.eye(2), np.zeros(2), -np.eye(2))
+    with pytest.raises(ValueError, match=r"Expected `sigma1` to be a covariance.*stops at rank 0 of 2"):
+        frechet_distance(np.zeros(2), -np.eye(2), np.zeros(2), np.eye(2))
+    indefinite = np.diag([1.0, 0.0, -0.5])  # singular and indefinite: the remainder is not rounding
+    with pytest.raises(ValueError, match=r"Expected `sigma1` to be a covariance.*rank 1 of 3"):
+        frechet_distance(np.zeros(3), indefinite, np.zeros(3), np.eye(3))
+    # Rounding is not refused: float32 statistics of a singular covariance, as TTUR stores them.
+    mu, sigma = feature_statistics(np.random.default_rng(4).normal(size=(5, 16)))
+    rounded = sigma.astype(np.float32)
+    assert np.linalg.eigvalsh(rounded.astype(np.float64))[0] < 0
+    np.testing.assert_allclose(frechet_distance(mu, rounded, mu + 1, sigma), 16.0, rtol=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -417,11 +428,30 @@ def _gaussian_pair(d, seed=0):
     return rng.normal(size=d) * 0.1, sigma1, np.zeros(d), 1.2 * sigma1
 
 
-def test_the_fast_distance_to_a_reference_equals_frechet_distance():
+@pytest.mark.parametrize("n_a, n_b", [(60, 80), (6, 5), (60, 5), (5, 60)])
+def test_features_and_statistics_give_the_same_fid_on_either_side(n_a, n_b):
+    """Sets of fewer samples than dimensions (24) enter by their centred features, the others
+    by their covariance's factor: every mix equals frechet_distance and the eigh reference
+    (to 1e-6: of a singular covariance, the reference's eigh leaves rounding-level
+    eigenvalues whose square roots, about 1e-8 each, it adds up)."""
     mu1, sigma1, mu2, sigma2 = _gaussian_pair(24)
-    x = np.random.default_rng(1).multivariate_normal(mu1, sigma1, size=60)
-    fast = metrics._FrechetToReference(mu2, sigma2)(x)
-    assert fast == pytest.approx(metrics.frechet_distance(*metrics.feature_statistics(x), mu2, sigma2), rel=1e-8)
+    rng = np.random.default_rng(1)
+    a, b = rng.multivariate_normal(mu1, sigma1, size=n_a), rng.multivariate_normal(mu2, sigma2, size=n_b)
+    stats_a, stats_b = feature_statistics(a), feature_statistics(b)
+    want = _frechet_by_eigh(*stats_a, *stats_b)
+    assert want > 1.0
+    for x, y in ((a, b), (stats_a, b), (a, stats_b), (stats_a, stats_b), (list(stats_a), b)):
+        assert fid_from_features(x, y) == pytest.approx(want, rel=1e-6)
+    assert frechet_distance(*stats_a, *stats_b) == pytest.approx(want, rel=1e-6)
+    with pytest.raises(ValueError, match=r"feats_b.*feature dimension of `feats_a` \(24\)"):
+        fid_from_features(a, b[:, :4])
+    with pytest.raises(ValueError, match=r"feats_b.*statistics of the feature dimension of `feats_a`"):
+        fid_from_features(a, (stats_b[0][:4], stats_b[1][:4, :4]))
+
+
+def test_two_feature_rows_in_a_list_are_features_not_statistics():
+    rows = [[0.0, 1.0, 2.0], [1.0, 0.0, 2.0]]
+    assert fid_from_features(rows, np.asarray(rows)) == pytest.approx(0.0, abs=1e-12)
 
 
 @pytest.mark.parametrize("d, n", [(32, 300), (64, 500)])
@@ -433,7 +463,7 @@ def test_fid_infinity_is_closer_to_the_true_distance_than_raw_fid(d, n):
         x = np.random.default_rng(100 + seed).multivariate_normal(mu1, sigma1, size=n)
         out = metrics.fid_infinity(x, (mu2, sigma2), seed=seed)
         raw = out["fids"][-1]
-        assert out["sizes"][-1] == n and raw == pytest.approx(metrics._FrechetToReference(mu2, sigma2)(x))
+        assert out["sizes"][-1] == n and raw == pytest.approx(fid_from_features(x, (mu2, sigma2)))
         assert raw > true  # FID's bias at finite N is upwards
         assert abs(out["fid_infinity"] - true) < abs(raw - true)
         assert out["slope"] > 0

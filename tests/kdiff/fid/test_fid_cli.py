@@ -65,7 +65,7 @@ def test_fid_of_folders_and_npz_equals_kdiff_metrics_on_the_same_features(tmp_pa
     folder = _write_folder(tmp_path / "a", a)
     np.savez(tmp_path / "b.npz", images=b)
     status, out, _ = _run(capsys, folder, tmp_path / "b.npz", "--features", "classifier", "--classifier", classifier,
-                          "--json", tmp_path / "out.json", "--bootstrap", 20, "--kid-subset-size", 20)
+                          "--json", tmp_path / "out.json", "--bootstrap", 20, "--fid-infinity", "--kid-subset-size", 20)
     assert status == 0
     fa, fb = _features(classifier, a), _features(classifier, b)
     result = json.loads((tmp_path / "out.json").read_text())
@@ -83,6 +83,22 @@ def test_fid_of_folders_and_npz_equals_kdiff_metrics_on_the_same_features(tmp_pa
     assert "classifier penultimate layer (6-d)" in out
 
 
+def test_by_default_one_fid_and_kid_the_extras_on_request(tmp_path, classifier, capsys):
+    """pytorch-fid's cost by default: FID∞ and the bootstrap (a FID per subset or round) are asked for."""
+    np.savez(tmp_path / "a.npz", images=_images(30, 1))
+    np.savez(tmp_path / "b.npz", images=_images(20, 2))
+    flags = (tmp_path / "a.npz", tmp_path / "b.npz", "--features", "classifier", "--classifier", classifier)
+    status, out, _ = _run(capsys, *flags, "--json", tmp_path / "default.json")
+    default = json.loads((tmp_path / "default.json").read_text())
+    assert status == 0 and "fid_infinity" not in default and "bootstrap" not in default and "kid" in default
+    assert "FID∞" not in out.replace("compare FID∞ (--fid-infinity)", "") and "bootstrap" not in out
+    assert _run(capsys, *flags, "--fid-inf-points", 4, "--json", tmp_path / "points.json")[0] == 0
+    points = json.loads((tmp_path / "points.json").read_text())
+    assert len(points["fid_infinity"]["sizes"]) == 4 and points["fid"] == default["fid"]
+    assert _run(capsys, *flags, "--fid-infinity", "--fid-inf-points", 0, "--json", tmp_path / "none.json")[0] == 0
+    assert "fid_infinity" not in json.loads((tmp_path / "none.json").read_text())
+
+
 def test_save_stats_round_trip_gives_the_same_fid(tmp_path, classifier, capsys):
     a, b = _images(25, 3), _images(20, 4)
     np.savez(tmp_path / "a.npz", images=a)
@@ -95,7 +111,8 @@ def test_save_stats_round_trip_gives_the_same_fid(tmp_path, classifier, capsys):
         np.testing.assert_allclose(stats["sigma"], sigma, rtol=1e-5, atol=1e-7)
         assert int(stats["num_images"]) == 20
     _, direct, _ = _run(capsys, tmp_path / "a.npz", tmp_path / "b.npz", *flags, "--json", tmp_path / "d.json")
-    _, via_stats, _ = _run(capsys, tmp_path / "a.npz", tmp_path / "b_stats.npz", *flags, "--json", tmp_path / "s.json")
+    _, via_stats, _ = _run(capsys, tmp_path / "a.npz", tmp_path / "b_stats.npz", *flags, "--fid-infinity",
+                           "--json", tmp_path / "s.json")
     d, s = (json.loads((tmp_path / name).read_text()) for name in ("d.json", "s.json"))
     assert s["fid"] == pytest.approx(d["fid"], rel=1e-6)
     assert "kid" not in s and "KID: not computed" in via_stats  # statistics have no samples for KID
@@ -150,6 +167,10 @@ def test_stats_of_another_dimension_and_bad_flags_are_errors(tmp_path, classifie
     assert "--classifier" in _run(capsys, tmp_path / "ref.npz", tmp_path / "ref.npz", "--features", "classifier")[2]
     status, _, err = _run(capsys, tmp_path / "ref.npz", tmp_path / "out.txt", "--save-stats", *flags)
     assert status == 2 and "end in .npz" in err and not (tmp_path / "out.txt").exists()
+    for flag in ("--bootstrap", "--fid-inf-points"):
+        status, out, err = _run(capsys, tmp_path / "missing", tmp_path / "ref.npz", flag, 1, *flags)
+        assert (status, out) == (2, "")  # before the missing folder is noticed
+        assert err == f"error: {flag}: expected 0 (none) or an integer >= 2. Received: 1\n"
 
 
 def test_python_dash_m_runs_the_command(tmp_path, classifier):
