@@ -31,7 +31,7 @@ def test_two_workers_train_one_model_into_the_bucket(s3_server, tmp_path):
     output_dir = f"{s3_server}/run-multi-worker"
     addresses = [f"127.0.0.1:{port}" for port in free_ports(2)]
     flags = ["--preset=tiny", f"--output_dir={output_dir}", "--stages=ingest,train", "--strategy=multi_worker",
-             "--train_steps=20", "--checkpoint_every_steps=10"]
+             "--train_steps=4", "--checkpoint_every_steps=2"]
     workers = []
     for index in range(2):
         os.makedirs(tmp_path / str(index))
@@ -52,6 +52,6 @@ def test_two_workers_train_one_model_into_the_bucket(s3_server, tmp_path):
     assert f"worker 1 of a cluster of 2 tasks: following the chief's run at {output_dir}" in follower_out
     assert "[ingest] running" not in follower_out and "the chief writes the model" in follower_out
     assert os.listdir(tmp_path / "0") == [] and os.listdir(tmp_path / "1") == []  # the bucket holds the run
-    assert io.read_json(io.join(output_dir, "train", "model", "history.json"))["steps"] == 20
+    assert io.read_json(io.join(output_dir, "train", "model", "history.json"))["steps"] == 4
     assert io.isfile(io.join(output_dir, "train", "_DONE.json"))
     assert not io.exists(io.join(output_dir, ".lock"))

@@ -328,7 +328,7 @@ def test_the_store_going_away_mid_train_fails_the_run_and_commits_nothing(staged
     failed stage is not written back); with the relay back, the next run redoes the
     stage from its checkpoint (training for other steps than the copied run's)."""
     output_dir = _copy(staged_run, tmp_path)  # its ingest stage done
-    flags = ("--stages=ingest,train", "--train_steps=40", "--checkpoint_every_steps=20", "--lease_seconds=2")
+    flags = ("--stages=ingest,train", "--train_steps=20", "--checkpoint_every_steps=10", "--lease_seconds=2")
     state = io.join(output_dir, "train", "checkpoints", "state.json")
     model = io.file_sizes(io.join(output_dir, "train", "model"))  # the copied run's
     direct = os.environ["AWS_ENDPOINT_URL_S3"]
