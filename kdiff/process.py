@@ -199,7 +199,8 @@ def _classes_by(attribute):
         attribute: "kind" or "family".
 
     Returns:
-        A dict value → class, in the order the classes were defined.
+        A dict value → class (in the order the classes were defined: their modules are
+        imported on first use, so a message should sort the values).
     """
     for module in _PROCESS_MODULES:
         importlib.import_module(module)
@@ -231,7 +232,7 @@ def family_class(family):
     """
     classes = _classes_by("family")
     if family not in classes:
-        raise ValueError(f"Expected a diffusion family in {list(classes)}. Received: family={family!r}")
+        raise ValueError(f"Expected a diffusion family in {sorted(classes)}. Received: family={family!r}")
     return classes[family]
 
 
@@ -247,7 +248,7 @@ def from_config(kind, config):
     """
     classes = _classes_by("kind")
     if kind not in classes:
-        raise ValueError(f"Expected a process kind in {list(classes)}. Received: kind={kind!r}")
+        raise ValueError(f"Expected a process kind in {sorted(classes)}. Received: kind={kind!r}")
     return classes[kind].from_config(config)
 
 

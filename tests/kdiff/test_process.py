@@ -100,7 +100,7 @@ def test_as_process_and_family_class():
         schedules.Schedule, schedules.Sigmas, sde_lib.SDE]
     with pytest.raises(ValueError, match=r"Expected a diffusion family in \['ddpm', 'ncsn', 'sde'\]"):
         process_lib.family_class("ddim")
-    with pytest.raises(ValueError, match=r"Expected a process kind in \['schedule', 'sigmas', 'sde'\]"):
+    with pytest.raises(ValueError, match=r"Expected a process kind in \['schedule', 'sde', 'sigmas'\]"):
         process_lib.from_config("ladder", {})
 
 
