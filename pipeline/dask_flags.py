@@ -20,13 +20,6 @@ NAMES = ("DaskRunner", "apache_beam.runners.dask.dask_runner.DaskRunner", RUNNER
 STAGES = ("ingest", "sample", "evaluate")
 
 
-def _runner(beam_args):
-    """The ``--runner`` value of Beam's flags (None when not given)."""
-    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
-
-    return PipelineOptions(list(beam_args)).view_as(StandardOptions).runner
-
-
 def _without_runner(beam_args):
     """Beam's flags without their ``--runner`` (``--runner=X`` or ``--runner X``)."""
     kept, skip = [], False
@@ -42,7 +35,9 @@ def _without_runner(beam_args):
 
 def uses_dask(beam_args):
     """Whether Beam's flags choose the DaskRunner (by its short or its full name)."""
-    return _runner(beam_args) in NAMES
+    from pipeline.runners import runner_name
+
+    return runner_name(beam_args) in NAMES
 
 
 def resolve(beam_args, output_dir):

@@ -187,13 +187,14 @@ def _run_locked(config, output_dir, beam_args, force, resume, stages, lock):
         stage_dir = io.join(output_dir, name)
         done = read_done(stage_dir)
         read = input_digests(output_dir, spec)
+        changed_input = _changed_input(done.get("inputs"), read) if done else None
         problem = None
         if done is None:
             problem = "it has no completed output (no _DONE.json)"
         elif done.get("fingerprint") != stamp:
             problem = "its output was written with other settings or inputs"
-        elif _changed_input(done.get("inputs"), read) is not None:  # an upstream stage's rerun changed it
-            problem = f"its input {_changed_input(done.get('inputs'), read)} has changed since it ran"
+        elif changed_input is not None:  # an upstream stage's rerun changed it
+            problem = f"its input {changed_input} has changed since it ran"
             print(f"[{name}] {problem}", flush=True)
         elif not all(io.isdir(path) for path in outputs.values()):
             problem = "its output folder is missing"

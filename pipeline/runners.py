@@ -25,13 +25,20 @@ import importlib.util
 
 from pipeline import io
 
-__all__ = ["DEFAULT_RUNNER", "check", "resolve"]
+__all__ = ["DEFAULT_RUNNER", "check", "resolve", "runner_name"]
 
 DEFAULT_RUNNER = "DirectRunner"
 PORTABLE_RUNNER = "apache_beam.runners.portability.portable_runner.PortableRunner"
 DATAFLOW_RUNNER = "apache_beam.runners.dataflow.dataflow_runner.DataflowRunner"
 # what Beam's DataflowRunner imports to build its job (apache-beam[gcp] has it)
 DATAFLOW_CLIENT = "google.cloud.dataflow"
+
+
+def runner_name(beam_args):
+    """The ``--runner`` value of Beam's flags, as given (None when not given)."""
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+    return PipelineOptions(list(beam_args)).view_as(StandardOptions).runner
 
 
 def _known_runners():
@@ -95,14 +102,14 @@ def check(beam_args, output_dir):
             ``--temp_location`` or an object-store ``--output_dir``; an ``--output_dir``
             URL of a store kdiff does not support.
     """
-    from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, PortableOptions, StandardOptions
+    from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, PortableOptions
 
     try:
         remote = io.is_remote(output_dir)
     except ValueError as error:
         raise ValueError(f"argument --output_dir: {error}") from None
     options = PipelineOptions(list(beam_args))
-    name = options.view_as(StandardOptions).runner or DEFAULT_RUNNER
+    name = runner_name(beam_args) or DEFAULT_RUNNER
     path = resolve(name)
     portable = options.view_as(PortableOptions)
     if path == PORTABLE_RUNNER and not portable.job_endpoint:

@@ -9,24 +9,18 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 import pytest
 from paths import REPO
+from ports import free_ports
 
 from pipeline import dask_flags
 from pipeline import run as run_lib
 
 BEAM_STAGES = ("ingest", "sample", "evaluate")
-
-
-def _free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _stop(process):
@@ -54,7 +48,7 @@ def dask_cluster(tmp_path_factory):
     from distributed import Client
 
     directory = tmp_path_factory.mktemp("dask")
-    port = _free_port()
+    port = free_ports()[0]
     address = f"127.0.0.1:{port}"
     environment = dict(
         os.environ, PYTHONPATH=os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),

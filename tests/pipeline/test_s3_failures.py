@@ -17,6 +17,7 @@ import uuid
 
 import pytest
 from conftest import MotoServer, TcpRelay
+from ports import free_ports
 
 from pipeline import io
 from pipeline import run as run_lib
@@ -41,17 +42,11 @@ def _refused(output_dir, *args):
     return time.monotonic() - start
 
 
-def _closed_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]  # closed when the block ends: a connection is refused
-
-
 # ----------------------------------------------------------------------------- before any stage
 
 
 def test_an_unreachable_endpoint_fails_before_any_stage_in_seconds(s3_server, monkeypatch, capsys):
-    port = _closed_port()
+    port = free_ports()[0]
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", os.environ["AWS_ENDPOINT_URL_S3"])  # restored after the flag's
     output_dir = f"{s3_server}/unreachable"
     seconds = _refused(output_dir, f"--s3_endpoint_url=http://127.0.0.1:{port}")

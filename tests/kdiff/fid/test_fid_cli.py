@@ -13,6 +13,7 @@ import sys
 import numpy as np
 import pytest
 from PIL import Image
+from ports import free_ports
 
 from kdiff import metrics
 from kdiff.fid import cli, extractors
@@ -191,13 +192,9 @@ def test_python_dash_m_runs_the_command(tmp_path, classifier):
 @pytest.fixture
 def offline(tmp_path, monkeypatch):
     """Downloads fail as they do offline: each goes to a closed port of 127.0.0.1; nothing is cached."""
-    import socket
-
     from kdiff.fid import weights as weights_lib
 
-    with socket.socket() as probe:  # a port nothing listens on once the probe is closed
-        probe.bind(("127.0.0.1", 0))
-        closed = f"http://127.0.0.1:{probe.getsockname()[1]}/"
+    closed = f"http://127.0.0.1:{free_ports()[0]}/"  # a port nothing listens on
     real_download = weights_lib._download
     monkeypatch.setattr(weights_lib, "_download", lambda url, path: real_download(closed + "pt_inception.pth", path))
     monkeypatch.setattr(extractors, "IMAGENET_NOTOP_URL", closed + "kdiff_test_never_cached_notop.h5")
