@@ -2,28 +2,36 @@
 
 Measures, on this machine, in one run:
 
-* the 3×3-convolution peak: GFLOP/s of one ``tf.nn.conv2d`` (16×16×256 → 256, batch 16),
-  the ceiling a convolutional network's speed is judged against;
+* the yardsticks: GFLOP/s of one 3×3 ``tf.nn.conv2d`` (16×16×256 → 256, batch 16) and of
+  one large ``tf.linalg.matmul`` in float32 and in bfloat16 (``--matmul_size``³), the
+  ceilings a network's speed is judged against;
 * sampling with Ho et al.'s CIFAR-10 U-Net (``UNet.ddpm_cifar10``, 35.7M parameters) — DDIM,
-  ``--steps`` steps, batch ``--batch`` at 32×32 — in float32 and with the network in
-  bfloat16 (``precision="bfloat16"``), as image-steps per second and as a fraction of the
-  convolution peak (from the network's FLOPs);
+  ``--steps`` steps, batch ``--batch`` at 32×32 — in float32 (with kdiff's fused kernels,
+  and with TensorFlow's ops only: ``kdiff.kernels``) and with the network in bfloat16
+  (``precision="bfloat16"``), as image-steps per second and as a fraction of the peak of
+  their dtype (from the network's FLOPs);
 * the second ``kdiff.sample`` call's overhead: the share of its time spent outside the
   network's own compute (the traced loop is reused, so it should be small);
 * training: ``train_step`` steps per second for the default pipeline run's ``UNet.small``
-  (8×8×1, batch 64) and for ``UNet.ddpm_cifar10`` (32×32×3, batch 16), timed in bursts of
-  ``--train_steps`` steps (a quarter of them for the CIFAR-10 U-Net), and the time from
-  ``fit()`` to the end of ``UNet.small``'s first step;
-* when ``torch`` and ``diffusers`` are importable (the ``bench`` extra), the same sampling
-  and training figures for diffusers' ``UNet2DModel`` of the same layouts with its
-  ``DDIMScheduler`` and ``torch.optim.Adam``, on the same cores. kdiff and diffusers are
-  timed alternately, round after round (sampling calls, training bursts), and each figure
-  is the best round.
+  (8×8×1, batch 64) and for ``UNet.ddpm_cifar10`` (32×32×3, batch 16), in float32 and
+  under the ``mixed_bfloat16`` policy (float32 weights, Adam state and EMA), timed in
+  bursts of ``--train_steps`` steps (a quarter of them for the CIFAR-10 U-Net), and the
+  time from ``fit()`` to the end of ``UNet.small``'s first step;
+* when ``torch`` and ``diffusers`` are importable (the ``bench`` extra), the same figures
+  for diffusers' ``UNet2DModel`` of the same layouts with its ``DDIMScheduler`` and
+  ``torch.optim.Adam`` on the same cores: sampling in float32 and with the network cast to
+  bfloat16 (the scheduler in float32, as kdiff's), training in float32 and under
+  ``torch.autocast("cpu", torch.bfloat16)``. kdiff and PyTorch are timed alternately,
+  round after round (sampling calls, training bursts), each figure is the best round, and
+  each kdiff figure is compared with PyTorch's of the same precision.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import copy
+import functools
 import os
 import platform
 import time
@@ -31,10 +39,10 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import kdiff  # noqa: E402
+from kdiff import kernels  # noqa: E402
 from kdiff import schedules  # noqa: E402
 from kdiff.models import UNet  # noqa: E402
 
@@ -83,6 +91,16 @@ def conv_peak(batch=16, size=16, channels=256, rounds=5):
     return 2 * batch * size * size * 9 * channels * channels / seconds / 1e9
 
 
+def matmul_peak(dtype="float32", size=2048, rounds=5):
+    """GFLOP/s of one ``size``×``size`` by ``size``×``size`` ``tf.linalg.matmul`` in ``dtype``:
+    the CPU's matrix peak for that dtype as TensorFlow reaches it (oneDNN's kernels, with
+    AVX-512 BF16 or AMX instructions for bfloat16 where the CPU has them)."""
+    a, b = (tf.cast(tf.random.stateless_normal((size, size), seed=[0, i]), dtype) for i in (0, 1))
+    matmul = tf.function(lambda a, b: tf.reduce_sum(tf.cast(tf.linalg.matmul(a, b)[:1], tf.float32)))
+    seconds = _best(lambda: matmul(a, b).numpy(), rounds)
+    return 2 * size**3 / seconds / 1e9
+
+
 def network_gflop(network, batch, image_shape):
     """The FLOPs of one forward pass of ``network`` at ``batch``, in GFLOP (TF's profiler)."""
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
@@ -114,25 +132,33 @@ class _Torch:
         self.version = f"torch {torch.__version__}"
 
     def unet(self, config):
+        torch = self.torch
+        torch.manual_seed(0)
         return self.UNet2DModel(**config).eval()
 
-    def ddim(self, unet, batch, steps):
+    def ddim(self, unet, batch, steps, bfloat16=False):
+        """A DDIM call; with ``bfloat16`` the network runs on a bfloat16 copy of ``unet``
+        while the scheduler's state stays float32 (as kdiff's ``precision="bfloat16"``)."""
         torch = self.torch
         scheduler = self.DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", clip_sample=True)
         scheduler.set_timesteps(steps)
         size, channels = unet.config.sample_size, unet.config.in_channels
         x_T = torch.randn(batch, channels, size, size, generator=torch.Generator().manual_seed(0))
+        dtype = torch.bfloat16 if bfloat16 else torch.float32
+        network = copy.deepcopy(unet).to(dtype) if bfloat16 else unet
 
         def run():
             with torch.inference_mode():
                 x = x_T
                 for t in scheduler.timesteps:
-                    x = scheduler.step(unet(x, t).sample, t, x).prev_sample
+                    x = scheduler.step(network(x.to(dtype), t).sample.float(), t, x).prev_sample
             return x
 
         return run
 
-    def train_step(self, unet, batch):
+    def train_step(self, unet, batch, bfloat16=False):
+        """One Adam step of the ε loss; with ``bfloat16`` the forward pass and loss run under
+        ``torch.autocast("cpu", torch.bfloat16)`` (float32 weights and optimizer)."""
         torch = self.torch
         unet.train()
         optimizer = torch.optim.Adam(unet.parameters(), lr=1e-4)
@@ -145,7 +171,9 @@ class _Torch:
             t = torch.randint(0, 1000, (batch,))
             eps = torch.randn_like(x0)
             a = alpha_bar[t].view(-1, 1, 1, 1)
-            loss = torch.nn.functional.mse_loss(unet(a.sqrt() * x0 + (1 - a).sqrt() * eps, t).sample, eps)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bfloat16):
+                prediction = unet(a.sqrt() * x0 + (1 - a).sqrt() * eps, t).sample
+            loss = torch.nn.functional.mse_loss(prediction.float(), eps)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -171,15 +199,22 @@ def _torch_or_none(skip):
 _WARMUP_STEPS = 3  # before any timed burst: tracing, then the kernels' and allocator's set-up
 
 
-def _kdiff_trainer(network, image_shape, batch, steps):
-    """kdiff's ``train_step`` for ``network`` (DDPM, simple loss, Adam) as a burst of
-    ``steps`` steps (one ``fit()``), after a warm-up ``fit()``; and the seconds from that
-    first ``fit()`` to the end of its first step (tracing included).
+def _kdiff_trainer(build, image_shape, batch, steps, precision="float32", fused=True):
+    """kdiff's ``train_step`` (DDPM, simple loss, Adam) of the network ``build(dtype=policy)``
+    as a burst of ``steps`` steps (one ``fit()``), after a warm-up ``fit()``; and the seconds
+    from that first ``fit()`` to the end of its first step (tracing included).
+
+    Args:
+        build: ``build(dtype=...)`` → a kdiff network.
+        image_shape, batch, steps: the data's shape, the batch, the burst's steps.
+        precision: "float32" or "mixed_bfloat16" (``kdiff.distribute.precision_policy``).
+        fused: trace with kdiff's fused kernels (False: TensorFlow's ops only).
 
     Returns:
         ``(burst, first_step_seconds)``: ``burst()`` runs ``steps`` more steps.
     """
-    model = kdiff.DDPM(network, schedules.linear())
+    policy = kdiff.distribute.precision_policy(precision)
+    model = kdiff.DDPM(build(dtype=policy), schedules.linear(), dtype=policy)
     model.compile(optimizer=kdiff.optim.FusedAdam(1e-4))  # unclipped, as the PyTorch side
     data = tf.random.stateless_uniform((batch, *image_shape), seed=[1, 2], minval=-1, maxval=1)
     warmup, dataset = (
@@ -192,14 +227,15 @@ def _kdiff_trainer(network, image_shape, batch, steps):
             marks.setdefault("first", time.perf_counter())
 
     start = time.perf_counter()
-    model.fit(warmup, epochs=1, verbose=0, shuffle=False, callbacks=[Clock()])  # traces, warms up
+    with contextlib.nullcontext() if fused else kernels.without_fused_kernels():  # the train step is traced here
+        model.fit(warmup, epochs=1, verbose=0, shuffle=False, callbacks=[Clock()])
     return (lambda: model.fit(dataset, epochs=1, verbose=0, shuffle=False)), marks["first"] - start
 
 
-def _peer_trainer(peer, config, batch, steps):
+def _peer_trainer(peer, config, batch, steps, bfloat16=False):
     """The PyTorch train step of diffusers' ``UNet2DModel(**config)`` as a burst of
     ``steps`` steps, after the same warm-up as kdiff's."""
-    step = peer.train_step(peer.unet(config), batch)
+    step = peer.train_step(peer.unet(config), batch, bfloat16)
 
     def burst(count=steps):
         for _ in range(count):
@@ -209,15 +245,27 @@ def _peer_trainer(peer, config, batch, steps):
     return burst
 
 
+def _table(title, rows, columns):
+    """Prints ``rows`` (name → tuple of cells) under ``columns`` (header names)."""
+    print(f"\n{title}")
+    print(f"{'':36s}" + "".join(f"{c:>16s}" for c in columns))
+    for name, cells in rows.items():
+        print(f"{name:36s}" + "".join(f"{c:>16s}" for c in cells))
+
+
+def _ratio(value, reference):
+    return "n/a" if reference is None else f"{value / reference:.2f}x"
+
+
 def run(argv=None):
-    """Runs the benchmark and prints its table.
+    """Runs the benchmark and prints its tables.
 
     Args:
         argv: command-line arguments (``--batch``, ``--steps``, ``--rounds``,
-            ``--train_steps``, ``--skip_torch``).
+            ``--train_steps``, ``--matmul_size``, ``--skip_torch``).
 
     Returns:
-        A dict of the figures (name → value; diffusers' figures are None without it).
+        A dict of the figures (name → value; PyTorch's figures are None without it).
     """
     parser = argparse.ArgumentParser(prog="python -m kdiff.benchmark", description=__doc__.split("\n")[0])
     parser.add_argument("--batch", type=int, default=16, help="images per sampling batch (CIFAR-10 U-Net)")
@@ -225,6 +273,7 @@ def run(argv=None):
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds of each measurement (best kept)")
     parser.add_argument("--train_steps", type=int, default=10,
                         help="UNet.small training steps per timed burst (a quarter for the CIFAR-10 U-Net)")
+    parser.add_argument("--matmul_size", type=int, default=2048, help="the size of the peak's square matmul")
     parser.add_argument("--skip_torch", action="store_true", help="do not measure diffusers / PyTorch")
     args = parser.parse_args(argv)
     peer = _torch_or_none(args.skip_torch)
@@ -232,11 +281,15 @@ def run(argv=None):
         f"kdiff {kdiff.__version__}, TF {tf.__version__}, Keras {keras.__version__}"
         + (f", diffusers with {peer.version}" if peer else " (diffusers / torch not installed: kdiff only)")
         + f"; {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-        f"devices: {[d.device_type for d in tf.config.list_logical_devices()]}"
+        f"devices: {[d.device_type for d in tf.config.list_logical_devices()]}; {kernels.status()}"
     )
-    results = {}
-    peak = results["conv_peak_gflops"] = conv_peak()
-    print(f"3x3 convolution peak (16x16x256 -> 256, batch 16): {peak:.0f} GFLOP/s")
+    results = {"conv_peak_gflops": conv_peak()}
+    peaks = {dtype: matmul_peak(dtype, args.matmul_size) for dtype in ("float32", "bfloat16")}
+    results.update({f"matmul_peak_gflops {dtype}": value for dtype, value in peaks.items()})
+    print(
+        f"Peaks: 3x3 convolution (16x16x256 -> 256, batch 16) {results['conv_peak_gflops']:.0f} GFLOP/s; "
+        f"{args.matmul_size}^3 matmul float32 {peaks['float32']:.0f} GFLOP/s, bfloat16 {peaks['bfloat16']:.0f} GFLOP/s"
+    )
 
     # ---------------------------------------------------------------- sampling
     batch, steps = args.batch, args.steps
@@ -245,28 +298,38 @@ def run(argv=None):
     gflop = network_gflop(network, batch, (32, 32, 3))
     x_T = tf.random.stateless_normal((batch, 32, 32, 3), seed=[0, 0])
 
-    def kdiff_ddim(precision):  # kdiff.sample keeps the traced loop: later calls reuse it
-        return lambda: kdiff.sample(model, batch, sampler="ddim", steps=steps, batch_size=batch, precision=precision)
+    def kdiff_ddim(precision, fused=True):  # kdiff.sample keeps the traced loop: later calls reuse it
+        def call():
+            with contextlib.nullcontext() if fused else kernels.without_fused_kernels():
+                return kdiff.sample(model, batch, sampler="ddim", steps=steps, batch_size=batch, precision=precision)
 
-    fns = {"kdiff float32": kdiff_ddim("float32"), "kdiff bfloat16": kdiff_ddim("bfloat16")}
+        return call
+
+    fns = {
+        "kdiff float32": kdiff_ddim("float32"),
+        "kdiff float32, TensorFlow ops": kdiff_ddim("float32", fused=False),
+        "kdiff bfloat16": kdiff_ddim("bfloat16"),
+    }
     if peer:
         peer_unet = peer.unet(DIFFUSERS_CIFAR10)
         fns["diffusers float32"] = peer.ddim(peer_unet, batch, steps)
+        fns["diffusers bfloat16"] = peer.ddim(peer_unet, batch, steps, bfloat16=True)
     for fn in fns.values():
         fn()  # traces, warms up
     best = _alternating_best(fns, args.rounds)
-    print(
-        f"\nSampling: UNet.ddpm_cifar10 ({network.count_params():,} parameters, {gflop / batch:.1f} GFLOP "
-        f"per image per step), DDIM {steps} steps, batch {batch}, 32x32x3"
-        + (f"; diffusers UNet2DModel of the same layout: {peer.count(peer_unet):,} parameters" if peer else "")
-    )
-    print(f"{'':24s} {'image-steps/s':>14s} {'of conv peak':>13s} {'vs diffusers':>13s}")
-    reference = batch * steps / best["diffusers float32"] if peer else None
-    for name, seconds in best.items():
-        rate = batch * steps / seconds
+    rates = {name: batch * steps / seconds for name, seconds in best.items()}
+    rows = {}
+    for name, rate in rates.items():
+        dtype = "bfloat16" if "bfloat16" in name else "float32"
         results[f"sample {name}"] = rate
-        ratio = f"{rate / reference:12.2f}x" if reference else f"{'n/a':>13s}"
-        print(f"{name:24s} {rate:14.2f} {100 * gflop * steps / seconds / peak:12.0f}% {ratio}")
+        reference = rates.get(f"diffusers {dtype}")
+        rows[name] = (f"{rate:.2f}", f"{100 * gflop / batch * rate / peaks[dtype]:.0f}%", _ratio(rate, reference))
+    _table(
+        f"Sampling: UNet.ddpm_cifar10 ({network.count_params():,} parameters, {gflop / batch:.1f} GFLOP per image "
+        f"per step), DDIM {steps} steps, batch {batch}, 32x32x3"
+        + (f"; diffusers UNet2DModel of the same layout: {peer.count(peer_unet):,} parameters" if peer else ""),
+        rows, ("image-steps/s", "of matmul peak", "vs diffusers"),
+    )
 
     # ------------------------------------------------- second-call overhead
     forward = tf.function(lambda x, t: network(x, t))
@@ -280,31 +343,41 @@ def run(argv=None):
     )
 
     # ---------------------------------------------------------------- training
-    print(
-        f"\nTraining (DDPM simple loss, Adam; after {_WARMUP_STEPS} warm-up steps, {args.rounds} bursts each of "
-        f"{args.train_steps} steps (UNet.small) and {max(1, args.train_steps // 4)} (CIFAR-10), alternating "
-        "kdiff and PyTorch, best burst kept)"
-    )
-    print(f"{'':40s} {'kdiff steps/s':>14s} {'PyTorch steps/s':>16s} {'kdiff / PyTorch':>16s}")
     cases = (
-        ("UNet.small 8x8x1, batch 64", lambda: UNet.small(image_size=8, in_channels=1), (8, 8, 1), 64,
+        ("UNet.small 8x8x1, batch 64", functools.partial(UNet.small, image_size=8, in_channels=1), (8, 8, 1), 64,
          DIFFUSERS_SMALL, args.train_steps),
         ("UNet.ddpm_cifar10 32x32x3, batch 16", UNet.ddpm_cifar10, (32, 32, 3), 16,
          DIFFUSERS_CIFAR10, max(1, args.train_steps // 4)),  # 40 times the small one's step
     )
-    for name, build, shape, train_batch, peer_config, burst_steps in cases:
+    rows = {}
+    for case, build, shape, train_batch, peer_config, burst_steps in cases:
         bursts = {}
-        bursts["kdiff"], first = _kdiff_trainer(build(), shape, train_batch, burst_steps)
-        if "small" in name:
+        bursts["kdiff float32"], first = _kdiff_trainer(build, shape, train_batch, burst_steps)
+        if "small" in case:
             results["first_step_seconds"] = first
+        else:
+            bursts["kdiff float32, TensorFlow ops"] = _kdiff_trainer(build, shape, train_batch, burst_steps,
+                                                                     fused=False)[0]
+        bursts["kdiff mixed_bfloat16"] = _kdiff_trainer(build, shape, train_batch, burst_steps, "mixed_bfloat16")[0]
         if peer:
-            bursts["PyTorch"] = _peer_trainer(peer, peer_config, train_batch, burst_steps)
+            bursts["PyTorch float32"] = _peer_trainer(peer, peer_config, train_batch, burst_steps)
+            bursts["PyTorch autocast bfloat16"] = _peer_trainer(peer, peer_config, train_batch, burst_steps, True)
         best = _alternating_best(bursts, args.rounds)
-        rate = results[f"train {name}"] = burst_steps / best["kdiff"]
-        peer_rate = results[f"train {name} PyTorch"] = burst_steps / best["PyTorch"] if peer else None
-        text = "n/a" if peer_rate is None else f"{peer_rate:.2f}"
-        ratio = "n/a" if peer_rate is None else f"{rate / peer_rate:.2f}x"
-        print(f"{name:40s} {rate:14.2f} {text:>16s} {ratio:>16s}")
+        rates = {name: burst_steps / seconds for name, seconds in best.items()}
+        case_gflop = 3 * network_gflop(build(), train_batch, shape)  # forward + backward ≈ 3 forward passes
+        for name, rate in rates.items():
+            dtype = "bfloat16" if "bfloat16" in name else "float32"
+            results[f"train {case} {name}"] = rate
+            reference = rates.get("PyTorch " + ("autocast bfloat16" if dtype == "bfloat16" else "float32"))
+            rows[f"{case.split()[0]} {name}"] = (
+                f"{rate:.2f}", f"{100 * case_gflop * rate / peaks[dtype]:.0f}%", _ratio(rate, reference)
+            )
+    _table(
+        f"Training (DDPM simple loss, Adam; after {_WARMUP_STEPS} warm-up steps, {args.rounds} bursts each of "
+        f"{args.train_steps} steps (UNet.small) and {max(1, args.train_steps // 4)} (CIFAR-10), alternating "
+        "kdiff and PyTorch, best burst kept; UNet.small 8x8x1 at batch 64, UNet.ddpm_cifar10 32x32x3 at batch 16)",
+        rows, ("steps/s", "of matmul peak", "vs PyTorch"),
+    )
     print(f"UNet.small: the first training step ended {results['first_step_seconds']:.1f} s after fit() began")
     return results
 

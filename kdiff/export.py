@@ -49,7 +49,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from kdiff import _random, atomic_io, checks, export_config
+from kdiff import _random, atomic_io, checks, export_config, kernels
 from kdiff.export_config import CONFIG_NAME, FORMAT_VERSION
 from kdiff.process import from_model_config
 from kdiff.samplers import registry
@@ -139,7 +139,8 @@ def export(
     path = os.path.abspath(os.fspath(path))
     _check_target(path, overwrite)
 
-    graph = _Graph(model, spec, entry, options, ema=bool(ema), max_steps=max_steps, precision=spec.precision)
+    with kernels.without_fused_kernels():  # TensorFlow's own ops only: TF Serving loads them
+        graph = _Graph(model, spec, entry, options, ema=bool(ema), max_steps=max_steps, precision=spec.precision)
     config = _export_config(model, graph, default_steps, ema)
     if source is not None:
         config["source"] = _jsonable(source)
@@ -159,7 +160,8 @@ def export(
         "serving_default": graph.generate_concrete,
     }
     with atomic_io.atomic_directory(path, before_replace=lambda p: _check_target(p, overwrite)) as directory:
-        tf.saved_model.save(module, directory, signatures=signatures)
+        with kernels.without_fused_kernels():
+            tf.saved_model.save(module, directory, signatures=signatures)
         with open(os.path.join(directory, CONFIG_NAME), "w", encoding="utf-8") as file:
             json.dump(config, file, indent=2, sort_keys=False)
             file.write("\n")

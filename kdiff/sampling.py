@@ -14,7 +14,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from kdiff import checks, _random, export
+from kdiff import checks, _random, export, kernels
 from kdiff.process import as_process
 from kdiff.samplers import registry
 from kdiff.samplers.draw import (
@@ -272,7 +272,7 @@ def sample(
         steps_reported = progress is not None and not jit  # an XLA loop cannot call Python: images are counted
         key = DrawCache.key(
             entry.name, options, spec.data_range, bool(return_trajectory), jit, spec.precision, steps_reported,
-            spec.guidance_scale,
+            spec.guidance_scale, kernels.switched_off(),
         )
 
         def build():

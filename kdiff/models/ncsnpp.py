@@ -331,11 +331,11 @@ class NCSNpp(keras.Model):
             if out_skip is not None:
                 out_skip = L.fir_upsample(out_skip)
             if i < len(self.upsamplers):
-                s = self.up_skip_convs[i](L.silu(self.up_skip_norms[i](h)))
+                s = self.up_skip_convs[i](self.up_skip_norms[i](h, activation="silu"))
                 out_skip = s if out_skip is None else out_skip + s
                 h = self.upsamplers[i](h, temb, training=training)
 
-        h = self.conv_out(L.silu(self.norm_out(h)))
+        h = self.conv_out(self.norm_out(h, activation="silu"))
         if out_skip is not None:
             h = h + ops.cast(out_skip, h.dtype)
         if self.embedding == "fourier":

@@ -343,7 +343,7 @@ class UNet(keras.Model):
                 up = self.upsamplers[i]
                 h = up(h, temb, training=training) if self.resblock_updown else up(h)
 
-        h = L.silu(self.norm_out(h))
+        h = self.norm_out(h, activation="silu")
         return self.conv_out(h)
 
     def compute_output_shape(self, x_shape, t_shape=None, y_shape=None):

@@ -15,6 +15,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
 from paths import REPO
 from tiny_network import TinyNet
 
@@ -192,15 +193,25 @@ def test_default_steps_and_the_raw_weights(tmp_path):
 
 @pytest.mark.slow
 def test_a_real_unet_exports(tmp_path):
-    """The library's U-Net (when kdiff.models has it): same ε, and `generate` runs."""
+    """The library's U-Net (when kdiff.models has it): same ε, and `generate` runs; the
+    SavedModel holds TensorFlow's ops only (no fused kdiff kernel, which TF Serving lacks),
+    even when the network ran with them before the export."""
     models = pytest.importorskip("kdiff.models")
     if not hasattr(getattr(models, "UNet", None), "small"):
         pytest.skip("kdiff.models.UNet.small is not there")
     keras.utils.set_random_seed(3)
     model = DDPM(models.UNet.small(image_size=16, in_channels=1), schedule=schedules.linear(T=100))
-    loaded = export_lib.load(export_lib.export(model, tmp_path / "unet"))
     x, t = tf.random.stateless_normal((2, 16, 16, 1), seed=[0, 1]), tf.constant([5, 90])
-    np.testing.assert_allclose(loaded.denoise(x, t).numpy(), model.model_fn()(x, t).numpy(), atol=1e-4)
+    expected = model.model_fn()(x, t).numpy()
+    path = export_lib.export(model, tmp_path / "unet")
+    saved = saved_model_pb2.SavedModel.FromString((tmp_path / "unet" / "saved_model.pb").read_bytes())
+    graph = saved.meta_graphs[0].graph_def
+    op_types = {node.op for node in graph.node} | {
+        node.op for function in graph.library.function for node in function.node_def
+    }
+    assert "Conv2D" in op_types and not any(op.startswith("Kdiff") for op in op_types)
+    loaded = export_lib.load(path)
+    np.testing.assert_allclose(loaded.denoise(x, t).numpy(), expected, atol=1e-4)
     images = loaded.generate(2, seed=4, steps=2)
     assert images.shape == (2, 16, 16, 1) and images.dtype == np.uint8
 
@@ -424,6 +435,7 @@ _PLAIN_TF = r"""
 import json, sys
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
 path, out = sys.argv[1], sys.argv[2]
 loaded = tf.saved_model.load(path)
 images = loaded.signatures["generate"](

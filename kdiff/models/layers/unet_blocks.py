@@ -12,10 +12,10 @@ from __future__ import annotations
 import math
 
 import keras
-import numpy as np
 from keras import ops
 
-from kdiff import checks
+from kdiff import checks, kernels
+from kdiff.kernels.normalization import silu
 from kdiff.models.layers._common import (
     PACKAGE,
     check_channels,
@@ -37,66 +37,35 @@ __all__ = ["silu", "GroupNorm", "ResBlock", "AttentionBlock"]  # also GN_EPSILON
 GN_EPSILON = 1e-6  # tf.contrib.layers.group_norm, as in the DDPM reference code
 
 
-def silu(x):
-    """x·σ(x) (SiLU / swish), written out.
-
-    TensorFlow's ``tf.nn.silu`` (which ``keras.activations.silu`` calls) is a
-    ``tf.custom_gradient``: a SavedModel then either traces a gradient function for every
-    activation (half the time of an export) or, without them, loads with wrong gradients
-    for the likelihood's divergence. Written out, its gradient is TensorFlow's own.
-
-    Args:
-        x: a tensor.
-
-    Returns:
-        x·σ(x), like x.
-    """
-    return x * ops.sigmoid(x)
-
-
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class GroupNorm(keras.layers.GroupNormalization):
-    """``keras.layers.GroupNormalization`` with the statistics taken per channel first.
+    """``keras.layers.GroupNormalization`` for channels-last images, fused with the SiLU
+    that follows it where asked.
 
     The same layer — the same weights (``gamma``, ``beta``), config and result, to float32
-    round-off — computed for channels-last images ``[batch, height, width, channels]`` as
-    per-channel sums over the spatial axes, averaged within each group by two small
-    constant matmuls (none when each group is one channel): TensorFlow's reductions over
-    the leading spatial axes are several times faster than Keras' reduction over a
-    ``[..., groups, channels / groups]`` view, and the sums' gradients take far fewer ops
-    than a dynamic-shape mean's (op counts in docs/benchmarks.md). The variance is the
-    centered (two-pass) one, as Keras computes it; statistics are taken in float32 under
-    mixed precision. Other ranks and axes use Keras' implementation.
+    round-off — computed by ``kdiff.kernels.group_norm``: one fused CPU kernel forward and
+    one backward where it can run, else per-channel sums averaged within each group by
+    two small constant matmuls (both several times faster than Keras' reductions over a
+    ``[..., groups, channels / groups]`` view; timings in docs/benchmarks.md). Statistics
+    are taken in float32 under mixed precision. Other axes use Keras' implementation.
+
+    Call arguments:
+        inputs: ``[batch, ..., channels]``.
+        activation: None, or "silu" for ``silu(GroupNorm(inputs))`` in one pass.
     """
 
-    def call(self, inputs):
-        if len(inputs.shape) != 4 or self.axis not in (-1, 3):
-            return super().call(inputs)
-        x = ops.cast(inputs, "float32")
-        mean = self._group_mean(x)
-        centered = x - mean
-        scale = ops.rsqrt(self._group_mean(ops.square(centered)) + self.epsilon)
-        if self.scale:
-            scale = scale * ops.cast(self.gamma, "float32")
-        out = centered * scale
-        if self.center:
-            out = out + ops.cast(self.beta, "float32")
-        return ops.cast(out, self.compute_dtype)
-
-    def _group_mean(self, x):
-        """The mean of ``x`` ``[batch, height, width, channels]`` over the spatial axes and
-        each group's channels, per channel: ``[batch, 1, 1, channels]``."""
-        height, width, channels = x.shape[1:]
-        size = channels // self.groups  # channels per group
-        if height is None or width is None:  # an unknown spatial size: a dynamic divisor
-            total, divisor = ops.mean(x, axis=(1, 2), keepdims=size == 1), 1
-        else:
-            total, divisor = ops.sum(x, axis=(1, 2), keepdims=size == 1), height * width
-        if size == 1:
-            return total if divisor == 1 else total * (1.0 / divisor)
-        members = np.repeat(np.eye(self.groups, dtype="float32"), size, axis=0)  # [channels, groups]
-        group = ops.matmul(total, members * np.float32(1.0 / (size * divisor)))  # [batch, groups]
-        return ops.reshape(ops.matmul(group, members.T), (-1, 1, 1, channels))
+    def call(self, inputs, activation=None):
+        if self.axis not in (-1, len(inputs.shape) - 1):
+            out = super().call(inputs)
+            return out if activation is None else silu(out)
+        return kernels.group_norm(
+            inputs,
+            self.gamma if self.scale else None,
+            self.beta if self.center else None,
+            self.groups,
+            self.epsilon,
+            activation,
+        )
 
 
 def _group_norm(groups, name, dtype, epsilon=GN_EPSILON):
@@ -217,7 +186,7 @@ class ResBlock(keras.layers.Layer):
                 + ("emb=None" if emb is None else f"emb.shape={list(emb.shape)}")
             )
         x = inputs
-        h = silu(self.norm1(x))
+        h = self.norm1(x, activation="silu")
         if self.up:
             up = fir_upsample if self.fir else upsample_nearest
             h, x = up(h), up(x)
@@ -229,12 +198,11 @@ class ResBlock(keras.layers.Layer):
             e = per_example(self.emb_proj(silu(emb)))
             if self.adaptive_norm:
                 scale, shift = ops.split(e, 2, axis=-1)
-                h = self.norm2(h) * (1.0 + scale) + shift
+                h = silu(self.norm2(h) * (1.0 + scale) + shift)
             else:
-                h = self.norm2(h + e)
+                h = self.norm2(h + e, activation="silu")
         else:
-            h = self.norm2(h)
-        h = silu(h)
+            h = self.norm2(h, activation="silu")
         h = self.conv2(self.drop(h, training=training))
         if self.skip is not None:
             x = self.skip(x)

@@ -5,6 +5,7 @@ every option, config / ``.keras`` round trips, XLA, mixed precision and argument
 Forward passes use small configurations so that the file runs in well under a minute.
 """
 
+import contextlib
 import json
 import math
 
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kdiff import models
+from kdiff import kernels, models
 from kdiff.models import RefineNet, UNet
 from kdiff.models import layers as L
 
@@ -217,11 +218,15 @@ def test_conditional_instance_norm_plus_statistics():
     np.testing.assert_allclose(norm(x, labels).numpy().mean(axis=(1, 2)), expected, atol=1e-4)
 
 
+@pytest.mark.parametrize("fused", [True, False], ids=["fused-kernel", "tensorflow-ops"])
 @pytest.mark.parametrize("channels, groups", [(8, 8), (12, 3)])
-def test_group_norm_is_kerass_group_normalization_in_fewer_ops(channels, groups):
+def test_group_norm_is_kerass_group_normalization_in_fewer_ops(channels, groups, fused):
     """Values and gradients (input, γ, β) equal keras.layers.GroupNormalization's to float32
     round-off, with one channel a group and with several, also for an unknown spatial
-    size; the forward and backward pass take at most 120 graph ops (209 before)."""
+    size, computed by the fused kernel and by TensorFlow's ops; the forward and backward
+    pass take at most 120 graph ops with TensorFlow's (209 in Keras' form)."""
+    if fused and kernels.library() is None:
+        pytest.skip(f"no fused kernel here: {kernels.status()}")
     rng = np.random.default_rng(0)
     ours = L.GroupNorm(groups, epsilon=1e-6)
     reference = keras.layers.GroupNormalization(groups, epsilon=1e-6)
@@ -242,9 +247,13 @@ def test_group_norm_is_kerass_group_normalization_in_fewer_ops(channels, groups)
     expected = values_and_gradients(reference, tf.constant(x))
     for spec in ((None, None, None, channels), (None, 5, 6, channels)):
         traced = tf.function(lambda x: values_and_gradients(ours, x), input_signature=[tf.TensorSpec(spec)])
+        with contextlib.nullcontext() if fused else kernels.without_fused_kernels():
+            graph = traced.get_concrete_function().graph
         for got, want in zip(traced(tf.constant(x)), expected):
             np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=2e-5)
-    assert len(traced.get_concrete_function().graph.get_operations()) <= 120  # the batch unknown, as in fit
+    op_types = [op.type for op in graph.get_operations()]
+    assert ("KdiffGroupNorm" in op_types) == fused
+    assert len(op_types) <= 120  # the batch unknown, as in fit
 
 
 def test_bilinear_resize_with_aligned_corners_matches_tf1():
