@@ -26,8 +26,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["kdiff", "kdiff.*", "pipeline", "pipeline.*"]),
-    # kdiff's and kdiff.samplers' public names, read at import (kdiff._lazy.attach_stub)
-    # The fused kernels' C++ sources, compiled on first use (kdiff.kernels).
+    # kdiff's and kdiff.samplers' public names, read at import (kdiff._lazy.attach_stub), and
+    # the fused kernels' C++ sources, compiled on first use (kdiff.kernels).
     package_data={"kdiff": ["__init__.pyi"], "kdiff.samplers": ["__init__.pyi"], "kdiff.kernels": ["*.cc"]},
     py_modules=["kdiff_console"],  # the console scripts' quiet start, importable before kdiff
     install_requires=[

@@ -177,3 +177,10 @@ def test_a_failed_build_falls_back_with_one_warning(tmp_path, cause, environment
     assert len(result["warnings"]) == 1 and expected in result["warnings"][0], result
     assert result["status"].startswith("group_norm: unavailable") and expected in result["status"]
     assert os.listdir(tmp_path) in ([], ["kernels"]) or not any(n.endswith(".so") for n in os.listdir(tmp_path))
+
+
+def test_the_build_command_says_where_the_kernel_is():
+    done = subprocess.run([sys.executable, "-m", "kdiff.kernels"], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0 and done.stdout.startswith("group_norm: built, "), done.stdout + done.stderr[-2000:]
+    assert os.path.exists(done.stdout.split("built, ", 1)[1].strip())
