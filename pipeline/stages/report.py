@@ -410,6 +410,8 @@ def build_summary(stats, history, timings, metrics, retrieval, params):
             "final_loss": (history.get("loss") or [None])[-1],
             "final_val_loss": (history.get("val_loss") or [None])[-1],
             "epochs": len(history.get("loss") or []),
+            "precision": history.get("precision"),
+            "export_precision": history.get("export_precision"),
         },
         "samplers": samplers,
         "real_heldout": with_kid(metrics.get("real_heldout", {})),
@@ -557,6 +559,34 @@ def _orderings_section(summary):
     return lines + [f"- {prefix[s['kind']]}{_text(s['text'])}" for s in statements] + [""]
 
 
+PRECISION_PHRASES = {
+    "float32": "float32",
+    "mixed_float16": "mixed_float16 (float16 arithmetic with loss scaling; float32 weights, optimizer state and EMA)",
+    "mixed_bfloat16": "mixed_bfloat16 (bfloat16 arithmetic; float32 weights, optimizer state and EMA)",
+}
+
+
+def _precision_lines(summary):
+    """What the network trained and sampled in, as Markdown lines (none for a run that
+    recorded neither, e.g. one written by an older version)."""
+    training = summary["training"]
+    trained, exported = training.get("precision"), training.get("export_precision")
+    if trained is None and exported is None:
+        return []
+    sampled = {}
+    for name, row in summary["samplers"].items():
+        sampled.setdefault(row.get("precision") or exported, []).append(name)
+    if len(sampled) == 1:
+        drawn = f"every sampler's network computed in {next(iter(sampled))}"
+    else:
+        drawn = "; ".join(
+            f"{', '.join(_code(n) for n in names)} in {precision}" for precision, names in sampled.items()
+        )
+        drawn = f"the samplers' networks computed in: {drawn}"
+    trained_text = "imported, not trained" if trained is None else PRECISION_PHRASES.get(trained, trained)
+    return [f"Precision: trained in {trained_text}; the export computes in {exported}; {drawn}.", ""]
+
+
 def render_markdown(summary, pictures):
     """The report as Markdown.
 
@@ -663,6 +693,7 @@ def render_markdown(summary, pictures):
         f"validation loss {format_value(training['final_val_loss'])}.",
         "",
     ]
+    lines += _precision_lines(summary)
     for title, path, caption in pictures:
         lines += [f"### {_text(title)}", "", f"![{_text(title)}]({path})", "", f"*{caption}*", ""]
     lines += references()

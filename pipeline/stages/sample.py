@@ -20,7 +20,8 @@ writes, atomically, under ``outputs["samples"]``:
   wall time summed over shards, graph tracing included), ``trace_seconds`` (the one-off
   tracing of the warm-up batch), ``sampling_seconds`` (without it), ``images_per_second``
   (with tracing), ``sampling_images_per_second`` (without), ``warmup_seconds``,
-  ``warmup_images``, ``num_samples``, ``sampler``, ``steps``, ``guidance_scale``, ``nfe``
+  ``warmup_images``, ``num_samples``, ``sampler``, ``steps``, ``guidance_scale``,
+  ``precision`` (what the network computed in; None: the export's), ``nfe``
   (network evaluations per sample, ``kdiff.samplers.registry.Sampler.nfe``), ``shards``,
   ``trajectory_seconds``.
 
@@ -323,6 +324,7 @@ class AssembleSampler(beam.DoFn):
             "sampler": kwargs.get("sampler"),
             "steps": kwargs.get("steps"),
             "guidance_scale": kwargs.get("guidance_scale"),
+            "precision": kwargs.get("precision"),  # None: the export's
             "nfe": _network_evaluations(kwargs),
             "shards": len(shards),
             "trajectory_seconds": round(float(sum(r["seconds"] for r in trajectories)), 4),

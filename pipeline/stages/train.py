@@ -8,7 +8,8 @@ eval split as validation, and writes, atomically, under ``outputs["model"]``:
   signatures, what the sample stage and TF Serving load;
 * ``model.keras`` — the final Keras model (EMA weights included);
 * ``history.json`` — ``loss`` / ``val_loss`` per epoch, ``steps``, ``seconds``,
-  ``steps_per_second``;
+  ``steps_per_second``, ``precision`` (the dtype policy it trained under) and
+  ``export_precision`` (what the export computes in);
 * ``logs/`` — TensorBoard summaries (``train/`` and ``validation/``: ``epoch_loss``,
   ``epoch_learning_rate``, ``epoch_steps_per_second``).
 
@@ -658,10 +659,14 @@ class Executor:
             "steps_per_second": round(steps / state.seconds, 3) if state.seconds > 0 else None,
             "epochs": state.epoch,
             "num_parameters": int(model.network.count_params()),
+            "precision": precision,
+            "export_precision": EXPORT_PRECISION,
         }
         with io.atomic_directory(model_dir) as out:
             _log("exporting the SavedModel")
-            _float32_twin(model, params, image_shape, precision).export(os.path.join(out, "export"))
+            _float32_twin(model, params, image_shape, precision).export(
+                os.path.join(out, "export"), precision=EXPORT_PRECISION
+            )
             model.save(os.path.join(out, "model.keras"))
             io.write_json(os.path.join(out, "history.json"), history)
             if io.isdir(summary_dir):
@@ -758,13 +763,17 @@ def _import(params, image_shape, model_dir):
     history = {
         "loss": [], "val_loss": [], "steps": 0, "seconds": None, "steps_per_second": None, "epochs": 0,
         "num_parameters": int(model.network.count_params()), "imported": source,
+        "precision": None, "export_precision": EXPORT_PRECISION,
     }
     with io.atomic_directory(model_dir) as out:
         _log("exporting the SavedModel")
-        export_lib.export(model, os.path.join(out, "export"), source=source)
+        export_lib.export(model, os.path.join(out, "export"), source=source, precision=EXPORT_PRECISION)
         io.write_json(os.path.join(out, "history.json"), history)
         io.makedirs(os.path.join(out, "logs"), exist_ok=False)
     _log(f"wrote {model_dir}")
+
+
+EXPORT_PRECISION = "float32"  # what the export (and so the sample stage) computes in: see _float32_twin
 
 
 def _float32_twin(model, params, image_shape, precision):

@@ -451,3 +451,22 @@ def test_every_picture_has_a_caption_and_the_introduction_names_the_samplers(tmp
     assert "*The training loss (and the validation loss, where recorded) at the end of each of the 1 epochs" in text
     page = open(os.path.join(tmp_path, "report", "report.html"), encoding="utf-8").read()
     assert "<em>Denoising trajectories of <code>noise</code>" in page
+
+
+def test_the_report_says_what_the_network_trained_and_sampled_in(tmp_path):
+    history = {"loss": [0.25], "val_loss": [0.3], "steps": 2, "seconds": 1.5, "steps_per_second": 1.3,
+               "precision": "mixed_bfloat16", "export_precision": "float32"}
+    inputs = _artifacts(tmp_path, history)
+    assert (
+        "Precision: trained in mixed_bfloat16 (bfloat16 arithmetic; float32 weights, optimizer state and EMA); "
+        "the export computes in float32; every sampler's network computed in float32." in _report(inputs, tmp_path)
+    )
+    path = os.path.join(inputs["samples"], "timings.json")
+    timings = json.load(open(path, encoding="utf-8"))
+    timings["ddim_10_bf16"] = dict(timings["ddim_10"], precision="bfloat16")
+    _write(path, timings)
+    assert "the samplers' networks computed in: `ddim_10` in float32; `ddim_10_bf16` in bfloat16." in _report(
+        inputs, tmp_path / "second"
+    )
+    # A run written before precisions were recorded says nothing of them.
+    assert "Precision:" not in _report(_artifacts(tmp_path / "old"), tmp_path / "old")
