@@ -69,13 +69,18 @@ def _best(fn, rounds):
     return _alternating_best({"fn": fn}, rounds)["fn"]
 
 
-def _alternating_best(fns, rounds):
+SETTLE_SECONDS = 0.5  # idle time before each timed call: the previous call's threads stop spinning
+
+
+def _alternating_best(fns, rounds, settle=SETTLE_SECONDS):
     """The best wall time of each of ``fns`` (name → callable) over ``rounds`` rounds, each
     round calling every one of them in turn (so that a slow moment of the host falls on
-    all of them alike)."""
+    all of them alike), after ``settle`` idle seconds (a framework's worker threads keep
+    spinning for a while after its call, slowing the next one, whichever framework it is)."""
     best = {name: float("inf") for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
+            time.sleep(settle)
             start = time.perf_counter()
             fn()
             best[name] = min(best[name], time.perf_counter() - start)
@@ -248,9 +253,9 @@ def _peer_trainer(peer, config, batch, steps, bfloat16=False):
 def _table(title, rows, columns):
     """Prints ``rows`` (name → tuple of cells) under ``columns`` (header names)."""
     print(f"\n{title}")
-    print(f"{'':36s}" + "".join(f"{c:>16s}" for c in columns))
+    print(f"{'':50s}" + "".join(f"{c:>16s}" for c in columns))
     for name, cells in rows.items():
-        print(f"{name:36s}" + "".join(f"{c:>16s}" for c in cells))
+        print(f"{name:50s}" + "".join(f"{c:>16s}" for c in cells))
 
 
 def _ratio(value, reference):

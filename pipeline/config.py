@@ -166,10 +166,17 @@ def _strategy(value, name):
     return _checks().one_of(value, name, distribute.STRATEGIES)
 
 
+AUTO_PRECISION = "auto"
+
+
 def _precision(value, name):
+    """A dtype policy name; "auto" becomes ``kdiff.distribute.default_precision()`` here (so
+    the stage's fingerprint and records name the precision it trained in)."""
     from kdiff import distribute
 
-    return _checks().one_of(value, name, distribute.POLICIES)
+    if value == AUTO_PRECISION:
+        return distribute.default_precision()
+    return _checks().one_of(value, name, (*distribute.POLICIES, AUTO_PRECISION))
 
 
 def _network(value, name):
@@ -371,8 +378,10 @@ class RunConfig:
         help="tf.distribute strategy: default, mirrored, multi_worker or tpu",
     )
     precision: str = declare(
-        "float32", stages=("train",), check=_precision,
-        help="float32, mixed_float16 or mixed_bfloat16 (the network's dtype policy)",
+        AUTO_PRECISION, stages=("train",), check=_precision,
+        help="the network's dtype policy in training: float32, mixed_float16, mixed_bfloat16, or auto "
+        "(mixed_bfloat16 on CPUs with native bfloat16, AVX-512 BF16 or AMX, and no GPU or TPU; else float32). "
+        "The export and the samplers compute in float32",
     )
     checkpoint_every_steps: int = declare(
         500, stages=("train",), check=_int_at_least(0), help="steps between checkpoints (0: at epoch ends only)"

@@ -39,6 +39,7 @@ def test_alternating_rounds_call_each_function_in_turn_and_keep_its_best(monkeyp
             clock["now"] += next(durations[name])
         return fn
 
-    best = benchmark._alternating_best({"a": timed("a"), "b": timed("b")}, rounds=3)
-    assert calls == ["a", "b"] * 3
+    monkeypatch.setattr(benchmark.time, "sleep", lambda seconds: calls.append(f"idle {seconds}"))
+    best = benchmark._alternating_best({"a": timed("a"), "b": timed("b")}, rounds=3, settle=0.5)
+    assert calls == ["idle 0.5", "a", "idle 0.5", "b"] * 3  # idle time before each timed call, not timed
     assert best == {"a": 1.0, "b": 0.5}

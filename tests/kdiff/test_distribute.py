@@ -129,6 +129,32 @@ def test_precision_policy_leaves_the_global_policy_alone():
         kdiff.distribute.precision_policy("float8")
 
 
+@pytest.mark.parametrize("flags, native", [
+    ("fpu avx512f avx512_vnni avx512_bf16 avx_vnni", True),  # AVX-512 BF16 (Zen 4/5, Cooper Lake)
+    ("fpu avx512f amx_bf16 amx_tile amx_int8", True),  # AMX (Sapphire Rapids)
+    ("fpu avx2 fma avx512f avx512_vnni", False),
+])
+def test_native_bfloat16_reads_the_cpus_flags(tmp_path, flags, native):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: a CPU\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: {flags}\n")
+    assert kdiff.distribute.native_bfloat16(str(cpuinfo)) is native
+    assert kdiff.distribute.native_bfloat16(str(tmp_path / "missing")) is False
+
+
+def test_the_default_precision_follows_the_cpu(monkeypatch):
+    """mixed_bfloat16 only where the CPU computes bfloat16 natively and no accelerator is
+    visible; the pipeline's --precision=auto (its default) resolves to it."""
+    from pipeline import config
+
+    for native, expected in ((True, "mixed_bfloat16"), (False, "float32")):
+        monkeypatch.setattr(kdiff.distribute, "native_bfloat16", lambda native=native: native)
+        assert kdiff.distribute.default_precision() == expected
+        assert config._precision("auto", "precision") == expected  # the field's check
+    assert config._precision("float32", "precision") == "float32"
+    with pytest.raises(ValueError, match="auto"):
+        config._precision("half", "precision")
+
+
 def test_training_policies_and_sampling_precisions_have_their_own_names():
     """``distribute.POLICIES`` (dtype policies to train in) and ``draw.SAMPLING_PRECISIONS``
     (what a network samples in); ``distribute.PRECISIONS`` is the first's old name, warning."""
