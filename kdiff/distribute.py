@@ -114,7 +114,9 @@ def default_precision():
     Returns:
         A name in ``POLICIES``.
     """
-    if tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"):
+    # Physical devices: listing logical ones would start TensorFlow's runtime, after which a
+    # multi-worker strategy can no longer configure its collectives.
+    if tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("TPU"):
         return "float32"
     return "mixed_bfloat16" if native_bfloat16() else "float32"
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from kdiff import distribute
 from pipeline import builders, config
 
 SHAPE = (8, 8, 1)
@@ -57,8 +58,8 @@ def test_precision_is_the_models_dtype_policy(precision, compute):
     assert model.network.compute_dtype == compute and model.ema_network.compute_dtype == compute
     assert all(w.dtype == "float32" for w in model.network.weights)
     assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer) == (precision == "mixed_float16")
-    plain = builders.build_model(_params("ddpm"), SHAPE)
-    assert plain.network.compute_dtype == "float32"
+    plain = builders.build_model(_params("ddpm"), SHAPE)  # --precision=auto: the machine's default
+    assert plain.network.compute_dtype == keras.DTypePolicy(distribute.default_precision()).compute_dtype
 
 
 def test_builder_defaults_are_run_config_defaults():

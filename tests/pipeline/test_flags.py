@@ -475,11 +475,25 @@ def test_each_stage_keeps_its_parameters():
         assert set(spec.parameters) == set(PINNED_PARAMETERS[name]), name
 
 
+def _machine_precision():
+    """What --precision=auto resolves to on this machine (imports TensorFlow: only when asked)."""
+    from kdiff import distribute
+
+    return distribute.default_precision()
+
+
 @pytest.mark.parametrize("case", sorted(PINNED_FINGERPRINTS))
 def test_cached_fingerprints_do_not_change(case):
     overrides, expected = PINNED_FINGERPRINTS[case]
-    cfg = config.RunConfig() if case == "default" else config.preset("tiny", **overrides)
+    # The precision pinned: its default, auto, is each machine's (another precision is
+    # another training recipe, so auto's fingerprint is that of the precision it resolves to).
+    overrides = dict(overrides, precision="float32")
+    cfg = config.RunConfig(precision="float32") if case == "default" else config.preset("tiny", **overrides)
     assert _fingerprints(cfg, _stage_specs()) == expected
+    resolved = config.preset("tiny", **dict(overrides, precision=_machine_precision()))
+    assert _fingerprints(config.preset("tiny", **dict(overrides, precision="auto")), _stage_specs()) == _fingerprints(
+        resolved, _stage_specs()
+    )
 
 
 def test_every_field_declares_its_stages_and_one_check():
@@ -491,7 +505,8 @@ def test_every_field_declares_its_stages_and_one_check():
         assert callable(field.metadata["check"]), field.name
         for name, spec in specs.items():  # a stage's parameters are exactly the fields naming it
             assert (field.name in spec.parameters) == (name in stages), (field.name, name)
-        assert config.check_field(field.name, field.default) == field.default
+        resolved = _machine_precision() if field.default == config.AUTO_PRECISION else field.default
+        assert config.check_field(field.name, field.default) == resolved
     assert not hasattr(config, "_FIELD_CHECKS")  # the checks live on the fields alone
     for stages, group in (((), None), (("trian",), None), (("train",), "model")):
         with pytest.raises(ValueError, match="Expected `stages`"):
@@ -576,8 +591,6 @@ def test_values_are_resolved_once(monkeypatch):
     assert calls == [1] and model.data_range == (0.0, 1.0)  # resolved once, for all the builders
     twin = resolved.replace(precision="mixed_bfloat16")
     assert isinstance(twin, config.ResolvedParams) and twin["precision"] == "mixed_bfloat16"
-    from kdiff import distribute
-
-    assert resolved["precision"] == distribute.default_precision()  # "auto", resolved for this machine
+    assert resolved["precision"] == _machine_precision()  # "auto", resolved for this machine
     with pytest.raises(ValueError, match="`precision`"):
         resolved.replace(precision="float8")
