@@ -29,6 +29,10 @@ using tensorflow::shape_inference::InferenceContext;
 using tensorflow::shape_inference::ShapeHandle;
 
 using ArrayF = Eigen::Array<float, Eigen::Dynamic, 1>;
+
+// Positions summed in float32 before their sums join the float64 totals: vector-wide float
+// arithmetic, with a float32 sum of at most kBlock terms.
+constexpr int64_t kBlock = 64;
 template <typename T>
 using Row = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>;
 template <typename T>
@@ -109,11 +113,19 @@ class GroupNormOp : public OpKernel {
     const double count = static_cast<double>(positions * size);
     ForEachExample(context, batch, 8 * positions * channels, [&](int64_t n) {
       const T* xn = xs + n * positions * channels;
+      // Per-channel sums in float32 over blocks of positions, accumulated in float64.
       Eigen::ArrayXd sum = Eigen::ArrayXd::Zero(channels), squares = Eigen::ArrayXd::Zero(channels);
-      for (int64_t p = 0; p < positions; ++p) {
-        Eigen::ArrayXd row = Row<T>(xn + p * channels, channels).template cast<double>();
-        sum += row;
-        squares += row.square();
+      ArrayF row(channels), block_sum(channels), block_squares(channels);
+      for (int64_t start = 0; start < positions; start += kBlock) {
+        block_sum.setZero();
+        block_squares.setZero();
+        for (int64_t p = start; p < std::min(start + kBlock, positions); ++p) {
+          row = Row<T>(xn + p * channels, channels).template cast<float>();
+          block_sum += row;
+          block_squares += row.square();
+        }
+        sum += block_sum.cast<double>();
+        squares += block_squares.cast<double>();
       }
       ArrayF scale(channels), shift(channels);
       for (int k = 0; k < groups_; ++k) {
@@ -128,8 +140,9 @@ class GroupNormOp : public OpKernel {
         }
       }
       T* yn = ys + n * positions * channels;
+      ArrayF& z = row;
       for (int64_t p = 0; p < positions; ++p) {
-        ArrayF z = Row<T>(xn + p * channels, channels).template cast<float>() * scale + shift;
+        z = Row<T>(xn + p * channels, channels).template cast<float>() * scale + shift;
         MutableRow<T> out(yn + p * channels, channels);
         if (silu_) {
           out = (z * z.logistic()).template cast<T>();
@@ -186,7 +199,7 @@ class GroupNormGradOp : public OpKernel {
     float* dzs = dz_buffer.flat<float>().data();
     const int64_t size = channels / groups_;
     const float count = static_cast<float>(positions * size);
-    Eigen::Map<const ArrayF> gammas(g, channels);
+    Eigen::Map<const ArrayF> gammas(g, channels), betas(b, channels);
     ForEachExample(context, batch, 16 * positions * channels, [&](int64_t n) {
       const int64_t offset = n * positions * channels;
       ArrayF mean_c(channels), rstd_c(channels);
@@ -194,20 +207,26 @@ class GroupNormGradOp : public OpKernel {
         mean_c.segment(k * size, size).setConstant(means[n * groups_ + k]);
         rstd_c.segment(k * size, size).setConstant(rstds[n * groups_ + k]);
       }
-      ArrayF scale = gammas * rstd_c, shift = Eigen::Map<const ArrayF>(b, channels) - mean_c * scale;
       Eigen::ArrayXd sum_dz = Eigen::ArrayXd::Zero(channels), sum_dz_xhat = Eigen::ArrayXd::Zero(channels);
-      for (int64_t p = 0; p < positions; ++p) {
-        const int64_t at = offset + p * channels;
-        ArrayF xf = Row<T>(xs + at, channels).template cast<float>();
-        MutableRow<float> dz(dzs + at, channels);
-        dz = Row<T>(dys + at, channels).template cast<float>();
-        if (silu_) {
-          ArrayF z = xf * scale + shift;
-          ArrayF s = z.logistic();
-          dz *= s * (1.0f + z * (1.0f - s));
+      ArrayF xhat(channels), z(channels), s(channels), block_dz(channels), block_dz_xhat(channels);
+      for (int64_t start = 0; start < positions; start += kBlock) {
+        block_dz.setZero();
+        block_dz_xhat.setZero();
+        for (int64_t p = start; p < std::min(start + kBlock, positions); ++p) {
+          const int64_t at = offset + p * channels;
+          xhat = (Row<T>(xs + at, channels).template cast<float>() - mean_c) * rstd_c;
+          MutableRow<float> dz(dzs + at, channels);
+          dz = Row<T>(dys + at, channels).template cast<float>();
+          if (silu_) {
+            z = xhat * gammas + betas;
+            s = z.logistic();
+            dz *= s * (1.0f + z * (1.0f - s));
+          }
+          block_dz += dz;
+          block_dz_xhat += dz * xhat;
         }
-        sum_dz += dz.cast<double>();
-        sum_dz_xhat += (dz * ((xf - mean_c) * rstd_c)).cast<double>();
+        sum_dz += block_dz.cast<double>();
+        sum_dz_xhat += block_dz_xhat.cast<double>();
       }
       MutableRow<float>(sums + 2 * n * channels, channels) = sum_dz.cast<float>();
       MutableRow<float>(sums + (2 * n + 1) * channels, channels) = sum_dz_xhat.cast<float>();
@@ -223,7 +242,7 @@ class GroupNormGradOp : public OpKernel {
       }
       for (int64_t p = 0; p < positions; ++p) {
         const int64_t at = offset + p * channels;
-        ArrayF xhat = (Row<T>(xs + at, channels).template cast<float>() - mean_c) * rstd_c;
+        xhat = (Row<T>(xs + at, channels).template cast<float>() - mean_c) * rstd_c;
         MutableRow<T>(dxs + at, channels) =
             (rstd_c * (gammas * Row<float>(dzs + at, channels) - m1 - xhat * m2)).template cast<T>();
       }
