@@ -29,10 +29,6 @@ using tensorflow::shape_inference::InferenceContext;
 using tensorflow::shape_inference::ShapeHandle;
 
 using ArrayF = Eigen::Array<float, Eigen::Dynamic, 1>;
-
-// Positions summed in float32 before their sums join the float64 totals: vector-wide float
-// arithmetic, with a float32 sum of at most kBlock terms.
-constexpr int64_t kBlock = 64;
 template <typename T>
 using Row = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>;
 template <typename T>
@@ -113,19 +109,14 @@ class GroupNormOp : public OpKernel {
     const double count = static_cast<double>(positions * size);
     ForEachExample(context, batch, 8 * positions * channels, [&](int64_t n) {
       const T* xn = xs + n * positions * channels;
-      // Per-channel sums in float32 over blocks of positions, accumulated in float64.
+      // Per-channel sums in float64: the variance is E[x²] − E[x]², exact enough only so.
       Eigen::ArrayXd sum = Eigen::ArrayXd::Zero(channels), squares = Eigen::ArrayXd::Zero(channels);
-      ArrayF row(channels), block_sum(channels), block_squares(channels);
-      for (int64_t start = 0; start < positions; start += kBlock) {
-        block_sum.setZero();
-        block_squares.setZero();
-        for (int64_t p = start; p < std::min(start + kBlock, positions); ++p) {
-          row = Row<T>(xn + p * channels, channels).template cast<float>();
-          block_sum += row;
-          block_squares += row.square();
-        }
-        sum += block_sum.cast<double>();
-        squares += block_squares.cast<double>();
+      Eigen::ArrayXd wide(channels);
+      ArrayF row(channels);
+      for (int64_t p = 0; p < positions; ++p) {
+        wide = Row<T>(xn + p * channels, channels).template cast<double>();
+        sum += wide;
+        squares += wide.square();
       }
       ArrayF scale(channels), shift(channels);
       for (int k = 0; k < groups_; ++k) {
@@ -208,25 +199,19 @@ class GroupNormGradOp : public OpKernel {
         rstd_c.segment(k * size, size).setConstant(rstds[n * groups_ + k]);
       }
       Eigen::ArrayXd sum_dz = Eigen::ArrayXd::Zero(channels), sum_dz_xhat = Eigen::ArrayXd::Zero(channels);
-      ArrayF xhat(channels), z(channels), s(channels), block_dz(channels), block_dz_xhat(channels);
-      for (int64_t start = 0; start < positions; start += kBlock) {
-        block_dz.setZero();
-        block_dz_xhat.setZero();
-        for (int64_t p = start; p < std::min(start + kBlock, positions); ++p) {
-          const int64_t at = offset + p * channels;
-          xhat = (Row<T>(xs + at, channels).template cast<float>() - mean_c) * rstd_c;
-          MutableRow<float> dz(dzs + at, channels);
-          dz = Row<T>(dys + at, channels).template cast<float>();
-          if (silu_) {
-            z = xhat * gammas + betas;
-            s = z.logistic();
-            dz *= s * (1.0f + z * (1.0f - s));
-          }
-          block_dz += dz;
-          block_dz_xhat += dz * xhat;
+      ArrayF xhat(channels), z(channels), s(channels);
+      for (int64_t p = 0; p < positions; ++p) {
+        const int64_t at = offset + p * channels;
+        xhat = (Row<T>(xs + at, channels).template cast<float>() - mean_c) * rstd_c;
+        MutableRow<float> dz(dzs + at, channels);
+        dz = Row<T>(dys + at, channels).template cast<float>();
+        if (silu_) {
+          z = xhat * gammas + betas;
+          s = z.logistic();
+          dz *= s * (1.0f + z * (1.0f - s));
         }
-        sum_dz += block_dz.cast<double>();
-        sum_dz_xhat += block_dz_xhat.cast<double>();
+        sum_dz += dz.cast<double>();
+        sum_dz_xhat += (dz * xhat).cast<double>();
       }
       MutableRow<float>(sums + 2 * n * channels, channels) = sum_dz.cast<float>();
       MutableRow<float>(sums + (2 * n + 1) * channels, channels) = sum_dz_xhat.cast<float>();
