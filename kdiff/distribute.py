@@ -19,7 +19,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from kdiff import checks, _moved
+from kdiff import _cpu, _moved, checks
 
 __all__ = [
     "STRATEGIES", "POLICIES", "get_strategy", "precision_policy", "native_bfloat16", "default_precision",
@@ -88,7 +88,7 @@ def precision_policy(precision="float32"):
 NATIVE_BFLOAT16_FLAGS = ("avx512_bf16", "amx_bf16")  # x86 instruction sets that compute bfloat16
 
 
-def native_bfloat16(cpuinfo="/proc/cpuinfo"):
+def native_bfloat16(cpuinfo=_cpu.CPUINFO):
     """Whether this machine's CPU computes bfloat16 in hardware (AVX-512 BF16 or AMX),
     where ``mixed_bfloat16`` trains faster than float32 rather than emulating it.
 
@@ -99,11 +99,7 @@ def native_bfloat16(cpuinfo="/proc/cpuinfo"):
     Returns:
         True when one of ``NATIVE_BFLOAT16_FLAGS`` is among the CPU's flags.
     """
-    try:
-        with open(cpuinfo, encoding="utf-8") as file:
-            flags = next((line.split(":", 1)[1].split() for line in file if line.startswith("flags")), [])
-    except OSError:
-        return False
+    flags = _cpu.cpu_flags(cpuinfo)
     return any(flag in flags for flag in NATIVE_BFLOAT16_FLAGS)
 
 

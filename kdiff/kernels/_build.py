@@ -18,6 +18,8 @@ import tempfile
 
 import tensorflow as tf
 
+from kdiff import _cpu
+
 CACHE_VARIABLE = "KDIFF_KERNEL_CACHE"
 COMPILER_VARIABLE = "CXX"
 BUILD_TIMEOUT_SECONDS = 600
@@ -38,16 +40,10 @@ def cache_directory():
     return os.path.join(base, "kdiff", "kernels")
 
 
-def _cpu_flags():
-    """The CPU's instruction-set flags (Linux), or the processor's name elsewhere."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as file:
-            for line in file:
-                if line.startswith("flags"):
-                    return line
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+def _cpu_identity():
+    """The CPU's instruction sets (Linux), or the processor's name elsewhere: what a
+    ``-march=native`` build depends on."""
+    return " ".join(_cpu.cpu_flags()) or platform.processor() or platform.machine()
 
 
 def _compiler():
@@ -73,7 +69,7 @@ def library_path(source):
     digest = hashlib.sha256()
     with open(source, "rb") as file:
         digest.update(file.read())
-    for part in (tf.__version__, " ".join(_command("", "")), _compiler_version(), _cpu_flags()):
+    for part in (tf.__version__, " ".join(_command("", "")), _compiler_version(), _cpu_identity()):
         digest.update(part.encode())
     name = os.path.splitext(os.path.basename(source))[0]
     return os.path.join(cache_directory(), f"{name}-{digest.hexdigest()[:16]}.so")

@@ -78,14 +78,24 @@ void ForEachExample(OpKernelContext* context, int64_t count, int64_t cost, Fn fn
   });
 }
 
-template <typename T>
-class GroupNormOp : public OpKernel {
+// The attributes both ops share: groups, and whether SiLU follows the normalization.
+class GroupNormKernel : public OpKernel {
  public:
-  explicit GroupNormOp(OpKernelConstruction* context) : OpKernel(context) {
+  explicit GroupNormKernel(OpKernelConstruction* context) : OpKernel(context) {
     OP_REQUIRES_OK(context, context->GetAttr("groups", &groups_));
-    OP_REQUIRES_OK(context, context->GetAttr("epsilon", &epsilon_));
     OP_REQUIRES_OK(context, context->GetAttr("silu", &silu_));
-    OP_REQUIRES(context, groups_ > 0, InvalidArgument("kdiff GroupNorm: expected groups > 0"));
+  }
+
+ protected:
+  int groups_;
+  bool silu_;
+};
+
+template <typename T>
+class GroupNormOp : public GroupNormKernel {
+ public:
+  explicit GroupNormOp(OpKernelConstruction* context) : GroupNormKernel(context) {
+    OP_REQUIRES_OK(context, context->GetAttr("epsilon", &epsilon_));
   }
 
   void Compute(OpKernelContext* context) override {
@@ -112,7 +122,6 @@ class GroupNormOp : public OpKernel {
       // Per-channel sums in float64: the variance is E[x²] − E[x]², exact enough only so.
       Eigen::ArrayXd sum = Eigen::ArrayXd::Zero(channels), squares = Eigen::ArrayXd::Zero(channels);
       Eigen::ArrayXd wide(channels);
-      ArrayF row(channels);
       for (int64_t p = 0; p < positions; ++p) {
         wide = Row<T>(xn + p * channels, channels).template cast<double>();
         sum += wide;
@@ -131,7 +140,7 @@ class GroupNormOp : public OpKernel {
         }
       }
       T* yn = ys + n * positions * channels;
-      ArrayF& z = row;
+      ArrayF z(channels);
       for (int64_t p = 0; p < positions; ++p) {
         z = Row<T>(xn + p * channels, channels).template cast<float>() * scale + shift;
         MutableRow<T> out(yn + p * channels, channels);
@@ -145,18 +154,13 @@ class GroupNormOp : public OpKernel {
   }
 
  private:
-  int groups_;
   float epsilon_;
-  bool silu_;
 };
 
 template <typename T>
-class GroupNormGradOp : public OpKernel {
+class GroupNormGradOp : public GroupNormKernel {
  public:
-  explicit GroupNormGradOp(OpKernelConstruction* context) : OpKernel(context) {
-    OP_REQUIRES_OK(context, context->GetAttr("groups", &groups_));
-    OP_REQUIRES_OK(context, context->GetAttr("silu", &silu_));
-  }
+  using GroupNormKernel::GroupNormKernel;
 
   void Compute(OpKernelContext* context) override {
     const Tensor& dy = context->input(0);
@@ -170,6 +174,11 @@ class GroupNormGradOp : public OpKernel {
     OP_REQUIRES(context, dy.shape() == x.shape(),
                 InvalidArgument("kdiff GroupNormGrad: expected dy shaped like x ",
                                 x.shape().DebugString(), "; received ", dy.shape().DebugString()));
+    const TensorShape stats({batch, groups_});
+    OP_REQUIRES(context, mean.shape() == stats && rstd.shape() == stats,
+                InvalidArgument("kdiff GroupNormGrad: expected mean and rstd of shape ", stats.DebugString(),
+                                " (KdiffGroupNorm's); received ", mean.shape().DebugString(), " and ",
+                                rstd.shape().DebugString()));
     Tensor *dx, *dgamma, *dbeta;
     OP_REQUIRES_OK(context, context->allocate_output(0, x.shape(), &dx));
     OP_REQUIRES_OK(context, context->allocate_output(1, gamma.shape(), &dgamma));
@@ -241,9 +250,6 @@ class GroupNormGradOp : public OpKernel {
     }
   }
 
- private:
-  int groups_;
-  bool silu_;
 };
 
 }  // namespace

@@ -61,6 +61,11 @@ def group_norm(x, gamma, beta, groups, epsilon, activation=None):
         raise ValueError(f"Expected `activation` None or 'silu'. Received: activation={activation!r}")
     x = tf.convert_to_tensor(x)
     channels = x.shape[-1]
+    if channels is None or isinstance(groups, bool) or not isinstance(groups, int) or groups < 1 or channels % groups:
+        raise ValueError(
+            "Expected `x` with a known number of channels and `groups` a positive int that divides it. "
+            f"Received: x.shape={list(x.shape)}, groups={groups!r}"
+        )
     gamma = tf.ones([channels]) if gamma is None else tf.cast(gamma, tf.float32)
     beta = tf.zeros([channels]) if beta is None else tf.cast(beta, tf.float32)
     library = _fused_library(x)
