@@ -1,0 +1,246 @@
+// 3×3, stride-1, "same"-padded float32 convolution of channels-last images on the CPU, by
+// Winograd's minimal filtering F(2×2, 3×3) (Lavin & Gray 2016): 16 multiplications for
+// each 2×2 block of outputs instead of 36.
+//
+// The filter is transformed once a call, U = G g Gᵀ ([16, channels, filters]). The output is
+// cut into 2×2 tiles, and the tiles into blocks small enough to stay in the core's cache;
+// for each block, on its own thread, the 4×4 input patches are transformed (V = Bᵀ d B,
+// additions only), multiplied by U as 16 matrix products (Eigen's, at the core's peak), and
+// transformed back into outputs (Y = Aᵀ M A). The transforms are exact in binary
+// arithmetic; the result equals the direct convolution to float32 round-off.
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "Eigen/Core"
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/shape_inference.h"
+
+namespace kdiff {
+namespace {
+
+using tensorflow::DEVICE_CPU;
+using tensorflow::OpKernel;
+using tensorflow::OpKernelConstruction;
+using tensorflow::OpKernelContext;
+using tensorflow::Status;
+using tensorflow::Tensor;
+using tensorflow::TensorShape;
+using tensorflow::errors::InvalidArgument;
+using tensorflow::shape_inference::DimensionHandle;
+using tensorflow::shape_inference::InferenceContext;
+using tensorflow::shape_inference::ShapeHandle;
+
+using Matrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+constexpr int kPoints = 16;  // 4×4 transformed points a tile
+// A block's transformed inputs (16 points × tiles × channels floats) are kept near this
+// size, the tiles a block (the rows of its 16 matrix products) between the bounds below.
+constexpr int64_t kBlockBytes = 2 << 20;
+constexpr int64_t kMinTiles = 16, kMaxTiles = 256;
+// Each point's rows start this many floats (three cache lines) past a multiple of the
+// block's size: without it the 16 rows a tile writes are a power of two apart, share the
+// same cache sets and evict one another (the input transform ran 7× slower).
+constexpr int64_t kPointPad = 48;
+
+// Tiles a block for these channels, so that each of the `threads` threads gets one.
+int64_t TilesPerBlock(int64_t channels, int64_t tiles, int64_t threads) {
+  int64_t size = kBlockBytes / (kPoints * sizeof(float) * std::max<int64_t>(channels, 1));
+  size = std::min(size, (tiles + threads - 1) / threads);
+  size = (size + kMinTiles - 1) / kMinTiles * kMinTiles;
+  return std::clamp(size, kMinTiles, kMaxTiles);
+}
+
+Status ConvShape(InferenceContext* c) {
+  ShapeHandle x, filter;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &x));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 4, &filter));
+  DimensionHandle unused;
+  TF_RETURN_IF_ERROR(c->WithValue(c->Dim(filter, 0), 3, &unused));
+  TF_RETURN_IF_ERROR(c->WithValue(c->Dim(filter, 1), 3, &unused));
+  TF_RETURN_IF_ERROR(c->Merge(c->Dim(x, 3), c->Dim(filter, 2), &unused));
+  c->set_output(0, c->MakeShape({c->Dim(x, 0), c->Dim(x, 1), c->Dim(x, 2), c->Dim(filter, 3)}));
+  return tensorflow::OkStatus();
+}
+
+// U[a·4 + b][c][k] = Σᵢⱼ G[a][i] G[b][j] g[i][j][c][k], G = [[1,0,0], [½,½,½], [½,−½,½], [0,0,1]].
+// Point p's [channels, filters] matrix starts at u + p·stride.
+void TransformFilter(const float* g, int64_t channels, int64_t filters, int64_t c, float* u,
+                     int64_t stride) {
+  const int64_t plane = channels * filters;
+  const float* tap[3][3];
+  for (int i = 0; i < 3; ++i)
+    for (int j = 0; j < 3; ++j) tap[i][j] = g + (i * 3 + j) * plane + c * filters;
+  float* out[kPoints];
+  for (int p = 0; p < kPoints; ++p) out[p] = u + p * stride + c * filters;
+  for (int64_t k = 0; k < filters; ++k) {
+    float rows[4][3];  // G g: rows a, columns j
+    for (int j = 0; j < 3; ++j) {
+      const float g0 = tap[0][j][k], g1 = tap[1][j][k], g2 = tap[2][j][k];
+      rows[0][j] = g0;
+      rows[1][j] = 0.5f * (g0 + g1 + g2);
+      rows[2][j] = 0.5f * (g0 - g1 + g2);
+      rows[3][j] = g2;
+    }
+    for (int a = 0; a < 4; ++a) {
+      const float r0 = rows[a][0], r1 = rows[a][1], r2 = rows[a][2];
+      out[a * 4 + 0][k] = r0;
+      out[a * 4 + 1][k] = 0.5f * (r0 + r1 + r2);
+      out[a * 4 + 2][k] = 0.5f * (r0 - r1 + r2);
+      out[a * 4 + 3][k] = r2;
+    }
+  }
+}
+
+// V[a·4 + b][:] = (Bᵀ d B)[a][b] for one tile, d its 4×4 patch of channel vectors,
+// Bᵀ = [[1,0,−1,0], [0,1,1,0], [0,−1,1,0], [0,1,0,−1]].
+void TransformPatch(const float* const d[4][4], int64_t channels, float* const v[kPoints]) {
+  for (int64_t c = 0; c < channels; ++c) {
+    float t[4][4];  // Bᵀ d
+    for (int j = 0; j < 4; ++j) {
+      const float d0 = d[0][j][c], d1 = d[1][j][c], d2 = d[2][j][c], d3 = d[3][j][c];
+      t[0][j] = d0 - d2;
+      t[1][j] = d1 + d2;
+      t[2][j] = d2 - d1;
+      t[3][j] = d1 - d3;
+    }
+    for (int a = 0; a < 4; ++a) {
+      v[a * 4 + 0][c] = t[a][0] - t[a][2];
+      v[a * 4 + 1][c] = t[a][1] + t[a][2];
+      v[a * 4 + 2][c] = t[a][2] - t[a][1];
+      v[a * 4 + 3][c] = t[a][1] - t[a][3];
+    }
+  }
+}
+
+// y[i][j][:] = (Aᵀ M A)[i][j] for one tile's 2×2 outputs, Aᵀ = [[1,1,1,0], [0,1,−1,−1]].
+void TransformProducts(const float* const m[kPoints], int64_t filters, float* const y[2][2]) {
+  for (int64_t k = 0; k < filters; ++k) {
+    float t[2][4];  // Aᵀ M
+    for (int b = 0; b < 4; ++b) {
+      const float m0 = m[b][k], m1 = m[4 + b][k], m2 = m[8 + b][k], m3 = m[12 + b][k];
+      t[0][b] = m0 + m1 + m2;
+      t[1][b] = m1 - m2 - m3;
+    }
+    for (int i = 0; i < 2; ++i) {
+      y[i][0][k] = t[i][0] + t[i][1] + t[i][2];
+      y[i][1][k] = t[i][1] - t[i][2] - t[i][3];
+    }
+  }
+}
+
+class WinogradConvOp : public OpKernel {
+ public:
+  explicit WinogradConvOp(OpKernelConstruction* context) : OpKernel(context) {}
+
+  void Compute(OpKernelContext* context) override {
+    const Tensor& x = context->input(0);
+    const Tensor& filter = context->input(1);
+    OP_REQUIRES(context, x.dims() == 4,
+                InvalidArgument("kdiff Winograd conv: expected input of rank 4 ([batch, height, "
+                                "width, channels]); received shape ", x.shape().DebugString()));
+    OP_REQUIRES(context, filter.dims() == 4 && filter.dim_size(0) == 3 && filter.dim_size(1) == 3 &&
+                             filter.dim_size(2) == x.dim_size(3),
+                InvalidArgument("kdiff Winograd conv: expected a filter shaped [3, 3, ", x.dim_size(3),
+                                ", filters]; received shape ", filter.shape().DebugString()));
+    const int64_t batch = x.dim_size(0), height = x.dim_size(1), width = x.dim_size(2);
+    const int64_t channels = x.dim_size(3), filters = filter.dim_size(3);
+    Tensor* y_tensor = nullptr;
+    OP_REQUIRES_OK(context, context->allocate_output(
+                                0, TensorShape({batch, height, width, filters}), &y_tensor));
+    if (y_tensor->NumElements() == 0) return;
+    float* y = y_tensor->flat<float>().data();
+    if (channels == 0) {
+      std::fill(y, y + y_tensor->NumElements(), 0.0f);
+      return;
+    }
+
+    auto* workers = context->device()->tensorflow_cpu_worker_threads()->workers;
+    const int64_t tiles_y = (height + 1) / 2, tiles_x = (width + 1) / 2;
+    const int64_t tiles = batch * tiles_y * tiles_x;
+    const int64_t threads = std::max(1, workers->NumThreads());
+    const int64_t block = TilesPerBlock(channels, tiles, threads);
+    const int64_t blocks = (tiles + block - 1) / block;
+    const int64_t shards = std::min(blocks, threads);
+    const int64_t u_stride = channels * filters + kPointPad;
+    const int64_t v_stride = block * channels + kPointPad, m_stride = block * filters + kPointPad;
+    const int64_t shard_floats = kPoints * (v_stride + m_stride) + channels + filters;
+    Tensor scratch;  // U, then each shard's V, M, zero row and discarded row
+    OP_REQUIRES_OK(context, context->allocate_temp(
+                                tensorflow::DT_FLOAT,
+                                TensorShape({kPoints * u_stride + shards * shard_floats}), &scratch));
+    float* u = scratch.flat<float>().data();
+    const float* g = filter.flat<float>().data();
+    workers->ParallelFor(channels, 40 * filters, [&](int64_t begin, int64_t end) {
+      for (int64_t c = begin; c < end; ++c) TransformFilter(g, channels, filters, c, u, u_stride);
+    });
+
+    const float* in = x.flat<float>().data();
+    // One shard a thread, each with its own buffers, taking every shards-th block.
+    workers->ParallelFor(shards, block * kPoints * channels * filters * blocks, [&](int64_t begin, int64_t end) {
+      for (int64_t shard = begin; shard < end; ++shard) {
+        float* const v = u + kPoints * u_stride + shard * shard_floats;
+        float* const m = v + kPoints * v_stride;
+        float* const zeros = m + kPoints * m_stride;  // the padding's row of channels
+        float* const discard = zeros + channels;       // outputs past an odd edge
+        std::fill(zeros, zeros + channels, 0.0f);
+        for (int64_t b = shard; b < blocks; b += shards) {
+          const int64_t first = b * block, count = std::min(block, tiles - first);
+          for (int64_t t = 0; t < count; ++t) {
+            const int64_t tile = first + t;
+            const int64_t n = tile / (tiles_y * tiles_x), ty = tile / tiles_x % tiles_y, tx = tile % tiles_x;
+            const float* d[4][4];
+            for (int i = 0; i < 4; ++i) {
+              const int64_t row = 2 * ty - 1 + i;
+              for (int j = 0; j < 4; ++j) {
+                const int64_t col = 2 * tx - 1 + j;
+                d[i][j] = row < 0 || row >= height || col < 0 || col >= width
+                              ? zeros
+                              : in + ((n * height + row) * width + col) * channels;
+              }
+            }
+            float* rows[kPoints];
+            for (int p = 0; p < kPoints; ++p) rows[p] = v + p * v_stride + t * channels;
+            TransformPatch(d, channels, rows);
+          }
+          for (int p = 0; p < kPoints; ++p) {
+            Eigen::Map<const Matrix> vp(v + p * v_stride, count, channels);
+            Eigen::Map<const Matrix> up(u + p * u_stride, channels, filters);
+            Eigen::Map<Matrix> mp(m + p * m_stride, count, filters);
+            mp.noalias() = vp * up;
+          }
+          for (int64_t t = 0; t < count; ++t) {
+            const int64_t tile = first + t;
+            const int64_t n = tile / (tiles_y * tiles_x), ty = tile / tiles_x % tiles_y, tx = tile % tiles_x;
+            const float* products[kPoints];
+            for (int p = 0; p < kPoints; ++p) products[p] = m + p * m_stride + t * filters;
+            float* out[2][2];
+            for (int i = 0; i < 2; ++i) {
+              const int64_t row = 2 * ty + i;
+              for (int j = 0; j < 2; ++j) {
+                const int64_t col = 2 * tx + j;
+                out[i][j] = row >= height || col >= width
+                                ? discard
+                                : y + ((n * height + row) * width + col) * filters;
+              }
+            }
+            TransformProducts(products, filters, out);
+          }
+        }
+      }
+    });
+  }
+};
+
+REGISTER_OP("KdiffWinogradConv2D")
+    .Input("input: float")
+    .Input("filter: float")
+    .Output("output: float")
+    .SetShapeFn(ConvShape)
+    .Doc("3x3 stride-1 'SAME' convolution of NHWC float32 images by Winograd F(2x2, 3x3).");
+
+REGISTER_KERNEL_BUILDER(Name("KdiffWinogradConv2D").Device(DEVICE_CPU), WinogradConvOp);
+
+}  // namespace
+}  // namespace kdiff
