@@ -18,7 +18,6 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 from keras import ops
-from tensorflow.python.ops import control_flow_util
 
 from kdiff import kernels
 
@@ -68,22 +67,11 @@ def group_norm(x, gamma, beta, groups, epsilon, activation=None):
         )
     gamma = tf.ones([channels]) if gamma is None else tf.cast(gamma, tf.float32)
     beta = tf.zeros([channels]) if beta is None else tf.cast(beta, tf.float32)
-    library = _fused_library(x)
+    library = kernels.cpu_library("group_norm", x, FUSED_DTYPES) if len(x.shape) >= 2 else None
     if library is None:
         return composed_group_norm(x, gamma, beta, groups, epsilon, activation)
     y, _, _ = library.kdiff_group_norm(x, gamma, beta, groups=groups, epsilon=epsilon, silu=activation == "silu")
     return y
-
-
-def _fused_library(x):
-    """The kernel's library when it may compute ``x`` here, else None (see ``kdiff.kernels``)."""
-    if x.dtype not in FUSED_DTYPES or len(x.shape) < 2 or kernels.switched_off():
-        return None
-    if tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"):
-        return None  # a CPU-only op would copy every activation off the accelerator
-    if control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()):
-        return None  # XLA cannot compile a custom op
-    return kernels.library("group_norm")
 
 
 def composed_group_norm(x, gamma, beta, groups, epsilon, activation=None):

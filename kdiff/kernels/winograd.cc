@@ -6,9 +6,10 @@
 // cut into 2×2 tiles, and the tiles into blocks small enough to stay in the core's cache;
 // for each block, on its own thread, the 4×4 input patches are transformed (V = Bᵀ d B,
 // additions only), multiplied by U as 16 matrix products (Eigen's, at the core's peak), and
-// transformed back into outputs (Y = Aᵀ M A). The transforms are exact in binary
+// transformed back into outputs (Y = Aᵀ M A), the bias added on the way. The transforms are exact in binary
 // arithmetic; the result equals the direct convolution to float32 round-off.
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <vector>
 
@@ -44,19 +45,21 @@ constexpr int64_t kMinTiles = 16, kMaxTiles = 256;
 // same cache sets and evict one another (the input transform ran 7× slower).
 constexpr int64_t kPointPad = 48;
 
-// Tiles a block for these channels, so that each of the `threads` threads gets one.
+// Tiles a block for these channels, so that each of the `threads` threads gets two or more.
 int64_t TilesPerBlock(int64_t channels, int64_t tiles, int64_t threads) {
   int64_t size = kBlockBytes / (kPoints * sizeof(float) * std::max<int64_t>(channels, 1));
-  size = std::min(size, (tiles + threads - 1) / threads);
+  size = std::min(size, (tiles + 2 * threads - 1) / (2 * threads));
   size = (size + kMinTiles - 1) / kMinTiles * kMinTiles;
   return std::clamp(size, kMinTiles, kMaxTiles);
 }
 
 Status ConvShape(InferenceContext* c) {
-  ShapeHandle x, filter;
+  ShapeHandle x, filter, bias;
   TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &x));
   TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 4, &filter));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 1, &bias));
   DimensionHandle unused;
+  TF_RETURN_IF_ERROR(c->Merge(c->Dim(bias, 0), c->Dim(filter, 3), &unused));
   TF_RETURN_IF_ERROR(c->WithValue(c->Dim(filter, 0), 3, &unused));
   TF_RETURN_IF_ERROR(c->WithValue(c->Dim(filter, 1), 3, &unused));
   TF_RETURN_IF_ERROR(c->Merge(c->Dim(x, 3), c->Dim(filter, 2), &unused));
@@ -114,8 +117,9 @@ void TransformPatch(const float* const d[4][4], int64_t channels, float* const v
   }
 }
 
-// y[i][j][:] = (Aᵀ M A)[i][j] for one tile's 2×2 outputs, Aᵀ = [[1,1,1,0], [0,1,−1,−1]].
-void TransformProducts(const float* const m[kPoints], int64_t filters, float* const y[2][2]) {
+// y[i][j][:] = (Aᵀ M A)[i][j] + bias for one tile's 2×2 outputs, Aᵀ = [[1,1,1,0], [0,1,−1,−1]].
+void TransformProducts(const float* const m[kPoints], const float* bias, int64_t filters,
+                       float* const y[2][2]) {
   for (int64_t k = 0; k < filters; ++k) {
     float t[2][4];  // Aᵀ M
     for (int b = 0; b < 4; ++b) {
@@ -124,8 +128,8 @@ void TransformProducts(const float* const m[kPoints], int64_t filters, float* co
       t[1][b] = m1 - m2 - m3;
     }
     for (int i = 0; i < 2; ++i) {
-      y[i][0][k] = t[i][0] + t[i][1] + t[i][2];
-      y[i][1][k] = t[i][1] - t[i][2] - t[i][3];
+      y[i][0][k] = t[i][0] + t[i][1] + t[i][2] + bias[k];
+      y[i][1][k] = t[i][1] - t[i][2] - t[i][3] + bias[k];
     }
   }
 }
@@ -137,6 +141,7 @@ class WinogradConvOp : public OpKernel {
   void Compute(OpKernelContext* context) override {
     const Tensor& x = context->input(0);
     const Tensor& filter = context->input(1);
+    const Tensor& bias_tensor = context->input(2);
     OP_REQUIRES(context, x.dims() == 4,
                 InvalidArgument("kdiff Winograd conv: expected input of rank 4 ([batch, height, "
                                 "width, channels]); received shape ", x.shape().DebugString()));
@@ -146,13 +151,17 @@ class WinogradConvOp : public OpKernel {
                                 ", filters]; received shape ", filter.shape().DebugString()));
     const int64_t batch = x.dim_size(0), height = x.dim_size(1), width = x.dim_size(2);
     const int64_t channels = x.dim_size(3), filters = filter.dim_size(3);
+    OP_REQUIRES(context, bias_tensor.dims() == 1 && bias_tensor.dim_size(0) == filters,
+                InvalidArgument("kdiff Winograd conv: expected a bias shaped [", filters,
+                                "]; received shape ", bias_tensor.shape().DebugString()));
+    const float* bias = bias_tensor.flat<float>().data();
     Tensor* y_tensor = nullptr;
     OP_REQUIRES_OK(context, context->allocate_output(
                                 0, TensorShape({batch, height, width, filters}), &y_tensor));
     if (y_tensor->NumElements() == 0) return;
     float* y = y_tensor->flat<float>().data();
     if (channels == 0) {
-      std::fill(y, y + y_tensor->NumElements(), 0.0f);
+      for (int64_t i = 0; i < y_tensor->NumElements(); ++i) y[i] = bias[i % filters];
       return;
     }
 
@@ -177,7 +186,9 @@ class WinogradConvOp : public OpKernel {
     });
 
     const float* in = x.flat<float>().data();
-    // One shard a thread, each with its own buffers, taking every shards-th block.
+    // One shard a thread, each with its own buffers, taking the next block not yet taken:
+    // a thread that starts late (busy with another op) takes fewer.
+    std::atomic<int64_t> next_block(0);
     workers->ParallelFor(shards, block * kPoints * channels * filters * blocks, [&](int64_t begin, int64_t end) {
       for (int64_t shard = begin; shard < end; ++shard) {
         float* const v = u + kPoints * u_stride + shard * shard_floats;
@@ -185,7 +196,7 @@ class WinogradConvOp : public OpKernel {
         float* const zeros = m + kPoints * m_stride;  // the padding's row of channels
         float* const discard = zeros + channels;       // outputs past an odd edge
         std::fill(zeros, zeros + channels, 0.0f);
-        for (int64_t b = shard; b < blocks; b += shards) {
+        for (int64_t b = next_block++; b < blocks; b = next_block++) {
           const int64_t first = b * block, count = std::min(block, tiles - first);
           for (int64_t t = 0; t < count; ++t) {
             const int64_t tile = first + t;
@@ -225,7 +236,7 @@ class WinogradConvOp : public OpKernel {
                                 : y + ((n * height + row) * width + col) * filters;
               }
             }
-            TransformProducts(products, filters, out);
+            TransformProducts(products, bias, filters, out);
           }
         }
       }
@@ -236,9 +247,10 @@ class WinogradConvOp : public OpKernel {
 REGISTER_OP("KdiffWinogradConv2D")
     .Input("input: float")
     .Input("filter: float")
+    .Input("bias: float")
     .Output("output: float")
     .SetShapeFn(ConvShape)
-    .Doc("3x3 stride-1 'SAME' convolution of NHWC float32 images by Winograd F(2x2, 3x3).");
+    .Doc("3x3 stride-1 'SAME' convolution of NHWC float32 images by Winograd F(2x2, 3x3), plus a bias.");
 
 REGISTER_KERNEL_BUILDER(Name("KdiffWinogradConv2D").Device(DEVICE_CPU), WinogradConvOp);
 

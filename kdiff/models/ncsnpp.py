@@ -37,7 +37,7 @@ from keras import ops
 from kdiff import checks
 from kdiff.models import _shared
 from kdiff.models import layers as L
-from kdiff.models.layers._common import check_rate
+from kdiff.models.layers._common import Conv2D, check_rate
 
 __all__ = ["NCSNpp"]
 
@@ -220,7 +220,7 @@ class NCSNpp(keras.Model):
             return L.AttentionBlock(head_channels=self.head_channels, skip_rescale=True,
                                     groups=groups, epsilon=self.norm_eps, name=name, dtype=dt)
 
-        self.conv_in = keras.layers.Conv2D(ch0, 3, padding="same", name="conv_in", dtype=dt)
+        self.conv_in = Conv2D(ch0, 3, padding="same", name="conv_in", dtype=dt)
         levels = len(self.channels)
         self.down_blocks, self.downsamplers, self.down_skips = [], [], []
         stack = [ch0]  # channels of the activations the up path concatenates
@@ -237,7 +237,7 @@ class NCSNpp(keras.Model):
             self.down_blocks.append(blocks)
             if level != levels - 1:
                 self.downsamplers.append(res(ch, _groups(ch), f"down_{level}_downsample", down=True))
-                self.down_skips.append(keras.layers.Conv2D(ch, 1, name=f"down_{level}_skip",
+                self.down_skips.append(Conv2D(ch, 1, name=f"down_{level}_skip",
                                                            dtype=dt))
                 stack.append(ch)
         mid_ch, mid_groups = self.channels[-1], self._mid_groups(self.channels[-1])
@@ -264,14 +264,14 @@ class NCSNpp(keras.Model):
             if level != 0:
                 self.up_skip_norms.append(L.GroupNorm(_groups(ch), epsilon=self.norm_eps,
                                                       name=f"up_{level}_skip_norm", dtype=dt))
-                self.up_skip_convs.append(keras.layers.Conv2D(
+                self.up_skip_convs.append(Conv2D(
                     out, 3, padding="same", name=f"up_{level}_skip_conv", dtype=dt))
                 self.upsamplers.append(res(ch, _groups(ch), f"up_{level}_upsample", up=True))
         # The output head runs in the variable dtype (float32 under mixed precision).
         head_dt = keras.DTypePolicy(self.dtype_policy.variable_dtype)
         self.norm_out = L.GroupNorm(self._mid_groups(ch0), epsilon=self.norm_eps,
                                     name="norm_out", dtype=head_dt)
-        self.conv_out = keras.layers.Conv2D(out, 3, padding="same", kernel_initializer="zeros",
+        self.conv_out = Conv2D(out, 3, padding="same", kernel_initializer="zeros",
                                             name="conv_out", dtype=head_dt)
 
     def build(self, input_shape=None):

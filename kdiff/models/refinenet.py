@@ -27,6 +27,7 @@ from keras import ops
 from kdiff import checks
 from kdiff.models import _shared
 from kdiff.models import layers as L
+from kdiff.models.layers._common import Conv2D
 from kdiff.models.layers.refinenet_blocks import torch_uniform
 
 __all__ = ["RefineNet"]
@@ -123,7 +124,7 @@ class RefineNet(keras.Model):
     def _make_layers(self):
         dt, nc, ngf = self.dtype_policy, self.num_classes, self.ngf
         init = torch_uniform()
-        self.conv_in = keras.layers.Conv2D(ngf, 3, padding="same", kernel_initializer=init,
+        self.conv_in = Conv2D(ngf, 3, padding="same", kernel_initializer=init,
                                            name="conv_in", dtype=dt)
 
         def crb(out, name, resample=None, dilation=None):
@@ -141,7 +142,7 @@ class RefineNet(keras.Model):
         # The output head runs in the variable dtype (float32 under mixed precision).
         head_dt = keras.DTypePolicy(self.dtype_policy.variable_dtype)
         self.norm_out = L.ConditionalInstanceNorm2dPlus(ngf, nc, name="norm_out", dtype=head_dt)
-        self.conv_out = keras.layers.Conv2D(self.in_channels, 3, padding="same",
+        self.conv_out = Conv2D(self.in_channels, 3, padding="same",
                                             kernel_initializer=init, name="conv_out",
                                             dtype=head_dt)
 

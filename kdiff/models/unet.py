@@ -30,7 +30,7 @@ from keras import ops
 from kdiff import checks
 from kdiff.models import _shared
 from kdiff.models import layers as L
-from kdiff.models.layers._common import check_rate
+from kdiff.models.layers._common import Conv2D, check_rate
 from kdiff.models.layers.unet_blocks import GN_EPSILON, attention_heads
 
 __all__ = ["UNet"]
@@ -233,7 +233,7 @@ class UNet(keras.Model):
                                     skip_rescale=self.skip_rescale, groups=self.norm_groups,
                                     epsilon=self.norm_eps, norm=norm, name=name, dtype=dt)
 
-        self.conv_in = keras.layers.Conv2D(ch, 3, padding="same", name="conv_in", dtype=dt)
+        self.conv_in = Conv2D(ch, 3, padding="same", name="conv_in", dtype=dt)
         levels = len(self.channel_mult)
         self.down_blocks = []  # per level: list of (res, attn or None), then a downsampler
         self.downsamplers = []
@@ -277,7 +277,7 @@ class UNet(keras.Model):
         head_dt = keras.DTypePolicy(self.dtype_policy.variable_dtype)
         self.norm_out = L.GroupNorm(self.norm_groups, epsilon=self.norm_eps, name="norm_out",
                                     dtype=head_dt)
-        self.conv_out = keras.layers.Conv2D(
+        self.conv_out = Conv2D(
             self.output_channels, 3, padding="same", kernel_initializer="zeros",
             name="conv_out", dtype=head_dt)
 

@@ -194,13 +194,14 @@ def test_default_steps_and_the_raw_weights(tmp_path):
 @pytest.mark.slow
 def test_a_real_unet_exports(tmp_path):
     """The library's U-Net (when kdiff.models has it): same ε, and `generate` runs; the
-    SavedModel holds TensorFlow's ops only (no fused kdiff kernel, which TF Serving lacks),
-    even when the network ran with them before the export."""
+    SavedModel holds TensorFlow's ops only (no fused kdiff kernel, which TF Serving lacks:
+    neither GroupNorm's nor, at 128 channels, the Winograd convolution's), even when the
+    network ran with them before the export."""
     models = pytest.importorskip("kdiff.models")
     if not hasattr(getattr(models, "UNet", None), "small"):
         pytest.skip("kdiff.models.UNet.small is not there")
     keras.utils.set_random_seed(3)
-    model = DDPM(models.UNet.small(image_size=16, in_channels=1), schedule=schedules.linear(T=100))
+    model = DDPM(models.UNet.small(image_size=16, in_channels=1, base_channels=128), schedule=schedules.linear(T=100))
     x, t = tf.random.stateless_normal((2, 16, 16, 1), seed=[0, 1]), tf.constant([5, 90])
     expected = model.model_fn()(x, t).numpy()
     path = export_lib.export(model, tmp_path / "unet")

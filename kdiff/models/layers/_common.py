@@ -10,9 +10,37 @@ import numbers
 import keras
 from keras import ops
 
-__all__ = ["PACKAGE", "check_rank", "check_channels", "check_rate", "conv_layer", "per_example"]
+from kdiff import kernels
+
+__all__ = ["PACKAGE", "Conv2D", "check_rank", "check_channels", "check_rate", "conv_layer", "per_example"]
 
 PACKAGE = "kdiff.models"  # the layers' Keras package; not "kdiff": kdiff.diffusion registers its own NCSN
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class Conv2D(keras.layers.Conv2D):
+    """``keras.layers.Conv2D`` whose 3×3, stride-1, "same", channels-last convolutions are
+    ``kdiff.kernels.conv2d_3x3``: Winograd's kernel, bias included, for float32 on the CPU
+    (TensorFlow's convolution elsewhere). The same weights, config and result, to float32
+    round-off."""
+
+    def _winograd_shaped(self):
+        return (
+            keras.backend.backend() == "tensorflow"
+            and tuple(self.kernel_size) == (3, 3)
+            and tuple(self.strides) == (1, 1)
+            and tuple(self.dilation_rate) == (1, 1)
+            and self.padding == "same"
+            and self.data_format == "channels_last"
+            and self.groups == 1
+        )
+
+    def call(self, inputs):
+        if not self._winograd_shaped():
+            return super().call(inputs)
+        kernel = ops.convert_to_tensor(self.kernel)
+        outputs = kernels.conv2d_3x3(inputs, kernel, ops.convert_to_tensor(self.bias) if self.use_bias else None)
+        return outputs if self.activation is None else self.activation(outputs)
 
 
 def check_rank(x, rank, name, layer):
@@ -83,9 +111,9 @@ def conv_layer(filters, kernel_size, name, dtype, strides=1, dilation=1, use_bia
         initializer: the kernel initializer otherwise.
 
     Returns:
-        An unbuilt ``keras.layers.Conv2D``.
+        An unbuilt ``Conv2D``.
     """
-    return keras.layers.Conv2D(
+    return Conv2D(
         filters,
         kernel_size,
         strides=strides,

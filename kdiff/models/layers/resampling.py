@@ -14,7 +14,7 @@ import keras
 from keras import ops
 
 from kdiff import checks
-from kdiff.models.layers._common import PACKAGE, check_channels, check_rank, conv_layer
+from kdiff.models.layers._common import PACKAGE, Conv2D, check_channels, check_rank, conv_layer
 
 # Also resize_bilinear_align_corners, upsample_nearest, avg_pool2 and resampled_shape: what
 # the residual blocks of both families resample with.
@@ -214,7 +214,7 @@ class Downsample(_Resample):
     def build(self, input_shape):
         check_channels(input_shape, None, "inputs", self.name)
         if self.with_conv:
-            self.conv = keras.layers.Conv2D(
+            self.conv = Conv2D(
                 self.out_channels or input_shape[-1], 3, strides=2,
                 padding="same" if self.padding == 0 else "valid", name="conv",
                 dtype=self.dtype_policy)
