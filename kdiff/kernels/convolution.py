@@ -4,7 +4,8 @@
 Winograd F(2×2, 3×3) kernel (``winograd.cc``): 16 multiplications for each 2×2 block of
 outputs instead of the direct convolution's 36, so about 1.2–1.4× faster than TensorFlow's
 oneDNN convolution on the U-Nets' shapes (docs/benchmarks.md), and equal to it to float32
-round-off. Its gradient is TensorFlow's own convolution gradients (registered below), so
+round-off. Its input gradient is the same kind of convolution (by the turned kernel), so
+Winograd's kernel again; its filter gradient is TensorFlow's (registered below); so
 training, second derivatives and forward-mode products are those of ``tf.nn.conv2d``.
 """
 
@@ -54,9 +55,13 @@ def conv2d_3x3(x, kernel, bias=None):
 
 @tf.RegisterGradient("KdiffWinogradConv2D")
 def _winograd_gradient(op, dy):
-    """dx, dkernel and dbias: the gradients of ``tf.nn.conv2d`` and ``tf.nn.bias_add``
-    (TensorFlow's, differentiable again)."""
+    """dx, dkernel and dbias, as ``tf.nn.conv2d`` and ``tf.nn.bias_add``'s.
+
+    dx is itself a 3×3 "same" convolution — of dy by the kernel turned 180° with its
+    channels and filters swapped — so it is ``conv2d_3x3`` again (Winograd's kernel where
+    it pays); dkernel is TensorFlow's filter gradient. Both are differentiable again.
+    """
     x, kernel, _ = op.inputs
-    dx = tf.nn.conv2d_transpose(dy, kernel, tf.shape(x), strides=1, padding="SAME")
+    dx = conv2d_3x3(dy, tf.transpose(tf.reverse(kernel, axis=[0, 1]), [0, 1, 3, 2]))
     dkernel = tf.compat.v1.nn.conv2d_backprop_filter(x, tf.shape(kernel), dy, strides=[1, 1, 1, 1], padding="SAME")
     return dx, dkernel, tf.reduce_sum(dy, axis=[0, 1, 2])

@@ -61,9 +61,13 @@ def test_an_all_ones_filter_counts_the_taps_inside_the_image():
     np.testing.assert_array_equal(y, 4.0 * rows[None, :, :, None] + np.array([0.5, -1.0]))
 
 
-def test_gradients_are_tensorflows():
-    x, kernel, bias = _case((2, 6, 5, 8), 6)
-    dy = tf.constant(np.random.default_rng(1).standard_normal((2, 6, 5, 6)).astype(np.float32))
+@pytest.mark.parametrize("channels, filters", [(8, 6), (WINOGRAD_MIN_CHANNELS, WINOGRAD_MIN_CHANNELS + 8)],
+                         ids=["direct-input-gradient", "winograd-input-gradient"])
+def test_gradients_are_tensorflows(channels, filters):
+    """With enough channels the input gradient is the Winograd kernel again (by the turned
+    kernel), and still TensorFlow's gradient."""
+    x, kernel, bias = _case((2, 6, 5, channels), filters)
+    dy = tf.constant(np.random.default_rng(1).standard_normal((2, 6, 5, filters)).astype(np.float32))
 
     def gradients(conv):
         with tf.GradientTape() as tape:
@@ -72,7 +76,17 @@ def test_gradients_are_tensorflows():
         return tape.gradient(y, [x, kernel, bias], output_gradients=dy)
 
     for got, want in zip(gradients(_winograd), gradients(_direct)):
-        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-4)
+
+    def gradient_graph_ops(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = _winograd(x, kernel, bias)
+        return tape.gradient(y, x, output_gradients=dy)
+
+    expected = ["KdiffWinogradConv2D"] * (1 + (min(channels, filters) >= WINOGRAD_MIN_CHANNELS))
+    graph = tf.function(gradient_graph_ops).get_concrete_function(x).graph
+    assert sorted(op.type for op in graph.get_operations() if op.type.startswith("Kdiff")) == expected
 
 
 def test_second_derivatives_and_forward_mode_are_tensorflows():
