@@ -6,7 +6,9 @@
 // cut into 2×2 tiles, and the tiles into blocks small enough to stay in the core's cache;
 // for each block, on its own thread, the 4×4 input patches are transformed (V = Bᵀ d B,
 // additions only), multiplied by U as 16 matrix products (Eigen's, at the core's peak), and
-// transformed back into outputs (Y = Aᵀ M A), the bias added on the way. The transforms are exact in binary
+// transformed back into outputs (Y = Aᵀ M A), the bias added on the way. Small images
+// (few tiles) are done whole instead, the threads splitting the 16 products, so that U,
+// then as large as the images, is read once. The transforms are exact in binary
 // arithmetic; the result equals the direct convolution to float32 round-off.
 #include <algorithm>
 #include <atomic>
@@ -40,6 +42,8 @@ constexpr int kPoints = 16;  // 4×4 transformed points a tile
 // size, the tiles a block (the rows of its 16 matrix products) between the bounds below.
 constexpr int64_t kBlockBytes = 2 << 20;
 constexpr int64_t kMinTiles = 16, kMaxTiles = 256;
+// Calls whose transformed inputs and products together take at most this are done whole.
+constexpr int64_t kWholeBytes = 16 << 20;
 // Each point's rows start this many floats (three cache lines) past a multiple of the
 // block's size: without it the 16 rows a tile writes are a power of two apart, share the
 // same cache sets and evict one another (the input transform ran 7× slower).
@@ -134,6 +138,77 @@ void TransformProducts(const float* const m[kPoints], const float* bias, int64_t
   }
 }
 
+// The image and tile sizes of one call.
+struct Geometry {
+  int64_t height, width, channels, filters, tiles_y, tiles_x;
+
+  // Image n and the tile's row and column of tiles.
+  void Locate(int64_t tile, int64_t* n, int64_t* ty, int64_t* tx) const {
+    *n = tile / (tiles_y * tiles_x);
+    *ty = tile / tiles_x % tiles_y;
+    *tx = tile % tiles_x;
+  }
+};
+
+// Transforms the input patches of tiles [first, first + count) into v: point p of the
+// t-th tile at v + p·stride + t·channels. `zeros` is a row of zero channels (the padding).
+void TransformInputTiles(const Geometry& g, const float* in, const float* zeros, int64_t first,
+                         int64_t count, float* v, int64_t stride) {
+  for (int64_t t = 0; t < count; ++t) {
+    int64_t n, ty, tx;
+    g.Locate(first + t, &n, &ty, &tx);
+    const float* d[4][4];
+    for (int i = 0; i < 4; ++i) {
+      const int64_t row = 2 * ty - 1 + i;
+      for (int j = 0; j < 4; ++j) {
+        const int64_t col = 2 * tx - 1 + j;
+        d[i][j] = row < 0 || row >= g.height || col < 0 || col >= g.width
+                      ? zeros
+                      : in + ((n * g.height + row) * g.width + col) * g.channels;
+      }
+    }
+    float* rows[kPoints];
+    for (int p = 0; p < kPoints; ++p) rows[p] = v + p * stride + t * g.channels;
+    TransformPatch(d, g.channels, rows);
+  }
+}
+
+// m_p = v_p · u_p for points [begin, end), each a (count × channels)·(channels × filters) product.
+void MultiplyPoints(const Geometry& g, int64_t count, const float* v, int64_t v_stride,
+                    const float* u, int64_t u_stride, float* m, int64_t m_stride, int begin,
+                    int end) {
+  for (int p = begin; p < end; ++p) {
+    Eigen::Map<const Matrix> vp(v + p * v_stride, count, g.channels);
+    Eigen::Map<const Matrix> up(u + p * u_stride, g.channels, g.filters);
+    Eigen::Map<Matrix> mp(m + p * m_stride, count, g.filters);
+    mp.noalias() = vp * up;
+  }
+}
+
+// Transforms the products of tiles [first, first + count) (laid out as TransformInputTiles'
+// v, with filters) into their outputs in y, adding the bias.
+void TransformOutputTiles(const Geometry& g, const float* m, int64_t stride, const float* bias,
+                          int64_t first, int64_t count, float* y) {
+  std::vector<float> discard(g.filters);  // outputs past an odd edge
+  for (int64_t t = 0; t < count; ++t) {
+    int64_t n, ty, tx;
+    g.Locate(first + t, &n, &ty, &tx);
+    const float* products[kPoints];
+    for (int p = 0; p < kPoints; ++p) products[p] = m + p * stride + t * g.filters;
+    float* out[2][2];
+    for (int i = 0; i < 2; ++i) {
+      const int64_t row = 2 * ty + i;
+      for (int j = 0; j < 2; ++j) {
+        const int64_t col = 2 * tx + j;
+        out[i][j] = row >= g.height || col >= g.width
+                        ? discard.data()
+                        : y + ((n * g.height + row) * g.width + col) * g.filters;
+      }
+    }
+    TransformProducts(products, bias, g.filters, out);
+  }
+}
+
 class WinogradConvOp : public OpKernel {
  public:
   explicit WinogradConvOp(OpKernelConstruction* context) : OpKernel(context) {}
@@ -149,15 +224,16 @@ class WinogradConvOp : public OpKernel {
                              filter.dim_size(2) == x.dim_size(3),
                 InvalidArgument("kdiff Winograd conv: expected a filter shaped [3, 3, ", x.dim_size(3),
                                 ", filters]; received shape ", filter.shape().DebugString()));
-    const int64_t batch = x.dim_size(0), height = x.dim_size(1), width = x.dim_size(2);
-    const int64_t channels = x.dim_size(3), filters = filter.dim_size(3);
+    const int64_t batch = x.dim_size(0), channels = x.dim_size(3), filters = filter.dim_size(3);
+    const Geometry g{x.dim_size(1), x.dim_size(2), channels, filters,
+                     (x.dim_size(1) + 1) / 2, (x.dim_size(2) + 1) / 2};
     OP_REQUIRES(context, bias_tensor.dims() == 1 && bias_tensor.dim_size(0) == filters,
                 InvalidArgument("kdiff Winograd conv: expected a bias shaped [", filters,
                                 "]; received shape ", bias_tensor.shape().DebugString()));
     const float* bias = bias_tensor.flat<float>().data();
     Tensor* y_tensor = nullptr;
     OP_REQUIRES_OK(context, context->allocate_output(
-                                0, TensorShape({batch, height, width, filters}), &y_tensor));
+                                0, TensorShape({batch, g.height, g.width, filters}), &y_tensor));
     if (y_tensor->NumElements() == 0) return;
     float* y = y_tensor->flat<float>().data();
     if (channels == 0) {
@@ -166,78 +242,59 @@ class WinogradConvOp : public OpKernel {
     }
 
     auto* workers = context->device()->tensorflow_cpu_worker_threads()->workers;
-    const int64_t tiles_y = (height + 1) / 2, tiles_x = (width + 1) / 2;
-    const int64_t tiles = batch * tiles_y * tiles_x;
+    const int64_t tiles = batch * g.tiles_y * g.tiles_x;
     const int64_t threads = std::max(1, workers->NumThreads());
-    const int64_t block = TilesPerBlock(channels, tiles, threads);
+    // Few tiles (small images): transform them all, then split the 16 products among the
+    // threads, each reading its points' share of U once. Otherwise: blocks of tiles.
+    const bool whole = tiles * kPoints * sizeof(float) * (channels + filters) <= kWholeBytes;
+    const int64_t block = whole ? tiles : TilesPerBlock(channels, tiles, threads);
     const int64_t blocks = (tiles + block - 1) / block;
-    const int64_t shards = std::min(blocks, threads);
+    const int64_t shards = whole ? 1 : std::min(blocks, threads);
     const int64_t u_stride = channels * filters + kPointPad;
     const int64_t v_stride = block * channels + kPointPad, m_stride = block * filters + kPointPad;
-    const int64_t shard_floats = kPoints * (v_stride + m_stride) + channels + filters;
-    Tensor scratch;  // U, then each shard's V, M, zero row and discarded row
+    const int64_t shard_floats = kPoints * (v_stride + m_stride);
+    Tensor scratch;  // U, a row of zero channels, then each shard's V and M
     OP_REQUIRES_OK(context, context->allocate_temp(
                                 tensorflow::DT_FLOAT,
-                                TensorShape({kPoints * u_stride + shards * shard_floats}), &scratch));
-    float* u = scratch.flat<float>().data();
-    const float* g = filter.flat<float>().data();
+                                TensorShape({kPoints * u_stride + channels + shards * shard_floats}),
+                                &scratch));
+    float* const u = scratch.flat<float>().data();
+    float* const zeros = u + kPoints * u_stride;
+    std::fill(zeros, zeros + channels, 0.0f);
+    const float* kernel = filter.flat<float>().data();
     workers->ParallelFor(channels, 40 * filters, [&](int64_t begin, int64_t end) {
-      for (int64_t c = begin; c < end; ++c) TransformFilter(g, channels, filters, c, u, u_stride);
+      for (int64_t c = begin; c < end; ++c) TransformFilter(kernel, channels, filters, c, u, u_stride);
     });
-
     const float* in = x.flat<float>().data();
+
+    if (whole) {
+      float* const v = zeros + channels;
+      float* const m = v + kPoints * v_stride;
+      const int64_t tile_cost = kPoints * 4 * (channels + filters);
+      workers->ParallelFor(tiles, tile_cost, [&](int64_t begin, int64_t end) {
+        TransformInputTiles(g, in, zeros, begin, end - begin, v + begin * channels, v_stride);
+      });
+      workers->ParallelFor(kPoints, 2 * tiles * channels * filters, [&](int64_t begin, int64_t end) {
+        MultiplyPoints(g, tiles, v, v_stride, u, u_stride, m, m_stride, begin, end);
+      });
+      workers->ParallelFor(tiles, tile_cost, [&](int64_t begin, int64_t end) {
+        TransformOutputTiles(g, m + begin * filters, m_stride, bias, begin, end - begin, y);
+      });
+      return;
+    }
+
     // One shard a thread, each with its own buffers, taking the next block not yet taken:
     // a thread that starts late (busy with another op) takes fewer.
     std::atomic<int64_t> next_block(0);
     workers->ParallelFor(shards, block * kPoints * channels * filters * blocks, [&](int64_t begin, int64_t end) {
       for (int64_t shard = begin; shard < end; ++shard) {
-        float* const v = u + kPoints * u_stride + shard * shard_floats;
+        float* const v = zeros + channels + shard * shard_floats;
         float* const m = v + kPoints * v_stride;
-        float* const zeros = m + kPoints * m_stride;  // the padding's row of channels
-        float* const discard = zeros + channels;       // outputs past an odd edge
-        std::fill(zeros, zeros + channels, 0.0f);
         for (int64_t b = next_block++; b < blocks; b = next_block++) {
           const int64_t first = b * block, count = std::min(block, tiles - first);
-          for (int64_t t = 0; t < count; ++t) {
-            const int64_t tile = first + t;
-            const int64_t n = tile / (tiles_y * tiles_x), ty = tile / tiles_x % tiles_y, tx = tile % tiles_x;
-            const float* d[4][4];
-            for (int i = 0; i < 4; ++i) {
-              const int64_t row = 2 * ty - 1 + i;
-              for (int j = 0; j < 4; ++j) {
-                const int64_t col = 2 * tx - 1 + j;
-                d[i][j] = row < 0 || row >= height || col < 0 || col >= width
-                              ? zeros
-                              : in + ((n * height + row) * width + col) * channels;
-              }
-            }
-            float* rows[kPoints];
-            for (int p = 0; p < kPoints; ++p) rows[p] = v + p * v_stride + t * channels;
-            TransformPatch(d, channels, rows);
-          }
-          for (int p = 0; p < kPoints; ++p) {
-            Eigen::Map<const Matrix> vp(v + p * v_stride, count, channels);
-            Eigen::Map<const Matrix> up(u + p * u_stride, channels, filters);
-            Eigen::Map<Matrix> mp(m + p * m_stride, count, filters);
-            mp.noalias() = vp * up;
-          }
-          for (int64_t t = 0; t < count; ++t) {
-            const int64_t tile = first + t;
-            const int64_t n = tile / (tiles_y * tiles_x), ty = tile / tiles_x % tiles_y, tx = tile % tiles_x;
-            const float* products[kPoints];
-            for (int p = 0; p < kPoints; ++p) products[p] = m + p * m_stride + t * filters;
-            float* out[2][2];
-            for (int i = 0; i < 2; ++i) {
-              const int64_t row = 2 * ty + i;
-              for (int j = 0; j < 2; ++j) {
-                const int64_t col = 2 * tx + j;
-                out[i][j] = row >= height || col >= width
-                                ? discard
-                                : y + ((n * height + row) * width + col) * filters;
-              }
-            }
-            TransformProducts(products, bias, filters, out);
-          }
+          TransformInputTiles(g, in, zeros, first, count, v, v_stride);
+          MultiplyPoints(g, count, v, v_stride, u, u_stride, m, m_stride, 0, kPoints);
+          TransformOutputTiles(g, m, m_stride, bias, first, count, y);
         }
       }
     });
