@@ -44,6 +44,7 @@ def _kdiff_ops(function, *args):
     ((3, 8, 8, 16), 8),
     ((2, 6, 10, 130), 129),  # channels past any vector width
     ((0, 4, 4, 8), 8),       # an empty batch
+    ((4, 33, 35, 128), 128),  # past 16 MB of transforms: blocks of tiles, not the whole call
 ])
 def test_values_equal_tensorflows_convolution(shape, filters):
     x, kernel, bias = _case(shape, filters)
