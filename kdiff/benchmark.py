@@ -12,7 +12,8 @@ Measures, on this machine, in one run:
   (``precision="bfloat16"``), as image-steps per second and as a fraction of the peak of
   their dtype (from the network's FLOPs);
 * the second ``kdiff.sample`` call's overhead: the share of its time spent outside the
-  network's own compute (the traced loop is reused, so it should be small);
+  network's own compute (the traced loop is reused, so it should be small), against the
+  same number of forward passes called on their own, the two alternating;
 * training: ``train_step`` steps per second for the default pipeline run's ``UNet.small``
   (8×8×1, batch 64) and for ``UNet.ddpm_cifar10`` (32×32×3, batch 16), in float32 and
   under the ``mixed_bfloat16`` policy (float32 weights, Adam state and EMA), timed in
@@ -340,8 +341,16 @@ def run(argv=None):
     # ------------------------------------------------- second-call overhead
     forward = tf.function(lambda x, t: network(x, t))
     t = tf.fill([batch], 500)
-    network_seconds = _best(lambda: forward(x_T, t).numpy(), args.rounds) * steps
-    second = best["kdiff float32"]  # a second call, and later: the loop traced by the first
+
+    def network_alone():  # the sampling call's network work: `steps` passes, one after another
+        for _ in range(steps):
+            out = forward(x_T, t)
+        return out.numpy()
+
+    network_alone()
+    # The two alternate, each timed as a whole: the same calls' lengths, the same moments.
+    paired = _alternating_best({"sample": fns["kdiff float32"], "network": network_alone}, args.rounds)
+    second, network_seconds = paired["sample"], paired["network"]  # later calls reuse the traced loop
     overhead = results["second_call_overhead"] = max(0.0, 1.0 - network_seconds / second)
     overhead_line = (
         f"\nSecond kdiff.sample call: {second:.2f} s, of which {network_seconds:.2f} s is the network's "

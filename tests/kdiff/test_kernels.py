@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+from derivatives import hessian_vector, jvp
 from paths import REPO
 
 from kdiff import kernels
@@ -70,24 +71,10 @@ def test_second_derivatives_and_forward_mode_equal_tensorflows_ops(activation):
     x, gamma, beta = _case((2, 4, 4, 8), 2)
     v = tf.constant(np.random.default_rng(3).standard_normal(x.shape).astype(np.float32))
 
-    def hessian_vector(norm):
-        with tf.GradientTape() as outer:
-            outer.watch(x)
-            with tf.GradientTape() as inner:
-                inner.watch(x)
-                loss = tf.reduce_sum(tf.sin(norm(x, gamma, beta, 2, 1e-6, activation)))
-            gradient = inner.gradient(loss, x)
-        return outer.gradient(gradient, x, output_gradients=v)
-
-    def jvp(norm):
-        with tf.autodiff.ForwardAccumulator(x, v) as accumulator:
-            y = norm(x, gamma, beta, 2, 1e-6, activation)
-        return accumulator.jvp(y)
-
     for product in (hessian_vector, jvp):
-        np.testing.assert_allclose(
-            product(group_norm).numpy(), product(composed_group_norm).numpy(), rtol=1e-4, atol=1e-4
-        )
+        got, want = (product(lambda x: norm(x, gamma, beta, 2, 1e-6, activation), x, v)
+                     for norm in (group_norm, composed_group_norm))
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-4)
 
 
 def test_bfloat16_in_and_out_with_float32_statistics():

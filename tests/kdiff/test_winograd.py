@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import keras
+from derivatives import hessian_vector, jvp
 
 from kdiff import kernels
 from kdiff.kernels.convolution import WINOGRAD_MIN_CHANNELS, conv2d_3x3
@@ -91,25 +92,14 @@ def test_gradients_are_tensorflows(channels, filters):
 
 
 def test_second_derivatives_and_forward_mode_are_tensorflows():
-    x, kernel, bias = _case((1, 4, 4, 4), 3)
+    """At 128 channels: the Hessian-vector product differentiates the Winograd input
+    gradient, itself the kernel, again."""
+    x, kernel, bias = _case((1, 4, 4, WINOGRAD_MIN_CHANNELS), WINOGRAD_MIN_CHANNELS)
     v = tf.constant(np.random.default_rng(2).standard_normal(x.shape).astype(np.float32))
 
-    def hessian_vector(conv):
-        with tf.GradientTape() as outer:
-            outer.watch(x)
-            with tf.GradientTape() as inner:
-                inner.watch(x)
-                loss = tf.reduce_sum(tf.sin(conv(x, kernel, bias)))
-            gradient = inner.gradient(loss, x)
-        return outer.gradient(gradient, x, output_gradients=v)
-
-    def jvp(conv):
-        with tf.autodiff.ForwardAccumulator(x, v) as accumulator:
-            y = conv(x, kernel, bias)
-        return accumulator.jvp(y)
-
     for product in (hessian_vector, jvp):
-        np.testing.assert_allclose(product(_winograd).numpy(), product(_direct).numpy(), rtol=1e-4, atol=1e-5)
+        got, want = (product(lambda x: conv(x, kernel, bias), x, v) for conv in (_winograd, _direct))
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-4)
 
 
 def test_same_input_gives_the_same_bits():
