@@ -118,8 +118,8 @@ def cpu_library(name, x, dtypes):
 
 
 def status(name=None):
-    """Whether kernel ``name`` (None: each of ``KERNELS``, one line each) is used here,
-    and why not when it is not."""
+    """Whether kernel ``name`` (None: each of ``KERNELS``) is used here, and why not when
+    it is not: one line a kernel."""
     if name is None:
         return "\n".join(status(each) for each in KERNELS)
     if switched_off():
@@ -127,8 +127,8 @@ def status(name=None):
     from kdiff.kernels import _build
 
     loaded, reason = _load(name)
-    if loaded is None:
-        return f"{name}: unavailable: {reason}"
+    if loaded is None:  # a compiler's quoted lines, joined: one line a kernel
+        return f"{name}: unavailable: " + "; ".join(line.strip() for line in reason.splitlines() if line.strip())
     return f"{name}: built, {_build.library_path(os.path.join(_SOURCES, f'{name}.cc'))}"
 
 

@@ -8,11 +8,10 @@
 // additions only), multiplied by U as 16 matrix products (Eigen's, at the core's peak), and
 // transformed back into outputs (Y = Aᵀ M A), the bias added on the way. Small images
 // (few tiles) are done whole instead, the threads splitting the 16 products, so that U,
-// then as large as the images, is read once. The transforms are exact in binary
-// arithmetic; the result equals the direct convolution to float32 round-off.
+// then as large as the images, is read once. The transforms' coefficients (0, ±1, ±½) are
+// exact in binary; the result equals the direct convolution to float32 round-off.
 #include <algorithm>
 #include <atomic>
-#include <cstring>
 #include <vector>
 
 #include "Eigen/Core"
