@@ -6,7 +6,8 @@
   forward and more backward; PyTorch does it in one kernel each way.
 * ``conv2d_3x3`` (``winograd.cc``): the U-Nets' 3×3 stride-1 convolutions of float32
   images by Winograd's F(2×2, 3×3), 16 multiplications for each 2×2 block of outputs
-  instead of 36; its gradient is TensorFlow's.
+  instead of 36; its input gradient is the same kernel again, its filter gradient
+  TensorFlow's.
 
 A kernel is compiled the first time it is needed, with the machine's C++ compiler against
 the installed TensorFlow (10–15 s each), and cached (``kdiff.kernels._build``);

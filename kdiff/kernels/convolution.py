@@ -2,9 +2,9 @@
 
 ``conv2d_3x3`` is ``tf.nn.conv2d(x, kernel, 1, "SAME")``, computed where it can by the
 Winograd F(2×2, 3×3) kernel (``winograd.cc``): 16 multiplications for each 2×2 block of
-outputs instead of the direct convolution's 36, so about 1.2–1.4× faster than TensorFlow's
-oneDNN convolution on the U-Nets' shapes (docs/benchmarks.md), and equal to it to float32
-round-off. Its input gradient is the same kind of convolution (by the turned kernel), so
+outputs instead of the direct convolution's 36, so 1.25–1.42× faster than TensorFlow's
+oneDNN convolution on the CIFAR-10 U-Net's shapes (docs/benchmarks.md), and equal to it to
+float32 round-off. Its input gradient is the same kind of convolution (by the turned kernel), so
 Winograd's kernel again; its filter gradient is TensorFlow's (registered below); so
 training, second derivatives and forward-mode products are those of ``tf.nn.conv2d``.
 """
@@ -17,7 +17,8 @@ from kdiff import kernels
 
 WINOGRAD_DTYPES = (tf.float32,)  # bfloat16 loses too much in the transforms
 # Below this many input or output channels the transforms cost more than the products
-# save (64 → 64 channels broke even; 128 → 128 ran 1.3× faster: docs/benchmarks.md).
+# save (64 → 64 channels broke even, 16 → 16 ran 0.48×; 128 → 128 at 32×32 ran 1.42×:
+# docs/benchmarks.md).
 WINOGRAD_MIN_CHANNELS = 128
 
 
@@ -44,6 +45,15 @@ def conv2d_3x3(x, kernel, bias=None):
             f"Received: x.shape={list(x.shape)}, kernel.shape={list(kernel.shape)}"
         )
     channels, filters = kernel.shape[2:]
+    if x.shape[-1] is not None and channels is not None and x.shape[-1] != channels:
+        raise ValueError(
+            f"Expected `kernel` [3, 3, {x.shape[-1]}, filters] for `x` of {x.shape[-1]} channels. "
+            f"Received: x.shape={list(x.shape)}, kernel.shape={list(kernel.shape)}"
+        )
+    if bias is not None and (len(bias.shape) != 1 or bias.shape[0] not in (None, filters)):
+        raise ValueError(
+            f"Expected `bias` of shape [{filters}] (the kernel's filters). Received: bias.shape={list(bias.shape)}"
+        )
     library = None
     if channels is not None and filters is not None and min(channels, filters) >= WINOGRAD_MIN_CHANNELS:
         library = kernels.cpu_library("winograd", x, WINOGRAD_DTYPES)

@@ -116,6 +116,10 @@ def test_bad_shapes_are_named():
         _winograd(x, kernel, bias[:3])
     with pytest.raises(ValueError, match=r"`kernel` \[3, 3, channels, filters\]. Received: .*kernel.shape=\[5, 5, 8, 4\]"):
         conv2d_3x3(x, tf.zeros((5, 5, 8, 4)))
+    with pytest.raises(ValueError, match=r"`kernel` \[3, 3, 8, filters\] for `x` of 8 channels. Received: .*kernel.shape=\[3, 3, 6, 4\]"):
+        conv2d_3x3(x, kernel[:, :, :6])
+    with pytest.raises(ValueError, match=r"`bias` of shape \[4\] \(the kernel's filters\). Received: bias.shape=\[3\]"):
+        conv2d_3x3(x, kernel, bias[:3])
 
 
 def test_used_only_where_it_pays():
